@@ -1,0 +1,108 @@
+"""The module-level API: ``procscope.setup``, ``configure``, ``shutdown``, ``name``..."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Any, TypeVar
+
+from ._common.guard import handle_internal_errors
+from ._common.naming import set_name
+from ._common.settings import SettingWarning, resolve
+from ._scope import Scope
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_scope: Scope | None = None
+
+
+def setup(
+    *,
+    level: str | None = None,
+    sample_rate: float | None = None,
+    exporter: str | None = None,
+    db: str | None = None,
+    capture_content: bool | None = None,
+) -> Scope:
+    """Start recording: provider, processors, exporters and the instrumentors of ``level``.
+
+    Each keyword left out comes from its environment variable, else the default (see
+    docs/configuration.md). A bad value warns once and falls back to the default. A second
+    call warns and returns the first scope unchanged.
+    """
+    global _scope
+    with _lock:
+        if _scope is not None:
+            warnings.warn(
+                "procscope.setup() was already called in this process; keeping the first "
+                "configuration (use procscope.configure() to change it)",
+                SettingWarning,
+                stacklevel=2,
+            )
+            return _scope
+        scope = Scope(
+            resolve(
+                db=db,
+                level=level,
+                sample_rate=sample_rate,
+                capture_content=capture_content,
+                exporter=exporter,
+            )
+        )
+        with handle_internal_errors():
+            scope.start()
+        _scope = scope
+        return scope
+
+
+def current_scope() -> Scope | None:
+    """The scope set up in this process, if any."""
+    return _scope
+
+
+def configure(
+    *,
+    level: str | None = None,
+    sample_rate: float | None = None,
+    capture_content: bool | None = None,
+) -> None:
+    """Change settings while the program runs (new spans see them at once)."""
+    scope = _scope
+    if scope is None:
+        warnings.warn(
+            "procscope.configure() before procscope.setup(): nothing to configure",
+            SettingWarning,
+            stacklevel=2,
+        )
+        return
+    scope.configure(level=level, sample_rate=sample_rate, capture_content=capture_content)
+
+
+def shutdown() -> None:
+    """Flush everything recorded, uninstrument, and close the exporters."""
+    global _scope
+    with _lock:
+        scope, _scope = _scope, None
+    if scope is not None:
+        scope.shutdown()
+
+
+def name(obj: T, name: str) -> T:
+    """Give ``obj`` (a queue, pipe, process or traced object) a readable name."""
+    return set_name(obj, name)
+
+
+def trace_state(
+    obj_or_class: Any = None,
+    name: str | None = None,
+    fields: Any = None,
+) -> Any:
+    """Record the state changes of an object, or of every instance of a class.
+
+    Usable as ``@procscope.trace_state``, ``@procscope.trace_state(name=...)`` or
+    ``procscope.trace_state(obj, name=..., fields=[...])``.
+    """
+    from procscope.instrumentation.state import trace_state as _trace_state
+
+    return _trace_state(obj_or_class, name=name, fields=fields)

@@ -1,0 +1,55 @@
+"""The ``procscope`` command line.
+
+Each command lives in its own module with ``add_parser(subparsers)``, which registers it
+and sets ``func`` to a handler taking the parsed arguments and returning an exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .._version import __version__
+from . import _messages, _processes, _run, _state, _traces
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"procscope: {message} (see 'procscope --help')\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="procscope",
+        description="Record and query how a concurrent Python program's processes, "
+        "threads, tasks, messages and object states behave.",
+    )
+    parser.add_argument("--version", action="version", version=f"procscope {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subparsers.required = True
+    for module in (_run, _traces, _processes, _messages, _state):
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `procscope traces | head`: the reader went away; that is not an error of ours.
+        return EXIT_OK
+
+
+def entry() -> None:
+    """The console script."""
+    sys.exit(main())

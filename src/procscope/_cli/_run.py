@@ -1,0 +1,163 @@
+"""``procscope run`` and ``procscope demo``: run a program with procscope switched on."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .._common.settings import (
+    ENV_CAPTURE_CONTENT,
+    ENV_DB,
+    ENV_EXPORTER,
+    ENV_LEVEL,
+    ENV_SAMPLE_RATE,
+    DEFAULT_DB,
+)
+
+EXIT_USAGE = 2
+
+
+def auto_instrumentation_dir() -> str:
+    """The folder of OpenTelemetry's sitecustomize, which runs the distro at start-up."""
+    import opentelemetry.instrumentation.auto_instrumentation as auto
+
+    return os.path.dirname(os.path.abspath(auto.__file__))
+
+
+def instrumented_environ(
+    base: dict[str, str],
+    *,
+    db: str | None = None,
+    level: str | None = None,
+    sample_rate: str | None = None,
+    exporter: str | None = None,
+    capture_content: str | None = None,
+) -> dict[str, str]:
+    """The environment under which any Python program starts with procscope set up.
+
+    Options given here override the environment; every child process that the program
+    starts inherits this environment and so the same settings.
+    """
+    env = dict(base)
+    env[ENV_DB] = os.path.abspath(db or env.get(ENV_DB) or DEFAULT_DB)
+    for name, value in (
+        (ENV_LEVEL, level),
+        (ENV_SAMPLE_RATE, sample_rate),
+        (ENV_EXPORTER, exporter),
+        (ENV_CAPTURE_CONTENT, capture_content),
+    ):
+        if value is not None:
+            env[name] = value
+    env["OTEL_PYTHON_DISTRO"] = "procscope"
+    env["OTEL_PYTHON_CONFIGURATOR"] = "procscope"
+    auto_dir = auto_instrumentation_dir()
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != auto_dir]
+    env["PYTHONPATH"] = os.pathsep.join([auto_dir, *paths])
+    return env
+
+
+def resolve_command(command: list[str]) -> list[str]:
+    """A bare ``python`` or ``python3`` means the interpreter procscope is installed in.
+
+    Otherwise ``procscope run -- python app.py`` from an unactivated virtual environment
+    would start the system Python, which cannot load procscope, and record nothing.
+    """
+    if command and command[0] in ("python", "python3"):
+        return [sys.executable, *command[1:]]
+    return command
+
+
+def _add_setting_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help="trace DB file (default: $PROCSCOPE_DB or ./procscope.db)")
+    parser.add_argument(
+        "--level", help="full, messages_only, states_only, minimal or off (default: full)"
+    )
+    parser.add_argument("--sample-rate", help="share of traces kept, 0.0 to 1.0 (default: 1.0)")
+    parser.add_argument(
+        "--exporter", help="tracedb, otlp, console, none, or several comma-separated"
+    )
+    parser.add_argument("--capture-content", help="record message and state values: true/false")
+
+
+def _settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "db": args.db,
+        "level": args.level,
+        "sample_rate": args.sample_rate,
+        "exporter": args.exporter,
+        "capture_content": args.capture_content,
+    }
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    command = list(args.cmd)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        sys.stderr.write("procscope run: no command given (procscope run -- CMD ...)\n")
+        return EXIT_USAGE
+    command = resolve_command(command)
+    if shutil.which(command[0]) is None:
+        sys.stderr.write(f"procscope run: command not found: {command[0]}\n")
+        return EXIT_USAGE
+    env = instrumented_environ(dict(os.environ), **_settings_of(args))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # exec, not a child process: the program then gets SIGINT and SIGTERM directly and
+    # its exit status is ours, with nothing of procscope left running beside it.
+    try:
+        os.execvpe(command[0], command, env)
+    except OSError as exc:
+        sys.stderr.write(f"procscope run: cannot run {command[0]}: {exc.strerror}\n")
+        return EXIT_USAGE
+    return 0  # not reached
+
+
+def demo_program() -> Path:
+    """The bundled example program (examples/demo.py, shipped inside the package)."""
+    return Path(__file__).resolve().parent.parent / "_demo_app.py"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo_report import print_demo_report
+
+    db = os.path.abspath(args.db or os.environ.get(ENV_DB) or DEFAULT_DB)
+    env = instrumented_environ(dict(os.environ), db=db, exporter="tracedb")
+    started_ns = _now_ns()
+    print(f"procscope demo: running {demo_program().name}, recording into {db}")
+    sys.stdout.flush()
+    completed = subprocess.run([sys.executable, str(demo_program())], env=env, check=False)
+    print(f"procscope demo: the program exited with status {completed.returncode}\n")
+    return print_demo_report(db, since_ns=started_ns)
+
+
+def _now_ns() -> int:
+    import time
+
+    return time.time_ns()
+
+
+def add_parser(subparsers: Any) -> None:
+    run = subparsers.add_parser(
+        "run",
+        help="run a program with procscope switched on, children included",
+        description="Run CMD with procscope set up in it and in every Python process it "
+        "starts. The exit status is the program's.",
+    )
+    _add_setting_options(run)
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    run.set_defaults(func=cmd_run)
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="run the bundled example and print what it recorded",
+        description="Run a small multi-process program (processes, queues, a stateful "
+        "worker, one crash) under procscope and print what was recorded.",
+    )
+    demo.add_argument("--db", help="trace DB file (default: $PROCSCOPE_DB or ./procscope.db)")
+    demo.set_defaults(func=cmd_demo)

@@ -1,0 +1,222 @@
+"""procscope's settings: one parser for keywords and environment variables.
+
+Precedence is keyword, then environment, then default. A bad value never stops the host
+program: it gives one :class:`SettingWarning` that names the setting and the value, and
+the default is used instead.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+LEVELS = ("full", "messages_only", "states_only", "minimal", "off")
+BUILTIN_EXPORTERS = ("tracedb", "otlp", "console", "none")
+
+ENV_DB = "PROCSCOPE_DB"
+ENV_LEVEL = "PROCSCOPE_LEVEL"
+ENV_SAMPLE_RATE = "PROCSCOPE_SAMPLE_RATE"
+ENV_CAPTURE_CONTENT = "PROCSCOPE_CAPTURE_CONTENT"
+ENV_EXPORTER = "OTEL_TRACES_EXPORTER"
+
+DEFAULT_DB = "procscope.db"
+DEFAULT_LEVEL = "full"
+DEFAULT_SAMPLE_RATE = 1.0
+DEFAULT_CAPTURE_CONTENT = True
+DEFAULT_EXPORTERS: tuple[str, ...] = ("tracedb",)
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class SettingWarning(UserWarning):
+    """A procscope setting had a bad value; the default was used instead."""
+
+
+class BadSetting(ValueError):
+    """Raised by a parser for a value it cannot accept."""
+
+
+def warn_bad(setting: str, value: object, reason: str, fallback: object) -> None:
+    """The single warning for a bad setting: what, which value, why, and what is used."""
+    warnings.warn(
+        f"procscope: bad value for setting {setting}: {value!r} ({reason}); "
+        f"using {fallback!r} instead",
+        SettingWarning,
+        stacklevel=5,
+    )
+
+
+def parse_level(value: object) -> str:
+    text = str(value).strip().lower()
+    if text not in LEVELS:
+        raise BadSetting("expected one of " + ", ".join(LEVELS))
+    return text
+
+
+def parse_rate(value: object) -> float:
+    if isinstance(value, bool):
+        raise BadSetting("expected a number from 0.0 to 1.0")
+    try:
+        rate = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise BadSetting("expected a number from 0.0 to 1.0") from None
+    if not 0.0 <= rate <= 1.0:  # also rejects NaN
+        raise BadSetting("expected a number from 0.0 to 1.0")
+    return rate
+
+
+def parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise BadSetting("expected true or false")
+
+
+def parse_positive_float(value: object) -> float:
+    """A positive number (sizes, ages, timeouts); 0 or a negative number is refused."""
+    if isinstance(value, bool):
+        raise BadSetting("expected a positive number")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise BadSetting("expected a positive number") from None
+    if not number > 0 or number == float("inf"):
+        raise BadSetting("expected a positive number")
+    return number
+
+
+def parse_db(value: object) -> str:
+    """An absolute path to a trace DB file that we can create or write."""
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise BadSetting("expected a file path")
+    path = os.path.abspath(os.path.expanduser(os.fspath(value)))
+    if os.path.isdir(path):
+        raise BadSetting("it is a directory")
+    if os.path.exists(path):
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise BadSetting("the file is not readable and writable")
+    else:
+        parent = os.path.dirname(path) or "."
+        if not os.path.isdir(parent):
+            raise BadSetting(f"its folder {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise BadSetting(f"its folder {parent} is not writable")
+    return path
+
+
+def known_exporters() -> set[str]:
+    """Exporter names: ours, and those registered as ``opentelemetry_traces_exporter``."""
+    names = set(BUILTIN_EXPORTERS)
+    try:
+        from importlib.metadata import entry_points
+
+        names.update(ep.name for ep in entry_points(group="opentelemetry_traces_exporter"))
+    except Exception:  # noqa: BLE001 -- broken metadata must not stop setup
+        pass
+    return names
+
+
+def parse_exporters(value: object) -> tuple[str, ...]:
+    """Comma-separated exporter names; unknown ones are refused as a whole."""
+    if isinstance(value, (list, tuple)):
+        parts = [str(v).strip().lower() for v in value]
+    else:
+        parts = [p.strip().lower() for p in str(value).split(",")]
+    parts = [p for p in parts if p]
+    if not parts:
+        raise BadSetting("no exporter named")
+    unknown = [p for p in parts if p not in known_exporters()]
+    if unknown:
+        raise BadSetting("unknown exporter " + ", ".join(unknown))
+    if "none" in parts:
+        return ()
+    return tuple(dict.fromkeys(parts))
+
+
+def resolve_one(
+    keyword: str,
+    env_name: str,
+    given: object,
+    parser: Callable[[object], T],
+    default: T,
+    environ: Mapping[str, str] | None = None,
+) -> T:
+    """One setting: the keyword if given, else the environment, else the default."""
+    env = os.environ if environ is None else environ
+    if given is not None:
+        source, raw = keyword, given
+    else:
+        raw_env = env.get(env_name)
+        if raw_env is None or not raw_env.strip():
+            return default
+        source, raw = env_name, raw_env
+    try:
+        return parser(raw)
+    except BadSetting as exc:
+        warn_bad(source, raw, str(exc), default)
+        return default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings of one ``procscope.setup()``."""
+
+    db: str
+    level: str
+    sample_rate: float
+    capture_content: bool
+    exporters: tuple[str, ...]
+
+    def as_environ(self) -> dict[str, str]:
+        """The environment that gives a child process these same settings."""
+        return {
+            ENV_DB: self.db,
+            ENV_LEVEL: self.level,
+            ENV_SAMPLE_RATE: repr(self.sample_rate),
+            ENV_CAPTURE_CONTENT: "true" if self.capture_content else "false",
+            ENV_EXPORTER: ",".join(self.exporters) or "none",
+        }
+
+
+def default_db() -> str:
+    return os.path.abspath(DEFAULT_DB)
+
+
+def resolve(
+    *,
+    db: Any = None,
+    level: Any = None,
+    sample_rate: Any = None,
+    capture_content: Any = None,
+    exporter: Any = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve every contract setting, warning once for each bad value."""
+    return Settings(
+        db=resolve_one("db", ENV_DB, db, parse_db, default_db(), environ),
+        level=resolve_one("level", ENV_LEVEL, level, parse_level, DEFAULT_LEVEL, environ),
+        sample_rate=resolve_one(
+            "sample_rate", ENV_SAMPLE_RATE, sample_rate, parse_rate, DEFAULT_SAMPLE_RATE, environ
+        ),
+        capture_content=resolve_one(
+            "capture_content",
+            ENV_CAPTURE_CONTENT,
+            capture_content,
+            parse_bool,
+            DEFAULT_CAPTURE_CONTENT,
+            environ,
+        ),
+        exporters=resolve_one(
+            "exporter", ENV_EXPORTER, exporter, parse_exporters, DEFAULT_EXPORTERS, environ
+        ),
+    )

@@ -1,0 +1,49 @@
+"""Auto-launch: procscope's OpenTelemetry distro and configurator.
+
+``opentelemetry-instrument python app.py`` (and ``procscope run``) loads the distro named
+by OTEL_PYTHON_DISTRO, or the first one installed; then the configurator named by
+OTEL_PYTHON_CONFIGURATOR, or the first one; then every ``opentelemetry_instrumentor``
+entry point not listed in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.sdk._configuration import _BaseConfigurator
+
+from ._common.guard import handle_internal_errors
+from ._instrumentors import INSTRUMENTORS
+
+
+class ProcscopeDistro(BaseDistro):
+    """Makes procscope's configurator the one that runs, and tracedb the default exporter."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        # The distro is configured before any configurator is chosen, so naming ours here
+        # settles which configurator runs when opentelemetry-distro is installed too.
+        os.environ.setdefault("OTEL_PYTHON_CONFIGURATOR", "procscope")
+        os.environ.setdefault("OTEL_TRACES_EXPORTER", "tracedb")
+
+    def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        if entry_point.name in INSTRUMENTORS:
+            from ._api import current_scope
+
+            if current_scope() is not None:
+                # setup() already switched procscope's instrumentors on as the level
+                # asks (honouring OTEL_PYTHON_DISABLED_INSTRUMENTATIONS); turning on one
+                # that the level leaves off would override the user's setting.
+                return
+        super().load_instrumentor(entry_point, **kwargs)
+
+
+class ProcscopeConfigurator(_BaseConfigurator):
+    """Runs ``procscope.setup()`` from the environment."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        from ._api import setup
+
+        with handle_internal_errors():
+            setup()

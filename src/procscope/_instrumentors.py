@@ -1,0 +1,70 @@
+"""Which of procscope's instrumentors each level turns on, and turning them on and off."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+from ._common.guard import warn_once
+
+# entry point name -> (module, class); the names match pyproject entry points.
+INSTRUMENTORS: dict[str, tuple[str, str]] = {
+    "procscope_lifecycle": ("procscope.instrumentation.lifecycle", "LifecycleInstrumentor"),
+    "procscope_messaging": ("procscope.instrumentation.messaging", "MessagingInstrumentor"),
+    "procscope_state": ("procscope.instrumentation.state", "StateInstrumentor"),
+}
+
+# The lifecycle instrumentor is on at every level but "off": besides its own spans it
+# carries settings and trace context into child processes, which the other levels need.
+# What it records at each level is its own decision (it reads the live level).
+LEVEL_INSTRUMENTORS: dict[str, tuple[str, ...]] = {
+    "full": ("procscope_lifecycle", "procscope_messaging", "procscope_state"),
+    "messages_only": ("procscope_lifecycle", "procscope_messaging"),
+    "states_only": ("procscope_lifecycle", "procscope_state"),
+    "minimal": ("procscope_lifecycle",),
+    "off": (),
+}
+
+
+def disabled_by_environment() -> set[str]:
+    """Names in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, which procscope honours too."""
+    raw = os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+def wanted(level: str) -> list[str]:
+    disabled = disabled_by_environment()
+    if "*" in disabled:
+        return []
+    return [name for name in LEVEL_INSTRUMENTORS[level] if name not in disabled]
+
+
+def load(name: str) -> Any:
+    module_name, class_name = INSTRUMENTORS[name]
+    return getattr(importlib.import_module(module_name), class_name)()
+
+
+def apply_level(level: str, tracer_provider: Any) -> None:
+    """Instrument what ``level`` wants and uninstrument the rest (both are idempotent)."""
+    on = set(wanted(level))
+    for name in INSTRUMENTORS:
+        try:
+            instrumentor = load(name)
+            if name in on:
+                if not instrumentor.is_instrumented_by_opentelemetry:
+                    instrumentor.instrument(tracer_provider=tracer_provider)
+            elif instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.uninstrument()
+        except Exception as exc:  # noqa: BLE001 -- one broken plugin must not stop the rest
+            warn_once(
+                f"instrumentor-failed:{name}",
+                "procscope: instrumentor %s could not be switched (%s: %s)",
+                name,
+                type(exc).__name__,
+                exc,
+            )
+
+
+def uninstrument_all() -> None:
+    apply_level("off", None)

@@ -1,0 +1,111 @@
+"""Building the tracing pipeline that ``procscope.setup()`` installs.
+
+Resource, sampler, exporters and their span processors. Everything here runs once at
+setup; nothing here is on a hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from opentelemetry.sdk.resources import (
+    OsResourceDetector,
+    ProcessResourceDetector,
+    Resource,
+    get_aggregated_resources,
+)
+from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+)
+
+from ._common.guard import warn_once
+from ._common.settings import Settings, warn_bad
+
+_logger = logging.getLogger("procscope")
+
+OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+
+
+def program_name() -> str:
+    """A readable default service name: the script or module the program runs."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if argv0 in ("", "-c", "-m"):
+        return "python"
+    base = os.path.basename(argv0)
+    if base == "__main__.py":
+        base = os.path.basename(os.path.dirname(argv0)) or base
+    return base[:-3] if base.endswith(".py") else base
+
+
+def build_resource() -> Resource:
+    """The SDK's own resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, detectors),
+    with process and OS attributes, and the program's name as a default service name."""
+    detected = get_aggregated_resources([ProcessResourceDetector(), OsResourceDetector()])
+    env_names_service = bool(os.environ.get("OTEL_SERVICE_NAME", "").strip()) or (
+        "service.name=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    )
+    attributes: dict[str, Any] = {}
+    if not env_names_service:
+        attributes["service.name"] = program_name()
+    return detected.merge(Resource.create(attributes))
+
+
+def otlp_protocol() -> str:
+    raw = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", ""
+    )
+    protocol = raw.strip().lower() or "grpc"
+    if protocol not in OTLP_PROTOCOLS:
+        name = (
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+            if os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            else "OTEL_EXPORTER_OTLP_PROTOCOL"
+        )
+        warn_bad(name, raw, "expected grpc or http/protobuf", "grpc")
+        protocol = "grpc"
+    return protocol
+
+
+def build_exporter(name: str, settings: Settings) -> SpanExporter | None:
+    """One exporter by its OTEL_TRACES_EXPORTER name; None (with a warning) if it fails."""
+    try:
+        if name == "tracedb":
+            from procscope.exporters.tracedb import TraceDBSpanExporter
+
+            return TraceDBSpanExporter(path=settings.db)
+        if name == "otlp":
+            from ._otlp import make_otlp_exporter
+
+            return make_otlp_exporter(otlp_protocol())
+        if name == "console":
+            return ConsoleSpanExporter()
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="opentelemetry_traces_exporter"):
+            if ep.name == name:
+                return ep.load()()  # type: ignore[no-any-return]
+    except Exception as exc:  # noqa: BLE001 -- a broken exporter must not stop the program
+        warn_once(
+            f"exporter-failed:{name}",
+            "procscope: exporter %r could not be created (%s: %s); spans will not go there",
+            name,
+            type(exc).__name__,
+            exc,
+        )
+    return None
+
+
+def build_processors(settings: Settings) -> list[SpanProcessor]:
+    """A batch span processor per configured exporter."""
+    processors: list[SpanProcessor] = []
+    for name in settings.exporters:
+        exporter = build_exporter(name, settings)
+        if exporter is not None:
+            processors.append(BatchSpanProcessor(exporter))
+    return processors

@@ -1,0 +1,209 @@
+"""The handle ``procscope.setup()`` returns, and the pipeline it owns."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+from . import _instrumentors
+from ._common import shared_state
+from ._common.guard import handle_internal_errors, warn_once
+from ._common.settings import (
+    ENV_CAPTURE_CONTENT,
+    ENV_LEVEL,
+    ENV_SAMPLE_RATE,
+    Settings,
+    parse_bool,
+    parse_level,
+    parse_rate,
+    resolve_one,
+)
+from ._pipeline import build_processors, build_resource
+from ._sampler import AdjustableRateSampler
+
+_logger = logging.getLogger("procscope")
+
+# How long a SIGTERM may hold up the program's death to flush what it recorded.
+SIGTERM_FLUSH_MILLIS = 5_000
+
+
+class Scope:
+    """What one ``procscope.setup()`` installed: settings, provider, processors.
+
+    Use :func:`procscope.configure` and :func:`procscope.shutdown` (or the methods of the
+    same names here) to change or end it.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.processors: list[SpanProcessor] = []
+        self.sampler: AdjustableRateSampler | None = None
+        self.owns_provider = False
+        self.tracer_provider: Any = None
+        self._sigterm_installed = False
+        self._closed = False
+        self._lock = threading.Lock()
+
+    # -- building -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        live = shared_state.settings()
+        live.level = self.settings.level
+        live.sample_rate = self.settings.sample_rate
+        live.capture_content = self.settings.capture_content
+        live.configured = True
+        shared_state.get().scope_settings = self.settings
+
+        self.tracer_provider = self._install_provider()
+        self.processors = build_processors(self.settings)
+        for processor in self.processors:
+            self.tracer_provider.add_span_processor(processor)
+        _instrumentors.apply_level(self.settings.level, self.tracer_provider)
+        self._install_sigterm_flush()
+
+    def _install_provider(self) -> Any:
+        current = trace.get_tracer_provider()
+        if getattr(current, "_procscope_owned", False):
+            # Set up again after a shutdown in the same process: the global provider can
+            # be set only once, so ours is reused with a fresh set of processors.
+            self.owns_provider = True
+            self.sampler = current.sampler  # type: ignore[attr-defined]
+            if isinstance(self.sampler, AdjustableRateSampler):
+                self.sampler.set_rate(self.settings.sample_rate)
+            return current
+        if hasattr(current, "add_span_processor"):
+            _logger.info(
+                "procscope: the program installed its own TracerProvider; procscope adds "
+                "its span processors to it and keeps its sampler and resource"
+            )
+            return current
+        if not isinstance(current, trace.ProxyTracerProvider):
+            warn_once(
+                "foreign-provider",
+                "procscope: the program's TracerProvider %s takes no span processors; "
+                "procscope cannot record to it",
+                type(current).__name__,
+            )
+        self.sampler = AdjustableRateSampler(self.settings.sample_rate)
+        provider = TracerProvider(resource=build_resource(), sampler=self.sampler)
+        provider._procscope_owned = True  # type: ignore[attr-defined]
+        trace.set_tracer_provider(provider)
+        self.owns_provider = True
+        return provider
+
+    # -- SIGTERM ------------------------------------------------------------------------
+
+    def _install_sigterm_flush(self) -> None:
+        """Flush on SIGTERM, only where the program left SIGTERM at its default.
+
+        The default action kills the process without running atexit, losing every span
+        still queued. A handler of the program's own is never replaced: if it exits
+        through sys.exit, the provider's atexit hook flushes anyway.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+                return
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._sigterm_installed = True
+        except (ValueError, OSError, AttributeError):
+            pass
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        with handle_internal_errors():
+            self.force_flush(SIGTERM_FLUSH_MILLIS)
+        # Die as SIGTERM would have made us die, so the parent sees the same status.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def _remove_sigterm_flush(self) -> None:
+        if not self._sigterm_installed:
+            return
+        self._sigterm_installed = False
+        try:
+            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except (ValueError, OSError):
+            pass
+
+    # -- live changes -------------------------------------------------------------------
+
+    def configure(
+        self,
+        *,
+        level: Any = None,
+        sample_rate: Any = None,
+        capture_content: Any = None,
+    ) -> None:
+        """Change settings while the program runs; they apply to new spans."""
+        live = shared_state.settings()
+        env: dict[str, str] = {}  # keywords only: the environment was read at setup
+        with self._lock:
+            if self._closed:
+                warn_once("configure-after-shutdown", "procscope: configure() after shutdown()")
+                return
+            changes: dict[str, Any] = {}
+            if level is not None:
+                changes["level"] = resolve_one(
+                    "level", ENV_LEVEL, level, parse_level, self.settings.level, env
+                )
+            if sample_rate is not None:
+                changes["sample_rate"] = resolve_one(
+                    "sample_rate",
+                    ENV_SAMPLE_RATE,
+                    sample_rate,
+                    parse_rate,
+                    self.settings.sample_rate,
+                    env,
+                )
+            if capture_content is not None:
+                changes["capture_content"] = resolve_one(
+                    "capture_content",
+                    ENV_CAPTURE_CONTENT,
+                    capture_content,
+                    parse_bool,
+                    self.settings.capture_content,
+                    env,
+                )
+            self.settings = Settings(**{**self.settings.__dict__, **changes})
+            shared_state.get().scope_settings = self.settings
+            live.capture_content = self.settings.capture_content
+            live.sample_rate = self.settings.sample_rate
+            if self.sampler is not None:
+                self.sampler.set_rate(self.settings.sample_rate)
+            if live.level != self.settings.level:
+                live.level = self.settings.level
+                _instrumentors.apply_level(self.settings.level, self.tracer_provider)
+
+    # -- ending -------------------------------------------------------------------------
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        ok = True
+        for processor in list(self.processors):
+            with handle_internal_errors():
+                ok = processor.force_flush(timeout_millis) and ok
+        return ok
+
+    def shutdown(self) -> None:
+        """Uninstrument, flush and close everything this scope installed."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        with handle_internal_errors():
+            _instrumentors.uninstrument_all()
+        self._remove_sigterm_flush()
+        for processor in self.processors:
+            with handle_internal_errors():
+                processor.shutdown()
+        live = shared_state.settings()
+        live.configured = False
+        shared_state.get().scope_settings = None
