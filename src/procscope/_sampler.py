@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
     ParentBased,
     Sampler,
     SamplingResult,
@@ -13,6 +14,8 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import Link, SpanKind, TraceState
 from opentelemetry.util.types import Attributes
+
+from ._common.head_sampling import take_root_decision
 
 
 class AdjustableRateSampler(Sampler):
@@ -45,6 +48,11 @@ class AdjustableRateSampler(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
+        if take_root_decision():
+            # An instrumentor's gate already drew "sampled" for this root span.
+            return ALWAYS_ON.should_sample(
+                parent_context, trace_id, name, kind, attributes, links, trace_state
+            )
         return self._delegate.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
