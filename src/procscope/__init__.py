@@ -15,10 +15,10 @@ from pkgutil import extend_path
 
 __path__ = extend_path(__path__, __name__)
 
-from ._api import configure, name, setup, shutdown, trace_state  # noqa: E402
-from ._common.settings import SettingWarning  # noqa: E402
-from ._scope import Scope  # noqa: E402
-from ._version import __version__  # noqa: E402
+from ._api import configure, name, setup, shutdown, trace_state
+from ._common.settings import SettingWarning
+from ._scope import Scope
+from ._version import __version__
 
 __all__ = [
     "Scope",

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from .._common.settings import (
+    DEFAULT_DB,
     ENV_CAPTURE_CONTENT,
     ENV_DB,
     ENV_EXPORTER,
     ENV_LEVEL,
     ENV_SAMPLE_RATE,
-    DEFAULT_DB,
 )
 
 EXIT_USAGE = 2

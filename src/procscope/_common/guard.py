@@ -94,7 +94,7 @@ class handle_internal_errors:  # noqa: N801 -- reads as a verb, like contextlib'
             return False
         try:
             raise exc  # type: ignore[misc]
-        except Exception:
+        except Exception:  # noqa: BLE001 -- exactly the errors this guard exists for
             log_internal_error()
         return True
 

@@ -38,7 +38,7 @@ class SettingWarning(UserWarning):
     """A procscope setting had a bad value; the default was used instead."""
 
 
-class BadSetting(ValueError):
+class BadSettingError(ValueError):
     """Raised by a parser for a value it cannot accept."""
 
 
@@ -55,19 +55,19 @@ def warn_bad(setting: str, value: object, reason: str, fallback: object) -> None
 def parse_level(value: object) -> str:
     text = str(value).strip().lower()
     if text not in LEVELS:
-        raise BadSetting("expected one of " + ", ".join(LEVELS))
+        raise BadSettingError("expected one of " + ", ".join(LEVELS))
     return text
 
 
 def parse_rate(value: object) -> float:
     if isinstance(value, bool):
-        raise BadSetting("expected a number from 0.0 to 1.0")
+        raise BadSettingError("expected a number from 0.0 to 1.0")
     try:
         rate = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise BadSetting("expected a number from 0.0 to 1.0") from None
+        raise BadSettingError("expected a number from 0.0 to 1.0") from None
     if not 0.0 <= rate <= 1.0:  # also rejects NaN
-        raise BadSetting("expected a number from 0.0 to 1.0")
+        raise BadSettingError("expected a number from 0.0 to 1.0")
     return rate
 
 
@@ -79,38 +79,38 @@ def parse_bool(value: object) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise BadSetting("expected true or false")
+    raise BadSettingError("expected true or false")
 
 
 def parse_positive_float(value: object) -> float:
     """A positive number (sizes, ages, timeouts); 0 or a negative number is refused."""
     if isinstance(value, bool):
-        raise BadSetting("expected a positive number")
+        raise BadSettingError("expected a positive number")
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise BadSetting("expected a positive number") from None
+        raise BadSettingError("expected a positive number") from None
     if not number > 0 or number == float("inf"):
-        raise BadSetting("expected a positive number")
+        raise BadSettingError("expected a positive number")
     return number
 
 
 def parse_db(value: object) -> str:
     """An absolute path to a trace DB file that we can create or write."""
     if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
-        raise BadSetting("expected a file path")
+        raise BadSettingError("expected a file path")
     path = os.path.abspath(os.path.expanduser(os.fspath(value)))
     if os.path.isdir(path):
-        raise BadSetting("it is a directory")
+        raise BadSettingError("it is a directory")
     if os.path.exists(path):
         if not os.access(path, os.R_OK | os.W_OK):
-            raise BadSetting("the file is not readable and writable")
+            raise BadSettingError("the file is not readable and writable")
     else:
         parent = os.path.dirname(path) or "."
         if not os.path.isdir(parent):
-            raise BadSetting(f"its folder {parent} does not exist")
+            raise BadSettingError(f"its folder {parent} does not exist")
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise BadSetting(f"its folder {parent} is not writable")
+            raise BadSettingError(f"its folder {parent} is not writable")
     return path
 
 
@@ -134,10 +134,10 @@ def parse_exporters(value: object) -> tuple[str, ...]:
         parts = [p.strip().lower() for p in str(value).split(",")]
     parts = [p for p in parts if p]
     if not parts:
-        raise BadSetting("no exporter named")
+        raise BadSettingError("no exporter named")
     unknown = [p for p in parts if p not in known_exporters()]
     if unknown:
-        raise BadSetting("unknown exporter " + ", ".join(unknown))
+        raise BadSettingError("unknown exporter " + ", ".join(unknown))
     if "none" in parts:
         return ()
     return tuple(dict.fromkeys(parts))
@@ -162,7 +162,7 @@ def resolve_one(
         source, raw = env_name, raw_env
     try:
         return parser(raw)
-    except BadSetting as exc:
+    except BadSettingError as exc:
         warn_bad(source, raw, str(exc), default)
         return default
 

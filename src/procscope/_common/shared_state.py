@@ -26,7 +26,7 @@ class LiveSettings:
     after a change is harmless, and a lock would cost more than the read on hot paths.
     """
 
-    __slots__ = ("capture_content", "level", "sample_rate", "configured")
+    __slots__ = ("capture_content", "configured", "level", "sample_rate")
 
     def __init__(self) -> None:
         self.level = "full"
