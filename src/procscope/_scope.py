@@ -79,9 +79,10 @@ class Scope:
                 self.sampler.set_rate(self.settings.sample_rate)
             return current
         if hasattr(current, "add_span_processor"):
-            _logger.info(
+            warn_once(
+                "existing-provider",
                 "procscope: the program installed its own TracerProvider; procscope adds "
-                "its span processors to it and keeps its sampler and resource"
+                "its span processors to it and keeps its sampler and resource",
             )
             return current
         if not isinstance(current, trace.ProxyTracerProvider):

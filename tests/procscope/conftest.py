@@ -1,0 +1,110 @@
+"""Fixtures for the root distribution's tests: real programs in real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def clean_environ(**overrides: str) -> dict[str, str]:
+    """The test's environment without any procscope or OpenTelemetry setting in it."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not (k.startswith("OTEL_") or k.startswith("PROCSCOPE_") or k == "TRACEPARENT")
+    }
+    env["PROCSCOPE_RAISE_INTERNAL_ERRORS"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(overrides)
+    return env
+
+
+def console_spans(stdout: str) -> list[dict[str, Any]]:
+    """The spans ConsoleSpanExporter printed (JSON objects, one after the other)."""
+    decoder = json.JSONDecoder()
+    spans, index = [], 0
+    while True:
+        start = stdout.find("{", index)
+        if start < 0:
+            return spans
+        try:
+            obj, index = decoder.raw_decode(stdout, start)
+        except json.JSONDecodeError:
+            index = start + 1
+            continue
+        if isinstance(obj, dict) and "context" in obj and "name" in obj:
+            spans.append(obj)
+
+
+@pytest.fixture
+def write_app(tmp_path: Path) -> Callable[[str, str], Path]:
+    """Write a program into the test's folder and return its path."""
+
+    def write(code: str, name: str = "app.py") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(code))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def run_app(tmp_path: Path, write_app: Callable[[str, str], Path]) -> Callable[..., Any]:
+    """Run a program with this interpreter in a clean environment; return the result."""
+
+    def run(
+        code: str,
+        *,
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        app = write_app(code)
+        command = [*(prefix or [sys.executable]), str(app)]
+        return subprocess.run(
+            command,
+            cwd=tmp_path,
+            env=clean_environ(**(env or {})),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    return run
+
+
+@pytest.fixture
+def spans_in() -> Callable[[str], list[dict[str, Any]]]:
+    """Parse the spans ConsoleSpanExporter printed to a program's stdout."""
+    return console_spans
+
+
+@pytest.fixture
+def start_app(tmp_path: Path, write_app: Callable[[str, str], Path]) -> Callable[..., Any]:
+    """Start a program (this interpreter, clean environment) and return its Popen."""
+
+    def start(
+        code: str, *, env: dict[str, str] | None = None, prefix: list[str] | None = None
+    ) -> subprocess.Popen[str]:
+        app = write_app(code)
+        return subprocess.Popen(
+            [*(prefix or [sys.executable]), str(app)],
+            cwd=tmp_path,
+            env=clean_environ(**(env or {})),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    return start

@@ -1,0 +1,209 @@
+"""procscope.setup(), configure() and shutdown() in real programs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+
+def test_bad_setting_in_a_real_program_warns_and_the_program_runs(run_app: Any, spans_in: Any) -> None:
+    """setup(level="verbose") warns once on stderr and the program carries on."""
+    result = run_app(
+        """
+        import procscope
+        scope = procscope.setup(level="verbose", exporter="none")
+        print("level is", scope.settings.level)
+        print("still running")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "level is full" in result.stdout and "still running" in result.stdout
+    warning_lines = [line for line in result.stderr.splitlines() if "bad value" in line]
+    assert len(warning_lines) == 1
+    assert "level" in warning_lines[0] and "'verbose'" in warning_lines[0]
+
+
+def test_bad_environment_setting_in_a_real_program(run_app: Any, spans_in: Any) -> None:
+    """PROCSCOPE_SAMPLE_RATE=lots warns once naming the variable; the default is used."""
+    result = run_app(
+        """
+        import procscope
+        print("rate", procscope.setup(exporter="none").settings.sample_rate)
+        """,
+        env={"PROCSCOPE_SAMPLE_RATE": "lots"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "rate 1.0" in result.stdout
+    assert result.stderr.count("PROCSCOPE_SAMPLE_RATE") == 1
+
+
+def test_setup_twice_warns_and_keeps_the_first(run_app: Any, spans_in: Any) -> None:
+    """A second setup() warns and returns the first scope with its settings."""
+    result = run_app(
+        """
+        import warnings
+        import procscope
+        first = procscope.setup(level="minimal", exporter="none")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            second = procscope.setup(level="full", exporter="console")
+        print("same", second is first, second.settings.level, len(caught))
+        print("message", caught[0].message)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "same True minimal 1" in result.stdout
+    assert "already called" in result.stdout
+
+
+def test_spans_reach_the_exporter_with_a_proper_resource(run_app: Any, spans_in: Any) -> None:
+    """Spans made after setup() are exported, with service.name and process attributes."""
+    result = run_app(
+        """
+        import os
+        import procscope
+        from opentelemetry import trace
+        procscope.setup(exporter="console")
+        tracer = trace.get_tracer("app")
+        with tracer.start_as_current_span("outer"):
+            with tracer.start_as_current_span("inner"):
+                pass
+        print("pid", os.getpid())
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    spans = {span["name"]: span for span in spans_in(result.stdout)}
+    assert set(spans) >= {"outer", "inner"}
+    assert spans["inner"]["parent_id"] == spans["outer"]["context"]["span_id"]
+    assert spans["inner"]["context"]["trace_id"] == spans["outer"]["context"]["trace_id"]
+    resource = spans["outer"]["resource"]["attributes"]
+    assert resource["service.name"] == "app"
+    pid = int(result.stdout.split("pid ")[1].split()[0])
+    assert resource["process.pid"] == pid
+    assert "telemetry.sdk.language" in resource
+
+
+def test_service_name_from_the_environment_wins(run_app: Any, spans_in: Any) -> None:
+    """OTEL_SERVICE_NAME keeps its usual meaning."""
+    result = run_app(
+        """
+        import procscope
+        from opentelemetry import trace
+        procscope.setup(exporter="console")
+        with trace.get_tracer("app").start_as_current_span("work"):
+            pass
+        """,
+        env={"OTEL_SERVICE_NAME": "billing"},
+    )
+    spans = spans_in(result.stdout)
+    assert spans and spans[0]["resource"]["attributes"]["service.name"] == "billing"
+
+
+def test_existing_provider_is_kept_and_gets_our_processors(run_app: Any, spans_in: Any) -> None:
+    """A program's own TracerProvider is not replaced; our exporters are added to it."""
+    result = run_app(
+        """
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        memory = InMemorySpanExporter()
+        provider = TracerProvider(resource=Resource.create({"service.name": "mine"}))
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        trace.set_tracer_provider(provider)
+
+        import procscope
+        scope = procscope.setup(exporter="console")
+        print("same provider", trace.get_tracer_provider() is provider)
+        with trace.get_tracer("app").start_as_current_span("work"):
+            pass
+        print("memory got", [s.name for s in memory.get_finished_spans()])
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "same provider True" in result.stdout
+    assert "memory got ['work']" in result.stdout
+    spans = spans_in(result.stdout)
+    assert [s["name"] for s in spans] == ["work"]
+    assert spans[0]["resource"]["attributes"]["service.name"] == "mine"
+    assert result.stderr.count("installed its own TracerProvider") == 1
+
+
+def test_configure_changes_sampling_and_level_while_running(run_app: Any, spans_in: Any) -> None:
+    """configure() applies to new spans at once: rate 0 drops them, levels switch plugins."""
+    result = run_app(
+        """
+        import procscope
+        from opentelemetry import trace
+        from procscope.instrumentation.messaging import MessagingInstrumentor
+        from procscope.instrumentation.lifecycle import LifecycleInstrumentor
+        procscope.setup(exporter="console", level="full")
+        tracer = trace.get_tracer("app")
+        with tracer.start_as_current_span("kept-before"):
+            pass
+        procscope.configure(sample_rate=0.0)
+        with tracer.start_as_current_span("dropped"):
+            pass
+        procscope.configure(sample_rate=1.0)
+        with tracer.start_as_current_span("kept-after"):
+            pass
+        print("messaging on", MessagingInstrumentor().is_instrumented_by_opentelemetry)
+        procscope.configure(level="minimal")
+        print("messaging on", MessagingInstrumentor().is_instrumented_by_opentelemetry)
+        print("lifecycle on", LifecycleInstrumentor().is_instrumented_by_opentelemetry)
+        procscope.configure(level="off")
+        print("lifecycle on", LifecycleInstrumentor().is_instrumented_by_opentelemetry)
+        procscope.configure(level="messages_only")
+        print("messaging on", MessagingInstrumentor().is_instrumented_by_opentelemetry)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    names = [span["name"] for span in spans_in(result.stdout)]
+    assert "kept-before" in names and "kept-after" in names and "dropped" not in names
+    lines = [line for line in result.stdout.splitlines() if line.endswith(("True", "False"))]
+    assert lines == [
+        "messaging on True",
+        "messaging on False",
+        "lifecycle on True",
+        "lifecycle on False",
+        "messaging on True",
+    ]
+
+
+def test_disabled_instrumentation_is_honoured_by_setup(run_app: Any, spans_in: Any) -> None:
+    """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS turns one of ours off in setup() too."""
+    result = run_app(
+        """
+        import procscope
+        from procscope.instrumentation.messaging import MessagingInstrumentor
+        from procscope.instrumentation.state import StateInstrumentor
+        procscope.setup(exporter="none")
+        print("messaging", MessagingInstrumentor().is_instrumented_by_opentelemetry)
+        print("state", StateInstrumentor().is_instrumented_by_opentelemetry)
+        """,
+        env={"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "procscope_messaging"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "messaging False" in result.stdout and "state True" in result.stdout
+
+
+def test_shutdown_flushes_and_uninstruments(run_app: Any, spans_in: Any) -> None:
+    """shutdown() exports what is pending and switches every instrumentor off."""
+    result = run_app(
+        """
+        import os
+        import procscope
+        from opentelemetry import trace
+        from procscope.instrumentation.messaging import MessagingInstrumentor
+        procscope.setup(exporter="console")
+        with trace.get_tracer("app").start_as_current_span("before-shutdown"):
+            pass
+        procscope.shutdown()
+        print("messaging", MessagingInstrumentor().is_instrumented_by_opentelemetry)
+        os._exit(0)  # skips atexit: only shutdown() can have flushed
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert [s["name"] for s in spans_in(result.stdout)] == ["before-shutdown"]
+    assert "messaging False" in result.stdout
