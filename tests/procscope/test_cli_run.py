@@ -1,0 +1,110 @@
+"""``procscope run -- CMD``: the program runs set up, keeps its exit status and signals."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+PROCSCOPE = str(Path(sys.executable).parent / "procscope")
+
+
+def test_exit_status_is_the_programs(run_app: Any) -> None:
+    """procscope run exits with the program's own status."""
+    result = run_app("import sys; sys.exit(7)", prefix=[PROCSCOPE, "run", "--exporter", "none",
+                                                      "--", "python"])
+    assert result.returncode == 7, result.stderr
+
+
+def test_program_runs_with_procscope_set_up_and_options_applied(
+    run_app: Any, spans_in: Any, tmp_path: Path
+) -> None:
+    """Options become the program's settings; its spans are exported; python is ours."""
+    result = run_app(
+        """
+        import sys
+        from opentelemetry import trace
+        from procscope._common import shared_state
+        from procscope._api import current_scope
+        scope = current_scope()
+        print("settings", scope.settings.level, scope.settings.sample_rate, scope.settings.db)
+        print("interpreter", sys.executable)
+        with trace.get_tracer("app").start_as_current_span("under-run"):
+            pass
+        """,
+        prefix=[PROCSCOPE, "run", "--exporter", "console", "--level", "minimal",
+                "--sample-rate", "0.5", "--db", "here.db", "--", "python"],
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"settings minimal 0.5 {tmp_path / 'here.db'}" in result.stdout
+    assert f"interpreter {sys.executable}" in result.stdout
+    # A 0.5 head rate may drop the one span; the program still ran set up either way.
+    assert all(s["name"] == "under-run" for s in spans_in(result.stdout))
+
+
+def test_missing_command_is_a_usage_error(run_app: Any) -> None:
+    """No command, or one that does not exist: exit 2 with one line on stderr."""
+    result = run_app("pass", prefix=[PROCSCOPE, "run", "--", "no-such-program-xyz"])
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "command not found: no-such-program-xyz" in result.stderr
+
+
+def test_sigterm_reaches_the_program(start_app: Any) -> None:
+    """SIGTERM sent to procscope run is the program's to handle."""
+    proc = start_app(
+        """
+        import signal, sys, time
+        def on_term(signum, frame):
+            print("program got SIGTERM", flush=True)
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, on_term)
+        print("ready", flush=True)
+        time.sleep(60)
+        """,
+        prefix=[PROCSCOPE, "run", "--exporter", "none", "--", "python"],
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "program got SIGTERM" in out
+
+
+def test_sigint_reaches_the_program(start_app: Any) -> None:
+    """SIGINT sent to procscope run raises KeyboardInterrupt in the program."""
+    proc = start_app(
+        """
+        import sys, time
+        print("ready", flush=True)
+        try:
+            time.sleep(60)
+        except KeyboardInterrupt:
+            print("program got KeyboardInterrupt", flush=True)
+            sys.exit(130)
+        """,
+        prefix=[PROCSCOPE, "run", "--exporter", "none", "--", "python"],
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "program got KeyboardInterrupt" in out
+
+
+def test_child_python_processes_inherit_the_settings(run_app: Any, tmp_path: Path) -> None:
+    """A Python subprocess of the program starts with procscope set up, same settings."""
+    result = run_app(
+        """
+        import subprocess, sys
+        code = ("from procscope._api import current_scope; s = current_scope(); "
+                "print('child', s.settings.level, s.settings.exporters)")
+        print(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                             text=True).stdout.strip())
+        """,
+        prefix=[PROCSCOPE, "run", "--exporter", "none", "--level", "states_only", "--",
+                "python"],
+    )
+    assert result.returncode == 0, result.stderr
+    assert "child states_only ()" in result.stdout
