@@ -1,8 +1,36 @@
-"""procscope's trace DB exporter (work in progress)."""
+"""procscope's trace DB: a SQLite span exporter and the queries over it.
+
+``TraceDBSpanExporter`` writes finished spans (from any number of processes) into one
+SQLite file; ``TraceDB`` reads it. See docs/tracedb.md.
+"""
 
 from __future__ import annotations
 
-__all__ = ["TraceDB", "TraceDBSpanExporter"]
+__all__ = [
+    "INDEXED_EVENT_ATTRIBUTES",
+    "INDEXED_SPAN_ATTRIBUTES",
+    "SCHEMA_VERSION",
+    "EventRecord",
+    "Happening",
+    "LinkRecord",
+    "SpanNode",
+    "SpanRecord",
+    "TraceDB",
+    "TraceDBError",
+    "TraceDBSpanExporter",
+    "TraceSummary",
+    "TraceTree",
+]
 
-from ._exporter import TraceDBSpanExporter
 from ._db import TraceDB
+from ._exporter import TraceDBSpanExporter
+from ._query import (
+    EventRecord,
+    Happening,
+    LinkRecord,
+    SpanNode,
+    SpanRecord,
+    TraceSummary,
+    TraceTree,
+)
+from ._schema import INDEXED_EVENT_ATTRIBUTES, INDEXED_SPAN_ATTRIBUTES, SCHEMA_VERSION, TraceDBError

@@ -1,0 +1,217 @@
+"""TraceDB: read-only queries over a trace DB, safe while writers are active.
+
+The file is opened read-only (``mode=ro``): a reader can never create, change or lock
+out the file. In WAL mode readers see the last committed state at the start of each
+query (or of the read transaction a multi-query method opens) and never wait for writers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import urllib.parse
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from . import _messages, _processes, _query, _schema, _state
+from ._query import Happening, SpanRecord, TraceSummary, TraceTree
+from ._schema import TraceDBError
+
+
+def connect_for_reading(path: str, busy_timeout_s: float = 5.0) -> sqlite3.Connection:
+    """Open a procscope trace DB read-only, or raise :class:`TraceDBError` saying why."""
+    if os.path.isdir(path):
+        raise TraceDBError(path, "it is a directory")
+    if not os.path.exists(path):
+        raise TraceDBError(path, "no such file")
+    _schema.check_header(path)
+    uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
+    try:
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise TraceDBError(path, f"cannot open it ({exc})") from None
+    try:
+        app_id, version, objects = _schema.read_marks(conn)
+        action = _schema.check_marks(path, app_id, version, objects)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise TraceDBError(path, f"cannot read it ({exc})") from None
+    except TraceDBError:
+        conn.close()
+        raise
+    if action == "create":
+        conn.close()
+        raise TraceDBError(path, "an empty file, not a procscope trace DB (nothing recorded yet?)")
+    if action == "migrate":
+        conn.close()
+        raise TraceDBError(
+            path,
+            f"an older procscope trace DB (schema version {version}); a procscope program "
+            "writing to it migrates it to the current version",
+        )
+    return conn
+
+
+class TraceDB:
+    """Queries over one trace DB file (read-only).
+
+    Usable as a context manager. Not shared between threads without a lock of your own
+    (one sqlite3 connection).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self.conn = connect_for_reading(self.path)
+        self._resources: dict[int, dict[str, Any]] = {}
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> TraceDB:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ spans and traces
+
+    def spans(
+        self,
+        *,
+        trace_id: str | bytes | int | None = None,
+        name: str | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        pid: int | None = None,
+        process_name: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        errors_only: bool = False,
+        limit: int | None = None,
+    ) -> list[SpanRecord]:
+        """Spans (with events and links) matching every filter given, by start time.
+
+        ``name`` may be a glob (``worker*``); ``start_ns``/``end_ns`` bound the start
+        time ([start, end)); ``attributes`` are equalities (indexed keys are fast).
+        """
+        where, params = _query.span_conditions(
+            self.conn,
+            trace_id=trace_id,
+            name=name,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            pid=pid,
+            process_name=process_name,
+            attributes=attributes,
+            errors_only=errors_only,
+        )
+        return _query.fetch_spans(self.conn, where, params, limit=limit)
+
+    def traces(
+        self,
+        *,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        name: str | None = None,
+        errors_only: bool = False,
+        min_duration_ns: int | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        limit: int | None = 50,
+        offset: int = 0,
+    ) -> list[TraceSummary]:
+        """Traces that started in [start_ns, end_ns), newest first.
+
+        ``name`` is the root span's name (a glob allowed); ``attributes``: some span of
+        the trace has each of these attribute values.
+        """
+        return _query.query_traces(
+            self.conn,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            name=name,
+            errors_only=errors_only,
+            min_duration_ns=min_duration_ns,
+            attributes=attributes,
+            limit=limit,
+            offset=offset,
+        )
+
+    def trace(self, trace_id: str | bytes | int) -> TraceTree | None:
+        """One trace as a tree of spans with their events, or None if not in the DB."""
+        return _query.query_trace(self.conn, trace_id)
+
+    def find_trace_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        """Trace ids starting with a hex prefix (for users typing a shortened id)."""
+        cleaned = prefix.strip().lower()
+        if not cleaned or any(ch not in "0123456789abcdef" for ch in cleaned):
+            return []
+        low = bytes.fromhex(cleaned.ljust(32, "0"))
+        high = bytes.fromhex(cleaned.ljust(32, "f"))
+        rows = self.conn.execute(
+            "SELECT trace_id FROM traces WHERE trace_id BETWEEN ? AND ? LIMIT ?",
+            (low, high, int(limit)),
+        )
+        return [_schema.trace_id_from_db(row[0]) for row in rows]
+
+    def events_around(self, time_ns: int, window_ns: int = 1_000_000_000) -> list[Happening]:
+        """Span starts, span ends and events within ``window_ns`` either side of
+        ``time_ns``, across every process, in time order."""
+        return _query.query_events_around(self.conn, time_ns, window_ns)
+
+    def resource(self, resource_id: int | None) -> dict[str, Any]:
+        """The resource attributes a span refers to (``SpanRecord.resource_id``)."""
+        if resource_id is None:
+            return {}
+        if resource_id not in self._resources:
+            row = self.conn.execute(
+                "SELECT attributes FROM resources WHERE resource_id = ?", (resource_id,)
+            ).fetchone()
+            self._resources[resource_id] = json.loads(row[0]) if row else {}
+        return self._resources[resource_id]
+
+    def span_count(self) -> int:
+        row = self.conn.execute("SELECT coalesce(sum(span_count), 0) FROM traces").fetchone()
+        return int(row[0])
+
+    # ------------------------------------------------------------------ per instrumentor
+
+    def processes(self) -> list[Any]:
+        """The process tree, from lifecycle spans (see ``_processes``)."""
+        return _processes.processes(self.conn)
+
+    def messages(
+        self,
+        *,
+        queue: str | None = None,
+        sender: str | None = None,
+        receiver: str | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        limit: int | None = None,
+    ) -> list[Any]:
+        """Messages with their producer and consumer spans (see ``_messages``)."""
+        return _messages.messages(
+            self.conn,
+            queue=queue,
+            sender=sender,
+            receiver=receiver,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            limit=limit,
+        )
+
+    def state_history(self, name: str) -> list[Any]:
+        """Every recorded state change of a traced object (see ``_state``)."""
+        return _state.state_history(self.conn, name)
+
+    def state_at(self, name: str, at_ns: int) -> dict[str, Any] | None:
+        """A traced object's state at an instant, or None (see ``_state``)."""
+        return _state.state_at(self.conn, name, at_ns)

@@ -1,0 +1,307 @@
+"""TraceDBSpanExporter: finished spans into the SQLite trace DB.
+
+It runs behind the SDK's BatchSpanProcessor (``export`` on its worker thread; ``shutdown``
+and ``force_flush`` on the program's thread), so everything here is guarded by one lock.
+It never raises into the program: a DB that is locked for longer than the busy timeout,
+read-only, on a full disk, or not a procscope DB makes ``export`` return FAILURE with one
+warning per kind of failure, and the next batch tries again (except for files that must
+never be written: a foreign file or a newer schema, after which it stops trying).
+
+Fork safety: a SQLite connection must never be used in a child made by ``fork()``. The
+writer remembers its pid; a child sees another pid, abandons the inherited writer WITHOUT
+closing it (closing could checkpoint or unlink the parent's WAL files) and opens its own
+connection lazily on its first export. ``os.register_at_fork`` also replaces the lock in
+the child, since another thread of the parent may have held it at the fork.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Sequence
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from . import _schema
+from ._common.guard import log_internal_error, warn_once
+from ._common.settings import (
+    ENV_DB,
+    BadSettingError,
+    default_db,
+    parse_positive_float,
+    resolve_one,
+)
+from ._schema import TraceDBError
+from ._writer import Batch, Writer, encode_attributes
+
+ENV_DB_MAX_BYTES = "PROCSCOPE_DB_MAX_BYTES"
+ENV_DB_MAX_AGE = "PROCSCOPE_DB_MAX_AGE"
+DEFAULT_BUSY_TIMEOUT_S = 5.0
+
+# Writers inherited from a parent process: kept referenced forever so that garbage
+# collection never closes the parent's connection from the child (see module docstring).
+_ABANDONED: list[Writer] = []
+
+_SCALAR = (str, int, float)
+
+
+def parse_path(value: object) -> str:
+    """A DB path, made absolute. Unlike setup()'s check, a path that cannot be written
+    is accepted: export then fails with a warning, instead of silently writing elsewhere."""
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
+        raise BadSettingError("expected a file path")
+    return os.path.abspath(os.path.expanduser(os.fspath(value)))
+
+
+def parse_max_bytes(value: object) -> int:
+    return int(parse_positive_float(value))
+
+
+def spans_to_batch(
+    spans: Sequence[ReadableSpan], writer: Writer, pid: int, process_name: str
+) -> Batch:
+    """The rows of a batch of finished spans (row ids relative to the batch)."""
+    batch = Batch()
+    span_rows = batch.spans
+    event_rows = batch.events
+    span_attrs = batch.span_attrs
+    event_attrs = batch.event_attrs
+    indexed_span_keys = _schema.INDEXED_SPAN_ATTRIBUTES
+    indexed_event_keys = _schema.INDEXED_EVENT_ATTRIBUTES
+    resource_id = writer.resource_id
+    scope_id = writer.scope_id
+    event_index = 0
+    for index, span in enumerate(spans):
+        context = span.context
+        if context is None:
+            continue
+        parent = span.parent
+        span_id = context.span_id
+        if span_id >= 0x8000000000000000:
+            span_id -= 0x10000000000000000
+        if parent is None:
+            parent_id = None
+        else:
+            parent_id = parent.span_id
+            if parent_id >= 0x8000000000000000:
+                parent_id -= 0x10000000000000000
+        attributes = span.attributes
+        plain = dict(attributes) if attributes else None
+        status = span.status
+        start = span.start_time or 0
+        span_rows.append(
+            (
+                index,
+                context.trace_id.to_bytes(16, "big"),
+                span_id,
+                parent_id,
+                span.name,
+                span.kind.value,
+                start,
+                span.end_time or start,
+                status.status_code.value,
+                status.description,
+                encode_attributes(plain),
+                resource_id(span.resource),
+                scope_id(span.instrumentation_scope),
+                pid,
+                process_name,
+            )
+        )
+        if plain:
+            for key in indexed_span_keys:
+                value = plain.get(key)
+                if value is not None and isinstance(value, _SCALAR):
+                    span_attrs.append((key, value, index))
+        events = span.events
+        if events:
+            for event in events:
+                event_attributes = dict(event.attributes) if event.attributes else None
+                event_rows.append(
+                    (
+                        event_index,
+                        index,
+                        event.name,
+                        event.timestamp,
+                        encode_attributes(event_attributes),
+                    )
+                )
+                if event_attributes:
+                    for key in indexed_event_keys:
+                        value = event_attributes.get(key)
+                        if value is not None and isinstance(value, _SCALAR):
+                            event_attrs.append((key, value, event_index))
+                event_index += 1
+        links = span.links
+        if links:
+            for link in links:
+                linked_id = link.context.span_id
+                if linked_id >= 0x8000000000000000:
+                    linked_id -= 0x10000000000000000
+                batch.links.append(
+                    (
+                        index,
+                        link.context.trace_id.to_bytes(16, "big"),
+                        linked_id,
+                        encode_attributes(link.attributes),
+                    )
+                )
+    return batch
+
+
+class TraceDBSpanExporter(SpanExporter):
+    """Exports finished spans to procscope's SQLite trace DB.
+
+    ``path``: the DB file (default ``$PROCSCOPE_DB`` or ``./procscope.db``, made absolute).
+    ``timeout``: seconds to wait for another writer's lock before a batch fails (5).
+    ``max_bytes`` / ``max_age`` (``PROCSCOPE_DB_MAX_BYTES`` / ``PROCSCOPE_DB_MAX_AGE``, in
+    bytes and seconds): optional retention limits; whole traces are pruned oldest first.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float | None = None,
+        max_bytes: int | float | str | None = None,
+        max_age: float | str | None = None,
+    ) -> None:
+        self.path: str = resolve_one("path", ENV_DB, path, parse_path, default_db())
+        self.timeout: float = resolve_one(
+            "timeout",
+            "PROCSCOPE_DB_TIMEOUT",
+            timeout,
+            parse_positive_float,
+            DEFAULT_BUSY_TIMEOUT_S,
+        )
+        self.max_bytes: int | None = resolve_one(
+            "max_bytes", ENV_DB_MAX_BYTES, max_bytes, parse_max_bytes, None
+        )
+        self.max_age: float | None = resolve_one(
+            "max_age", ENV_DB_MAX_AGE, max_age, parse_positive_float, None
+        )
+        self._lock = threading.Lock()
+        self._writer: Writer | None = None
+        self._stopped = False  # shut down, or the file must never be written
+        self._register_fork_handler()
+
+    # ------------------------------------------------------------------ fork safety
+
+    def _register_fork_handler(self) -> None:
+        # A weak reference: the handler cannot be unregistered, and must not keep a
+        # shut-down exporter alive for the rest of the process.
+        ref = weakref.ref(self)
+
+        def after_fork_in_child() -> None:
+            exporter = ref()
+            if exporter is not None:
+                exporter._after_fork_in_child()
+
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        if self._writer is not None:
+            _ABANDONED.append(self._writer)
+            self._writer = None
+
+    def _writer_here(self) -> Writer:
+        """This process's writer, opened on first use (and again after a fork)."""
+        writer = self._writer
+        if writer is not None and writer.pid != os.getpid():
+            _ABANDONED.append(writer)  # inherited over a fork we did not see
+            writer = self._writer = None
+        if writer is None:
+            writer = Writer(
+                self.path,
+                busy_timeout_s=self.timeout,
+                max_bytes=self.max_bytes,
+                max_age_s=self.max_age,
+            )
+            self._writer = writer
+        return writer
+
+    # ------------------------------------------------------------------ SpanExporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._stopped:
+            return SpanExportResult.FAILURE
+        if not spans:
+            return SpanExportResult.SUCCESS
+        try:
+            with self._lock:
+                if self._stopped:
+                    return SpanExportResult.FAILURE
+                return self._export_locked(spans)
+        except Exception:  # noqa: BLE001 -- the guard: never into the batch processor
+            log_internal_error()
+            return SpanExportResult.FAILURE
+
+    def _export_locked(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            writer = self._writer_here()
+            pid = os.getpid()
+            name = multiprocessing.current_process().name
+            writer.write(Batch(), build=lambda: spans_to_batch(spans, writer, pid, name))
+            return SpanExportResult.SUCCESS
+        except TraceDBError as exc:
+            if exc.permanent:
+                self._stopped = True
+            self._warn(exc.reason, len(spans), stopping=exc.permanent)
+        except (sqlite3.Error, OSError) as exc:
+            reason = str(exc) or type(exc).__name__
+            if self._writer is not None and isinstance(exc, sqlite3.DatabaseError):
+                if "not a database" in reason or "malformed" in reason:
+                    # The file was replaced or damaged under us: reopen (and re-check)
+                    # on the next batch rather than write into whatever it is now.
+                    self._drop_writer()
+            self._warn(reason, len(spans), stopping=False)
+        return SpanExportResult.FAILURE
+
+    def _warn(self, reason: str, count: int, *, stopping: bool) -> None:
+        then = (
+            "nothing more will be written there"
+            if stopping
+            else "this batch is lost, later batches will try again"
+        )
+        warn_once(
+            f"tracedb-export:{self.path}:{reason}",
+            "procscope: cannot write spans to the trace DB %s: %s; %s "
+            "(the program carries on; reported once)",
+            self.path,
+            reason,
+            then,
+        )
+
+    def _drop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None and writer.pid == os.getpid():
+            try:
+                writer.close()
+            except sqlite3.Error:
+                pass
+
+    def shutdown(self) -> None:
+        # Bounded: the lock is held at most for one batch, itself bounded by the busy
+        # timeout; a shutdown that cannot get it in that time leaves the connection to
+        # the process's exit rather than hang the program.
+        acquired = self._lock.acquire(timeout=self.timeout + 1.0)
+        try:
+            self._stopped = True
+            if acquired:
+                self._drop_writer()
+        finally:
+            if acquired:
+                self._lock.release()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        # Every export is committed before it returns: nothing is buffered here.
+        return True
+
+    def __repr__(self) -> str:
+        return f"TraceDBSpanExporter(path={self.path!r})"

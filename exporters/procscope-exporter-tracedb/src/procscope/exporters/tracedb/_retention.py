@@ -1,0 +1,99 @@
+"""Retention: keep a long-running program's trace DB bounded in age and size.
+
+Whole traces are deleted, oldest (by first start) first, with their spans, events, links
+and index rows, so that what remains is never a trace with holes cut by the pruning.
+The DB is created with ``auto_vacuum = INCREMENTAL``; after pruning, the freed pages are
+given back to the file system, so the file itself shrinks, not only its contents.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+
+# Prune below the limit, not just to it, so that the next batches do not each prune again.
+SIZE_TARGET = 0.8
+_CHUNK = 400  # trace ids per DELETE (SQLite's default limit is 999 bound variables)
+
+
+def used_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes of the DB's pages in use (the file minus its free pages)."""
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return int((pages - free) * page_size)
+
+
+def delete_traces(conn: sqlite3.Connection, trace_ids: Sequence[bytes]) -> None:
+    """Delete these traces entirely; the caller holds the write transaction."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS prune_spans (span_pk INTEGER PRIMARY KEY)")
+    for start in range(0, len(trace_ids), _CHUNK):
+        chunk = list(trace_ids[start : start + _CHUNK])
+        marks = ",".join("?" * len(chunk))
+        conn.execute("DELETE FROM temp.prune_spans")
+        conn.execute(
+            f"INSERT INTO temp.prune_spans SELECT span_pk FROM spans WHERE trace_id IN ({marks})",
+            chunk,
+        )
+        conn.execute(
+            "DELETE FROM event_attrs WHERE event_pk IN (SELECT event_pk FROM events "
+            "WHERE span_pk IN (SELECT span_pk FROM temp.prune_spans))"
+        )
+        for table in ("events", "links", "span_attrs", "spans"):
+            conn.execute(
+                f"DELETE FROM {table} WHERE span_pk IN (SELECT span_pk FROM temp.prune_spans)"
+            )
+        conn.execute(f"DELETE FROM traces WHERE trace_id IN ({marks})", chunk)
+
+
+def prune(
+    conn: sqlite3.Connection,
+    *,
+    max_bytes: int | None,
+    max_age_s: float | None,
+    now_ns: int | None = None,
+) -> int:
+    """Apply the limits in one write transaction; returns how many traces were deleted."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    deleted = 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if max_age_s is not None:
+            cutoff = now_ns - int(max_age_s * 1e9)
+            old = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT trace_id FROM traces WHERE start_ns < ? AND end_ns < ? "
+                    "ORDER BY start_ns",
+                    (cutoff, cutoff),
+                )
+            ]
+            delete_traces(conn, old)
+            deleted += len(old)
+        if max_bytes is not None:
+            used = used_bytes(conn)
+            if used > max_bytes:
+                total = conn.execute("SELECT coalesce(sum(span_count), 0) FROM traces").fetchone()
+                bytes_per_span = used / max(1, int(total[0]))
+                spans_to_free = (used - max_bytes * SIZE_TARGET) / bytes_per_span
+                victims: list[bytes] = []
+                freed = 0
+                for trace_id, count in conn.execute(
+                    "SELECT trace_id, span_count FROM traces ORDER BY start_ns"
+                ):
+                    if freed >= spans_to_free:
+                        break
+                    victims.append(trace_id)
+                    freed += count
+                delete_traces(conn, victims)
+                deleted += len(victims)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if deleted:
+        # Give the freed pages back to the file system (one page per step: fetch all).
+        conn.execute("PRAGMA incremental_vacuum").fetchall()
+    return deleted

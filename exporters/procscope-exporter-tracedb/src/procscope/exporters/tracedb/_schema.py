@@ -1,0 +1,322 @@
+"""The trace DB's schema: tables, indexes, version check, and id conversions.
+
+One SQLite file holds every span of a (multi-process) program. Layout, and why:
+
+* ``spans``: one row per span. Trace ids are 16-byte BLOBs and span ids signed 64-bit
+  INTEGERs (SQLite has no unsigned type): half the bytes of hex text, in the table and in
+  its indexes. Use :func:`trace_id_to_db`, :func:`span_id_to_db` and their inverses.
+  Attributes are one JSON text (NULL when empty). ``pid``/``process_name`` are those of the
+  process that EXPORTED the span (after a fork the resource's ``process.pid`` is stale).
+* ``resources`` and ``scopes``: stored once each, referenced by id from every span.
+* ``events`` and ``links``: own tables, keyed by the span's ``span_pk``.
+* ``span_attrs`` / ``event_attrs``: side tables filled at insert time for the attribute
+  keys in :data:`INDEXED_SPAN_ATTRIBUTES` / :data:`INDEXED_EVENT_ATTRIBUTES` only, so that
+  "spans where key = value" is an index seek instead of a JSON scan of a million rows.
+* ``traces``: one summary row per trace (first start, last end, span and error counts, root
+  span), kept up to date by every batch with an UPSERT, so that a page of traces is an
+  index range scan instead of a GROUP BY over every span.
+
+The file is marked with ``PRAGMA application_id`` (so a foreign SQLite file is recognised
+and never written to) and ``PRAGMA user_version`` (the schema version).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Mapping
+
+__all__ = [
+    "APPLICATION_ID",
+    "INDEXED_EVENT_ATTRIBUTES",
+    "INDEXED_SPAN_ATTRIBUTES",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "TraceDBError",
+    "span_id_from_db",
+    "span_id_to_db",
+    "trace_id_from_db",
+    "trace_id_to_db",
+]
+
+#: 'pscp' as a big-endian int32: marks the file as a procscope trace DB.
+APPLICATION_ID = 0x70736370
+
+#: The schema version written into ``PRAGMA user_version``.
+SCHEMA_VERSION = 1
+
+#: Attribute keys of spans that get an (key, value) index row in ``span_attrs``.
+#: Other packages may append keys at import time (before the first export).
+INDEXED_SPAN_ATTRIBUTES: tuple[str, ...] = (
+    "messaging.destination.name",
+    "messaging.message.id",
+    "procscope.lifecycle.kind",
+    "process.pid",
+    "procscope.state.object",
+)
+
+#: Attribute keys of span events that get an index row in ``event_attrs``.
+INDEXED_EVENT_ATTRIBUTES: tuple[str, ...] = ("procscope.state.object",)
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+# Tables first, indexes after: the benchmark's ceiling builds the same tables.
+TABLES = (
+    """CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT
+    ) WITHOUT ROWID""",
+    """CREATE TABLE resources (
+        resource_id INTEGER PRIMARY KEY,
+        digest TEXT NOT NULL UNIQUE,
+        attributes TEXT NOT NULL,
+        schema_url TEXT
+    )""",
+    """CREATE TABLE scopes (
+        scope_id INTEGER PRIMARY KEY,
+        digest TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        version TEXT,
+        schema_url TEXT,
+        attributes TEXT
+    )""",
+    """CREATE TABLE spans (
+        span_pk INTEGER PRIMARY KEY,
+        trace_id BLOB NOT NULL,
+        span_id INTEGER NOT NULL,
+        parent_span_id INTEGER,
+        name TEXT NOT NULL,
+        kind INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        end_ns INTEGER NOT NULL,
+        status_code INTEGER NOT NULL,
+        status_description TEXT,
+        attributes TEXT,
+        resource_id INTEGER,
+        scope_id INTEGER,
+        pid INTEGER NOT NULL,
+        process_name TEXT
+    )""",
+    """CREATE TABLE events (
+        event_pk INTEGER PRIMARY KEY,
+        span_pk INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        time_ns INTEGER NOT NULL,
+        attributes TEXT
+    )""",
+    """CREATE TABLE links (
+        span_pk INTEGER NOT NULL,
+        trace_id BLOB NOT NULL,
+        span_id INTEGER NOT NULL,
+        attributes TEXT
+    )""",
+    """CREATE TABLE span_attrs (
+        key TEXT NOT NULL,
+        value,
+        span_pk INTEGER NOT NULL,
+        PRIMARY KEY (key, value, span_pk)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE event_attrs (
+        key TEXT NOT NULL,
+        value,
+        event_pk INTEGER NOT NULL,
+        PRIMARY KEY (key, value, event_pk)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE traces (
+        trace_id BLOB PRIMARY KEY,
+        start_ns INTEGER NOT NULL,
+        end_ns INTEGER NOT NULL,
+        span_count INTEGER NOT NULL,
+        error_count INTEGER NOT NULL,
+        root_name TEXT,
+        root_span_pk INTEGER
+    ) WITHOUT ROWID""",
+)
+
+INDEXES = (
+    "CREATE INDEX spans_trace ON spans (trace_id)",
+    "CREATE INDEX spans_start ON spans (start_ns)",
+    "CREATE INDEX spans_end ON spans (end_ns)",
+    "CREATE INDEX spans_pid ON spans (pid, start_ns)",
+    "CREATE INDEX events_span ON events (span_pk)",
+    "CREATE INDEX events_time ON events (time_ns)",
+    "CREATE INDEX links_span ON links (span_pk)",
+    "CREATE INDEX links_target ON links (trace_id, span_id)",
+    "CREATE INDEX span_attrs_span ON span_attrs (span_pk)",
+    "CREATE INDEX event_attrs_event ON event_attrs (event_pk)",
+    "CREATE INDEX traces_start ON traces (start_ns)",
+    "CREATE INDEX traces_root_name ON traces (root_name, start_ns)",
+)
+
+
+class TraceDBError(Exception):
+    """A trace DB cannot be used: missing, not SQLite, not procscope's, wrong version...
+
+    ``str(error)`` is one line that names the file and the reason.
+    """
+
+    def __init__(self, path: str, reason: str, *, permanent: bool = True) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+        # permanent: retrying will not help (foreign file, newer schema); the exporter
+        # then stops trying instead of failing slowly on every batch.
+        self.permanent = permanent
+
+
+#: Migrations by the version they upgrade FROM; each runs inside the write transaction
+#: and must leave the schema at version + 1. Empty: version 1 is the first release.
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: dict[int, Migration] = {}
+
+
+def trace_id_to_db(trace_id: int) -> bytes:
+    return trace_id.to_bytes(16, "big")
+
+
+def trace_id_from_db(value: bytes) -> str:
+    """The 32-hex-digit form used everywhere users see trace ids."""
+    return value.hex()
+
+
+def span_id_to_db(span_id: int) -> int:
+    return span_id - 0x10000000000000000 if span_id >= 0x8000000000000000 else span_id
+
+
+def span_id_from_db(value: int | None) -> str | None:
+    """The 16-hex-digit form of a stored span id (None stays None)."""
+    if value is None:
+        return None
+    return format(value & 0xFFFFFFFFFFFFFFFF, "016x")
+
+
+def parse_trace_id(text: str | bytes | int) -> bytes:
+    """A trace id given by a user (hex text, int or raw bytes) as stored."""
+    if isinstance(text, bytes):
+        return text
+    if isinstance(text, int):
+        return trace_id_to_db(text)
+    cleaned = text.strip().lower()
+    if cleaned.startswith("0x"):
+        cleaned = cleaned[2:]
+    if len(cleaned) != 32:
+        raise ValueError(f"a trace id has 32 hex digits, not {len(cleaned)}: {text!r}")
+    return bytes.fromhex(cleaned)
+
+
+def check_header(path: str) -> None:
+    """Refuse a non-empty file that is not SQLite, before SQLite ever touches it."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        raise TraceDBError(path, "no such file") from None
+    except IsADirectoryError:
+        raise TraceDBError(path, "it is a directory") from None
+    except OSError as exc:
+        raise TraceDBError(path, f"cannot read it ({exc.strerror})", permanent=False) from None
+    if head and head != SQLITE_HEADER:
+        raise TraceDBError(path, "not a SQLite file (left untouched)")
+
+
+def read_marks(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """(application_id, user_version, number of schema objects) of an open file."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    return int(app_id), int(version), int(objects)
+
+
+def check_marks(
+    path: str,
+    app_id: int,
+    version: int,
+    objects: int,
+    *,
+    current: int = SCHEMA_VERSION,
+    migrations: Mapping[int, Migration] | None = None,
+) -> str:
+    """What to do with a file: ``"create"``, ``"ok"`` or ``"migrate"``; else refuse."""
+    migrations = MIGRATIONS if migrations is None else migrations
+    if app_id == 0 and objects == 0:
+        return "create"
+    if app_id != APPLICATION_ID:
+        raise TraceDBError(path, "a SQLite file, but not a procscope trace DB (left untouched)")
+    if version > current:
+        raise TraceDBError(
+            path,
+            f"made by a newer procscope (schema version {version}; this procscope reads "
+            f"up to {current}): upgrade procscope",
+        )
+    if version < current:
+        missing = [v for v in range(version, current) if v not in migrations]
+        if missing:
+            raise TraceDBError(
+                path,
+                f"an old procscope trace DB (schema version {version}) that this procscope "
+                f"cannot migrate to version {current}: move it away to start a new one",
+            )
+        return "migrate"
+    return "ok"
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create every table and index; the caller holds the write transaction."""
+    for statement in (*TABLES, *INDEXES):
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('created_by', ?), ('created_pid', ?)",
+        ("procscope", str(os.getpid())),
+    )
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def migrate(
+    conn: sqlite3.Connection,
+    version: int,
+    *,
+    current: int = SCHEMA_VERSION,
+    migrations: Mapping[int, Migration] | None = None,
+) -> None:
+    """Run the migrations from ``version`` up to ``current``; the caller holds the
+    write transaction, so a failed migration leaves the file as it was."""
+    migrations = MIGRATIONS if migrations is None else migrations
+    while version < current:
+        migrations[version](conn)
+        version += 1
+        conn.execute(f"PRAGMA user_version = {version}")
+
+
+_INDEXED_META = (
+    ("indexed_span_attributes", "INDEXED_SPAN_ATTRIBUTES"),
+    ("indexed_event_attributes", "INDEXED_EVENT_ATTRIBUTES"),
+)
+
+
+def record_indexed_keys(conn: sqlite3.Connection) -> None:
+    """Add this process's indexed attribute keys to the file's list (writers only).
+
+    Readers use the side tables only for keys some writer indexed: a reader process
+    need not have imported the package that appended a key.
+    """
+    for meta_key, constant in _INDEXED_META:
+        keys: tuple[str, ...] = globals()[constant]
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (meta_key,)).fetchone()
+        known: list[str] = json.loads(row[0]) if row else []
+        merged = known + [key for key in keys if key not in known]
+        if merged != known:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                (meta_key, json.dumps(merged)),
+            )
+
+
+def indexed_keys(conn: sqlite3.Connection) -> tuple[frozenset[str], frozenset[str]]:
+    """(span keys, event keys) that writers of this file index in the side tables."""
+    found = []
+    for meta_key, _constant in _INDEXED_META:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (meta_key,)).fetchone()
+        found.append(frozenset(json.loads(row[0])) if row else frozenset())
+    return found[0], found[1]

@@ -1,0 +1,325 @@
+"""Writing rows into a trace DB: open (create, check, migrate), insert a batch, prune.
+
+Concurrency model: every process (and every exporter) has its own connection. SQLite in
+WAL mode lets readers run beside the one writer; writers take turns, each batch being one
+``BEGIN IMMEDIATE`` transaction (the write lock is taken up front, so two writers never
+deadlock upgrading read locks) waited for with a busy timeout. Because the batch holds the
+write lock, it can number its own rows (``max(rowid) + 1...``) and insert events, links and
+index rows with ``executemany`` without asking SQLite for each row id.
+
+:class:`Writer` is not thread-safe and never survives a fork: the exporter guards it with
+a lock and makes a new one in a child process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _schema
+from ._schema import TraceDBError
+
+# json.dumps with compact separators; default=str so an odd value never fails a batch.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+SPAN_INSERT = (
+    "INSERT INTO spans (span_pk, trace_id, span_id, parent_span_id, name, kind, start_ns, "
+    "end_ns, status_code, status_description, attributes, resource_id, scope_id, pid, "
+    "process_name) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+EVENT_INSERT = (
+    "INSERT INTO events (event_pk, span_pk, name, time_ns, attributes) VALUES (?,?,?,?,?)"
+)
+LINK_INSERT = "INSERT INTO links (span_pk, trace_id, span_id, attributes) VALUES (?,?,?,?)"
+SPAN_ATTR_INSERT = "INSERT OR IGNORE INTO span_attrs (key, value, span_pk) VALUES (?,?,?)"
+EVENT_ATTR_INSERT = "INSERT OR IGNORE INTO event_attrs (key, value, event_pk) VALUES (?,?,?)"
+# One summary row per trace, merged with what earlier batches (of any process) wrote.
+TRACE_UPSERT = (
+    "INSERT INTO traces (trace_id, start_ns, end_ns, span_count, error_count, root_name, "
+    "root_span_pk) VALUES (?,?,?,?,?,?,?) ON CONFLICT (trace_id) DO UPDATE SET "
+    "start_ns = min(start_ns, excluded.start_ns), end_ns = max(end_ns, excluded.end_ns), "
+    "span_count = span_count + excluded.span_count, "
+    "error_count = error_count + excluded.error_count, "
+    "root_name = coalesce(root_name, excluded.root_name), "
+    "root_span_pk = coalesce(root_span_pk, excluded.root_span_pk)"
+)
+
+STATUS_ERROR = 2
+
+
+@dataclass
+class Batch:
+    """The rows of one batch. ``span_pk``/``event_pk`` values are offsets from 0 that
+    :meth:`Writer.write` shifts to the next free row ids once it holds the write lock."""
+
+    spans: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    links: list[tuple[Any, ...]] = field(default_factory=list)
+    span_attrs: list[tuple[Any, ...]] = field(default_factory=list)
+    event_attrs: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+def encode_attributes(attributes: Any) -> str | None:
+    """Attributes as compact JSON text; None when there are none."""
+    if not attributes:
+        return None
+    return _encode(attributes if type(attributes) is dict else dict(attributes))
+
+
+def digest_of(*parts: Any) -> str:
+    return hashlib.sha1(_encode(parts).encode("utf-8")).hexdigest()
+
+
+def create_file(path: str) -> None:
+    """Create the DB file readable and writable by its owner only (0600).
+
+    Created here, before SQLite opens it, because SQLite would use 0644; SQLite then
+    gives its -wal and -shm files the same mode as the DB file.
+    """
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return  # another process (or an earlier run) made it: fine
+    os.close(fd)
+
+
+def connect_for_writing(path: str, busy_timeout_s: float) -> sqlite3.Connection:
+    """Open, check and if need be create or migrate the DB at ``path``.
+
+    Raises :class:`TraceDBError` for a file that must not be written (foreign, newer
+    schema), and ``sqlite3.Error``/``OSError`` for the environment (locked, read-only...).
+    """
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise TraceDBError(path, f"its folder {directory} does not exist", permanent=False)
+    create_file(path)
+    _schema.check_header(path)
+    # isolation_level=None: we issue BEGIN IMMEDIATE/COMMIT ourselves.
+    # check_same_thread=False: the exporter's lock serialises use across threads (the
+    # batch processor's worker exports, the program's thread may flush or shut down).
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+    )
+    try:
+        app_id, version, objects = _schema.read_marks(conn)
+        _schema.check_marks(path, app_id, version, objects)
+        # Only now, knowing the file is ours or empty, change anything in it.
+        if objects == 0:
+            # Must precede the first table; lets retention give pages back to the disk.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise TraceDBError(path, f"cannot switch it to WAL mode (got {mode})", permanent=False)
+        # NORMAL in WAL mode: a commit survives the process being killed (the WAL is in
+        # the OS's hands); only a power cut may lose the last commits. FULL would fsync
+        # every batch.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        # Without a limit a WAL that once grew large (a burst) keeps its size forever.
+        conn.execute("PRAGMA journal_size_limit = 16777216")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Checked again under the write lock: another process may have created it.
+            app_id, version, objects = _schema.read_marks(conn)
+            action = _schema.check_marks(path, app_id, version, objects)
+            if action == "create":
+                _schema.create_schema(conn)
+            elif action == "migrate":
+                _schema.migrate(conn, version)
+            _schema.record_indexed_keys(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class Writer:
+    """One connection writing batches into one DB file (one per process)."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        busy_timeout_s: float = 5.0,
+        max_bytes: int | None = None,
+        max_age_s: float | None = None,
+        retention_interval_s: float = 10.0,
+    ) -> None:
+        self.path = path
+        self.conn = connect_for_writing(path, busy_timeout_s)
+        self.pid = os.getpid()
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self.retention_interval_s = retention_interval_s
+        self._next_retention = 0.0  # check on the first batch
+        self._resource_ids: dict[str, int] = {}
+        self._scope_ids: dict[str, int] = {}
+        self._last_resource: Any = None
+        self._last_resource_id: int | None = None
+        self._last_scope: Any = None
+        self._last_scope_id: int | None = None
+        self._pending_resources: list[tuple[Any, ...]] = []
+        self._pending_scopes: list[tuple[Any, ...]] = []
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ------------------------------------------------------------------ ids of shared rows
+
+    def resource_id(self, resource: Any) -> int | None:
+        """The row id of a resource, inserted once per DB (looked up by its digest)."""
+        if resource is None:
+            return None
+        if resource is self._last_resource:
+            return self._last_resource_id
+        attributes = _encode(dict(resource.attributes))
+        schema_url = getattr(resource, "schema_url", None) or None
+        digest = digest_of(attributes, schema_url)
+        rid = self._resource_ids.get(digest)
+        if rid is None:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO resources (digest, attributes, schema_url) VALUES (?,?,?)",
+                (digest, attributes, schema_url),
+            )
+            rid = self.conn.execute(
+                "SELECT resource_id FROM resources WHERE digest = ?", (digest,)
+            ).fetchone()[0]
+            self._resource_ids[digest] = rid
+        self._last_resource, self._last_resource_id = resource, rid
+        return rid
+
+    def scope_id(self, scope: Any) -> int | None:
+        if scope is None:
+            return None
+        if scope is self._last_scope:
+            return self._last_scope_id
+        name = scope.name or ""
+        version = scope.version or None
+        schema_url = scope.schema_url or None
+        attributes = encode_attributes(getattr(scope, "attributes", None))
+        digest = digest_of(name, version, schema_url, attributes)
+        sid = self._scope_ids.get(digest)
+        if sid is None:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO scopes (digest, name, version, schema_url, attributes) "
+                "VALUES (?,?,?,?,?)",
+                (digest, name, version, schema_url, attributes),
+            )
+            sid = self.conn.execute(
+                "SELECT scope_id FROM scopes WHERE digest = ?", (digest,)
+            ).fetchone()[0]
+            self._scope_ids[digest] = sid
+        self._last_scope, self._last_scope_id = scope, sid
+        return sid
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, batch: Batch, *, build: Any = None) -> None:
+        """Insert one batch in one IMMEDIATE transaction.
+
+        ``build``, if given, is called under the write lock (after ``BEGIN``) and returns
+        the batch; it lets the exporter look up resource and scope ids inside the same
+        transaction as the spans that use them.
+        """
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if build is not None:
+                batch = build()
+            span_base = conn.execute("SELECT coalesce(max(span_pk), 0) + 1 FROM spans").fetchone()[
+                0
+            ]
+            event_base = conn.execute(
+                "SELECT coalesce(max(event_pk), 0) + 1 FROM events"
+            ).fetchone()[0]
+            spans = [(row[0] + span_base, *row[1:]) for row in batch.spans]
+            conn.executemany(SPAN_INSERT, spans)
+            if batch.events:
+                conn.executemany(
+                    EVENT_INSERT,
+                    [(e[0] + event_base, e[1] + span_base, *e[2:]) for e in batch.events],
+                )
+            if batch.links:
+                conn.executemany(LINK_INSERT, [(r[0] + span_base, *r[1:]) for r in batch.links])
+            if batch.span_attrs:
+                conn.executemany(
+                    SPAN_ATTR_INSERT, [(k, v, pk + span_base) for k, v, pk in batch.span_attrs]
+                )
+            if batch.event_attrs:
+                conn.executemany(
+                    EVENT_ATTR_INSERT,
+                    [(k, v, pk + event_base) for k, v, pk in batch.event_attrs],
+                )
+            conn.executemany(TRACE_UPSERT, summarise_traces(spans))
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        if self.max_bytes is not None or self.max_age_s is not None:
+            now = time.monotonic()
+            if now >= self._next_retention:
+                self._next_retention = now + self.retention_interval_s
+                self.enforce_retention()
+
+    def _rollback(self) -> None:
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the transaction is gone already (SQLite rolled it back itself)
+        # Ids looked up inside a rolled back transaction may not exist: forget them.
+        self._resource_ids.clear()
+        self._scope_ids.clear()
+        self._last_resource = self._last_scope = None
+
+    # ------------------------------------------------------------------ retention
+
+    def enforce_retention(self) -> int:
+        """Delete whole traces, oldest first, past ``max_age_s`` or beyond ``max_bytes``.
+
+        Returns the number of traces deleted.
+        """
+        from ._retention import prune
+
+        return prune(self.conn, max_bytes=self.max_bytes, max_age_s=self.max_age_s)
+
+
+def summarise_traces(spans: Sequence[tuple[Any, ...]]) -> Iterable[tuple[Any, ...]]:
+    """Per trace in a batch of span rows: (trace_id, start, end, count, errors, root name,
+    root span_pk), merged into ``traces`` by :data:`TRACE_UPSERT`."""
+    summary: dict[bytes, list[Any]] = {}
+    for row in spans:
+        # row: span_pk, trace_id, span_id, parent, name, kind, start, end, status, ...
+        entry = summary.get(row[1])
+        is_root = row[3] is None
+        if entry is None:
+            summary[row[1]] = [
+                row[1],
+                row[6],
+                row[7],
+                1,
+                1 if row[8] == STATUS_ERROR else 0,
+                row[4] if is_root else None,
+                row[0] if is_root else None,
+            ]
+            continue
+        if row[6] < entry[1]:
+            entry[1] = row[6]
+        if row[7] > entry[2]:
+            entry[2] = row[7]
+        entry[3] += 1
+        if row[8] == STATUS_ERROR:
+            entry[4] += 1
+        if is_root and entry[5] is None:
+            entry[5] = row[4]
+            entry[6] = row[0]
+    return [tuple(entry) for entry in summary.values()]
