@@ -1,0 +1,164 @@
+"""Every distribution builds as a wheel and works installed from wheels, with no editable
+paths: the whole suite together, and each plugin alone beside the OpenTelemetry packages."""
+
+from __future__ import annotations
+
+import email
+import subprocess
+import sys
+import textwrap
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGINS = {
+    "procscope-instrumentation-lifecycle": (
+        "instrumentation/procscope-instrumentation-lifecycle",
+        "procscope.instrumentation.lifecycle",
+    ),
+    "procscope-instrumentation-messaging": (
+        "instrumentation/procscope-instrumentation-messaging",
+        "procscope.instrumentation.messaging",
+    ),
+    "procscope-instrumentation-state": (
+        "instrumentation/procscope-instrumentation-state",
+        "procscope.instrumentation.state",
+    ),
+    "procscope-processor-sampling": (
+        "processors/procscope-processor-sampling",
+        "procscope.processors.sampling",
+    ),
+    "procscope-exporter-tracedb": (
+        "exporters/procscope-exporter-tracedb",
+        "procscope.exporters.tracedb",
+    ),
+}
+
+pytestmark = pytest.mark.slow
+
+
+def _run(*args: str, cwd: Path | None = None) -> str:
+    result = subprocess.run(
+        args, cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, f"{args}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One wheel per distribution, built from this checkout."""
+    out = tmp_path_factory.mktemp("wheels")
+    for source in [*(ROOT / d for d, _ in PLUGINS.values()), ROOT]:
+        _run(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out),
+             str(source))
+    built = {}
+    for wheel in out.glob("*.whl"):
+        dist = wheel.name.split("-")[0].replace("_", "-")
+        built[dist] = wheel
+    assert set(built) == {*PLUGINS, "procscope"}
+    return built
+
+
+def _metadata(wheel: Path) -> email.message.Message:
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        return email.message_from_bytes(archive.read(name))
+
+
+def _venv(path: Path) -> Path:
+    _run(sys.executable, "-m", "venv", str(path))
+    return path / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def otel_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh virtual environment holding only the OpenTelemetry packages."""
+    python = _venv(tmp_path_factory.mktemp("alone") / "venv")
+    _run(str(python), "-m", "pip", "install", "--quiet", "opentelemetry-api",
+         "opentelemetry-sdk", "opentelemetry-instrumentation")
+    yield python
+
+
+def test_plugin_wheels_depend_only_on_opentelemetry(wheels: dict[str, Path]) -> None:
+    """Each plugin's declared requirements are OpenTelemetry packages, nothing of ours."""
+    for dist in PLUGINS:
+        requires = _metadata(wheels[dist]).get_all("Requires-Dist") or []
+        names = [r.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0]
+                 .split("~")[0].strip() for r in requires if "extra ==" not in r]
+        assert names and all(n.startswith("opentelemetry-") for n in names), (dist, names)
+
+
+def test_shared_helpers_are_inside_every_plugin_wheel(wheels: dict[str, Path]) -> None:
+    """The one copy of the shared helpers is packed into each plugin (a plugin installs
+    alone), as real files, not as a link."""
+    for dist, (_, module) in PLUGINS.items():
+        with zipfile.ZipFile(wheels[dist]) as archive:
+            names = set(archive.namelist())
+        guard = module.replace(".", "/") + "/_common/guard.py"
+        assert guard in names, dist
+        assert "procscope/__init__.py" not in names  # the namespace belongs to the root
+
+
+def test_each_plugin_installs_and_imports_alone(
+    wheels: dict[str, Path], otel_venv: Path
+) -> None:
+    """Installed alone beside OpenTelemetry, each plugin imports and exposes its names."""
+    for dist, (_, module) in PLUGINS.items():
+        _run(str(otel_venv), "-m", "pip", "install", "--quiet", "--no-index",
+             "--find-links", str(wheels[dist].parent), str(wheels[dist]))
+        listed = _run(str(otel_venv), "-m", "pip", "list", "--format=freeze")
+        ours = sorted(line.split("==")[0] for line in listed.splitlines()
+                      if line.lower().startswith("procscope"))
+        assert ours == [dist]
+        code = textwrap.dedent(
+            f"""
+            import importlib
+            module = importlib.import_module({module!r})
+            for name in module.__all__:
+                getattr(module, name)
+            print("ok", sorted(module.__all__))
+            """
+        )
+        assert _run(str(otel_venv), "-c", code).startswith("ok")
+        _run(str(otel_venv), "-m", "pip", "uninstall", "--quiet", "--yes", dist)
+
+
+def test_whole_suite_from_wheels(wheels: dict[str, Path], tmp_path: Path) -> None:
+    """pip install procscope from wheels: every public name imports, the CLI and the
+    auto-launch work, with no editable path anywhere."""
+    python = _venv(tmp_path / "venv")
+    _run(str(python), "-m", "pip", "install", "--quiet", "--find-links",
+         str(wheels["procscope"].parent), str(wheels["procscope"]))
+    assert _run(str(python), "-m", "pip", "list", "--editable", "--format=freeze").strip() == ""
+    code = textwrap.dedent(
+        f"""
+        import importlib, procscope
+        assert procscope.__file__.startswith({str(tmp_path / "venv")!r}), procscope.__file__
+        for name in procscope.__all__:
+            getattr(procscope, name)
+        for module in {[m for _, m in PLUGINS.values()]!r}:
+            mod = importlib.import_module(module)
+            assert mod.__file__.startswith({str(tmp_path / "venv")!r}), mod.__file__
+            for name in mod.__all__:
+                getattr(mod, name)
+        from procscope.instrumentation.messaging import MessagingInstrumentor
+        print("ok")
+        """
+    )
+    assert _run(str(python), "-c", code).strip() == "ok"
+    bin_dir = python.parent
+    assert _run(str(bin_dir / "procscope"), "--version").startswith("procscope ")
+    app = tmp_path / "app.py"
+    app.write_text(
+        "from opentelemetry import trace\n"
+        "with trace.get_tracer('app').start_as_current_span('from-wheels'):\n"
+        "    pass\n"
+    )
+    _run(str(bin_dir / "opentelemetry-instrument"), str(python), str(app), cwd=tmp_path)
+    listing = _run(str(bin_dir / "procscope"), "traces", "--db", str(tmp_path / "procscope.db"),
+                   "--json")
+    assert "from-wheels" in listing
