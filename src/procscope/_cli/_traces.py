@@ -1,19 +1,223 @@
-"""``procscope traces``: (being written; see the issue that owns it)."""
+"""``procscope traces`` (list traces) and ``procscope show TRACE_ID`` (one trace as a tree)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ._output import (
+    EXIT_OK,
+    add_db_arguments,
+    db_command,
+    fail,
+    format_duration,
+    format_time,
+    iso_time,
+    parse_attribute,
+    parse_duration,
+    parse_when,
+    print_json,
+    render_table,
+    render_tree,
+)
+
+if TYPE_CHECKING:
+    from procscope.exporters.tracedb import SpanNode, TraceDB, TraceSummary
+
+ERROR_MARK = "✗"
 
 
-def _not_ready(args: argparse.Namespace) -> int:
-    sys.stderr.write("procscope traces: not available yet\n")
-    return 2
+def _when(text: str) -> int:
+    try:
+        return parse_when(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _attribute(text: str) -> tuple[str, Any]:
+    try:
+        return parse_attribute(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, not {text!r}")
+    return value
+
+
+def _summary_json(summary: TraceSummary) -> dict[str, Any]:
+    data = summary.to_dict()
+    data["start"] = iso_time(summary.start_ns)
+    return data
+
+
+# ---------------------------------------------------------------------------- traces
+
+
+@db_command("traces")
+def cmd_traces(args: argparse.Namespace, db: TraceDB) -> int:
+    summaries = db.traces(
+        start_ns=args.since,
+        end_ns=args.until,
+        name=args.name,
+        errors_only=args.errors,
+        min_duration_ns=args.min_duration,
+        attributes=dict(args.attr or []),
+        limit=args.limit,
+    )
+    if args.json:
+        return print_json([_summary_json(s) for s in summaries])
+    if not summaries:
+        print("no traces match" if _filtered(args) else f"no traces in {db.path}")
+        return EXIT_OK
+    rows = [
+        [
+            s.trace_id,
+            s.root_name or "(root not recorded)",
+            format_time(s.start_ns),
+            format_duration(s.duration_ns),
+            s.span_count,
+            f"{ERROR_MARK} {s.error_count}" if s.has_error else "",
+        ]
+        for s in summaries
+    ]
+    print(
+        render_table(
+            ["TRACE ID", "ROOT", "START", "DURATION", "SPANS", "ERRORS"],
+            rows,
+            right=(3, 4),
+            shrink=(1, 0),
+        )
+    )
+    if len(summaries) == args.limit:
+        print(f"(the {args.limit} newest shown; --limit N for more)")
+    return EXIT_OK
+
+
+def _filtered(args: argparse.Namespace) -> bool:
+    return any((args.since, args.until, args.name, args.errors, args.min_duration, args.attr))
+
+
+# ---------------------------------------------------------------------------- show
+
+
+def _attrs_text(attributes: dict[str, Any]) -> str:
+    return " ".join(
+        f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"
+        for key, value in attributes.items()
+    )
+
+
+@db_command("show")
+def cmd_show(args: argparse.Namespace, db: TraceDB) -> int:
+    wanted = args.trace_id.strip().lower()
+    if len(wanted) != 32:
+        found = db.find_trace_ids(wanted)
+        if len(found) != 1:
+            reason = "matches several traces" if found else "matches no trace"
+            return fail("show", f"{args.trace_id!r} {reason} in {db.path}")
+        wanted = found[0]
+    try:
+        tree = db.trace(wanted)
+    except ValueError as exc:
+        return fail("show", str(exc))
+    if tree is None:
+        return fail("show", f"no trace {wanted} in {db.path}")
+    if args.json:
+        data = tree.to_dict()
+        data["start"] = iso_time(tree.summary.start_ns)
+        return print_json(data)
+    summary = tree.summary
+    errors = f", {ERROR_MARK} {summary.error_count} error(s)" if summary.has_error else ""
+    print(
+        f"trace {summary.trace_id}: {summary.root_name or '(root not recorded)'}, "
+        f"{summary.span_count} span(s){errors}, {format_duration(summary.duration_ns)}, "
+        f"started {format_time(summary.start_ns)}"
+    )
+    origin = summary.start_ns
+    show_attributes = args.attributes
+
+    def label(node: SpanNode) -> list[str]:
+        span = node.span
+        parts = [span.name]
+        if span.kind != "INTERNAL":
+            parts.append(f"[{span.kind.lower()}]")
+        parts.append(format_duration(span.duration_ns))
+        parts.append(f"@+{format_duration(span.start_ns - origin)}")
+        parts.append(f"pid {span.pid}" + (f" {span.process_name}" if span.process_name else ""))
+        if span.is_error:
+            parts.append(
+                f"{ERROR_MARK} ERROR"
+                + (f": {span.status_description}" if span.status_description else "")
+            )
+        lines = ["  ".join(parts)]
+        if show_attributes and span.attributes:
+            lines.append("  " + _attrs_text(span.attributes))
+        for event in span.events:
+            mark = f"{ERROR_MARK} " if event.name == "exception" else ""
+            text = f"• {mark}{event.name} @+{format_duration(event.time_ns - origin)}"
+            if event.attributes:
+                text += "  " + _attrs_text(event.attributes)
+            lines.append(text)
+        return lines
+
+    print(render_tree(tree.roots, label, lambda node: node.children))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- parsers
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("traces", help="(not available yet)")
-    parser.add_argument("--db")
-    parser.add_argument("--json", action="store_true")
-    parser.set_defaults(func=_not_ready)
+    traces = subparsers.add_parser(
+        "traces",
+        help="list traces: id, root name, start, duration, span count, errors",
+        description="List the recorded traces, newest first. TIME is ISO 8601 (with or "
+        "without a UTC offset; local time when without) or a time of day such as 12:03:05 "
+        "(today, local).",
+    )
+    add_db_arguments(traces)
+    traces.add_argument("--since", type=_when, metavar="TIME", help="traces started at or after")
+    traces.add_argument("--until", type=_when, metavar="TIME", help="traces started before")
+    traces.add_argument("--name", help="root span name (a glob such as 'worker*' allowed)")
+    traces.add_argument("--errors", action="store_true", help="only traces with an error")
+    traces.add_argument(
+        "--min-duration", type=_duration, metavar="DUR", help="at least this long (250ms, 2s)"
+    )
+    traces.add_argument(
+        "--attr",
+        type=_attribute,
+        action="append",
+        metavar="KEY=VALUE",
+        help="some span of the trace has this attribute value (repeatable)",
+    )
+    traces.add_argument(
+        "--limit", type=_positive_int, default=50, metavar="N", help="at most N traces (50)"
+    )
+    traces.set_defaults(func=cmd_traces)
+
+    show = subparsers.add_parser(
+        "show",
+        help="one trace as a tree, with events",
+        description="Show one trace as a tree of spans with their events; errors are "
+        f"marked {ERROR_MARK}. TRACE_ID may be shortened to a unique prefix.",
+    )
+    add_db_arguments(show)
+    show.add_argument("trace_id", metavar="TRACE_ID")
+    show.add_argument(
+        "-a", "--attributes", action="store_true", help="also print every span's attributes"
+    )
+    show.set_defaults(func=cmd_show)

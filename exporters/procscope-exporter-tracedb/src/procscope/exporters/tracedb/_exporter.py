@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind
 
 from . import _schema
 from ._common.guard import log_internal_error, warn_once
@@ -61,6 +62,12 @@ def parse_max_bytes(value: object) -> int:
     return int(parse_positive_float(value))
 
 
+def _kind_value(kind: object) -> int:
+    """A span kind that is not a SpanKind (some callers pass a bare int)."""
+    value = getattr(kind, "value", kind)
+    return value if isinstance(value, int) else 0
+
+
 def spans_to_batch(
     spans: Sequence[ReadableSpan], writer: Writer, pid: int, process_name: str
 ) -> Batch:
@@ -93,6 +100,7 @@ def spans_to_batch(
         plain = dict(attributes) if attributes else None
         status = span.status
         start = span.start_time or 0
+        kind = span.kind
         span_rows.append(
             (
                 index,
@@ -100,7 +108,7 @@ def spans_to_batch(
                 span_id,
                 parent_id,
                 span.name,
-                span.kind.value,
+                kind.value if type(kind) is SpanKind else _kind_value(kind),
                 start,
                 span.end_time or start,
                 status.status_code.value,
