@@ -108,3 +108,19 @@ def test_child_python_processes_inherit_the_settings(run_app: Any, tmp_path: Pat
     )
     assert result.returncode == 0, result.stderr
     assert "child states_only ()" in result.stdout
+
+
+def test_spans_land_in_the_trace_db_by_default(run_app: Any, tmp_path: Path) -> None:
+    """With no exporter named, procscope run records into the trace DB given by --db."""
+    result = run_app(
+        """
+        from opentelemetry import trace
+        with trace.get_tracer("app").start_as_current_span("into-the-db"):
+            pass
+        """,
+        prefix=[PROCSCOPE, "run", "--db", "run.db", "--", "python"],
+    )
+    assert result.returncode == 0, result.stderr
+    from procscope.exporters.tracedb import TraceDB
+
+    assert "into-the-db" in [span.name for span in TraceDB(str(tmp_path / "run.db")).spans()]
