@@ -101,11 +101,49 @@ def build_exporter(name: str, settings: Settings) -> SpanExporter | None:
     return None
 
 
+def sampling_mode(settings: Settings) -> str:
+    """``head`` or ``tail``: the ``sampling`` setting, else ``PROCSCOPE_SAMPLING``, else head."""
+    from ._common.settings import DEFAULT_SAMPLING, ENV_SAMPLING, parse_sampling_mode, resolve_one
+
+    return resolve_one(
+        "sampling",
+        ENV_SAMPLING,
+        getattr(settings, "sampling", None),
+        parse_sampling_mode,
+        DEFAULT_SAMPLING,
+    )
+
+
 def build_processors(settings: Settings) -> list[SpanProcessor]:
-    """A batch span processor per configured exporter."""
+    """A batch span processor per configured exporter; in tail mode, behind one tail sampler.
+
+    Head mode (the default): ``sample_rate`` is applied at the start of each trace by the
+    instrumentors' gate and the sampler, and nothing more is needed here. Tail mode: the
+    head records every trace, and a :class:`TailSamplingProcessor` in front of the batch
+    processors keeps errors, abnormal process ends, slow traces, and ``sample_rate`` of
+    the rest (read live, so ``procscope.configure(sample_rate=...)`` applies at once).
+    See docs/sampling.md.
+    """
+    from ._common.head_sampling import set_records_every_trace
+
     processors: list[SpanProcessor] = []
     for name in settings.exporters:
         exporter = build_exporter(name, settings)
         if exporter is not None:
             processors.append(BatchSpanProcessor(exporter))
-    return processors
+    tail = sampling_mode(settings) == "tail" and bool(processors)
+    set_records_every_trace(tail)
+    if not tail:
+        return processors
+    from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
+
+    from procscope.processors.sampling import TailSamplingProcessor
+
+    if len(processors) == 1:
+        downstream: SpanProcessor = processors[0]
+    else:
+        fan_out = SynchronousMultiSpanProcessor()
+        for processor in processors:
+            fan_out.add_span_processor(processor)
+        downstream = fan_out
+    return [TailSamplingProcessor(downstream)]

@@ -80,7 +80,7 @@ def parse_sampling_mode(value: object) -> str:
     """``head`` or ``tail`` (see docs/sampling.md)."""
     text = str(value).strip().lower()
     if text not in SAMPLING_MODES:
-        raise BadSetting("expected one of " + ", ".join(SAMPLING_MODES))
+        raise BadSettingError("expected one of " + ", ".join(SAMPLING_MODES))
     return text
 
 

@@ -1,11 +1,56 @@
-"""procscope's tail-sampling span processor (work in progress)."""
+"""procscope's in-process tail-sampling span processor for the OpenTelemetry SDK.
+
+>>> from procscope.processors.sampling import TailSamplingProcessor, default_policy
+>>> provider.add_span_processor(
+...     TailSamplingProcessor(BatchSpanProcessor(exporter), default_policy(0.01))
+... )
+
+See docs/sampling.md.
+"""
 
 from __future__ import annotations
 
-from opentelemetry.sdk.trace import SpanProcessor
+from ._annotate import rewrite_trace_state, with_probability
+from ._common.head_sampling import PROBABILITY_ATTRIBUTE
+from ._policies import (
+    UNKNOWN_PROBABILITY,
+    AbnormalEndPolicy,
+    AllOf,
+    AnyOf,
+    AttributePolicy,
+    ErrorPolicy,
+    FirstMatch,
+    LatencyPolicy,
+    Policy,
+    PredicatePolicy,
+    ProbabilisticPolicy,
+    RateLimitPolicy,
+    SpanCountPolicy,
+    TraceData,
+    default_policy,
+)
+from ._processor import Decision, SamplingStats, TailSamplingProcessor
 
-__all__ = ["TailSamplingProcessor"]
-
-
-class TailSamplingProcessor(SpanProcessor):
-    pass
+__all__ = [
+    "PROBABILITY_ATTRIBUTE",
+    "UNKNOWN_PROBABILITY",
+    "AbnormalEndPolicy",
+    "AllOf",
+    "AnyOf",
+    "AttributePolicy",
+    "Decision",
+    "ErrorPolicy",
+    "FirstMatch",
+    "LatencyPolicy",
+    "Policy",
+    "PredicatePolicy",
+    "ProbabilisticPolicy",
+    "RateLimitPolicy",
+    "SamplingStats",
+    "SpanCountPolicy",
+    "TailSamplingProcessor",
+    "TraceData",
+    "default_policy",
+    "rewrite_trace_state",
+    "with_probability",
+]

@@ -1,0 +1,472 @@
+"""TailSamplingProcessor: buffer each trace, decide by policy when it is complete, pass on.
+
+Concurrency: one lock guards the buffers, the decision memory and the counters. Every
+call out of this module (policies, the wrapped processor, the decision callback) happens
+after the lock is released: a trace being decided is first moved to ``_closing``, where a
+span that ends meanwhile is put aside as late and handled with the trace's decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from ._annotate import with_probability
+from ._common.guard import log_internal_error
+from ._common.shared_state import settings as live_settings
+from ._policies import AbnormalEndPolicy, AnyOf, ErrorPolicy, Policy, TraceData, default_policy
+
+__all__ = ["Decision", "SamplingStats", "TailSamplingProcessor"]
+
+_logger = logging.getLogger("procscope")
+
+# Why a trace was decided.
+COMPLETE = "complete"  # its local root and every span started in it had ended
+TIMEOUT = "timeout"  # the decision wait passed first
+EARLY = "early"  # memory limits: the oldest traces, or one trace over its own limit
+FLUSH = "flush"  # force_flush() or shutdown()
+
+_DROPPED = -1.0  # the decision memory's value for a dropped trace (kept: its probability)
+_MIN_SLEEP = 0.005
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the processor decided about one trace (passed to ``on_decision``)."""
+
+    trace_id: int
+    kept: bool
+    # Keep probability on the kept spans (NaN when unknown); None when dropped.
+    probability: float | None
+    reason: str
+    span_count: int
+
+
+@dataclass(frozen=True)
+class SamplingStats:
+    """Counters since the processor was made (or since a fork, in the child)."""
+
+    kept_traces: int
+    dropped_traces: int
+    kept_spans: int
+    dropped_spans: int
+    decided_complete: int
+    decided_on_timeout: int
+    decided_early: int
+    decided_at_flush: int
+    late_spans: int
+    late_kept_spans: int
+    upgraded_traces: int
+    policy_errors: int
+    buffered_traces: int
+    buffered_spans: int
+
+
+class _Trace:
+    """A trace being buffered."""
+
+    __slots__ = ("first_seen", "late", "open", "root_ended", "spans", "trace_id")
+
+    def __init__(self, trace_id: int, first_seen: float) -> None:
+        self.trace_id = trace_id
+        self.first_seen = first_seen
+        self.spans: list[ReadableSpan] = []
+        self.late: list[ReadableSpan] = []
+        self.open = 0
+        self.root_ended = False
+
+
+class TailSamplingProcessor(SpanProcessor):
+    """Tail sampling inside the program: hold each trace's spans, decide, pass the kept on.
+
+    ``next`` is the span processor (or the span exporter, put behind a
+    ``BatchSpanProcessor``) that receives the kept spans. ``policy`` decides (default:
+    :func:`default_policy` at procscope's live ``sample_rate``). A trace is decided when
+    its local root and every span started in it have ended, when ``decision_wait_seconds``
+    have passed since its first span, or early, under memory limits: more than
+    ``max_buffered_spans`` spans or ``max_buffered_traces`` traces (the oldest are decided
+    first), or more than ``max_spans_per_trace`` in one trace (that trace). Nothing is
+    dropped without a decision. Spans that end after their trace's decision follow it;
+    a late span that ``late_span_policy`` matches (default: an error or abnormal end)
+    turns a dropped trace into a kept one for the rest of its spans.
+    """
+
+    def __init__(
+        self,
+        next: SpanProcessor | SpanExporter,
+        policy: Policy | Callable[[TraceData], bool] | None = None,
+        *,
+        decision_wait_seconds: float = 5.0,
+        max_buffered_spans: int = 20_000,
+        max_buffered_traces: int = 5_000,
+        max_spans_per_trace: int | None = None,
+        max_remembered_decisions: int = 50_000,
+        late_span_policy: Policy | None = None,
+        shutdown_timeout_millis: float = 10_000,
+        on_decision: Callable[[Decision], None] | None = None,
+    ) -> None:
+        if isinstance(next, SpanExporter):
+            next = BatchSpanProcessor(next)
+        if not isinstance(next, SpanProcessor):
+            raise TypeError("next must be a SpanProcessor or a SpanExporter")
+        if not decision_wait_seconds > 0:
+            raise ValueError("decision_wait_seconds must be positive")
+        if max_buffered_spans < 1 or max_buffered_traces < 1:
+            raise ValueError("buffer limits must be at least 1")
+        self._next = next
+        # Calling on_start downstream costs a call per span: only when it does something.
+        self._forward_start = type(next).on_start is not SpanProcessor.on_start
+        if policy is None:
+            policy = default_policy(lambda: live_settings().sample_rate)
+        self._policy: Policy = policy if isinstance(policy, Policy) else AnyOf(policy)
+        self._late_policy: Policy = late_span_policy or AnyOf(ErrorPolicy(), AbnormalEndPolicy())
+        self._wait = float(decision_wait_seconds)
+        self._max_spans = int(max_buffered_spans)
+        self._max_traces = int(max_buffered_traces)
+        self._max_per_trace = int(max_spans_per_trace or max(1, self._max_spans // 4))
+        self._max_decisions = max(1, int(max_remembered_decisions))
+        self._shutdown_timeout = float(shutdown_timeout_millis) / 1000.0
+        self._on_decision = on_decision
+        self._shutdown = False
+        self._init_state()
+        if hasattr(os, "register_at_fork"):
+            # A weak reference, as in the SDK's BatchProcessor: the hook outlives us.
+            weak_reinit = weakref.WeakMethod(self._at_fork_reinit)
+
+            def _after_in_child() -> None:
+                reinit = weak_reinit()
+                if reinit is not None:
+                    reinit()
+
+            os.register_at_fork(after_in_child=_after_in_child)
+
+    def _init_state(self) -> None:
+        self._lock = threading.Lock()
+        self._traces: dict[int, _Trace] = {}  # insertion order is first-seen order
+        self._closing: dict[int, _Trace] = {}
+        self._decisions: dict[int, float] = {}  # insertion order: oldest forgotten first
+        self._buffered = 0
+        self._worker: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._counts = dict.fromkeys(
+            (
+                "kept_traces",
+                "dropped_traces",
+                "kept_spans",
+                "dropped_spans",
+                "decided_complete",
+                "decided_on_timeout",
+                "decided_early",
+                "decided_at_flush",
+                "late_spans",
+                "late_kept_spans",
+                "upgraded_traces",
+                "policy_errors",
+            ),
+            0,
+        )
+
+    def _at_fork_reinit(self) -> None:
+        # The child starts empty: the parent still holds, and decides, what it buffered.
+        # The lock may have been held by a thread that does not exist here, so it is new;
+        # the worker thread did not survive the fork and starts again when needed.
+        self._init_state()
+
+    # -- the span hooks (the program's threads) ------------------------------------------
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        try:
+            context = span.context
+            if context is None or not context.trace_flags & 1:
+                return
+            if self._forward_start:
+                self._next.on_start(span, parent_context)
+            trace_id = context.trace_id
+            evicted: list[_Trace] | None = None
+            with self._lock:
+                if self._shutdown:
+                    return
+                trace = self._traces.get(trace_id)
+                if trace is None:
+                    if trace_id in self._decisions or trace_id in self._closing:
+                        return  # a late span: its end follows the decision
+                    trace = _Trace(trace_id, time.monotonic())
+                    self._traces[trace_id] = trace
+                    if len(self._traces) > self._max_traces:
+                        evicted = self._evict_oldest_locked()
+                    if self._worker is None:
+                        self._start_worker_locked()
+                trace.open += 1
+            if evicted:
+                self._decide(evicted, EARLY)
+        except Exception:  # noqa: BLE001 -- the host program must never see our errors
+            log_internal_error()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            context = span.context
+            if context is None or not context.trace_flags & 1:
+                return
+            trace_id = context.trace_id
+            ready: list[_Trace] | None = None
+            reason = COMPLETE
+            verdict = None
+            with self._lock:
+                if self._shutdown:
+                    return
+                trace = self._traces.get(trace_id)
+                if trace is None:
+                    closing = self._closing.get(trace_id)
+                    if closing is not None:
+                        closing.late.append(span)
+                        self._counts["late_spans"] += 1
+                        return
+                    verdict = self._decisions.get(trace_id)
+                    if verdict is None:
+                        # Started before we were added, or its decision was forgotten long
+                        # ago: it gets a buffer and a decision of its own.
+                        trace = _Trace(trace_id, time.monotonic())
+                        self._traces[trace_id] = trace
+                        if self._worker is None:
+                            self._start_worker_locked()
+                    else:
+                        self._counts["late_spans"] += 1
+                if trace is not None:
+                    trace.spans.append(span)
+                    self._buffered += 1
+                    if trace.open > 0:
+                        trace.open -= 1
+                    parent = span.parent
+                    if parent is None or parent.is_remote:
+                        trace.root_ended = True
+                    if trace.open == 0 and trace.root_ended:
+                        ready = [self._close_locked(trace)]
+                    elif len(trace.spans) >= self._max_per_trace:
+                        ready, reason = [self._close_locked(trace)], EARLY
+                    elif (
+                        self._buffered > self._max_spans or len(self._traces) > self._max_traces
+                    ):
+                        ready, reason = self._evict_oldest_locked(), EARLY
+            if ready:
+                self._decide(ready, reason)
+            elif verdict is not None:
+                self._late_span(trace_id, span, verdict)
+        except Exception:  # noqa: BLE001 -- the host program must never see our errors
+            log_internal_error()
+
+    # -- buffers (call with the lock held) -----------------------------------------------
+
+    def _close_locked(self, trace: _Trace) -> _Trace:
+        del self._traces[trace.trace_id]
+        self._buffered -= len(trace.spans)
+        self._closing[trace.trace_id] = trace
+        return trace
+
+    def _evict_oldest_locked(self) -> list[_Trace]:
+        # Down to 90% of the limits, so that a full buffer does not decide one trace per span.
+        span_goal = self._max_spans - self._max_spans // 10
+        trace_goal = self._max_traces - self._max_traces // 10
+        evicted: list[_Trace] = []
+        while self._traces and (self._buffered > span_goal or len(self._traces) > trace_goal):
+            oldest = next(iter(self._traces.values()))
+            evicted.append(self._close_locked(oldest))
+        return evicted
+
+    def _remember_locked(self, trace_id: int, verdict: float) -> None:
+        decisions = self._decisions
+        decisions[trace_id] = verdict
+        while len(decisions) > self._max_decisions:
+            del decisions[next(iter(decisions))]
+
+    # -- deciding (never under the lock) -------------------------------------------------
+
+    def _decide(self, traces: Iterable[_Trace], reason: str) -> None:
+        for trace in traces:
+            view = TraceData(trace.trace_id, trace.spans, reason == COMPLETE, trace.first_seen)
+            try:
+                result = self._policy.evaluate(view)
+            except Exception:  # noqa: BLE001 -- the host program must never see our errors
+                # Lose nothing: a policy that fails keeps the trace (and is reported once).
+                with self._lock:
+                    self._counts["policy_errors"] += 1
+                result = 1.0
+                log_internal_error()
+            probability: float | None = None
+            if result is not None:
+                head = view.head_probability
+                probability = result if math.isnan(result) else min(result, head)
+            self._finish(trace, probability, reason)
+
+    def _finish(self, trace: _Trace, probability: float | None, reason: str) -> None:
+        kept = probability is not None
+        counts = self._counts
+        with self._lock:
+            self._closing.pop(trace.trace_id, None)
+            late = trace.late
+            spans = trace.spans + late if late else trace.spans
+            self._remember_locked(trace.trace_id, probability if kept else _DROPPED)  # type: ignore[arg-type]
+            counts["decided_" + ("on_timeout" if reason == TIMEOUT else reason)] += 1
+            if kept:
+                counts["kept_traces"] += 1
+                counts["kept_spans"] += len(spans)
+                counts["late_kept_spans"] += len(late)
+            else:
+                counts["dropped_traces"] += 1
+                counts["dropped_spans"] += len(spans)
+        if kept:
+            self._forward(spans, probability)  # type: ignore[arg-type]
+        elif late:
+            # A late span with an error can still rescue the rest of the trace.
+            for span in late:
+                self._late_span(trace.trace_id, span, _DROPPED, counted=True)
+        if self._on_decision is not None:
+            try:
+                self._on_decision(
+                    Decision(trace.trace_id, kept, probability, reason, len(trace.spans))
+                )
+            except Exception:  # noqa: BLE001 -- the host program must never see our errors
+                log_internal_error()
+
+    def _late_span(
+        self, trace_id: int, span: ReadableSpan, verdict: float, counted: bool = False
+    ) -> None:
+        """A span of an already decided trace: follow the decision, or rescue the trace."""
+        if verdict != _DROPPED:
+            with self._lock:
+                self._counts["kept_spans"] += 1
+                self._counts["late_kept_spans"] += 1
+            self._forward([span], verdict)
+            return
+        try:
+            upgrade = self._late_policy.evaluate(TraceData(trace_id, [span])) is not None
+        except Exception:  # noqa: BLE001 -- the host program must never see our errors
+            upgrade = False
+            log_internal_error()
+        with self._lock:
+            if upgrade:
+                if self._decisions.get(trace_id) == _DROPPED:
+                    self._counts["upgraded_traces"] += 1
+                self._remember_locked(trace_id, 1.0)
+                self._counts["kept_spans"] += 1
+                self._counts["late_kept_spans"] += 1
+                if counted:
+                    self._counts["dropped_spans"] -= 1
+            elif not counted:
+                self._counts["dropped_spans"] += 1
+        if upgrade:
+            self._forward([span], 1.0)
+
+    def _forward(self, spans: list[ReadableSpan], probability: float) -> None:
+        on_end = self._next.on_end
+        states: dict[int, object] = {}  # one rewritten trace state per distinct original
+        for span in spans:
+            on_end(with_probability(span, probability, states))
+
+    # -- the decision-wait thread --------------------------------------------------------
+
+    def _start_worker_locked(self) -> None:
+        worker = threading.Thread(
+            target=self._run_worker, name="procscope-tail-sampling", daemon=True
+        )
+        self._worker = worker
+        worker.start()
+
+    def _run_worker(self) -> None:
+        wake = self._wake
+        while True:
+            expired: list[_Trace] = []
+            with self._lock:
+                if self._shutdown or self._worker is not threading.current_thread():
+                    return
+                now = time.monotonic()
+                sleep_for = self._wait
+                for trace in self._traces.values():  # oldest first
+                    due = trace.first_seen + self._wait
+                    if due > now:
+                        sleep_for = due - now
+                        break
+                    expired.append(trace)
+                for trace in expired:
+                    self._close_locked(trace)
+            if expired:
+                try:
+                    self._decide(expired, TIMEOUT)
+                except Exception:  # noqa: BLE001 -- the host program must never see our errors
+                    log_internal_error()
+            wake.wait(max(_MIN_SLEEP, sleep_for))
+
+    # -- flushing and shutting down ------------------------------------------------------
+
+    def _take_all_locked(self) -> list[_Trace]:
+        return [self._close_locked(trace) for trace in list(self._traces.values())]
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Decide every buffered trace now, then flush the next processor."""
+        deadline = time.monotonic() + timeout_millis / 1000.0
+        with self._lock:
+            if self._shutdown:
+                return False
+            pending = self._take_all_locked()
+        self._decide(pending, FLUSH)
+        remaining = max(0, int((deadline - time.monotonic()) * 1000))
+        return bool(self._next.force_flush(remaining))
+
+    def shutdown(self) -> None:
+        """Decide every buffered trace (within the shutdown budget), stop, shut the next down."""
+        deadline = time.monotonic() + self._shutdown_timeout
+        with self._lock:
+            if self._shutdown:
+                return
+            self._shutdown = True
+            pending = self._take_all_locked()
+            worker, self._worker = self._worker, None
+        self._wake.set()
+        for index, trace in enumerate(pending):
+            if time.monotonic() > deadline:
+                # Out of time: what is left is dropped, but counted and said, not silent.
+                rest = pending[index:]
+                for late in rest:
+                    self._finish(late, None, FLUSH)
+                _logger.warning(
+                    "procscope: tail sampling ran out of its shutdown budget; "
+                    "%d traces were dropped undecided",
+                    len(rest),
+                )
+                break
+            self._decide([trace], FLUSH)
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(max(0.0, deadline - time.monotonic()))
+        self._next.shutdown()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def stats(self) -> SamplingStats:
+        """A snapshot of the counters."""
+        with self._lock:
+            return SamplingStats(
+                buffered_traces=len(self._traces),
+                buffered_spans=self._buffered,
+                **self._counts,
+            )
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @property
+    def next_processor(self) -> SpanProcessor:
+        return self._next
+
+    def __repr__(self) -> str:
+        return f"TailSamplingProcessor({self._next!r}, policy={self._policy!r})"
+
