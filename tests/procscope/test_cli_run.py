@@ -77,8 +77,8 @@ def test_sigint_reaches_the_program(start_app: Any) -> None:
     proc = start_app(
         """
         import sys, time
-        print("ready", flush=True)
         try:
+            print("ready", flush=True)  # inside try: the signal may come at once
             time.sleep(60)
         except KeyboardInterrupt:
             print("program got KeyboardInterrupt", flush=True)
