@@ -35,12 +35,21 @@ def variants(db: str) -> dict[str, list[str]]:
         "plain python": [PY, "-c", "pass"],
         "setup(exporter=none)": [PY, "-c", "import procscope; procscope.setup(exporter='none')"],
         "setup() + tracedb, 1 span": [
-            PY, "-c", f"import procscope; procscope.setup(db={db!r})\n" + ONE_SPAN,
+            PY,
+            "-c",
+            f"import procscope; procscope.setup(db={db!r})\n" + ONE_SPAN,
         ],
-        "procscope run, exporter none": [PROCSCOPE, "run", "--exporter", "none", "--", PY,
-                                         "-c", "pass"],
-        "procscope run + tracedb, 1 span": [PROCSCOPE, "run", "--db", db, "--", PY, "-c",
-                                            ONE_SPAN],
+        "procscope run, exporter none": [
+            PROCSCOPE,
+            "run",
+            "--exporter",
+            "none",
+            "--",
+            PY,
+            "-c",
+            "pass",
+        ],
+        "procscope run + tracedb, 1 span": [PROCSCOPE, "run", "--db", db, "--", PY, "-c", ONE_SPAN],
     }
 
 
@@ -53,16 +62,16 @@ def main() -> None:
         for _ in range(rounds):
             for name, command in runs.items():
                 started = time.perf_counter()
-                subprocess.run(command, env=env, check=True, cwd=tmp,
-                               stdout=subprocess.DEVNULL)
+                subprocess.run(command, env=env, check=True, cwd=tmp, stdout=subprocess.DEVNULL)
                 times[name].append(time.perf_counter() - started)
     base = statistics.median(times["plain python"])
     print(f"start+exit of a program, median of {rounds} interleaved rounds")
     print(f"{'variant':34} {'median':>9} {'added':>9} {'ratio':>7}")
     for name, samples in times.items():
         median = statistics.median(samples)
-        print(f"{name:34} {median * 1e3:7.1f}ms {(median - base) * 1e3:7.1f}ms "
-              f"{median / base:6.2f}x")
+        print(
+            f"{name:34} {median * 1e3:7.1f}ms {(median - base) * 1e3:7.1f}ms {median / base:6.2f}x"
+        )
 
 
 if __name__ == "__main__":

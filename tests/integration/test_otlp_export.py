@@ -72,7 +72,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, received: Received) -> None:
         self.received = received
 
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 -- gRPC's name
+    def Export(self, request: Any, context: Any) -> Any:
         self.received.add(request)
         return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -97,7 +97,7 @@ def http_receiver() -> Iterator[tuple[str, Received]]:
     received = Received()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 -- http.server's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             encoding = self.headers.get("Content-Encoding", "")
             if encoding == "gzip":
@@ -116,7 +116,7 @@ def http_receiver() -> Iterator[tuple[str, Received]]:
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -130,15 +130,15 @@ def http_receiver() -> Iterator[tuple[str, Received]]:
 
 
 def _environ(**extra: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
     env["PROCSCOPE_RAISE_INTERNAL_ERRORS"] = "1"
     env.update(extra)
     return env
 
 
-def _run(tmp_path: Path, env: dict[str, str], *, launcher: list[str]) -> subprocess.CompletedProcess[str]:
+def _run(
+    tmp_path: Path, env: dict[str, str], *, launcher: list[str]
+) -> subprocess.CompletedProcess[str]:
     app = tmp_path / "app.py"
     app.write_text(textwrap.dedent(PROGRAM))
     return subprocess.run(
@@ -183,9 +183,7 @@ def test_procscope_run_exports_over_otlp(
         )
     else:
         env = _environ(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_SERVICE_NAME="otlp-grpc-test")
-    result = _run(
-        tmp_path, env, launcher=[PROCSCOPE, "run", "--exporter", "otlp", "--", "python"]
-    )
+    result = _run(tmp_path, env, launcher=[PROCSCOPE, "run", "--exporter", "otlp", "--", "python"])
     assert result.returncode == 0, result.stderr
     assert "cannot export" not in result.stderr
     _assert_program_spans(
@@ -221,9 +219,7 @@ def test_programmatic_setup_exports_to_both_tracedb_and_otlp(
     assert names >= {"request", "step-1", "step-2"}
 
 
-def test_auto_launch_exports_over_otlp(
-    tmp_path: Path, grpc_receiver: tuple[str, Received]
-) -> None:
+def test_auto_launch_exports_over_otlp(tmp_path: Path, grpc_receiver: tuple[str, Received]) -> None:
     """opentelemetry-instrument with OTEL_TRACES_EXPORTER=otlp uses procscope's pipeline."""
     endpoint, received = grpc_receiver
     env = _environ(

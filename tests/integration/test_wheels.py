@@ -41,9 +41,7 @@ pytestmark = pytest.mark.slow
 
 
 def _run(*args: str, cwd: Path | None = None) -> str:
-    result = subprocess.run(
-        args, cwd=cwd, capture_output=True, text=True, timeout=600, check=False
-    )
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, f"{args}\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -53,8 +51,16 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One wheel per distribution, built from this checkout."""
     out = tmp_path_factory.mktemp("wheels")
     for source in [*(ROOT / d for d, _ in PLUGINS.values()), ROOT]:
-        _run(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out),
-             str(source))
+        _run(
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(out),
+            str(source),
+        )
     built = {}
     for wheel in out.glob("*.whl"):
         dist = wheel.name.split("-")[0].replace("_", "-")
@@ -78,8 +84,16 @@ def _venv(path: Path) -> Path:
 def otel_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh virtual environment holding only the OpenTelemetry packages."""
     python = _venv(tmp_path_factory.mktemp("alone") / "venv")
-    _run(str(python), "-m", "pip", "install", "--quiet", "opentelemetry-api",
-         "opentelemetry-sdk", "opentelemetry-instrumentation")
+    _run(
+        str(python),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "opentelemetry-api",
+        "opentelemetry-sdk",
+        "opentelemetry-instrumentation",
+    )
     yield python
 
 
@@ -87,8 +101,17 @@ def test_plugin_wheels_depend_only_on_opentelemetry(wheels: dict[str, Path]) -> 
     """Each plugin's declared requirements are OpenTelemetry packages, nothing of ours."""
     for dist in PLUGINS:
         requires = _metadata(wheels[dist]).get_all("Requires-Dist") or []
-        names = [r.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0]
-                 .split("~")[0].strip() for r in requires if "extra ==" not in r]
+        names = [
+            r.split(";")[0]
+            .split("[")[0]
+            .split("<")[0]
+            .split(">")[0]
+            .split("=")[0]
+            .split("~")[0]
+            .strip()
+            for r in requires
+            if "extra ==" not in r
+        ]
         assert names and all(n.startswith("opentelemetry-") for n in names), (dist, names)
 
 
@@ -103,16 +126,26 @@ def test_shared_helpers_are_inside_every_plugin_wheel(wheels: dict[str, Path]) -
         assert "procscope/__init__.py" not in names  # the namespace belongs to the root
 
 
-def test_each_plugin_installs_and_imports_alone(
-    wheels: dict[str, Path], otel_venv: Path
-) -> None:
+def test_each_plugin_installs_and_imports_alone(wheels: dict[str, Path], otel_venv: Path) -> None:
     """Installed alone beside OpenTelemetry, each plugin imports and exposes its names."""
     for dist, (_, module) in PLUGINS.items():
-        _run(str(otel_venv), "-m", "pip", "install", "--quiet", "--no-index",
-             "--find-links", str(wheels[dist].parent), str(wheels[dist]))
+        _run(
+            str(otel_venv),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--find-links",
+            str(wheels[dist].parent),
+            str(wheels[dist]),
+        )
         listed = _run(str(otel_venv), "-m", "pip", "list", "--format=freeze")
-        ours = sorted(line.split("==")[0] for line in listed.splitlines()
-                      if line.lower().startswith("procscope"))
+        ours = sorted(
+            line.split("==")[0]
+            for line in listed.splitlines()
+            if line.lower().startswith("procscope")
+        )
         assert ours == [dist]
         code = textwrap.dedent(
             f"""
@@ -131,8 +164,16 @@ def test_whole_suite_from_wheels(wheels: dict[str, Path], tmp_path: Path) -> Non
     """pip install procscope from wheels: every public name imports, the CLI and the
     auto-launch work, with no editable path anywhere."""
     python = _venv(tmp_path / "venv")
-    _run(str(python), "-m", "pip", "install", "--quiet", "--find-links",
-         str(wheels["procscope"].parent), str(wheels["procscope"]))
+    _run(
+        str(python),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--find-links",
+        str(wheels["procscope"].parent),
+        str(wheels["procscope"]),
+    )
     assert _run(str(python), "-m", "pip", "list", "--editable", "--format=freeze").strip() == ""
     code = textwrap.dedent(
         f"""
@@ -159,6 +200,7 @@ def test_whole_suite_from_wheels(wheels: dict[str, Path], tmp_path: Path) -> Non
         "    pass\n"
     )
     _run(str(bin_dir / "opentelemetry-instrument"), str(python), str(app), cwd=tmp_path)
-    listing = _run(str(bin_dir / "procscope"), "traces", "--db", str(tmp_path / "procscope.db"),
-                   "--json")
+    listing = _run(
+        str(bin_dir / "procscope"), "traces", "--db", str(tmp_path / "procscope.db"), "--json"
+    )
     assert "from-wheels" in listing

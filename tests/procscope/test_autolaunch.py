@@ -35,9 +35,7 @@ def _path_env(**extra: str) -> dict[str, str]:
     return {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
 
 
-def test_auto_launch_sets_up_procscope_and_its_instrumentors(
-    run_app: Any, spans_in: Any
-) -> None:
+def test_auto_launch_sets_up_procscope_and_its_instrumentors(run_app: Any, spans_in: Any) -> None:
     """Our distro and configurator run setup(); the three instrumentors are on."""
     result = run_app(
         REPORT,

@@ -12,8 +12,9 @@ PROCSCOPE = str(Path(sys.executable).parent / "procscope")
 
 def test_exit_status_is_the_programs(run_app: Any) -> None:
     """procscope run exits with the program's own status."""
-    result = run_app("import sys; sys.exit(7)", prefix=[PROCSCOPE, "run", "--exporter", "none",
-                                                      "--", "python"])
+    result = run_app(
+        "import sys; sys.exit(7)", prefix=[PROCSCOPE, "run", "--exporter", "none", "--", "python"]
+    )
     assert result.returncode == 7, result.stderr
 
 
@@ -33,8 +34,20 @@ def test_program_runs_with_procscope_set_up_and_options_applied(
         with trace.get_tracer("app").start_as_current_span("under-run"):
             pass
         """,
-        prefix=[PROCSCOPE, "run", "--exporter", "console", "--level", "minimal",
-                "--sample-rate", "0.5", "--db", "here.db", "--", "python"],
+        prefix=[
+            PROCSCOPE,
+            "run",
+            "--exporter",
+            "console",
+            "--level",
+            "minimal",
+            "--sample-rate",
+            "0.5",
+            "--db",
+            "here.db",
+            "--",
+            "python",
+        ],
     )
     assert result.returncode == 0, result.stderr
     assert f"settings minimal 0.5 {tmp_path / 'here.db'}" in result.stdout
@@ -103,8 +116,7 @@ def test_child_python_processes_inherit_the_settings(run_app: Any, tmp_path: Pat
         print(subprocess.run([sys.executable, "-c", code], capture_output=True,
                              text=True).stdout.strip())
         """,
-        prefix=[PROCSCOPE, "run", "--exporter", "none", "--level", "states_only", "--",
-                "python"],
+        prefix=[PROCSCOPE, "run", "--exporter", "none", "--level", "states_only", "--", "python"],
     )
     assert result.returncode == 0, result.stderr
     assert "child states_only ()" in result.stdout

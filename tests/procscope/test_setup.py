@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 
-
-def test_bad_setting_in_a_real_program_warns_and_the_program_runs(run_app: Any, spans_in: Any) -> None:
+def test_bad_setting_in_a_real_program_warns_and_the_program_runs(
+    run_app: Any, spans_in: Any
+) -> None:
     """setup(level="verbose") warns once on stderr and the program carries on."""
     result = run_app(
         """

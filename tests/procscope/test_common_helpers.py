@@ -1,0 +1,118 @@
+"""The shared helpers every package relies on: the guard, safe reprs, names."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from procscope._common import guard, naming, saferepr
+
+
+@pytest.fixture
+def swallowing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behave as in a user's program: internal errors are logged, not raised."""
+    monkeypatch.delenv(guard.RAISE_ENV, raising=False)
+
+
+def test_guard_swallows_and_logs_once_per_place(
+    swallowing: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An internal error inside the guard never reaches the caller and is logged once."""
+    caplog.set_level(logging.WARNING, logger="procscope")
+
+    @guard.handle_internal_errors()
+    def broken(n: int) -> int:
+        raise ValueError(f"bug {n}")
+
+    for n in range(5):
+        assert broken(n) is None
+    with guard.handle_internal_errors():
+        raise KeyError("another place")
+    records = [r for r in caplog.records if r.name == "procscope"]
+    assert len(records) == 2
+    assert records[0].exc_info is not None and records[0].exc_info[0] is ValueError
+
+
+def test_guard_lets_the_programs_own_exits_through(swallowing: None) -> None:
+    """KeyboardInterrupt and SystemExit are the program's, never swallowed."""
+    with pytest.raises(KeyboardInterrupt), guard.handle_internal_errors():
+        raise KeyboardInterrupt
+    with pytest.raises(SystemExit), guard.handle_internal_errors():
+        raise SystemExit(3)
+
+
+def test_guard_raises_under_the_test_suite() -> None:
+    """With PROCSCOPE_RAISE_INTERNAL_ERRORS=1 (the suite's setting) errors surface."""
+    with pytest.raises(ZeroDivisionError), guard.handle_internal_errors():
+        1 / 0  # noqa: B018
+
+
+def test_guard_suppresses_instrumentation_while_logging(
+    swallowing: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the error is logged, OpenTelemetry instrumentation is suppressed."""
+    from opentelemetry import context
+
+    seen: list[Any] = []
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(context.get_value(context._SUPPRESS_INSTRUMENTATION_KEY))
+
+    spy = Spy()
+    logging.getLogger("procscope").addHandler(spy)
+    try:
+        with guard.handle_internal_errors():
+            raise RuntimeError("suppressed place")
+    finally:
+        logging.getLogger("procscope").removeHandler(spy)
+    assert seen == [True]
+    assert context.get_value(context._SUPPRESS_INSTRUMENTATION_KEY) is None
+
+
+class _Hostile:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr for you")
+
+
+def test_safe_repr_never_raises_and_stays_bounded() -> None:
+    """Raising, self-referencing and huge values give short, safe text."""
+    assert saferepr.safe_repr(_Hostile()) == "<unrepresentable _Hostile (RuntimeError)>"
+    loop: list[Any] = [1]
+    loop.append(loop)
+    text = saferepr.safe_repr(loop)  # cut by depth, not followed forever
+    assert text.startswith("[1, [1, ") and text.endswith("[...]]]]]") and len(text) < 40
+    huge = {f"k{i}": "v" * 10_000 for i in range(10_000)}
+    text = saferepr.safe_repr(huge, limit=300)
+    assert len(text) <= 300
+    assert saferepr.safe_repr(list(range(100))).endswith("...]")
+
+
+def test_safe_repr_masks_values_under_secret_keys() -> None:
+    """Values under keys that look like secrets are masked, at any depth."""
+    text = saferepr.safe_repr(
+        {"user": "ann", "password": "hunter2", "nested": {"api_key": "abc123", "n": 1}}
+    )
+    assert "hunter2" not in text and "abc123" not in text
+    assert "'user': 'ann'" in text and "'password': ***" in text and "'n': 1" in text
+
+
+def test_names_on_plain_and_slotted_objects() -> None:
+    """procscope.name() names objects with or without a __dict__, and returns them."""
+
+    class Slotted:
+        __slots__ = ("__weakref__", "x")
+
+    class Plain:
+        pass
+
+    plain, slotted = Plain(), Slotted()
+    assert naming.set_name(plain, "jobs") is plain
+    assert naming.set_name(slotted, "results") is slotted
+    assert naming.get_name(plain) == "jobs"
+    assert naming.get_name(slotted) == "results"
+    assert naming.get_name(Plain()) is None
+    with pytest.raises(TypeError):
+        naming.set_name(plain, "")
