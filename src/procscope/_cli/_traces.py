@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from typing import TYPE_CHECKING, Any
 
 from ._output import (
@@ -83,11 +84,15 @@ def cmd_traces(args: argparse.Namespace, db: TraceDB) -> int:
     if not summaries:
         print("no traces match" if _filtered(args) else f"no traces in {db.path}")
         return EXIT_OK
+    # Times of day only, when every trace is from today: the full trace id then fits
+    # an 80-column terminal.
+    today = format_time(time.time_ns())[:10]
+    with_date = any(format_time(s.start_ns)[:10] != today for s in summaries)
     rows = [
         [
             s.trace_id,
             s.root_name or "(root not recorded)",
-            format_time(s.start_ns),
+            format_time(s.start_ns, date=with_date),
             format_duration(s.duration_ns),
             s.span_count,
             f"{ERROR_MARK} {s.error_count}" if s.has_error else "",

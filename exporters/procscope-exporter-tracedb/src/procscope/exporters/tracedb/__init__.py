@@ -7,8 +7,6 @@ SQLite file; ``TraceDB`` reads it. See docs/tracedb.md.
 from __future__ import annotations
 
 __all__ = [
-    "INDEXED_EVENT_ATTRIBUTES",
-    "INDEXED_SPAN_ATTRIBUTES",
     "SCHEMA_VERSION",
     "EventRecord",
     "Happening",
@@ -20,6 +18,7 @@ __all__ = [
     "TraceDBSpanExporter",
     "TraceSummary",
     "TraceTree",
+    "index_attributes",
 ]
 
 from ._db import TraceDB
@@ -33,4 +32,4 @@ from ._query import (
     TraceSummary,
     TraceTree,
 )
-from ._schema import INDEXED_EVENT_ATTRIBUTES, INDEXED_SPAN_ATTRIBUTES, SCHEMA_VERSION, TraceDBError
+from ._schema import SCHEMA_VERSION, TraceDBError, index_attributes

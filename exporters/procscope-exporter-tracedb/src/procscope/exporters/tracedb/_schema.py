@@ -59,6 +59,18 @@ INDEXED_SPAN_ATTRIBUTES: tuple[str, ...] = (
 #: Attribute keys of span events that get an index row in ``event_attrs``.
 INDEXED_EVENT_ATTRIBUTES: tuple[str, ...] = ("procscope.state.object",)
 
+
+def index_attributes(span_keys: tuple[str, ...] = (), event_keys: tuple[str, ...] = ()) -> None:
+    """Index more attribute keys (call before the first export of the process).
+
+    The writer reads the two tuples above at every batch, so rebinding them here (or
+    appending to their literal in this file) is all it takes.
+    """
+    global INDEXED_SPAN_ATTRIBUTES, INDEXED_EVENT_ATTRIBUTES
+    INDEXED_SPAN_ATTRIBUTES += tuple(k for k in span_keys if k not in INDEXED_SPAN_ATTRIBUTES)
+    INDEXED_EVENT_ATTRIBUTES += tuple(k for k in event_keys if k not in INDEXED_EVENT_ATTRIBUTES)
+
+
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 # Tables first, indexes after: the benchmark's ceiling builds the same tables.
@@ -234,10 +246,13 @@ def check_marks(
     version: int,
     objects: int,
     *,
-    current: int = SCHEMA_VERSION,
+    current: int | None = None,
     migrations: Mapping[int, Migration] | None = None,
 ) -> str:
     """What to do with a file: ``"create"``, ``"ok"`` or ``"migrate"``; else refuse."""
+    # Looked up at call time (not bound as defaults) so that a later release's
+    # SCHEMA_VERSION and MIGRATIONS are the ones used.
+    current = SCHEMA_VERSION if current is None else current
     migrations = MIGRATIONS if migrations is None else migrations
     if app_id == 0 and objects == 0:
         return "create"
@@ -270,18 +285,19 @@ def create_schema(conn: sqlite3.Connection) -> None:
         ("procscope", str(os.getpid())),
     )
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
 
 
 def migrate(
     conn: sqlite3.Connection,
     version: int,
     *,
-    current: int = SCHEMA_VERSION,
+    current: int | None = None,
     migrations: Mapping[int, Migration] | None = None,
 ) -> None:
     """Run the migrations from ``version`` up to ``current``; the caller holds the
     write transaction, so a failed migration leaves the file as it was."""
+    current = SCHEMA_VERSION if current is None else current
     migrations = MIGRATIONS if migrations is None else migrations
     while version < current:
         migrations[version](conn)

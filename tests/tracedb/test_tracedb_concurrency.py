@@ -1,0 +1,151 @@
+"""Several processes writing one DB at once; a writer killed mid-batch; readers beside writers."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+from opentelemetry.sdk.trace.export import SpanExportResult
+from procscope.exporters.tracedb import TraceDB, TraceDBSpanExporter
+
+PROCESSES = 8
+SPANS_EACH = 20_000
+BATCH = 1_000
+
+
+def _writer(path: str, seed: int, build_traces, results) -> None:
+    # Spans are built before the clock matters: the processes then contend on the DB.
+    spans = build_traces(SPANS_EACH // 4, 4, seed=seed, name=f"p{seed}")
+    exporter = TraceDBSpanExporter(path, timeout=60)
+    outcomes = [exporter.export(spans[i : i + BATCH]) for i in range(0, len(spans), BATCH)]
+    exporter.shutdown()
+    results.put((seed, [o.name for o in outcomes]))
+
+
+def test_eight_processes_write_exactly_160000_spans(db_path, make_traces):
+    """8 processes x 20,000 spans into one file: exactly 160,000 spans and no failed batch."""
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    workers = [
+        ctx.Process(target=_writer, args=(db_path, seed, make_traces, results))
+        for seed in range(PROCESSES)
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = dict(results.get(timeout=240) for _ in workers)
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    assert all(set(o) == {"SUCCESS"} for o in outcomes.values()), outcomes
+    with TraceDB(db_path) as db:
+        assert db.span_count() == PROCESSES * SPANS_EACH
+        pids = {w.pid for w in workers}
+        counted = db.conn.execute("SELECT pid, count(*) FROM spans GROUP BY pid").fetchall()
+    assert dict(counted) == {pid: SPANS_EACH for pid in pids}
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 160_000
+    assert conn.execute("SELECT count(DISTINCT span_pk) FROM spans").fetchone()[0] == 160_000
+    assert conn.execute("SELECT count(*) FROM traces").fetchone()[0] == 40_000
+    conn.close()
+
+
+KILLED_WRITER = textwrap.dedent(
+    """
+    import sys
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import SpanContext, TraceFlags
+    from procscope.exporters.tracedb import TraceDBSpanExporter
+
+    path, batch_size = sys.argv[1], int(sys.argv[2])
+    exporter = TraceDBSpanExporter(path)
+    n = 0
+    while True:
+        n += 1
+        spans = [
+            ReadableSpan(
+                name=f"batch {n}",
+                context=SpanContext(n, i + 1, is_remote=False, trace_flags=TraceFlags(1)),
+                attributes={"i": i, "pad": "x" * 200},
+                start_time=n * 10**9 + i,
+                end_time=n * 10**9 + i + 1,
+            )
+            for i in range(batch_size)
+        ]
+        assert exporter.export(spans).name == "SUCCESS"
+        print(n, flush=True)  # only after the commit returned
+    """
+)
+
+
+def test_writer_killed_mid_batch_leaves_every_committed_span(db_path, tmp_path):
+    """SIGKILL in the middle of a batch: the DB opens and holds every committed batch, whole."""
+    script = tmp_path / "writer.py"
+    script.write_text(KILLED_WRITER)
+    batch_size = 5_000
+    proc = subprocess.Popen(
+        [sys.executable, str(script), db_path, str(batch_size)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    committed = [int(proc.stdout.readline()) for _ in range(4)]
+    # The writer is now building or inserting batch 5 (a batch takes tens of ms).
+    time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    # Any batch number it printed before dying was committed too.
+    committed += [int(line) for line in proc.stdout.read().split()]
+    proc.stdout.close()
+    assert os.path.exists(db_path + "-wal")  # it died without a clean close
+    with TraceDB(db_path) as db:
+        rows = db.conn.execute("SELECT name, count(*) FROM spans GROUP BY name").fetchall()
+        assert db.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    counts = dict(rows)
+    for n in committed:
+        assert counts.pop(f"batch {n}") == batch_size
+    # At most the batch in flight may have landed as well, and then whole.
+    assert all(count == batch_size for count in counts.values()), counts
+    assert len(counts) <= 1
+
+
+def _reader(path: str, stop, results) -> None:
+    seen = []
+    with TraceDB(path) as db:
+        while not stop.is_set():
+            seen.append(db.span_count())
+            db.traces(limit=20)
+    results.put(seen)
+
+
+def test_readers_run_beside_writers(db_path, make_traces):
+    """A TraceDB queried in a loop while two processes write sees only growing, whole batches."""
+    seed_exporter = TraceDBSpanExporter(db_path)
+    assert seed_exporter.export(make_traces(1, 4, seed=99)) is SpanExportResult.SUCCESS
+    seed_exporter.shutdown()
+    ctx = multiprocessing.get_context("fork")
+    stop, results, writer_results = ctx.Event(), ctx.Queue(), ctx.Queue()
+    reader = ctx.Process(target=_reader, args=(db_path, stop, results))
+    reader.start()
+    writers = [
+        ctx.Process(target=_writer, args=(db_path, seed, make_traces, writer_results))
+        for seed in (1, 2)
+    ]
+    for writer in writers:
+        writer.start()
+    for _ in writers:
+        _seed, outcomes = writer_results.get(timeout=120)
+        assert set(outcomes) == {"SUCCESS"}
+    stop.set()
+    seen = results.get(timeout=60)
+    reader.join(30)
+    for writer in writers:
+        writer.join(30)
+    assert seen == sorted(seen)
+    assert all((count - 4) % BATCH == 0 for count in seen)
+    assert seen[-1] <= 4 + 2 * SPANS_EACH
