@@ -1,0 +1,95 @@
+"""A small pipeline to look at in Jaeger, Tempo or any OTLP backend.
+
+The main process opens a span ``pipeline``; a producer thread (span ``produce``) puts three
+jobs on a multiprocessing queue, each from inside a span ``publish``; a consumer process
+(spawned, span ``consume``) takes them off and handles each in a span ``handle``, which is
+linked to the ``publish`` span of its job. Run it under procscope with OTLP export:
+
+    procscope run --exporter otlp -- python examples/otlp_pipeline.py
+
+These few spans are made with the plain OpenTelemetry API: they go wherever procscope's own
+spans go, through the tracer provider procscope set up, and they show how spans of your own
+sit in the same trees as procscope's. The context is carried by hand into the thread and
+into the consumer process, and with each job, only where nothing has carried it already
+(procscope's lifecycle and messaging instrumentors do that on their own).
+
+It prints the trace id, to look the trace up in the backend.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import multiprocessing as mp
+import threading
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Link
+
+TRACER_NAME = "procscope.examples.otlp_pipeline"
+JOBS = 3
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(TRACER_NAME)
+
+
+def produce(jobs: Any) -> None:
+    """The producer thread: one ``publish`` span per job, its context sent with the job."""
+    with tracer().start_as_current_span("produce"):
+        for number in range(JOBS):
+            with tracer().start_as_current_span("publish", attributes={"job.number": number}):
+                carrier: dict[str, str] = {}
+                propagate.inject(carrier)
+                jobs.put({"number": number, "payload": "x" * (number + 1), "context": carrier})
+        jobs.put(None)  # no more jobs
+
+
+def consume(jobs: Any, results: Any, parent_carrier: dict[str, str]) -> None:
+    """The consumer process: a ``consume`` span, and a ``handle`` span per job."""
+    current = trace.get_current_span().get_span_context()
+    # Under procscope's lifecycle instrumentor this process already runs inside the
+    # spawner's trace; otherwise the context comes from the carrier given at start.
+    context = None if current.is_valid else propagate.extract(parent_carrier)
+    with tracer().start_as_current_span("consume", context=context):
+        while True:
+            job = jobs.get(timeout=60)
+            if job is None:
+                break
+            published = trace.get_current_span(propagate.extract(job["context"])).get_span_context()
+            links = [Link(published)] if published.is_valid else []
+            with tracer().start_as_current_span(
+                "handle", links=links, attributes={"job.number": job["number"]}
+            ):
+                results.put((job["number"], len(job["payload"])))
+        results.put(None)
+
+
+def main() -> None:
+    ctx = mp.get_context("spawn")
+    jobs = ctx.Queue()
+    results = ctx.Queue()
+    with tracer().start_as_current_span("pipeline") as root:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        consumer = ctx.Process(target=consume, args=(jobs, results, carrier), name="consumer")
+        consumer.start()
+        # copy_context: the thread starts inside "pipeline" even without procscope's
+        # lifecycle instrumentor (threads do not inherit contextvars by themselves).
+        producer = threading.Thread(
+            target=contextvars.copy_context().run, args=(produce, jobs), name="producer"
+        )
+        producer.start()
+        handled = []
+        while (item := results.get(timeout=60)) is not None:
+            handled.append(item)
+        producer.join(timeout=60)
+        consumer.join(timeout=60)
+        trace_id = root.get_span_context().trace_id
+    print(f"handled {len(handled)} jobs: {sorted(handled)}")
+    print(f"consumer exit code: {consumer.exitcode}")
+    print(f"trace id: {trace_id:032x}")
+
+
+if __name__ == "__main__":
+    main()
