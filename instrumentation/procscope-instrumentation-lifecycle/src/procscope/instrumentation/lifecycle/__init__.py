@@ -1,21 +1,9 @@
-"""procscope's lifecycle instrumentor (work in progress: instruments nothing yet)."""
+"""procscope's lifecycle instrumentor: processes, threads and asyncio tasks, who started
+whom, and how each lived and ended. See docs/lifecycle.md."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any
+from ._instrumentor import LifecycleInstrumentor
+from ._runtime import ENV_SPANS
 
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-
-__all__ = ["LifecycleInstrumentor"]
-
-
-class LifecycleInstrumentor(BaseInstrumentor):  # type: ignore[misc]
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return ()
-
-    def _instrument(self, **kwargs: Any) -> None:
-        pass
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        pass
+__all__ = ["ENV_SPANS", "LifecycleInstrumentor"]

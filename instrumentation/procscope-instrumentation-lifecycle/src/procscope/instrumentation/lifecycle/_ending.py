@@ -1,0 +1,210 @@
+"""A process's own ``process`` span, and ending it (and flushing) however the process ends.
+
+At most one such span exists per process: the child's life. It is ended exactly once, by
+whichever comes first: the end of multiprocessing's bootstrap, ``os._exit`` (which skips
+atexit: how fork and forkserver children, and pool workers, always end), SIGTERM, or
+atexit for ``os.fork`` children and Python subprocesses. Each of these then flushes the
+provider within a time budget, because none of them, except atexit, gives the SDK's own
+shutdown hook a chance to run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+from opentelemetry import trace
+
+from ._common.guard import log_internal_error
+from ._patching import Patches
+from ._runtime import end_with_error, flush, runtime, set_exit_status, start_span
+
+# The process's own span; [span] or []. A list so that taking it is one atomic pop.
+_run: list[Any] = []
+_failure: list[BaseException] = []
+_sigterm_installed = False
+
+
+def begin_run(name: str, attributes: dict[str, Any], ctx: Any) -> Any:
+    """Start this process's span and make SIGTERM end it; returns the span."""
+    span = start_span(name, attributes, ctx)
+    _run[:] = [span]
+    _failure.clear()
+    _install_sigterm()
+    return span
+
+
+def current_run() -> Any:
+    return _run[0] if _run else None
+
+
+def note_failure(exc: BaseException) -> None:
+    """An unhandled exception of the process (recorded when its span ends)."""
+    if _run and not _failure:
+        _failure.append(exc)
+
+
+def finish_run(code: int | None = None, *, exit_signal: int | None = None) -> bool:
+    """End the process's span (once) with what is known of its end, then flush.
+
+    False when there was no span to end (nothing flushed)."""
+    try:
+        span = _run.pop() if _run else None
+    except IndexError:  # another thread ended it first
+        span = None
+    if span is None:
+        return False
+    try:
+        if _failure:
+            end_with_error(span, _failure[0])
+        if exit_signal is not None:
+            set_exit_status(span, -exit_signal)
+        else:
+            set_exit_status(span, code)
+        span.end()
+    except Exception:  # noqa: BLE001
+        log_internal_error()
+    _flush_quietly()
+    return True
+
+
+def _flush_quietly() -> None:
+    try:
+        flush()
+    except Exception:  # noqa: BLE001
+        log_internal_error()
+
+
+def forget_inherited() -> None:
+    """In a fork child: the parent's span is the parent's to end, not ours."""
+    _run.clear()
+    _failure.clear()
+
+
+# --- SIGTERM ----------------------------------------------------------------------------------
+
+
+def _is_procscope_handler(handler: Any) -> bool:
+    if getattr(handler, "_procscope_sigterm", False):
+        return True
+    owner = getattr(handler, "__self__", None)
+    # procscope.setup()'s own flush handler (src/procscope/_scope.py), inherited on fork.
+    return getattr(handler, "__name__", "") == "_on_sigterm" and type(owner).__name__ == "Scope"
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    try:
+        if not finish_run(exit_signal=signum):
+            _flush_quietly()
+    except Exception:  # noqa: BLE001 -- never stop the process from dying
+        pass
+    # Die as SIGTERM would have made us die, so that the parent sees the same status.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+_on_sigterm._procscope_sigterm = True  # type: ignore[attr-defined]
+
+
+def _install_sigterm() -> None:
+    """Catch SIGTERM where it would kill the process silently; never replace a handler
+    that the program installed (if it exits through sys.exit, the normal paths end the
+    span)."""
+    global _sigterm_installed
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        current = signal.getsignal(signal.SIGTERM)
+        if current is signal.SIG_DFL or _is_procscope_handler(current):
+            signal.signal(signal.SIGTERM, _on_sigterm)
+            _sigterm_installed = True
+    except (ValueError, OSError, AttributeError):
+        pass
+
+
+def remove_sigterm() -> None:
+    global _sigterm_installed
+    if not _sigterm_installed:
+        return
+    _sigterm_installed = False
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except (ValueError, OSError):
+        pass
+
+
+# --- os._exit and atexit ----------------------------------------------------------------------
+
+
+def _make_exit(original: Any) -> Any:
+    def _exit(code: int, /) -> None:
+        try:
+            if runtime.active:
+                if not finish_run(code if isinstance(code, int) else None):
+                    _flush_quietly()
+        except BaseException:  # noqa: BLE001 -- os._exit must exit, whatever happened
+            pass
+        original(code)
+
+    return _exit
+
+
+def _at_exit() -> None:
+    if runtime.active and _run:
+        finish_run(None)
+
+
+def attach_as_main_context(span: Any, ctx: Any) -> None:
+    """Make ``span`` the current span of this (main) thread for the rest of its life.
+
+    The token is dropped on purpose: the process's span stays the parent of whatever the
+    program records on its main thread until the process ends.
+    """
+    from opentelemetry import context as otel_context
+
+    otel_context.attach(trace.set_span_in_context(span, ctx))
+
+
+def _excepthook_chain(previous: Any) -> Any:
+    def excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if isinstance(exc, BaseException) and not isinstance(exc, SystemExit):
+                note_failure(exc)
+        except Exception:  # noqa: BLE001
+            pass
+        previous(exc_type, exc, tb)
+
+    excepthook._procscope_chain = True  # type: ignore[attr-defined]
+    return excepthook
+
+
+def watch_main_thread_exceptions() -> None:
+    """For a process whose span ends at atexit: record an unhandled exception of main.
+
+    Chained in front of the program's hook and left in place at uninstrument (it does
+    nothing once the process's span has ended): taking it out could undo a hook that the
+    program installed after ours.
+    """
+    if not getattr(sys.excepthook, "_procscope_chain", False):
+        sys.excepthook = _excepthook_chain(sys.excepthook)
+
+
+_atexit_registered = False
+
+
+def end_at_exit() -> None:
+    global _atexit_registered
+    if not _atexit_registered:
+        # Registered after the SDK provider's own atexit hook, so it runs before it.
+        atexit.register(_at_exit)
+        _atexit_registered = True
+
+
+def instrument(patches: Patches) -> None:
+    patches.patch(os, "_exit", _make_exit)

@@ -1,0 +1,413 @@
+"""multiprocessing processes (fork, spawn, forkserver), their pools, and ``os.fork``.
+
+Parent side, ``BaseProcess.start``: a ``spawn`` span, and a :class:`~._child.Launch` put
+in the Process object's ``__dict__``. With fork the child simply has it; with spawn and
+forkserver the Process object is pickled to the child, and unpickling the Launch sets
+procscope up there (see _child.py) before the child's ``_bootstrap`` runs.
+
+Child side, ``BaseProcess._bootstrap`` (runs first in every child, whatever the start
+method): the child's ``process`` span, parented on the spawn span; ended with the exit
+code that ``_bootstrap`` returns, and flushed (fork and forkserver children then leave by
+``os._exit``, skipping atexit).
+
+Parent again, ``Popen.poll`` of multiprocessing's popen classes (behind ``join``,
+``is_alive``, ``exitcode``, a pool's maintenance and multiprocessing's own clean-up): an
+``exit`` span with the exit code or signal, once per child. That is what records a child
+killed by SIGKILL, which could not record its own end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from multiprocessing import pool as mp_pool
+from multiprocessing import popen_fork, process
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from . import _ending
+from ._child import Launch, PoolCall
+from ._common.guard import log_internal_error
+from ._common.naming import get_name
+from ._patching import Patches
+from ._runtime import (
+    KIND,
+    PARENT_PID,
+    PID,
+    PROCESS_DAEMON,
+    PROCESS_NAME,
+    ROLE,
+    START_METHOD,
+    TARGET,
+    end_with_error,
+    inject,
+    process_spans_wanted,
+    record_under,
+    runtime,
+    scope_settings,
+    set_exit_status,
+    start_span,
+    thread_attributes,
+    unsampled_context,
+)
+from ._threads import qualname
+
+_LAUNCH = "_procscope_launch"
+_REAP = "_procscope_reap"
+
+# Set while multiprocessing itself forks a child: os.fork then only forks.
+_local = threading.local()
+
+
+class ReapInfo:
+    """What the parent needs to record a child's end when it reaps it."""
+
+    __slots__ = ("ctx", "kind", "method", "name")
+
+    def __init__(self, ctx: Any, name: str, method: str, kind: str) -> None:
+        self.ctx = ctx
+        self.name = name
+        self.method = method
+        self.kind = kind
+
+
+def record_reap(info: ReapInfo, child_pid: int | None, code: int | None) -> None:
+    """The ``exit`` span: an instant, when the parent learnt how the child ended."""
+    if info.ctx is None or not runtime.active or not process_spans_wanted():
+        return
+    attributes = thread_attributes()
+    attributes[KIND] = info.kind
+    attributes[ROLE] = "reap"
+    attributes[PROCESS_NAME] = info.name
+    attributes[START_METHOD] = info.method
+    attributes[PARENT_PID] = os.getpid()
+    if child_pid is not None:
+        attributes[PID] = child_pid
+    span = start_span("exit " + info.name, attributes, info.ctx)
+    set_exit_status(span, code)
+    span.end()
+
+
+def start_method_of(proc: Any) -> str:
+    method = getattr(type(proc), "_start_method", None)
+    if method:
+        return str(method)
+    from multiprocessing import context
+
+    default = context._default_context
+    return str(default.get_start_method(allow_none=True) or default._default_context._name)  # type: ignore[attr-defined]
+
+
+def _target_name(proc: Any) -> str:
+    target = proc.__dict__.get("_target")
+    if target is not None:
+        return qualname(target)
+    return type(proc).__module__ + "." + type(proc).__qualname__
+
+
+def spawn_context(name: str, attributes: dict[str, Any]) -> tuple[Any, Any]:
+    """(span or None, context to give the child) for a process about to start."""
+    if process_spans_wanted():
+        if record_under(None):
+            span = start_span("spawn " + name, attributes)
+            return span, trace.set_span_in_context(span)
+        return None, unsampled_context()
+    # messages_only / states_only: no lifecycle spans, the context still travels.
+    ctx = otel_context.get_current()
+    if not trace.get_current_span(ctx).get_span_context().is_valid and not record_under(None):
+        ctx = unsampled_context(ctx)
+    return None, ctx
+
+
+# --- multiprocessing.Process ---------------------------------------------------------------
+
+
+def _make_start(original: Any) -> Any:
+    def start(self: Any) -> None:
+        if not runtime.active:
+            return original(self)  # type: ignore[no-any-return]
+        span = None
+        info = None
+        try:
+            name = get_name(self) or self.name
+            method = start_method_of(self)
+            attributes = thread_attributes()
+            attributes[KIND] = "process"
+            attributes[ROLE] = "spawn"
+            attributes[PROCESS_NAME] = name
+            attributes[START_METHOD] = method
+            attributes[TARGET] = _target_name(self)
+            attributes[PROCESS_DAEMON] = bool(self.daemon)
+            attributes[PARENT_PID] = os.getpid()
+            span, ctx = spawn_context(name, attributes)
+            self.__dict__[_LAUNCH] = Launch(
+                inject(ctx), scope_settings(), runtime.spans, method, name, _target_name(self)
+            )
+            info = ReapInfo(ctx if span is not None else None, name, method, "process")
+        except Exception:  # noqa: BLE001
+            log_internal_error()
+        _local.in_start = True
+        try:
+            original(self)
+        except BaseException as exc:
+            if span is not None:
+                end_with_error(span, exc)
+                span.end()
+            raise
+        finally:
+            _local.in_start = False
+            self.__dict__.pop(_LAUNCH, None)  # the child has it; the parent keeps nothing
+        try:
+            if span is not None:
+                span.set_attribute(PID, self.pid)
+                span.end()
+            popen = self.__dict__.get("_popen")
+            if info is not None and info.ctx is not None and popen is not None:
+                popen.__dict__[_REAP] = info
+        except Exception:  # noqa: BLE001
+            log_internal_error()
+        return None
+
+    return start
+
+
+def _make_bootstrap(original: Any) -> Any:
+    def _bootstrap(self: Any, *args: Any, **kwargs: Any) -> Any:
+        launch = self.__dict__.pop(_LAUNCH, None)
+        if launch is None or not runtime.active:
+            return original(self, *args, **kwargs)
+        token = None
+        try:
+            _local.in_start = False
+            ctx = launch.context()
+            if process_spans_wanted() and record_under(ctx):
+                attributes = thread_attributes()
+                attributes[KIND] = "process"
+                attributes[ROLE] = "run"
+                attributes[PID] = os.getpid()
+                attributes[PARENT_PID] = os.getppid()
+                attributes[PROCESS_NAME] = launch.name
+                attributes[START_METHOD] = launch.method
+                attributes[TARGET] = launch.target
+                span = _ending.begin_run("process " + launch.name, attributes, ctx)
+                ctx = trace.set_span_in_context(span, ctx)
+            if ctx is not None:
+                token = otel_context.attach(ctx)
+            run = self.run
+
+            def run_and_watch() -> None:
+                try:
+                    run()
+                except BaseException as exc:
+                    if not isinstance(exc, SystemExit):
+                        _ending.note_failure(exc)
+                    raise
+
+            # On the instance, in the child only: whatever run() the class defines.
+            self.run = run_and_watch
+        except Exception:  # noqa: BLE001
+            log_internal_error()
+        code = None
+        try:
+            code = original(self, *args, **kwargs)
+            return code
+        finally:
+            try:
+                self.__dict__.pop("run", None)
+                _ending.finish_run(code)
+                if token is not None:
+                    otel_context.detach(token)
+            except Exception:  # noqa: BLE001
+                log_internal_error()
+
+    return _bootstrap
+
+
+def _make_poll(original: Any) -> Any:
+    def poll(self: Any, *args: Any, **kwargs: Any) -> Any:
+        code = original(self, *args, **kwargs)
+        if code is not None and _REAP in self.__dict__:
+            try:
+                info = self.__dict__.pop(_REAP, None)  # atomic: recorded once
+                if info is not None:
+                    record_reap(info, getattr(self, "pid", None), code)
+            except Exception:  # noqa: BLE001
+                log_internal_error()
+        return code
+
+    return poll
+
+
+# --- pools: each submitted call --------------------------------------------------------------
+
+
+def _wrap_call(fn: Any, pool_kind: str) -> Any:
+    if not runtime.active:
+        return fn
+    try:
+        return PoolCall(fn, inject(), pool_kind)
+    except Exception:  # noqa: BLE001
+        log_internal_error()
+        return fn
+
+
+def _make_pool_method(original: Any) -> Any:
+    # apply_async, _map_async, imap, imap_unordered: the function is the first argument.
+    def method(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+        return original(self, _wrap_call(func, "multiprocessing.pool"), *args, **kwargs)
+
+    return method
+
+
+def _make_executor_submit(original: Any) -> Any:
+    def submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return original(self, _wrap_call(fn, "process_pool_executor"), *args, **kwargs)
+
+    return submit
+
+
+# --- os.fork -----------------------------------------------------------------------------------
+
+_forked: dict[int, ReapInfo] = {}
+
+
+def _make_fork(original: Any) -> Any:
+    def fork() -> int:
+        if not runtime.active or getattr(_local, "in_start", False):
+            return original()  # type: ignore[no-any-return]
+        span = None
+        ctx = None
+        try:
+            attributes = thread_attributes()
+            attributes[KIND] = "process"
+            attributes[ROLE] = "spawn"
+            attributes[PROCESS_NAME] = "os.fork"
+            attributes[START_METHOD] = "os.fork"
+            attributes[PARENT_PID] = os.getpid()
+            span, ctx = spawn_context("os.fork", attributes)
+        except Exception:  # noqa: BLE001
+            log_internal_error()
+        try:
+            child_pid = original()
+        except BaseException as exc:
+            if span is not None:
+                end_with_error(span, exc)
+                span.end()
+            raise
+        try:
+            if child_pid == 0:
+                _in_fork_child(ctx)
+            elif span is not None:
+                span.set_attribute(PID, child_pid)
+                span.end()
+                _forked[child_pid] = ReapInfo(ctx, "os.fork", "os.fork", "process")
+        except Exception:  # noqa: BLE001
+            log_internal_error()
+        return child_pid  # type: ignore[no-any-return]
+
+    return fork
+
+
+def _in_fork_child(ctx: Any) -> None:
+    _forked.clear()
+    if ctx is None:
+        return
+    if process_spans_wanted() and record_under(ctx):
+        attributes = thread_attributes()
+        attributes[KIND] = "process"
+        attributes[ROLE] = "run"
+        attributes[PID] = os.getpid()
+        attributes[PARENT_PID] = os.getppid()
+        attributes[PROCESS_NAME] = "os.fork"
+        attributes[START_METHOD] = "os.fork"
+        span = _ending.begin_run("process os.fork", attributes, ctx)
+        _ending.attach_as_main_context(span, ctx)
+        _ending.end_at_exit()
+    else:
+        otel_context.attach(ctx)
+
+
+def _make_waitpid(original: Any) -> Any:
+    def waitpid(pid: int, options: int, /) -> Any:
+        result = original(pid, options)
+        if _forked:
+            try:
+                child_pid, status = result
+                if child_pid in _forked and not os.WIFSTOPPED(status):
+                    info = _forked.pop(child_pid, None)
+                    if info is not None:
+                        record_reap(info, child_pid, os.waitstatus_to_exitcode(status))
+            except Exception:  # noqa: BLE001
+                log_internal_error()
+        return result
+
+    return waitpid
+
+
+def _after_fork_in_child() -> None:
+    # Whatever this process was doing belongs to the parent: its own span, its children.
+    _ending.forget_inherited()
+    _forked.clear()
+    _unblock_sigterm()
+
+
+# SIGTERM is held back while a child is forked, until the fork hooks have run in it. A
+# child inherits its parent's Python SIGTERM handler (procscope's flush); run before the
+# SDK's batch processor has emptied its inherited queue (an at-fork hook), that flush
+# would export the parent's queued spans a second time from the child. A pool's
+# terminate() SIGTERMs workers that were forked a moment ago, so this happens.
+_fork_mask = threading.local()
+
+
+def _block_sigterm() -> None:
+    if not runtime.active:
+        return
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        _fork_mask.was_blocked = signal.SIGTERM in old
+        _fork_mask.held = True
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
+def _unblock_sigterm() -> None:
+    if not getattr(_fork_mask, "held", False):
+        return
+    _fork_mask.held = False
+    if not _fork_mask.was_blocked:
+        try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        except (AttributeError, OSError, ValueError):
+            pass
+
+
+_at_fork_registered = False
+
+
+def instrument(patches: Patches) -> None:
+    global _at_fork_registered
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import popen_forkserver
+
+    patches.patch(process.BaseProcess, "start", _make_start)
+    patches.patch(process.BaseProcess, "_bootstrap", _make_bootstrap)
+    patches.patch(popen_fork.Popen, "poll", _make_poll)
+    patches.patch(popen_forkserver.Popen, "poll", _make_poll)
+    for name in ("apply_async", "_map_async", "imap", "imap_unordered"):
+        patches.patch(mp_pool.Pool, name, _make_pool_method)
+    patches.patch(ProcessPoolExecutor, "submit", _make_executor_submit)
+    patches.patch(os, "fork", _make_fork)
+    patches.patch(os, "waitpid", _make_waitpid)
+    if not _at_fork_registered and hasattr(os, "register_at_fork"):
+        # Registered after the SDK's batch processors (setup() makes them before it
+        # instruments): after-in-child hooks run in registration order, so the inherited
+        # queues are already emptied when SIGTERM is let through again.
+        os.register_at_fork(
+            before=_block_sigterm,
+            after_in_parent=_unblock_sigterm,
+            after_in_child=_after_fork_in_child,
+        )
+        _at_fork_registered = True

@@ -1,0 +1,229 @@
+"""What every part of the lifecycle instrumentor shares: the tracer, the live options, and
+the few helpers that make, end and propagate lifecycle spans.
+
+Everything here is read on each call (no caching of the level): ``procscope.configure()``
+changes the level while the program runs, and the next thread or process must see it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from ._common import head_sampling, shared_state
+from ._common.settings import BadSettingError, resolve_one
+
+# --- attribute names (docs/semantic-conventions.md, "Lifecycle instrumentor") --------------
+KIND = "procscope.lifecycle.kind"
+ROLE = "procscope.lifecycle.role"
+ERROR_ONLY = "procscope.lifecycle.error_only"
+PID = "process.pid"
+PARENT_PID = "process.parent_pid"
+COMMAND_ARGS = "process.command_args"
+EXIT_CODE = "process.exit.code"
+EXIT_SIGNAL = "procscope.process.exit.signal"
+PROCESS_NAME = "procscope.process.name"
+START_METHOD = "procscope.process.start_method"
+TARGET = "procscope.process.target"
+PROCESS_DAEMON = "procscope.process.daemon"
+THREAD_ID = "thread.id"
+THREAD_NAME = "thread.name"
+THREAD_DAEMON = "procscope.thread.daemon"
+TASK_NAME = "procscope.task.name"
+TASK_FUNCTION = "procscope.task.function"
+TASK_CANCELLED = "procscope.task.cancelled"
+POOL_KIND = "procscope.pool.kind"
+
+# --- the spans option ----------------------------------------------------------------------
+ENV_SPANS = "PROCSCOPE_LIFECYCLE_SPANS"
+SPANS_ALL = "all"
+SPANS_ERRORS = "errors"
+DEFAULT_SPANS = SPANS_ALL
+
+# How long a child may spend flushing what it recorded before it exits.
+EXIT_FLUSH_MILLIS = 5_000
+
+_propagator = TraceContextTextMapPropagator()
+
+
+def parse_spans(value: object) -> str:
+    text = str(value).strip().lower()
+    if text not in (SPANS_ALL, SPANS_ERRORS):
+        raise BadSettingError("expected all or errors")
+    return text
+
+
+class Runtime:
+    """The instrumentor's state while it is on (one per process: the instrumentor is a
+    singleton). Plain attributes read without a lock, as the live settings are."""
+
+    def __init__(self) -> None:
+        self.tracer: Any = None
+        self.provider: Any = None
+        self.spans = DEFAULT_SPANS
+        self.active = False
+
+    def configure(self, tracer_provider: Any, spans: object) -> None:
+        self.provider = tracer_provider
+        self.tracer = trace.get_tracer(
+            "procscope.instrumentation.lifecycle", tracer_provider=tracer_provider
+        )
+        self.spans = resolve_one("spans", ENV_SPANS, spans, parse_spans, DEFAULT_SPANS)
+        self.active = True
+
+
+runtime = Runtime()
+
+
+# --- what the level asks for ---------------------------------------------------------------
+
+
+def process_spans_wanted() -> bool:
+    """Process lifecycle spans: at full and minimal; never at messages_only/states_only."""
+    return shared_state.settings().level in ("full", "minimal")
+
+
+def every_thread_wanted() -> bool:
+    """A span for every thread and task (else only for those that fail)."""
+    return runtime.spans == SPANS_ALL and shared_state.settings().level == "full"
+
+
+def error_spans_wanted() -> bool:
+    """Spans for threads and tasks that end with an unhandled exception."""
+    return shared_state.settings().level in ("full", "minimal")
+
+
+# --- spans -----------------------------------------------------------------------------------
+
+
+def thread_attributes() -> dict[str, Any]:
+    return {THREAD_ID: threading.get_native_id(), THREAD_NAME: threading.current_thread().name}
+
+
+def record_under(ctx: otel_context.Context | None) -> bool:
+    """should_record() for a span whose parent is ``ctx`` (None: the current context)."""
+    if ctx is not None:
+        span_context = trace.get_current_span(ctx).get_span_context()
+        if span_context.is_valid:
+            return bool(span_context.trace_flags.sampled)
+        token = otel_context.attach(ctx)
+        try:
+            return head_sampling.should_record()
+        finally:
+            otel_context.detach(token)
+    return head_sampling.should_record()
+
+
+def unsampled_context(ctx: otel_context.Context | None = None) -> otel_context.Context:
+    """A context whose current span is a non-recording, unsampled one.
+
+    Given to children when this trace was not sampled, so that they do not draw again and
+    record pieces of a trace whose parent does not exist.
+    """
+    base = ctx if ctx is not None else otel_context.get_current()
+    current = trace.get_current_span(base).get_span_context()
+    if current.is_valid:
+        return base  # already carries the unsampled flag
+    span_context = SpanContext(
+        trace_id=random.getrandbits(128) or 1,
+        span_id=random.getrandbits(64) or 1,
+        is_remote=False,
+        trace_flags=TraceFlags(TraceFlags.DEFAULT),
+    )
+    return trace.set_span_in_context(NonRecordingSpan(span_context), base)
+
+
+def start_span(
+    name: str,
+    attributes: dict[str, Any],
+    ctx: otel_context.Context | None = None,
+    start_time: int | None = None,
+) -> Any:
+    return runtime.tracer.start_span(
+        name, context=ctx, attributes=attributes, start_time=start_time
+    )
+
+
+def end_with_error(span: Any, exc: BaseException | None, description: str | None = None) -> None:
+    """Mark ``span`` failed; record ``exc`` as an exception event when given."""
+    if exc is not None:
+        span.record_exception(exc)
+        description = description or f"{type(exc).__name__}: {exc}"
+    span.set_status(Status(StatusCode.ERROR, description))
+
+
+def set_exit_status(span: Any, code: int | None) -> None:
+    """Exit code or (negative, as multiprocessing and subprocess report it) signal."""
+    if code is None:
+        return
+    if code < 0:
+        span.set_attribute(EXIT_SIGNAL, -code)
+        span.set_status(Status(StatusCode.ERROR, f"killed by signal {-code}"))
+    else:
+        span.set_attribute(EXIT_CODE, code)
+        if code != 0:
+            span.set_status(Status(StatusCode.ERROR, f"exit code {code}"))
+
+
+def error_span(
+    name: str,
+    attributes: dict[str, Any],
+    ctx: otel_context.Context | None,
+    start_time: int,
+    exc: BaseException,
+) -> None:
+    """The span of a thread or task made after the fact because it failed."""
+    if not record_under(ctx):
+        return
+    attributes[ERROR_ONLY] = True
+    span = start_span(name, attributes, ctx, start_time)
+    end_with_error(span, exc)
+    span.end()
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+# --- carrying context to other processes ---------------------------------------------------
+
+
+def inject(ctx: otel_context.Context | None = None) -> dict[str, str]:
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=ctx)
+    return carrier
+
+
+def extract(carrier: Mapping[str, str] | None) -> otel_context.Context | None:
+    if not carrier:
+        return None
+    ctx = _propagator.extract(carrier)
+    if not trace.get_current_span(ctx).get_span_context().is_valid:
+        return None
+    return ctx
+
+
+def flush(timeout_millis: int = EXIT_FLUSH_MILLIS) -> None:
+    """Flush the provider in time budget: the child is about to exit without atexit."""
+    provider = runtime.provider or trace.get_tracer_provider()
+    force_flush = getattr(provider, "force_flush", None)
+    if force_flush is not None:
+        force_flush(timeout_millis)
+
+
+def scope_settings() -> Any:
+    """The settings of procscope.setup() in this process (None when it was not used)."""
+    return getattr(shared_state.get(), "scope_settings", None)
+
+
+def pid() -> int:
+    return os.getpid()

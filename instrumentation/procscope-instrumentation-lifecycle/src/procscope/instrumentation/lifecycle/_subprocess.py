@@ -1,0 +1,205 @@
+"""``subprocess.Popen`` (and ``run``, ``call``, ``check_output``, which use it), and the
+child side of a Python subprocess.
+
+Parent: a ``spawn`` span around ``Popen()``; when the program is Python, its environment
+gets ``TRACEPARENT`` (the spawn span) and procscope's settings, and starts procscope
+through OpenTelemetry's sitecustomize (the root's ``instrumented_environ``, when the root
+package is installed). ``Popen._handle_exitstatus``, where every wait and poll sets the
+return code, records the ``exit`` span.
+
+Child: when the instrumentor is switched on in a process whose environment has
+``TRACEPARENT`` (at start, by the configurator), it starts the process's ``process`` span
+as a child of it and makes it the current span of the main thread, so that every root
+span the program makes there is parented under the spawner's span. ``TRACEPARENT`` is
+then removed from ``os.environ``: it was meant for this process only, and this process's
+own children get their own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from . import _ending
+from ._common.guard import log_internal_error
+from ._common.saferepr import safe_repr
+from ._patching import Patches
+from ._processes import ReapInfo, record_reap, spawn_context
+from ._runtime import (
+    COMMAND_ARGS,
+    ENV_SPANS,
+    KIND,
+    PARENT_PID,
+    PID,
+    PROCESS_NAME,
+    ROLE,
+    START_METHOD,
+    end_with_error,
+    extract,
+    inject,
+    process_spans_wanted,
+    record_under,
+    runtime,
+    scope_settings,
+    thread_attributes,
+)
+
+_REAP = "_procscope_reap"
+_ENV_INDEX = 9  # env's position in Popen(args, bufsize, executable, ..., cwd, env, ...)
+_MAX_ARGS = 64
+
+
+def _program(args: Any, executable: Any, shell: bool) -> str:
+    if executable:
+        return os.fspath(executable)
+    if isinstance(args, (str, bytes, os.PathLike)):
+        text = os.fsdecode(args)
+        return text.split()[0] if shell and text.split() else text
+    if isinstance(args, Sequence) and args:
+        return os.fsdecode(args[0])
+    return ""
+
+
+def _is_python(program: str, shell: bool) -> bool:
+    base = os.path.basename(program)
+    if base.startswith("python") or base == os.path.basename(sys.executable):
+        return True
+    try:
+        return os.path.realpath(program) == os.path.realpath(sys.executable)
+    except (OSError, ValueError):
+        return False
+
+
+def _command_args(args: Any) -> list[str]:
+    if isinstance(args, (str, bytes, os.PathLike)):
+        items = [os.fsdecode(args)]
+    else:
+        items = [
+            os.fsdecode(a) if isinstance(a, (str, bytes, os.PathLike)) else safe_repr(a, 256)
+            for a in list(args)[:_MAX_ARGS]
+        ]
+    return [a if len(a) <= 256 else a[:255] + "…" for a in items]
+
+
+def child_environ(env: Any, ctx: Any) -> dict[str, str]:
+    """The environment of a Python child: trace context, settings, procscope started."""
+    base = dict(os.environ if env is None else env)
+    settings = scope_settings()
+    if settings is not None:
+        try:
+            from procscope._cli._run import instrumented_environ
+        except ImportError:
+            pass
+        else:
+            base.update(settings.as_environ())
+            base = instrumented_environ(base)
+    base[ENV_SPANS] = runtime.spans
+    base.pop("TRACESTATE", None)
+    base.update({k.upper(): v for k, v in inject(ctx).items()})
+    return base
+
+
+def _make_init(original: Any) -> Any:
+    def popen_init(self: Any, args: Any, *pargs: Any, **kwargs: Any) -> None:
+        if not runtime.active:
+            return original(self, args, *pargs, **kwargs)  # type: ignore[no-any-return]
+        span = None
+        info = None
+        try:
+            shell = bool(kwargs.get("shell", False))
+            program = _program(args, kwargs.get("executable"), shell)
+            name = os.path.basename(program) or "subprocess"
+            attributes = thread_attributes()
+            attributes[KIND] = "subprocess"
+            attributes[ROLE] = "spawn"
+            attributes[PROCESS_NAME] = name
+            attributes[START_METHOD] = "subprocess"
+            attributes[PARENT_PID] = os.getpid()
+            attributes[COMMAND_ARGS] = _command_args(args)
+            span, ctx = spawn_context(name, attributes)
+            if _is_python(program, shell):
+                if len(pargs) > _ENV_INDEX:
+                    env = child_environ(pargs[_ENV_INDEX], ctx)
+                    pargs = (*pargs[:_ENV_INDEX], env, *pargs[_ENV_INDEX + 1 :])
+                else:
+                    kwargs["env"] = child_environ(kwargs.get("env"), ctx)
+            info = ReapInfo(ctx if span is not None else None, name, "subprocess", "subprocess")
+        except Exception:  # noqa: BLE001
+            log_internal_error()
+        try:
+            original(self, args, *pargs, **kwargs)
+        except BaseException as exc:
+            if span is not None:
+                end_with_error(span, exc)
+                span.end()
+            raise
+        try:
+            if span is not None:
+                span.set_attribute(PID, self.pid)
+                span.end()
+            if info is not None and info.ctx is not None:
+                if self.returncode is not None:  # already reaped (a very short child)
+                    record_reap(info, self.pid, self.returncode)
+                else:
+                    self.__dict__[_REAP] = info
+        except Exception:  # noqa: BLE001
+            log_internal_error()
+        return None
+
+    return popen_init
+
+
+def _make_handle_exitstatus(original: Any) -> Any:
+    def _handle_exitstatus(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        if _REAP in self.__dict__:
+            try:
+                info = self.__dict__.pop(_REAP, None)
+                if info is not None:
+                    record_reap(info, self.pid, self.returncode)
+            except Exception:  # noqa: BLE001
+                log_internal_error()
+        return result
+
+    return _handle_exitstatus
+
+
+def start_from_environment() -> None:
+    """In a Python subprocess started with TRACEPARENT: its ``process`` span."""
+    carrier = {"traceparent": os.environ.get("TRACEPARENT", "")}
+    if os.environ.get("TRACESTATE"):
+        carrier["tracestate"] = os.environ["TRACESTATE"]
+    ctx = extract(carrier)
+    if ctx is None or threading.current_thread() is not threading.main_thread():
+        return
+    os.environ.pop("TRACEPARENT", None)
+    os.environ.pop("TRACESTATE", None)
+    if _ending.current_run() is not None:
+        return
+    if process_spans_wanted() and record_under(ctx):
+        argv0 = sys.argv[0] if sys.argv else ""
+        name = os.path.basename(argv0) if argv0 not in ("", "-c", "-m") else "python"
+        attributes = thread_attributes()
+        attributes[KIND] = "subprocess"
+        attributes[ROLE] = "run"
+        attributes[PID] = os.getpid()
+        attributes[PARENT_PID] = os.getppid()
+        attributes[PROCESS_NAME] = name
+        attributes[START_METHOD] = "subprocess"
+        span = _ending.begin_run("process " + name, attributes, ctx)
+        _ending.attach_as_main_context(span, ctx)
+        _ending.watch_main_thread_exceptions()
+        _ending.end_at_exit()
+    else:
+        from opentelemetry import context as otel_context
+
+        otel_context.attach(ctx)
+
+
+def instrument(patches: Patches) -> None:
+    patches.patch(subprocess.Popen, "__init__", _make_init)
+    patches.patch(subprocess.Popen, "_handle_exitstatus", _make_handle_exitstatus)
