@@ -1,0 +1,407 @@
+"""Patching a user class so that its objects' state changes can be seen.
+
+``trace_state`` patches the class in place (never the instance, whose type, identity,
+pickles and copies must stay exactly as they were):
+
+* each public method (a plain or ``async`` function whose name has no leading underscore,
+  own or inherited) is wrapped: the call runs in a *frame* that collects what the
+  object's ``__setattr__``/``__delattr__`` saw, and, for fields holding containers, a copy
+  taken at the start to diff at the end;
+* ``__setattr__``/``__delattr__`` are wrapped around the class's own (or inherited) ones:
+  inside a frame they note the change, outside any they record it at once;
+* for ``@trace_state`` on a class, ``__init__`` is wrapped: assignments while the object is
+  built are not changes, and tracing (the first snapshot) starts when it returns;
+* instances that take no weak references get a ``__del__`` hook that forgets their tracker.
+
+A class patched for one instance (``trace_state(obj)``) has pass-through wrappers for its
+other instances: one dict lookup. Frames live in a ContextVar, so that threads and asyncio
+tasks each see their own; a method called from another method of the same object adds no
+frame (the outer call is the "message" that changed the state).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from contextvars import ContextVar
+from typing import Any
+
+from ._common.guard import log_internal_error
+from ._diff import MISSING, freeze
+from ._runtime import RT
+from ._tracker import (
+    SKIP,
+    TRACKERS,
+    Tracker,
+    attribute_kind,
+    read_kind,
+    read_state,
+    read_state_field,
+    record_changes,
+    record_start,
+    register,
+)
+
+INFO_ATTR = "_procscope_state_info"
+_WRAPPED_MARK = "_procscope_state_wrapped"
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement
+
+_frames: ContextVar[tuple[Frame, ...]] = ContextVar("procscope_state_frames", default=())
+
+
+class Frame:
+    """One outermost method call on one object, in one thread or task."""
+
+    __slots__ = ("assigned", "frozen", "oid", "start_ns", "token", "tracker")
+
+    def __init__(self, oid: int, tracker: Tracker | None, frozen: dict[str, Any] | None) -> None:
+        self.oid = oid
+        self.tracker = tracker  # None while the object is being built (__init__)
+        self.frozen = frozen
+        self.assigned: dict[str, list[Any]] | None = None
+        self.start_ns = time.time_ns()
+        self.token: Any = None
+
+
+class ClassInfo:
+    """What trace_state did to a class."""
+
+    __slots__ = ("all_instances", "cls", "fields", "name", "orig_delattr", "orig_setattr")
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+        self.all_instances = False
+        self.name: str | None = None
+        self.fields: frozenset[str] | None = None
+        self.orig_setattr: Any = None
+        self.orig_delattr: Any = None
+
+
+def info_of(obj: Any) -> ClassInfo | None:
+    return getattr(type(obj), INFO_ATTR, None)
+
+
+def _find_frame(oid: int) -> Frame | None:
+    for frame in reversed(_frames.get()):
+        if frame.oid == oid:
+            return frame
+    return None
+
+
+# ---------------------------------------------------------------------------- trackers
+
+
+def new_tracker(obj: Any, name: str | None, fields: frozenset[str] | None) -> Tracker:
+    info = info_of(obj)
+    if name is None and info is not None and info.name is not None:
+        # A name given to a class names its instances name#1, name#2...
+        tracker = Tracker(obj, None, fields, info.name)
+    else:
+        tracker = Tracker(obj, name, fields, None)
+    tracker.note_containers(read_state(obj, fields))
+    return register(obj, tracker)
+
+
+def _lazy_tracker(obj: Any, method: str, start_ns: int | None) -> Tracker | None:
+    """For ``@trace_state`` classes: the tracker of an object first seen now."""
+    info = info_of(obj)
+    if info is None or not info.all_instances:
+        return None
+    tracker = new_tracker(obj, None, info.fields)
+    if tracker.generation == -1:
+        record_start(tracker, obj, method, start_ns)
+    return tracker
+
+
+# ---------------------------------------------------------------------------- frames
+
+
+def _enter(obj: Any) -> Frame | None:
+    oid = id(obj)
+    tracker = TRACKERS.get(oid)
+    frames = _frames.get()
+    if frames:
+        for frame in frames:
+            if frame.oid == oid:
+                return None  # nested call on the same object, or __init__ still running
+    if tracker is None:
+        tracker = _lazy_tracker(obj, "__init__", None)
+        if tracker is None:
+            return None
+    frozen = None
+    if tracker.container_fields:
+        max_depth, max_items = RT.max_depth, RT.max_items
+        frozen = {
+            field: freeze(read_state_field(obj, field), max_depth, max_items)
+            for field in tracker.container_fields
+        }
+    frame = Frame(oid, tracker, frozen)
+    frame.token = _frames.set((*frames, frame))
+    return frame
+
+
+def _exit(frame: Frame, obj: Any, method: str) -> None:
+    _frames.reset(frame.token)
+    if frame.assigned is None and frame.frozen is None:
+        return  # nothing assigned, no container to compare: nothing changed
+    try:
+        assert frame.tracker is not None
+        record_changes(frame.tracker, obj, method, frame.start_ns, frame.assigned, frame.frozen)
+    except Exception:  # noqa: BLE001 -- the guard logs it
+        log_internal_error()
+
+
+def wrap_method(func: Any, method: str) -> Any:
+    """The wrapper of one public method."""
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if not RT.active:
+                return await func(self, *args, **kwargs)
+            try:
+                frame = _enter(self)
+            except Exception:  # noqa: BLE001 -- the guard logs it
+                log_internal_error()
+                frame = None
+            if frame is None:
+                return await func(self, *args, **kwargs)
+            try:
+                return await func(self, *args, **kwargs)
+            finally:
+                _exit(frame, self, method)
+
+        setattr(async_wrapper, _WRAPPED_MARK, True)
+        return async_wrapper
+
+    @functools.wraps(func)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not RT.active:
+            return func(self, *args, **kwargs)
+        try:
+            frame = _enter(self)
+        except Exception:  # noqa: BLE001 -- the guard logs it
+            log_internal_error()
+            frame = None
+        if frame is None:
+            return func(self, *args, **kwargs)
+        try:
+            return func(self, *args, **kwargs)
+        finally:
+            _exit(frame, self, method)
+
+    setattr(wrapper, _WRAPPED_MARK, True)
+    return wrapper
+
+
+def _wrap_init(orig_init: Any) -> Any:
+    @functools.wraps(orig_init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+        if not RT.active:
+            return orig_init(self, *args, **kwargs)  # type: ignore[no-any-return]
+        oid = id(self)
+        frame: Frame | None = None
+        try:
+            if oid not in TRACKERS and _find_frame(oid) is None:
+                frame = Frame(oid, None, None)
+                frame.token = _frames.set((*_frames.get(), frame))
+        except Exception:  # noqa: BLE001 -- the guard logs it
+            log_internal_error()
+        if frame is None:
+            return orig_init(self, *args, **kwargs)  # type: ignore[no-any-return]
+        try:
+            result = orig_init(self, *args, **kwargs)
+        finally:
+            _frames.reset(frame.token)
+        try:
+            _lazy_tracker(self, "__init__", frame.start_ns)
+        except Exception:  # noqa: BLE001 -- the guard logs it
+            log_internal_error()
+        return result  # type: ignore[no-any-return]
+
+    setattr(__init__, _WRAPPED_MARK, True)
+    return __init__
+
+
+# ---------------------------------------------------------------------------- hooks
+
+
+def _before_change(obj: Any, name: str) -> tuple[Any, ...] | None:
+    """What the hook needs after the assignment: (tracker, frame, kind, old), or None."""
+    oid = id(obj)
+    tracker = TRACKERS.get(oid)
+    frame = _find_frame(oid) if _frames.get() else None
+    if tracker is None:
+        if frame is None:
+            info = info_of(obj)
+            if info is not None and info.all_instances:
+                return (None,)  # first sight of an object of a traced class: start after
+        return None
+    if frame is not None and frame.tracker is None:
+        return None  # being built
+    if type(name) is not str:
+        return None
+    kind = attribute_kind(type(obj), name)
+    if kind[0] == SKIP or (tracker.fields is not None and name not in tracker.fields):
+        return None
+    return (tracker, frame, kind, read_kind(obj, name, kind))
+
+
+def _after_change(obj: Any, name: str, pending: tuple[Any, ...], method: str) -> None:
+    if pending[0] is None:
+        _lazy_tracker(obj, method, None)
+        return
+    tracker, frame, kind, old = pending
+    new = read_kind(obj, name, kind)
+    seq = next(tracker.counter)
+    if frame is not None:
+        assigned = frame.assigned
+        if assigned is None:
+            frame.assigned = {name: [old, new, seq]}
+        else:
+            entry = assigned.get(name)
+            if entry is None:
+                assigned[name] = [old, new, seq]
+            else:
+                entry[1] = new
+                entry[2] = seq
+        return
+    record_changes(tracker, obj, method, time.time_ns(), {name: [old, new, seq]}, None)
+
+
+def _make_setattr(orig: Any) -> Any:
+    def __setattr__(self: Any, name: str, value: Any) -> None:  # noqa: N807
+        if not RT.active:
+            orig(self, name, value)
+            return
+        try:
+            pending = _before_change(self, name)
+        except Exception:  # noqa: BLE001 -- the guard logs it
+            log_internal_error()
+            pending = None
+        orig(self, name, value)  # the program's exceptions pass through untouched
+        if pending is not None:
+            try:
+                _after_change(self, name, pending, "__setattr__")
+            except Exception:  # noqa: BLE001 -- the guard logs it
+                log_internal_error()
+
+    setattr(__setattr__, _WRAPPED_MARK, True)
+    return __setattr__
+
+
+def _make_delattr(orig: Any) -> Any:
+    def __delattr__(self: Any, name: str) -> None:  # noqa: N807
+        if not RT.active:
+            orig(self, name)
+            return
+        try:
+            pending = _before_change(self, name)
+        except Exception:  # noqa: BLE001 -- the guard logs it
+            log_internal_error()
+            pending = None
+        orig(self, name)
+        if pending is not None:
+            try:
+                _after_change(self, name, pending, "__delattr__")
+            except Exception:  # noqa: BLE001 -- the guard logs it
+                log_internal_error()
+
+    setattr(__delattr__, _WRAPPED_MARK, True)
+    return __delattr__
+
+
+def _make_del(orig: Any) -> Any:
+    def __del__(self: Any) -> None:  # noqa: N807
+        TRACKERS.pop(id(self), None)
+        if orig is not None:
+            orig(self)
+
+    setattr(__del__, _WRAPPED_MARK, True)
+    return __del__
+
+
+# ---------------------------------------------------------------------------- patching
+
+
+def _is_wrapped(attr: Any) -> bool:
+    return bool(getattr(attr, _WRAPPED_MARK, False))
+
+
+def patch_class(cls: type, *, all_instances: bool) -> ClassInfo:
+    """Patch ``cls`` (once); ``all_instances`` turns on tracing of every instance."""
+    if not isinstance(cls, type) or not (cls.__flags__ & _HEAPTYPE):
+        raise TypeError(
+            f"procscope.trace_state cannot trace {getattr(cls, '__qualname__', cls)!r}: "
+            "only classes defined in Python can be patched"
+        )
+    info = cls.__dict__.get(INFO_ATTR)
+    if info is None:
+        info = ClassInfo(cls)
+        _patch_methods(cls)
+        _patch_hooks(cls, info)
+        type.__setattr__(cls, INFO_ATTR, info)
+    if all_instances and not info.all_instances:
+        init = cls.__dict__.get("__init__")
+        if init is not None and inspect.isfunction(init) and not _is_wrapped(init):
+            type.__setattr__(cls, "__init__", _wrap_init(init))
+        elif init is None and getattr(cls, "__init__") is not object.__init__:  # noqa: B009
+            inherited = getattr(cls, "__init__")  # noqa: B009
+            if not _is_wrapped(inherited):
+                type.__setattr__(cls, "__init__", _wrap_init(inherited))
+        info.all_instances = True
+    return info  # type: ignore[no-any-return]
+
+
+def _patch_methods(cls: type) -> None:
+    seen: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is object:
+            continue
+        for name, attr in list(klass.__dict__.items()):
+            if name in seen:
+                continue
+            seen.add(name)
+            if name.startswith("_") or not inspect.isfunction(attr) or _is_wrapped(attr):
+                continue
+            if inspect.isgeneratorfunction(attr) or inspect.isasyncgenfunction(attr):
+                continue  # changes while iterating are seen by the hooks, outside a frame
+            type.__setattr__(cls, name, wrap_method(attr, name))
+
+
+def _patch_hooks(cls: type, info: ClassInfo) -> None:
+    current_set = cls.__setattr__
+    if not _is_wrapped(current_set):
+        info.orig_setattr = current_set
+        type.__setattr__(cls, "__setattr__", _make_setattr(current_set))
+    current_del = cls.__delattr__
+    if not _is_wrapped(current_del):
+        info.orig_delattr = current_del
+        type.__setattr__(cls, "__delattr__", _make_delattr(current_del))
+    if cls.__weakrefoffset__ == 0:
+        # No weak references to these objects: forget their trackers when they die.
+        existing = cls.__dict__.get("__del__") or getattr(cls, "__del__", None)
+        if not _is_wrapped(existing):
+            type.__setattr__(cls, "__del__", _make_del(existing))
+
+
+def trace_instance(obj: Any, name: str | None, fields: frozenset[str] | None) -> Any:
+    """Start tracing one object (its class is patched once, for it alone)."""
+    patch_class(type(obj), all_instances=False)
+    tracker = TRACKERS.get(id(obj))
+    if tracker is not None:
+        if name is not None:
+            tracker.given_name = name
+        if fields is not None:
+            tracker.fields = fields
+        return obj
+    tracker = new_tracker(obj, name, fields)
+    try:
+        record_start(tracker, obj, "trace_state")
+    except Exception:  # noqa: BLE001 -- the guard logs it
+        log_internal_error()
+    return obj
+
+
+__all__ = ["MISSING", "ClassInfo", "Frame", "patch_class", "trace_instance", "wrap_method"]

@@ -1,0 +1,378 @@
+"""One tracker per traced object: its name, its change counter, and how it records.
+
+Trackers live in a process-wide registry keyed by ``id(obj)``, never on the object: an
+attribute of ours in ``__dict__`` would show in ``vars()``, equality of ``__dict__``,
+pickles and copies. The entry is removed when the object dies (a weakref callback, or for
+``__slots__`` objects without ``__weakref__`` a ``__del__`` hook on the class), before its
+id can be reused.
+
+Concurrency: each change takes its sequence number from the tracker's ``itertools.count``
+(atomic under the GIL) at the moment of the assignment, and every event carries those
+numbers per field. Two threads whose methods overlap may end in either order; readers
+replay fields by sequence number, not by event time, so the last assignment wins as it
+did in the object. The lock only serialises the snapshot bookkeeping of one object.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import threading
+import time
+import weakref
+from typing import Any
+
+from . import _semconv as sc
+from ._common import shared_state
+from ._common.naming import get_name
+from ._common.saferepr import is_secret_key
+from ._diff import MISSING, diff, freeze, is_container, same, value_repr
+from ._runtime import MAX_CHANGE_ENTRIES, RT, begin
+
+# id(obj) -> Tracker. Plain dict operations are atomic under the GIL.
+TRACKERS: dict[int, Tracker] = {}
+
+_NAME_ATTR = "_procscope_name"  # where procscope.name() keeps a name: not state
+
+# Kinds of attribute, cached per concrete class by name.
+SKIP, IN_DICT, IN_SLOT = 0, 1, 2
+
+_counters: dict[str, itertools.count[int]] = {}
+_counters_lock = threading.Lock()
+
+
+def default_name(prefix: str) -> str:
+    """``Prefix#n``: n counts the objects traced under that prefix in this process."""
+    with _counters_lock:
+        counter = _counters.setdefault(prefix, itertools.count(1))
+        return f"{prefix}#{next(counter)}"
+
+
+def class_name(cls: type) -> str:
+    module = getattr(cls, "__module__", None) or ""
+    qualname = getattr(cls, "__qualname__", None) or cls.__name__
+    return qualname if module in ("", "builtins", "__main__") else f"{module}.{qualname}"
+
+
+# ---------------------------------------------------------------------------- fields
+
+
+# class -> name -> kind. Classes are few and long-lived; a class's attributes are assumed
+# not to change from plain to property after its instances are traced.
+KINDS: dict[type, dict[str, tuple[int, Any]]] = {}
+
+
+def attribute_kind(cls: type, name: str) -> tuple[int, Any]:
+    """Where ``name`` lives on instances of ``cls``: SKIP, IN_DICT or (IN_SLOT, descriptor)."""
+    per_class = KINDS.get(cls)
+    if per_class is None:
+        per_class = KINDS.setdefault(cls, {})
+    kind = per_class.get(name)
+    if kind is None:
+        kind = _find_kind(cls, name)
+        per_class[name] = kind
+    return kind
+
+
+class _SlotProbe:
+    __slots__ = ("probe",)
+
+
+_member_descriptor = type(_SlotProbe.__dict__["probe"])
+
+
+def _find_kind(cls: type, name: str) -> tuple[int, Any]:
+    if name == _NAME_ATTR or (name.startswith("__") and name.endswith("__")):
+        return (SKIP, None)
+    for klass in cls.__mro__:
+        attr = klass.__dict__.get(name, MISSING)
+        if attr is MISSING:
+            continue
+        if type(attr) is _member_descriptor:
+            return (IN_SLOT, attr)
+        attr_type = type(attr)
+        if hasattr(attr_type, "__set__") or hasattr(attr_type, "__delete__"):
+            return (SKIP, None)  # a property or other data descriptor: its storage is state
+        break
+    if cls.__dictoffset__ == 0 and not hasattr(cls, "__dict__"):
+        return (SKIP, None)
+    return (IN_DICT, None)
+
+
+def read_kind(obj: Any, name: str, kind: tuple[int, Any]) -> Any:
+    """The value of a field, or MISSING."""
+    if kind[0] == IN_DICT:
+        try:
+            return object.__getattribute__(obj, "__dict__").get(name, MISSING)
+        except AttributeError:
+            return MISSING
+    if kind[0] == IN_SLOT:
+        try:
+            return kind[1].__get__(obj, type(obj))
+        except AttributeError:
+            return MISSING
+    return MISSING
+
+
+_slot_names_cache: dict[type, tuple[tuple[str, Any], ...]] = {}
+
+
+def _slot_fields(cls: type) -> tuple[tuple[str, Any], ...]:
+    cached = _slot_names_cache.get(cls)
+    if cached is not None:
+        return cached
+    found: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        for name, attr in klass.__dict__.items():
+            if type(attr) is _member_descriptor and name not in found:
+                found[name] = attr
+    result = tuple(found.items())
+    _slot_names_cache[cls] = result
+    return result
+
+
+def read_state(obj: Any, fields: frozenset[str] | None) -> dict[str, Any]:
+    """Every field of ``obj`` (instance ``__dict__`` and slots), optionally filtered."""
+    state: dict[str, Any] = {}
+    try:
+        own = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        own = {}
+    for name, value in list(own.items()):
+        if isinstance(name, str) and name != _NAME_ATTR:
+            state[name] = value
+    for name, descriptor in _slot_fields(type(obj)):
+        try:
+            state[name] = descriptor.__get__(obj, type(obj))
+        except AttributeError:
+            continue  # an empty slot is not a field (yet)
+    if fields is not None:
+        state = {k: v for k, v in state.items() if k in fields}
+    return state
+
+
+# ---------------------------------------------------------------------------- tracker
+
+
+class Tracker:
+    """The recording side of one traced object."""
+
+    __slots__ = (
+        "__weakref__",
+        "container_fields",
+        "counter",
+        "default_name",
+        "fields",
+        "generation",
+        "given_name",
+        "last_name",
+        "lock",
+        "pending_snapshot",
+        "ref",
+        "since_snapshot",
+        "type_name",
+    )
+
+    def __init__(
+        self, obj: Any, given_name: str | None, fields: frozenset[str] | None, prefix: str | None
+    ) -> None:
+        self.given_name = given_name
+        self.fields = fields
+        self.type_name = class_name(type(obj))
+        self.default_name = given_name or default_name(prefix or type(obj).__qualname__)
+        self.last_name: str | None = None
+        self.counter = itertools.count(1)
+        self.lock = threading.Lock()
+        self.since_snapshot = 0
+        self.generation = -1  # no snapshot recorded yet
+        self.pending_snapshot: str | None = "start"
+        self.container_fields: tuple[str, ...] = ()
+        self.ref: Any = None
+
+    def name_of(self, obj: Any) -> str:
+        """The given name, else the one procscope.name() gave, else ``Class#n``."""
+        if self.given_name is not None:
+            return self.given_name
+        return get_name(obj) or self.default_name
+
+    def note_containers(self, state: dict[str, Any]) -> None:
+        self.container_fields = tuple(k for k, v in state.items() if is_container(v))
+
+    def update_containers(self, changed: dict[str, Any]) -> None:
+        """Keep the list of container fields right after fields were (re)assigned."""
+        current = set(self.container_fields)
+        for name, value in changed.items():
+            if value is not MISSING and is_container(value):
+                current.add(name)
+            else:
+                current.discard(name)
+        if current != set(self.container_fields):
+            self.container_fields = tuple(current)
+
+
+def register(obj: Any, tracker: Tracker) -> Tracker:
+    """Register ``tracker`` for ``obj`` (or return the one another thread registered)."""
+    key = id(obj)
+    existing = TRACKERS.setdefault(key, tracker)
+    if existing is not tracker:
+        return existing
+    try:
+        tracker.ref = weakref.ref(obj, functools.partial(_forget, key, tracker))
+    except TypeError:
+        tracker.ref = None  # no weakrefs: the class's __del__ hook forgets it
+    return tracker
+
+
+def _forget(key: int, tracker: Tracker, _ref: Any = None) -> None:
+    if TRACKERS.get(key) is tracker:
+        TRACKERS.pop(key, None)
+
+
+# ---------------------------------------------------------------------------- recording
+
+
+def span_attributes(tracker: Tracker, name: str, method: str) -> dict[str, Any]:
+    return {
+        sc.OBJECT: name,
+        sc.CLASS: tracker.type_name,
+        sc.CODE_FUNCTION: f"{tracker.type_name}.{method}",
+    }
+
+
+def record_start(tracker: Tracker, obj: Any, method: str, start_ns: int | None = None) -> None:
+    """The snapshot taken when tracing of an object starts (or later, if unsampled then)."""
+    if not RT.active:
+        return
+    name = tracker.name_of(obj)
+    short = type(obj).__qualname__
+    target = begin(
+        f"{short}.{method}", start_ns or time.time_ns(), span_attributes(tracker, name, method)
+    )
+    if target is None:
+        return  # not sampled: pending_snapshot stays set, the next recorded change sends it
+    try:
+        with tracker.lock:
+            _snapshot(tracker, obj, name, target, tracker.pending_snapshot or "start")
+    finally:
+        target.end()
+
+
+def _snapshot(tracker: Tracker, obj: Any, name: str, target: Any, reason: str) -> None:
+    """Emit a snapshot event (caller holds tracker.lock)."""
+    state = read_state(obj, tracker.fields)
+    tracker.note_containers(state)
+    seq = next(tracker.counter)
+    attributes: dict[str, Any] = {
+        sc.OBJECT: name,
+        sc.CLASS: tracker.type_name,
+        sc.SEQ: seq,
+        sc.SNAPSHOT_REASON: reason,
+        sc.FIELDS: list(state),
+    }
+    if shared_state.settings().capture_content:
+        attributes[sc.VALUES] = [
+            value_repr(freeze(v, RT.max_depth, RT.max_items), k) for k, v in state.items()
+        ]
+    target.add(sc.EVENT_SNAPSHOT, attributes)
+    tracker.since_snapshot = 0
+    tracker.generation = RT.generation
+    tracker.pending_snapshot = None
+    tracker.last_name = name
+
+
+def record_changes(
+    tracker: Tracker,
+    obj: Any,
+    method: str,
+    start_ns: int,
+    assigned: dict[str, list[Any]] | None,
+    frozen: dict[str, Any] | None,
+) -> None:
+    """Record what one method call (or one outside assignment) changed, if anything.
+
+    ``assigned``: field -> [old value, new value, seq] from the setattr/delattr hooks;
+    ``frozen``: field -> frozen value at the start, for fields that held containers.
+    """
+    max_depth, max_items = RT.max_depth, RT.max_items
+    changed: list[tuple[str, Any, Any, int]] = []  # field, old frozen, new frozen, seq
+    new_values: dict[str, Any] = {}
+    if assigned:
+        for field, (old, new, seq) in assigned.items():
+            if frozen is not None and field in frozen:
+                old_frozen = frozen[field]
+            else:
+                old_frozen = freeze(old, max_depth, max_items)
+            new_frozen = freeze(new, max_depth, max_items)
+            new_values[field] = new
+            if not same(old_frozen, new_frozen):
+                changed.append((field, old_frozen, new_frozen, seq))
+    if frozen:
+        for field, old_frozen in frozen.items():
+            if assigned and field in assigned:
+                continue
+            current = read_state_field(obj, field)
+            new_frozen = freeze(current, max_depth, max_items)
+            if not same(old_frozen, new_frozen):
+                changed.append((field, old_frozen, new_frozen, next(tracker.counter)))
+    if new_values:
+        tracker.update_containers(new_values)
+    if not changed:
+        return
+    name = tracker.name_of(obj)
+    short = type(obj).__qualname__
+    target = begin(f"{short}.{method}", start_ns, span_attributes(tracker, name, method))
+    if target is None:
+        # Not sampled: the state moved on unseen; the next recorded change resynchronises.
+        tracker.pending_snapshot = tracker.pending_snapshot or "resync"
+        return
+    try:
+        _emit_change(tracker, obj, name, method, changed, target)
+    finally:
+        target.end()
+
+
+def _emit_change(
+    tracker: Tracker,
+    obj: Any,
+    name: str,
+    method: str,
+    changed: list[tuple[str, Any, Any, int]],
+    target: Any,
+) -> None:
+    capture = shared_state.settings().capture_content
+    entries: list[tuple[str, Any, Any]] = []
+    omitted = 0
+    for field, old_frozen, new_frozen, _seq in changed:
+        secret = is_secret_key(field)
+        omitted += diff(field, old_frozen, new_frozen, entries, MAX_CHANGE_ENTRIES, secret)
+    attributes: dict[str, Any] = {
+        sc.OBJECT: name,
+        sc.CLASS: tracker.type_name,
+        sc.METHOD: method,
+        sc.SEQ: max(seq for *_, seq in changed),
+        sc.FIELDS: [c[0] for c in changed],
+        sc.FIELD_SEQS: [c[3] for c in changed],
+        sc.CHANGE_PATHS: [e[0] for e in entries],
+    }
+    if capture:
+        attributes[sc.VALUES] = [value_repr(c[2], c[0]) for c in changed]
+        attributes[sc.CHANGE_OLD] = [value_repr(e[1]) for e in entries]
+        attributes[sc.CHANGE_NEW] = [value_repr(e[2]) for e in entries]
+    if omitted:
+        attributes[sc.CHANGE_OMITTED] = omitted
+    with tracker.lock:
+        target.add(sc.EVENT_CHANGE, attributes)
+        tracker.since_snapshot += len(changed)
+        reason = tracker.pending_snapshot
+        if tracker.generation != RT.generation:
+            reason = reason or "resync"
+        if name != tracker.last_name and tracker.last_name is not None:
+            reason = reason or "renamed"
+        if reason is None and tracker.since_snapshot >= RT.snapshot_every:
+            reason = "periodic"
+        if reason is not None:
+            _snapshot(tracker, obj, name, target, reason)
+
+
+def read_state_field(obj: Any, field: str) -> Any:
+    return read_kind(obj, field, attribute_kind(type(obj), field))

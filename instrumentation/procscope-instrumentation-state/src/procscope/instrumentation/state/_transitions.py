@@ -1,0 +1,217 @@
+"""Every transition of the ``transitions`` state-machine library, with nothing decorated.
+
+``Transition.execute`` runs once per candidate transition of a triggered event: it checks
+the conditions, then changes the model's state. Wrapping it (and the ``async`` version of
+``transitions.extensions.asyncio``) records one ``procscope.state.transition`` event per
+attempt: trigger, source, destination, machine, and whether the conditions passed. A
+passed transition also carries the model's new state in the same ``fields``/``values``
+attributes as a change event, so that ``state_at`` rebuilds a model's state without the
+model being decorated.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import time
+import weakref
+from collections.abc import Collection
+from typing import Any
+
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+
+from . import _semconv as sc
+from ._common import shared_state
+from ._common.guard import log_internal_error
+from ._common.naming import get_name
+from ._diff import freeze, value_repr
+from ._runtime import RT, begin
+from ._tracker import TRACKERS, Tracker, class_name, default_name
+from .package import _instruments_transitions
+
+_logger = logging.getLogger("procscope")
+
+# Trackers of models that nobody traced with trace_state: name and counter only.
+_MODEL_TRACKERS: dict[int, Tracker] = {}
+
+
+class _Switch:
+    on = False
+
+
+def _model_tracker(model: Any) -> Tracker | None:
+    tracker = TRACKERS.get(id(model))
+    if tracker is not None:
+        return tracker
+    key = id(model)
+    tracker = _MODEL_TRACKERS.get(key)
+    if tracker is not None:
+        return tracker
+    tracker = Tracker(model, None, None, None)
+    try:
+        weakref.finalize(model, _MODEL_TRACKERS.pop, key, None)
+    except TypeError:
+        return None  # no weak references: recorded under the class name, no counter
+    return _MODEL_TRACKERS.setdefault(key, tracker)
+
+
+def _machine_name(machine: Any) -> str:
+    name = getattr(machine, "name", "") or ""
+    name = str(name).rstrip(": ").strip()
+    return name or type(machine).__qualname__
+
+
+def _state_name(state: Any) -> str:
+    name = getattr(state, "name", state)
+    return str(getattr(name, "name", name))
+
+
+def _record(
+    transition: Any, event_data: Any, source: str, passed: bool | None, start_ns: int
+) -> None:
+    model = event_data.model
+    machine = event_data.machine
+    trigger = str(getattr(event_data.event, "name", "?"))
+    tracker = _model_tracker(model)
+    if tracker is not None:
+        name = tracker.name_of(model)
+        seq = next(tracker.counter)
+    else:
+        name = get_name(model) or type(model).__qualname__
+        seq = 0
+    dest = transition.dest
+    attributes: dict[str, Any] = {
+        sc.OBJECT: name,
+        sc.CLASS: class_name(type(model)),
+        sc.METHOD: trigger,
+        sc.SEQ: seq,
+        sc.TRIGGER: trigger,
+        sc.SOURCE: source,
+        sc.DESTINATION: _state_name(dest) if dest is not None else source,
+        sc.MACHINE: _machine_name(machine),
+    }
+    if passed is not None:
+        attributes[sc.CONDITIONS_PASSED] = passed
+    if passed and dest is not None:
+        field = str(getattr(machine, "model_attribute", "state"))
+        attributes[sc.FIELDS] = [field]
+        attributes[sc.FIELD_SEQS] = [seq]
+        if shared_state.settings().capture_content:
+            try:
+                value = getattr(model, field)
+            except Exception:  # noqa: BLE001 -- a model whose attribute access raises
+                value = dest
+            attributes[sc.VALUES] = [value_repr(freeze(value, 1, 16), field)]
+    target = begin(
+        f"{type(model).__qualname__}.{trigger}",
+        start_ns,
+        {sc.OBJECT: name, sc.CLASS: attributes[sc.CLASS], sc.MACHINE: attributes[sc.MACHINE]},
+    )
+    if target is None:
+        return
+    try:
+        target.add(sc.EVENT_TRANSITION, attributes)
+    finally:
+        target.end()
+
+
+def _source_of(event_data: Any, transition: Any) -> str:
+    state = getattr(event_data, "state", None)
+    return _state_name(state) if state is not None else str(transition.source)
+
+
+def _wrap_execute(orig: Any) -> Any:
+    @functools.wraps(orig)
+    def execute(self: Any, event_data: Any) -> Any:
+        if not (_Switch.on and RT.active):
+            return orig(self, event_data)
+        start_ns = time.time_ns()
+        try:
+            source = _source_of(event_data, self)
+        except Exception:  # noqa: BLE001 -- the guard logs it
+            log_internal_error()
+            return orig(self, event_data)
+        result = orig(self, event_data)
+        try:
+            _record(self, event_data, source, bool(result), start_ns)
+        except Exception:  # noqa: BLE001 -- the guard logs it
+            log_internal_error()
+        return result
+
+    execute._procscope_original = orig  # type: ignore[attr-defined]
+    return execute
+
+
+def _wrap_async_execute(orig: Any) -> Any:
+    @functools.wraps(orig)
+    async def execute(self: Any, event_data: Any) -> Any:
+        if not (_Switch.on and RT.active):
+            return await orig(self, event_data)
+        start_ns = time.time_ns()
+        try:
+            source = _source_of(event_data, self)
+        except Exception:  # noqa: BLE001 -- the guard logs it
+            log_internal_error()
+            return await orig(self, event_data)
+        result = await orig(self, event_data)
+        try:
+            _record(self, event_data, source, bool(result), start_ns)
+        except Exception:  # noqa: BLE001 -- the guard logs it
+            log_internal_error()
+        return result
+
+    execute._procscope_original = orig  # type: ignore[attr-defined]
+    return execute
+
+
+def _targets() -> list[tuple[Any, Any]]:
+    """(class, wrapper factory) for each Transition class that defines its own execute."""
+    from transitions.core import Transition
+
+    found: list[tuple[Any, Any]] = [(Transition, _wrap_execute)]
+    try:
+        from transitions.extensions.asyncio import AsyncTransition
+
+        found.append((AsyncTransition, _wrap_async_execute))
+    except Exception:  # noqa: BLE001 -- the asyncio extension is optional
+        pass
+    return found
+
+
+_sequence = itertools.count(1)
+
+
+class TransitionsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Records the transitions of every ``transitions`` state machine.
+
+    Switched on by :class:`~procscope.instrumentation.state.StateInstrumentor` when the
+    library is installed; usable alone too (it then configures the state runtime).
+    """
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments_transitions
+
+    def _instrument(self, **kwargs: Any) -> None:
+        if RT.tracer is None:
+            from . import _runtime
+            from .package import __version__
+
+            _runtime.configure(kwargs, __version__)
+            RT.active = True
+        for cls, factory in _targets():
+            current = cls.__dict__.get("execute")
+            if current is not None and not hasattr(current, "_procscope_original"):
+                cls.execute = factory(current)
+        _Switch.on = True
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        _Switch.on = False
+        for cls, _factory in _targets():
+            current = cls.__dict__.get("execute")
+            original = getattr(current, "_procscope_original", None)
+            if original is not None:
+                cls.execute = original
+
+
+__all__ = ["TransitionsInstrumentor", "default_name"]
