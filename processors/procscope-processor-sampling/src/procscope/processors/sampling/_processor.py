@@ -36,6 +36,13 @@ TIMEOUT = "timeout"  # the decision wait passed first
 EARLY = "early"  # memory limits: the oldest traces, or one trace over its own limit
 FLUSH = "flush"  # force_flush() or shutdown()
 
+_COUNTER_OF_REASON = {
+    COMPLETE: "decided_complete",
+    TIMEOUT: "decided_on_timeout",
+    EARLY: "decided_early",
+    FLUSH: "decided_at_flush",
+}
+
 _DROPPED = -1.0  # the decision memory's value for a dropped trace (kept: its probability)
 _MIN_SLEEP = 0.005
 
@@ -315,7 +322,7 @@ class TailSamplingProcessor(SpanProcessor):
             late = trace.late
             spans = trace.spans + late if late else trace.spans
             self._remember_locked(trace.trace_id, probability if kept else _DROPPED)  # type: ignore[arg-type]
-            counts["decided_" + ("on_timeout" if reason == TIMEOUT else reason)] += 1
+            counts[_COUNTER_OF_REASON[reason]] += 1
             if kept:
                 counts["kept_traces"] += 1
                 counts["kept_spans"] += len(spans)
