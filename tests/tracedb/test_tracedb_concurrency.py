@@ -58,12 +58,14 @@ def test_eight_processes_write_exactly_160000_spans(db_path, make_traces):
 KILLED_WRITER = textwrap.dedent(
     """
     import sys
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.trace import SpanContext, TraceFlags
     from procscope.exporters.tracedb import TraceDBSpanExporter
 
     path, batch_size = sys.argv[1], int(sys.argv[2])
     exporter = TraceDBSpanExporter(path)
+    resource = Resource.create({"service.name": "killed"})
     n = 0
     while True:
         n += 1
@@ -72,13 +74,15 @@ KILLED_WRITER = textwrap.dedent(
                 name=f"batch {n}",
                 context=SpanContext(n, i + 1, is_remote=False, trace_flags=TraceFlags(1)),
                 attributes={"i": i, "pad": "x" * 200},
+                resource=resource,
                 start_time=n * 10**9 + i,
                 end_time=n * 10**9 + i + 1,
             )
             for i in range(batch_size)
         ]
+        print("exporting", n, flush=True)
         assert exporter.export(spans).name == "SUCCESS"
-        print(n, flush=True)  # only after the commit returned
+        print("committed", n, flush=True)  # only after the commit returned
     """
 )
 
@@ -94,13 +98,22 @@ def test_writer_killed_mid_batch_leaves_every_committed_span(db_path, tmp_path):
         text=True,
     )
     assert proc.stdout is not None
-    committed = [int(proc.stdout.readline()) for _ in range(4)]
-    # The writer is now building or inserting batch 5 (a batch takes tens of ms).
-    time.sleep(0.01)
+    committed: list[int] = []
+    export_times = []
+    while len(committed) < 4:
+        assert proc.stdout.readline().split()[0] == "exporting"
+        started = time.monotonic()
+        what, n = proc.stdout.readline().split()
+        assert what == "committed"
+        export_times.append(time.monotonic() - started)
+        committed.append(int(n))
+    # Kill half way through the next export() (its insert and commit), as timed above.
+    assert proc.stdout.readline().split() == ["exporting", "5"]
+    time.sleep(sorted(export_times)[1] / 2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(30)
-    # Any batch number it printed before dying was committed too.
-    committed += [int(line) for line in proc.stdout.read().split()]
+    # If it finished that batch before the signal landed, the batch is committed too.
+    committed += [int(n) for what, n in _pairs(proc.stdout.read().split()) if what == "committed"]
     proc.stdout.close()
     assert os.path.exists(db_path + "-wal")  # it died without a clean close
     with TraceDB(db_path) as db:
@@ -112,6 +125,10 @@ def test_writer_killed_mid_batch_leaves_every_committed_span(db_path, tmp_path):
     # At most the batch in flight may have landed as well, and then whole.
     assert all(count == batch_size for count in counts.values()), counts
     assert len(counts) <= 1
+
+
+def _pairs(words: list[str]) -> list[tuple[str, str]]:
+    return list(zip(words[::2], words[1::2]))
 
 
 def _reader(path: str, stop, results) -> None:

@@ -27,19 +27,22 @@ def connect_for_reading(path: str, busy_timeout_s: float = 5.0) -> sqlite3.Conne
     if not os.path.exists(path):
         raise TraceDBError(path, "no such file")
     _schema.check_header(path)
-    uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
     try:
-        conn = sqlite3.connect(
-            uri, uri=True, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
+        conn, marks = _open_read_only(path, busy_timeout_s, immutable=False)
     except sqlite3.Error as exc:
-        raise TraceDBError(path, f"cannot open it ({exc})") from None
+        wal = path + "-wal"
+        if (os.path.exists(wal) and os.path.getsize(wal) > 0) or not _on_read_only_fs(path):
+            raise TraceDBError(path, f"cannot read it ({exc})") from None
+        # A WAL-mode DB on a read-only file system, closed cleanly (no WAL left): SQLite
+        # cannot create the -shm index it wants, but nothing can change the file either,
+        # so it may be read as immutable.
+        try:
+            conn, marks = _open_read_only(path, busy_timeout_s, immutable=True)
+        except sqlite3.Error as exc2:
+            raise TraceDBError(path, f"cannot read it ({exc2})") from None
+    app_id, version, objects = marks
     try:
-        app_id, version, objects = _schema.read_marks(conn)
         action = _schema.check_marks(path, app_id, version, objects)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise TraceDBError(path, f"cannot read it ({exc})") from None
     except TraceDBError:
         conn.close()
         raise
@@ -54,6 +57,27 @@ def connect_for_reading(path: str, busy_timeout_s: float = 5.0) -> sqlite3.Conne
             "writing to it migrates it to the current version",
         )
     return conn
+
+
+def _open_read_only(
+    path: str, busy_timeout_s: float, *, immutable: bool
+) -> tuple[sqlite3.Connection, tuple[int, int, int]]:
+    uri = "file:" + urllib.parse.quote(path) + "?mode=ro" + ("&immutable=1" if immutable else "")
+    conn = sqlite3.connect(
+        uri, uri=True, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+    )
+    try:
+        return conn, _schema.read_marks(conn)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _on_read_only_fs(path: str) -> bool:
+    try:
+        return bool(os.statvfs(os.path.dirname(path) or ".").f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 class TraceDB:

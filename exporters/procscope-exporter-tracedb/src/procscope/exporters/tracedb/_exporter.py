@@ -36,6 +36,7 @@ from ._common.settings import (
     parse_positive_float,
     resolve_one,
 )
+from ._db import _on_read_only_fs
 from ._schema import TraceDBError
 from ._writer import Batch, Writer, encode_attributes
 
@@ -263,6 +264,8 @@ class TraceDBSpanExporter(SpanExporter):
             self._warn(exc.reason, len(spans), stopping=exc.permanent)
         except (sqlite3.Error, OSError) as exc:
             reason = str(exc) or type(exc).__name__
+            if _on_read_only_fs(self.path):
+                reason = f"it is on a read-only file system ({reason})"
             if self._writer is not None and isinstance(exc, sqlite3.DatabaseError):
                 if "not a database" in reason or "malformed" in reason:
                     # The file was replaced or damaged under us: reopen (and re-check)
