@@ -94,6 +94,7 @@ def prune(
             conn.execute("ROLLBACK")
         raise
     if deleted:
-        # Give the freed pages back to the file system (one page per step: fetch all).
-        conn.execute("PRAGMA incremental_vacuum").fetchall()
+        # Give the freed pages back to the file system. executescript, not execute: the
+        # pragma frees one page per step, and execute() steps a row-less statement once.
+        conn.executescript("PRAGMA incremental_vacuum;")
     return deleted

@@ -89,7 +89,9 @@ def create_file(path: str) -> None:
     os.close(fd)
 
 
-def connect_for_writing(path: str, busy_timeout_s: float) -> sqlite3.Connection:
+def connect_for_writing(
+    path: str, busy_timeout_s: float, wal_limit: int = 16 * 1024 * 1024
+) -> sqlite3.Connection:
     """Open, check and if need be create or migrate the DB at ``path``.
 
     Raises :class:`TraceDBError` for a file that must not be written (foreign, newer
@@ -121,7 +123,9 @@ def connect_for_writing(path: str, busy_timeout_s: float) -> sqlite3.Connection:
         # every batch.
         conn.execute("PRAGMA synchronous = NORMAL")
         # Without a limit a WAL that once grew large (a burst) keeps its size forever.
-        conn.execute("PRAGMA journal_size_limit = 16777216")
+        conn.execute(f"PRAGMA journal_size_limit = {wal_limit}")
+        # Checkpoint (copy the WAL into the DB) once the WAL holds about that many bytes.
+        conn.execute(f"PRAGMA wal_autocheckpoint = {max(64, min(1000, wal_limit // 4096))}")
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Checked again under the write lock: another process may have created it.
@@ -155,7 +159,12 @@ class Writer:
         retention_interval_s: float = 10.0,
     ) -> None:
         self.path = path
-        self.conn = connect_for_writing(path, busy_timeout_s)
+        # With a size limit, the WAL is truncated after checkpoints to a quarter of it
+        # (at least 256 KiB), so that the DB and its WAL together stay near the limit.
+        wal_limit = 16 * 1024 * 1024
+        if max_bytes is not None:
+            wal_limit = min(wal_limit, max(max_bytes // 4, 256 * 1024))
+        self.conn = connect_for_writing(path, busy_timeout_s, wal_limit)
         self.pid = os.getpid()
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
