@@ -188,7 +188,9 @@ def _make_bootstrap(original: Any) -> Any:
                 attributes[KIND] = "process"
                 attributes[ROLE] = "run"
                 attributes[PID] = os.getpid()
-                attributes[PARENT_PID] = os.getppid()
+                # The process that started it (a forkserver child's OS parent is the
+                # fork server, which is not what anyone asked for).
+                attributes[PARENT_PID] = self.__dict__.get("_parent_pid") or os.getppid()
                 attributes[PROCESS_NAME] = launch.name
                 attributes[START_METHOD] = launch.method
                 attributes[TARGET] = launch.target

@@ -148,9 +148,12 @@ def start_span(
     ctx: otel_context.Context | None = None,
     start_time: int | None = None,
 ) -> Any:
-    return runtime.tracer.start_span(
-        name, context=ctx, attributes=attributes, start_time=start_time
-    )
+    span = runtime.tracer.start_span(name, context=ctx, start_time=start_time)
+    # Set after the start, not passed to start_span: the SDK keeps only the attributes
+    # that the sampler hands back, and a sampler that returns none would drop them all.
+    if attributes:
+        span.set_attributes(attributes)
+    return span
 
 
 def end_with_error(span: Any, exc: BaseException | None, description: str | None = None) -> None:
