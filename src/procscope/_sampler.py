@@ -93,8 +93,10 @@ class AdjustableRateSampler(Sampler):
         if drawn:
             ot += f";rv:{randomness:014x}"
         if trace_state:
-            state = trace_state.update(OT_KEY, ot) if OT_KEY in trace_state else trace_state.add(
-                OT_KEY, ot
+            state = (
+                trace_state.update(OT_KEY, ot)
+                if OT_KEY in trace_state
+                else trace_state.add(OT_KEY, ot)
             )
         else:
             state = TraceState([(OT_KEY, ot)])

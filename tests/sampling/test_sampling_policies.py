@@ -7,7 +7,6 @@ import time
 
 import pytest
 from opentelemetry.trace import StatusCode
-
 from procscope.processors.sampling import (
     PROBABILITY_ATTRIBUTE,
     AbnormalEndPolicy,
@@ -35,7 +34,7 @@ def make_trace(p, name: str, children: int = 1, **child_attributes) -> int:
 
 
 def test_error_policy_keeps_error_status_and_exception_events(pipeline) -> None:
-    """ErrorPolicy keeps a trace with a span in status ERROR or with an exception event, not others."""
+    """ErrorPolicy keeps traces with a span in status ERROR or an exception event, not others."""
     p = pipeline(ErrorPolicy())
     with p.tracer.start_as_current_span("status") as status_root:
         with p.tracer.start_as_current_span("child") as child:
@@ -185,7 +184,7 @@ def test_predicate_policy_and_plain_callables(pipeline) -> None:
 
 
 def test_any_of_takes_the_highest_probability(pipeline) -> None:
-    """AnyOf keeps on any match; an error trace has probability 1 even with a 100% rate policy first."""
+    """AnyOf keeps on any match; an error trace gets probability 1 whatever the order."""
     p = pipeline(AnyOf(ProbabilisticPolicy(1.0), ErrorPolicy()))
     with p.tracer.start_as_current_span("err") as span:
         span.set_status(StatusCode.ERROR)

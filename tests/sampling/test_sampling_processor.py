@@ -11,7 +11,6 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode, TraceState
-
 from procscope.processors.sampling import (
     PROBABILITY_ATTRIBUTE,
     AnyOf,
@@ -121,7 +120,7 @@ def test_span_starting_after_its_trace_was_decided_follows_the_decision(pipeline
 
 
 def test_memory_limit_decides_oldest_traces_early_and_loses_none(pipeline) -> None:
-    """Over max_buffered_spans, the oldest open traces are decided early; every span is accounted."""
+    """Over max_buffered_spans the oldest open traces are decided early; no span is lost."""
     p = pipeline(keep_all(), max_buffered_spans=50, decision_wait_seconds=60)
     from opentelemetry.trace import set_span_in_context
 
@@ -158,7 +157,9 @@ def test_trace_count_limit_decides_oldest_traces_early(pipeline) -> None:
 def test_one_huge_trace_cannot_starve_the_others(pipeline) -> None:
     """A trace over max_spans_per_trace is decided alone; small traces stay buffered and whole."""
     p = pipeline(
-        SpanCountPolicy(1), max_buffered_spans=1000, max_spans_per_trace=100,
+        SpanCountPolicy(1),
+        max_buffered_spans=1000,
+        max_spans_per_trace=100,
         decision_wait_seconds=60,
     )
     from opentelemetry.trace import set_span_in_context
@@ -343,7 +344,7 @@ def test_tail_threshold_combines_with_the_head_threshold(pipeline) -> None:
 
 
 def test_kept_span_copy_leaves_other_processors_view_alone(pipeline) -> None:
-    """The probability goes on our copy: a second processor of the provider sees the span unchanged."""
+    """The probability goes on our copy: another processor of the provider sees no change."""
     p = pipeline(keep_all())
     other = InMemorySpanExporter()
     p.provider.add_span_processor(SimpleSpanProcessor(other))
@@ -354,7 +355,7 @@ def test_kept_span_copy_leaves_other_processors_view_alone(pipeline) -> None:
 
 
 def test_concurrent_threads_lose_no_span(pipeline) -> None:
-    """8 real threads making traces at once: every span is kept or dropped by decision, none lost."""
+    """8 real threads making traces at once: every span is kept or dropped by decision."""
     p = pipeline(AnyOf(ErrorPolicy(), ProbabilisticPolicy(0.5)), max_buffered_spans=300)
     barrier = threading.Barrier(8)
 

@@ -7,9 +7,6 @@ import random
 import pytest
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import TraceState
-
-from procscope._common import head_sampling
-from procscope._sampler import AdjustableRateSampler
 from procscope.processors.sampling import (
     PROBABILITY_ATTRIBUTE,
     AnyOf,
@@ -17,6 +14,9 @@ from procscope.processors.sampling import (
     ProbabilisticPolicy,
     TraceData,
 )
+
+from procscope._common import head_sampling
+from procscope._sampler import AdjustableRateSampler
 
 N = 100_000
 TOLERANCE = 0.005
@@ -45,7 +45,7 @@ def test_probabilistic_policy_edges_keep_none_or_all(rate: float) -> None:
 
 @pytest.mark.parametrize("rate", [0.01, 0.2, 0.5])
 def test_head_sampler_keeps_the_rate_of_100000_root_spans(rate: float, live_rate) -> None:
-    """AdjustableRateSampler (trace-id randomness) samples rate of 100,000 roots, within 0.5 points."""
+    """AdjustableRateSampler samples rate of 100,000 roots (trace-id randomness), +-0.5 points."""
     sampler = AdjustableRateSampler(rate)
     kept = 0
     for trace_id in seeded_trace_ids(11):
@@ -68,7 +68,7 @@ def test_gate_draws_the_live_rate_of_100000_roots(rate: float, live_rate) -> Non
 
 
 def test_tail_rate_through_a_real_pipeline(pipeline) -> None:
-    """100,000 real root spans through the SDK and the tail processor: 10% kept, within 0.5 points."""
+    """100,000 real root spans through the SDK and the tail processor: 10% kept, +-0.5 points."""
     p = pipeline(ProbabilisticPolicy(0.1), seed=99, max_buffered_spans=1000)
     for _ in range(N):
         p.tracer.start_span("op").end()

@@ -46,9 +46,7 @@ _state: Any = shared_state.get()
 _live = shared_state.settings()
 # One thread-local per process, shared by every copy of this module: the gate may run in
 # the messaging plugin's copy and the sampler reads from the root package's copy.
-_hand_over: threading.local = _state.__dict__.setdefault(
-    "head_sampling_local", threading.local()
-)
+_hand_over: threading.local = _state.__dict__.setdefault("head_sampling_local", threading.local())
 _getrandbits = random.getrandbits
 
 

@@ -260,9 +260,7 @@ class TailSamplingProcessor(SpanProcessor):
                         ready = [self._close_locked(trace)]
                     elif len(trace.spans) >= self._max_per_trace:
                         ready, reason = [self._close_locked(trace)], EARLY
-                    elif (
-                        self._buffered > self._max_spans or len(self._traces) > self._max_traces
-                    ):
+                    elif self._buffered > self._max_spans or len(self._traces) > self._max_traces:
                         ready, reason = self._evict_oldest_locked(), EARLY
             if ready:
                 self._decide(ready, reason)
@@ -476,4 +474,3 @@ class TailSamplingProcessor(SpanProcessor):
 
     def __repr__(self) -> str:
         return f"TailSamplingProcessor({self._next!r}, policy={self._policy!r})"
-

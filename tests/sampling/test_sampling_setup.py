@@ -1,0 +1,127 @@
+"""procscope.setup() in tail mode: PROCSCOPE_SAMPLING=tail, wiring, and a 1% program end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from procscope.processors.sampling import TailSamplingProcessor
+
+from procscope._common import head_sampling
+from procscope._common.settings import SettingWarning, resolve
+from procscope._pipeline import build_processors, sampling_mode
+
+
+def shut(processors) -> None:
+    for processor in processors:
+        processor.shutdown()
+
+
+def test_head_mode_is_the_default_and_adds_no_tail_processor(monkeypatch, live_rate) -> None:
+    """Without PROCSCOPE_SAMPLING, build_processors makes plain batch processors only."""
+    monkeypatch.delenv("PROCSCOPE_SAMPLING", raising=False)
+    settings = resolve(exporter="console", sample_rate=0.1, environ={})
+    processors = build_processors(settings)
+    try:
+        assert sampling_mode(settings) == "head"
+        assert [type(p) for p in processors] == [BatchSpanProcessor]
+        assert not head_sampling.records_every_trace()
+    finally:
+        shut(processors)
+
+
+def test_tail_mode_puts_one_tail_processor_in_front_of_every_exporter(
+    monkeypatch, live_rate
+) -> None:
+    """PROCSCOPE_SAMPLING=tail: one TailSamplingProcessor feeds the batch processors."""
+    monkeypatch.setenv("PROCSCOPE_SAMPLING", "TAIL")
+    settings = resolve(exporter="console", environ={})
+    processors = build_processors(settings)
+    try:
+        assert [type(p) for p in processors] == [TailSamplingProcessor]
+        assert isinstance(processors[0].next_processor, BatchSpanProcessor)
+        assert head_sampling.records_every_trace()
+        live_rate(0.0)
+        assert head_sampling.should_record()  # the head no longer drops anything
+    finally:
+        shut(processors)
+
+
+def test_bad_sampling_mode_warns_and_uses_head(monkeypatch, live_rate) -> None:
+    """A bad PROCSCOPE_SAMPLING gives one SettingWarning naming it and the value; head is used."""
+    monkeypatch.setenv("PROCSCOPE_SAMPLING", "sometimes")
+    settings = resolve(exporter="console", environ={})
+    with pytest.warns(SettingWarning, match="PROCSCOPE_SAMPLING.*'sometimes'"):
+        processors = build_processors(settings)
+    try:
+        assert [type(p) for p in processors] == [BatchSpanProcessor]
+    finally:
+        shut(processors)
+
+
+PROGRAM = """
+import procscope
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
+
+procscope.setup(sample_rate=0.01, exporter="console", level="minimal")
+tracer = trace.get_tracer("app")
+for i in range(3000):
+    with tracer.start_as_current_span(f"job{i}") as job:
+        with tracer.start_as_current_span("step") as step:
+            if i % 100 == 7:
+                step.set_status(StatusCode.ERROR, "failed")
+procscope.configure(sample_rate=1.0)
+for i in range(20):
+    with tracer.start_as_current_span(f"after{i}"):
+        pass
+procscope.shutdown()
+"""
+
+
+def console_spans(stdout: str) -> list[dict]:
+    decoder = json.JSONDecoder()
+    spans, index = [], 0
+    while (start := stdout.find("{", index)) >= 0:
+        try:
+            obj, index = decoder.raw_decode(stdout, start)
+        except json.JSONDecodeError:
+            index = start + 1
+            continue
+        if isinstance(obj, dict) and "context" in obj:
+            spans.append(obj)
+    return spans
+
+
+def test_tail_mode_at_one_percent_keeps_every_error_trace(tmp_path: Path) -> None:
+    """A real program at sample_rate=0.01, tail mode: all 30 error traces kept, ~1% of others."""
+    (tmp_path / "app.py").write_text(textwrap.dedent(PROGRAM))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
+    env.update(PROCSCOPE_SAMPLING="tail", PROCSCOPE_RAISE_INTERNAL_ERRORS="1")
+    result = subprocess.run(
+        [sys.executable, "app.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    spans = console_spans(result.stdout)
+    roots = {s["name"] for s in spans if s["parent_id"] is None}
+    errors = {f"job{i}" for i in range(3000) if i % 100 == 7}
+    assert errors <= roots
+    others = {r for r in roots if r.startswith("job")} - errors
+    assert 5 <= len(others) <= 80  # about 1% of 2970: a binomial around 30
+    # After configure(sample_rate=1.0), the tail keeps everything: the live rate is read.
+    assert {f"after{i}" for i in range(20)} <= roots
+    probabilities = {s["name"]: s["attributes"]["procscope.sampling.probability"] for s in spans}
+    assert {probabilities[name] for name in errors} == {1.0}
+    assert {round(probabilities[name], 6) for name in others} == {0.01}
