@@ -34,6 +34,16 @@ from ._common.head_sampling import (
 _DROP = SamplingResult(Decision.DROP)
 
 
+def _with_callers(attributes: Attributes, ours: Attributes) -> Attributes:
+    """The span's own start attributes plus ours: the SDK gives a sampled span only the
+    attributes in the SamplingResult, so leaving the caller's out would erase them."""
+    if not attributes:
+        return ours
+    if not ours:
+        return attributes
+    return {**attributes, **ours}
+
+
 class AdjustableRateSampler(Sampler):
     """Parent-based consistent probability sampler whose rate ``procscope.configure`` changes.
 
@@ -72,14 +82,16 @@ class AdjustableRateSampler(Sampler):
             parent_state = parent.trace_state
             ot = parent_state.get(OT_KEY) if parent_state else None
             if ot is None:
-                return SamplingResult(Decision.RECORD_AND_SAMPLE, None, parent_state)
+                return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, parent_state)
             return SamplingResult(
-                Decision.RECORD_AND_SAMPLE, self._attributes_for(ot), parent_state
+                Decision.RECORD_AND_SAMPLE,
+                _with_callers(attributes, self._attributes_for(ot)),
+                parent_state,
             )
         randomness = take_root_randomness()
         threshold = self._rate_and_threshold[1]
         if threshold == 0 or records_every_trace():
-            return SamplingResult(Decision.RECORD_AND_SAMPLE, None, trace_state)
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, trace_state)
         drawn = randomness >= 0
         if not drawn:
             randomness = trace_id & RANDOMNESS_MASK
@@ -102,7 +114,7 @@ class AdjustableRateSampler(Sampler):
             state = TraceState([(OT_KEY, ot)])
         return SamplingResult(
             Decision.RECORD_AND_SAMPLE,
-            {PROBABILITY_ATTRIBUTE: probability_of(threshold)},
+            _with_callers(attributes, {PROBABILITY_ATTRIBUTE: probability_of(threshold)}),
             state,
         )
 
