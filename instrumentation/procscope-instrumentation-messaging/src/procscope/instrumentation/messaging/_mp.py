@@ -1,0 +1,367 @@
+"""``multiprocessing``: Queue, JoinableQueue, SimpleQueue, Pipe connections, Manager queues.
+
+All are Python classes, patched on the class (so queues made before ``instrument()`` or
+through a context, ``get_context("spawn").Queue()``, are traced too). A sampled message
+travels as :class:`~._carry.Carried` (or :class:`~._carry.Hop` through a Manager), which
+unpickles to the message itself; see :mod:`._carry`. Queues, pipe ends and proxies take
+their procscope names along when they are pickled to a child process.
+
+Connections are traced only when made by ``multiprocessing.Pipe()`` after
+``instrument()`` from the program's own code: multiprocessing's own connections (Pool,
+Manager, resource sharer) carry other APIs' traffic, and ``Client``/``Listener``
+connections may lead to a program without procscope.
+"""
+
+from __future__ import annotations
+
+import multiprocessing.connection as mp_connection
+import multiprocessing.managers as mp_managers
+import multiprocessing.queues as mp_queues
+import multiprocessing.reduction as mp_reduction
+import time
+from typing import Any
+
+from . import _carry, _core
+from ._common.guard import log_internal_error
+from ._common.naming import get_name
+from ._core import SYSTEM_MANAGER, SYSTEM_MP_PIPE, SYSTEM_MP_QUEUE, attached_get, record, release
+from ._naming import INTERNAL_ATTR, PIPE_FACTORIES, name_of, names_state, note_site
+from ._patching import Patcher, original
+
+_time_ns = time.time_ns
+PIPE_ATTR = "_procscope_pipe"
+_PROXY_QUEUE_TYPES = frozenset(("Queue", "JoinableQueue"))
+_PROXY_PUTS = frozenset(("put", "put_nowait"))
+_PROXY_GETS = frozenset(("get", "get_nowait"))
+
+
+def _release() -> None:
+    try:
+        release()
+    except Exception:  # noqa: BLE001
+        log_internal_error()
+
+
+def _start(system: str, operation: str, target: Any, item: Any,
+           size: int | None = None) -> tuple[Any, Any]:
+    """(span, carrier) for a sampled send, or (None, None) if ours failed."""
+    try:
+        return _core.start_send(system, operation, name_of(target), type(target).__name__,
+                                item, size)
+    except Exception:  # noqa: BLE001
+        log_internal_error()
+        return None, None
+
+
+def _call_traced(span: Any, function: Any, *args: Any) -> Any:
+    try:
+        result = function(*args)
+    except BaseException as exc:
+        _core.end_with(span, exc)
+        raise
+    _core.end_with(span, None)
+    return result
+
+
+def _receive(carrier: Any, system: str, operation: str, target: Any, started: int,
+             item: Any, destination: str | None = None, size: int | None = None) -> None:
+    try:
+        _core.receive(carrier, system, operation, destination or name_of(target),
+                      type(target).__name__, started, item, size)
+    except Exception:  # noqa: BLE001
+        log_internal_error()
+
+
+# --- queues -----------------------------------------------------------------------------------
+
+def _queue_put(orig_put: Any) -> Any:
+    def put(self: Any, obj: Any, block: bool = True, timeout: float | None = None) -> Any:
+        if not record() or self.__dict__.get(INTERNAL_ATTR):
+            return orig_put(self, obj, block, timeout)
+        span, carrier = _start(SYSTEM_MP_QUEUE, "put", self, obj)
+        if span is None:
+            return orig_put(self, obj, block, timeout)
+        message = obj if carrier is None else _carry.Carried(obj, carrier)
+        return _call_traced(span, orig_put, self, message, block, timeout)
+
+    put.__wrapped__ = orig_put  # type: ignore[attr-defined]
+    return put
+
+
+def _queue_get(orig_get: Any) -> Any:
+    def get(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if attached_get() is not None:
+            _release()
+        _carry.clear()
+        started = _time_ns()
+        obj = orig_get(self, *args, **kwargs)
+        carrier = _carry.take()
+        if carrier is not None:
+            _receive(carrier, SYSTEM_MP_QUEUE, "get", self, started, obj)
+        return obj
+
+    get.__wrapped__ = orig_get  # type: ignore[attr-defined]
+    return get
+
+
+def _simple_put(orig_put: Any) -> Any:
+    def put(self: Any, obj: Any) -> Any:
+        if not record() or self.__dict__.get(INTERNAL_ATTR):
+            return orig_put(self, obj)
+        span, carrier = _start(SYSTEM_MP_QUEUE, "put", self, obj)
+        if span is None:
+            return orig_put(self, obj)
+        message = obj if carrier is None else _carry.Carried(obj, carrier)
+        return _call_traced(span, orig_put, self, message)
+
+    put.__wrapped__ = orig_put  # type: ignore[attr-defined]
+    return put
+
+
+def _task_done(orig_task_done: Any) -> Any:
+    def task_done(self: Any) -> Any:
+        if attached_get() is not None:
+            _release()
+        return orig_task_done(self)
+
+    task_done.__wrapped__ = orig_task_done  # type: ignore[attr-defined]
+    return task_done
+
+
+def _init(orig_init: Any) -> Any:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+        orig_init(self, *args, **kwargs)
+        try:
+            if "_procscope_site" not in self.__dict__:  # JoinableQueue calls Queue's too
+                note_site(self)
+        except Exception:  # noqa: BLE001
+            log_internal_error()
+
+    __init__.__wrapped__ = orig_init  # type: ignore[attr-defined]
+    return __init__
+
+
+def _reduce_ex(self: Any, protocol: int) -> Any:
+    """Pickle a multiprocessing queue as copyreg would, plus its procscope names."""
+    return (_carry.rebuild_from_state, (type(self), self.__getstate__(), names_state(self)))
+
+
+# --- pipes ------------------------------------------------------------------------------------
+
+def _pipe(orig_pipe: Any) -> Any:
+    def Pipe(duplex: bool = True) -> Any:  # noqa: N802 -- the name it replaces
+        ends = orig_pipe(duplex)
+        try:
+            first = ends[0]
+            note_site(first, 2, PIPE_FACTORIES)
+            d = first.__dict__
+            if not d.get(INTERNAL_ATTR):
+                name = name_of(first)
+                for end in ends:
+                    end.__dict__[PIPE_ATTR] = True
+                    end.__dict__["_procscope_default_name"] = name
+        except Exception:  # noqa: BLE001
+            log_internal_error()
+        return ends
+
+    Pipe.__wrapped__ = orig_pipe  # type: ignore[attr-defined]
+    Pipe.__doc__ = orig_pipe.__doc__
+    return Pipe
+
+
+def _conn_send(orig_send: Any) -> Any:
+    def send(self: Any, obj: Any) -> Any:
+        if not self.__dict__.get(PIPE_ATTR) or not record():
+            return orig_send(self, obj)
+        span, carrier = _start(SYSTEM_MP_PIPE, "send", self, obj)
+        if span is None:
+            return orig_send(self, obj)
+        message = obj if carrier is None else _carry.Carried(obj, carrier)
+        return _call_traced(span, orig_send, self, message)
+
+    send.__wrapped__ = orig_send  # type: ignore[attr-defined]
+    return send
+
+
+def _conn_recv(orig_recv: Any) -> Any:
+    def recv(self: Any) -> Any:
+        if not self.__dict__.get(PIPE_ATTR):
+            return orig_recv(self)
+        if attached_get() is not None:
+            _release()
+        _carry.clear()
+        started = _time_ns()
+        obj = orig_recv(self)
+        carrier = _carry.take()
+        if carrier is not None:
+            # The receiving end's own given name, else the name the sender used.
+            _receive(carrier, SYSTEM_MP_PIPE, "recv", self, started, obj,
+                     destination=get_name(self) or carrier[_core.C_DESTINATION])
+        return obj
+
+    recv.__wrapped__ = orig_recv  # type: ignore[attr-defined]
+    return recv
+
+
+def _conn_send_bytes(orig_send_bytes: Any) -> Any:
+    def send_bytes(self: Any, buf: Any, offset: int = 0, size: int | None = None) -> Any:
+        if not self.__dict__.get(PIPE_ATTR) or not record():
+            return orig_send_bytes(self, buf, offset, size)
+        try:
+            nbytes = size if size is not None else memoryview(buf).nbytes - offset
+        except Exception:  # noqa: BLE001 -- the original call reports a bad buffer
+            nbytes = None
+        span, _ = _start(SYSTEM_MP_PIPE, "send_bytes", self, buf, nbytes)
+        if span is None:
+            return orig_send_bytes(self, buf, offset, size)
+        # Raw bytes cannot carry a context: the span stands alone (see docs/messaging.md).
+        span.set_attribute(_core.CONTEXT_PROPAGATED, False)
+        return _call_traced(span, orig_send_bytes, self, buf, offset, size)
+
+    send_bytes.__wrapped__ = orig_send_bytes  # type: ignore[attr-defined]
+    return send_bytes
+
+
+def _conn_recv_bytes(orig_recv_bytes: Any) -> Any:
+    def recv_bytes(self: Any, maxlength: int | None = None) -> Any:
+        if not self.__dict__.get(PIPE_ATTR):
+            return orig_recv_bytes(self, maxlength)
+        if attached_get() is not None:
+            _release()
+        if not record():
+            return orig_recv_bytes(self, maxlength)
+        started = _time_ns()
+        data = orig_recv_bytes(self, maxlength)
+        try:
+            _core.receive_unlinked(SYSTEM_MP_PIPE, "recv_bytes", name_of(self),
+                                   type(self).__name__, started, len(data))
+        except Exception:  # noqa: BLE001
+            log_internal_error()
+        return data
+
+    recv_bytes.__wrapped__ = orig_recv_bytes  # type: ignore[attr-defined]
+    return recv_bytes
+
+
+def _connection_reducer(orig_reduce: Any) -> Any:
+    def reduce_connection(conn: Any) -> Any:
+        rebuild, args = orig_reduce(conn)
+        state = names_state(conn)
+        if conn.__dict__.get(PIPE_ATTR):
+            state[PIPE_ATTR] = True
+        if not state:
+            return rebuild, args
+        return _carry.rebuild_with_names, (rebuild, args, state)
+
+    return reduce_connection
+
+
+# --- Manager queues (proxies) --------------------------------------------------------------------
+
+def _proxy_callmethod(orig_callmethod: Any) -> Any:
+    def _callmethod(self: Any, methodname: str, args: Any = (), kwds: Any = {}) -> Any:  # noqa: B006
+        try:
+            traced = self._token.typeid in _PROXY_QUEUE_TYPES
+        except Exception:  # noqa: BLE001
+            traced = False
+        if not traced:
+            return orig_callmethod(self, methodname, args, kwds)
+        if methodname in _PROXY_PUTS:
+            return _proxy_put(orig_callmethod, self, methodname, args, kwds)
+        if methodname in _PROXY_GETS:
+            if attached_get() is not None:
+                _release()
+            _carry.clear()
+            started = _time_ns()
+            obj = orig_callmethod(self, methodname, args, kwds)
+            carrier = _carry.take()
+            if carrier is not None:
+                _receive(carrier, SYSTEM_MANAGER, methodname, self, started, obj)
+            return obj
+        if methodname == "task_done" and attached_get() is not None:
+            _release()
+        return orig_callmethod(self, methodname, args, kwds)
+
+    _callmethod.__wrapped__ = orig_callmethod  # type: ignore[attr-defined]
+    return _callmethod
+
+
+def _proxy_put(orig_callmethod: Any, proxy: Any, methodname: str, args: Any, kwds: Any) -> Any:
+    if not args or not record() or proxy.__dict__.get(INTERNAL_ATTR):
+        return orig_callmethod(proxy, methodname, args, kwds)
+    obj = args[0]
+    span, carrier = _start(SYSTEM_MANAGER, methodname, proxy, obj)
+    if span is None:
+        return orig_callmethod(proxy, methodname, args, kwds)
+    if carrier is not None:
+        args = (_carry.Hop(obj, carrier), *tuple(args)[1:])
+    return _call_traced(span, orig_callmethod, proxy, methodname, args, kwds)
+
+
+def _proxy_init(orig_init: Any) -> Any:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+        orig_init(self, *args, **kwargs)
+        try:
+            if self._token.typeid in _PROXY_QUEUE_TYPES:
+                note_site(self)
+        except Exception:  # noqa: BLE001
+            log_internal_error()
+
+    __init__.__wrapped__ = orig_init  # type: ignore[attr-defined]
+    return __init__
+
+
+def _proxy_reduce(orig_reduce: Any) -> Any:
+    def __reduce__(self: Any) -> Any:  # noqa: N807
+        rebuild, args = orig_reduce(self)
+        try:
+            state = names_state(self) if self._token.typeid in _PROXY_QUEUE_TYPES else {}
+        except Exception:  # noqa: BLE001
+            state = {}
+        if not state:
+            return rebuild, args
+        return _carry.rebuild_with_names, (rebuild, args, state)
+
+    __reduce__.__wrapped__ = orig_reduce  # type: ignore[attr-defined]
+    return __reduce__
+
+
+class MultiprocessingMessaging:
+    """Instruments multiprocessing's queues, pipes and Manager queue proxies."""
+
+    def __init__(self) -> None:
+        self._patcher = Patcher()
+
+    def instrument(self) -> None:
+        p = self._patcher
+        for cls in (mp_queues.Queue, mp_queues.JoinableQueue, mp_queues.SimpleQueue):
+            p.patch(cls, "__init__", _init(original(cls, "__init__")))
+        p.patch(mp_queues.Queue, "put", _queue_put(original(mp_queues.Queue, "put")))
+        p.patch(mp_queues.JoinableQueue, "put",
+                _queue_put(original(mp_queues.JoinableQueue, "put")))
+        p.patch(mp_queues.Queue, "get", _queue_get(original(mp_queues.Queue, "get")))
+        p.patch(mp_queues.JoinableQueue, "task_done",
+                _task_done(original(mp_queues.JoinableQueue, "task_done")))
+        p.patch(mp_queues.SimpleQueue, "put", _simple_put(original(mp_queues.SimpleQueue, "put")))
+        p.patch(mp_queues.SimpleQueue, "get", _queue_get(original(mp_queues.SimpleQueue, "get")))
+        p.patch(mp_queues.Queue, "__reduce_ex__", _reduce_ex)
+        p.patch(mp_queues.SimpleQueue, "__reduce_ex__", _reduce_ex)
+
+        base = mp_connection._ConnectionBase
+        p.patch(mp_connection, "Pipe", _pipe(mp_connection.Pipe))
+        p.patch(base, "send", _conn_send(original(base, "send")))
+        p.patch(base, "recv", _conn_recv(original(base, "recv")))
+        p.patch(base, "send_bytes", _conn_send_bytes(original(base, "send_bytes")))
+        p.patch(base, "recv_bytes", _conn_recv_bytes(original(base, "recv_bytes")))
+        reducers = mp_reduction.ForkingPickler._extra_reducers  # type: ignore[attr-defined]
+        connection_cls = mp_connection.Connection
+        if connection_cls in reducers:
+            p.patch_item(reducers, connection_cls, _connection_reducer(reducers[connection_cls]))
+
+        proxy = mp_managers.BaseProxy
+        p.patch(proxy, "_callmethod", _proxy_callmethod(original(proxy, "_callmethod")))
+        p.patch(proxy, "__init__", _proxy_init(original(proxy, "__init__")))
+        p.patch(proxy, "__reduce__", _proxy_reduce(original(proxy, "__reduce__")))
+
+    def uninstrument(self) -> None:
+        self._patcher.restore()

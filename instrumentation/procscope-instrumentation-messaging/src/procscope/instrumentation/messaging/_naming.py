@@ -1,0 +1,175 @@
+"""Names of queues and pipes: given with ``procscope.name()``, else where they were made.
+
+At creation only the caller's file and line are noted (two attribute reads on a frame);
+the readable name, ``jobs@pipeline.py:12`` (the variable assigned on that line when the
+line reads like ``jobs = Queue()``), is made the first time a sampled message needs it.
+Queues made by the standard library itself (executor work queues, Pool and Manager
+plumbing), by OpenTelemetry or by procscope are marked *internal* and never traced: they
+carry other APIs' traffic, which those APIs' own instrumentation describes.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import re
+import sys
+import sysconfig
+from typing import Any
+
+from ._common.naming import get_name
+
+SITE_ATTR = "_procscope_site"
+DEFAULT_NAME_ATTR = "_procscope_default_name"
+INTERNAL_ATTR = "_procscope_internal"
+
+_ASSIGNED = re.compile(r"^\s*(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*)\s*(?::[^=]+)?=(?!=)")
+_ASSIGNED_PAIR = re.compile(r"^\s*\(?\s*([A-Za-z_]\w*)\s*,\s*([A-Za-z_]\w*)\s*\)?\s*=(?!=)")
+
+
+def _dir_of(path: str | None) -> str | None:
+    return os.path.normcase(os.path.abspath(path)) + os.sep if path else None
+
+
+_STDLIB = _dir_of(sysconfig.get_paths().get("stdlib"))
+_SITE_PACKAGES = ("site-packages" + os.sep, "dist-packages" + os.sep)
+_OURS = _dir_of(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))  # procscope/
+_MINE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_OTEL = os.sep + "opentelemetry" + os.sep
+
+
+def _is_library(filename: str) -> bool:
+    """Frames to skip when looking for the user code that made a queue."""
+    path = os.path.normcase(filename)
+    if _OURS is not None and path.startswith(_OURS):
+        return True
+    if _STDLIB is not None and path.startswith(_STDLIB):
+        return not any(part in path for part in _SITE_PACKAGES)
+    return _OTEL in path
+
+
+def _is_internal(filename: str) -> bool:
+    """Made by the standard library, OpenTelemetry or procscope: plumbing, not a message."""
+    return _is_library(filename) or filename.startswith("<frozen")
+
+
+def _factory_files() -> frozenset[str]:
+    """The modules between a user's call and ``__init__``: the classes and their factories."""
+    import asyncio.queues
+    import multiprocessing.connection
+    import multiprocessing.context
+    import multiprocessing.queues
+    import queue
+
+    modules = (queue, asyncio.queues, multiprocessing.queues, multiprocessing.context,
+               multiprocessing.connection)
+    return frozenset(m.__file__ for m in modules if m.__file__)
+
+
+_FACTORIES = _factory_files()
+# Pipe() is a factory only through a context (mp.Pipe, get_context(...).Pipe): a pipe made
+# inside multiprocessing.queues is a queue's own plumbing.
+PIPE_FACTORIES = frozenset(f for f in _FACTORIES if f.endswith(("context.py", "connection.py")))
+
+
+def note_site(obj: Any, depth: int = 2, factories: frozenset[str] | None = None) -> None:
+    """Remember where ``obj`` was made, and whether by a library (then it is internal).
+
+    Called from a patched ``__init__`` or factory; ``depth`` skips our own frames and
+    ``factories`` names the modules whose frames lead from the user's call to ours.
+    """
+    if factories is None:
+        factories = _FACTORIES
+    try:
+        d = obj.__dict__
+        frame: Any = sys._getframe(depth)
+    except (AttributeError, ValueError):
+        return
+    while frame is not None and (
+        frame.f_code.co_filename in factories or frame.f_code.co_filename.startswith(_MINE)
+    ):
+        frame = frame.f_back
+    if frame is None:
+        return
+    if _is_internal(frame.f_code.co_filename):
+        d[INTERNAL_ATTR] = True
+    first = frame
+    while frame is not None and _is_library(frame.f_code.co_filename):
+        frame = frame.f_back
+    if frame is None:
+        frame = first
+    d[SITE_ATTR] = (frame.f_code.co_filename, frame.f_lineno)
+
+
+def is_internal(obj: Any) -> bool:
+    try:
+        return bool(obj.__dict__.get(INTERNAL_ATTR))
+    except AttributeError:
+        return False
+
+
+def default_name(obj: Any) -> str:
+    """``variable@file.py:line`` where the object was made, or ``Type#id`` if unknown."""
+    try:
+        d = obj.__dict__
+    except AttributeError:
+        return f"{type(obj).__name__}#{id(obj):x}"
+    name = d.get(DEFAULT_NAME_ATTR)
+    if name is not None:
+        return name  # type: ignore[no-any-return]
+    site = d.get(SITE_ATTR)
+    if site is None:
+        name = f"{type(obj).__name__}#{id(obj):x}"
+    else:
+        filename, line = site
+        variable = None
+        text = linecache.getline(filename, line)
+        match = _ASSIGNED.match(text)
+        if match:
+            variable = match.group(1)
+        else:
+            pair = _ASSIGNED_PAIR.match(text)  # the two ends of a pipe: a, b = Pipe()
+            if pair:
+                variable = f"{pair.group(1)},{pair.group(2)}"
+        where = f"{os.path.basename(filename)}:{line}"
+        name = f"{variable}@{where}" if variable else f"{type(obj).__name__}@{where}"
+    d[DEFAULT_NAME_ATTR] = name
+    return name
+
+
+def name_of(obj: Any) -> str:
+    """The name to record for a queue or pipe."""
+    given = get_name(obj)
+    if given is not None:
+        return given
+    return default_name(obj)
+
+
+def copy_names(source: Any, target: Any) -> None:
+    """Give a rebuilt object (in a child process) the names of the one it was pickled from."""
+    try:
+        d = target.__dict__
+    except AttributeError:
+        return
+    for key, value in source.items():
+        d[key] = value
+
+
+def names_state(obj: Any) -> dict[str, Any]:
+    """What of ``obj``'s naming must travel with it to another process."""
+    try:
+        d = obj.__dict__
+    except AttributeError:
+        return {}
+    state: dict[str, Any] = {}
+    given = get_name(obj)
+    if given is not None:
+        state["_procscope_name"] = given
+    name = d.get(DEFAULT_NAME_ATTR)
+    if name is None and d.get(SITE_ATTR) is not None:
+        name = default_name(obj)
+    if name is not None:
+        state[DEFAULT_NAME_ATTR] = name
+    if d.get(INTERNAL_ATTR):
+        state[INTERNAL_ATTR] = True
+    return state

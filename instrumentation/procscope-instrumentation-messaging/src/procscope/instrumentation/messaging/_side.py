@@ -1,0 +1,85 @@
+"""The side channel that carries a sampled message's carrier beside it in an in-process queue.
+
+The consumer must get the very object the producer put, and a PriorityQueue must order
+exactly as before, so the message itself is never wrapped. Instead each queue keeps, in
+its own ``__dict__``, a map from ``id(message)`` to the carriers of the sampled messages
+in flight, each kept with the message itself (so that the id cannot be reused by another
+object while the entry lives, and the entry is checked by identity at get).
+
+Unsampled messages add no entry, and the map is removed with its last entry, so a get on
+a queue with no sampled message in flight (the normal unsampled case) costs one ``in``.
+The map lives and dies with the queue.
+The same object put several times at once keeps its carriers in put order; a get takes
+the oldest (the newest for a LIFO queue).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+SIDE_ATTR = "_procscope_side"
+
+# Guards the maps of queues that have no lock of their own (SimpleQueue); queue.Queue
+# maps use the queue's own mutex, which the queue holds only inside its own methods.
+_fallback_lock = threading.Lock()
+
+
+def _lock_of(queue: Any) -> Any:
+    mutex = queue.__dict__.get("mutex")
+    return mutex if mutex is not None and hasattr(mutex, "acquire") else _fallback_lock
+
+
+def add(queue: Any, item: object, carrier: tuple[Any, ...]) -> None:
+    d = queue.__dict__
+    with _lock_of(queue):
+        side = d.get(SIDE_ATTR)
+        if side is None:
+            side = d[SIDE_ATTR] = {}
+        entries = side.get(id(item))
+        if entries is None:
+            side[id(item)] = [(item, carrier)]
+        else:
+            entries.append((item, carrier))
+
+
+def discard(queue: Any, item: object, carrier: tuple[Any, ...]) -> None:
+    """Take back an entry whose put failed (queue.Full, an exception in __lt__...)."""
+    with _lock_of(queue):
+        side = queue.__dict__.get(SIDE_ATTR)
+        if not side:
+            return
+        entries = side.get(id(item))
+        if not entries:
+            return
+        for index, (held, held_carrier) in enumerate(entries):
+            if held is item and held_carrier is carrier:
+                del entries[index]
+                break
+        if not entries:
+            del side[id(item)]
+            if not side:
+                del queue.__dict__[SIDE_ATTR]
+
+
+def take(queue: Any, item: object, newest: bool = False) -> Any:
+    """The carrier that came with ``item``, removed from the map; None if it had none."""
+    d = queue.__dict__
+    with _lock_of(queue):
+        side = d.get(SIDE_ATTR)
+        if not side:
+            return None
+        entries = side.get(id(item))
+        if not entries:
+            return None
+        index = len(entries) - 1 if newest else 0
+        held, carrier = entries[index]
+        if held is not item:  # cannot happen while entries hold their items; be safe
+            return None
+        del entries[index]
+        if not entries:
+            del side[id(item)]
+            if not side:
+                # Gone with its last entry, so that a get can test for it with `in`.
+                del d[SIDE_ATTR]
+        return carrier

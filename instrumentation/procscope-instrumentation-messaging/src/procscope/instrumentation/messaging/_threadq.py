@@ -1,0 +1,192 @@
+"""``queue``: Queue, LifoQueue and PriorityQueue (Python classes), and SimpleQueue (C).
+
+Queue's ``put``, ``get``, ``task_done`` and ``__init__`` are patched on the class itself,
+so queues made before ``instrument()`` are traced too, and LifoQueue and PriorityQueue
+(which only override ``_put``/``_get``) with them; ``put_nowait``/``get_nowait`` call
+``put``/``get``. ``queue.SimpleQueue`` is the C type ``_queue.SimpleQueue``, whose
+methods cannot be replaced: while instrumented, ``queue.SimpleQueue`` names a subclass
+with traced methods, so SimpleQueues made after ``instrument()`` through ``queue.`` are
+traced and older ones (or ones made through ``_queue`` or an earlier
+``from queue import SimpleQueue``) are not.
+"""
+
+from __future__ import annotations
+
+import _queue
+import queue
+import time
+from typing import Any
+
+from . import _core, _side
+from ._carry import Hop
+from ._common.guard import log_internal_error
+from ._core import (
+    SYSTEM_QUEUE,
+    TAIL_KEY,
+    attached_get,
+    context_get,
+    live,
+    record,
+    release,
+    state_dict,
+)
+from ._naming import INTERNAL_ATTR, name_of, note_site
+from ._patching import Patcher, original
+
+_time_ns = time.time_ns
+_context_get = context_get
+_live = live
+_state_dict = state_dict
+SIDE_ATTR = _side.SIDE_ATTR
+
+
+def _send(q: Any, item: object, put: Any, args: tuple[Any, ...]) -> Any:
+    """The sampled path of a put: producer span, carrier beside the message, then put."""
+    span = carrier = None
+    try:
+        if not q.__dict__.get(INTERNAL_ATTR) and type(item) is not Hop:
+            # (a Hop is a Manager queue's message, traced by the proxies already)
+            span, carrier = _core.start_send(
+                SYSTEM_QUEUE, "put", name_of(q), type(q).__name__, item
+            )
+            if carrier is not None:
+                _side.add(q, item, carrier)
+    except Exception:  # noqa: BLE001 -- ours failed: deliver the message untraced
+        log_internal_error()
+    if span is None:
+        return put(q, item, *args)
+    try:
+        result = put(q, item, *args)
+    except BaseException as exc:
+        if carrier is not None:
+            _side.discard(q, item, carrier)
+        _core.end_with(span, exc)
+        raise
+    _core.end_with(span, None)
+    return result
+
+
+def _receive(q: Any, item: object, started: int, newest: bool) -> None:
+    try:
+        carrier = _side.take(q, item, newest)
+        if carrier is not None:
+            _core.receive(
+                carrier, SYSTEM_QUEUE, "get", name_of(q), type(q).__name__, started, item
+            )
+    except Exception:  # noqa: BLE001
+        log_internal_error()
+
+
+def _release() -> None:
+    try:
+        release()
+    except Exception:  # noqa: BLE001
+        log_internal_error()
+
+
+def _make_queue_methods(orig_init: Any, orig_put: Any, orig_get: Any, orig_task_done: Any) -> Any:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+        orig_init(self, *args, **kwargs)
+        try:
+            note_site(self)
+        except Exception:  # noqa: BLE001
+            log_internal_error()
+
+    def put(self: Any, item: Any, block: bool = True, timeout: float | None = None) -> Any:
+        # An empty context at a sample rate of 0 is answered here, without even a call
+        # into the gate: this put is the hottest path the instrumentor has.
+        if (_context_get() or _live.sample_rate > 0.0 or _state_dict.get(TAIL_KEY)) and record():
+            return _send(self, item, orig_put, (block, timeout))
+        return orig_put(self, item, block, timeout)
+
+    def get(self: Any, block: bool = True, timeout: float | None = None) -> Any:
+        if attached_get() is not None:
+            _release()
+        d = self.__dict__
+        # No clock read while no sampled message is in flight here (the unsampled case);
+        # the side map is in the queue's __dict__ only while it holds entries.
+        started = _time_ns() if SIDE_ATTR in d else 0
+        item = orig_get(self, block, timeout)
+        if SIDE_ATTR in d:
+            _receive(self, item, started, isinstance(self, queue.LifoQueue))
+        return item
+
+    def task_done(self: Any) -> Any:
+        if attached_get() is not None:
+            _release()
+        return orig_task_done(self)
+
+    for function, source in ((__init__, orig_init), (put, orig_put), (get, orig_get),
+                             (task_done, orig_task_done)):
+        function.__doc__ = source.__doc__
+        function.__wrapped__ = source  # type: ignore[attr-defined,union-attr]
+    return __init__, put, get, task_done
+
+
+class _State:
+    enabled = False
+
+
+_state = _State()
+
+
+class SimpleQueue(_queue.SimpleQueue):
+    """``queue.SimpleQueue`` with traced put/get (installed as ``queue.SimpleQueue``)."""
+
+    def __init__(self) -> None:
+        try:
+            note_site(self)
+        except Exception:  # noqa: BLE001
+            log_internal_error()
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if not _state.enabled or not record():
+            return _queue.SimpleQueue.put(self, item, block, timeout)
+        return _send(self, item, _queue.SimpleQueue.put, (block, timeout))  # type: ignore[no-any-return]
+
+    def put_nowait(self, item: Any) -> None:
+        return self.put(item, False)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if attached_get() is not None:
+            _release()
+        d = self.__dict__
+        started = _time_ns() if SIDE_ATTR in d else 0
+        item = _queue.SimpleQueue.get(self, block, timeout)
+        if SIDE_ATTR in d:
+            _receive(self, item, started, False)
+        return item
+
+    def get_nowait(self) -> Any:
+        return self.get(False)
+
+
+SimpleQueue.__module__ = "queue"
+SimpleQueue.__qualname__ = "SimpleQueue"
+
+
+class ThreadQueues:
+    """Instruments the ``queue`` module."""
+
+    def __init__(self) -> None:
+        self._patcher = Patcher()
+
+    def instrument(self) -> None:
+        cls = queue.Queue
+        init, put, get, task_done = _make_queue_methods(
+            original(cls, "__init__"),
+            original(cls, "put"),
+            original(cls, "get"),
+            original(cls, "task_done"),
+        )
+        self._patcher.patch(cls, "__init__", init)
+        self._patcher.patch(cls, "put", put)
+        self._patcher.patch(cls, "get", get)
+        self._patcher.patch(cls, "task_done", task_done)
+        if queue.SimpleQueue is _queue.SimpleQueue:
+            self._patcher.patch(queue, "SimpleQueue", SimpleQueue)
+        _state.enabled = True
+
+    def uninstrument(self) -> None:
+        _state.enabled = False
+        self._patcher.restore()
