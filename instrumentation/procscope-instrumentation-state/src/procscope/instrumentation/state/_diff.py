@@ -50,6 +50,9 @@ class FSet(frozenset):  # type: ignore[type-arg]
     __slots__ = ()
 
 
+DIFFABLE = frozenset({FDict, FList, FSet})
+
+
 class Sized:
     """A container too big or too deep to copy: compared by identity and length only."""
 
@@ -204,12 +207,36 @@ class _DataclassView:
         return f"{self.typename}({inner})"
 
 
+_secret_names: dict[str, bool] = {}
+
+
+def secret_name(name: str) -> bool:
+    """is_secret_key, remembered: field names are few and asked about on every change."""
+    known = _secret_names.get(name)
+    if known is None:
+        known = is_secret_key(name)
+        if len(_secret_names) < 10_000:
+            _secret_names[name] = known
+    return known
+
+
+# Builtin scalars whose plain repr() equals safe_repr's (short, cannot fail).
+_PLAIN_REPR = frozenset({bool, float, type(None)})
+_BIG = 10**50
+
+
 def value_repr(frozen: Any, field: str | None = None) -> str:
     """The recorded repr of a frozen value (masked under a secret-looking name)."""
     if frozen is MISSING:
         return ABSENT
-    if frozen is MASKED or (field is not None and is_secret_key(field)):
+    if frozen is MASKED or (field is not None and secret_name(field)):
         return MASK
+    cls = type(frozen)
+    # Fast paths, equal to what safe_repr gives: most state is small numbers and strings.
+    if cls in _PLAIN_REPR or (cls is int and -_BIG < frozen < _BIG):
+        return repr(frozen)
+    if cls is str and len(frozen) <= 150:
+        return repr(frozen)
     return safe_repr(thaw(frozen), VALUE_LIMIT)
 
 
@@ -240,7 +267,8 @@ def diff(
                 if key not in new:
                     omitted += _add(out, max_entries, sub, old[key], MISSING)
                 else:
-                    omitted += diff(sub, old[key], new[key], out, max_entries, is_secret_key(key))
+                    secret = isinstance(key, str) and secret_name(key)
+                    omitted += diff(sub, old[key], new[key], out, max_entries, secret)
             for key in new:
                 if key not in old:
                     sub = f"{path}.{key}" if dataclass_view else f"{path}[{safe_repr(key, 60)}]"

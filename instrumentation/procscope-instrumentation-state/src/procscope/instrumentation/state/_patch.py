@@ -28,7 +28,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from ._common.guard import log_internal_error
-from ._diff import MISSING, freeze
+from ._diff import freeze
 from ._runtime import RT
 from ._tracker import (
     SKIP,
@@ -50,18 +50,16 @@ _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement
 _frames: ContextVar[tuple[Frame, ...]] = ContextVar("procscope_state_frames", default=())
 
 
-class Frame:
-    """One outermost method call on one object, in one thread or task."""
-
-    __slots__ = ("assigned", "frozen", "oid", "start_ns", "token", "tracker")
-
-    def __init__(self, oid: int, tracker: Tracker | None, frozen: dict[str, Any] | None) -> None:
-        self.oid = oid
-        self.tracker = tracker  # None while the object is being built (__init__)
-        self.frozen = frozen
-        self.assigned: dict[str, list[Any]] | None = None
-        self.start_ns = time.time_ns()
-        self.token: Any = None
+# A frame is one outermost method call on one object, in one thread or task. It is a
+# list, not an object: it is made on every traced call, and a list costs a fifth of an
+# instance with __init__. Its slots:
+F_OID = 0  # id() of the object
+F_TRACKER = 1  # its Tracker; None while the object is being built (__init__)
+F_FROZEN = 2  # field -> frozen value at the start, for fields holding containers; or None
+F_ASSIGNED = 3  # field -> [old, new, seq] seen by the hooks; or None
+F_START = 4  # time.time_ns() at the start (the start of a span made afterwards)
+F_TOKEN = 5  # the ContextVar token that pushed it
+Frame = list  # [oid, tracker, frozen, assigned, start_ns, token]
 
 
 class ClassInfo:
@@ -84,7 +82,7 @@ def info_of(obj: Any) -> ClassInfo | None:
 
 def _find_frame(oid: int) -> Frame | None:
     for frame in reversed(_frames.get()):
-        if frame.oid == oid:
+        if frame[F_OID] == oid:
             return frame
     return None
 
@@ -118,12 +116,13 @@ def _lazy_tracker(obj: Any, method: str, start_ns: int | None) -> Tracker | None
 
 
 def _enter(obj: Any) -> Frame | None:
+    """Push a frame for a call on ``obj``, or None when this call records nothing itself."""
     oid = id(obj)
     tracker = TRACKERS.get(oid)
     frames = _frames.get()
     if frames:
         for frame in frames:
-            if frame.oid == oid:
+            if frame[F_OID] == oid:
                 return None  # nested call on the same object, or __init__ still running
     if tracker is None:
         tracker = _lazy_tracker(obj, "__init__", None)
@@ -136,18 +135,23 @@ def _enter(obj: Any) -> Frame | None:
             field: freeze(read_state_field(obj, field), max_depth, max_items)
             for field in tracker.container_fields
         }
-    frame = Frame(oid, tracker, frozen)
-    frame.token = _frames.set((*frames, frame))
+    frame = [oid, tracker, frozen, None, time.time_ns(), None]
+    frame[F_TOKEN] = _frames.set((*frames, frame))
     return frame
 
 
 def _exit(frame: Frame, obj: Any, method: str) -> None:
-    _frames.reset(frame.token)
-    if frame.assigned is None and frame.frozen is None:
+    _frames.reset(frame[F_TOKEN])
+    if frame[F_ASSIGNED] is None and frame[F_FROZEN] is None:
         return  # nothing assigned, no container to compare: nothing changed
+    _record_exit(frame, obj, method)
+
+
+def _record_exit(frame: Frame, obj: Any, method: str) -> None:
     try:
-        assert frame.tracker is not None
-        record_changes(frame.tracker, obj, method, frame.start_ns, frame.assigned, frame.frozen)
+        record_changes(
+            frame[F_TRACKER], obj, method, frame[F_START], frame[F_ASSIGNED], frame[F_FROZEN]
+        )
     except Exception:  # noqa: BLE001 -- the guard logs it
         log_internal_error()
 
@@ -175,12 +179,23 @@ def wrap_method(func: Any, method: str) -> Any:
         setattr(async_wrapper, _WRAPPED_MARK, True)
         return async_wrapper
 
+    frames_get, frames_set, frames_reset = _frames.get, _frames.set, _frames.reset
+    trackers_get, time_ns = TRACKERS.get, time.time_ns
+
     @functools.wraps(func)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not RT.active:
             return func(self, *args, **kwargs)
+        # The common case inlined (a tracked object, no frame open, no container field):
+        # this runs on every call, changed or not, so every attribute lookup counts.
         try:
-            frame = _enter(self)
+            tracker = trackers_get(id(self))
+            if tracker is not None and not tracker.container_fields and not frames_get():
+                fresh: Frame = [id(self), tracker, None, None, time_ns(), None]
+                fresh[F_TOKEN] = frames_set((fresh,))
+                frame: Frame | None = fresh
+            else:
+                frame = _enter(self)
         except Exception:  # noqa: BLE001 -- the guard logs it
             log_internal_error()
             frame = None
@@ -189,7 +204,9 @@ def wrap_method(func: Any, method: str) -> Any:
         try:
             return func(self, *args, **kwargs)
         finally:
-            _exit(frame, self, method)
+            frames_reset(frame[F_TOKEN])
+            if frame[F_ASSIGNED] is not None or frame[F_FROZEN] is not None:
+                _record_exit(frame, self, method)
 
     setattr(wrapper, _WRAPPED_MARK, True)
     return wrapper
@@ -204,8 +221,8 @@ def _wrap_init(orig_init: Any) -> Any:
         frame: Frame | None = None
         try:
             if oid not in TRACKERS and _find_frame(oid) is None:
-                frame = Frame(oid, None, None)
-                frame.token = _frames.set((*_frames.get(), frame))
+                frame = [oid, None, None, None, time.time_ns(), None]
+                frame[F_TOKEN] = _frames.set((*_frames.get(), frame))
         except Exception:  # noqa: BLE001 -- the guard logs it
             log_internal_error()
         if frame is None:
@@ -213,9 +230,9 @@ def _wrap_init(orig_init: Any) -> Any:
         try:
             result = orig_init(self, *args, **kwargs)
         finally:
-            _frames.reset(frame.token)
+            _frames.reset(frame[F_TOKEN])
         try:
-            _lazy_tracker(self, "__init__", frame.start_ns)
+            _lazy_tracker(self, "__init__", frame[F_START])
         except Exception:  # noqa: BLE001 -- the guard logs it
             log_internal_error()
         return result  # type: ignore[no-any-return]
@@ -238,7 +255,7 @@ def _before_change(obj: Any, name: str) -> tuple[Any, ...] | None:
             if info is not None and info.all_instances:
                 return (None,)  # first sight of an object of a traced class: start after
         return None
-    if frame is not None and frame.tracker is None:
+    if frame is not None and frame[F_TRACKER] is None:
         return None  # being built
     if type(name) is not str:
         return None
@@ -256,9 +273,9 @@ def _after_change(obj: Any, name: str, pending: tuple[Any, ...], method: str) ->
     new = read_kind(obj, name, kind)
     seq = next(tracker.counter)
     if frame is not None:
-        assigned = frame.assigned
+        assigned = frame[F_ASSIGNED]
         if assigned is None:
-            frame.assigned = {name: [old, new, seq]}
+            frame[F_ASSIGNED] = {name: [old, new, seq]}
         else:
             entry = assigned.get(name)
             if entry is None:
@@ -404,4 +421,4 @@ def trace_instance(obj: Any, name: str | None, fields: frozenset[str] | None) ->
     return obj
 
 
-__all__ = ["MISSING", "ClassInfo", "Frame", "patch_class", "trace_instance", "wrap_method"]
+__all__ = ["ClassInfo", "patch_class", "trace_instance", "wrap_method"]

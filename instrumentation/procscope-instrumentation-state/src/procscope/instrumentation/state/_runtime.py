@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -145,6 +146,29 @@ def _get_logger(version: str, logger_provider: Any) -> Any:
 # ---------------------------------------------------------------------------- emitting
 
 
+try:
+    from opentelemetry.sdk.trace import Event as _SdkEvent
+except ImportError:  # the API alone: spans are never SDK spans then
+    _SdkEvent = None  # type: ignore[assignment,misc]
+
+# Span classes whose events we may append already built (see Target.add), by type.
+_FAST_TYPES: dict[type, bool] = {}
+
+
+def _fast_events(span_type: type) -> bool:
+    fast = _FAST_TYPES.get(span_type)
+    if fast is None:
+        try:
+            from opentelemetry.sdk.trace import Span as SdkSpan
+
+            fast = issubclass(span_type, SdkSpan) and hasattr(span_type, "_add_event")
+        except Exception:  # noqa: BLE001 -- no SDK: only the public API
+            fast = False
+        fast = fast and _SdkEvent is not None
+        _FAST_TYPES[span_type] = fast
+    return fast
+
+
 class Target:
     """Where the events of one record go: a span (ours to end, or the current one) or logs."""
 
@@ -155,10 +179,20 @@ class Target:
         self.owned = owned
 
     def add(self, name: str, attributes: dict[str, Any]) -> None:
-        if self.span is None:
+        """Add one event; ``attributes`` must hold only str, int, bool and tuples of them.
+
+        On SDK spans the event is appended already built: ``add_event`` would re-validate
+        every value (about half a microsecond per attribute, more than all our own work
+        for a one-field change), and ours are valid and bounded by construction. Any
+        other span gets the public ``add_event``.
+        """
+        span = self.span
+        if span is None:
             _emit_log(name, attributes)
+        elif _fast_events(type(span)):
+            span._add_event(_SdkEvent(name, MappingProxyType(attributes)))
         else:
-            self.span.add_event(name, attributes)
+            span.add_event(name, attributes)
 
     def end(self) -> None:
         if self.owned:
@@ -168,8 +202,13 @@ class Target:
 _LOG_TARGET = Target(None, False)
 
 
-def begin(span_name: str, start_ns: int, span_attributes: dict[str, Any]) -> Target | None:
-    """A target for events now, or None when this trace is not sampled (record nothing)."""
+def begin(
+    describe: Callable[[], tuple[str, dict[str, Any]]], start_ns: int
+) -> Target | None:
+    """A target for events now, or None when this trace is not sampled (record nothing).
+
+    ``describe()`` gives the name and attributes of the span to start when none is current.
+    """
     if RT.log_events:
         if not should_record():
             return None
@@ -180,6 +219,7 @@ def begin(span_name: str, start_ns: int, span_attributes: dict[str, Any]) -> Tar
         return Target(current, False)
     if not should_record():
         return None
+    span_name, span_attributes = describe()
     span = RT.tracer.start_span(
         span_name, kind=SpanKind.INTERNAL, attributes=span_attributes, start_time=start_ns
     )

@@ -21,7 +21,8 @@ METHOD = "procscope.state.method"  # method, "(set)"/"(del)" from outside, or tr
 FIELDS = "procscope.state.fields"  # top-level fields changed (snapshots: every field)
 FIELD_SEQS = "procscope.state.field_seqs"  # per field: the change counter of its change
 VALUES = "procscope.state.values"  # per field: repr of its whole new value (capture only)
-CHANGE_PATHS = "procscope.state.change.paths"  # detailed paths: balance, items[2], cfg['x']
+OLD_VALUES = "procscope.state.old_values"  # per field: repr of its whole old value (capture)
+CHANGE_PATHS = "procscope.state.change.paths"  # inside containers: items[2], cfg['x'], tags{1}
 CHANGE_OLD = "procscope.state.change.old"  # per path: old repr (capture only)
 CHANGE_NEW = "procscope.state.change.new"  # per path: new repr (capture only)
 CHANGE_OMITTED = "procscope.state.change.omitted"  # detail entries left out (limit)
@@ -61,6 +62,7 @@ __all__ = [
     "MACHINE",
     "METHOD",
     "OBJECT",
+    "OLD_VALUES",
     "SEQ",
     "SNAPSHOT_REASON",
     "SOURCE",

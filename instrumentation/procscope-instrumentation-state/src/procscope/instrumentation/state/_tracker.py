@@ -25,9 +25,8 @@ from typing import Any
 from . import _semconv as sc
 from ._common import shared_state
 from ._common.naming import get_name
-from ._common.saferepr import is_secret_key
-from ._diff import MISSING, diff, freeze, is_container, same, value_repr
-from ._runtime import MAX_CHANGE_ENTRIES, RT, begin
+from ._diff import DIFFABLE, MISSING, diff, freeze, is_container, same, secret_name, value_repr
+from ._runtime import MAX_CHANGE_ENTRIES, RT, Target, begin
 
 # id(obj) -> Tracker. Plain dict operations are atomic under the GIL.
 TRACKERS: dict[int, Tracker] = {}
@@ -200,7 +199,10 @@ class Tracker:
 
     def update_containers(self, changed: dict[str, Any]) -> None:
         """Keep the list of container fields right after fields were (re)assigned."""
-        current = set(self.container_fields)
+        known = self.container_fields
+        if not known and not any(map(is_container, changed.values())):
+            return  # the common case: scalars replaced by scalars
+        current = set(known)
         for name, value in changed.items():
             if value is not MISSING and is_container(value):
                 current.add(name)
@@ -239,15 +241,20 @@ def span_attributes(tracker: Tracker, name: str, method: str) -> dict[str, Any]:
     }
 
 
+def _begin(tracker: Tracker, obj: Any, name: str, method: str, start_ns: int) -> Target | None:
+    """A target for this object's events; the span's name and attributes only if needed."""
+    return begin(
+        lambda: (f"{type(obj).__qualname__}.{method}", span_attributes(tracker, name, method)),
+        start_ns,
+    )
+
+
 def record_start(tracker: Tracker, obj: Any, method: str, start_ns: int | None = None) -> None:
     """The snapshot taken when tracing of an object starts (or later, if unsampled then)."""
     if not RT.active:
         return
     name = tracker.name_of(obj)
-    short = type(obj).__qualname__
-    target = begin(
-        f"{short}.{method}", start_ns or time.time_ns(), span_attributes(tracker, name, method)
-    )
+    target = _begin(tracker, obj, name, method, start_ns or time.time_ns())
     if target is None:
         return  # not sampled: pending_snapshot stays set, the next recorded change sends it
     try:
@@ -267,12 +274,12 @@ def _snapshot(tracker: Tracker, obj: Any, name: str, target: Any, reason: str) -
         sc.CLASS: tracker.type_name,
         sc.SEQ: seq,
         sc.SNAPSHOT_REASON: reason,
-        sc.FIELDS: list(state),
+        sc.FIELDS: tuple(state),
     }
     if shared_state.settings().capture_content:
-        attributes[sc.VALUES] = [
+        attributes[sc.VALUES] = tuple(
             value_repr(freeze(v, RT.max_depth, RT.max_items), k) for k, v in state.items()
-        ]
+        )
     target.add(sc.EVENT_SNAPSHOT, attributes)
     tracker.since_snapshot = 0
     tracker.generation = RT.generation
@@ -319,8 +326,7 @@ def record_changes(
     if not changed:
         return
     name = tracker.name_of(obj)
-    short = type(obj).__qualname__
-    target = begin(f"{short}.{method}", start_ns, span_attributes(tracker, name, method))
+    target = _begin(tracker, obj, name, method, start_ns)
     if target is None:
         # Not sampled: the state moved on unseen; the next recorded change resynchronises.
         tracker.pending_snapshot = tracker.pending_snapshot or "resync"
@@ -340,37 +346,48 @@ def _emit_change(
     target: Any,
 ) -> None:
     capture = shared_state.settings().capture_content
-    entries: list[tuple[str, Any, Any]] = []
-    omitted = 0
-    for field, old_frozen, new_frozen, _seq in changed:
-        secret = is_secret_key(field)
-        omitted += diff(field, old_frozen, new_frozen, entries, MAX_CHANGE_ENTRIES, secret)
+    fields = tuple([c[0] for c in changed])
+    seqs = tuple([c[3] for c in changed])
     attributes: dict[str, Any] = {
         sc.OBJECT: name,
         sc.CLASS: tracker.type_name,
         sc.METHOD: method,
-        sc.SEQ: max(seq for *_, seq in changed),
-        sc.FIELDS: [c[0] for c in changed],
-        sc.FIELD_SEQS: [c[3] for c in changed],
-        sc.CHANGE_PATHS: [e[0] for e in entries],
+        sc.SEQ: max(seqs),
+        sc.FIELDS: fields,
+        sc.FIELD_SEQS: seqs,
     }
     if capture:
-        attributes[sc.VALUES] = [value_repr(c[2], c[0]) for c in changed]
-        attributes[sc.CHANGE_OLD] = [value_repr(e[1]) for e in entries]
-        attributes[sc.CHANGE_NEW] = [value_repr(e[2]) for e in entries]
+        attributes[sc.OLD_VALUES] = tuple([value_repr(c[1], c[0]) for c in changed])
+        attributes[sc.VALUES] = tuple([value_repr(c[2], c[0]) for c in changed])
+    # Per-key detail only where a container changed inside (a scalar's old and new
+    # values say it all already).
+    entries: list[tuple[str, Any, Any]] = []
+    omitted = 0
+    for field, old_frozen, new_frozen, _seq in changed:
+        if type(old_frozen) in DIFFABLE and type(new_frozen) is type(old_frozen):
+            omitted += diff(
+                field, old_frozen, new_frozen, entries, MAX_CHANGE_ENTRIES, secret_name(field)
+            )
+    if entries:
+        attributes[sc.CHANGE_PATHS] = tuple([e[0] for e in entries])
+        if capture:
+            attributes[sc.CHANGE_OLD] = tuple([value_repr(e[1]) for e in entries])
+            attributes[sc.CHANGE_NEW] = tuple([value_repr(e[2]) for e in entries])
     if omitted:
         attributes[sc.CHANGE_OMITTED] = omitted
-    with tracker.lock:
-        target.add(sc.EVENT_CHANGE, attributes)
-        tracker.since_snapshot += len(changed)
-        reason = tracker.pending_snapshot
-        if tracker.generation != RT.generation:
-            reason = reason or "resync"
-        if name != tracker.last_name and tracker.last_name is not None:
-            reason = reason or "renamed"
-        if reason is None and tracker.since_snapshot >= RT.snapshot_every:
-            reason = "periodic"
-        if reason is not None:
+    target.add(sc.EVENT_CHANGE, attributes)
+    # Snapshot bookkeeping; the counter is approximate under races, which only moves
+    # a periodic snapshot by a change or two.
+    tracker.since_snapshot += len(changed)
+    reason = tracker.pending_snapshot
+    if tracker.generation != RT.generation:
+        reason = reason or "resync"
+    if name != tracker.last_name and tracker.last_name is not None:
+        reason = reason or "renamed"
+    if reason is None and tracker.since_snapshot >= RT.snapshot_every:
+        reason = "periodic"
+    if reason is not None:
+        with tracker.lock:
             _snapshot(tracker, obj, name, target, reason)
 
 

@@ -95,18 +95,20 @@ def _record(
         attributes[sc.CONDITIONS_PASSED] = passed
     if passed and dest is not None:
         field = str(getattr(machine, "model_attribute", "state"))
-        attributes[sc.FIELDS] = [field]
-        attributes[sc.FIELD_SEQS] = [seq]
+        attributes[sc.FIELDS] = (field,)
+        attributes[sc.FIELD_SEQS] = (seq,)
         if shared_state.settings().capture_content:
             try:
                 value = getattr(model, field)
             except Exception:  # noqa: BLE001 -- a model whose attribute access raises
                 value = dest
-            attributes[sc.VALUES] = [value_repr(freeze(value, 1, 16), field)]
+            attributes[sc.VALUES] = (value_repr(freeze(value, 1, 16), field),)
     target = begin(
-        f"{type(model).__qualname__}.{trigger}",
+        lambda: (
+            f"{type(model).__qualname__}.{trigger}",
+            {sc.OBJECT: name, sc.CLASS: attributes[sc.CLASS], sc.MACHINE: attributes[sc.MACHINE]},
+        ),
         start_ns,
-        {sc.OBJECT: name, sc.CLASS: attributes[sc.CLASS], sc.MACHINE: attributes[sc.MACHINE]},
     )
     if target is None:
         return
