@@ -50,12 +50,20 @@ def _unretrieved_exception(task: asyncio.Future[Any]) -> BaseException | None:
     return exc if isinstance(exc, BaseException) else None
 
 
+_HOUSEKEEPING = frozenset(
+    (
+        "BaseEventLoop.shutdown_asyncgens",
+        "BaseEventLoop.shutdown_default_executor",
+        "shutdown_asyncgens",  # Python 3.10 has no co_qualname
+        "shutdown_default_executor",
+    )
+)
+
+
 def _asyncio_own(coro: Any) -> bool:
-    """asyncio's own housekeeping tasks (shutdown_asyncgens...) are not the program's."""
-    frame = getattr(coro, "cr_frame", None)
-    if frame is None:
-        return False
-    return str(frame.f_globals.get("__name__", "")).startswith("asyncio.")
+    """asyncio.run's own clean-up tasks are not the program's."""
+    code = getattr(coro, "cr_code", None)
+    return code is not None and getattr(code, "co_qualname", code.co_name) in _HOUSEKEEPING
 
 
 def _coro_name(coro: Any) -> str:
@@ -135,6 +143,10 @@ class _SpanEnder:
 
     def __call__(self, task: Any) -> None:
         try:
+            # Named again at the end: asyncio.create_task(name=...) names the task only
+            # after the loop made it (before 3.13), and a task may be renamed later.
+            self.span.update_name(_span_name(task))
+            self.span.set_attribute(TASK_NAME, task.get_name())
             if task.cancelled():
                 self.span.set_attribute(TASK_CANCELLED, True)
             else:

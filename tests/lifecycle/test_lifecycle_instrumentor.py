@@ -1,0 +1,105 @@
+"""Switching the instrumentor on and off: every patched name restored, options checked."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import warnings
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing import pool, popen_fork, popen_forkserver, process
+from typing import Any
+
+import pytest
+from procscope.instrumentation.lifecycle import ENV_SPANS, LifecycleInstrumentor
+
+from procscope._common.settings import SettingWarning
+
+PATCHED = [
+    (threading.Thread, "start"),
+    (threading.Thread, "_bootstrap_inner"),
+    (ThreadPoolExecutor, "submit"),
+    (asyncio.BaseEventLoop, "create_task"),
+    (process.BaseProcess, "start"),
+    (process.BaseProcess, "_bootstrap"),
+    (popen_fork.Popen, "poll"),
+    (popen_forkserver.Popen, "poll"),
+    (pool.Pool, "apply_async"),
+    (pool.Pool, "_map_async"),
+    (pool.Pool, "imap"),
+    (pool.Pool, "imap_unordered"),
+    (ProcessPoolExecutor, "submit"),
+    (os, "fork"),
+    (os, "waitpid"),
+    (os, "_exit"),
+    (subprocess.Popen, "__init__"),
+    (subprocess.Popen, "_handle_exitstatus"),
+]
+
+
+def _current() -> list[Any]:
+    return [
+        getattr(owner, name) if not isinstance(owner, type) else owner.__dict__[name]
+        for owner, name in PATCHED
+    ]
+
+
+def test_uninstrument_restores_every_patched_name_by_identity(instrument: Any) -> None:
+    """After uninstrument, each patched attribute is the very object that was there before."""
+    before = _current()
+    instrument()
+    during = _current()
+    assert all(a is not b for a, b in zip(before, during)), "something was not patched"
+    LifecycleInstrumentor().instrument()  # a second instrument is a no-op
+    assert all(a is b for a, b in zip(during, _current()))
+    LifecycleInstrumentor().uninstrument()
+    after = _current()
+    changed = [PATCHED[i] for i, (a, b) in enumerate(zip(before, after)) if a is not b]
+    assert changed == []
+
+
+def test_bad_spans_setting_warns_once_and_falls_back(
+    instrument: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PROCSCOPE_LIFECYCLE_SPANS=bogus: one SettingWarning naming it; a span per thread."""
+    monkeypatch.setenv(ENV_SPANS, "bogus")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        memory = instrument()
+    # By name: each plugin loads its own copy of _common, so its SettingWarning is a
+    # class of the same name but not the same object as procscope._common's.
+    messages = [str(w.message) for w in caught if w.category.__name__ == SettingWarning.__name__]
+    assert len(messages) == 1 and ENV_SPANS in messages[0] and "bogus" in messages[0]
+    thread = threading.Thread(target=lambda: None)
+    thread.start()
+    thread.join()
+    assert len(memory.spans("thread")) == 1
+
+
+def test_spans_keyword_wins_over_the_environment(
+    instrument: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """instrument(spans="errors") beats PROCSCOPE_LIFECYCLE_SPANS=all."""
+    monkeypatch.setenv(ENV_SPANS, "all")
+    memory = instrument(spans="errors")
+    thread = threading.Thread(target=lambda: None)
+    thread.start()
+    thread.join()
+    assert memory.spans("thread") == []
+
+
+def test_the_program_sees_no_difference_in_a_subprocess_run(memory: Any) -> None:
+    """subprocess.run under instrumentation: same output and return code, a span pair."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; print('hi'); sys.exit(3)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (done.stdout, done.returncode) == ("hi\n", 3)
+    spans = {s.attributes["procscope.lifecycle.role"]: s for s in memory.spans("subprocess")}
+    assert spans["spawn"].attributes["process.pid"] == spans["reap"].attributes["process.pid"]
+    assert spans["reap"].attributes["process.exit.code"] == 3
+    assert spans["spawn"].attributes["process.command_args"][0] == sys.executable

@@ -1,0 +1,157 @@
+"""Threads, Timer and ThreadPoolExecutor: spans, context, errors, levels, sampling."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
+
+
+def test_thread_span_is_child_of_the_starter_with_thread_attributes(memory: Any) -> None:
+    """A thread's span has the starting span as parent and the thread's own id and name."""
+    seen: dict[str, Any] = {}
+
+    def work() -> None:
+        seen["native_id"] = threading.get_native_id()
+        seen["current"] = trace.get_current_span().get_span_context().span_id
+
+    with memory.tracer().start_as_current_span("starter") as starter:
+        thread = threading.Thread(target=work, name="worker-a", daemon=True)
+        thread.start()
+        thread.join()
+    (span,) = memory.spans("thread")
+    assert span.name == "thread worker-a"
+    assert span.parent is not None and span.parent.span_id == starter.get_span_context().span_id
+    assert span.attributes["thread.id"] == seen["native_id"]
+    assert span.attributes["thread.name"] == "worker-a"
+    assert span.attributes["procscope.thread.daemon"] is True
+    assert span.attributes["procscope.lifecycle.role"] == "run"
+    # Inside the thread, the thread's span is the current span.
+    assert seen["current"] == span.context.span_id
+
+
+def test_thread_exception_is_recorded_and_the_excepthook_still_runs(
+    memory: Any, thread_failures: list[Any]
+) -> None:
+    """An unhandled exception: ERROR span with an exception event; threading.excepthook too."""
+    hooked = thread_failures
+
+    def fail() -> None:
+        raise KeyError("lost")
+
+    thread = threading.Thread(target=fail, name="failing")
+    thread.start()
+    thread.join()
+    (span,) = memory.spans("thread")
+    assert span.status.status_code is StatusCode.ERROR
+    (event,) = [e for e in span.events if e.name == "exception"]
+    assert event.attributes["exception.type"] == "KeyError"
+    assert len(hooked) == 1 and isinstance(hooked[0], KeyError)
+
+
+def test_timer_runs_in_the_context_where_it_was_started(memory: Any) -> None:
+    """threading.Timer is a thread too: span, and the starter's context inside."""
+    inside: list[int] = []
+    with memory.tracer().start_as_current_span("arming") as arming:
+        timer = threading.Timer(
+            0.01, lambda: inside.append(trace.get_current_span().get_span_context().trace_id)
+        )
+        timer.start()
+        timer.join()
+    (span,) = memory.spans("thread")
+    assert span.parent.span_id == arming.get_span_context().span_id
+    assert inside == [arming.get_span_context().trace_id]
+
+
+def test_thread_pool_calls_get_spans_under_the_submitter(memory: Any) -> None:
+    """Each ThreadPoolExecutor call: a pool_task span under the code that submitted it."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        with memory.tracer().start_as_current_span("submitter") as submitter:
+            futures = [pool.submit(pow, 2, n) for n in range(3)]
+            failing = pool.submit(int, "not a number")
+        assert [f.result() for f in futures] == [1, 2, 4]
+        with pytest.raises(ValueError, match="not a number"):
+            failing.result()
+    tasks = memory.spans("pool_task")
+    assert len(tasks) == 4
+    assert {s.parent.span_id for s in tasks} == {submitter.get_span_context().span_id}
+    assert {s.attributes["procscope.pool.kind"] for s in tasks} == {"thread_pool_executor"}
+    errors = [s for s in tasks if s.status.status_code is StatusCode.ERROR]
+    assert len(errors) == 1 and errors[0].attributes["procscope.task.function"] == "builtins.int"
+    # The executor's own worker threads are housekeeping: no thread spans.
+    assert memory.spans("thread") == []
+
+
+def test_errors_mode_makes_spans_only_for_failed_threads(
+    instrument: Any, thread_failures: list[Any]
+) -> None:
+    """spans="errors": no span for a thread that ends well, one for a thread that fails."""
+    memory = instrument(spans="errors")
+    inner: list[Any] = []
+
+    def ok() -> None:
+        with memory.tracer().start_as_current_span("inside") as span:
+            inner.append(span)
+
+    def bad() -> None:
+        raise RuntimeError("bad")
+
+    with memory.tracer().start_as_current_span("starter") as starter:
+        for target in (ok, bad):
+            thread = threading.Thread(target=target, name=target.__name__)
+            thread.start()
+            thread.join()
+    (span,) = memory.spans("thread")
+    assert span.name == "thread bad"
+    assert span.attributes["procscope.lifecycle.error_only"] is True
+    assert span.parent.span_id == starter.get_span_context().span_id
+    assert span.start_time < span.end_time
+    # Context still propagates: the span made in the thread is under the starter.
+    assert inner[0].parent.span_id == starter.get_span_context().span_id
+
+
+@pytest.mark.parametrize(
+    ("level", "expected"), [("minimal", ["thread bad"]), ("messages_only", [])]
+)
+def test_level_decides_which_thread_spans_exist(
+    memory: Any, set_level: Any, thread_failures: list[Any], level: str, expected: list[str]
+) -> None:
+    """minimal: failed threads only; messages_only: no lifecycle span, context kept."""
+    set_level(level)
+    trace_ids: list[int] = []
+
+    def ok() -> None:
+        trace_ids.append(trace.get_current_span().get_span_context().trace_id)
+
+    def bad() -> None:
+        raise RuntimeError("bad")
+
+    with memory.tracer().start_as_current_span("starter") as starter:
+        for target in (ok, bad):
+            thread = threading.Thread(target=target, name=target.__name__)
+            thread.start()
+            thread.join()
+    assert [s.name for s in memory.spans("thread")] == expected
+    assert trace_ids == [starter.get_span_context().trace_id]
+
+
+def test_unsampled_root_gives_threads_no_span_but_one_unsampled_trace(
+    memory: Any, set_level: Any
+) -> None:
+    """At sample rate 0, no thread span, and the thread's own spans are not sampled either."""
+    set_level("full", sample_rate=0.0)
+    inside: list[Any] = []
+
+    def work() -> None:
+        inside.append(trace.get_current_span().get_span_context())
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert memory.spans() == []
+    (context,) = inside
+    assert context.is_valid and not context.trace_flags.sampled
