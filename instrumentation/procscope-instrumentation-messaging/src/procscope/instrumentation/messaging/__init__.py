@@ -53,3 +53,6 @@ class MessagingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _uninstrument(self, **kwargs: Any) -> None:
         for family in reversed(self._families):
             family.uninstrument()
+        # The calling thread's message context goes too (others keep theirs until their
+        # next get or task_done, which the original methods no longer do: see the docs).
+        _core.release()
