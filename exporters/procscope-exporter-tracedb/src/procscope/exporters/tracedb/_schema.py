@@ -57,7 +57,7 @@ INDEXED_SPAN_ATTRIBUTES: tuple[str, ...] = (
 )
 
 #: Attribute keys of span events that get an index row in ``event_attrs``.
-INDEXED_EVENT_ATTRIBUTES: tuple[str, ...] = ("procscope.state.object",)
+INDEXED_EVENT_ATTRIBUTES: tuple[str, ...] = ("procscope.state.object", "procscope.state.epoch")
 
 
 def index_attributes(span_keys: tuple[str, ...] = (), event_keys: tuple[str, ...] = ()) -> None:

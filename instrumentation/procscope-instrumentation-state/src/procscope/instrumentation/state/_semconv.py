@@ -15,6 +15,10 @@ EVENT_TRANSITION = "procscope.state.transition"
 OBJECT = "procscope.state.object"  # the object's readable name (indexed by the trace DB)
 CLASS = "procscope.state.class"  # its class, module-qualified
 SEQ = "procscope.state.seq"  # the object's change counter at this record
+# "<object>/<n>": n snapshots of the object were recorded before this event (a snapshot
+# carries its own number). Indexed by the trace DB, so that the latest snapshot before an
+# instant and the changes after it are index seeks, however long the history.
+EPOCH = "procscope.state.epoch"
 
 # What changed (change events).
 METHOD = "procscope.state.method"  # method, "(set)"/"(del)" from outside, or trigger
@@ -54,6 +58,7 @@ __all__ = [
     "CODE_FUNCTION",
     "CONDITIONS_PASSED",
     "DESTINATION",
+    "EPOCH",
     "EVENT_CHANGE",
     "EVENT_SNAPSHOT",
     "EVENT_TRANSITION",

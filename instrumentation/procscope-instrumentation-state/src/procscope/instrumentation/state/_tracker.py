@@ -161,6 +161,7 @@ class Tracker:
         "container_fields",
         "counter",
         "default_name",
+        "epoch",
         "fields",
         "generation",
         "given_name",
@@ -183,6 +184,7 @@ class Tracker:
         self.counter = itertools.count(1)
         self.lock = threading.Lock()
         self.since_snapshot = 0
+        self.epoch = 0  # snapshots recorded so far
         self.generation = -1  # no snapshot recorded yet
         self.pending_snapshot: str | None = "start"
         self.container_fields: tuple[str, ...] = ()
@@ -269,9 +271,11 @@ def _snapshot(tracker: Tracker, obj: Any, name: str, target: Any, reason: str) -
     state = read_state(obj, tracker.fields)
     tracker.note_containers(state)
     seq = next(tracker.counter)
+    tracker.epoch += 1
     attributes: dict[str, Any] = {
         sc.OBJECT: name,
         sc.CLASS: tracker.type_name,
+        sc.EPOCH: f"{name}/{tracker.epoch}",
         sc.SEQ: seq,
         sc.SNAPSHOT_REASON: reason,
         sc.FIELDS: tuple(state),
@@ -352,6 +356,7 @@ def _emit_change(
         sc.OBJECT: name,
         sc.CLASS: tracker.type_name,
         sc.METHOD: method,
+        sc.EPOCH: f"{name}/{tracker.epoch}",
         sc.SEQ: max(seqs),
         sc.FIELDS: fields,
         sc.FIELD_SEQS: seqs,

@@ -77,14 +77,16 @@ def _record(
     if tracker is not None:
         name = tracker.name_of(model)
         seq = next(tracker.counter)
+        epoch = tracker.epoch
     else:
         name = get_name(model) or type(model).__qualname__
-        seq = 0
+        seq = epoch = 0
     dest = transition.dest
     attributes: dict[str, Any] = {
         sc.OBJECT: name,
         sc.CLASS: class_name(type(model)),
         sc.METHOD: trigger,
+        sc.EPOCH: f"{name}/{epoch}",
         sc.SEQ: seq,
         sc.TRIGGER: trigger,
         sc.SOURCE: source,
