@@ -58,11 +58,12 @@ def _factory_files() -> frozenset[str]:
     import asyncio.queues
     import multiprocessing.connection
     import multiprocessing.context
+    import multiprocessing.managers
     import multiprocessing.queues
     import queue
 
     modules = (queue, asyncio.queues, multiprocessing.queues, multiprocessing.context,
-               multiprocessing.connection)
+               multiprocessing.connection, multiprocessing.managers)
     return frozenset(m.__file__ for m in modules if m.__file__)
 
 

@@ -1,0 +1,113 @@
+"""asyncio.Queue, LifoQueue and PriorityQueue between real asyncio tasks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+
+
+@pytest.mark.parametrize("cls", [asyncio.Queue, asyncio.LifoQueue, asyncio.PriorityQueue])
+def test_consumer_task_joins_the_producer_trace(recorder: Any, cls: Any) -> None:
+    """A task's get span and its work are in the trace of the task that put the message."""
+    tracer = recorder.tracer
+
+    async def main() -> list[Any]:
+        q = cls()
+        got: list[Any] = []
+
+        async def consumer() -> None:
+            for _ in range(3):
+                item = await q.get()
+                with tracer.start_as_current_span("handle"):
+                    got.append(item)
+                q.task_done()
+
+        async def producer(i: int) -> None:
+            with tracer.start_as_current_span(f"request-{i}"):
+                await q.put((i, "job"))
+
+        task = asyncio.create_task(consumer())
+        await asyncio.sleep(0)  # the consumer blocks in get first
+        await asyncio.gather(*(producer(i) for i in range(3)))
+        await asyncio.wait_for(task, 5)
+        return got
+
+    got = asyncio.run(main())
+    assert sorted(got) == [(i, "job") for i in range(3)]
+    sends, receives = recorder.messaging("send"), recorder.messaging("receive")
+    assert len(sends) == len(receives) == 3
+    by_id = {s.attributes["messaging.message.id"]: s for s in sends}
+    for receive in receives:
+        send = by_id[receive.attributes["messaging.message.id"]]
+        assert receive.context.trace_id == send.context.trace_id
+        assert receive.attributes["messaging.system"] == "python_asyncio_queue"
+    handles = recorder.spans("handle")
+    assert len(handles) == 3
+    assert {h.context.trace_id for h in handles} == {s.context.trace_id for s in sends}
+    # The first get waited for the producers: it records a block time.
+    assert max(r.attributes["procscope.messaging.block_time"] for r in receives) > 0
+
+
+def test_attached_context_stays_in_its_task(recorder: Any) -> None:
+    """The message context of one task is not seen by a sibling task, and leaves at task_done."""
+    tracer = recorder.tracer
+
+    async def main() -> dict[str, bool]:
+        q: asyncio.Queue[str] = asyncio.Queue()
+        seen: dict[str, bool] = {}
+        got = asyncio.Event()
+
+        async def consumer() -> None:
+            await q.get()
+            seen["consumer"] = trace.get_current_span().get_span_context().is_valid
+            got.set()
+            await asyncio.sleep(0.01)
+            q.task_done()
+            seen["after_task_done"] = trace.get_current_span().get_span_context().is_valid
+
+        async def sibling() -> None:
+            await got.wait()
+            seen["sibling"] = trace.get_current_span().get_span_context().is_valid
+
+        with tracer.start_as_current_span("producer"):
+            q.put_nowait("m")
+        await asyncio.gather(consumer(), sibling())
+        seen["main"] = trace.get_current_span().get_span_context().is_valid
+        return seen
+
+    assert asyncio.run(main()) == {
+        "consumer": True,
+        "sibling": False,
+        "after_task_done": False,
+        "main": False,
+    }
+
+
+def test_asyncio_queue_semantics_are_unchanged(recorder: Any) -> None:
+    """QueueFull, QueueEmpty, maxsize, qsize and timeouts behave exactly as before."""
+
+    async def main() -> None:
+        q: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+        marker = object()
+        await q.put(marker)
+        assert q.full() and q.qsize() == 1
+        with pytest.raises(asyncio.QueueFull):
+            q.put_nowait(2)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(q.put(3), 0.05)
+        assert q.get_nowait() is marker
+        with pytest.raises(asyncio.QueueEmpty):
+            q.get_nowait()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(q.get(), 0.05)
+        assert q.empty()
+        # A cancelled get leaves the queue usable.
+        q.put_nowait("after")
+        assert await q.get() == "after"
+
+    asyncio.run(main())
+    errors = [s for s in recorder.messaging("send") if s.status.status_code.name == "ERROR"]
+    assert [s.attributes["error.type"] for s in errors] == ["QueueFull"]
