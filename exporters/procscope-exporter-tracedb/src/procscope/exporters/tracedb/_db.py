@@ -232,10 +232,15 @@ class TraceDB:
             limit=limit,
         )
 
-    def state_history(self, name: str) -> list[Any]:
-        """Every recorded state change of a traced object (see ``_state``)."""
-        return _state.state_history(self.conn, name)
+    def state_objects(self) -> list[str]:
+        """The names of the objects whose state was recorded (see ``_state``)."""
+        return _state.state_objects(self.conn)
 
-    def state_at(self, name: str, at_ns: int) -> dict[str, Any] | None:
-        """A traced object's state at an instant, or None (see ``_state``)."""
-        return _state.state_at(self.conn, name, at_ns)
+    def state_history(self, name: str, pid: int | None = None) -> list[_state.StateRecord]:
+        """Every snapshot, change and transition of a traced object (see ``_state``)."""
+        return _state.state_history(self.conn, name, pid)
+
+    def state_at(self, name: str, time: Any, pid: int | None = None) -> _state.StateAt | None:
+        """A traced object's state at ``time`` (epoch ns, seconds or a datetime), or None
+        if nothing of it was recorded by then (see ``_state``)."""
+        return _state.state_at(self.conn, name, time, pid)
