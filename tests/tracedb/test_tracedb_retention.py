@@ -19,21 +19,25 @@ def test_max_age_prunes_old_traces_whole(db_path, make_traces):
     now = time.time_ns()
     old = make_traces(20, 5, seed=1, start_ns=now - 3600 * 10**9, name="old")
     recent = make_traces(10, 5, seed=2, start_ns=now - 10**9, name="recent")
+    for number, span in enumerate(old + recent):  # indexed: side-table rows to prune too
+        span._attributes = {"process.pid": number}
     exporter = TraceDBSpanExporter(db_path, max_age=600)
     assert exporter.export(old + recent) is SUCCESS
     exporter.shutdown()
     with TraceDB(db_path) as db:
         names = {t.root_name.split()[0] for t in db.traces(limit=None)}
+        kept_pids = sorted(s.attributes["process.pid"] for s in db.spans())
         assert names == {"recent"}
         assert db.span_count() == 50
         assert len(db.spans()) == 50
-        left = db.conn.execute("SELECT count(*) FROM span_attrs").fetchone()[0]
+        left = db.conn.execute("SELECT value FROM span_attrs ORDER BY value").fetchall()
     conn = sqlite3.connect(db_path)
     orphans = conn.execute(
         "SELECT count(*) FROM events WHERE span_pk NOT IN (SELECT span_pk FROM spans)"
     ).fetchone()[0]
     conn.close()
-    assert orphans == 0 and left == 0
+    assert orphans == 0
+    assert [row[0] for row in left] == kept_pids == list(range(100, 150))
 
 
 def test_max_bytes_keeps_the_file_bounded_oldest_first(db_path, make_traces):

@@ -8,9 +8,12 @@ given back to the file system, so the file itself shrinks, not only its contents
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Sequence
+
+from ._schema import indexed_keys
 
 # Prune below the limit, not just to it, so that the next batches do not each prune again.
 SIZE_TARGET = 0.8
@@ -36,15 +39,43 @@ def delete_traces(conn: sqlite3.Connection, trace_ids: Sequence[bytes]) -> None:
             f"INSERT INTO temp.prune_spans SELECT span_pk FROM spans WHERE trace_id IN ({marks})",
             chunk,
         )
-        conn.execute(
-            "DELETE FROM event_attrs WHERE event_pk IN (SELECT event_pk FROM events "
-            "WHERE span_pk IN (SELECT span_pk FROM temp.prune_spans))"
-        )
-        for table in ("events", "links", "span_attrs", "spans"):
+        _delete_index_rows(conn)
+        for table in ("events", "links", "spans"):
             conn.execute(
                 f"DELETE FROM {table} WHERE span_pk IN (SELECT span_pk FROM temp.prune_spans)"
             )
         conn.execute(f"DELETE FROM traces WHERE trace_id IN ({marks})", chunk)
+
+
+def _delete_index_rows(conn: sqlite3.Connection) -> None:
+    """Delete the side-table rows of the spans (and their events) in temp.prune_spans.
+
+    The side tables have no index by span: their rows are found from the attributes of
+    the spans and events themselves, and deleted by exact primary key.
+    """
+    span_keys, event_keys = indexed_keys(conn)
+    span_rows = []
+    for span_pk, text in conn.execute(
+        "SELECT span_pk, attributes FROM spans WHERE span_pk IN "
+        "(SELECT span_pk FROM temp.prune_spans) AND attributes IS NOT NULL"
+    ):
+        for key, value in json.loads(text).items():
+            if key in span_keys:
+                span_rows.append((key, value, span_pk))
+    conn.executemany(
+        "DELETE FROM span_attrs WHERE key = ? AND value = ? AND span_pk = ?", span_rows
+    )
+    event_rows = []
+    for event_pk, text in conn.execute(
+        "SELECT event_pk, attributes FROM events WHERE span_pk IN "
+        "(SELECT span_pk FROM temp.prune_spans) AND attributes IS NOT NULL"
+    ):
+        for key, value in json.loads(text).items():
+            if key in event_keys:
+                event_rows.append((key, value, event_pk))
+    conn.executemany(
+        "DELETE FROM event_attrs WHERE key = ? AND value = ? AND event_pk = ?", event_rows
+    )
 
 
 def prune(

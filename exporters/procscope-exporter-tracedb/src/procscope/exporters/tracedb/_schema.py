@@ -12,6 +12,9 @@ One SQLite file holds every span of a (multi-process) program. Layout, and why:
 * ``span_attrs`` / ``event_attrs``: side tables filled at insert time for the attribute
   keys in :data:`INDEXED_SPAN_ATTRIBUTES` / :data:`INDEXED_EVENT_ATTRIBUTES` only, so that
   "spans where key = value" is an index seek instead of a JSON scan of a million rows.
+  The rows are the primary key of a WITHOUT ROWID table (key, value, span_pk): one
+  B-tree, no second index. Pruning finds the rows of deleted spans from the spans' own
+  attributes (exact primary-key deletes).
 * ``traces``: one summary row per trace (first start, last end, span and error counts, root
   span), kept up to date by every batch with an UPSERT, so that a page of traces is an
   index range scan instead of a GROUP BY over every span.
@@ -155,8 +158,6 @@ INDEXES = (
     "CREATE INDEX events_time ON events (time_ns)",
     "CREATE INDEX links_span ON links (span_pk)",
     "CREATE INDEX links_target ON links (trace_id, span_id)",
-    "CREATE INDEX span_attrs_span ON span_attrs (span_pk)",
-    "CREATE INDEX event_attrs_event ON event_attrs (event_pk)",
     "CREATE INDEX traces_start ON traces (start_ns)",
     "CREATE INDEX traces_root_name ON traces (root_name, start_ns)",
 )
