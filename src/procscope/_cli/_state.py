@@ -1,19 +1,170 @@
-"""``procscope state``: (being written; see the issue that owns it)."""
+"""``procscope state NAME [--at TIME]``: a traced object's history, or its state at a time.
+
+Without ``--at``: the timeline, one line per recorded moment (time, the method, trigger or
+snapshot, and what changed). With ``--at``: each field and its value at that instant,
+rebuilt from the last snapshot before it and the changes since. TIME follows the
+contract: ISO 8601 with or without a UTC offset (local time when without), or a time of
+day such as 12:03:05 (today, local).
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ._output import (
+    EXIT_OK,
+    add_db_arguments,
+    db_command,
+    fail,
+    format_time,
+    iso_time,
+    parse_when,
+    print_json,
+    render_table,
+)
+
+if TYPE_CHECKING:
+    from procscope.exporters.tracedb import TraceDB
+
+NOT_CAPTURED = "(not captured)"
+_MAX_KNOWN = 10  # object names listed when NAME matches none
 
 
-def _not_ready(args: argparse.Namespace) -> int:
-    sys.stderr.write("procscope state: not available yet\n")
-    return 2
+def _when(text: str) -> int:
+    try:
+        return parse_when(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _what(record: Any) -> str:
+    """What one record changed, as ``field: old → new; ...``."""
+    if record.kind == "snapshot":
+        pairs = _pairs(record.fields, record.values)
+        return f"snapshot ({record.snapshot_reason}): " + ", ".join(f"{k}={v}" for k, v in pairs)
+    parts: list[str] = []
+    if record.kind == "transition":
+        t = record.transition or {}
+        passed = t.get("conditions_passed")
+        verdict = (
+            "" if passed is None else (" (conditions passed)" if passed else " (conditions failed)")
+        )
+        return f"{t.get('source')} → {t.get('destination')}{verdict}"
+    nested = {path for path, _old, _new in record.details}
+    detailed_fields = {path.split("[")[0].split(".")[0].split("{")[0] for path in nested}
+    for i, field in enumerate(record.fields):
+        if field in detailed_fields:
+            continue
+        old = _at(record.old_values, i)
+        new = _at(record.values, i)
+        if old is None and new is None:
+            parts.append(field)
+        else:
+            parts.append(f"{field}: {old or '?'} → {new or '?'}")
+    for path, old, new in record.details:
+        if old is None and new is None:
+            parts.append(path)
+        else:
+            parts.append(f"{path}: {old} → {new}")
+    return "; ".join(parts)
+
+
+def _at(values: list[str] | None, index: int) -> str | None:
+    if values is None or index >= len(values):
+        return None
+    return values[index]
+
+
+def _pairs(fields: list[str], values: list[str] | None) -> list[tuple[str, str]]:
+    return [(f, _at(values, i) or NOT_CAPTURED) for i, f in enumerate(fields)]
+
+
+def _unknown(db: TraceDB, name: str) -> int:
+    known = db.state_objects()
+    if not known:
+        return fail("state", f"no object state recorded in {db.path}")
+    listed = ", ".join(known[:_MAX_KNOWN]) + (", ..." if len(known) > _MAX_KNOWN else "")
+    return fail("state", f"no state recorded for {name!r} in {db.path}; recorded: {listed}")
+
+
+def _history(args: argparse.Namespace, db: TraceDB) -> int:
+    records = db.state_history(args.name)
+    if not records:
+        return _unknown(db, args.name)
+    if args.json:
+        rows = []
+        for record in records:
+            data = record.to_dict()
+            data["time"] = iso_time(record.time_ns)
+            rows.append(data)
+        return print_json({"object": args.name, "history": rows})
+    pids = {r.pid for r in records}
+    headers = ["TIME", "METHOD"] + (["PID"] if len(pids) > 1 else []) + ["WHAT CHANGED"]
+    rows_text = []
+    for record in records:
+        method = record.method if record.kind != "snapshot" else "-"
+        row = [format_time(record.time_ns), method or "-"]
+        if len(pids) > 1:
+            row.append(str(record.pid))
+        row.append(_what(record))
+        rows_text.append(row)
+    print(f"state history of {args.name} ({len(records)} records)")
+    print(render_table(headers, rows_text, shrink=[len(headers) - 1]))
+    return EXIT_OK
+
+
+def _state_at(args: argparse.Namespace, db: TraceDB) -> int:
+    state = db.state_at(args.name, args.at)
+    if state is None:
+        if not db.state_history(args.name):
+            return _unknown(db, args.name)
+        first = db.state_history(args.name)[0]
+        return fail(
+            "state",
+            f"nothing recorded for {args.name!r} at or before {format_time(args.at)}; "
+            f"its first record is at {format_time(first.time_ns)}",
+        )
+    if args.json:
+        data = state.to_dict()
+        data["at"] = iso_time(state.at_ns)
+        data["snapshot_time"] = iso_time(state.snapshot_ns)
+        data["last_change_time"] = iso_time(state.last_change_ns)
+        return print_json(data)
+    source = (
+        f"snapshot at {format_time(state.snapshot_ns)} + {state.changes_applied} change(s)"
+        if state.snapshot_ns is not None
+        else f"{state.changes_applied} change(s), no snapshot"
+    )
+    print(f"state of {args.name} at {format_time(state.at_ns)} ({source})")
+    for note in state.notes:
+        print(f"note: {note}")
+    rows = [[k, NOT_CAPTURED if v is None else v] for k, v in state.fields.items()]
+    print(render_table(["FIELD", "VALUE"], rows, shrink=[1]))
+    return EXIT_OK
+
+
+@db_command("state")
+def cmd_state(args: argparse.Namespace, db: TraceDB) -> int:
+    if args.at is None:
+        return _history(args, db)
+    return _state_at(args, db)
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("state", help="(not available yet)")
-    parser.add_argument("--db")
-    parser.add_argument("--json", action="store_true")
-    parser.set_defaults(func=_not_ready)
+    parser = subparsers.add_parser(
+        "state",
+        help="the state history of a traced object, or its state at a time",
+        description="Without --at: every recorded snapshot, change and transition of the "
+        "object NAME. With --at TIME: its fields and values at that instant. TIME is ISO "
+        "8601 with or without a UTC offset (local time when without), or a time of day "
+        "such as 12:03:05 (today, local).",
+    )
+    parser.add_argument(
+        "name",
+        metavar="NAME",
+        help="the object's name (procscope.name, trace_state(name=...), or Class#n)",
+    )
+    parser.add_argument("--at", type=_when, metavar="TIME", help="the instant to rebuild")
+    add_db_arguments(parser)
+    parser.set_defaults(func=cmd_state)

@@ -95,16 +95,17 @@ def _record(
     }
     if passed is not None:
         attributes[sc.CONDITIONS_PASSED] = passed
-    if passed and dest is not None:
-        field = str(getattr(machine, "model_attribute", "state"))
-        attributes[sc.FIELDS] = (field,)
-        attributes[sc.FIELD_SEQS] = (seq,)
-        if shared_state.settings().capture_content:
-            try:
-                value = getattr(model, field)
-            except Exception:  # noqa: BLE001 -- a model whose attribute access raises
-                value = dest
-            attributes[sc.VALUES] = (value_repr(freeze(value, 1, 16), field),)
+    # The model's state attribute after the attempt (unchanged when the conditions
+    # failed): readers rebuild the model's state from transitions alone.
+    field = str(getattr(machine, "model_attribute", "state"))
+    attributes[sc.FIELDS] = (field,)
+    attributes[sc.FIELD_SEQS] = (seq,)
+    if shared_state.settings().capture_content:
+        try:
+            value = getattr(model, field)
+        except Exception:  # noqa: BLE001 -- a model whose attribute access raises
+            value = dest if passed else source
+        attributes[sc.VALUES] = (value_repr(freeze(value, 1, 16), field),)
     target = begin(
         lambda: (
             f"{type(model).__qualname__}.{trigger}",
