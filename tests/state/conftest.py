@@ -40,7 +40,9 @@ class Recorder:
                 attributes = dict(event.attributes or {})
                 if obj is not None and attributes.get("procscope.state.object") != obj:
                     continue
-                found.append({"span": span.name, "event": event.name, "time": event.timestamp, **attributes})
+                found.append(
+                    {"span": span.name, "event": event.name, "time": event.timestamp, **attributes}
+                )
         found.sort(key=lambda e: e["time"])
         return found
 

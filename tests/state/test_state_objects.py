@@ -95,9 +95,10 @@ class Point:
 def test_method_change_recorded_with_old_and_new(recorder: Any) -> None:
     """A deposit records one change event with the balance's old and new values."""
     account = BankAccount("alice", 10)
-    name = "BankAccount#" + recorder.events("procscope.state.snapshot")[-1][
-        "procscope.state.object"
-    ].split("#")[1]
+    name = (
+        "BankAccount#"
+        + recorder.events("procscope.state.snapshot")[-1]["procscope.state.object"].split("#")[1]
+    )
     assert account.deposit(5) == 15
     changes = recorder.changes(name)
     assert len(changes) == 1
@@ -246,7 +247,9 @@ def test_dataclass_inside_dict_diffed_per_field(recorder: Any) -> None:
     assert change["procscope.state.change.old"] == ("1",)
     assert change["procscope.state.change.new"] == ("2",)
     # Shown as the dataclass's own repr would show it (qualified name), built by procscope.
-    assert change["procscope.state.values"] == (f"{{'disk': {Limit.__qualname__}(soft=2, hard=2)}}",)
+    assert change["procscope.state.values"] == (
+        f"{{'disk': {Limit.__qualname__}(soft=2, hard=2)}}",
+    )
 
 
 def test_slots_and_property(recorder: Any) -> None:

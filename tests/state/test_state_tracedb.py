@@ -77,8 +77,7 @@ def test_threads_changing_one_object(tracedb: Any) -> None:
     """Concurrent deposits from 4 threads: every change recorded once, final state exact."""
     ledger = trace_state(Ledger(), name="shared", fields=["balance"])
     threads = [
-        threading.Thread(target=lambda: [ledger.deposit(100) for _ in range(50)])
-        for _ in range(4)
+        threading.Thread(target=lambda: [ledger.deposit(100) for _ in range(50)]) for _ in range(4)
     ]
     for thread in threads:
         thread.start()
@@ -173,8 +172,11 @@ def test_cli_history_and_at(tracedb: Any) -> None:
     assert "set_limit" in lines[4] and "limits['daily']: 100 → 1" in lines[4]
 
     local = dt.datetime.fromtimestamp(middle / 1e9)
-    for when in (local.isoformat(), local.strftime("%H:%M:%S.%f"),
-                 dt.datetime.fromtimestamp(middle / 1e9, dt.timezone.utc).isoformat()):
+    for when in (
+        local.isoformat(),
+        local.strftime("%H:%M:%S.%f"),
+        dt.datetime.fromtimestamp(middle / 1e9, dt.timezone.utc).isoformat(),
+    ):
         at = _cli("state", "cli-ledger", "--at", when, "--db", tracedb.path)
         assert at.returncode == 0, at.stderr
         rows = dict(line.split(None, 1) for line in at.stdout.splitlines()[2:])
