@@ -18,12 +18,12 @@ It prints the trace id, to look the trace up in the backend.
 
 from __future__ import annotations
 
-import contextvars
 import multiprocessing as mp
 import threading
 from typing import Any
 
-from opentelemetry import propagate, trace
+from opentelemetry import context, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link
 
 TRACER_NAME = "procscope.examples.otlp_pipeline"
@@ -34,9 +34,12 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
-def produce(jobs: Any) -> None:
+def produce(jobs: Any, parent: Context) -> None:
     """The producer thread: one ``publish`` span per job, its context sent with the job."""
-    with tracer().start_as_current_span("produce"):
+    # A new thread starts with an empty context; under procscope's lifecycle instrumentor
+    # it runs inside its `thread` span instead, which is then the parent.
+    inherited = trace.get_current_span().get_span_context().is_valid
+    with tracer().start_as_current_span("produce", context=None if inherited else parent):
         for number in range(JOBS):
             with tracer().start_as_current_span("publish", attributes={"job.number": number}):
                 carrier: dict[str, str] = {}
@@ -50,8 +53,8 @@ def consume(jobs: Any, results: Any, parent_carrier: dict[str, str]) -> None:
     current = trace.get_current_span().get_span_context()
     # Under procscope's lifecycle instrumentor this process already runs inside the
     # spawner's trace; otherwise the context comes from the carrier given at start.
-    context = None if current.is_valid else propagate.extract(parent_carrier)
-    with tracer().start_as_current_span("consume", context=context):
+    parent = None if current.is_valid else propagate.extract(parent_carrier)
+    with tracer().start_as_current_span("consume", context=parent):
         while True:
             job = jobs.get(timeout=60)
             if job is None:
@@ -74,10 +77,8 @@ def main() -> None:
         propagate.inject(carrier)
         consumer = ctx.Process(target=consume, args=(jobs, results, carrier), name="consumer")
         consumer.start()
-        # copy_context: the thread starts inside "pipeline" even without procscope's
-        # lifecycle instrumentor (threads do not inherit contextvars by themselves).
         producer = threading.Thread(
-            target=contextvars.copy_context().run, args=(produce, jobs), name="producer"
+            target=produce, args=(jobs, context.get_current()), name="producer"
         )
         producer.start()
         handled = []
