@@ -48,6 +48,9 @@ _live = shared_state.settings()
 # the messaging plugin's copy and the sampler reads from the root package's copy.
 _hand_over: threading.local = _state.__dict__.setdefault("head_sampling_local", threading.local())
 _getrandbits = random.getrandbits
+# Made once per process so that the gate reads a plain attribute: a getattr() default on a
+# module whose attribute is missing costs a microsecond (it builds an AttributeError).
+_state.__dict__.setdefault("head_records_every_trace", False)
 
 
 def _current_context_var() -> contextvars.ContextVar[Any] | None:
@@ -136,7 +139,7 @@ _cached = [1.0, 0]
 
 def records_every_trace() -> bool:
     """True in tail mode: the head records every trace and the tail processor decides."""
-    return bool(getattr(_state, "head_records_every_trace", False))
+    return bool(_state.head_records_every_trace)
 
 
 def set_records_every_trace(value: bool) -> None:
@@ -154,7 +157,7 @@ def should_record() -> bool:
     if span_context is not None and span_context.is_valid:
         return bool(span_context.trace_flags & 1)
     rate = _live.sample_rate
-    if rate >= 1.0 or getattr(_state, "head_records_every_trace", False):
+    if rate >= 1.0 or _state.head_records_every_trace:
         return True
     cached = _cached
     if cached[0] != rate:

@@ -66,7 +66,12 @@ def _attributes_with(old: Any, probability: float) -> Any:
         merged.maxlen = old.maxlen
         merged.dropped = dropped
         return merged
-    attributes = dict(old) if old else {}
+    if not old:
+        return {PROBABILITY_ATTRIBUTE: probability}
+    try:
+        attributes = dict(old._dict)  # BoundedAttributes: copy its dict at C speed
+    except AttributeError:
+        attributes = dict(old)
     attributes[PROBABILITY_ATTRIBUTE] = probability
     return attributes
 

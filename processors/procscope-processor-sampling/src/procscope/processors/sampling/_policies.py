@@ -20,10 +20,11 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from ._common.head_sampling import (
-    head_threshold,
+    OT_KEY,
+    RANDOMNESS_MASK,
+    parse_ot,
     probability_of,
     threshold_for,
-    trace_randomness,
 )
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "AllOf",
     "AnyOf",
     "AttributePolicy",
+    "DefaultPolicy",
     "ErrorPolicy",
     "FirstMatch",
     "LatencyPolicy",
@@ -71,35 +73,49 @@ class TraceData:
         self._randomness = -1
         self._head_threshold = -1
 
-    def _trace_state(self) -> Any:
+    def _read_trace_state(self) -> None:
+        """Randomness and head threshold, from one read of the trace state."""
+        trace_state = None
         for span in self.spans:
             context = span.context
             if context is not None:
-                return context.trace_state
-        return None
+                trace_state = context.trace_state
+                break
+        ot = trace_state.get(OT_KEY) if trace_state else None
+        threshold, randomness = parse_ot(ot) if ot else (-1, -1)
+        self._head_threshold = max(0, threshold)
+        self._randomness = randomness if randomness >= 0 else self.trace_id & RANDOMNESS_MASK
 
     @property
     def randomness(self) -> int:
         """The trace's 56-bit randomness: ``rv`` from its trace state, else its id's low bits."""
         if self._randomness < 0:
-            self._randomness = trace_randomness(self.trace_id, self._trace_state())
+            self._read_trace_state()
         return self._randomness
 
     @property
     def head_probability(self) -> float:
         """The probability the head sampler kept this trace with (``th``; 1.0 when none)."""
         if self._head_threshold < 0:
-            self._head_threshold = head_threshold(self._trace_state())
+            self._read_trace_state()
         return probability_of(self._head_threshold)
 
     @property
     def duration_seconds(self) -> float:
         """From the earliest start to the latest end among the buffered spans."""
-        starts = [s.start_time for s in self.spans if s.start_time is not None]
-        ends = [s.end_time for s in self.spans if s.end_time is not None]
-        if not starts or not ends:
+        first = last = None
+        for span in self.spans:
+            try:
+                start, end = span._start_time, span._end_time
+            except AttributeError:
+                start, end = span.start_time, span.end_time
+            if start is not None and (first is None or start < first):
+                first = start
+            if end is not None and (last is None or end > last):
+                last = end
+        if first is None or last is None:
             return 0.0
-        return max(0, max(ends) - min(starts)) / 1e9
+        return max(0, last - first) / 1e9
 
 
 class Policy:
@@ -116,18 +132,64 @@ class Policy:
         return f"{type(self).__name__}()"
 
 
+# Policies run once per trace over every span: they read the ReadableSpan's fields
+# directly where it has them (``_status``, ``_events``, ``_attributes``...), which skips
+# the copies its public properties make (``events`` builds a tuple on each read), and fall
+# back to the public properties for any other span type.
+
+
+def _status_code(span: ReadableSpan) -> StatusCode:
+    try:
+        return span._status.status_code
+    except AttributeError:
+        return span.status.status_code
+
+
+def _events(span: ReadableSpan) -> Any:
+    try:
+        return span._events
+    except AttributeError:
+        return span.events
+
+
+def _attributes(span: ReadableSpan) -> Any:
+    """The span's attributes as a plain mapping, cheap to test with ``in``.
+
+    ``BoundedAttributes`` answers ``in`` through Python-level ``__getitem__`` and a
+    KeyError for every miss; its inner dict answers at C speed.
+    """
+    try:
+        attributes: Any = span._attributes
+    except AttributeError:
+        return span.attributes
+    try:
+        return attributes._dict
+    except AttributeError:
+        return attributes
+
+
 def _has_error(span: ReadableSpan) -> bool:
-    if span.status.status_code is StatusCode.ERROR:
+    if _status_code(span) is StatusCode.ERROR:
         return True
-    return any(event.name == "exception" for event in span.events)
+    events = _events(span)
+    return bool(events) and any(event.name == "exception" for event in events)
 
 
 class ErrorPolicy(Policy):
     """Keeps traces with a span whose status is ERROR or that recorded an exception."""
 
     def evaluate(self, trace: TraceData) -> float | None:
+        error = StatusCode.ERROR
         for span in trace.spans:
-            if _has_error(span):
+            try:
+                if span._status.status_code is error:
+                    return 1.0
+                events = span._events
+            except AttributeError:
+                if _has_error(span):
+                    return 1.0
+                continue
+            if events and any(event.name == "exception" for event in events):
                 return 1.0
         return None
 
@@ -150,19 +212,24 @@ class AbnormalEndPolicy(Policy):
         self.exit_code_attribute = exit_code_attribute
         self.signal_attribute = signal_attribute
 
-    def _abnormal(self, span: ReadableSpan) -> bool:
-        attributes = span.attributes or {}
-        signal = attributes.get(self.signal_attribute)
-        if signal is not None:
+    def _abnormal(self, span: ReadableSpan, attributes: Any) -> bool:
+        if attributes.get(self.signal_attribute) is not None:
             return True
         code = attributes.get(self.exit_code_attribute)
         if code is None:
             return False
-        return code != 0 or span.status.status_code is StatusCode.ERROR
+        return code != 0 or _status_code(span) is StatusCode.ERROR
 
     def evaluate(self, trace: TraceData) -> float | None:
+        signal_key, code_key = self.signal_attribute, self.exit_code_attribute
         for span in trace.spans:
-            if self._abnormal(span):
+            attributes = _attributes(span)
+            if not attributes:
+                continue
+            # Most spans have neither attribute: two membership tests and on.
+            if (signal_key in attributes or code_key in attributes) and self._abnormal(
+                span, attributes
+            ):
                 return 1.0
         return None
 
@@ -196,6 +263,7 @@ class ProbabilisticPolicy(Policy):
     """
 
     def __init__(self, rate: float | Callable[[], float]) -> None:
+        self._last = (-1.0, 0)  # (rate, its threshold): rates change rarely
         if callable(rate):
             self._rate_of: Callable[[], float] = rate
         else:
@@ -209,7 +277,13 @@ class ProbabilisticPolicy(Policy):
         return min(1.0, max(0.0, float(self._rate_of())))
 
     def evaluate(self, trace: TraceData) -> float | None:
-        threshold = threshold_for(self.rate)
+        rate = self._rate_of()
+        last = self._last
+        if last[0] == rate:
+            threshold = last[1]
+        else:
+            threshold = threshold_for(min(1.0, max(0.0, float(rate))))
+            self._last = (rate, threshold)
         if trace.randomness >= threshold:
             return probability_of(threshold)
         return None
@@ -283,7 +357,7 @@ class AttributePolicy(Policy):
     def evaluate(self, trace: TraceData) -> float | None:
         key = self.key
         for span in trace.spans:
-            attributes = span.attributes
+            attributes = _attributes(span)
             if attributes and key in attributes and self._matches(attributes[key]):
                 return 1.0
         return None
@@ -404,17 +478,77 @@ class FirstMatch(Policy):
         return f"FirstMatch{self.rules!r}"
 
 
+class DefaultPolicy(AnyOf):
+    """``AnyOf(ErrorPolicy, AbnormalEndPolicy, LatencyPolicy, ProbabilisticPolicy)`` in one pass.
+
+    The same decisions and probabilities as that ``AnyOf`` (which it is, for inspection),
+    but one walk over the spans instead of three: the decision runs once per trace on
+    the program's thread, so its cost is part of the per-span overhead.
+    """
+
+    def __init__(
+        self,
+        rate: float | Callable[[], float],
+        latency_threshold_seconds: float = DEFAULT_LATENCY_THRESHOLD_SECONDS,
+        exit_code_attribute: str = DEFAULT_EXIT_CODE_ATTRIBUTE,
+        signal_attribute: str = DEFAULT_SIGNAL_ATTRIBUTE,
+    ) -> None:
+        self.errors = ErrorPolicy()
+        self.abnormal = AbnormalEndPolicy(exit_code_attribute, signal_attribute)
+        self.latency = LatencyPolicy(latency_threshold_seconds)
+        self.probabilistic = ProbabilisticPolicy(rate)
+        super().__init__(self.errors, self.abnormal, self.latency, self.probabilistic)
+
+    def evaluate(self, trace: TraceData) -> float | None:
+        error = StatusCode.ERROR
+        signal_key = self.abnormal.signal_attribute
+        code_key = self.abnormal.exit_code_attribute
+        abnormal = self.abnormal._abnormal
+        first = last = None
+        for span in trace.spans:
+            try:
+                if span._status.status_code is error:
+                    return 1.0
+                events = span._events
+                start, end = span._start_time, span._end_time
+            except AttributeError:
+                if _has_error(span):
+                    return 1.0
+                events = None
+                start, end = span.start_time, span.end_time
+            if events and any(event.name == "exception" for event in events):
+                return 1.0
+            attributes = _attributes(span)
+            if (
+                attributes
+                and (signal_key in attributes or code_key in attributes)
+                and abnormal(span, attributes)
+            ):
+                return 1.0
+            if start is not None and (first is None or start < first):
+                first = start
+            if end is not None and (last is None or end > last):
+                last = end
+        if first is not None and last is not None:
+            if (last - first) / 1e9 >= self.latency.threshold_seconds:
+                return 1.0
+        return self.probabilistic.evaluate(trace)
+
+    def __repr__(self) -> str:
+        return (
+            f"DefaultPolicy(rate={self.probabilistic.rate}, "
+            f"latency_threshold_seconds={self.latency.threshold_seconds}, "
+            f"exit_code_attribute={self.abnormal.exit_code_attribute!r}, "
+            f"signal_attribute={self.abnormal.signal_attribute!r})"
+        )
+
+
 def default_policy(
     rate: float | Callable[[], float],
     latency_threshold_seconds: float = DEFAULT_LATENCY_THRESHOLD_SECONDS,
     exit_code_attribute: str = DEFAULT_EXIT_CODE_ATTRIBUTE,
     signal_attribute: str = DEFAULT_SIGNAL_ATTRIBUTE,
-) -> AnyOf:
-    """What ``procscope.setup(sampling="tail")`` uses: errors, abnormal ends, slow traces,
+) -> DefaultPolicy:
+    """What ``procscope.setup()`` uses in tail mode: errors, abnormal ends, slow traces,
     and ``rate`` of the rest."""
-    return AnyOf(
-        ErrorPolicy(),
-        AbnormalEndPolicy(exit_code_attribute, signal_attribute),
-        LatencyPolicy(latency_threshold_seconds),
-        ProbabilisticPolicy(rate),
-    )
+    return DefaultPolicy(rate, latency_threshold_seconds, exit_code_attribute, signal_attribute)

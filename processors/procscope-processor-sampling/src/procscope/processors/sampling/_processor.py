@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import SpanContext, TraceFlags
 
 from ._annotate import with_probability
 from ._common.guard import log_internal_error
@@ -42,6 +45,22 @@ _COUNTER_OF_REASON = {
     EARLY: "decided_early",
     FLUSH: "decided_at_flush",
 }
+
+
+def _context_getters() -> tuple[Callable[[Any], tuple[int, int]], Callable[[Any], bool]]:
+    """``(trace_id, trace_flags)`` and ``is_remote`` getters for a SpanContext.
+
+    SpanContext is a tuple ``(trace_id, span_id, is_remote, trace_flags, ...)`` whose
+    properties each cost a Python call; itemgetter reads the tuple at C speed. The layout
+    is checked once, here: should it ever change, the properties are used instead.
+    """
+    probe = SpanContext(3, 5, True, TraceFlags(1))
+    if isinstance(probe, tuple) and probe[0] == 3 and probe[2] is True and probe[3] == 1:
+        return operator.itemgetter(0, 3), operator.itemgetter(2)
+    return operator.attrgetter("trace_id", "trace_flags"), operator.attrgetter("is_remote")
+
+
+_ids_and_flags, _is_remote = _context_getters()
 
 _DROPPED = -1.0  # the decision memory's value for a dropped trace (kept: its probability)
 _MIN_SLEEP = 0.005
@@ -82,14 +101,14 @@ class SamplingStats:
 class _Trace:
     """A trace being buffered."""
 
-    __slots__ = ("first_seen", "late", "open", "root_ended", "spans", "trace_id")
+    __slots__ = ("first_seen", "late", "root_ended", "spans", "started", "trace_id")
 
     def __init__(self, trace_id: int, first_seen: float) -> None:
         self.trace_id = trace_id
         self.first_seen = first_seen
-        self.spans: list[ReadableSpan] = []
-        self.late: list[ReadableSpan] = []
-        self.open = 0
+        self.spans: list[ReadableSpan] = []  # ended, buffered
+        self.started: list[None] = []  # one entry per on_start (appended without the lock)
+        self.late: list[ReadableSpan] | None = None  # ended while the trace was being decided
         self.root_ended = False
 
 
@@ -194,80 +213,120 @@ class TailSamplingProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
             context = span.context
-            if context is None or not context.trace_flags & 1:
+            if context is None:
+                return
+            trace_id, flags = _ids_and_flags(context)
+            if not flags & 1:
                 return
             if self._forward_start:
                 self._next.on_start(span, parent_context)
-            trace_id = context.trace_id
-            evicted: list[_Trace] | None = None
-            with self._lock:
-                if self._shutdown:
-                    return
-                trace = self._traces.get(trace_id)
-                if trace is None:
-                    if trace_id in self._decisions or trace_id in self._closing:
-                        return  # a late span: its end follows the decision
-                    trace = _Trace(trace_id, time.monotonic())
-                    self._traces[trace_id] = trace
-                    if len(self._traces) > self._max_traces:
-                        evicted = self._evict_oldest_locked()
-                    if self._worker is None:
-                        self._start_worker_locked()
-                trace.open += 1
-            if evicted:
-                self._decide(evicted, EARLY)
+            # Hot path without our lock: list.append is atomic. If the trace is being
+            # closed at this very moment, this start lands on the closed buffer and the
+            # span's end is handled as late, which is what it is.
+            trace = self._traces.get(trace_id)
+            if trace is not None:
+                trace.started.append(None)
+                return
+            self._start_trace(trace_id)
         except Exception:  # noqa: BLE001 -- the host program must never see our errors
             log_internal_error()
+
+    def _start_trace(self, trace_id: int) -> None:
+        evicted: list[_Trace] | None = None
+        with self._lock:
+            if self._shutdown:
+                return
+            trace = self._traces.get(trace_id)
+            if trace is not None:
+                trace.started.append(None)
+                return
+            if trace_id in self._decisions or trace_id in self._closing:
+                return  # a late span: its end follows the decision
+            trace = _Trace(trace_id, time.monotonic())
+            trace.started.append(None)
+            self._traces[trace_id] = trace
+            if len(self._traces) > self._max_traces:
+                evicted = self._evict_oldest_locked()
+            if self._worker is None:
+                self._start_worker_locked()
+        if evicted:
+            self._decide(evicted, EARLY)
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
             context = span.context
-            if context is None or not context.trace_flags & 1:
+            if context is None:
                 return
-            trace_id = context.trace_id
-            ready: list[_Trace] | None = None
-            reason = COMPLETE
-            verdict = None
+            trace_id, flags = _ids_and_flags(context)
+            if not flags & 1:
+                return
+            parent = span.parent
+            is_root = parent is None or _is_remote(parent)
+            ready: list[_Trace]
             with self._lock:
-                if self._shutdown:
-                    return
                 trace = self._traces.get(trace_id)
                 if trace is None:
-                    closing = self._closing.get(trace_id)
-                    if closing is not None:
-                        closing.late.append(span)
-                        self._counts["late_spans"] += 1
-                        return
-                    verdict = self._decisions.get(trace_id)
-                    if verdict is None:
-                        # Started before we were added, or its decision was forgotten long
-                        # ago: it gets a buffer and a decision of its own.
-                        trace = _Trace(trace_id, time.monotonic())
-                        self._traces[trace_id] = trace
-                        if self._worker is None:
-                            self._start_worker_locked()
-                    else:
-                        self._counts["late_spans"] += 1
-                if trace is not None:
-                    trace.spans.append(span)
+                    ready = []
+                else:
+                    spans = trace.spans
+                    spans.append(span)
                     self._buffered += 1
-                    if trace.open > 0:
-                        trace.open -= 1
-                    parent = span.parent
-                    if parent is None or parent.is_remote:
+                    if is_root:
                         trace.root_ended = True
-                    if trace.open == 0 and trace.root_ended:
-                        ready = [self._close_locked(trace)]
-                    elif len(trace.spans) >= self._max_per_trace:
+                    if trace.root_ended and len(spans) >= len(trace.started):
+                        ready, reason = [self._close_locked(trace)], COMPLETE
+                    elif len(spans) >= self._max_per_trace:
                         ready, reason = [self._close_locked(trace)], EARLY
-                    elif self._buffered > self._max_spans or len(self._traces) > self._max_traces:
+                    elif self._buffered > self._max_spans:
                         ready, reason = self._evict_oldest_locked(), EARLY
-            if ready:
+                    else:
+                        return
+            if trace is None:
+                self._end_unbuffered(span, trace_id, is_root)
+            else:
                 self._decide(ready, reason)
-            elif verdict is not None:
-                self._late_span(trace_id, span, verdict)
         except Exception:  # noqa: BLE001 -- the host program must never see our errors
             log_internal_error()
+
+    def _end_unbuffered(self, span: ReadableSpan, trace_id: int, is_root: bool) -> None:
+        """A span whose trace has no buffer: late for a decided trace, else a new buffer."""
+        with self._lock:
+            if self._shutdown:
+                return
+            trace = self._traces.get(trace_id)
+            if trace is None:
+                closing = self._closing.get(trace_id)
+                if closing is not None:
+                    if closing.late is None:
+                        closing.late = []
+                    closing.late.append(span)
+                    self._counts["late_spans"] += 1
+                    return
+                verdict = self._decisions.get(trace_id)
+                if verdict is not None:
+                    self._counts["late_spans"] += 1
+                else:
+                    # Started before we were added, or its decision was forgotten long
+                    # ago: it gets a buffer and a decision of its own.
+                    trace = _Trace(trace_id, time.monotonic())
+                    self._traces[trace_id] = trace
+                    if self._worker is None:
+                        self._start_worker_locked()
+            ready: list[_Trace] = []
+            reason = COMPLETE
+            if trace is not None:
+                trace.spans.append(span)
+                self._buffered += 1
+                if is_root:
+                    trace.root_ended = True
+                if trace.root_ended and len(trace.spans) >= len(trace.started):
+                    ready = [self._close_locked(trace)]
+                elif self._buffered > self._max_spans or len(self._traces) > self._max_traces:
+                    ready, reason = self._evict_oldest_locked(), EARLY
+        if trace is None:
+            self._late_span(trace_id, span, _DROPPED if verdict is None else verdict)
+        elif ready:
+            self._decide(ready, reason)
 
     # -- buffers (call with the lock held) -----------------------------------------------
 
@@ -317,9 +376,9 @@ class TailSamplingProcessor(SpanProcessor):
         counts = self._counts
         with self._lock:
             self._closing.pop(trace.trace_id, None)
-            late = trace.late
+            late = trace.late or []
             spans = trace.spans + late if late else trace.spans
-            self._remember_locked(trace.trace_id, probability if kept else _DROPPED)  # type: ignore[arg-type]
+            self._remember_locked(trace.trace_id, _DROPPED if probability is None else probability)
             counts[_COUNTER_OF_REASON[reason]] += 1
             if kept:
                 counts["kept_traces"] += 1
@@ -328,14 +387,14 @@ class TailSamplingProcessor(SpanProcessor):
             else:
                 counts["dropped_traces"] += 1
                 counts["dropped_spans"] += len(spans)
-        if kept:
-            self._forward(spans, probability)  # type: ignore[arg-type]
+        if probability is not None:
+            self._forward(spans, probability)
         elif late:
             # A late span with an error can still rescue the rest of the trace.
             for span in late:
                 self._late_span(trace.trace_id, span, _DROPPED, counted=True)
         if self._on_decision is not None:
-            try:
+            try:  # the Decision is made only for a callback that wants it
                 self._on_decision(
                     Decision(trace.trace_id, kept, probability, reason, len(trace.spans))
                 )
