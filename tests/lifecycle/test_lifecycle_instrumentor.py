@@ -61,9 +61,9 @@ def test_uninstrument_restores_every_patched_name_by_identity(instrument: Any) -
 
 
 def test_bad_spans_setting_warns_once_and_falls_back(
-    instrument: Any, monkeypatch: pytest.MonkeyPatch
+    instrument: Any, monkeypatch: pytest.MonkeyPatch, thread_failures: list[Any]
 ) -> None:
-    """PROCSCOPE_LIFECYCLE_SPANS=bogus: one SettingWarning naming it; a span per thread."""
+    """PROCSCOPE_LIFECYCLE_SPANS=bogus: one SettingWarning naming it; the default (errors)."""
     monkeypatch.setenv(ENV_SPANS, "bogus")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -72,22 +72,36 @@ def test_bad_spans_setting_warns_once_and_falls_back(
     # class of the same name but not the same object as procscope._common's.
     messages = [str(w.message) for w in caught if w.category.__name__ == SettingWarning.__name__]
     assert len(messages) == 1 and ENV_SPANS in messages[0] and "bogus" in messages[0]
+    for target in (lambda: None, lambda: 1 / 0):
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join()
+    (span,) = memory.spans("thread")
+    assert span.attributes["procscope.lifecycle.error_only"] is True
+
+
+def test_spans_keyword_wins_over_the_environment(
+    instrument: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """instrument(spans="all") beats PROCSCOPE_LIFECYCLE_SPANS=errors."""
+    monkeypatch.setenv(ENV_SPANS, "errors")
+    memory = instrument(spans="all")
     thread = threading.Thread(target=lambda: None)
     thread.start()
     thread.join()
     assert len(memory.spans("thread")) == 1
 
 
-def test_spans_keyword_wins_over_the_environment(
+def test_environment_chooses_spans_for_every_thread(
     instrument: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """instrument(spans="errors") beats PROCSCOPE_LIFECYCLE_SPANS=all."""
+    """PROCSCOPE_LIFECYCLE_SPANS=all without a keyword: a span for a thread that ends well."""
     monkeypatch.setenv(ENV_SPANS, "all")
-    memory = instrument(spans="errors")
+    memory = instrument()
     thread = threading.Thread(target=lambda: None)
     thread.start()
     thread.join()
-    assert memory.spans("thread") == []
+    assert len(memory.spans("thread")) == 1
 
 
 def test_the_program_sees_no_difference_in_a_subprocess_run(memory: Any) -> None:

@@ -111,6 +111,7 @@ def run_spans_of(pid):
         env={"OTEL_BSP_SCHEDULE_DELAY": "50"},
     )
     assert run.returncode == 0, run.stderr
+    assert "cannot write spans" not in run.stderr, run.stderr
     rows = run.by_name()
     crash = rows["crash"]
     assert (crash.exit_code, crash.error) == (1, True)
@@ -172,6 +173,9 @@ def test_pools_record_workers_and_each_task_under_the_submitter(run_program: Any
              executor_span=format(s2.get_span_context().span_id, "016x"))
         """,
         helpers=CHILD_HELPERS + "\ndef square(x):\n    return x * x\n",
+        # A span for every pool task (the default makes them for failed ones only); the
+        # workers get the option from the program, as they get its settings.
+        env={"PROCSCOPE_LIFECYCLE_SPANS": "all"},
     )
     assert run.returncode == 0, run.stderr
     ids = run.line("pool_span")

@@ -17,7 +17,7 @@ class LifecycleInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     ``instrument(tracer_provider=None, spans=None)``: ``spans`` is ``"all"`` (a span for
     every thread, task and pool call) or ``"errors"`` (those only when they fail; context
-    still propagates); default from ``PROCSCOPE_LIFECYCLE_SPANS``, else ``"all"``. Process
+    still propagates); default from ``PROCSCOPE_LIFECYCLE_SPANS``, else ``"errors"``. Process
     spans follow the level alone (see docs/lifecycle.md).
     """
 
@@ -46,4 +46,5 @@ class LifecycleInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _uninstrument(self, **kwargs: Any) -> None:
         runtime.active = False
         self._patches.restore_all()
+        _processes.uninstrument()
         _ending.remove_sigterm()

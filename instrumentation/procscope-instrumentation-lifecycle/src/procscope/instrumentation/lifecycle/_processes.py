@@ -388,6 +388,41 @@ def _unblock_sigterm() -> None:
 
 _at_fork_registered = False
 
+# Imported once by the fork server when it starts, so that each forkserver child (forked
+# from it) does not import OpenTelemetry and procscope again before setting up: ~115 ms
+# per child here. ImportError is ignored by the fork server (the plugin used alone).
+FORKSERVER_PRELOAD = (
+    "procscope.instrumentation.lifecycle._child",
+    "procscope._api",
+    "procscope.exporters.tracedb",
+    # setup() imports every procscope instrumentor to switch it on or off.
+    "procscope.instrumentation.messaging",
+    "procscope.instrumentation.state",
+)
+_preloaded: list[str] = []
+
+
+def _add_forkserver_preload() -> None:
+    from multiprocessing import forkserver
+
+    preload = getattr(getattr(forkserver, "_forkserver", None), "_preload_modules", None)
+    if not isinstance(preload, list):
+        return
+    for module in FORKSERVER_PRELOAD:
+        if module not in preload:
+            preload.append(module)
+            _preloaded.append(module)
+
+
+def uninstrument() -> None:
+    from multiprocessing import forkserver
+
+    preload = getattr(getattr(forkserver, "_forkserver", None), "_preload_modules", None)
+    while _preloaded:
+        module = _preloaded.pop()
+        if isinstance(preload, list) and module in preload:
+            preload.remove(module)
+
 
 def instrument(patches: Patches) -> None:
     global _at_fork_registered
@@ -403,6 +438,7 @@ def instrument(patches: Patches) -> None:
     patches.patch(ProcessPoolExecutor, "submit", _make_executor_submit)
     patches.patch(os, "fork", _make_fork)
     patches.patch(os, "waitpid", _make_waitpid)
+    _add_forkserver_preload()
     if not _at_fork_registered and hasattr(os, "register_at_fork"):
         # Registered after the SDK's batch processors (setup() makes them before it
         # instruments): after-in-child hooks run in registration order, so the inherited

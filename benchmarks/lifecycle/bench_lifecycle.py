@@ -1,0 +1,131 @@
+"""Lifecycle instrumentor overhead: thread start+join, asyncio task create+await, and
+Process start+join for each start method; uninstrumented against instrumented, measured
+side by side in the same run (rounds interleaved, medians reported).
+
+    python benchmarks/lifecycle/bench_lifecycle.py [--quick]
+
+The pipeline is procscope's own (procscope.setup with the trace DB exporter, in a
+temporary folder), so the instrumented figures include span creation, the batch
+processor's queue and, for processes, the child setting procscope up and flushing at exit.
+"thread spans" = a span for every thread and task (spans="all", the default at level full);
+"errors only" = context propagation and spans only for failures (spans="errors").
+Goal (issue 5): at most 5% added to thread and process start+join.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+
+
+def noop() -> None:
+    pass
+
+
+def thread_start_join(n: int) -> None:
+    for _ in range(n):
+        thread = threading.Thread(target=noop)
+        thread.start()
+        thread.join()
+
+
+async def _nothing() -> None:
+    return None
+
+
+def task_create_await(n: int) -> None:
+    async def main() -> None:
+        for _ in range(n):
+            await asyncio.get_running_loop().create_task(_nothing())
+
+    asyncio.run(main())
+
+
+def process_start_join(method: str) -> Callable[[int], None]:
+    ctx = mp.get_context(method)
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            process = ctx.Process(target=noop)
+            process.start()
+            process.join()
+
+    return run
+
+
+def main(argv: list[str]) -> int:
+    quick = "--quick" in argv
+    from procscope.instrumentation.lifecycle import LifecycleInstrumentor
+
+    import procscope
+
+    folder = tempfile.mkdtemp(prefix="procscope-bench-lifecycle-")
+    # Only the lifecycle instrumentor: this measures it alone.
+    os.environ["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "procscope_messaging,procscope_state"
+    scope = procscope.setup(db=os.path.join(folder, "bench.db"), exporter="tracedb")
+    provider = scope.tracer_provider
+    instrumentor = LifecycleInstrumentor()
+
+    def switch(mode: str) -> None:
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+        if mode != "off":
+            instrumentor.instrument(tracer_provider=provider, spans=mode)
+
+    rounds = 3 if quick else 7
+    # (name, function, operations per round, modes compared)
+    cases: list[tuple[str, Callable[[int], None], int, tuple[str, ...]]] = [
+        ("thread start+join", thread_start_join, 300, ("off", "errors", "all")),
+        ("asyncio task create+await", task_create_await, 2000, ("off", "errors", "all")),
+        ("Process start+join (fork)", process_start_join("fork"), 8, ("off", "all")),
+        ("Process start+join (forkserver)", process_start_join("forkserver"), 5, ("off", "all")),
+        ("Process start+join (spawn)", process_start_join("spawn"), 2, ("off", "all")),
+    ]
+    if quick:
+        cases = [(n, f, max(1, ops // 4), m) for n, f, ops, m in cases]
+    labels = {"off": "uninstrumented", "errors": "errors only", "all": "thread spans"}
+    print(f"lifecycle instrumentor: {rounds} interleaved rounds, median per operation")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
+    header = f"{'operation':34} {'mode':16} {'per op':>10} {'added':>9}"
+    print(header)
+    print("-" * len(header))
+    results = {}
+    for name, func, ops, modes in cases:
+        for mode in reversed(modes):  # warm-up (imports, the fork server, the DB)
+            switch(mode)
+            func(max(1, ops // 4))
+        samples: dict[str, list[float]] = {m: [] for m in modes}
+        for index in range(rounds):
+            order = modes if index % 2 == 0 else tuple(reversed(modes))
+            for mode in order:
+                switch(mode)
+                started = time.perf_counter()
+                func(ops)
+                samples[mode].append((time.perf_counter() - started) / ops)
+        base = statistics.median(samples["off"])
+        for mode in modes:
+            value = statistics.median(samples[mode])
+            added = "" if mode == "off" else f"{(value / base - 1) * 100:+.1f}%"
+            results[(name, mode)] = value
+            print(f"{name:34} {labels[mode]:16} {_fmt(value):>10} {added:>9}")
+        print()
+    switch("off")
+    procscope.shutdown()
+    return 0
+
+
+def _fmt(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    return f"{seconds * 1e3:.2f} ms"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
