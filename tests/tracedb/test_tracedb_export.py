@@ -8,7 +8,7 @@ import os
 import sqlite3
 import stat
 
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from procscope.exporters.tracedb import TraceDB, TraceDBSpanExporter
@@ -184,3 +184,40 @@ def test_indexed_attributes_fill_side_tables(db_path, make_span):
     )
     assert "messaging.destination.name" in indexed
     conn.close()
+
+
+def test_odd_attribute_values_are_stored_as_valid_json(db_path, make_span):
+    """NaN, infinities, booleans and sequences are stored; SQLite's JSON functions read them."""
+    span = make_span(
+        "odd", trace_id=9, span_id=9,
+        attributes={"nan": float("nan"), "inf": float("-inf"), "flag": True, "seq": ("a", "b")},
+    )  # fmt: skip
+    exporter = TraceDBSpanExporter(db_path)
+    assert exporter.export([span]) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    with TraceDB(db_path) as db:
+        stored = db.spans()[0].attributes
+        assert stored == {"nan": "nan", "inf": "-inf", "flag": True, "seq": ["a", "b"]}
+        assert db.spans(attributes={"flag": True})[0].name == "odd"
+
+
+class _RenamingSpan(ReadableSpan):
+    """A ReadableSpan whose properties differ from its private fields."""
+
+    @property
+    def name(self) -> str:
+        return "renamed " + self._name
+
+
+def test_span_subclass_is_read_through_its_properties(db_path, make_span):
+    """A ReadableSpan subclass overriding a property is exported as its properties say."""
+    base = make_span("original", trace_id=4, span_id=4, attributes={"k": 1})
+    span = _RenamingSpan(
+        name=base.name, context=base.context, resource=base.resource, attributes={"k": 1},
+        start_time=base.start_time, end_time=base.end_time,
+    )  # fmt: skip
+    exporter = TraceDBSpanExporter(db_path)
+    assert exporter.export([span]) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    with TraceDB(db_path) as db:
+        assert [s.name for s in db.spans()] == ["renamed original"]

@@ -24,8 +24,10 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind
 
 from . import _schema
@@ -75,6 +77,7 @@ _READABLE_PROPERTIES = (
     "links", "resource", "status", "instrumentation_scope",
 )  # fmt: skip
 _FAST_TYPES: dict[type, bool] = {}
+_UNSET = object()
 
 
 def _reads_private_fields(cls: type) -> bool:
@@ -117,6 +120,12 @@ def spans_to_batch(
     resource_id = writer.resource_id
     scope_id = writer.scope_id
     event_index = 0
+    # The batch's spans nearly always share one resource and few scopes: look ids up
+    # only when the object changes.
+    last_resource: Any = _UNSET
+    last_scope: Any = _UNSET
+    last_rid: int | None = None
+    last_sid: int | None = None
     for index, span in enumerate(spans):
         if _FAST_TYPES.get(type(span)) or _reads_private_fields(type(span)):
             context = span._context
@@ -131,6 +140,11 @@ def spans_to_batch(
             scope = span._instrumentation_scope
             events = span._events
             links = span._links
+            # The SDK's BoundedList is truthy through a Python __len__; its deque is not.
+            if type(events) is BoundedList:
+                events = getattr(events, "_dq", events)
+            if type(links) is BoundedList:
+                links = getattr(links, "_dq", links)
         else:
             context = span.context
             parent = span.parent
@@ -155,7 +169,17 @@ def spans_to_batch(
             parent_id = parent.span_id
             if parent_id >= 0x8000000000000000:
                 parent_id -= 0x10000000000000000
-        plain = _plain(attributes)
+        plain = attributes._dict if type(attributes) is BoundedAttributes else _plain(attributes)
+        if resource is last_resource:
+            rid = last_rid
+        else:
+            rid = last_rid = resource_id(resource)
+            last_resource = resource
+        if scope is last_scope:
+            sid = last_sid
+        else:
+            sid = last_sid = scope_id(scope)
+            last_scope = scope
         span_rows.append(
             (
                 index,
@@ -169,8 +193,8 @@ def spans_to_batch(
                 status.status_code._value_ if status is not None else 0,
                 status.description if status is not None else None,
                 encode_attributes(plain) if plain else None,
-                resource_id(resource),
-                scope_id(scope),
+                rid,
+                sid,
                 pid,
                 process_name,
             )

@@ -34,7 +34,10 @@ try:
     # The C encoder that json.dumps builds on every call, built once: half the cost of a
     # span's attributes. No circular-reference markers (attribute values are scalars and
     # tuples of scalars); allow_nan=False since SQLite's JSON functions reject NaN.
-    from json.encoder import c_make_encoder, encode_basestring
+    from json.encoder import (  # type: ignore[attr-defined]
+        c_make_encoder,
+        encode_basestring,
+    )
 
     _c_encode: Any = c_make_encoder(
         None, str, encode_basestring, None, ":", ",", False, False, False
