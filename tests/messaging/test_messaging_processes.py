@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from procscope.exporters.tracedb import TraceDB
 
 START_METHODS = ["fork", "spawn", "forkserver"]

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
+from procscope.instrumentation.messaging import MessagingInstrumentor
 
 import procscope
-from procscope.instrumentation.messaging import MessagingInstrumentor
 
 QUEUE_CLASSES = [queue.Queue, queue.LifoQueue, queue.PriorityQueue]
 
@@ -49,7 +49,8 @@ def test_consumer_spans_join_the_producer_trace(recorder: Any, make: Any) -> Non
         assert receive.parent.span_id == send.context.span_id
         assert receive.links[0].context.span_id == send.context.span_id
         assert receive.kind == trace.SpanKind.CONSUMER and send.kind == trace.SpanKind.PRODUCER
-        assert receive.attributes["procscope.messaging.sender.thread.id"] == threading.get_native_id()
+        sender_thread = receive.attributes["procscope.messaging.sender.thread.id"]
+        assert sender_thread == threading.get_native_id()
         assert receive.attributes["thread.id"] == consumer.native_id
         assert receive.attributes["procscope.messaging.wait_time"] >= 0
     assert {s.context.trace_id for s in sends} == set(roots.values())

@@ -183,9 +183,9 @@ def messages(
 
 
 def _record(message_id: str, group: dict[str, Any]) -> MessageRecord:
-    send = group.get("send")
-    receive = group.get("receive")
-    first_row, first_attributes = send or receive
+    send: Any = group.get("send")
+    receive: Any = group.get("receive")
+    first_row, first_attributes = send if send is not None else receive
     sender = _end(*send) if send else None
     receiver = _end(*receive) if receive else None
     send_attrs = send[1] if send else {}
@@ -204,7 +204,7 @@ def _record(message_id: str, group: dict[str, Any]) -> MessageRecord:
         )
 
     def seconds_to_ns(value: Any) -> int | None:
-        return int(round(float(value) * 1e9)) if isinstance(value, (int, float)) else None
+        return round(float(value) * 1e9) if isinstance(value, (int, float)) else None
 
     size = send_attrs.get("messaging.message.body.size", recv_attrs.get(
         "messaging.message.body.size"))

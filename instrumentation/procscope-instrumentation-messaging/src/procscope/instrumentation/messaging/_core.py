@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import random
 import threading
 import time
 from typing import Any
@@ -69,6 +70,7 @@ C_PID, C_THREAD_ID, C_THREAD_NAME, C_SENT_NS = 5, 6, 7, 8
 _live = shared_state.settings()
 _state_dict: dict[str, Any] = shared_state.get().__dict__
 _time_ns = time.time_ns
+_getrandbits = random.getrandbits
 
 
 class _Runtime:
@@ -119,6 +121,8 @@ def _unknown_context() -> Any:
 
 context_get: Any = _unknown_context  # replaced below by the SDK's ContextVar.get when found
 
+_last_span: tuple[Any, bool] = (None, False)
+
 if _context_var is not None and _SPAN_KEY is not None:
     _context_get = context_get = _context_var.get
 
@@ -131,15 +135,24 @@ if _context_var is not None and _SPAN_KEY is not None:
         including every draw for a new root, goes to ``head_sampling.should_record()``,
         which hands its draw to the sampler.
         """
+        global _last_span
         ctx = _context_get()
         if ctx:
             if ctx.get(_SUPPRESS_KEY):
                 return False
             span = ctx.get(_SPAN_KEY)
             if span is not None:
+                last = _last_span
+                if last[0] is span:
+                    return last[1]  # type: ignore[no-any-return]
                 span_context = span.get_span_context()
                 if span_context[5]:  # is_valid: the parent decides, as ParentBased does
-                    return bool(span_context[3] & 1)
+                    sampled = bool(span_context[3] & 1)
+                    # A span's sampled flag never changes: remember the last answer (one
+                    # tuple, rebound at once, so a reader never pairs a span with
+                    # another span's answer).
+                    _last_span = (span, sampled)
+                    return sampled
         if not _live.sample_rate > 0.0 and not _state_dict.get(TAIL_KEY):
             return False
         return head_sampling.should_record()
@@ -180,14 +193,16 @@ def start_send(
         attributes[BODY_SIZE] = size
     if _live.capture_content:
         attributes[CONTENT] = safe_repr(item, CONTENT_LIMIT)
+    # Drawn before the span starts, so that it is one of its start attributes (a
+    # set_attribute afterwards costs a lock and a second validation).
+    message_id = f"{_getrandbits(64):016x}"
+    attributes[MESSAGE_ID] = message_id
     span = runtime.tracer.start_span(
         f"{operation} {destination}", kind=SpanKind.PRODUCER, attributes=attributes
     )
     span_context = span.get_span_context()
-    if not (span_context.is_valid and span_context.trace_flags.sampled):
+    if not (span_context[5] and span_context[3] & 1):  # valid and sampled
         return span, None
-    message_id = f"{span_context.span_id:016x}"
-    span.set_attribute(MESSAGE_ID, message_id)
     carrier = (
         span_context.trace_id,
         span_context.span_id,
@@ -264,7 +279,6 @@ def receive(
         OPERATION_NAME: operation,
         DESTINATION: name,
         MESSAGE_ID: carrier[C_MESSAGE_ID],
-        QUEUE_TYPE: queue_type,
         THREAD_ID: thread_id,
         THREAD_NAME: thread_name,
         PID: os.getpid(),
@@ -276,8 +290,7 @@ def receive(
     }
     if size is not None:
         attributes[BODY_SIZE] = size
-    if _live.capture_content and item is not None:
-        attributes[CONTENT] = safe_repr(item, CONTENT_LIMIT)
+    # (the content is recorded once, on the send span: the consumer got the same value)
     links = [Link(parent)]
     ambient = trace.get_current_span().get_span_context()
     if ambient.is_valid and ambient.trace_id != parent.trace_id:

@@ -1,0 +1,303 @@
+"""Messaging instrumentor: what tracing messages costs, against the same work untraced.
+
+Three measurements, each interleaving its variants round by round (this machine is small
+and shared: medians of interleaved rounds, never a single run):
+
+1. put+get on queue.Queue when the trace is not sampled (sample rate 0 with no current
+   span, and inside a current span that is not sampled) against the uninstrumented queue.
+   Goal: at most 0.25 us added.
+2. one sampled message (producer and consumer spans, exported to a trace DB through a
+   BatchSpanProcessor, flush included) against two bare SDK spans exported the same way.
+3. a reference pipeline (a producer thread and a producer process, one multiprocessing
+   queue, two consumer processes doing about 50 us of work per message, results back on
+   a second queue), untraced against procscope.setup() at sample rates 0.01 and 1.0.
+   Goal: at most 2 % at 0.01. Each run is a fresh interpreter (setup is once per process);
+   only the pipeline itself is timed.
+
+    python benchmarks/messaging/bench_messaging.py [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+QUICK = "--quick" in sys.argv
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+# --- 1. unsampled put+get ------------------------------------------------------------------
+
+def bench_unsampled() -> list[list[str]]:
+    from opentelemetry import context, trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from procscope.instrumentation.messaging import MessagingInstrumentor
+
+    from procscope._common import shared_state
+
+    live = shared_state.settings()
+    live.sample_rate = 0.0
+    provider = TracerProvider()
+    instrumentor = MessagingInstrumentor()
+    q: queue.Queue[int] = queue.Queue()
+    n = 20_000
+    rounds = 15 if QUICK else 41
+    unsampled_parent = trace.set_span_in_context(
+        trace.NonRecordingSpan(
+            trace.SpanContext(0x1234, 0x5678, is_remote=False, trace_flags=trace.TraceFlags(0))
+        )
+    )
+
+    def run() -> float:
+        put, get = q.put, q.get
+        started = time.perf_counter()
+        for i in range(n):
+            put(i)
+            get()
+        return (time.perf_counter() - started) / n * 1e9
+
+    def run_in_parent() -> float:
+        token = context.attach(unsampled_parent)
+        try:
+            return run()
+        finally:
+            context.detach(token)
+
+    bare: list[float] = []
+    rate0: list[float] = []
+    in_parent: list[float] = []
+    bare_parent: list[float] = []
+    for _ in range(rounds):
+        bare.append(run())
+        bare_parent.append(run_in_parent())
+        instrumentor.instrument(tracer_provider=provider)
+        rate0.append(run())
+        in_parent.append(run_in_parent())
+        instrumentor.uninstrument()
+    b, bp, r0, ip = median(bare), median(bare_parent), median(rate0), median(in_parent)
+    return [
+        ["put+get, uninstrumented", f"{b:.0f} ns", "", ""],
+        ["put+get, unsampled (rate 0, no span)", f"{r0:.0f} ns", f"+{r0 - b:.0f} ns",
+         f"{r0 / b:.2f}x"],
+        ["put+get, unsampled (in a non-sampled span)", f"{ip:.0f} ns", f"+{ip - bp:.0f} ns",
+         f"{ip / bp:.2f}x"],
+    ]
+
+
+# --- 2. one sampled message ------------------------------------------------------------------
+
+def bench_sampled() -> list[list[str]]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from procscope.exporters.tracedb import TraceDBSpanExporter
+    from procscope.instrumentation.messaging import MessagingInstrumentor
+
+    from procscope._common import shared_state
+
+    shared_state.settings().sample_rate = 1.0
+    shared_state.settings().capture_content = True
+    folder = tempfile.mkdtemp(prefix="bench-messaging-")
+    provider = TracerProvider()
+    processor = BatchSpanProcessor(TraceDBSpanExporter(os.path.join(folder, "trace.db")))
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("bench")
+    instrumentor = MessagingInstrumentor()
+    q: queue.Queue[Any] = queue.Queue()
+    n = 1_000
+    rounds = 5 if QUICK else 11
+    message = {"job": 17, "payload": "x" * 40}
+
+    def traced() -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            q.put(message)
+            q.get()
+        processor.force_flush()
+        return (time.perf_counter() - started) / n * 1e6
+
+    def two_spans() -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            q.put(message)
+            q.get()
+            tracer.start_span("send").end()
+            tracer.start_span("receive").end()
+        processor.force_flush()
+        return (time.perf_counter() - started) / n * 1e6
+
+    def bare() -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            q.put(message)
+            q.get()
+        return (time.perf_counter() - started) / n * 1e6
+
+    ours: list[float] = []
+    sdk: list[float] = []
+    plain: list[float] = []
+    from opentelemetry import context
+
+    for _ in range(rounds):
+        plain.append(bare())
+        sdk.append(two_spans())
+        instrumentor.instrument(tracer_provider=provider)
+        ours.append(traced())
+        instrumentor.uninstrument()
+        context.attach(context.Context())  # the consumer context of the last get, gone
+    processor.shutdown()
+    p, s, o = median(plain), median(sdk), median(ours)
+    return [
+        ["put+get, uninstrumented", f"{p:.1f} us", "", ""],
+        ["put+get + two bare SDK spans (batch, trace DB)", f"{s:.1f} us",
+         f"+{s - p:.1f} us", "reference"],
+        ["put+get sampled: both spans (batch, trace DB)", f"{o:.1f} us", f"+{o - p:.1f} us",
+         f"{(o - p) / (s - p):.2f}x the SDK spans"],
+    ]
+
+
+# --- 3. the reference pipeline ---------------------------------------------------------------
+
+WORK_LOOPS = 0  # calibrated in each run: loops of the busy work that take ~50 us
+
+
+def busy(loops: int) -> int:
+    total = 0
+    for i in range(loops):
+        total += i * i
+    return total
+
+
+def calibrate() -> int:
+    loops = 1000
+    while True:
+        started = time.perf_counter()
+        for _ in range(20):
+            busy(loops)
+        per_call = (time.perf_counter() - started) / 20
+        if per_call > 20e-6:
+            return max(1, int(loops * 50e-6 / per_call))
+        loops *= 2
+
+
+def consumer(jobs: Any, results: Any, loops: int) -> None:
+    while True:
+        item = jobs.get()
+        if item is None:
+            return
+        results.put((item, busy(loops)))
+
+
+def producer(jobs: Any, start: int, count: int, go: Any = None) -> None:
+    if go is not None:
+        go.wait()
+    for i in range(start, start + count):
+        jobs.put(i)
+
+
+def pipeline_round(mode: str, messages: int, loops: int) -> float:
+    """One timed pipeline run in this (fresh) interpreter; returns seconds."""
+    if mode != "off":
+        import procscope
+
+        folder = tempfile.mkdtemp(prefix="bench-pipeline-")
+        procscope.setup(db=os.path.join(folder, "trace.db"), exporter="tracedb",
+                        sample_rate=float(mode))
+    ctx = mp.get_context("fork")
+    jobs, results = ctx.Queue(), ctx.Queue()
+    consumers = [ctx.Process(target=consumer, args=(jobs, results, loops)) for _ in range(2)]
+    for process in consumers:
+        process.start()
+    half = messages // 2
+    # Warm the consumers (and the queues' feeder threads) before the clock starts.
+    jobs.put(-1)
+    jobs.put(-2)
+    results.get()
+    results.get()
+    # Every process is started before the clock (process start-up is not messaging).
+    go = ctx.Event()
+    feeder = ctx.Process(target=producer, args=(jobs, 0, half, go))
+    feeder.start()
+    thread = threading.Thread(target=producer, args=(jobs, half, messages - half, go))
+    thread.start()
+    time.sleep(0.2)  # the producer process is up and waiting
+    started = time.perf_counter()
+    go.set()
+    for _ in range(messages):
+        results.get()
+    elapsed = time.perf_counter() - started
+    thread.join()
+    feeder.join()
+    for _ in consumers:
+        jobs.put(None)
+    for process in consumers:
+        process.join()
+    if mode != "off":
+        import procscope
+
+        procscope.shutdown()
+    return elapsed
+
+
+def bench_pipeline() -> list[list[str]]:
+    messages = 1_000 if QUICK else 3_000
+    rounds = 3 if QUICK else 7
+    loops = calibrate()
+    modes = ["off", "0.01", "1.0"]
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    for _ in range(rounds):
+        for mode in modes:
+            out = subprocess.run(
+                [sys.executable, __file__, "--pipeline-round", mode, str(messages), str(loops)],
+                capture_output=True, text=True, check=True, timeout=300,
+            )
+            times[mode].append(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+    base = median(times["off"])
+    rows = [[f"pipeline, {messages} messages, uninstrumented", f"{base * 1e3:.0f} ms", "", ""]]
+    for mode in modes[1:]:
+        t = median(times[mode])
+        rows.append([f"pipeline, procscope.setup(sample_rate={mode})", f"{t * 1e3:.0f} ms",
+                     f"{(t / base - 1) * 100:+.1f} %", f"{t / base:.3f}x"])
+    per_message = base / messages * 2 * 1e6  # two consumers
+    rows.append([f"(work per message: {loops} loops ~ 50 us; {per_message:.0f} us of "
+                 "pipeline time per message per consumer)", "", "", ""])
+    return rows
+
+
+def table(title: str, rows: list[list[str]]) -> None:
+    headers = ["case", "median", "added", "ratio"]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+
+
+def main() -> int:
+    if "--pipeline-round" in sys.argv:
+        index = sys.argv.index("--pipeline-round")
+        mode, messages, loops = sys.argv[index + 1], int(sys.argv[index + 2]), int(
+            sys.argv[index + 3])
+        print(json.dumps({"seconds": pipeline_round(mode, messages, loops)}))
+        return 0
+    started = time.perf_counter()
+    table("1. unsampled put+get on queue.Queue (goal: <= 0.25 us added)", bench_unsampled())
+    table("2. one sampled message, both spans exported to the trace DB", bench_sampled())
+    table("3. reference pipeline (goal: <= 2 % at sample rate 0.01)", bench_pipeline())
+    print(f"\n({time.perf_counter() - started:.0f} s; medians of interleaved rounds)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
