@@ -3,6 +3,7 @@ pools, os.fork, subprocesses; the tree that TraceDB.processes() rebuilds from th
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -343,3 +344,31 @@ def test_cli_processes_shows_the_tree_and_json(run_program: Any) -> None:
         check=False,
     )
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+FOREIGN_PYTHON = "/usr/bin/python3"
+
+
+@pytest.mark.skipif(
+    not os.path.exists(FOREIGN_PYTHON)
+    or os.path.dirname(os.path.abspath(sys.executable)) == os.path.dirname(FOREIGN_PYTHON),
+    reason="needs a Python outside this environment at /usr/bin/python3",
+)
+def test_a_python_of_another_environment_gets_the_context_but_no_sitecustomize(
+    run_program: Any,
+) -> None:
+    """Another Python gets TRACEPARENT and the settings only: it cannot load procscope,
+    and must not print an error about it."""
+    code = (
+        "import os; print(os.environ.get('TRACEPARENT', 'none')[:3], os.environ['PROCSCOPE_LEVEL'])"
+    )
+    run = run_program(
+        f"""
+        import subprocess
+        done = subprocess.run([{FOREIGN_PYTHON!r}, "-c", {code!r}], capture_output=True, text=True)
+        emit(out=done.stdout, err=done.stderr, rc=done.returncode)
+        """,
+        setup='procscope.setup(db=sys.argv[1], exporter="tracedb", level="minimal")',
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.line("out") == {"out": "00- minimal\n", "err": "", "rc": 0}

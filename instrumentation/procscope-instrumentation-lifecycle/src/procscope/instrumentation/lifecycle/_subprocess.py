@@ -18,6 +18,7 @@ own children get their own.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -85,17 +86,30 @@ def _command_args(args: Any) -> list[str]:
     return [a if len(a) <= 256 else a[:255] + "…" for a in items]
 
 
-def child_environ(env: Any, ctx: Any) -> dict[str, str]:
+def _same_environment(program: str) -> bool:
+    """The program is a Python of this very environment (same bin folder), which has
+    procscope and OpenTelemetry installed. Another Python would fail to import
+    OpenTelemetry's sitecustomize and say so on its stderr: it gets the trace context
+    and settings only."""
+    found = program if os.sep in program else shutil.which(program)
+    if not found:
+        return False
+    here = os.path.dirname(os.path.abspath(sys.executable))
+    return os.path.dirname(os.path.abspath(found)) == here
+
+
+def child_environ(env: Any, ctx: Any, program: str) -> dict[str, str]:
     """The environment of a Python child: trace context, settings, procscope started."""
     base = dict(os.environ if env is None else env)
     settings = scope_settings()
     if settings is not None:
+        base.update(settings.as_environ())
+    if settings is not None and _same_environment(program):
         try:
             from procscope._cli._run import instrumented_environ
         except ImportError:
             pass
         else:
-            base.update(settings.as_environ())
             base = instrumented_environ(base)
     base[ENV_SPANS] = runtime.spans
     base.pop("TRACESTATE", None)
@@ -123,10 +137,10 @@ def _make_init(original: Any) -> Any:
             span, ctx = spawn_context(name, attributes)
             if _is_python(program, shell):
                 if len(pargs) > _ENV_INDEX:
-                    env = child_environ(pargs[_ENV_INDEX], ctx)
+                    env = child_environ(pargs[_ENV_INDEX], ctx, program)
                     pargs = (*pargs[:_ENV_INDEX], env, *pargs[_ENV_INDEX + 1 :])
                 else:
-                    kwargs["env"] = child_environ(kwargs.get("env"), ctx)
+                    kwargs["env"] = child_environ(kwargs.get("env"), ctx, program)
             info = ReapInfo(ctx if span is not None else None, name, "subprocess", "subprocess")
         except Exception:  # noqa: BLE001
             log_internal_error()
