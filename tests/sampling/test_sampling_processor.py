@@ -421,3 +421,35 @@ def test_fork_child_starts_empty_and_works(pipeline) -> None:
     assert p.processor.stats().buffered_spans == 1  # the parent's buffer is untouched
     root.end()
     assert sorted(s.name for s in p.spans()) == ["parent-child", "parent-open"]
+
+
+def test_shutdown_budget_drops_undecided_traces_counted_and_said(caplog) -> None:
+    """With a slow policy, shutdown stops deciding at its budget; the rest are counted, logged."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import set_span_in_context
+
+    def slow_policy(trace) -> bool:
+        time.sleep(0.1)
+        return True
+
+    exporter = InMemorySpanExporter()
+    processor = TailSamplingProcessor(
+        SimpleSpanProcessor(exporter), slow_policy, shutdown_timeout_millis=250
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    roots = [tracer.start_span(f"open{i}") for i in range(10)]
+    for root in roots:
+        tracer.start_span("child", context=set_span_in_context(root)).end()
+    with caplog.at_level("WARNING", logger="procscope"):
+        started = time.monotonic()
+        processor.shutdown()
+        elapsed = time.monotonic() - started
+    stats = processor.stats()
+    assert stats.kept_traces + stats.dropped_traces == 10
+    assert 1 <= stats.kept_traces < 10  # some decided in time, not all
+    assert stats.dropped_spans == 10 - stats.kept_traces
+    assert len(exporter.get_finished_spans()) == stats.kept_traces  # passed on before the end
+    assert "ran out of its shutdown budget" in caplog.text
+    assert elapsed < 5  # bounded by the budget, not by 10 slow decisions

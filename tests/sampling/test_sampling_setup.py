@@ -125,3 +125,61 @@ def test_tail_mode_at_one_percent_keeps_every_error_trace(tmp_path: Path) -> Non
     probabilities = {s["name"]: s["attributes"]["procscope.sampling.probability"] for s in spans}
     assert {probabilities[name] for name in errors} == {1.0}
     assert {round(probabilities[name], 6) for name in others} == {0.01}
+
+
+THREADS_PROGRAM = """
+import threading
+import procscope
+
+procscope.setup(sample_rate=0.3, exporter="console", level="full")
+
+def work(index):
+    if index % 30 == 0:
+        raise RuntimeError(f"thread {index} failed")
+
+for i in range(300):
+    t = threading.Thread(target=work, args=(i,), name=f"w{i}")
+    t.start()
+    t.join()
+procscope.shutdown()
+"""
+
+
+def run_threads_program(tmp_path: Path, **env_overrides: str) -> list[dict]:
+    (tmp_path / "threads.py").write_text(textwrap.dedent(THREADS_PROGRAM))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
+    env.update(PROCSCOPE_RAISE_INTERNAL_ERRORS="1", PROCSCOPE_LIFECYCLE_SPANS="all")
+    env.update(env_overrides)
+    result = subprocess.run(
+        [sys.executable, "threads.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return [s for s in console_spans(result.stdout) if s["name"].startswith("thread ")]
+
+
+def test_head_mode_gate_and_sampler_mark_instrumented_roots(tmp_path: Path) -> None:
+    """Head mode at 0.3: ~30% of real thread spans, each with ot=th:..;rv:.. and probability 0.3."""
+    spans = run_threads_program(tmp_path)
+    assert 45 <= len(spans) <= 135  # binomial(300, 0.3): mean 90, sd 8
+    threshold = head_sampling.threshold_for(0.3)
+    for span in spans:
+        assert span["attributes"]["procscope.sampling.probability"] == 0.3
+        ot = span["context"]["trace_state"]
+        th, rv = head_sampling.parse_ot(ot.split("value=")[1].rstrip("}']\""))
+        assert th == threshold and rv >= threshold
+
+
+def test_tail_mode_keeps_every_failed_thread(tmp_path: Path) -> None:
+    """Tail mode at 0.3: all 10 failed threads kept, with probability 1; ~30% of the others."""
+    spans = run_threads_program(tmp_path, PROCSCOPE_SAMPLING="tail")
+    failed = [s for s in spans if s["status"]["status_code"] == "ERROR"]
+    assert sorted(s["name"] for s in failed) == sorted(f"thread w{i}" for i in range(0, 300, 30))
+    assert {s["attributes"]["procscope.sampling.probability"] for s in failed} == {1.0}
+    others = [s for s in spans if s["status"]["status_code"] != "ERROR"]
+    assert 45 <= len(others) <= 135
