@@ -28,6 +28,7 @@ from ._runtime import end_with_error, flush, runtime, set_exit_status, start_spa
 _run: list[Any] = []
 _failure: list[BaseException] = []
 _sigterm_installed = False
+SIGTERM_FLUSH_SECONDS = 5.0
 
 
 def begin_run(name: str, attributes: dict[str, Any], ctx: Any) -> Any:
@@ -97,10 +98,24 @@ def _is_procscope_handler(handler: Any) -> bool:
     return getattr(handler, "__name__", "") == "_on_sigterm" and type(owner).__name__ == "Scope"
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+def _end_for_signal(signum: int) -> None:
     try:
         if not finish_run(exit_signal=signum):
             _flush_quietly()
+    except Exception:  # noqa: BLE001 -- never stop the process from dying
+        pass
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # The handler interrupts the main thread wherever it was, possibly inside an export
+    # holding the batch processor's (non-reentrant) lock: flushing right here could then
+    # wait for ever. So the flush runs on a helper thread, waited for within a budget.
+    try:
+        helper = threading.Thread(
+            target=_end_for_signal, args=(signum,), name="procscope-sigterm-flush", daemon=True
+        )
+        helper.start()
+        helper.join(SIGTERM_FLUSH_SECONDS)
     except Exception:  # noqa: BLE001 -- never stop the process from dying
         pass
     # Die as SIGTERM would have made us die, so that the parent sees the same status.
