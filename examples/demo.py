@@ -16,6 +16,8 @@ import multiprocessing as mp
 import time
 from typing import Any
 
+from opentelemetry import trace
+
 import procscope
 
 ORDERS = [
@@ -66,6 +68,13 @@ def ledger_worker(results: Any, done: Any) -> None:
 
 
 def main() -> None:
+    # One span around the whole run makes every spawn and message one trace, which
+    # `procscope show` prints as a single tree.
+    with trace.get_tracer("procscope.demo").start_as_current_span("dispatch orders"):
+        run_pipeline()
+
+
+def run_pipeline() -> None:
     ctx = mp.get_context("spawn")
     orders = procscope.name(ctx.Queue(), "orders")
     results = procscope.name(ctx.Queue(), "results")
