@@ -27,10 +27,14 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
+from opentelemetry.trace import get_current_span
+
 from ._common.guard import log_internal_error
-from ._diff import freeze
+from ._diff import MISSING, freeze
 from ._runtime import RT
 from ._tracker import (
+    IN_DICT,
+    KINDS,
     SKIP,
     TRACKERS,
     Tracker,
@@ -56,7 +60,7 @@ _frames: ContextVar[tuple[Frame, ...]] = ContextVar("procscope_state_frames", de
 F_OID = 0  # id() of the object
 F_TRACKER = 1  # its Tracker; None while the object is being built (__init__)
 F_FROZEN = 2  # field -> frozen value at the start, for fields holding containers; or None
-F_ASSIGNED = 3  # field -> [old, new, seq] seen by the hooks; or None
+F_ASSIGNED = 3  # field -> [old, new, seq] seen by the hooks; None; False: unsampled call
 F_START = 4  # time.time_ns() at the start (the start of a span made afterwards)
 F_TOKEN = 5  # the ContextVar token that pushed it
 Frame = list  # [oid, tracker, frozen, assigned, start_ns, token]
@@ -147,11 +151,19 @@ def _exit(frame: Frame, obj: Any, method: str) -> None:
     _record_exit(frame, obj, method)
 
 
+def _unsampled_now() -> bool:
+    """True inside a trace that head sampling dropped (the cheap part of the gate)."""
+    context = get_current_span().get_span_context()
+    return context.is_valid and not context.trace_flags.sampled
+
+
 def _record_exit(frame: Frame, obj: Any, method: str) -> None:
+    tracker = frame[F_TRACKER]
+    if frame[F_ASSIGNED] is False:
+        tracker.pending_snapshot = tracker.pending_snapshot or "resync"
+        return
     try:
-        record_changes(
-            frame[F_TRACKER], obj, method, frame[F_START], frame[F_ASSIGNED], frame[F_FROZEN]
-        )
+        record_changes(tracker, obj, method, frame[F_START], frame[F_ASSIGNED], frame[F_FROZEN])
     except Exception:  # noqa: BLE001 -- the guard logs it
         log_internal_error()
 
@@ -255,8 +267,8 @@ def _before_change(obj: Any, name: str) -> tuple[Any, ...] | None:
             if info is not None and info.all_instances:
                 return (None,)  # first sight of an object of a traced class: start after
         return None
-    if frame is not None and frame[F_TRACKER] is None:
-        return None  # being built
+    if frame is not None and (frame[F_TRACKER] is None or frame[F_ASSIGNED] is False):
+        return None  # being built, or a call in an unsampled trace
     if type(name) is not str:
         return None
     kind = attribute_kind(type(obj), name)
@@ -270,12 +282,21 @@ def _after_change(obj: Any, name: str, pending: tuple[Any, ...], method: str) ->
         _lazy_tracker(obj, method, None)
         return
     tracker, frame, kind, old = pending
+    # Read back rather than trust the value given: the class's own __setattr__ may
+    # have stored something else.
     new = read_kind(obj, name, kind)
     seq = next(tracker.counter)
     if frame is not None:
         assigned = frame[F_ASSIGNED]
         if assigned is None:
+            if _unsampled_now():
+                # In a trace head sampling dropped: record nothing for this call (the
+                # next recorded change resynchronises with a snapshot).
+                frame[F_ASSIGNED] = False
+                return
             frame[F_ASSIGNED] = {name: [old, new, seq]}
+        elif assigned is False:
+            return
         else:
             entry = assigned.get(name)
             if entry is None:
@@ -288,12 +309,35 @@ def _after_change(obj: Any, name: str, pending: tuple[Any, ...], method: str) ->
 
 
 def _make_setattr(orig: Any) -> Any:
+    trackers_get, frames_get, kinds_get = TRACKERS.get, _frames.get, KINDS.get
+    dict_of = object.__getattribute__  # never the class's own __getattribute__
+
     def __setattr__(self: Any, name: str, value: Any) -> None:  # noqa: N807
         if not RT.active:
             orig(self, name, value)
             return
+        # The common case inlined (a tracked object, a plain attribute in its __dict__,
+        # inside one of its methods): every assignment of a traced object comes here.
+        pending: tuple[Any, ...] | None = None
         try:
-            pending = _before_change(self, name)
+            oid = id(self)
+            tracker = trackers_get(oid)
+            frames = frames_get()
+            per_class = kinds_get(type(self))
+            kind = per_class.get(name) if per_class is not None else None
+            if (
+                tracker is not None
+                and len(frames) == 1
+                and frames[0][F_OID] == oid
+                and kind is not None
+                and kind[0] == IN_DICT
+                and tracker.fields is None
+            ):
+                if frames[0][F_ASSIGNED] is not False:  # False: an unsampled call
+                    old = dict_of(self, "__dict__").get(name, MISSING)
+                    pending = (tracker, frames[0], kind, old)
+            else:
+                pending = _before_change(self, name)
         except Exception:  # noqa: BLE001 -- the guard logs it
             log_internal_error()
             pending = None

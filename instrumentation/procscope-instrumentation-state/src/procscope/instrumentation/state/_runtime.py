@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -190,7 +189,8 @@ class Target:
         if span is None:
             _emit_log(name, attributes)
         elif _fast_events(type(span)):
-            span._add_event(_SdkEvent(name, MappingProxyType(attributes)))
+            # The dict is never touched again by us: no read-only copy needed.
+            span._add_event(_SdkEvent(name, attributes))
         else:
             span.add_event(name, attributes)
 

@@ -25,8 +25,20 @@ from typing import Any
 from . import _semconv as sc
 from ._common import shared_state
 from ._common.naming import get_name
-from ._diff import DIFFABLE, MISSING, diff, freeze, is_container, same, secret_name, value_repr
+from ._diff import (
+    DIFFABLE,
+    MISSING,
+    SCALARS,
+    diff,
+    freeze,
+    is_container,
+    same,
+    secret_name,
+    value_repr,
+)
 from ._runtime import MAX_CHANGE_ENTRIES, RT, Target, begin
+
+_live = shared_state.settings()  # the live settings object: read its attributes per call
 
 # id(obj) -> Tracker. Plain dict operations are atomic under the GIL.
 TRACKERS: dict[int, Tracker] = {}
@@ -303,20 +315,28 @@ def record_changes(
 
     ``assigned``: field -> [old value, new value, seq] from the setattr/delattr hooks;
     ``frozen``: field -> frozen value at the start, for fields that held containers.
+    Runs on every call that assigned something: plain loops, no comprehensions (each
+    of those is a function call in Python 3.11).
     """
     max_depth, max_items = RT.max_depth, RT.max_items
     changed: list[tuple[str, Any, Any, int]] = []  # field, old frozen, new frozen, seq
-    new_values: dict[str, Any] = {}
+    containers_moved = False
     if assigned:
-        for field, (old, new, seq) in assigned.items():
+        for field, entry in assigned.items():
+            old, new, seq = entry
             if frozen is not None and field in frozen:
                 old_frozen = frozen[field]
             else:
-                old_frozen = freeze(old, max_depth, max_items)
-            new_frozen = freeze(new, max_depth, max_items)
-            new_values[field] = new
+                old_frozen = old if type(old) in SCALARS else freeze(old, max_depth, max_items)
+            if type(new) in SCALARS:
+                new_frozen = new
+            else:
+                new_frozen = freeze(new, max_depth, max_items)
+                containers_moved = True
             if not same(old_frozen, new_frozen):
                 changed.append((field, old_frozen, new_frozen, seq))
+        if containers_moved or tracker.container_fields:
+            tracker.update_containers({field: entry[1] for field, entry in assigned.items()})
     if frozen:
         for field, old_frozen in frozen.items():
             if assigned and field in assigned:
@@ -325,8 +345,6 @@ def record_changes(
             new_frozen = freeze(current, max_depth, max_items)
             if not same(old_frozen, new_frozen):
                 changed.append((field, old_frozen, new_frozen, next(tracker.counter)))
-    if new_values:
-        tracker.update_containers(new_values)
     if not changed:
         return
     name = tracker.name_of(obj)
@@ -349,41 +367,61 @@ def _emit_change(
     changed: list[tuple[str, Any, Any, int]],
     target: Any,
 ) -> None:
-    capture = shared_state.settings().capture_content
-    fields = tuple([c[0] for c in changed])
-    seqs = tuple([c[3] for c in changed])
+    capture = _live.capture_content
+    fields: list[str] = []
+    seqs: list[int] = []
+    olds: list[str] = []
+    news: list[str] = []
+    entries: list[tuple[str, Any, Any]] = []
+    omitted = 0
+    for field, old_frozen, new_frozen, seq in changed:
+        fields.append(field)
+        seqs.append(seq)
+        if capture:
+            olds.append(value_repr(old_frozen, field))
+            news.append(value_repr(new_frozen, field))
+        # Per-key detail only where a container changed inside (a scalar's old and new
+        # values say it all already).
+        if type(old_frozen) in DIFFABLE and type(new_frozen) is type(old_frozen):
+            omitted += diff(
+                field, old_frozen, new_frozen, entries, MAX_CHANGE_ENTRIES, secret_name(field)
+            )
     attributes: dict[str, Any] = {
         sc.OBJECT: name,
         sc.CLASS: tracker.type_name,
         sc.METHOD: method,
         sc.EPOCH: f"{name}/{tracker.epoch}",
         sc.SEQ: max(seqs),
-        sc.FIELDS: fields,
-        sc.FIELD_SEQS: seqs,
+        sc.FIELDS: tuple(fields),
+        sc.FIELD_SEQS: tuple(seqs),
     }
     if capture:
-        attributes[sc.OLD_VALUES] = tuple([value_repr(c[1], c[0]) for c in changed])
-        attributes[sc.VALUES] = tuple([value_repr(c[2], c[0]) for c in changed])
-    # Per-key detail only where a container changed inside (a scalar's old and new
-    # values say it all already).
-    entries: list[tuple[str, Any, Any]] = []
-    omitted = 0
-    for field, old_frozen, new_frozen, _seq in changed:
-        if type(old_frozen) in DIFFABLE and type(new_frozen) is type(old_frozen):
-            omitted += diff(
-                field, old_frozen, new_frozen, entries, MAX_CHANGE_ENTRIES, secret_name(field)
-            )
+        attributes[sc.OLD_VALUES] = tuple(olds)
+        attributes[sc.VALUES] = tuple(news)
     if entries:
-        attributes[sc.CHANGE_PATHS] = tuple([e[0] for e in entries])
+        paths, old_details, new_details = [], [], []
+        for path, old, new in entries:
+            paths.append(path)
+            if capture:
+                old_details.append(value_repr(old))
+                new_details.append(value_repr(new))
+        attributes[sc.CHANGE_PATHS] = tuple(paths)
         if capture:
-            attributes[sc.CHANGE_OLD] = tuple([value_repr(e[1]) for e in entries])
-            attributes[sc.CHANGE_NEW] = tuple([value_repr(e[2]) for e in entries])
+            attributes[sc.CHANGE_OLD] = tuple(old_details)
+            attributes[sc.CHANGE_NEW] = tuple(new_details)
     if omitted:
         attributes[sc.CHANGE_OMITTED] = omitted
     target.add(sc.EVENT_CHANGE, attributes)
     # Snapshot bookkeeping; the counter is approximate under races, which only moves
     # a periodic snapshot by a change or two.
     tracker.since_snapshot += len(changed)
+    if (
+        tracker.pending_snapshot is None
+        and tracker.generation == RT.generation
+        and name == tracker.last_name
+        and tracker.since_snapshot < RT.snapshot_every
+    ):
+        return
     reason = tracker.pending_snapshot
     if tracker.generation != RT.generation:
         reason = reason or "resync"
