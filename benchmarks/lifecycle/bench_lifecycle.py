@@ -7,8 +7,10 @@ side by side in the same run (rounds interleaved, medians reported).
 The pipeline is procscope's own (procscope.setup with the trace DB exporter, in a
 temporary folder), so the instrumented figures include span creation, the batch
 processor's queue and, for processes, the child setting procscope up and flushing at exit.
-"thread spans" = a span for every thread and task (spans="all", the default at level full);
-"errors only" = context propagation and spans only for failures (spans="errors").
+"span each" = a span for every thread and task (spans="all");
+"errors only" = context propagation and spans only for failures (spans="errors", the
+default); "no export" = the same with a tracer provider that has no span processor (the
+instrumentation's own cost). Processes: "span each" = process spans (always made at full).
 Goal (issue 5): at most 5% added to thread and process start+join.
 """
 
@@ -71,29 +73,42 @@ def main(argv: list[str]) -> int:
     os.environ["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "procscope_messaging,procscope_state"
     scope = procscope.setup(db=os.path.join(folder, "bench.db"), exporter="tracedb")
     provider = scope.tracer_provider
+    # The instrumentation's own cost, without exporting: a provider with no processor.
+    from opentelemetry.sdk.trace import TracerProvider
+
+    bare = TracerProvider()
     instrumentor = LifecycleInstrumentor()
 
     def switch(mode: str) -> None:
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
-        if mode != "off":
-            instrumentor.instrument(tracer_provider=provider, spans=mode)
+        if mode == "off":
+            return
+        spans, _, export = mode.partition("/")
+        instrumentor.instrument(tracer_provider=bare if export else provider, spans=spans)
 
     rounds = 3 if quick else 7
     # (name, function, operations per round, modes compared)
+    every = ("off", "errors", "all", "errors/bare", "all/bare")
     cases: list[tuple[str, Callable[[int], None], int, tuple[str, ...]]] = [
-        ("thread start+join", thread_start_join, 300, ("off", "errors", "all")),
-        ("asyncio task create+await", task_create_await, 2000, ("off", "errors", "all")),
-        ("Process start+join (fork)", process_start_join("fork"), 8, ("off", "all")),
+        ("thread start+join", thread_start_join, 300, every),
+        ("asyncio task create+await", task_create_await, 1000, every),
+        ("Process start+join (fork)", process_start_join("fork"), 8, ("off", "all", "all/bare")),
         ("Process start+join (forkserver)", process_start_join("forkserver"), 5, ("off", "all")),
         ("Process start+join (spawn)", process_start_join("spawn"), 2, ("off", "all")),
     ]
     if quick:
         cases = [(n, f, max(1, ops // 4), m) for n, f, ops, m in cases]
-    labels = {"off": "uninstrumented", "errors": "errors only", "all": "thread spans"}
+    labels = {
+        "off": "uninstrumented",
+        "errors": "errors only",
+        "all": "span each",
+        "errors/bare": "errors, no export",
+        "all/bare": "span each, no exp.",
+    }
     print(f"lifecycle instrumentor: {rounds} interleaved rounds, median per operation")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
-    header = f"{'operation':34} {'mode':16} {'per op':>10} {'added':>9}"
+    header = f"{'operation':34} {'mode':19} {'per op':>10} {'added':>9}"
     print(header)
     print("-" * len(header))
     results = {}
@@ -114,9 +129,10 @@ def main(argv: list[str]) -> int:
             value = statistics.median(samples[mode])
             added = "" if mode == "off" else f"{(value / base - 1) * 100:+.1f}%"
             results[(name, mode)] = value
-            print(f"{name:34} {labels[mode]:16} {_fmt(value):>10} {added:>9}")
+            print(f"{name:34} {labels[mode]:19} {_fmt(value):>10} {added:>9}")
         print()
     switch("off")
+    bare.shutdown()
     procscope.shutdown()
     return 0
 

@@ -372,3 +372,38 @@ def test_a_python_of_another_environment_gets_the_context_but_no_sitecustomize(
     )
     assert run.returncode == 0, run.stderr
     assert run.line("out") == {"out": "00- minimal\n", "err": "", "rc": 0}
+
+
+def test_nested_pools_form_a_tree(run_program: Any) -> None:
+    """A ProcessPoolExecutor worker that runs its own Pool: pool workers under that worker."""
+    run = run_program(
+        """
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as ex:
+            emit(inner=ex.submit(inner_pool).result())
+        """,
+        helpers=CHILD_HELPERS
+        + """
+def double(x):
+    return 2 * x
+
+def inner_pool():
+    with mp.get_context("fork").Pool(2) as pool:
+        result = pool.map(double, range(4))
+        pool.close(); pool.join()
+    return {"pid": os.getpid(), "result": result}
+""",
+    )
+    assert run.returncode == 0, run.stderr
+    inner = run.line("inner")["inner"]
+    assert inner["result"] == [0, 2, 4, 6]
+    records = run.db.processes()
+    (executor_worker,) = [r for r in records if r.pid == inner["pid"]]
+    assert executor_worker.depth == 1 and executor_worker.start_method == "fork"
+    pool_workers = [r for r in records if r.name.startswith("ForkPoolWorker")]
+    assert len(pool_workers) == 2
+    assert all(w.depth == 2 and w.parent_pid == executor_worker.pid for w in pool_workers)
+    assert all(w.exit_code == 0 for w in pool_workers)
+    # In tree order: the pool's workers come right after the executor worker.
+    index = records.index(executor_worker)
+    assert {r.pid for r in records[index + 1 : index + 3]} == {w.pid for w in pool_workers}
