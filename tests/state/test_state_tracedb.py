@@ -205,3 +205,66 @@ def test_cli_errors_are_one_line_exit_2(tracedb: Any, tmp_path: Any) -> None:
     junk.write_text("not a database")
     unreadable = _cli("state", "known", "--db", str(junk))
     assert unreadable.returncode == 2 and unreadable.stderr.count("\n") == 1
+
+
+SETUP_SCRIPT = """
+import multiprocessing, os, sys
+import procscope
+
+procscope.setup(db=sys.argv[1], exporter="tracedb")
+
+
+@procscope.trace_state
+class Account:
+    def __init__(self):
+        self.balance = 0
+
+    def deposit(self, amount):
+        self.balance += amount
+
+
+account = procscope.name(Account(), "acct")
+account.deposit(5)
+
+
+def child():
+    account.deposit(100)
+    print("child", os.getpid(), account.balance, flush=True)
+
+
+process = multiprocessing.get_context("fork").Process(target=child)
+process.start()
+process.join()
+account.deposit(1)
+print("parent", os.getpid(), account.balance, flush=True)
+procscope.shutdown()
+"""
+
+
+def test_setup_and_fork_keep_processes_apart(tmp_path: Any) -> None:
+    """Through procscope.setup(): a forked child's changes are told apart by pid."""
+    db_path = str(tmp_path / "setup.db")
+    script = tmp_path / "app.py"
+    script.write_text(SETUP_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, str(script), db_path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    pids = {line.split()[0]: int(line.split()[1]) for line in result.stdout.splitlines()}
+    from procscope.exporters.tracedb import TraceDB
+
+    with TraceDB(db_path) as db:
+        history = db.state_history("acct")
+        assert {r.pid for r in history} == {pids["parent"], pids["child"]}
+        child_records = db.state_history("acct", pid=pids["child"])
+        assert [r.kind for r in child_records] == ["change", "snapshot"]
+        assert child_records[1].snapshot_reason == "fork"
+        end = max(r.time_ns for r in history)
+        parent_state = db.state_at("acct", end, pid=pids["parent"])
+        child_state = db.state_at("acct", end, pid=pids["child"])
+        assert parent_state is not None and parent_state.fields == {"balance": "6"}
+        assert child_state is not None and child_state.fields == {"balance": "105"}

@@ -89,7 +89,7 @@ def _unknown(db: TraceDB, name: str) -> int:
 
 
 def _history(args: argparse.Namespace, db: TraceDB) -> int:
-    records = db.state_history(args.name)
+    records = db.state_history(args.name, args.pid)
     if not records:
         return _unknown(db, args.name)
     if args.json:
@@ -115,7 +115,7 @@ def _history(args: argparse.Namespace, db: TraceDB) -> int:
 
 
 def _state_at(args: argparse.Namespace, db: TraceDB) -> int:
-    state = db.state_at(args.name, args.at)
+    state = db.state_at(args.name, args.at, args.pid)
     if state is None:
         if not db.state_history(args.name):
             return _unknown(db, args.name)
@@ -166,5 +166,10 @@ def add_parser(subparsers: Any) -> None:
         help="the object's name (procscope.name, trace_state(name=...), or Class#n)",
     )
     parser.add_argument("--at", type=_when, metavar="TIME", help="the instant to rebuild")
+    parser.add_argument(
+        "--pid",
+        type=int,
+        help="only this process's records (a forked child keeps its parent's object names)",
+    )
     add_db_arguments(parser)
     parser.set_defaults(func=cmd_state)

@@ -340,10 +340,16 @@ def state_at(
     None if nothing of it was recorded at or before then.
 
     With several processes recording under one name (a forked child keeps its parent's
-    objects), ``pid`` chooses one; by default the process of the latest snapshot wins.
+    objects), ``pid`` chooses one; by default the process of the latest snapshot at or
+    before ``at`` wins.
     """
     at_ns = to_ns(at)
-    snapshot = _find_snapshot(conn, name, at_ns, pid)
+    if pid is not None:
+        # Snapshot numbers of a forked child continue its parent's: the number search
+        # cannot single out one process, so read that object's events (rare: one name
+        # recorded by several processes).
+        return _state_from_everything(conn, name, at_ns, pid)
+    snapshot = _find_snapshot(conn, name, at_ns, None)
     if snapshot is False:
         return _state_from_everything(conn, name, at_ns, pid)
     assert snapshot is None or isinstance(snapshot, StateRecord)

@@ -32,7 +32,7 @@ CHANGE_NEW = "procscope.state.change.new"  # per path: new repr (capture only)
 CHANGE_OMITTED = "procscope.state.change.omitted"  # detail entries left out (limit)
 
 # Snapshots.
-SNAPSHOT_REASON = "procscope.state.snapshot.reason"  # start, periodic, resync, renamed
+SNAPSHOT_REASON = "procscope.state.snapshot.reason"  # start, periodic, resync, renamed, fork
 
 # Transitions (the `transitions` library).
 TRIGGER = "procscope.state.transition.trigger"

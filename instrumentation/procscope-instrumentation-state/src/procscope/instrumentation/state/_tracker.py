@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import threading
 import time
 import weakref
@@ -224,6 +225,24 @@ class Tracker:
                 current.discard(name)
         if current != set(self.container_fields):
             self.container_fields = tuple(current)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts with copies of its parent's traced objects.
+
+    Their locks may have been held by a thread that does not exist here: replace them.
+    And the child's history of each object starts with a snapshot of its own (reason
+    ``fork``) at its first recorded change, under the same name but the child's pid.
+    """
+    global _counters_lock
+    _counters_lock = threading.Lock()
+    for tracker in list(TRACKERS.values()):
+        tracker.lock = threading.Lock()
+        tracker.pending_snapshot = "fork"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def register(obj: Any, tracker: Tracker) -> Tracker:
