@@ -100,6 +100,11 @@ def read_spans(phoenix: Any, trace_id: str, at_least: int) -> list[dict[str, Any
         time.sleep(1.0)
 
 
+def wire_attributes(span: Any) -> dict[str, Any]:
+    """The attributes of a span as it went over the wire (an OTLP protobuf Span)."""
+    return {kv.key: getattr(kv.value, kv.value.WhichOneof("value")) for kv in span.attributes}
+
+
 def ancestors(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The span's ancestors, nearest first."""
     found = []
@@ -265,6 +270,22 @@ def test_http_protobuf_spans_arrive_whole_with_their_links(
             assert (link.trace_id, link.span_id) in wire_ids, (
                 f"{span.name}: link to a span never sent"
             )
+
+    # procscope's receive spans: each a child of its message's send span, and linked to it
+    # (docs/semantic-conventions.md, messaging), so a backend that shows links finds it.
+    wire_by_id = {s.span_id: s for _, _, s in sent}
+    receives = [
+        s for _, _, s in sent if wire_attributes(s).get("messaging.operation.type") == "receive"
+    ]
+    assert len(receives) >= JOBS, "a receive span for every job at least"
+    for receive in receives:
+        sender = wire_by_id[receive.parent_span_id]
+        assert wire_attributes(sender)["messaging.operation.type"] == "send"
+        message_id = wire_attributes(receive)["messaging.message.id"]
+        assert wire_attributes(sender)["messaging.message.id"] == message_id
+        assert (receive.trace_id, sender.span_id) in {
+            (k.trace_id, k.span_id) for k in receive.links
+        }
 
     check_procscope_spans(stored, by_id, instrumentors_on=True, thread_spans=True)
 
