@@ -246,7 +246,8 @@ def test_tail_sampling_routes_by_trace_id_to_the_gateway_tier_and_mirrors_our_po
     assert processors.index("tail_sampling") < processors.index("batch")
     policies = {p["type"]: p for p in config["processors"]["tail_sampling"]["policies"]}
     assert policies["status_code"]["status_code"]["status_codes"] == ["ERROR"]
-    assert policies["latency"]["latency"]["threshold_ms"] > 0
+    assert policies["latency"]["latency"]["threshold_ms"] == 1000  # LatencyPolicy(1.0)
+    assert 'name == "exception"' in policies["ottl_condition"]["ottl_condition"]["spanevent"]
     assert 0 < policies["probabilistic"]["probabilistic"]["sampling_percentage"] < 100
 
 
