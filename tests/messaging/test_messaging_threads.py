@@ -296,3 +296,24 @@ def test_instrument_and_uninstrument_are_idempotent_and_queues_keep_working(
     simple.put(2)
     assert before.get() == 1 and simple.get() == 2
     # (a sampled message in flight at uninstrument keeps its side entry until the queue goes)
+
+
+def test_queues_made_before_instrument_are_traced(live_settings: Any) -> None:
+    """Methods are patched on the classes: a queue that existed before is traced too."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    early: queue.PriorityQueue[int] = queue.PriorityQueue()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = MessagingInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        early.put(3)
+        assert early.get() == 3
+    finally:
+        instrumentor.uninstrument()
+    names = sorted(s.name for s in exporter.get_finished_spans())
+    assert names == [f"get PriorityQueue#{id(early):x}", f"put PriorityQueue#{id(early):x}"]

@@ -76,7 +76,7 @@ def _receive(carrier: Any, system: str, operation: str, target: Any, started: in
 
 def _queue_put(orig_put: Any) -> Any:
     def put(self: Any, obj: Any, block: bool = True, timeout: float | None = None) -> Any:
-        if not record() or self.__dict__.get(INTERNAL_ATTR):
+        if INTERNAL_ATTR in self.__dict__ or not record():
             return orig_put(self, obj, block, timeout)
         span, carrier = _start(SYSTEM_MP_QUEUE, "put", self, obj)
         if span is None:
@@ -106,7 +106,7 @@ def _queue_get(orig_get: Any) -> Any:
 
 def _simple_put(orig_put: Any) -> Any:
     def put(self: Any, obj: Any) -> Any:
-        if not record() or self.__dict__.get(INTERNAL_ATTR):
+        if INTERNAL_ATTR in self.__dict__ or not record():
             return orig_put(self, obj)
         span, carrier = _start(SYSTEM_MP_QUEUE, "put", self, obj)
         if span is None:

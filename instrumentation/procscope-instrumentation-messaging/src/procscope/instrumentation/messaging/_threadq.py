@@ -140,7 +140,8 @@ class SimpleQueue(_queue.SimpleQueue):
             log_internal_error()
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        if not _state.enabled or not record():
+        # Internal first: an executor's work queue must not pay for the gate.
+        if not _state.enabled or INTERNAL_ATTR in self.__dict__ or not record():
             return _queue.SimpleQueue.put(self, item, block, timeout)
         return _send(self, item, _queue.SimpleQueue.put, (block, timeout))  # type: ignore[no-any-return]
 
