@@ -4,6 +4,8 @@ Run: .venv/bin/python benchmarks/sampling/bench_sampling.py [--quick]
 
 1. Overhead per span: the same traces (a root and 4 children, nested as current spans;
    then a root and 19 children, where the per-trace costs spread over more spans)
+   1b. the same with a BatchSpanProcessor (no-op exporter) downstream, as in procscope's
+   own pipeline: what the dropped spans no longer cost there offsets part of ours
    through a real SDK TracerProvider whose processor is
      sdk       a counting processor (the SDK alone, plus the cheapest possible processor)
      tail-all  TailSamplingProcessor(counting processor), policy keeps every trace
@@ -30,6 +32,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from procscope.processors.sampling import (
     ProbabilisticPolicy,
     TailSamplingProcessor,
@@ -79,26 +82,34 @@ def run_traces(tracer: Any, count: int, spans_per_trace: int = SPANS_PER_TRACE) 
     return time.perf_counter() - started
 
 
-def bench_overhead(spans_per_trace: int) -> list[tuple[str, str]]:
-    traces = (1000 if QUICK else 3000) * SPANS_PER_TRACE // spans_per_trace
-    rounds = 7 if QUICK else 15
-    configs: dict[str, Any] = {}
-    for name, make in (
-        ("sdk", lambda: Counting()),
-        (
-            "tail-all",
-            lambda: TailSamplingProcessor(
-                Counting(), ProbabilisticPolicy(1.0), max_buffered_spans=100_000
-            ),
+class NullExporter(SpanExporter):
+    """Accepts every batch and does nothing: the export cost itself is left out."""
+
+    def export(self, spans: Any) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def _overhead_configs(with_batch: bool) -> dict[str, Any]:
+    def downstream() -> SpanProcessor:
+        return BatchSpanProcessor(NullExporter()) if with_batch else Counting()
+
+    limits = {"max_buffered_spans": 100_000}
+    suffix = "+batch" if with_batch else ""
+    return {
+        "sdk" + suffix: make_tracer(downstream()),
+        "tail-all" + suffix: make_tracer(
+            TailSamplingProcessor(downstream(), ProbabilisticPolicy(1.0), **limits)
         ),
-        (
-            "tail-1%",
-            lambda: TailSamplingProcessor(
-                Counting(), default_policy(0.01), max_buffered_spans=100_000
-            ),
+        "tail-1%" + suffix: make_tracer(
+            TailSamplingProcessor(downstream(), default_policy(0.01), **limits)
         ),
-    ):
-        configs[name] = make_tracer(make())
+    }
+
+
+def bench_overhead(spans_per_trace: int, with_batch: bool = False) -> list[tuple[str, str]]:
+    traces = (1000 if QUICK else 2000) * SPANS_PER_TRACE // spans_per_trace
+    rounds = 7 if QUICK else 11
+    configs = _overhead_configs(with_batch)
     times: dict[str, list[float]] = {name: [] for name in configs}
     for _, tracer in configs.values():  # warm-up
         run_traces(tracer, 200, spans_per_trace)
@@ -107,7 +118,7 @@ def bench_overhead(spans_per_trace: int) -> list[tuple[str, str]]:
             gc.collect()
             times[name].append(run_traces(tracer, traces, spans_per_trace))
     spans = traces * spans_per_trace
-    base = statistics.median(times["sdk"]) / spans
+    base = statistics.median(times[next(iter(configs))]) / spans
     rows = []
     for name in configs:
         per_span = statistics.median(times[name]) / spans
@@ -174,7 +185,7 @@ def bench_memory() -> list[tuple[str, str]]:
 
 
 def bench_decisions() -> list[tuple[str, str]]:
-    count_traces = 3000 if QUICK else 10000
+    count_traces = 3000 if QUICK else 6000
     groups = made_spans(count_traces)
     rows = []
     for name, policy in (
@@ -220,7 +231,7 @@ def old_should_record() -> bool:
 def bench_gate() -> list[tuple[str, str]]:
     live = shared_state.settings()
     live.sample_rate = 0.01
-    calls = 200_000 if QUICK else 500_000
+    calls = 100_000 if QUICK else 200_000
     rows = []
     provider, tracer = make_tracer(Counting())
     for where in ("no current span (new root)", "inside a sampled span"):
@@ -262,9 +273,15 @@ def main() -> None:
     print(f"Python {sys.version.split()[0]}; {'quick' if QUICK else 'full'} run")
     for spans_per_trace in (SPANS_PER_TRACE, 20):
         table(
-            f"1. Per span, traces of {spans_per_trace} spans (median of interleaved rounds)",
+            f"1. Per span, traces of {spans_per_trace} spans, counting downstream "
+            "(median of interleaved rounds)",
             bench_overhead(spans_per_trace),
         )
+    table(
+        f"1b. Per span, traces of {SPANS_PER_TRACE} spans, BatchSpanProcessor(no-op exporter) "
+        "downstream",
+        bench_overhead(SPANS_PER_TRACE, with_batch=True),
+    )
     table("2. Memory per buffered span (tracemalloc)", bench_memory())
     table("3. Decisions per second", bench_decisions())
     table("4. Head gate at sample_rate 0.01", bench_gate())
