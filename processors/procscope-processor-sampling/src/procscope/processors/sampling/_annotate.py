@@ -87,6 +87,8 @@ def with_probability(
     clone.__dict__.update(fields)
     if not math.isnan(probability):
         clone._attributes = _attributes_with(fields.get("_attributes"), probability)
+    if probability == 1.0:
+        return clone  # threshold 0: whatever th the trace state has stands
     context = fields.get("_context")
     if context is not None:
         old_state = context.trace_state
