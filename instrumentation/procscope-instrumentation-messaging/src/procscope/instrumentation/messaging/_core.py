@@ -115,13 +115,19 @@ state_dict = _state_dict
 TAIL_KEY = "head_records_every_trace"
 
 
+_UNKNOWN: dict[str, Any] = {"procscope-unknown-context": True}
+
+
 def _unknown_context() -> Any:
-    return True  # "maybe a parent": callers then ask record()
+    return _UNKNOWN  # "maybe a parent" (and no cached span in it): callers ask record()
 
 
 context_get: Any = _unknown_context  # replaced below by the SDK's ContextVar.get when found
 
-_last_span: tuple[Any, bool] = (None, False)
+# (span, its sampled flag) of the last current span the gate looked at; the hottest
+# callers compare with it inline. Starts with a placeholder that no context holds.
+last_span: tuple[Any, bool] = (object(), False)
+SPAN_KEY = _SPAN_KEY
 
 if _context_var is not None and _SPAN_KEY is not None:
     _context_get = context_get = _context_var.get
@@ -135,14 +141,14 @@ if _context_var is not None and _SPAN_KEY is not None:
         including every draw for a new root, goes to ``head_sampling.should_record()``,
         which hands its draw to the sampler.
         """
-        global _last_span
+        global last_span
         ctx = _context_get()
         if ctx:
             if ctx.get(_SUPPRESS_KEY):
                 return False
             span = ctx.get(_SPAN_KEY)
             if span is not None:
-                last = _last_span
+                last = last_span
                 if last[0] is span:
                     return last[1]  # type: ignore[no-any-return]
                 span_context = span.get_span_context()
@@ -151,7 +157,7 @@ if _context_var is not None and _SPAN_KEY is not None:
                     # A span's sampled flag never changes: remember the last answer (one
                     # tuple, rebound at once, so a reader never pairs a span with
                     # another span's answer).
-                    _last_span = (span, sampled)
+                    last_span = (span, sampled)
                     return sampled
         if not _live.sample_rate > 0.0 and not _state_dict.get(TAIL_KEY):
             return False
