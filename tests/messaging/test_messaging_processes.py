@@ -217,3 +217,17 @@ def test_unpicklable_messages_fail_exactly_as_without_procscope(run_program: Any
     plain_err, traced_err = result.stderr.split("=== instrumented\n")
     last_line = [line for line in plain_err.splitlines() if "Error" in line][-1]
     assert last_line in traced_err  # the feeder thread reported the same error
+
+
+def test_a_queue_pickled_outside_spawning_fails_as_before(recorder: Any) -> None:
+    """multiprocessing refuses to pickle a queue outside process start, with or without us."""
+    import multiprocessing
+    import pickle
+
+    q = multiprocessing.get_context("spawn").Queue()
+    try:
+        with pytest.raises(RuntimeError, match="inheritance"):
+            pickle.dumps(q)
+    finally:
+        q.close()
+        q.join_thread()

@@ -141,9 +141,22 @@ def _init(orig_init: Any) -> Any:
     return __init__
 
 
+def _safe_names(obj: Any) -> dict[str, Any]:
+    try:
+        return names_state(obj)
+    except Exception:  # noqa: BLE001 -- names are a nicety; the pickle must not fail
+        log_internal_error()
+        return {}
+
+
 def _reduce_ex(self: Any, protocol: int) -> Any:
-    """Pickle a multiprocessing queue as copyreg would, plus its procscope names."""
-    return (_carry.rebuild_from_state, (type(self), self.__getstate__(), names_state(self)))
+    """Pickle a multiprocessing queue as copyreg would, plus its procscope names.
+
+    ``__getstate__`` runs first and unguarded: it refuses to pickle a queue outside of
+    spawning a process, and that error must reach the program exactly as before.
+    """
+    state = self.__getstate__()
+    return (_carry.rebuild_from_state, (type(self), state, _safe_names(self)))
 
 
 # --- pipes ------------------------------------------------------------------------------------
@@ -246,7 +259,7 @@ def _conn_recv_bytes(orig_recv_bytes: Any) -> Any:
 def _connection_reducer(orig_reduce: Any) -> Any:
     def reduce_connection(conn: Any) -> Any:
         rebuild, args = orig_reduce(conn)
-        state = names_state(conn)
+        state = _safe_names(conn)
         if conn.__dict__.get(PIPE_ATTR):
             state[PIPE_ATTR] = True
         if not state:
