@@ -407,3 +407,30 @@ def test_bad_arguments_are_clear_errors() -> None:
         trace_state(BankAccount, name="")
     with pytest.raises(TypeError, match="fields"):
         trace_state(BankAccount, fields=[1, 2])
+
+
+def test_subclass_of_traced_class_is_traced(recorder: Any) -> None:
+    """A subclass's own methods are traced too (patched when its first instance is seen)."""
+
+    class Savings(BankAccount):
+        def __init__(self, owner: str) -> None:
+            super().__init__(owner)
+            self.rate = 1
+
+        def add_interest(self) -> None:
+            self.balance += self.rate
+
+    first = Savings("s1")
+    second = Savings("s2")
+    procscope.name(second, "savings")
+    second.add_interest()
+    second.deposit(3)
+    changes = recorder.changes("savings")
+    assert [c["procscope.state.method"] for c in changes] == ["add_interest", "deposit"]
+    start = [
+        e
+        for e in recorder.events("procscope.state.snapshot")
+        if e["procscope.state.values"][0] == "'s2'"
+    ]
+    assert start[0]["procscope.state.fields"] == ("owner", "balance", "history", "_lock", "rate")
+    assert isinstance(first, BankAccount) and type(first) is Savings

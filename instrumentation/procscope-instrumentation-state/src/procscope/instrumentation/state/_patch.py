@@ -110,6 +110,16 @@ def _lazy_tracker(obj: Any, method: str, start_ns: int | None) -> Tracker | None
     info = info_of(obj)
     if info is None or not info.all_instances:
         return None
+    cls = type(obj)
+    if cls.__dict__.get(INFO_ATTR) is None:
+        # A subclass of a traced class, seen for the first time: patch it too, so that
+        # its own methods (and __init__, from its next instance on) are traced as well.
+        try:
+            sub = patch_class(cls, all_instances=True)
+            sub.name, sub.fields = info.name, info.fields
+            info = sub
+        except Exception:  # noqa: BLE001 -- the guard logs it; the parent's patch still works
+            log_internal_error()
     tracker = new_tracker(obj, None, info.fields)
     if tracker.generation == -1:
         record_start(tracker, obj, method, start_ns)

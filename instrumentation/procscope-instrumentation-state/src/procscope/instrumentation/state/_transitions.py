@@ -12,7 +12,6 @@ model being decorated.
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import time
 import weakref
@@ -27,7 +26,7 @@ from ._common.guard import log_internal_error
 from ._common.naming import get_name
 from ._diff import freeze, value_repr
 from ._runtime import RT, begin
-from ._tracker import TRACKERS, Tracker, class_name, default_name
+from ._tracker import TRACKERS, Tracker, class_name
 from .package import _instruments_transitions
 
 _logger = logging.getLogger("procscope")
@@ -38,6 +37,7 @@ _MODEL_TRACKERS: dict[int, Tracker] = {}
 
 class _Switch:
     on = False
+    owns_runtime = False  # switched the state runtime on itself (used without StateInstrumentor)
 
 
 def _model_tracker(model: Any) -> Tracker | None:
@@ -184,9 +184,6 @@ def _targets() -> list[tuple[Any, Any]]:
     return found
 
 
-_sequence = itertools.count(1)
-
-
 class TransitionsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Records the transitions of every ``transitions`` state machine.
 
@@ -204,6 +201,7 @@ class TransitionsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
             _runtime.configure(kwargs, __version__)
             RT.active = True
+            _Switch.owns_runtime = True
         for cls, factory in _targets():
             current = cls.__dict__.get("execute")
             if current is not None and not hasattr(current, "_procscope_original"):
@@ -212,6 +210,9 @@ class TransitionsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _uninstrument(self, **kwargs: Any) -> None:
         _Switch.on = False
+        if _Switch.owns_runtime:
+            _Switch.owns_runtime = False
+            RT.active = False
         for cls, _factory in _targets():
             current = cls.__dict__.get("execute")
             original = getattr(current, "_procscope_original", None)
@@ -219,4 +220,4 @@ class TransitionsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 cls.execute = original
 
 
-__all__ = ["TransitionsInstrumentor", "default_name"]
+__all__ = ["TransitionsInstrumentor"]
