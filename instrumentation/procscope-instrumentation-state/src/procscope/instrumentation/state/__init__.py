@@ -56,9 +56,12 @@ class StateInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
+        from ._transitions import _Switch
+
         _runtime.configure(kwargs, __version__)
         RT.generation += 1
         RT.active = True
+        _Switch.owns_runtime = False  # the runtime is this instrumentor's from now on
         self._instrument_transitions(kwargs)
 
     def _instrument_transitions(self, kwargs: dict[str, Any]) -> None:
