@@ -61,7 +61,7 @@ def test_every_start_method_is_recorded_under_its_parent_without_losing_spans(
         """,
         helpers=CHILD_HELPERS,
     )
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 0, run.stderr[-800:]
     main_pid = run.line("main_pid")["main_pid"]
     trace_id = run.line("main_pid")["trace_id"]
     rows = run.by_name()
@@ -111,14 +111,17 @@ def run_spans_of(pid):
 """,
         env={"OTEL_BSP_SCHEDULE_DELAY": "50"},
     )
-    assert run.returncode == 0, run.stderr
-    assert "cannot write spans" not in run.stderr, run.stderr
+    assert run.returncode == 0, run.stderr[-800:]
+    assert "cannot write spans" not in run.stderr, run.stderr[-800:]
     rows = run.by_name()
     crash = rows["crash"]
     assert (crash.exit_code, crash.error) == (1, True)
     assert crash.error_message == "RuntimeError: child crashed"
     assert (rows["hard_exit"].exit_code, rows["hard_exit"].error) == (3, True)
     assert rows["calls_sys_exit"].exit_code == 4
+    # The child's own process span got out too, on each of these ends (flushed at exit).
+    for name in ("crash", "hard_exit", "calls_sys_exit"):
+        assert rows[name].run_span_id is not None, name
     killed = rows["SIGKILL"]
     assert (killed.exit_signal, killed.exit_code, killed.error) == (9, None, True)
     assert killed.run_span_id is None  # it could not record its own end: the parent did
@@ -143,7 +146,7 @@ def test_nested_processes_form_a_tree(run_program: Any) -> None:
         """,
         helpers=CHILD_HELPERS,
     )
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 0, run.stderr[-800:]
     records = run.db.processes()
     assert [(r.name, r.depth) for r in records][1:] == [("middle", 1), ("grandchild", 2)]
     middle, grandchild = records[1], records[2]
@@ -178,7 +181,7 @@ def test_pools_record_workers_and_each_task_under_the_submitter(run_program: Any
         # workers get the option from the program, as they get its settings.
         env={"PROCSCOPE_LIFECYCLE_SPANS": "all"},
     )
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 0, run.stderr[-800:]
     ids = run.line("pool_span")
     assert run.line("error")["error"] == "TypeError"  # the exception crosses unchanged
     records = run.db.processes()
@@ -208,7 +211,7 @@ def test_python_subprocess_is_parented_and_set_up_like_its_parent(run_program: A
         "from procscope._common import shared_state;"
         "t = trace.get_tracer('x');"
         "s = t.start_span('in-subprocess'); s.end();"
-        "print(shared_state.settings().level, os.environ.get('TRACEPARENT'));"
+        "print(shared_state.settings().level, os.environ.get('TRACEPARENT'), os.getpid());"
         "sys.exit(7)"
     )
     run = run_program(
@@ -218,13 +221,17 @@ def test_python_subprocess_is_parented_and_set_up_like_its_parent(run_program: A
         emit(out=done.stdout.strip(), rc=done.returncode)
         done = subprocess.run(["sh", "-c", "exit 3"])
         emit(sh_rc=done.returncode)
+        done = subprocess.run([sys.executable, "-c", "raise ValueError('in child')"],
+                              capture_output=True)
+        emit(raised_rc=done.returncode)
         """,
         setup='procscope.setup(db=sys.argv[1], exporter="tracedb", level="minimal")',
     )
-    assert run.returncode == 0, run.stderr
-    assert run.line("out") == {"out": "minimal None", "rc": 7}
+    assert run.returncode == 0, run.stderr[-800:]
+    level, traceparent, child_pid = run.line("out")["out"].split()
+    assert (level, traceparent, run.line("out")["rc"]) == ("minimal", "None", 7)
     rows = run.by_name()
-    python_row = next(r for n, r in rows.items() if n.startswith("python"))
+    (python_row,) = [r for r in run.db.processes() if r.pid == int(child_pid)]
     assert (python_row.kind, python_row.start_method, python_row.exit_code) == (
         "subprocess",
         "subprocess",
@@ -234,6 +241,10 @@ def test_python_subprocess_is_parented_and_set_up_like_its_parent(run_program: A
     assert inner.pid == python_row.pid
     assert inner.parent_span_id == python_row.run_span_id
     assert inner.trace_id == python_row.trace_id
+    # An unhandled exception in a Python subprocess: on its own process span.
+    assert run.line("raised_rc")["raised_rc"] == 1
+    (raised,) = [r for r in run.db.processes() if r.error_message == "ValueError: in child"]
+    assert (raised.kind, raised.exit_code) == ("subprocess", 1)
     sh = rows["sh"]
     assert (sh.exit_code, sh.error, sh.run_span_id) == (3, True, None)
     (spawn,) = run.db.spans(name="spawn sh")
@@ -253,7 +264,7 @@ def test_os_fork_child_is_recorded_and_its_spans_flushed(run_program: Any) -> No
         emit(child=pid, code=os.waitstatus_to_exitcode(status))
         """
     )
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 0, run.stderr[-800:]
     assert run.line("child")["code"] == 5
     row = run.by_name()["os.fork"]
     assert (row.pid, row.exit_code, row.start_method) == (run.line("child")["child"], 5, "os.fork")
@@ -275,7 +286,7 @@ def test_messages_only_level_propagates_context_without_lifecycle_spans(
         helpers=CHILD_HELPERS,
         setup='procscope.setup(db=sys.argv[1], exporter="tracedb", level="messages_only")',
     )
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 0, run.stderr[-800:]
     assert run.db.spans(attributes={"procscope.lifecycle.kind": "process"}) == []
     child_spans = run.db.spans(name="child-span-*")
     assert len(child_spans) == 2
@@ -295,7 +306,7 @@ def test_unsampled_program_records_nothing_in_any_process(run_program: Any) -> N
         helpers=CHILD_HELPERS,
         setup='procscope.setup(db=sys.argv[1], exporter="tracedb", sample_rate=0.0)',
     )
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 0, run.stderr[-800:]
     assert len([x for x in run.lines if "child" in x]) == 2
     # No span was ever exported, so the exporter never even created the DB file.
     assert not run.db_path.exists() or run.db.span_count() == 0
@@ -315,7 +326,7 @@ def test_cli_processes_shows_the_tree_and_json(run_program: Any) -> None:
         """,
         helpers=CHILD_HELPERS,
     )
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 0, run.stderr[-800:]
     cli = [sys.executable, "-c", "from procscope._cli import entry; entry()", "processes"]
     text = subprocess.run(
         [*cli, "--db", str(run.db_path)], capture_output=True, text=True, check=True
@@ -370,7 +381,7 @@ def test_a_python_of_another_environment_gets_the_context_but_no_sitecustomize(
         """,
         setup='procscope.setup(db=sys.argv[1], exporter="tracedb", level="minimal")',
     )
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 0, run.stderr[-800:]
     assert run.line("out") == {"out": "00- minimal\n", "err": "", "rc": 0}
 
 
@@ -394,7 +405,7 @@ def inner_pool():
     return {"pid": os.getpid(), "result": result}
 """,
     )
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 0, run.stderr[-800:]
     inner = run.line("inner")["inner"]
     assert inner["result"] == [0, 2, 4, 6]
     records = run.db.processes()
