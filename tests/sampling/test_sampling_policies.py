@@ -264,3 +264,43 @@ def test_policy_arguments_are_checked() -> None:
     with pytest.raises(TypeError):
         AnyOf(42)  # type: ignore[arg-type]
     assert math.isnan(RateLimitPolicy(1).evaluate(None))  # type: ignore[arg-type]
+
+
+def test_default_policy_decides_exactly_like_the_any_of_it_stands_for(pipeline) -> None:
+    """DefaultPolicy's one-pass check gives the same answers as AnyOf of its four policies."""
+    from opentelemetry.trace import set_span_in_context
+    from procscope.processors.sampling import TraceData
+
+    p = pipeline(lambda trace: True)  # keep everything: the spans are judged below
+    for i in range(400):
+        kind = i % 6
+        root = p.tracer.start_span("root")
+        attributes = {}
+        if kind == 1:
+            attributes["process.exit.code"] = i % 3
+        elif kind == 2:
+            attributes["procscope.process.exit.signal"] = 9
+        child = p.tracer.start_span(
+            "child", context=set_span_in_context(root), attributes=attributes
+        )
+        if kind == 3:
+            child.set_status(StatusCode.ERROR)
+        elif kind == 4:
+            child.add_event("exception", {"exception.type": "ValueError"})
+        child.end()
+        # Every 7th trace "lasts" 2 s; the others end right away (well under 1 s).
+        root.end(end_time=time.time_ns() + (2_000_000_000 if i % 7 == 0 else 0))
+    spans_by_trace: dict[int, list] = {}
+    for span in p.spans():
+        spans_by_trace.setdefault(span.context.trace_id, []).append(span)
+    assert len(spans_by_trace) == 400
+    reference = AnyOf(
+        ErrorPolicy(), AbnormalEndPolicy(), LatencyPolicy(1.0), ProbabilisticPolicy(0.3)
+    )
+    fused = default_policy(0.3)
+    answers = [
+        (reference.evaluate(TraceData(t, s)), fused.evaluate(TraceData(t, s)))
+        for t, s in spans_by_trace.items()
+    ]
+    assert all(a == b for a, b in answers)
+    assert {a for a, _ in answers} >= {None, 1.0, 0.3}
