@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from multiprocessing import pool as mp_pool
 from multiprocessing import popen_fork, process
@@ -278,7 +279,13 @@ _forked: dict[int, ReapInfo] = {}
 
 def _make_fork(original: Any) -> Any:
     def fork() -> int:
-        if not runtime.active or getattr(_local, "in_start", False):
+        if (
+            not runtime.active
+            or getattr(_local, "in_start", False)
+            # multiprocessing's own forks (popen_fork, the fork server serving a child):
+            # those children are recorded as Processes, by start and _bootstrap.
+            or str(sys._getframe(1).f_globals.get("__name__", "")).startswith("multiprocessing.")
+        ):
             return original()  # type: ignore[no-any-return]
         span = None
         ctx = None
