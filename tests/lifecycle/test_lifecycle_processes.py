@@ -418,3 +418,43 @@ def inner_pool():
     # In tree order: the pool's workers come right after the executor worker.
     index = records.index(executor_worker)
     assert {r.pid for r in records[index + 1 : index + 3]} == {w.pid for w in pool_workers}
+
+
+def test_procscope_run_records_children_of_every_start_method(tmp_path: Any) -> None:
+    """Under `procscope run` (set up by sitecustomize, children too): one row per child,
+    none for the fork server's own forks."""
+    import subprocess
+
+    from procscope.exporters.tracedb import TraceDB
+
+    script = tmp_path / "app.py"
+    script.write_text(
+        "import multiprocessing as mp\n"
+        "def work():\n"
+        "    pass\n"
+        "if __name__ == '__main__':\n"
+        "    for m in ('fork', 'forkserver', 'spawn'):\n"
+        "        p = mp.get_context(m).Process(target=work, name=m); p.start(); p.join()\n"
+    )
+    db_path = tmp_path / "run.db"
+    env = dict(os.environ)
+    env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "procscope_messaging,procscope_state"
+    cli = [sys.executable, "-c", "from procscope._cli import entry; entry()"]
+    done = subprocess.run(
+        [*cli, "run", "--db", str(db_path), "--", sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-800:]
+    with TraceDB(db_path) as db:
+        records = db.processes()
+    assert [(r.name, r.start_method, r.depth, r.exit_code) for r in records[1:]] == [
+        ("fork", "fork", 1, 0),
+        ("forkserver", "forkserver", 1, 0),
+        ("spawn", "spawn", 1, 0),
+    ]
+    assert records[0].kind == "program"
