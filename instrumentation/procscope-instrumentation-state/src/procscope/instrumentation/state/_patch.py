@@ -27,11 +27,9 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
-from opentelemetry.trace import get_current_span
-
 from ._common.guard import log_internal_error
 from ._diff import MISSING, freeze
-from ._runtime import RT
+from ._runtime import RT, current_span
 from ._tracker import (
     IN_DICT,
     KINDS,
@@ -163,7 +161,7 @@ def _exit(frame: Frame, obj: Any, method: str) -> None:
 
 def _unsampled_now() -> bool:
     """True inside a trace that head sampling dropped (the cheap part of the gate)."""
-    context = get_current_span().get_span_context()
+    context = current_span().get_span_context()
     return context.is_valid and not context.trace_flags.sampled
 
 

@@ -20,8 +20,9 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import INVALID_SPAN, SpanKind
 
+from ._common import head_sampling
 from ._common.guard import warn_once
 from ._common.head_sampling import should_record, take_root_decision
 from ._common.settings import BadSetting, resolve_one
@@ -202,6 +203,19 @@ class Target:
 _LOG_TARGET = Target(None, False)
 
 
+_CONTEXT_VAR = getattr(head_sampling, "_context_var", None)
+_SPAN_KEY = getattr(head_sampling, "_SPAN_KEY", None)
+
+
+def current_span() -> Any:
+    """trace.get_current_span(), reading the context variable directly as the head gate
+    does (four calls fewer: this runs at every recorded change)."""
+    if _CONTEXT_VAR is not None and _SPAN_KEY is not None:
+        span = _CONTEXT_VAR.get().get(_SPAN_KEY)
+        return span if span is not None else INVALID_SPAN
+    return trace.get_current_span()
+
+
 def begin(
     describe: Callable[[], tuple[str, dict[str, Any]]], start_ns: int
 ) -> Target | None:
@@ -214,7 +228,7 @@ def begin(
             return None
         take_root_decision()  # no span follows: the sampler must not inherit this draw
         return _LOG_TARGET
-    current = trace.get_current_span()
+    current = current_span()
     if current.is_recording():
         return Target(current, False)
     if not should_record():
