@@ -268,3 +268,25 @@ def test_setup_and_fork_keep_processes_apart(tmp_path: Any) -> None:
         child_state = db.state_at("acct", end, pid=pids["child"])
         assert parent_state is not None and parent_state.fields == {"balance": "6"}
         assert child_state is not None and child_state.fields == {"balance": "105"}
+
+
+def test_renamed_object_rebuilt_under_its_new_name(tracedb: Any) -> None:
+    """An object named after tracing started has its own history from the rename on."""
+
+    @trace_state
+    class Wallet:
+        def __init__(self) -> None:
+            self.coins = 0
+
+        def add(self, n: int) -> None:
+            self.coins += n
+
+    wallet = procscope.name(Wallet(), "wallet")
+    wallet.add(2)
+    wallet.add(3)
+    done = time.time_ns()
+    with tracedb.flush() as db:
+        kinds = [(r.kind, r.snapshot_reason) for r in db.state_history("wallet")]
+        assert kinds == [("change", None), ("snapshot", "renamed"), ("change", None)]
+        state = db.state_at("wallet", done)
+        assert state is not None and state.fields == {"coins": "5"} and state.complete

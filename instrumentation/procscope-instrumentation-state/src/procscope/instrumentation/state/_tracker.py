@@ -302,6 +302,8 @@ def _snapshot(tracker: Tracker, obj: Any, name: str, target: Any, reason: str) -
     state = read_state(obj, tracker.fields)
     tracker.note_containers(state)
     seq = next(tracker.counter)
+    if name != tracker.last_name:
+        tracker.epoch = 0  # snapshot numbers count per name: a renamed object starts anew
     tracker.epoch += 1
     attributes: dict[str, Any] = {
         sc.OBJECT: name,
@@ -409,7 +411,8 @@ def _emit_change(
         sc.OBJECT: name,
         sc.CLASS: tracker.type_name,
         sc.METHOD: method,
-        sc.EPOCH: f"{name}/{tracker.epoch}",
+        # Before the first snapshot under this name (a rename), the changes are epoch 0.
+        sc.EPOCH: f"{name}/{tracker.epoch if name == tracker.last_name else 0}",
         sc.SEQ: max(seqs),
         sc.FIELDS: tuple(fields),
         sc.FIELD_SEQS: tuple(seqs),
