@@ -9,11 +9,14 @@ linked to the ``publish`` span of its job. Run it under procscope with OTLP expo
 
 These few spans are made with the plain OpenTelemetry API: they go wherever procscope's own
 spans go, through the tracer provider procscope set up, and they show how spans of your own
-sit in the same trees as procscope's. The context is carried by hand into the thread and
-into the consumer process, and with each job, only where nothing has carried it already
-(procscope's lifecycle and messaging instrumentors do that on their own).
+sit in the same trees as procscope's (there, each ``handle`` also sits below procscope's
+span for the get that returned its job, in the job's trace). Into the thread and the
+consumer process the context is carried by hand only where nothing carried it already
+(procscope's lifecycle instrumentor does); the context sent with each job is what the
+``handle`` span's link points at.
 
-It prints the trace id, to look the trace up in the backend.
+It prints the trace id, to look the trace up in the backend (all zeros when run without
+procscope or another OpenTelemetry SDK set up: the API alone records nothing).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ def tracer() -> trace.Tracer:
 def produce(jobs: Any, parent: Context) -> None:
     """The producer thread: one ``publish`` span per job, its context sent with the job."""
     # A new thread starts with an empty context; under procscope's lifecycle instrumentor
-    # it runs inside its `thread` span instead, which is then the parent.
+    # it runs in its starter's context (or in its own `thread` span, with
+    # PROCSCOPE_LIFECYCLE_SPANS=all), which is then the parent.
     inherited = trace.get_current_span().get_span_context().is_valid
     with tracer().start_as_current_span("produce", context=None if inherited else parent):
         for number in range(JOBS):
