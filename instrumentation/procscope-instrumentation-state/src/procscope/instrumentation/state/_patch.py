@@ -460,10 +460,17 @@ def trace_instance(obj: Any, name: str | None, fields: frozenset[str] | None) ->
     patch_class(type(obj), all_instances=False)
     tracker = TRACKERS.get(id(obj))
     if tracker is not None:
-        if name is not None:
-            tracker.given_name = name
+        # Already traced (its class is decorated, or traced before): take the new name
+        # and fields, and start the history under that name with a snapshot now.
         if fields is not None:
             tracker.fields = fields
+        if name is not None and name != tracker.name_of(obj):
+            tracker.given_name = name
+            tracker.pending_snapshot = "renamed"
+            try:
+                record_start(tracker, obj, "trace_state")
+            except Exception:  # noqa: BLE001 -- the guard logs it
+                log_internal_error()
         return obj
     tracker = new_tracker(obj, name, fields)
     try:
