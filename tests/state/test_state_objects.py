@@ -434,3 +434,15 @@ def test_subclass_of_traced_class_is_traced(recorder: Any) -> None:
     ]
     assert start[0]["procscope.state.fields"] == ("owner", "balance", "history", "_lock", "rate")
     assert isinstance(first, BankAccount) and type(first) is Savings
+
+
+def test_naming_a_traced_object_with_trace_state(recorder: Any) -> None:
+    """trace_state(obj, name=) on an already traced object snapshots it at once."""
+    account = BankAccount("j", 4)
+    recorder.clear()
+    assert procscope.trace_state(account, name="named-now") is account
+    (snapshot,) = recorder.events("procscope.state.snapshot", "named-now")
+    assert snapshot["procscope.state.snapshot.reason"] == "renamed"
+    assert snapshot["procscope.state.epoch"] == "named-now/1"
+    account.deposit(1)
+    assert recorder.changes("named-now")[0]["procscope.state.epoch"] == "named-now/1"
