@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
         spans, _, export = mode.partition("/")
         instrumentor.instrument(tracer_provider=bare if export else provider, spans=spans)
 
-    rounds = 3 if quick else 7
+    rounds = 3 if quick else 9
     # (name, function, operations per round, modes compared)
     every = ("off", "errors", "all", "errors/bare", "all/bare")
     cases: list[tuple[str, Callable[[int], None], int, tuple[str, ...]]] = [

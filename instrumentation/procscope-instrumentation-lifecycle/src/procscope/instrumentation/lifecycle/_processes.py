@@ -44,6 +44,7 @@ from ._runtime import (
     START_METHOD,
     TARGET,
     end_with_error,
+    flush,
     inject,
     process_spans_wanted,
     record_under,
@@ -220,7 +221,10 @@ def _make_bootstrap(original: Any) -> Any:
         finally:
             try:
                 self.__dict__.pop("run", None)
-                _ending.finish_run(code)
+                if not _ending.finish_run(code):
+                    # No process span (messages_only, states_only): still flush what
+                    # the child recorded, before fork and forkserver children _exit.
+                    flush()
                 if token is not None:
                     otel_context.detach(token)
             except Exception:  # noqa: BLE001
