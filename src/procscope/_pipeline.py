@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
 
 from opentelemetry.sdk.resources import (
     OsResourceDetector,
@@ -50,10 +49,12 @@ def build_resource() -> Resource:
     env_names_service = bool(os.environ.get("OTEL_SERVICE_NAME", "").strip()) or (
         "service.name=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
     )
-    attributes: dict[str, Any] = {}
     if not env_names_service:
-        attributes["service.name"] = program_name()
-    return detected.merge(Resource.create(attributes))
+        # Through the environment rather than as a resource attribute, so that spawn and
+        # forkserver children and Python subprocesses, whose own argv says "-c", report
+        # the same service: one program, one service in Jaeger or Tempo.
+        os.environ["OTEL_SERVICE_NAME"] = program_name()
+    return detected.merge(Resource.create())
 
 
 def otlp_protocol() -> str:

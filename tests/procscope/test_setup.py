@@ -208,3 +208,35 @@ def test_shutdown_flushes_and_uninstruments(run_app: Any, spans_in: Any) -> None
     assert result.returncode == 0, result.stderr
     assert [s["name"] for s in spans_in(result.stdout)] == ["before-shutdown"]
     assert "messaging False" in result.stdout
+
+
+def test_spawned_children_report_the_same_service(run_app: Any, spans_in: Any) -> None:
+    """A spawn child and a Python subprocess report the parent program's service.name."""
+    result = run_app(
+        """
+        import multiprocessing as mp, subprocess, sys
+        from opentelemetry import trace
+        import procscope
+
+        def child():
+            with trace.get_tracer("app").start_as_current_span("in-spawn-child"):
+                pass
+
+        if __name__ == "__main__":
+            procscope.setup(exporter="console", level="minimal")
+            process = mp.get_context("spawn").Process(target=child)
+            process.start()
+            process.join()
+            code = ("from opentelemetry import trace\\n"
+                    "with trace.get_tracer('app').start_as_current_span('in-subprocess'):"
+                    " pass")
+            subprocess.run([sys.executable, "-c", code], check=True)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    services = {
+        span["name"]: span["resource"]["attributes"]["service.name"]
+        for span in spans_in(result.stdout)
+    }
+    assert services.get("in-spawn-child") == "app", services
+    assert services.get("in-subprocess") == "app", services
