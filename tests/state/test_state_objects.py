@@ -446,3 +446,29 @@ def test_naming_a_traced_object_with_trace_state(recorder: Any) -> None:
     assert snapshot["procscope.state.epoch"] == "named-now/1"
     account.deposit(1)
     assert recorder.changes("named-now")[0]["procscope.state.epoch"] == "named-now/1"
+
+
+def test_task_started_in_a_method_records_its_own_changes(recorder: Any) -> None:
+    """A task created inside a method (context copied) records later changes itself."""
+
+    @trace_state(name="spawner")
+    class Spawner:
+        def __init__(self) -> None:
+            self.done = False
+
+        def start(self) -> Any:
+            return asyncio.get_running_loop().create_task(self._finish())
+
+        async def _finish(self) -> None:
+            await asyncio.sleep(0.01)
+            self.done = True
+
+    spawner = Spawner()
+
+    async def main() -> None:
+        await spawner.start()
+
+    asyncio.run(main())
+    changes = recorder.changes("spawner#1")
+    assert [c["procscope.state.method"] for c in changes] == ["__setattr__"]
+    assert changes[0]["procscope.state.values"] == ("True",)

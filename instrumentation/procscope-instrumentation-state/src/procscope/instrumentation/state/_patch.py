@@ -62,6 +62,10 @@ F_ASSIGNED = 3  # field -> [old, new, seq] seen by the hooks; None; False: unsam
 F_START = 4  # time.time_ns() at the start (the start of a span made afterwards)
 F_TOKEN = 5  # the ContextVar token that pushed it
 Frame = list  # [oid, tracker, frozen, assigned, start_ns, token]
+# A frame's oid once its call has returned. A task or context copied during the call
+# (asyncio.create_task in a method) still holds the frame: it must no longer match, or
+# that task's later assignments would go into a call already recorded.
+CLOSED = 0
 
 
 class ClassInfo:
@@ -154,6 +158,7 @@ def _enter(obj: Any) -> Frame | None:
 
 def _exit(frame: Frame, obj: Any, method: str) -> None:
     _frames.reset(frame[F_TOKEN])
+    frame[F_OID] = CLOSED
     if frame[F_ASSIGNED] is None and frame[F_FROZEN] is None:
         return  # nothing assigned, no container to compare: nothing changed
     _record_exit(frame, obj, method)
@@ -225,6 +230,7 @@ def wrap_method(func: Any, method: str) -> Any:
             return func(self, *args, **kwargs)
         finally:
             frames_reset(frame[F_TOKEN])
+            frame[F_OID] = CLOSED
             if frame[F_ASSIGNED] is not None or frame[F_FROZEN] is not None:
                 _record_exit(frame, self, method)
 
@@ -251,6 +257,7 @@ def _wrap_init(orig_init: Any) -> Any:
             result = orig_init(self, *args, **kwargs)
         finally:
             _frames.reset(frame[F_TOKEN])
+            frame[F_OID] = CLOSED
         try:
             _lazy_tracker(self, "__init__", frame[F_START])
         except Exception:  # noqa: BLE001 -- the guard logs it
