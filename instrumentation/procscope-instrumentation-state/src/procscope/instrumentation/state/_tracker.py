@@ -106,8 +106,8 @@ def _find_kind(cls: type, name: str) -> tuple[int, Any]:
         if hasattr(attr_type, "__set__") or hasattr(attr_type, "__delete__"):
             return (SKIP, None)  # a property or other data descriptor: its storage is state
         break
-    if cls.__dictoffset__ == 0 and not hasattr(cls, "__dict__"):
-        return (SKIP, None)
+    if cls.__dictoffset__ == 0:
+        return (SKIP, None)  # no instance __dict__ (slots only): the name cannot be set
     return (IN_DICT, None)
 
 
