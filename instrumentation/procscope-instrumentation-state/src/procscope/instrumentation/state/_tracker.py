@@ -37,7 +37,7 @@ from ._diff import (
     secret_name,
     value_repr,
 )
-from ._runtime import MAX_CHANGE_ENTRIES, RT, Target, begin
+from ._runtime import MAX_CHANGE_ENTRIES, RT, Target, begin, current_span
 
 _live = shared_state.settings()  # the live settings object: read its attributes per call
 
@@ -369,7 +369,12 @@ def record_changes(
     if not changed:
         return
     name = tracker.name_of(obj)
-    target = _begin(tracker, obj, name, method, start_ns)
+    # The usual case first, without building the description of a span not needed.
+    current = None if RT.log_events else current_span()
+    if current is not None and current.is_recording():
+        target: Target | None = Target(current, False)
+    else:
+        target = _begin(tracker, obj, name, method, start_ns)
     if target is None:
         # Not sampled: the state moved on unseen; the next recorded change resynchronises.
         tracker.pending_snapshot = tracker.pending_snapshot or "resync"
