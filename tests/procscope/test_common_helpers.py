@@ -116,3 +116,14 @@ def test_names_on_plain_and_slotted_objects() -> None:
     assert naming.get_name(Plain()) is None
     with pytest.raises(TypeError):
         naming.set_name(plain, "")
+
+
+def test_plugin_warnings_are_procscope_setting_warnings() -> None:
+    """A plugin's own copy of the helpers warns with the one procscope.SettingWarning."""
+    from procscope.instrumentation.state._common import settings as plugin_settings
+
+    import procscope
+
+    assert plugin_settings.SettingWarning is procscope.SettingWarning
+    with pytest.warns(procscope.SettingWarning, match="PROCSCOPE_LEVEL"):
+        plugin_settings.resolve(environ={"PROCSCOPE_LEVEL": "loud"})

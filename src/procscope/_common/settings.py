@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from . import shared_state
+
 T = TypeVar("T")
 
 LEVELS = ("full", "messages_only", "states_only", "minimal", "off")
@@ -39,8 +41,9 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
-class SettingWarning(UserWarning):
-    """A procscope setting had a bad value; the default was used instead."""
+# "A procscope setting had a bad value; the default was used instead." The class lives in
+# shared_state, so that every copy of these helpers warns with the same class.
+SettingWarning: type[UserWarning] = shared_state.get().SettingWarning
 
 
 class BadSettingError(ValueError):

@@ -36,8 +36,19 @@ class LiveSettings:
         self.configured = False
 
 
+def _setting_warning_class() -> type[UserWarning]:
+    # One class for the whole process: a user filtering on procscope.SettingWarning must
+    # also catch the warnings that a plugin's own copy of these helpers gives.
+    class SettingWarning(UserWarning):
+        """A procscope setting had a bad value; the default was used instead."""
+
+    SettingWarning.__module__ = "procscope"
+    return SettingWarning
+
+
 def _create() -> types.ModuleType:
     state = types.ModuleType(_KEY)
+    state.SettingWarning = _setting_warning_class()  # type: ignore[attr-defined]
     state.lock = threading.RLock()  # type: ignore[attr-defined]
     state.settings = LiveSettings()  # type: ignore[attr-defined]
     state.names = weakref.WeakKeyDictionary()  # type: ignore[attr-defined]
