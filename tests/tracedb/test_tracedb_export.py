@@ -221,3 +221,23 @@ def test_span_subclass_is_read_through_its_properties(db_path, make_span):
     exporter.shutdown()
     with TraceDB(db_path) as db:
         assert [s.name for s in db.spans()] == ["renamed original"]
+
+
+def test_export_reentered_from_the_exporting_thread_does_not_hang(db_path, make_span):
+    """An export re-entered from inside an export on the same thread (as a signal handler
+    flushing at SIGTERM would) fails at once instead of deadlocking; the outer one succeeds."""
+    exporter = TraceDBSpanExporter(db_path)
+    inner_results = []
+
+    class CallsBack:
+        def __str__(self) -> str:  # JSON encoding of an odd value calls str() mid-export
+            inner_results.append(exporter.export([make_span("inner", trace_id=2, span_id=2)]))
+            return "called back"
+
+    outer = make_span("outer", trace_id=1, span_id=1)
+    outer._attributes = {"odd": CallsBack()}
+    assert exporter.export([outer]) is SpanExportResult.SUCCESS
+    assert inner_results == [SpanExportResult.FAILURE]
+    exporter.shutdown()
+    with TraceDB(db_path) as db:
+        assert [(s.name, s.attributes) for s in db.spans()] == [("outer", {"odd": "called back"})]

@@ -281,6 +281,7 @@ class TraceDBSpanExporter(SpanExporter):
             "max_age", ENV_DB_MAX_AGE, max_age, parse_positive_float, None
         )
         self._lock = threading.Lock()
+        self._owner: int | None = None  # thread id of the export holding the lock
         self._writer: Writer | None = None
         self._stopped = False  # shut down, or the file must never be written
         self._register_fork_handler()
@@ -302,6 +303,7 @@ class TraceDBSpanExporter(SpanExporter):
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
+        self._owner = None
         if self._writer is not None:
             _ABANDONED.append(self._writer)
             self._writer = None
@@ -329,14 +331,29 @@ class TraceDBSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
         if not spans:
             return SpanExportResult.SUCCESS
+        me = threading.get_ident()
+        if self._owner == me:
+            # Re-entered from the thread that is exporting: a signal handler (say, one
+            # flushing at SIGTERM) interrupted our own export. Waiting for our own lock
+            # would hang the process; these spans are dropped instead.
+            return SpanExportResult.FAILURE
+        lock = self._lock
+        # Bounded: another thread's batch holds the lock at most for one busy timeout.
+        if not lock.acquire(timeout=self.timeout + 5.0):
+            self._warn("another export of this process did not finish in time", len(spans),
+                       stopping=False)  # fmt: skip
+            return SpanExportResult.FAILURE
         try:
-            with self._lock:
-                if self._stopped:
-                    return SpanExportResult.FAILURE
-                return self._export_locked(spans)
+            self._owner = me
+            if self._stopped:
+                return SpanExportResult.FAILURE
+            return self._export_locked(spans)
         except Exception:  # noqa: BLE001 -- the guard: never into the batch processor
             log_internal_error()
             return SpanExportResult.FAILURE
+        finally:
+            self._owner = None
+            lock.release()
 
     def _export_locked(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
@@ -388,6 +405,9 @@ class TraceDBSpanExporter(SpanExporter):
         # Bounded: the lock is held at most for one batch, itself bounded by the busy
         # timeout; a shutdown that cannot get it in that time leaves the connection to
         # the process's exit rather than hang the program.
+        if self._owner == threading.get_ident():
+            self._stopped = True  # called from inside our own export (a signal handler)
+            return
         acquired = self._lock.acquire(timeout=self.timeout + 1.0)
         try:
             self._stopped = True
