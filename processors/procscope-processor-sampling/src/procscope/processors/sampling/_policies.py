@@ -509,16 +509,21 @@ class DefaultPolicy(AnyOf):
             try:
                 if span._status.status_code is error:
                     return 1.0
+                # The SDK's BoundedList and BoundedAttributes answer len() and ``in`` in
+                # Python; the deque and dict inside them answer at C speed.
                 events = span._events
+                events = getattr(events, "_dq", events)
+                attributes = span._attributes
+                attributes = getattr(attributes, "_dict", attributes)
                 start, end = span._start_time, span._end_time
             except AttributeError:
                 if _has_error(span):
                     return 1.0
                 events = None
+                attributes = _attributes(span)
                 start, end = span.start_time, span.end_time
             if events and any(event.name == "exception" for event in events):
                 return 1.0
-            attributes = _attributes(span)
             if (
                 attributes
                 and (signal_key in attributes or code_key in attributes)

@@ -260,8 +260,6 @@ class TailSamplingProcessor(SpanProcessor):
             trace_id, flags = _ids_and_flags(context)
             if not flags & 1:
                 return
-            parent = span.parent
-            is_root = parent is None or _is_remote(parent)
             ready: list[_Trace]
             with self._lock:
                 trace = self._traces.get(trace_id)
@@ -271,9 +269,9 @@ class TailSamplingProcessor(SpanProcessor):
                     spans = trace.spans
                     spans.append(span)
                     self._buffered += 1
-                    if is_root:
-                        trace.root_ended = True
-                    if trace.root_ended and len(spans) >= len(trace.started):
+                    # Every span this trace started here has ended. Its local root was
+                    # started first and, open, kept this false: so it has ended too.
+                    if len(spans) >= len(trace.started):
                         ready, reason = [self._close_locked(trace)], COMPLETE
                     elif len(spans) >= self._max_per_trace:
                         ready, reason = [self._close_locked(trace)], EARLY
@@ -282,7 +280,8 @@ class TailSamplingProcessor(SpanProcessor):
                     else:
                         return
             if trace is None:
-                self._end_unbuffered(span, trace_id, is_root)
+                parent = span.parent
+                self._end_unbuffered(span, trace_id, parent is None or _is_remote(parent))
             else:
                 self._decide(ready, reason)
         except Exception:  # noqa: BLE001 -- the host program must never see our errors
