@@ -273,6 +273,9 @@ def bench_queries(n_spans: int) -> tuple[list[tuple[str, float, float, str]], di
         assert tree is not None and tree.summary.span_count == 6
         rows.append(("trace(id): one trace as a tree", med, p95, f"<= {TRACE_BY_ID_TARGET_MS} ms"))
         worker = info["workers"][0]
+        message_id = db.spans(name="send jobs", start_ns=mid, limit=1)[0].attributes[
+            "messaging.message.id"
+        ]
         pages: list[tuple[str, Callable[[], Any]]] = [
             ("traces(): newest 50", lambda: db.traces(limit=50)),
             ("traces(): 50 from a time range", lambda: db.traces(start_ns=mid, limit=50)),
@@ -282,6 +285,10 @@ def bench_queries(n_spans: int) -> tuple[list[tuple[str, float, float, str]], di
             (
                 "traces(): 50 with attribute (indexed)",
                 lambda: db.traces(attributes={"process.pid": worker["pid"]}, limit=50),
+            ),
+            (
+                "traces(): 50 by a message id (selective)",
+                lambda: db.traces(attributes={"messaging.message.id": message_id}, limit=50),
             ),
             (
                 "traces(): page 100 (offset 5,000)",

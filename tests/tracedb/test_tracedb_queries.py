@@ -145,3 +145,29 @@ def test_reader_never_creates_a_file(tmp_path):
     with pytest.raises(TraceDBError, match="no such file"):
         TraceDB(missing)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_broad_and_selective_attribute_filters_agree(db_path, make_span, monkeypatch):
+    """An indexed filter gives the same traces and spans whether planned as broad or selective."""
+    spans = [
+        make_span(f"s{i}", trace_id=100 + i // 2, span_id=i + 1, start_ns=T0 + i * MS,
+                  attributes={"process.pid": 7 if i % 3 else 8})
+        for i in range(60)
+    ]  # fmt: skip
+    exporter = TraceDBSpanExporter(db_path)
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    from procscope.exporters.tracedb import _query
+
+    with TraceDB(db_path) as db:
+        selective = (
+            _ids(db.traces(attributes={"process.pid": 8}, limit=None)),
+            [s.name for s in db.spans(attributes={"process.pid": 8})],
+        )
+        monkeypatch.setattr(_query, "BROAD_MATCHES", 3)
+        broad = (
+            _ids(db.traces(attributes={"process.pid": 8}, limit=None)),
+            [s.name for s in db.spans(attributes={"process.pid": 8})],
+        )
+    assert selective == broad
+    assert broad[1] == [f"s{i}" for i in range(0, 60, 3)]

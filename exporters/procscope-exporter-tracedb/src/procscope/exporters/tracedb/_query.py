@@ -240,19 +240,43 @@ def attach_events_and_links(conn: sqlite3.Connection, spans: Sequence[SpanRecord
             )
 
 
+# Above this many matching index rows, a filter is "broad": scanning spans (or traces) in
+# the wanted order and checking each against the index beats collecting every match.
+BROAD_MATCHES = 2000
+
+
 def attribute_condition(
     conn: sqlite3.Connection, key: str, value: Any, *, alias: str = "s"
 ) -> tuple[str, list[Any]]:
-    """SQL (over ``spans <alias>``) for "attribute ``key`` equals ``value``": an index
-    seek in ``span_attrs`` for indexed keys, a JSON scan for the others."""
+    """SQL (over ``spans <alias>``) for "attribute ``key`` equals ``value``".
+
+    For indexed keys: a selective value becomes ``span_pk IN (index rows)``; a broad one
+    (more than :data:`BROAD_MATCHES` rows) a correlated primary-key probe of the index,
+    so that ``ORDER BY ... LIMIT`` queries stop early. Other keys: a JSON scan.
+    """
     span_keys, _event_keys = indexed_keys(conn)
     if key in span_keys and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        if is_broad(conn, key, value):
+            return (
+                f"EXISTS (SELECT 1 FROM span_attrs a WHERE a.key = ? AND a.value = ? "
+                f"AND a.span_pk = {alias}.span_pk)",
+                [key, value],
+            )
         return (
             f"{alias}.span_pk IN (SELECT span_pk FROM span_attrs WHERE key = ? AND value = ?)",
             [key, value],
         )
     path = '$."' + key.replace('"', '""') + '"'
     return f"json_extract({alias}.attributes, ?) = ?", [path, value]
+
+
+def is_broad(conn: sqlite3.Connection, key: str, value: Any) -> bool:
+    """Whether an indexed (key, value) has more than BROAD_MATCHES rows (bounded cost)."""
+    row = conn.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM span_attrs WHERE key = ? AND value = ? LIMIT ?)",
+        (key, value, BROAD_MATCHES + 1),
+    ).fetchone()
+    return int(row[0]) > BROAD_MATCHES
 
 
 def span_conditions(
@@ -342,7 +366,13 @@ def query_traces(
         params.append(int(min_duration_ns))
     for key, value in (attributes or {}).items():
         clause, extra = attribute_condition(conn, key, value)
-        clauses.append(f"t.trace_id IN (SELECT s.trace_id FROM spans s WHERE {clause})")
+        if clause.startswith("EXISTS"):
+            # Broad: walk traces newest first, probing each one's spans.
+            clauses.append(
+                f"EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id AND {clause})"
+            )
+        else:
+            clauses.append(f"t.trace_id IN (SELECT s.trace_id FROM spans s WHERE {clause})")
         params.extend(extra)
     sql = (
         "SELECT t.trace_id, t.start_ns, t.end_ns, t.span_count, t.error_count, t.root_name "
