@@ -35,7 +35,7 @@ def hangs():
 
 
 if __name__ == "__main__":
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context({method!r})
     for _ in range(12):
         p = ctx.Process(target=fine)
         p.start()
@@ -55,10 +55,11 @@ if __name__ == "__main__":
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="fork and SIGKILL are POSIX")
-def test_every_crash_and_kill_is_kept_at_one_percent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_every_crash_and_kill_is_kept_at_one_percent(tmp_path: Path, method: str) -> None:
     """3 children exiting with code 3 and 2 killed by SIGKILL are all in the DB; few others."""
     db = tmp_path / "trace.db"
-    (tmp_path / "app.py").write_text(textwrap.dedent(PROGRAM.format(db=str(db))))
+    (tmp_path / "app.py").write_text(textwrap.dedent(PROGRAM.format(db=str(db), method=method)))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
     env.update(PROCSCOPE_SAMPLING="tail", PROCSCOPE_RAISE_INTERNAL_ERRORS="1")
     result = subprocess.run(
