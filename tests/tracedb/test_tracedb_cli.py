@@ -194,6 +194,8 @@ def test_durations_tables_and_trees_render_readably():
     table = _output.render_table(["NAME", "N"], [["x" * 80, 1], ["short", 22]], width=30, right=[1])
     assert all(len(line) <= 30 for line in table.splitlines())
     assert table.splitlines()[1].endswith("…   1")
+    roomy = _output.render_table(["A", "NAME"], [["x", "short"]], width=100, shrink=[1])
+    assert roomy.splitlines() == ["A  NAME", "x  short"]
     tree = _output.render_tree(
         [("a", [("b", []), ("c", [("d", [])])])], lambda n: n[0], lambda n: n[1], width=40
     )

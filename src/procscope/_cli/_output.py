@@ -190,6 +190,8 @@ def render_table(
             excess -= 1
     else:
         for i in shrink:
+            if excess <= 0:
+                break
             cut = min(excess, max(0, widths[i] - floor(i)))
             widths[i] -= cut
             excess -= cut
