@@ -171,3 +171,25 @@ def test_threshold_arithmetic_matches_the_spec() -> None:
     assert head_sampling.parse_ot("th:c;rv:00000000000001;x:y") == (3 * 2**54, 1)
     assert head_sampling.parse_ot("th:zz;rv:short") == (-1, -1)
     assert head_sampling.probability_of(head_sampling.threshold_for(0.01)) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("rate", [0.5, 1.0])
+def test_sampler_keeps_the_spans_own_start_attributes(rate: float, live_rate) -> None:
+    """Sampled roots and children keep the attributes they were started with."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=AdjustableRateSampler(rate))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    for _ in range(40):
+        with tracer.start_as_current_span("root", attributes={"mine": 1}):
+            with tracer.start_as_current_span("child", attributes={"also.mine": "x"}):
+                pass
+    provider.shutdown()
+    spans = exporter.get_finished_spans()
+    assert spans
+    for span in spans:
+        own = {"mine": 1} if span.name == "root" else {"also.mine": "x"}
+        expected = dict(own)
+        if rate < 1.0:
+            expected[PROBABILITY_ATTRIBUTE] = rate
+        assert dict(span.attributes) == expected
