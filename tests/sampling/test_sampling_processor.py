@@ -213,7 +213,8 @@ def test_shutdown_decides_pending_stops_the_thread_and_shuts_down_next() -> None
     assert not worker.is_alive()
     # The next processor was shut down: its exporter refuses more spans.
     assert exporter.export([]) is SpanExportResult.FAILURE
-    root.end()  # after shutdown: ignored, never raised into the program
+    root.end()  # after shutdown: ignored (and counted), never raised into the program
+    assert processor.stats().ignored_after_shutdown == 1
 
 
 def test_exporter_is_put_behind_a_batch_processor() -> None:

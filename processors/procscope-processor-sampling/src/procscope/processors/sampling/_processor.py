@@ -94,6 +94,7 @@ class SamplingStats:
     late_kept_spans: int
     upgraded_traces: int
     policy_errors: int
+    ignored_after_shutdown: int  # spans that ended after shutdown(): nowhere left to go
     buffered_traces: int
     buffered_spans: int
 
@@ -198,6 +199,7 @@ class TailSamplingProcessor(SpanProcessor):
                 "late_kept_spans",
                 "upgraded_traces",
                 "policy_errors",
+                "ignored_after_shutdown",
             ),
             0,
         )
@@ -291,6 +293,7 @@ class TailSamplingProcessor(SpanProcessor):
         """A span whose trace has no buffer: late for a decided trace, else a new buffer."""
         with self._lock:
             if self._shutdown:
+                self._counts["ignored_after_shutdown"] += 1
                 return
             trace = self._traces.get(trace_id)
             if trace is None:
