@@ -154,7 +154,10 @@ class TailSamplingProcessor(SpanProcessor):
         # Calling on_start downstream costs a call per span: only when it does something.
         self._forward_start = type(next).on_start is not SpanProcessor.on_start
         if policy is None:
-            policy = default_policy(lambda: live_settings().sample_rate)
+            # The live settings object is one per process and never replaced: read its
+            # attribute at each decision, so procscope.configure(sample_rate=) applies.
+            live = live_settings()
+            policy = default_policy(lambda: live.sample_rate)
         self._policy: Policy = policy if isinstance(policy, Policy) else AnyOf(policy)
         self._late_policy: Policy = late_span_policy or AnyOf(ErrorPolicy(), AbnormalEndPolicy())
         self._wait = float(decision_wait_seconds)
