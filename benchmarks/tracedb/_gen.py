@@ -9,10 +9,11 @@ so the file, its side tables and its trace summaries are exactly what a program 
 
 The simulated program: one main process and 8 worker processes (lifecycle spans: spawn,
 process, exit, with ``procscope.lifecycle.*``/``process.*`` attributes), and job traces of
-6 spans each: ``handle request`` (main) -> ``send jobs`` (producer) -> ``receive jobs``
-(consumer, in a worker, linked to the producer) -> ``work`` (with 1-2
-``procscope.state.change`` events on one of 100 ``account-N`` objects; 5% fail with an
-``exception`` event) -> ``send results`` -> ``receive results`` (main). Attribute names are
+6 spans each: ``handle request`` (main) -> ``put jobs`` (producer) -> ``get jobs`` (consumer, in
+a worker, linked to the producer) -> ``work`` (with 1-2 ``procscope.state.change``
+events on one of 100 ``account-N`` objects; 5% fail with an ``exception`` event) ->
+``put results`` -> ``get results`` (main), named as the messaging instrumentor names
+them (``{messaging.operation.name} {destination}``). Attribute names are
 those of docs/semantic-conventions.md (messaging.* per OTel, procscope.messaging.*,
 procscope.state.*, procscope.lifecycle.*).
 
@@ -34,7 +35,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from procscope.exporters.tracedb import _schema
 from procscope.exporters.tracedb._writer import Batch, Writer, encode_attributes
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 WORKERS = 8
 OBJECTS = 100
 QUEUES = ("jobs", "results")
@@ -175,18 +176,18 @@ def generate(path: str, n_spans: int, *, seed: int = 0) -> dict[str, Any]:
              "job failed" if failed else None, {"request.id": job, "thread.id": 100,
              "thread.name": "MainThread"}, lifecycle, MAIN_PID, "MainProcess")  # fmt: skip
         queue = QUEUES[0]
-        msg = {"messaging.system": "multiprocessing", "messaging.destination.name": queue,
+        msg = {"messaging.system": "python_multiprocessing_queue", "messaging.destination.name": queue,
                "procscope.messaging.queue.type": "multiprocessing.Queue",
                "messaging.message.id": format(send, "016x"),
                "messaging.message.body.size": size}  # fmt: skip
         s = start + 50_000
-        span(trace_id, send, root, f"send {queue}", PRODUCER, s, s + 30_000, 0, None,
+        span(trace_id, send, root, f"put {queue}", PRODUCER, s, s + 30_000, 0, None,
              {**msg, "messaging.operation.type": "send", "messaging.operation.name": "put",
               "thread.id": 100, "thread.name": "MainThread", "process.pid": MAIN_PID},
              messaging, MAIN_PID, "MainProcess")  # fmt: skip
         r = s + 200_000 + rng.randrange(300_000)
         recv_index = span(
-            trace_id, recv, send, f"receive {queue}", CONSUMER, r - 100_000, r, 0, None,
+            trace_id, recv, send, f"get {queue}", CONSUMER, r - 100_000, r, 0, None,
             {**msg, "messaging.operation.type": "receive", "messaging.operation.name": "get",
              "thread.id": wpid * 10, "thread.name": "MainThread", "process.pid": wpid,
              "procscope.messaging.sender.pid": MAIN_PID,
@@ -211,12 +212,12 @@ def generate(path: str, n_spans: int, *, seed: int = 0) -> dict[str, Any]:
         queue = QUEUES[1]
         msg = {**msg, "messaging.destination.name": queue,
                "messaging.message.id": format(send2, "016x")}  # fmt: skip
-        span(trace_id, send2, work, f"send {queue}", PRODUCER, w1, w1 + 20_000, 0, None,
+        span(trace_id, send2, work, f"put {queue}", PRODUCER, w1, w1 + 20_000, 0, None,
              {**msg, "messaging.operation.type": "send", "messaging.operation.name": "put",
               "thread.id": wpid * 10, "thread.name": "MainThread", "process.pid": wpid},
              messaging, wpid, wname)  # fmt: skip
         recv_index = span(
-            trace_id, _sid(rng), send2, f"receive {queue}", CONSUMER, w1 + 30_000, w1 + 90_000,
+            trace_id, _sid(rng), send2, f"get {queue}", CONSUMER, w1 + 30_000, w1 + 90_000,
             0, None,
             {**msg, "messaging.operation.type": "receive", "messaging.operation.name": "get",
              "thread.id": 100, "thread.name": "MainThread", "process.pid": MAIN_PID,

@@ -78,7 +78,7 @@ def make_spans(tracer: Any, count: int) -> None:
     for job in range(count // 4):
         with tracer.start_as_current_span("handle request", attributes={"request.id": job}):
             msg = {
-                "messaging.system": "multiprocessing",
+                "messaging.system": "python_multiprocessing_queue",
                 "messaging.destination.name": "jobs",
                 "messaging.message.id": format(job, "016x"),
                 "messaging.message.body.size": 120,
@@ -86,11 +86,9 @@ def make_spans(tracer: Any, count: int) -> None:
                 "thread.name": "MainThread",
                 "process.pid": 4000,
             }
-            with tracer.start_as_current_span("send jobs", kind=SpanKind.PRODUCER, attributes=msg):
+            with tracer.start_as_current_span("put jobs", kind=SpanKind.PRODUCER, attributes=msg):
                 pass
-            with tracer.start_as_current_span(
-                "receive jobs", kind=SpanKind.CONSUMER, attributes=msg
-            ):
+            with tracer.start_as_current_span("get jobs", kind=SpanKind.CONSUMER, attributes=msg):
                 with tracer.start_as_current_span("work") as work:
                     work.add_event(
                         "procscope.state.change",
@@ -273,7 +271,7 @@ def bench_queries(n_spans: int) -> tuple[list[tuple[str, float, float, str]], di
         assert tree is not None and tree.summary.span_count == 6
         rows.append(("trace(id): one trace as a tree", med, p95, f"<= {TRACE_BY_ID_TARGET_MS} ms"))
         worker = info["workers"][0]
-        message_id = db.spans(name="send jobs", start_ns=mid, limit=1)[0].attributes[
+        message_id = db.spans(name="put jobs", start_ns=mid, limit=1)[0].attributes[
             "messaging.message.id"
         ]
         pages: list[tuple[str, Callable[[], Any]]] = [
