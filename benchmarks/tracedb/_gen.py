@@ -176,7 +176,8 @@ def generate(path: str, n_spans: int, *, seed: int = 0) -> dict[str, Any]:
              "job failed" if failed else None, {"request.id": job, "thread.id": 100,
              "thread.name": "MainThread"}, lifecycle, MAIN_PID, "MainProcess")  # fmt: skip
         queue = QUEUES[0]
-        msg = {"messaging.system": "python_multiprocessing_queue", "messaging.destination.name": queue,
+        msg = {"messaging.system": "python_multiprocessing_queue",
+               "messaging.destination.name": queue,
                "procscope.messaging.queue.type": "multiprocessing.Queue",
                "messaging.message.id": format(send, "016x"),
                "messaging.message.body.size": size}  # fmt: skip
@@ -207,8 +208,9 @@ def generate(path: str, n_spans: int, *, seed: int = 0) -> dict[str, Any]:
                    "procscope.state.method": "deposit", "procscope.state.fields": ["balance"],
                    "procscope.state.values": [str(seqs[obj] * 10)]})  # fmt: skip
         if failed:
-            event(work_index, "exception", w1, {"exception.type": "ValueError",
-                  "exception.message": "bad input", "exception.stacktrace": "Traceback..."})  # fmt: skip
+            event(work_index, "exception", w1, {
+                "exception.type": "ValueError", "exception.message": "bad input",
+                "exception.stacktrace": "Traceback..."})  # fmt: skip
         queue = QUEUES[1]
         msg = {**msg, "messaging.destination.name": queue,
                "messaging.message.id": format(send2, "016x")}  # fmt: skip
