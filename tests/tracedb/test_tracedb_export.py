@@ -241,3 +241,17 @@ def test_export_reentered_from_the_exporting_thread_does_not_hang(db_path, make_
     exporter.shutdown()
     with TraceDB(db_path) as db:
         assert [(s.name, s.attributes) for s in db.spans()] == [("outer", {"odd": "called back"})]
+
+
+def test_deleted_db_file_is_recreated(db_path, make_traces):
+    """Deleting the DB while the exporter runs: the next batch goes to a new file, not a ghost."""
+    exporter = TraceDBSpanExporter(db_path)
+    assert exporter.export(make_traces(2, seed=1)) is SpanExportResult.SUCCESS
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(db_path + suffix):
+            os.remove(db_path + suffix)
+    assert exporter.export(make_traces(3, seed=2)) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    with TraceDB(db_path) as db:
+        assert db.span_count() == 12
+    assert stat.S_IMODE(os.stat(db_path).st_mode) == 0o600

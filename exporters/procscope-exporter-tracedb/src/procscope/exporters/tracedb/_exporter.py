@@ -41,7 +41,7 @@ from ._common.settings import (
 )
 from ._db import _on_read_only_fs
 from ._schema import TraceDBError
-from ._writer import Batch, Writer, encode_attributes
+from ._writer import Batch, Writer, encode_attributes, file_identity
 
 ENV_DB_MAX_BYTES = "PROCSCOPE_DB_MAX_BYTES"
 ENV_DB_MAX_AGE = "PROCSCOPE_DB_MAX_AGE"
@@ -314,6 +314,11 @@ class TraceDBSpanExporter(SpanExporter):
         if writer is not None and writer.pid != os.getpid():
             _ABANDONED.append(writer)  # inherited over a fork we did not see
             writer = self._writer = None
+        if writer is not None and file_identity(self.path) != writer.identity:
+            # The file was deleted or replaced (rm procscope.db, log rotation): writing on
+            # would go to an unlinked file nobody can read. Open (and check) the new one.
+            self._drop_writer()
+            writer = None
         if writer is None:
             writer = Writer(
                 self.path,

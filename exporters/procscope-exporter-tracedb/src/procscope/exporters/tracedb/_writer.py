@@ -184,6 +184,15 @@ def connect_for_writing(
     return conn
 
 
+def file_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of a file, or None if it is gone."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
 class Writer:
     """One connection writing batches into one DB file (one per process)."""
 
@@ -204,6 +213,7 @@ class Writer:
             wal_limit = min(wal_limit, max(max_bytes // 4, 256 * 1024))
         self.conn = connect_for_writing(path, busy_timeout_s, wal_limit)
         self.pid = os.getpid()
+        self.identity = file_identity(path)
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self.retention_interval_s = retention_interval_s
