@@ -87,3 +87,32 @@ def test_bad_retention_setting_warns_and_keeps_no_limit(monkeypatch, db_path):
     with pytest.warns(SettingWarning, match="max_bytes.*-5"):
         exporter = TraceDBSpanExporter(db_path, max_bytes=-5)
     assert exporter.max_bytes is None
+
+
+def test_failed_prune_does_not_fail_the_committed_batch(db_path, make_traces, procscope_warnings):
+    """A prune that cannot get the lock warns once; the batch it followed still succeeded."""
+    exporter = TraceDBSpanExporter(db_path, max_age=1, timeout=0.2)
+    writer = exporter._writer_here()
+    writer.retention_interval_s = 0
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    now = time.time_ns()
+    # Prune runs after the batch's commit; hold the lock from the moment the batch is in.
+    original = writer.enforce_retention
+
+    def locked_prune() -> int:
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            return original()
+        finally:
+            holder.execute("ROLLBACK")
+
+    writer.enforce_retention = locked_prune
+    assert exporter.export(make_traces(2, start_ns=now - 3600 * 10**9)) is SUCCESS
+    messages = [w.getMessage() for w in procscope_warnings()]
+    assert len(messages) == 1 and "pruning" in messages[0]
+    writer.enforce_retention = original
+    assert exporter.export(make_traces(1, seed=3, start_ns=now)) is SUCCESS
+    exporter.shutdown()
+    holder.close()
+    with TraceDB(db_path) as db:
+        assert db.span_count() == 4  # the old traces went at the next prune

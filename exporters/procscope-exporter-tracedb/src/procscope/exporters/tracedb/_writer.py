@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _schema
+from ._common.guard import warn_once
 from ._schema import TraceDBError
 
 # json.dumps with compact separators; default=str so an odd value never fails a batch.
@@ -325,7 +326,18 @@ class Writer:
             now = time.monotonic()
             if now >= self._next_retention:
                 self._next_retention = now + self.retention_interval_s
-                self.enforce_retention()
+                try:
+                    self.enforce_retention()
+                except sqlite3.Error as exc:
+                    # The batch is committed: a prune that fails (locked, say) is retried
+                    # at the next interval and must not turn this export into a failure.
+                    warn_once(
+                        f"tracedb-retention:{self.path}:{exc}",
+                        "procscope: pruning the trace DB %s failed (%s); will retry "
+                        "(reported once)",
+                        self.path,
+                        exc,
+                    )
 
     def _rollback(self) -> None:
         try:
