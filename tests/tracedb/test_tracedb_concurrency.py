@@ -166,3 +166,32 @@ def test_readers_run_beside_writers(db_path, make_traces):
     assert seen == sorted(seen)
     assert all((count - 4) % BATCH == 0 for count in seen)
     assert seen[-1] <= 4 + 2 * SPANS_EACH
+
+
+def test_threads_sharing_one_exporter_and_using_their_own(db_path, make_traces):
+    """4 threads on one shared exporter and 4 with exporters of their own: every span lands."""
+    import threading
+
+    shared = TraceDBSpanExporter(db_path, timeout=30)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def run(seed: int, exporter: TraceDBSpanExporter) -> None:
+        spans = make_traces(250, 4, seed=seed, name=f"t{seed}")
+        results = [exporter.export(spans[i : i + 100]).name for i in range(0, 1000, 100)]
+        with lock:
+            outcomes.extend(results)
+
+    own = [TraceDBSpanExporter(db_path, timeout=30) for _ in range(4)]
+    threads = [threading.Thread(target=run, args=(seed, shared)) for seed in range(4)]
+    threads += [threading.Thread(target=run, args=(4 + i, own[i])) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    for exporter in [shared, *own]:
+        exporter.shutdown()
+    assert outcomes == ["SUCCESS"] * 80
+    with TraceDB(db_path) as db:
+        assert db.span_count() == 8000
+        assert len(db.traces(limit=None)) == 2000
