@@ -458,3 +458,37 @@ def test_procscope_run_records_children_of_every_start_method(tmp_path: Any) -> 
         ("spawn", "spawn", 1, 0),
     ]
     assert records[0].kind == "program"
+
+
+def test_plugin_alone_with_the_programs_own_provider(run_program: Any) -> None:
+    """Without procscope.setup(): the instrumentor on the program's global provider; a
+    spawn child instruments itself with the provider its main module sets up."""
+    run = run_program(
+        """
+        from procscope.instrumentation.lifecycle import LifecycleInstrumentor
+        LifecycleInstrumentor().instrument()
+        with tracer.start_as_current_span("main-root"):
+            p = mp.get_context("spawn").Process(target=child_work, args=(3,), name="alone")
+            p.start(); p.join()
+        provider.shutdown()
+        """,
+        helpers=CHILD_HELPERS
+        + """
+# The program's own OpenTelemetry set-up, at import: the spawn child runs it too.
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from procscope.exporters.tracedb import TraceDBSpanExporter
+provider = TracerProvider()
+provider.add_span_processor(BatchSpanProcessor(TraceDBSpanExporter(path=sys.argv[1])))
+trace.set_tracer_provider(provider)
+""",
+        setup="",
+    )
+    assert run.returncode == 0, run.stderr[-800:]
+    row = run.by_name()["alone"]
+    assert (row.start_method, row.exit_code) == ("spawn", 0)
+    assert row.run_span_id is not None
+    child_spans = run.db.spans(name="child-span-*")
+    assert len(child_spans) == 3 and {s.parent_span_id for s in child_spans} == {row.run_span_id}
+    # No procscope.setup() anywhere: the child's level is the built-in default.
+    assert run.line("child")["level"] == "full"
