@@ -195,3 +195,33 @@ def test_threads_sharing_one_exporter_and_using_their_own(db_path, make_traces):
     with TraceDB(db_path) as db:
         assert db.span_count() == 8000
         assert len(db.traces(limit=None)) == 2000
+
+
+def _first_writer(path: str, seed: int, barrier, build_traces, results) -> None:
+    spans = build_traces(5, 2, seed=seed)
+    exporter = TraceDBSpanExporter(path, timeout=30)
+    barrier.wait()
+    outcome = exporter.export(spans).name
+    exporter.shutdown()
+    results.put(outcome)
+
+
+def test_processes_racing_to_create_the_db_all_succeed(tmp_path, make_traces):
+    """8 processes exporting at the same instant into a DB that does not exist yet: the file
+    is created once, with the schema, and every first batch lands (no "not procscope's")."""
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(5):
+        path = str(tmp_path / f"race{attempt}.db")
+        barrier, results = ctx.Barrier(8), ctx.Queue()
+        workers = [
+            ctx.Process(target=_first_writer, args=(path, s, barrier, make_traces, results))
+            for s in range(8)
+        ]
+        for worker in workers:
+            worker.start()
+        outcomes = [results.get(timeout=60) for _ in workers]
+        for worker in workers:
+            worker.join(30)
+        assert outcomes == ["SUCCESS"] * 8, (attempt, outcomes)
+        with TraceDB(path) as db:
+            assert db.span_count() == 80

@@ -234,10 +234,22 @@ def check_header(path: str) -> None:
 
 
 def read_marks(conn: sqlite3.Connection) -> tuple[int, int, int]:
-    """(application_id, user_version, number of schema objects) of an open file."""
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    """(application_id, user_version, number of schema objects) of an open file.
+
+    Read in ONE snapshot: three separate autocommit reads could straddle another
+    process's schema creation (objects already there, application_id read before) and
+    take a fresh procscope DB for a foreign file.
+    """
+    own_transaction = not conn.in_transaction
+    if own_transaction:
+        conn.execute("BEGIN")
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    finally:
+        if own_transaction:
+            conn.execute("COMMIT")
     return int(app_id), int(version), int(objects)
 
 
