@@ -7,7 +7,6 @@ changes the level while the program runs, and the next thread or process must se
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -230,7 +229,3 @@ def flush(timeout_millis: int = EXIT_FLUSH_MILLIS) -> None:
 def scope_settings() -> Any:
     """The settings of procscope.setup() in this process (None when it was not used)."""
     return getattr(shared_state.get(), "scope_settings", None)
-
-
-def pid() -> int:
-    return os.getpid()
