@@ -117,3 +117,17 @@ def test_the_program_sees_no_difference_in_a_subprocess_run(memory: Any) -> None
     assert spans["spawn"].attributes["process.pid"] == spans["reap"].attributes["process.pid"]
     assert spans["reap"].attributes["process.exit.code"] == 3
     assert spans["spawn"].attributes["process.command_args"][0] == sys.executable
+
+
+def test_command_arguments_are_left_out_when_content_capture_is_off(memory: Any) -> None:
+    """capture_content off: the subprocess spawn span names the program, not its arguments."""
+    from procscope._common import shared_state
+
+    live = shared_state.settings()
+    live.capture_content = False
+    try:
+        subprocess.run(["sh", "-c", "exit 0", "--password=hunter2"], check=True)
+    finally:
+        live.capture_content = True
+    (spawn,) = [s for s in memory.spans("subprocess") if s.name == "spawn sh"]
+    assert list(spawn.attributes["process.command_args"]) == ["sh"]

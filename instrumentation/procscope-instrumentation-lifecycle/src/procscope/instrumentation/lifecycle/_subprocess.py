@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _ending
+from ._common import shared_state
 from ._common.guard import log_internal_error
 from ._common.saferepr import safe_repr
 from ._patching import Patches
@@ -76,6 +77,10 @@ def _is_python(program: str, shell: bool) -> bool:
 
 
 def _command_args(args: Any) -> list[str]:
+    """The command line, bounded; only the program when content capture is off (arguments
+    can carry secrets: passwords, tokens)."""
+    if not shared_state.settings().capture_content:
+        return [_program(args, None, True)[:256]]
     if isinstance(args, (str, bytes, os.PathLike)):
         items = [os.fsdecode(args)]
     else:
