@@ -119,8 +119,19 @@ class Scope:
             pass
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        # The handler runs on the main thread between two bytecodes, possibly while that
+        # thread holds a batch processor's export lock (a plain Lock): flushing here
+        # directly could wait on ourselves forever. A helper thread flushes instead, and
+        # we wait for it for at most the flush budget.
         with handle_internal_errors():
-            self.force_flush(SIGTERM_FLUSH_MILLIS)
+            flusher = threading.Thread(
+                target=self.force_flush,
+                args=(SIGTERM_FLUSH_MILLIS,),
+                name="procscope-sigterm-flush",
+                daemon=True,
+            )
+            flusher.start()
+            flusher.join(SIGTERM_FLUSH_MILLIS / 1000)
         # Die as SIGTERM would have made us die, so the parent sees the same status.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)

@@ -83,3 +83,32 @@ def test_shutdown_restores_default_sigterm(run_app: Any) -> None:
         """
     )
     assert "during False" in result.stdout and "after True" in result.stdout
+
+
+def test_sigterm_while_the_main_thread_is_exporting_does_not_hang(start_app: Any) -> None:
+    """SIGTERM arriving while the main thread holds the exporter's lock still ends the
+    program: the flush waits at most its budget instead of waiting on itself."""
+    proc = start_app(
+        """
+        import sys
+        import procscope
+        from opentelemetry import trace
+        scope = procscope.setup(exporter="console")
+        tracer = trace.get_tracer("app")
+        for i in range(2000):
+            with tracer.start_as_current_span("big", attributes={"pad": "x" * 500}):
+                pass
+        print("ready", file=sys.stderr, flush=True)
+        # Nobody reads our stdout: the console exporter blocks once the pipe is full,
+        # inside force_flush, holding the batch processor's export lock.
+        scope.force_flush()
+        """
+    )
+    assert proc.stderr.readline().strip() == "ready"
+    import time
+
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == -signal.SIGTERM
+    proc.stdout.close()
+    proc.stderr.close()
