@@ -44,9 +44,16 @@ PROBABILITY_ATTRIBUTE = "procscope.sampling.probability"
 
 _state: Any = shared_state.get()
 _live = shared_state.settings()
+
+
+class _HandOver(threading.local):
+    # A class-level default: reading it on a thread that never drew raises no exception.
+    randomness = -1
+
+
 # One thread-local per process, shared by every copy of this module: the gate may run in
 # the messaging plugin's copy and the sampler reads from the root package's copy.
-_hand_over: threading.local = _state.__dict__.setdefault("head_sampling_local", threading.local())
+_hand_over: Any = _state.__dict__.setdefault("head_sampling_local", _HandOver())
 _getrandbits = random.getrandbits
 # Made once per process so that the gate reads a plain attribute: a getattr() default on a
 # module whose attribute is missing costs a microsecond (it builds an AttributeError).
@@ -173,7 +180,7 @@ def should_record() -> bool:
 
 def take_root_randomness() -> int:
     """For the sampler: the randomness :func:`should_record` just drew "yes" with, once; else -1."""
-    randomness: int = getattr(_hand_over, "randomness", -1)
+    randomness: int = _hand_over.randomness
     if randomness >= 0:
         _hand_over.randomness = -1
     return randomness
