@@ -231,3 +231,52 @@ def test_a_queue_pickled_outside_spawning_fails_as_before(recorder: Any) -> None
     finally:
         q.close()
         q.join_thread()
+
+
+class Unprintable:
+    """Picklable, but its repr and == raise."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no ==")
+
+    __hash__ = object.__hash__
+
+
+def test_hostile_messages_cross_multiprocessing_unchanged(recorder: Any) -> None:
+    """Raising repr/==, huge and self-referencing messages come out of queues and pipes whole."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    loop: list[Any] = ["head"]
+    loop.append(loop)
+    huge = bytes(range(256)) * 100  # big, yet within a pipe buffer: one thread sends and reads
+    q, simple = ctx.Queue(), ctx.SimpleQueue()
+    a, b = ctx.Pipe()
+    try:
+        for send, receive in ((q.put, q.get), (simple.put, simple.get), (a.send, b.recv)):
+            # One at a time: a pipe's buffer holds less than the huge message.
+            first = (send(Unprintable(7)), receive())[1]
+            second = (send(loop), receive())[1]
+            third = (send(huge), receive())[1]
+            assert type(first) is Unprintable and first.value == 7
+            assert second[0] == "head" and second[1] is second
+            assert third == huge
+    finally:
+        q.close()
+        q.join_thread()
+        simple.close()
+        a.close()
+        b.close()
+    sends = recorder.messaging("send")
+    receives = recorder.messaging("receive")
+    assert len(sends) == len(receives) == 9
+    contents = [s.attributes["procscope.messaging.content"] for s in sends]
+    assert sum("unrepresentable Unprintable" in c for c in contents) == 3
+    sizes = [s.attributes.get("messaging.message.body.size") for s in sends]
+    assert sizes.count(len(huge)) == 3
