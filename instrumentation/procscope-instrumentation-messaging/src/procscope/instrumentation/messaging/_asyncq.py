@@ -19,11 +19,10 @@ from . import _core, _side
 from ._carry import Hop
 from ._common.guard import log_internal_error
 from ._core import SYSTEM_ASYNCIO, attached_get, record, release
-from ._naming import INTERNAL_ATTR, name_of, note_site
+from ._naming import install_defaults, name_of, note_site
 from ._patching import Patcher, original
 
 _time_ns = time.time_ns
-SIDE_ATTR = _side.SIDE_ATTR
 
 # When the current task's pending get() began, for the block time of its get_nowait().
 _get_started: contextvars.ContextVar[int] = contextvars.ContextVar(
@@ -52,7 +51,7 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any, orig_ge
             return orig_put_nowait(self, item)
         span = carrier = None
         try:
-            if not self.__dict__.get(INTERNAL_ATTR) and type(item) is not Hop:
+            if not self._procscope_internal and type(item) is not Hop:
                 span, carrier = _core.start_send(
                     SYSTEM_ASYNCIO, "put", name_of(self), type(self).__name__, item
                 )
@@ -75,9 +74,12 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any, orig_ge
     def get_nowait(self: Any) -> Any:
         if attached_get() is not None:
             _release()
-        started = _get_started.get() or _time_ns()
+        # The side map (a sampled message in flight) is read as an attribute whose class
+        # default is None, never through self.__dict__ (see _naming.CLASS_DEFAULTS). No
+        # clock read without one: nothing can be put between here and the take below.
+        started = _get_started.get() or (_time_ns() if self._procscope_side is not None else 0)
         item = orig_get_nowait(self)
-        if SIDE_ATTR in self.__dict__:
+        if self._procscope_side is not None:
             try:
                 carrier = _side.take(self, item, isinstance(self, asyncio.LifoQueue))
                 if carrier is not None:
@@ -118,6 +120,7 @@ class AsyncioQueues:
 
     def instrument(self) -> None:
         cls = asyncio.Queue
+        install_defaults(cls)
         methods = _methods(
             original(cls, "__init__"),
             original(cls, "put_nowait"),

@@ -21,6 +21,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ._naming import own, set_own
+
 # The carrier of the message unpickled last in this thread (one slot, overwritten):
 # the receiving call clears it before it unpickles and reads it right after.
 _slot = threading.local()
@@ -93,9 +95,11 @@ def rebuild_with_names(rebuild: Any, args: tuple[Any, ...], names: dict[str, Any
     """Unpickling a queue, pipe end or proxy that carries its procscope names along."""
     obj = rebuild(*args)
     try:
-        d = obj.__dict__
-        d.pop("_procscope_internal", None)
-        d.update(names)
+        # (set as attributes, not through obj.__dict__: see _naming.CLASS_DEFAULTS)
+        if "_procscope_internal" not in names and own(obj, "_procscope_internal"):
+            set_own(obj, "_procscope_internal", False)
+        for key, value in names.items():
+            set_own(obj, key, value)
     except Exception:  # noqa: BLE001 -- names are a nicety; the object must arrive
         pass
     return obj
@@ -106,7 +110,8 @@ def rebuild_from_state(cls: Any, state: Any, names: dict[str, Any]) -> Any:
     obj = cls.__new__(cls)
     obj.__setstate__(state)
     try:
-        obj.__dict__.update(names)
+        for key, value in names.items():
+            set_own(obj, key, value)
     except Exception:  # noqa: BLE001
         pass
     return obj

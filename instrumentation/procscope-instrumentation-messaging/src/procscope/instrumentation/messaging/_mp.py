@@ -23,13 +23,22 @@ from typing import Any
 
 from . import _carry, _core
 from ._common.guard import log_internal_error
-from ._common.naming import get_name
 from ._core import SYSTEM_MANAGER, SYSTEM_MP_PIPE, SYSTEM_MP_QUEUE, attached_get, record, release
-from ._naming import INTERNAL_ATTR, PIPE_FACTORIES, name_of, names_state, note_site
+from ._naming import (
+    DEFAULT_NAME_ATTR,
+    PIPE_ATTR,
+    PIPE_FACTORIES,
+    get_name,
+    install_defaults,
+    name_of,
+    names_state,
+    note_site,
+    own,
+    set_own,
+)
 from ._patching import Patcher, original
 
 _time_ns = time.time_ns
-PIPE_ATTR = "_procscope_pipe"
 _PROXY_QUEUE_TYPES = frozenset(("Queue", "JoinableQueue"))
 _PROXY_PUTS = frozenset(("put", "put_nowait"))
 _PROXY_GETS = frozenset(("get", "get_nowait"))
@@ -76,7 +85,9 @@ def _receive(carrier: Any, system: str, operation: str, target: Any, started: in
 
 def _queue_put(orig_put: Any) -> Any:
     def put(self: Any, obj: Any, block: bool = True, timeout: float | None = None) -> Any:
-        if INTERNAL_ATTR in self.__dict__ or not record():
+        # (our attributes are read as attributes with class defaults, never through
+        # self.__dict__, which would slow the object's own methods: see _naming)
+        if self._procscope_internal or not record():
             return orig_put(self, obj, block, timeout)
         span, carrier = _start(SYSTEM_MP_QUEUE, "put", self, obj)
         if span is None:
@@ -106,7 +117,7 @@ def _queue_get(orig_get: Any) -> Any:
 
 def _simple_put(orig_put: Any) -> Any:
     def put(self: Any, obj: Any) -> Any:
-        if INTERNAL_ATTR in self.__dict__ or not record():
+        if self._procscope_internal or not record():
             return orig_put(self, obj)
         span, carrier = _start(SYSTEM_MP_QUEUE, "put", self, obj)
         if span is None:
@@ -132,7 +143,7 @@ def _init(orig_init: Any) -> Any:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
         orig_init(self, *args, **kwargs)
         try:
-            if "_procscope_site" not in self.__dict__:  # JoinableQueue calls Queue's too
+            if own(self, "_procscope_site") is None:  # JoinableQueue calls Queue's too
                 note_site(self)
         except Exception:  # noqa: BLE001
             log_internal_error()
@@ -167,12 +178,11 @@ def _pipe(orig_pipe: Any) -> Any:
         try:
             first = ends[0]
             note_site(first, 2, PIPE_FACTORIES)
-            d = first.__dict__
-            if not d.get(INTERNAL_ATTR):
+            if not own(first, "_procscope_internal"):
                 name = name_of(first)
                 for end in ends:
-                    end.__dict__[PIPE_ATTR] = True
-                    end.__dict__["_procscope_default_name"] = name
+                    set_own(end, PIPE_ATTR, True)
+                    set_own(end, DEFAULT_NAME_ATTR, name)
         except Exception:  # noqa: BLE001
             log_internal_error()
         return ends
@@ -184,7 +194,7 @@ def _pipe(orig_pipe: Any) -> Any:
 
 def _conn_send(orig_send: Any) -> Any:
     def send(self: Any, obj: Any) -> Any:
-        if not self.__dict__.get(PIPE_ATTR) or not record():
+        if not self._procscope_pipe or not record():
             return orig_send(self, obj)
         span, carrier = _start(SYSTEM_MP_PIPE, "send", self, obj)
         if span is None:
@@ -198,7 +208,7 @@ def _conn_send(orig_send: Any) -> Any:
 
 def _conn_recv(orig_recv: Any) -> Any:
     def recv(self: Any) -> Any:
-        if not self.__dict__.get(PIPE_ATTR):
+        if not self._procscope_pipe:
             return orig_recv(self)
         if attached_get() is not None:
             _release()
@@ -218,7 +228,7 @@ def _conn_recv(orig_recv: Any) -> Any:
 
 def _conn_send_bytes(orig_send_bytes: Any) -> Any:
     def send_bytes(self: Any, buf: Any, offset: int = 0, size: int | None = None) -> Any:
-        if not self.__dict__.get(PIPE_ATTR) or not record():
+        if not self._procscope_pipe or not record():
             return orig_send_bytes(self, buf, offset, size)
         try:
             nbytes = size if size is not None else memoryview(buf).nbytes - offset
@@ -237,7 +247,7 @@ def _conn_send_bytes(orig_send_bytes: Any) -> Any:
 
 def _conn_recv_bytes(orig_recv_bytes: Any) -> Any:
     def recv_bytes(self: Any, maxlength: int | None = None) -> Any:
-        if not self.__dict__.get(PIPE_ATTR):
+        if not self._procscope_pipe:
             return orig_recv_bytes(self, maxlength)
         if attached_get() is not None:
             _release()
@@ -260,7 +270,7 @@ def _connection_reducer(orig_reduce: Any) -> Any:
     def reduce_connection(conn: Any) -> Any:
         rebuild, args = orig_reduce(conn)
         state = _safe_names(conn)
-        if conn.__dict__.get(PIPE_ATTR):
+        if own(conn, PIPE_ATTR):
             state[PIPE_ATTR] = True
         if not state:
             return rebuild, args
@@ -300,7 +310,7 @@ def _proxy_callmethod(orig_callmethod: Any) -> Any:
 
 
 def _proxy_put(orig_callmethod: Any, proxy: Any, methodname: str, args: Any, kwds: Any) -> Any:
-    if not args or not record() or proxy.__dict__.get(INTERNAL_ATTR):
+    if not args or not record() or own(proxy, "_procscope_internal"):
         return orig_callmethod(proxy, methodname, args, kwds)
     obj = args[0]
     span, carrier = _start(SYSTEM_MANAGER, methodname, proxy, obj)
@@ -347,6 +357,9 @@ class MultiprocessingMessaging:
 
     def instrument(self) -> None:
         p = self._patcher
+        for traced in (mp_queues.Queue, mp_queues.SimpleQueue, mp_connection._ConnectionBase,
+                       mp_managers.BaseProxy):
+            install_defaults(traced)
         for cls in (mp_queues.Queue, mp_queues.JoinableQueue, mp_queues.SimpleQueue):
             p.patch(cls, "__init__", _init(original(cls, "__init__")))
         p.patch(mp_queues.Queue, "put", _queue_put(original(mp_queues.Queue, "put")))

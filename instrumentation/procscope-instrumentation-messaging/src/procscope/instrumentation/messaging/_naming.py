@@ -17,11 +17,68 @@ import sys
 import sysconfig
 from typing import Any
 
-from ._common.naming import get_name
+from ._common import shared_state
 
 SITE_ATTR = "_procscope_site"
 DEFAULT_NAME_ATTR = "_procscope_default_name"
 INTERNAL_ATTR = "_procscope_internal"
+NAME_ATTR = "_procscope_name"  # procscope.name()'s attribute (_common/naming.py)
+SIDE_ATTR = "_procscope_side"  # the side map of an in-process queue (_side.py)
+PIPE_ATTR = "_procscope_pipe"  # a connection made by multiprocessing.Pipe()
+
+# Why our attributes are never read or written through ``obj.__dict__``: CPython 3.11 and
+# 3.12 keep a plain object's attributes inline, without a dict, until someone asks for
+# ``__dict__``; from then on every attribute access in the object's own methods goes
+# through the dict, which is slower. For a queue.Queue that made every put+get about
+# 0.2-0.4 us slower (measured in benchmarks/messaging), traced or not, for the queue's
+# whole life. So we set them with object.__setattr__ and read them as attributes, with
+# class-level defaults on every traced class (install_defaults) so that a read never
+# misses (a miss would build an AttributeError and call a user class's __getattr__).
+CLASS_DEFAULTS: dict[str, Any] = {
+    SITE_ATTR: None,
+    DEFAULT_NAME_ATTR: None,
+    INTERNAL_ATTR: False,
+    NAME_ATTR: None,
+    SIDE_ATTR: None,
+    PIPE_ATTR: False,
+}
+
+_getattribute = object.__getattribute__
+set_own = object.__setattr__
+_names_state: Any = shared_state.get()
+
+
+def install_defaults(cls: type) -> None:
+    """Give a traced class our attributes' defaults (once; never removed).
+
+    They stay after ``uninstrument()``: a call already inside one of our wrappers on
+    another thread may still read them, and an inert class attribute costs nothing.
+    """
+    for attribute, value in CLASS_DEFAULTS.items():
+        if attribute not in cls.__dict__:
+            setattr(cls, attribute, value)
+
+
+def own(obj: Any, attribute: str) -> Any:
+    """One of our attributes of ``obj``, or None; no user hook runs, no __dict__ is made."""
+    try:
+        return _getattribute(obj, attribute)
+    except AttributeError:
+        return None
+
+
+def get_name(obj: Any) -> str | None:
+    """The name given with ``procscope.name()`` (as _common's get_name, without __dict__)."""
+    name = own(obj, NAME_ATTR)
+    if type(name) is str:
+        return name
+    names = _names_state.names
+    if not names:
+        return None
+    try:
+        return names.get(obj)  # type: ignore[no-any-return]
+    except TypeError:
+        return None
 
 _ASSIGNED = re.compile(r"^\s*(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*)\s*(?::[^=]+)?=(?!=)")
 _ASSIGNED_PAIR = re.compile(r"^\s*\(?\s*([A-Za-z_]\w*)\s*,\s*([A-Za-z_]\w*)\s*\)?\s*=(?!=)")
@@ -82,9 +139,8 @@ def note_site(obj: Any, depth: int = 2, factories: frozenset[str] | None = None)
     if factories is None:
         factories = _FACTORIES
     try:
-        d = obj.__dict__
         frame: Any = sys._getframe(depth)
-    except (AttributeError, ValueError):
+    except ValueError:
         return
     while frame is not None and (
         frame.f_code.co_filename in factories or frame.f_code.co_filename.startswith(_MINE)
@@ -93,32 +149,25 @@ def note_site(obj: Any, depth: int = 2, factories: frozenset[str] | None = None)
     if frame is None:
         return
     if _is_internal(frame.f_code.co_filename):
-        d[INTERNAL_ATTR] = True
+        set_own(obj, INTERNAL_ATTR, True)
     first = frame
     while frame is not None and _is_library(frame.f_code.co_filename):
         frame = frame.f_back
     if frame is None:
         frame = first
-    d[SITE_ATTR] = (frame.f_code.co_filename, frame.f_lineno)
+    set_own(obj, SITE_ATTR, (frame.f_code.co_filename, frame.f_lineno))
 
 
 def is_internal(obj: Any) -> bool:
-    try:
-        return bool(obj.__dict__.get(INTERNAL_ATTR))
-    except AttributeError:
-        return False
+    return bool(own(obj, INTERNAL_ATTR))
 
 
 def default_name(obj: Any) -> str:
     """``variable@file.py:line`` where the object was made, or ``Type#id`` if unknown."""
-    try:
-        d = obj.__dict__
-    except AttributeError:
-        return f"{type(obj).__name__}#{id(obj):x}"
-    name = d.get(DEFAULT_NAME_ATTR)
+    name = own(obj, DEFAULT_NAME_ATTR)
     if name is not None:
         return name  # type: ignore[no-any-return]
-    site = d.get(SITE_ATTR)
+    site = own(obj, SITE_ATTR)
     if site is None:
         name = f"{type(obj).__name__}#{id(obj):x}"
     else:
@@ -134,7 +183,10 @@ def default_name(obj: Any) -> str:
                 variable = f"{pair.group(1)},{pair.group(2)}"
         where = f"{os.path.basename(filename)}:{line}"
         name = f"{variable}@{where}" if variable else f"{type(obj).__name__}@{where}"
-    d[DEFAULT_NAME_ATTR] = name
+    try:
+        set_own(obj, DEFAULT_NAME_ATTR, name)
+    except (AttributeError, TypeError):
+        pass  # an object without attributes: made again next time
     return name
 
 
@@ -149,28 +201,23 @@ def name_of(obj: Any) -> str:
 def copy_names(source: Any, target: Any) -> None:
     """Give a rebuilt object (in a child process) the names of the one it was pickled from."""
     try:
-        d = target.__dict__
-    except AttributeError:
+        for key, value in source.items():
+            set_own(target, key, value)
+    except (AttributeError, TypeError):
         return
-    for key, value in source.items():
-        d[key] = value
 
 
 def names_state(obj: Any) -> dict[str, Any]:
     """What of ``obj``'s naming must travel with it to another process."""
-    try:
-        d = obj.__dict__
-    except AttributeError:
-        return {}
     state: dict[str, Any] = {}
     given = get_name(obj)
     if given is not None:
-        state["_procscope_name"] = given
-    name = d.get(DEFAULT_NAME_ATTR)
-    if name is None and d.get(SITE_ATTR) is not None:
+        state[NAME_ATTR] = given
+    name = own(obj, DEFAULT_NAME_ATTR)
+    if name is None and own(obj, SITE_ATTR) is not None:
         name = default_name(obj)
     if name is not None:
         state[DEFAULT_NAME_ATTR] = name
-    if d.get(INTERNAL_ATTR):
+    if own(obj, INTERNAL_ATTR):
         state[INTERNAL_ATTR] = True
     return state

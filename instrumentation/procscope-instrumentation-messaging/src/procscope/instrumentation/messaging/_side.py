@@ -1,13 +1,15 @@
 """The side channel that carries a sampled message's carrier beside it in an in-process queue.
 
 The consumer must get the very object the producer put, and a PriorityQueue must order
-exactly as before, so the message itself is never wrapped. Instead each queue keeps, in
-its own ``__dict__``, a map from ``id(message)`` to the carriers of the sampled messages
+exactly as before, so the message itself is never wrapped. Instead each queue keeps, as
+an attribute of its own (set with object.__setattr__, never through its ``__dict__``: see
+``_naming.CLASS_DEFAULTS``), a map from ``id(message)`` to the carriers of the sampled messages
 in flight, each kept with the message itself (so that the id cannot be reused by another
 object while the entry lives, and the entry is checked by identity at get).
 
 Unsampled messages add no entry, and the map is removed with its last entry, so a get on
-a queue with no sampled message in flight (the normal unsampled case) costs one ``in``.
+a queue with no sampled message in flight (the normal unsampled case) reads one attribute
+(the class default, None).
 The map lives and dies with the queue.
 The same object put several times at once keeps its carriers in put order; a get takes
 the oldest (the newest for a LIFO queue).
@@ -15,10 +17,13 @@ the oldest (the newest for a LIFO queue).
 
 from __future__ import annotations
 
+import queue as _queue_module
 import threading
 from typing import Any
 
-SIDE_ATTR = "_procscope_side"
+from ._naming import SIDE_ATTR, own, set_own
+
+_delattr = object.__delattr__
 
 # Guards the maps of queues that have no lock of their own (SimpleQueue); queue.Queue
 # maps use the queue's own mutex, which the queue holds only inside its own methods.
@@ -26,16 +31,16 @@ _fallback_lock = threading.Lock()
 
 
 def _lock_of(queue: Any) -> Any:
-    mutex = queue.__dict__.get("mutex")
+    mutex = own(queue, "mutex") if isinstance(queue, _queue_module.Queue) else None
     return mutex if mutex is not None and hasattr(mutex, "acquire") else _fallback_lock
 
 
 def add(queue: Any, item: object, carrier: tuple[Any, ...]) -> None:
-    d = queue.__dict__
     with _lock_of(queue):
-        side = d.get(SIDE_ATTR)
+        side = own(queue, SIDE_ATTR)
         if side is None:
-            side = d[SIDE_ATTR] = {}
+            side = {}
+            set_own(queue, SIDE_ATTR, side)
         entries = side.get(id(item))
         if entries is None:
             side[id(item)] = [(item, carrier)]
@@ -46,7 +51,7 @@ def add(queue: Any, item: object, carrier: tuple[Any, ...]) -> None:
 def discard(queue: Any, item: object, carrier: tuple[Any, ...]) -> None:
     """Take back an entry whose put failed (queue.Full, an exception in __lt__...)."""
     with _lock_of(queue):
-        side = queue.__dict__.get(SIDE_ATTR)
+        side = own(queue, SIDE_ATTR)
         if not side:
             return
         entries = side.get(id(item))
@@ -59,14 +64,13 @@ def discard(queue: Any, item: object, carrier: tuple[Any, ...]) -> None:
         if not entries:
             del side[id(item)]
             if not side:
-                del queue.__dict__[SIDE_ATTR]
+                _delattr(queue, SIDE_ATTR)
 
 
 def take(queue: Any, item: object, newest: bool = False) -> Any:
     """The carrier that came with ``item``, removed from the map; None if it had none."""
-    d = queue.__dict__
     with _lock_of(queue):
-        side = d.get(SIDE_ATTR)
+        side = own(queue, SIDE_ATTR)
         if not side:
             return None
         entries = side.get(id(item))
@@ -80,6 +84,6 @@ def take(queue: Any, item: object, newest: bool = False) -> Any:
         if not entries:
             del side[id(item)]
             if not side:
-                # Gone with its last entry, so that a get can test for it with `in`.
-                del d[SIDE_ATTR]
+                # Gone with its last entry, so that a get reads the class default again.
+                _delattr(queue, SIDE_ATTR)
         return carrier

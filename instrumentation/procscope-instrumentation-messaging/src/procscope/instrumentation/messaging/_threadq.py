@@ -31,21 +31,20 @@ from ._core import (
     release,
     state_dict,
 )
-from ._naming import INTERNAL_ATTR, name_of, note_site
+from ._naming import INTERNAL_ATTR, install_defaults, name_of, note_site, own
 from ._patching import Patcher, original
 
 _time_ns = time.time_ns
 _context_get = context_get
 _live = live
 _state_dict = state_dict
-SIDE_ATTR = _side.SIDE_ATTR
 
 
 def _send(q: Any, item: object, put: Any, args: tuple[Any, ...]) -> Any:
     """The sampled path of a put: producer span, carrier beside the message, then put."""
     span = carrier = None
     try:
-        if not q.__dict__.get(INTERNAL_ATTR) and type(item) is not Hop:
+        if not own(q, INTERNAL_ATTR) and type(item) is not Hop:
             # (a Hop is a Manager queue's message, traced by the proxies already)
             span, carrier = _core.start_send(
                 SYSTEM_QUEUE, "put", name_of(q), type(q).__name__, item
@@ -111,12 +110,12 @@ def _make_queue_methods(orig_init: Any, orig_put: Any, orig_get: Any, orig_task_
     def get(self: Any, block: bool = True, timeout: float | None = None) -> Any:
         if attached_get() is not None:
             _release()
-        d = self.__dict__
-        # No clock read while no sampled message is in flight here (the unsampled case);
-        # the side map is in the queue's __dict__ only while it holds entries.
-        started = _time_ns() if SIDE_ATTR in d else 0
+        # No clock read while no sampled message is in flight here (the unsampled case):
+        # the queue has a side map of its own only while it holds entries; otherwise the
+        # read finds the class default, None (never self.__dict__: see _naming).
+        started = _time_ns() if self._procscope_side is not None else 0
         item = orig_get(self, block, timeout)
-        if SIDE_ATTR in d:
+        if self._procscope_side is not None:
             _receive(self, item, started, isinstance(self, queue.LifoQueue))
         return item
 
@@ -150,7 +149,7 @@ class SimpleQueue(_queue.SimpleQueue):
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         # Internal first: an executor's work queue must not pay for the gate.
-        if not _state.enabled or INTERNAL_ATTR in self.__dict__ or not record():
+        if not _state.enabled or self._procscope_internal or not record():
             return _queue.SimpleQueue.put(self, item, block, timeout)
         return _send(self, item, _queue.SimpleQueue.put, (block, timeout))  # type: ignore[no-any-return]
 
@@ -160,10 +159,9 @@ class SimpleQueue(_queue.SimpleQueue):
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         if attached_get() is not None:
             _release()
-        d = self.__dict__
-        started = _time_ns() if SIDE_ATTR in d else 0
+        started = _time_ns() if self._procscope_side is not None else 0
         item = _queue.SimpleQueue.get(self, block, timeout)
-        if SIDE_ATTR in d:
+        if self._procscope_side is not None:
             _receive(self, item, started, False)
         return item
 
@@ -171,6 +169,7 @@ class SimpleQueue(_queue.SimpleQueue):
         return self.get(False)
 
 
+install_defaults(SimpleQueue)
 SimpleQueue.__module__ = "queue"
 SimpleQueue.__qualname__ = "SimpleQueue"
 
@@ -183,6 +182,7 @@ class ThreadQueues:
 
     def instrument(self) -> None:
         cls = queue.Queue
+        install_defaults(cls)
         init, put, get, task_done = _make_queue_methods(
             original(cls, "__init__"),
             original(cls, "put"),
