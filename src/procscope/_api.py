@@ -24,6 +24,9 @@ def setup(
     exporter: str | None = None,
     db: str | None = None,
     capture_content: bool | None = None,
+    sampling: str | None = None,
+    db_max_bytes: int | None = None,
+    db_max_age: float | None = None,
 ) -> Scope:
     """Start recording: provider, processors, exporters and the instrumentors of ``level``.
 
@@ -48,6 +51,9 @@ def setup(
                 sample_rate=sample_rate,
                 capture_content=capture_content,
                 exporter=exporter,
+                sampling=sampling,
+                db_max_bytes=db_max_bytes,
+                db_max_age=db_max_age,
             )
         )
         with handle_internal_errors():

@@ -79,7 +79,9 @@ def build_exporter(name: str, settings: Settings) -> SpanExporter | None:
         if name == "tracedb":
             from procscope.exporters.tracedb import TraceDBSpanExporter
 
-            return TraceDBSpanExporter(path=settings.db)
+            return TraceDBSpanExporter(
+                path=settings.db, max_bytes=settings.db_max_bytes, max_age=settings.db_max_age
+            )
         if name == "otlp":
             from ._otlp import make_otlp_exporter
 
@@ -102,19 +104,6 @@ def build_exporter(name: str, settings: Settings) -> SpanExporter | None:
     return None
 
 
-def sampling_mode(settings: Settings) -> str:
-    """``head`` or ``tail``: the ``sampling`` setting, else ``PROCSCOPE_SAMPLING``, else head."""
-    from ._common.settings import DEFAULT_SAMPLING, ENV_SAMPLING, parse_sampling_mode, resolve_one
-
-    return resolve_one(
-        "sampling",
-        ENV_SAMPLING,
-        getattr(settings, "sampling", None),
-        parse_sampling_mode,
-        DEFAULT_SAMPLING,
-    )
-
-
 def build_processors(settings: Settings) -> list[SpanProcessor]:
     """A batch span processor per configured exporter; in tail mode, behind one tail sampler.
 
@@ -132,7 +121,7 @@ def build_processors(settings: Settings) -> list[SpanProcessor]:
         exporter = build_exporter(name, settings)
         if exporter is not None:
             processors.append(BatchSpanProcessor(exporter))
-    tail = sampling_mode(settings) == "tail" and bool(processors)
+    tail = settings.sampling == "tail" and bool(processors)
     set_records_every_trace(tail)
     if not tail:
         return processors

@@ -59,7 +59,7 @@ class Scope:
         live.sample_rate = self.settings.sample_rate
         live.capture_content = self.settings.capture_content
         live.configured = True
-        shared_state.get().scope_settings = self.settings
+        self._publish_settings()
 
         self.tracer_provider = self._install_provider()
         self.processors = build_processors(self.settings)
@@ -67,6 +67,15 @@ class Scope:
             self.tracer_provider.add_span_processor(processor)
         _instrumentors.apply_level(self.settings.level, self.tracer_provider)
         self._install_sigterm_flush()
+
+    def _publish_settings(self) -> None:
+        """Make the settings the ones every child process starts with.
+
+        Written into this process's environment, which every kind of child inherits:
+        fork, spawn and forkserver children, and Python subprocesses, whatever starts them.
+        """
+        shared_state.get().scope_settings = self.settings
+        os.environ.update(self.settings.as_environ())
 
     def _install_provider(self) -> Any:
         current = trace.get_tracer_provider()
@@ -186,7 +195,7 @@ class Scope:
                     env,
                 )
             self.settings = Settings(**{**self.settings.__dict__, **changes})
-            shared_state.get().scope_settings = self.settings
+            self._publish_settings()
             live.capture_content = self.settings.capture_content
             live.sample_rate = self.settings.sample_rate
             if self.sampler is not None:

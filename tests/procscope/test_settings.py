@@ -19,6 +19,9 @@ BAD_VALUES = [
     ("capture_content", "PROCSCOPE_CAPTURE_CONTENT", "maybe", "capture_content", True),
     ("exporter", "OTEL_TRACES_EXPORTER", "kafka", "exporters", ("tracedb",)),
     ("exporter", "OTEL_TRACES_EXPORTER", "tracedb,nosuch", "exporters", ("tracedb",)),
+    ("sampling", "PROCSCOPE_SAMPLING", "sometimes", "sampling", "head"),
+    ("db_max_bytes", "PROCSCOPE_DB_MAX_BYTES", "-5", "db_max_bytes", None),
+    ("db_max_age", "PROCSCOPE_DB_MAX_AGE", "forever", "db_max_age", None),
 ]
 
 

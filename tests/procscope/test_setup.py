@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -240,3 +241,41 @@ def test_spawned_children_report_the_same_service(run_app: Any, spans_in: Any) -
     }
     assert services.get("in-spawn-child") == "app", services
     assert services.get("in-subprocess") == "app", services
+
+
+def test_programmatic_settings_reach_python_subprocesses(run_app: Any) -> None:
+    """Settings given to setup() as keywords are the ones a Python subprocess starts with."""
+    result = run_app(
+        """
+        import os, subprocess, sys
+        import procscope
+        procscope.setup(exporter="none", level="minimal", sample_rate=0.25, sampling="tail",
+                        db_max_bytes=5_000_000, db_max_age=3600)
+        print(subprocess.run(
+            [sys.executable, "-c",
+             "import os; print(*[os.environ[k] for k in ('PROCSCOPE_LEVEL', "
+             "'PROCSCOPE_SAMPLE_RATE', 'PROCSCOPE_SAMPLING', 'PROCSCOPE_DB_MAX_BYTES', "
+             "'PROCSCOPE_DB_MAX_AGE', 'OTEL_TRACES_EXPORTER')])"],
+            capture_output=True, text=True, check=True).stdout.strip())
+        procscope.configure(level="full")
+        print(subprocess.run([sys.executable, "-c",
+                              "import os; print(os.environ['PROCSCOPE_LEVEL'])"],
+                             capture_output=True, text=True, check=True).stdout.strip())
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["minimal 0.25 tail 5000000 3600.0 none", "full"]
+
+
+def test_retention_settings_reach_the_trace_db_exporter(run_app: Any, tmp_path: Path) -> None:
+    """db_max_bytes and db_max_age given to setup() configure the trace DB exporter."""
+    result = run_app(
+        """
+        import procscope
+        scope = procscope.setup(db="r.db", db_max_bytes=2_000_000, db_max_age=60)
+        exporter = scope.processors[0]._batch_processor._exporter
+        print(type(exporter).__name__, exporter.max_bytes, exporter.max_age)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "TraceDBSpanExporter 2000000 60.0"

@@ -15,7 +15,7 @@ from procscope.processors.sampling import TailSamplingProcessor
 
 from procscope._common import head_sampling
 from procscope._common.settings import SettingWarning, resolve
-from procscope._pipeline import build_processors, sampling_mode
+from procscope._pipeline import build_processors
 
 
 def shut(processors) -> None:
@@ -25,11 +25,10 @@ def shut(processors) -> None:
 
 def test_head_mode_is_the_default_and_adds_no_tail_processor(monkeypatch, live_rate) -> None:
     """Without PROCSCOPE_SAMPLING, build_processors makes plain batch processors only."""
-    monkeypatch.delenv("PROCSCOPE_SAMPLING", raising=False)
     settings = resolve(exporter="console", sample_rate=0.1, environ={})
     processors = build_processors(settings)
     try:
-        assert sampling_mode(settings) == "head"
+        assert settings.sampling == "head"
         assert [type(p) for p in processors] == [BatchSpanProcessor]
         assert not head_sampling.records_every_trace()
     finally:
@@ -40,8 +39,7 @@ def test_tail_mode_puts_one_tail_processor_in_front_of_every_exporter(
     monkeypatch, live_rate
 ) -> None:
     """PROCSCOPE_SAMPLING=tail: one TailSamplingProcessor feeds the batch processors."""
-    monkeypatch.setenv("PROCSCOPE_SAMPLING", "TAIL")
-    settings = resolve(exporter="console", environ={})
+    settings = resolve(exporter="console", environ={"PROCSCOPE_SAMPLING": "TAIL"})
     processors = build_processors(settings)
     try:
         assert [type(p) for p in processors] == [TailSamplingProcessor]
@@ -55,10 +53,9 @@ def test_tail_mode_puts_one_tail_processor_in_front_of_every_exporter(
 
 def test_bad_sampling_mode_warns_and_uses_head(monkeypatch, live_rate) -> None:
     """A bad PROCSCOPE_SAMPLING gives one SettingWarning naming it and the value; head is used."""
-    monkeypatch.setenv("PROCSCOPE_SAMPLING", "sometimes")
-    settings = resolve(exporter="console", environ={})
     with pytest.warns(SettingWarning, match="PROCSCOPE_SAMPLING.*'sometimes'"):
-        processors = build_processors(settings)
+        settings = resolve(exporter="console", environ={"PROCSCOPE_SAMPLING": "sometimes"})
+    processors = build_processors(settings)
     try:
         assert [type(p) for p in processors] == [BatchSpanProcessor]
     finally:

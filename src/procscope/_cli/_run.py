@@ -17,6 +17,7 @@ from .._common.settings import (
     ENV_EXPORTER,
     ENV_LEVEL,
     ENV_SAMPLE_RATE,
+    ENV_SAMPLING,
 )
 
 EXIT_USAGE = 2
@@ -37,6 +38,7 @@ def instrumented_environ(
     sample_rate: str | None = None,
     exporter: str | None = None,
     capture_content: str | None = None,
+    sampling: str | None = None,
 ) -> dict[str, str]:
     """The environment under which any Python program starts with procscope set up.
 
@@ -50,6 +52,7 @@ def instrumented_environ(
         (ENV_SAMPLE_RATE, sample_rate),
         (ENV_EXPORTER, exporter),
         (ENV_CAPTURE_CONTENT, capture_content),
+        (ENV_SAMPLING, sampling),
     ):
         if value is not None:
             env[name] = value
@@ -82,6 +85,9 @@ def _add_setting_options(parser: argparse.ArgumentParser) -> None:
         "--exporter", help="tracedb, otlp, console, none, or several comma-separated"
     )
     parser.add_argument("--capture-content", help="record message and state values: true/false")
+    parser.add_argument(
+        "--sampling", help="head (decide at the start of a trace) or tail (decide at its end)"
+    )
 
 
 def _settings_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -91,6 +97,7 @@ def _settings_of(args: argparse.Namespace) -> dict[str, Any]:
         "sample_rate": args.sample_rate,
         "exporter": args.exporter,
         "capture_content": args.capture_content,
+        "sampling": args.sampling,
     }
 
 

@@ -26,6 +26,8 @@ ENV_SAMPLE_RATE = "PROCSCOPE_SAMPLE_RATE"
 ENV_CAPTURE_CONTENT = "PROCSCOPE_CAPTURE_CONTENT"
 ENV_EXPORTER = "OTEL_TRACES_EXPORTER"
 ENV_SAMPLING = "PROCSCOPE_SAMPLING"
+ENV_DB_MAX_BYTES = "PROCSCOPE_DB_MAX_BYTES"
+ENV_DB_MAX_AGE = "PROCSCOPE_DB_MAX_AGE"
 
 DEFAULT_DB = "procscope.db"
 DEFAULT_LEVEL = "full"
@@ -114,6 +116,11 @@ def parse_positive_float(value: object) -> float:
     return number
 
 
+def parse_byte_count(value: object) -> int:
+    """A positive number of bytes (a size limit)."""
+    return int(parse_positive_float(value))
+
+
 def parse_db(value: object) -> str:
     """An absolute path to a trace DB file that we can create or write."""
     if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
@@ -198,16 +205,25 @@ class Settings:
     sample_rate: float
     capture_content: bool
     exporters: tuple[str, ...]
+    sampling: str = DEFAULT_SAMPLING
+    db_max_bytes: int | None = None
+    db_max_age: float | None = None
 
     def as_environ(self) -> dict[str, str]:
         """The environment that gives a child process these same settings."""
-        return {
+        env = {
             ENV_DB: self.db,
             ENV_LEVEL: self.level,
             ENV_SAMPLE_RATE: repr(self.sample_rate),
             ENV_CAPTURE_CONTENT: "true" if self.capture_content else "false",
             ENV_EXPORTER: ",".join(self.exporters) or "none",
+            ENV_SAMPLING: self.sampling,
         }
+        if self.db_max_bytes is not None:
+            env[ENV_DB_MAX_BYTES] = str(self.db_max_bytes)
+        if self.db_max_age is not None:
+            env[ENV_DB_MAX_AGE] = repr(self.db_max_age)
+        return env
 
 
 def default_db() -> str:
@@ -221,9 +237,12 @@ def resolve(
     sample_rate: Any = None,
     capture_content: Any = None,
     exporter: Any = None,
+    sampling: Any = None,
+    db_max_bytes: Any = None,
+    db_max_age: Any = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Resolve every contract setting, warning once for each bad value."""
+    """Resolve every setting, warning once for each bad value."""
     return Settings(
         db=resolve_one("db", ENV_DB, db, parse_db, default_db(), environ),
         level=resolve_one("level", ENV_LEVEL, level, parse_level, DEFAULT_LEVEL, environ),
@@ -240,5 +259,14 @@ def resolve(
         ),
         exporters=resolve_one(
             "exporter", ENV_EXPORTER, exporter, parse_exporters, DEFAULT_EXPORTERS, environ
+        ),
+        sampling=resolve_one(
+            "sampling", ENV_SAMPLING, sampling, parse_sampling_mode, DEFAULT_SAMPLING, environ
+        ),
+        db_max_bytes=resolve_one(
+            "db_max_bytes", ENV_DB_MAX_BYTES, db_max_bytes, parse_byte_count, None, environ
+        ),
+        db_max_age=resolve_one(
+            "db_max_age", ENV_DB_MAX_AGE, db_max_age, parse_positive_float, None, environ
         ),
     )

@@ -34,8 +34,11 @@ from . import _schema
 from ._common.guard import log_internal_error, warn_once
 from ._common.settings import (
     ENV_DB,
+    ENV_DB_MAX_AGE,
+    ENV_DB_MAX_BYTES,
     BadSettingError,
     default_db,
+    parse_byte_count,
     parse_positive_float,
     resolve_one,
 )
@@ -43,8 +46,6 @@ from ._db import _on_read_only_fs
 from ._schema import TraceDBError
 from ._writer import Batch, Writer, encode_attributes, file_identity
 
-ENV_DB_MAX_BYTES = "PROCSCOPE_DB_MAX_BYTES"
-ENV_DB_MAX_AGE = "PROCSCOPE_DB_MAX_AGE"
 DEFAULT_BUSY_TIMEOUT_S = 5.0
 
 # Writers inherited from a parent process: kept referenced forever so that garbage
@@ -60,10 +61,6 @@ def parse_path(value: object) -> str:
     if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
         raise BadSettingError("expected a file path")
     return os.path.abspath(os.path.expanduser(os.fspath(value)))
-
-
-def parse_max_bytes(value: object) -> int:
-    return int(parse_positive_float(value))
 
 
 def _kind_value(kind: object) -> int:
@@ -275,7 +272,7 @@ class TraceDBSpanExporter(SpanExporter):
             DEFAULT_BUSY_TIMEOUT_S,
         )
         self.max_bytes: int | None = resolve_one(
-            "max_bytes", ENV_DB_MAX_BYTES, max_bytes, parse_max_bytes, None
+            "max_bytes", ENV_DB_MAX_BYTES, max_bytes, parse_byte_count, None
         )
         self.max_age: float | None = resolve_one(
             "max_age", ENV_DB_MAX_AGE, max_age, parse_positive_float, None
