@@ -127,6 +127,11 @@ context_get: Any = _unknown_context  # replaced below by the SDK's ContextVar.ge
 # (span, its sampled flag) of the last current span the gate looked at; the hottest
 # callers compare with it inline. Starts with a placeholder that no context holds.
 last_span: tuple[Any, bool] = (object(), False)
+# The same for the last context whose span answered: the current context is one object
+# for as long as the code stays inside one span, so the hottest caller (queue.Queue.put)
+# compares it by identity and skips even the span look-up. An OTel Context is immutable,
+# so one context object always holds the same span and the same answer.
+last_context: tuple[Any, bool] = (object(), False)
 SPAN_KEY = _SPAN_KEY
 
 if _context_var is not None and _SPAN_KEY is not None:
@@ -141,7 +146,7 @@ if _context_var is not None and _SPAN_KEY is not None:
         including every draw for a new root, goes to ``head_sampling.should_record()``,
         which hands its draw to the sampler.
         """
-        global last_span
+        global last_span, last_context
         ctx = _context_get()
         if ctx:
             if ctx.get(_SUPPRESS_KEY):
@@ -150,6 +155,7 @@ if _context_var is not None and _SPAN_KEY is not None:
             if span is not None:
                 last = last_span
                 if last[0] is span:
+                    last_context = (ctx, last[1])
                     return last[1]  # type: ignore[no-any-return]
                 span_context = span.get_span_context()
                 if span_context[5]:  # is_valid: the parent decides, as ParentBased does
@@ -158,6 +164,7 @@ if _context_var is not None and _SPAN_KEY is not None:
                     # tuple, rebound at once, so a reader never pairs a span with
                     # another span's answer).
                     last_span = (span, sampled)
+                    last_context = (ctx, sampled)
                     return sampled
         if not _live.sample_rate > 0.0 and not _state_dict.get(TAIL_KEY):
             return False

@@ -21,7 +21,6 @@ from . import _core, _side
 from ._carry import Hop
 from ._common.guard import log_internal_error
 from ._core import (
-    SPAN_KEY,
     SYSTEM_QUEUE,
     TAIL_KEY,
     attached_get,
@@ -94,12 +93,13 @@ def _make_queue_methods(orig_init: Any, orig_put: Any, orig_get: Any, orig_task_
 
     def put(self: Any, item: Any, block: bool = True, timeout: float | None = None) -> Any:
         # The gate's two commonest "no" answers are given here, without a call into it
-        # (this put is the hottest path the instrumentor has): the current span is the
-        # one it last found unsampled, or there is no context at all and the rate is 0.
+        # (this put is the hottest path the instrumentor has): the current context is the
+        # very object whose span it last found unsampled, or there is no context at all
+        # and the rate is 0.
         ctx = _context_get()
         if ctx:
-            last = _core.last_span
-            if last[0] is ctx.get(SPAN_KEY) and not last[1]:
+            last = _core.last_context
+            if last[0] is ctx and not last[1]:
                 return orig_put(self, item, block, timeout)
         elif not (_live.sample_rate > 0.0 or _state_dict.get(TAIL_KEY)):
             return orig_put(self, item, block, timeout)
