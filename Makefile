@@ -34,6 +34,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 demo: $(STAMP)
+	rm -rf .demo && mkdir -p .demo
 	$(VENV)/bin/procscope demo --db "$(CURDIR)/.demo/procscope.db"
 
 bench: $(STAMP)

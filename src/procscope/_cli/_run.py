@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -133,20 +134,29 @@ def demo_program() -> Path:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ._demo_report import print_demo_report
 
-    db = os.path.abspath(args.db or os.environ.get(ENV_DB) or DEFAULT_DB)
-    env = instrumented_environ(dict(os.environ), db=db, exporter="tracedb")
-    started_ns = _now_ns()
-    print(f"procscope demo: running {demo_program().name}, recording into {db}")
+    if args.db:
+        db = os.path.abspath(args.db)
+        if os.path.exists(db):
+            # The report reads the whole DB: it must hold this run only. And a demo must
+            # never write into, or delete, a DB that somebody's data may be in.
+            sys.stderr.write(f"procscope demo: {db} exists; give --db a new file\n")
+            return EXIT_USAGE
+        if not os.path.isdir(os.path.dirname(db)):
+            sys.stderr.write(f"procscope demo: no folder {os.path.dirname(db)}\n")
+            return EXIT_USAGE
+    else:
+        db = os.path.join(tempfile.mkdtemp(prefix="procscope-demo-"), "procscope.db")
+    env = instrumented_environ(dict(os.environ), db=db, exporter="tracedb", level="full")
+    env.setdefault("OTEL_SERVICE_NAME", "procscope-demo")
+    print(f"procscope demo: running {demo_program().name} under procscope, recording into {db}")
+    print("(one worker process is meant to crash: its traceback below is part of the demo)\n")
     sys.stdout.flush()
     completed = subprocess.run([sys.executable, str(demo_program())], env=env, check=False)
-    print(f"procscope demo: the program exited with status {completed.returncode}\n")
-    return print_demo_report(db, since_ns=started_ns)
-
-
-def _now_ns() -> int:
-    import time
-
-    return time.time_ns()
+    print(f"\nprocscope demo: the program exited with status {completed.returncode}\n")
+    sys.stdout.flush()
+    if completed.returncode != 0:
+        return completed.returncode
+    return print_demo_report(db)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -166,5 +176,5 @@ def add_parser(subparsers: Any) -> None:
         description="Run a small multi-process program (processes, queues, a stateful "
         "worker, one crash) under procscope and print what was recorded.",
     )
-    demo.add_argument("--db", help="trace DB file (default: $PROCSCOPE_DB or ./procscope.db)")
+    demo.add_argument("--db", help="a new trace DB file (default: one in a new temporary folder)")
     demo.set_defaults(func=cmd_demo)
