@@ -21,9 +21,10 @@ from ._output import (
     format_duration,
     format_time,
     iso_time,
-    parse_when,
+    positive_int_argument,
     print_json,
     render_table,
+    time_argument,
 )
 
 if TYPE_CHECKING:
@@ -34,23 +35,6 @@ DEFAULT_LIMIT = 100
 # Trace ids are cut to a prefix in the table (``procscope show`` takes a unique prefix);
 # --json has them whole.
 TRACE_PREFIX = 12
-
-
-def _when(text: str) -> int:
-    try:
-        return parse_when(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, not {text!r}")
-    return value
 
 
 def _json_row(record: Any) -> dict[str, Any]:
@@ -122,16 +106,18 @@ def add_parser(subparsers: Any) -> None:
         "12:03:05 (today, local).",
     )
     add_db_arguments(parser)
-    parser.add_argument("--from", dest="sender", metavar="NAME", help="sent by this process "
-                        "or thread")
-    parser.add_argument("--to", dest="receiver", metavar="NAME", help="received by this "
-                        "process or thread")
+    parser.add_argument(
+        "--from", dest="sender", metavar="NAME", help="sent by this process or thread"
+    )
+    parser.add_argument(
+        "--to", dest="receiver", metavar="NAME", help="received by this process or thread"
+    )
     parser.add_argument("--queue", metavar="NAME", help="through this queue or pipe")
-    parser.add_argument("--since", type=_when, metavar="TIME", help="sent at or after")
-    parser.add_argument("--until", type=_when, metavar="TIME", help="sent before")
+    parser.add_argument("--since", type=time_argument, metavar="TIME", help="sent at or after")
+    parser.add_argument("--until", type=time_argument, metavar="TIME", help="sent before")
     parser.add_argument(
         "--limit",
-        type=_positive_int,
+        type=positive_int_argument,
         default=DEFAULT_LIMIT,
         metavar="N",
         help=f"the N newest messages ({DEFAULT_LIMIT})",

@@ -368,3 +368,22 @@ def parse_attribute(text: str) -> tuple[str, Any]:
             except ValueError:
                 parsed = value
     return key.strip(), parsed
+
+
+def time_argument(text: str) -> int:
+    """argparse type for a TIME option (``--since``, ``--until``, ``--at``): see parse_when."""
+    try:
+        return parse_when(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int_argument(text: str) -> int:
+    """argparse type for a count such as ``--limit``."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, not {text!r}")
+    return value

@@ -19,9 +19,9 @@ from ._output import (
     fail,
     format_time,
     iso_time,
-    parse_when,
     print_json,
     render_table,
+    time_argument,
 )
 
 if TYPE_CHECKING:
@@ -29,13 +29,6 @@ if TYPE_CHECKING:
 
 NOT_CAPTURED = "(not captured)"
 _MAX_KNOWN = 10  # object names listed when NAME matches none
-
-
-def _when(text: str) -> int:
-    try:
-        return parse_when(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _what(record: Any) -> str:
@@ -165,7 +158,7 @@ def add_parser(subparsers: Any) -> None:
         metavar="NAME",
         help="the object's name (procscope.name, trace_state(name=...), or Class#n)",
     )
-    parser.add_argument("--at", type=_when, metavar="TIME", help="the instant to rebuild")
+    parser.add_argument("--at", type=time_argument, metavar="TIME", help="the instant to rebuild")
     parser.add_argument(
         "--pid",
         type=int,

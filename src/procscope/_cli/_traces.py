@@ -16,23 +16,17 @@ from ._output import (
     iso_time,
     parse_attribute,
     parse_duration,
-    parse_when,
+    positive_int_argument,
     print_json,
     render_table,
     render_tree,
+    time_argument,
 )
 
 if TYPE_CHECKING:
     from procscope.exporters.tracedb import SpanNode, TraceDB, TraceSummary
 
 ERROR_MARK = "✗"
-
-
-def _when(text: str) -> int:
-    try:
-        return parse_when(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _duration(text: str) -> int:
@@ -47,16 +41,6 @@ def _attribute(text: str) -> tuple[str, Any]:
         return parse_attribute(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, not {text!r}")
-    return value
 
 
 def _summary_json(summary: TraceSummary) -> dict[str, Any]:
@@ -195,8 +179,10 @@ def add_parser(subparsers: Any) -> None:
         "(today, local).",
     )
     add_db_arguments(traces)
-    traces.add_argument("--since", type=_when, metavar="TIME", help="traces started at or after")
-    traces.add_argument("--until", type=_when, metavar="TIME", help="traces started before")
+    traces.add_argument(
+        "--since", type=time_argument, metavar="TIME", help="traces started at or after"
+    )
+    traces.add_argument("--until", type=time_argument, metavar="TIME", help="traces started before")
     traces.add_argument("--name", help="root span name (a glob such as 'worker*' allowed)")
     traces.add_argument("--errors", action="store_true", help="only traces with an error")
     traces.add_argument(
@@ -210,7 +196,7 @@ def add_parser(subparsers: Any) -> None:
         help="some span of the trace has this attribute value (repeatable)",
     )
     traces.add_argument(
-        "--limit", type=_positive_int, default=50, metavar="N", help="at most N traces (50)"
+        "--limit", type=positive_int_argument, default=50, metavar="N", help="at most N traces (50)"
     )
     traces.set_defaults(func=cmd_traces)
 
