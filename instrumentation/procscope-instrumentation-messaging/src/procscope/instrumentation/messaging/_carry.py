@@ -23,9 +23,17 @@ from typing import Any
 
 from ._naming import own, set_own
 
+
+class _Slot(threading.local):
+    # A class-level default: reading it on a thread that never unpickled a carried
+    # message builds no AttributeError.
+    carrier: tuple[Any, ...] | None = None
+
+
 # The carrier of the message unpickled last in this thread (one slot, overwritten):
-# the receiving call clears it before it unpickles and reads it right after.
-_slot = threading.local()
+# the receiving call clears it before it unpickles and reads it right after (the hot
+# receiving calls in _mp.py do both inline, on ``slot``).
+slot = _slot = _Slot()
 
 
 def _restore(carrier: tuple[Any, ...], message: Any) -> Any:
@@ -39,7 +47,7 @@ def clear() -> None:
 
 
 def take() -> tuple[Any, ...] | None:
-    carrier: tuple[Any, ...] | None = getattr(_slot, "carrier", None)
+    carrier = _slot.carrier
     if carrier is not None:
         _slot.carrier = None
     return carrier
