@@ -240,6 +240,16 @@ def value_repr(frozen: Any, field: str | None = None) -> str:
     return safe_repr(thaw(frozen), VALUE_LIMIT)
 
 
+def scalar_repr(value: Any) -> str:
+    """value_repr of a builtin scalar (one of SCALARS) under a name that is no secret."""
+    cls = type(value)
+    if cls in _PLAIN_REPR or (cls is int and -_BIG < value < _BIG):
+        return repr(value)
+    if cls is str and len(value) <= 150:
+        return repr(value)
+    return safe_repr(value, VALUE_LIMIT)
+
+
 def diff(
     path: str,
     old: Any,

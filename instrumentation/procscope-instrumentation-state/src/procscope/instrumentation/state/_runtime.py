@@ -169,6 +169,15 @@ def _fast_events(span_type: type) -> bool:
     return fast
 
 
+def add_span_event(span: Any, name: str, attributes: dict[str, Any]) -> None:
+    """Add one event to a span (see Target.add: already built on SDK spans)."""
+    if _FAST_TYPES.get(type(span)) or _fast_events(type(span)):
+        # The dict is never touched again by us: no read-only copy needed.
+        span._add_event(_SdkEvent(name, attributes))
+    else:
+        span.add_event(name, attributes)
+
+
 class Target:
     """Where the events of one record go: a span (ours to end, or the current one) or logs."""
 
@@ -189,11 +198,8 @@ class Target:
         span = self.span
         if span is None:
             _emit_log(name, attributes)
-        elif _fast_events(type(span)):
-            # The dict is never touched again by us: no read-only copy needed.
-            span._add_event(_SdkEvent(name, attributes))
         else:
-            span.add_event(name, attributes)
+            add_span_event(span, name, attributes)
 
     def end(self) -> None:
         if self.owned:

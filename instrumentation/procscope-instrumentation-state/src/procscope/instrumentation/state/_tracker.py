@@ -26,6 +26,7 @@ from typing import Any
 from . import _semconv as sc
 from ._common import shared_state
 from ._common.naming import get_name
+from ._common.saferepr import MASK
 from ._diff import (
     DIFFABLE,
     MISSING,
@@ -34,10 +35,11 @@ from ._diff import (
     freeze,
     is_container,
     same,
+    scalar_repr,
     secret_name,
     value_repr,
 )
-from ._runtime import MAX_CHANGE_ENTRIES, RT, Target, begin, current_span
+from ._runtime import MAX_CHANGE_ENTRIES, RT, Target, add_span_event, begin, current_span
 
 _live = shared_state.settings()  # the live settings object: read its attributes per call
 
@@ -45,6 +47,9 @@ _live = shared_state.settings()  # the live settings object: read its attributes
 TRACKERS: dict[int, Tracker] = {}
 
 _NAME_ATTR = "_procscope_name"  # where procscope.name() keeps a name: not state
+_dict_of = object.__getattribute__  # never the class's own __getattribute__
+# procscope.name()'s weak map (one per process), for objects that take no attributes.
+_NAMED_ELSEWHERE: Any = shared_state.get().names
 
 # Kinds of attribute, cached per concrete class by name.
 SKIP, IN_DICT, IN_SLOT = 0, 1, 2
@@ -175,6 +180,7 @@ class Tracker:
         "counter",
         "default_name",
         "epoch",
+        "epoch_label",
         "fields",
         "generation",
         "given_name",
@@ -198,6 +204,7 @@ class Tracker:
         self.lock = threading.Lock()
         self.since_snapshot = 0
         self.epoch = 0  # snapshots recorded so far
+        self.epoch_label = ""  # f"{last_name}/{epoch}", made once per snapshot
         self.generation = -1  # no snapshot recorded yet
         self.pending_snapshot: str | None = "start"
         self.container_fields: tuple[str, ...] = ()
@@ -207,7 +214,18 @@ class Tracker:
         """The given name, else the one procscope.name() gave, else ``Class#n``."""
         if self.given_name is not None:
             return self.given_name
-        return get_name(obj) or self.default_name
+        # procscope.name() keeps the name in the object's __dict__ when it has one (read
+        # here directly: get_name() would also size the process-wide weak map, a Python
+        # call, on every recorded change); objects without a __dict__ ask get_name().
+        try:
+            name = _dict_of(obj, "__dict__").get(_NAME_ATTR)
+        except Exception:  # noqa: BLE001 -- no __dict__, or a hostile one
+            name = None
+        if type(name) is str:
+            return name
+        if _NAMED_ELSEWHERE.data:  # objects named that take no attributes: rare
+            return get_name(obj) or self.default_name
+        return self.default_name
 
     def note_containers(self, state: dict[str, Any]) -> None:
         self.container_fields = tuple(k for k, v in state.items() if is_container(v))
@@ -322,6 +340,7 @@ def _snapshot(tracker: Tracker, obj: Any, name: str, target: Any, reason: str) -
     tracker.generation = RT.generation
     tracker.pending_snapshot = None
     tracker.last_name = name
+    tracker.epoch_label = f"{name}/{tracker.epoch}"
 
 
 def record_changes(
@@ -339,6 +358,13 @@ def record_changes(
     Runs on every call that assigned something: plain loops, no comprehensions (each
     of those is a function call in Python 3.11).
     """
+    if frozen is None and assigned and not tracker.container_fields and not RT.log_events:
+        for entry in assigned.values():
+            if type(entry[0]) not in SCALARS or type(entry[1]) not in SCALARS:
+                break
+        else:
+            _record_scalars(tracker, obj, method, start_ns, assigned)
+            return
     max_depth, max_items = RT.max_depth, RT.max_items
     changed: list[tuple[str, Any, Any, int]] = []  # field, old frozen, new frozen, seq
     containers_moved = False
@@ -385,6 +411,75 @@ def record_changes(
         target.end()
 
 
+def _record_scalars(
+    tracker: Tracker, obj: Any, method: str, start_ns: int, assigned: dict[str, list[Any]]
+) -> None:
+    """record_changes when only builtin scalars were assigned (and no field holds a
+    container): the usual case, with nothing to freeze or diff per key. Makes the same
+    event as _emit_change, with fewer steps."""
+    fields: list[str] = []
+    seqs: list[int] = []
+    olds: list[Any] = []
+    news: list[Any] = []
+    for field, entry in assigned.items():
+        old, new, seq = entry
+        # same() for two scalars: equal values of the same type.
+        if old is new or (type(old) is type(new) and old == new):
+            continue
+        fields.append(field)
+        seqs.append(seq)
+        olds.append(old)
+        news.append(new)
+    if not fields:
+        return
+    name = tracker.name_of(obj)
+    span = current_span()
+    target: Target | None = None
+    if not span.is_recording():
+        target = _begin(tracker, obj, name, method, start_ns)
+        if target is None:
+            # Not sampled: the state moved on unseen; the next recorded change resyncs.
+            tracker.pending_snapshot = tracker.pending_snapshot or "resync"
+            return
+        span = target.span
+    try:
+        attributes: dict[str, Any] = {
+            sc.OBJECT: name,
+            sc.CLASS: tracker.type_name,
+            sc.METHOD: method,
+            # Before the first snapshot under this name (a rename), the changes are epoch 0.
+            sc.EPOCH: tracker.epoch_label if name == tracker.last_name else f"{name}/0",
+            sc.SEQ: max(seqs),
+            sc.FIELDS: tuple(fields),
+            sc.FIELD_SEQS: tuple(seqs),
+        }
+        if _live.capture_content:
+            old_reprs: list[str] = []
+            new_reprs: list[str] = []
+            for index, field in enumerate(fields):
+                if secret_name(field):
+                    old_reprs.append(MASK)
+                    new_reprs.append(MASK)
+                else:
+                    old_reprs.append(scalar_repr(olds[index]))
+                    new_reprs.append(scalar_repr(news[index]))
+            attributes[sc.OLD_VALUES] = tuple(old_reprs)
+            attributes[sc.VALUES] = tuple(new_reprs)
+        add_span_event(span, sc.EVENT_CHANGE, attributes)
+        tracker.since_snapshot += len(fields)
+        if (
+            tracker.pending_snapshot is None
+            and tracker.generation == RT.generation
+            and name == tracker.last_name
+            and tracker.since_snapshot < RT.snapshot_every
+        ):
+            return
+        _snapshot_after_change(tracker, obj, name, target or Target(span, False))
+    finally:
+        if target is not None:
+            target.end()
+
+
 def _emit_change(
     tracker: Tracker,
     obj: Any,
@@ -417,7 +512,7 @@ def _emit_change(
         sc.CLASS: tracker.type_name,
         sc.METHOD: method,
         # Before the first snapshot under this name (a rename), the changes are epoch 0.
-        sc.EPOCH: f"{name}/{tracker.epoch if name == tracker.last_name else 0}",
+        sc.EPOCH: tracker.epoch_label if name == tracker.last_name else f"{name}/0",
         sc.SEQ: max(seqs),
         sc.FIELDS: tuple(fields),
         sc.FIELD_SEQS: tuple(seqs),
@@ -449,6 +544,11 @@ def _emit_change(
         and tracker.since_snapshot < RT.snapshot_every
     ):
         return
+    _snapshot_after_change(tracker, obj, name, target)
+
+
+def _snapshot_after_change(tracker: Tracker, obj: Any, name: str, target: Any) -> None:
+    """The snapshot a change is followed by (pending, resync, renamed or periodic), if any."""
     reason = tracker.pending_snapshot
     if tracker.generation != RT.generation:
         reason = reason or "resync"
