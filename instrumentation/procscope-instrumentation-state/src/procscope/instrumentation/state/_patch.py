@@ -29,7 +29,7 @@ from typing import Any
 
 from ._common.guard import log_internal_error
 from ._diff import MISSING, freeze
-from ._runtime import RT, current_span
+from ._runtime import _CONTEXT_VAR, _SPAN_KEY, RT, current_span
 from ._tracker import (
     IN_DICT,
     KINDS,
@@ -164,10 +164,33 @@ def _exit(frame: Frame, obj: Any, method: str) -> None:
     _record_exit(frame, obj, method)
 
 
+_context_get = _CONTEXT_VAR.get if _CONTEXT_VAR is not None and _SPAN_KEY is not None else None
+# The last span found not sampled. A span's sampled flag never changes, so one shared slot
+# is right for every thread (a race only costs the next caller the full check); it keeps
+# that one span object alive, nothing else.
+_last_unsampled: list[Any] = [None]
+
+
 def _unsampled_now() -> bool:
-    """True inside a trace that head sampling dropped (the cheap part of the gate)."""
-    context = current_span().get_span_context()
-    return context.is_valid and not context.trace_flags.sampled
+    """True inside a trace that head sampling dropped (the cheap part of the gate).
+
+    Asked once per method call, at its first assignment: the current span is read from
+    the context variable directly, and the span last found unsampled is recognised by
+    identity (a trace's calls keep finding the same span).
+    """
+    if _context_get is not None:
+        span = _context_get().get(_SPAN_KEY)
+        if span is None:
+            return False  # no span: a new root, decided (if a change is made) at the end
+    else:
+        span = current_span()
+    if span is _last_unsampled[0]:
+        return True
+    context = span.get_span_context()
+    if context.is_valid and not context.trace_flags.sampled:
+        _last_unsampled[0] = span
+        return True
+    return False
 
 
 def _record_exit(frame: Frame, obj: Any, method: str) -> None:
@@ -326,6 +349,7 @@ def _after_change(obj: Any, name: str, pending: tuple[Any, ...], method: str) ->
 def _make_setattr(orig: Any) -> Any:
     trackers_get, frames_get, kinds_get = TRACKERS.get, _frames.get, KINDS.get
     dict_of = object.__getattribute__  # never the class's own __getattribute__
+    unsampled_now = _unsampled_now
 
     def __setattr__(self: Any, name: str, value: Any) -> None:  # noqa: N807
         if not RT.active:
@@ -334,6 +358,9 @@ def _make_setattr(orig: Any) -> Any:
         # The common case inlined (a tracked object, a plain attribute in its __dict__,
         # inside one of its methods): every assignment of a traced object comes here.
         pending: tuple[Any, ...] | None = None
+        frame: Frame | None = None  # the fast path's frame, when it applies
+        unsampled = False
+        old: Any = MISSING
         try:
             oid = id(self)
             tracker = trackers_get(oid)
@@ -348,16 +375,46 @@ def _make_setattr(orig: Any) -> Any:
                 and kind[0] == IN_DICT
                 and tracker.fields is None
             ):
-                if frames[0][F_ASSIGNED] is not False:  # False: an unsampled call
-                    old = dict_of(self, "__dict__").get(name, MISSING)
-                    pending = (tracker, frames[0], kind, old)
+                assigned = frames[0][F_ASSIGNED]
+                if assigned is not False:  # False: an unsampled call, nothing to note
+                    frame = frames[0]
+                    # The call's first assignment decides whether its trace is sampled:
+                    # if not, nothing is read or noted for the rest of the call.
+                    if assigned is None and unsampled_now():
+                        unsampled = True
+                    else:
+                        old = dict_of(self, "__dict__").get(name, MISSING)
             else:
                 pending = _before_change(self, name)
         except Exception:  # noqa: BLE001 -- the guard logs it
             log_internal_error()
-            pending = None
+            frame = pending = None
         orig(self, name, value)  # the program's exceptions pass through untouched
-        if pending is not None:
+        if frame is not None:
+            # _after_change inlined for the fast path.
+            try:
+                if unsampled:
+                    # Record nothing for this call (the next recorded change
+                    # resynchronises with a snapshot).
+                    frame[F_ASSIGNED] = False
+                    return
+                # Read back rather than trust the value given: the class's own
+                # __setattr__ may have stored something else.
+                new = dict_of(self, "__dict__").get(name, MISSING)
+                seq = next(tracker.counter)  # type: ignore[union-attr]
+                assigned = frame[F_ASSIGNED]
+                if assigned is None:
+                    frame[F_ASSIGNED] = {name: [old, new, seq]}
+                elif assigned is not False:
+                    entry = assigned.get(name)
+                    if entry is None:
+                        assigned[name] = [old, new, seq]
+                    else:
+                        entry[1] = new
+                        entry[2] = seq
+            except Exception:  # noqa: BLE001 -- the guard logs it
+                log_internal_error()
+        elif pending is not None:
             try:
                 _after_change(self, name, pending, "__setattr__")
             except Exception:  # noqa: BLE001 -- the guard logs it
