@@ -165,18 +165,19 @@ def _exit(frame: Frame, obj: Any, method: str) -> None:
 
 
 _context_get = _CONTEXT_VAR.get if _CONTEXT_VAR is not None and _SPAN_KEY is not None else None
-# The last span found not sampled. A span's sampled flag never changes, so one shared slot
-# is right for every thread (a race only costs the next caller the full check); it keeps
-# that one span object alive, nothing else.
-_last_unsampled: list[Any] = [None]
+# The last span asked about and whether its trace is unsampled, as one tuple replaced
+# whole (so a reader never pairs one span with another's answer). A span's sampled flag
+# never changes, so one shared slot is right for every thread (a race only costs the next
+# caller the full check); it keeps that one span object alive, nothing else.
+_last_span: list[tuple[Any, bool]] = [(None, False)]
 
 
 def _unsampled_now() -> bool:
     """True inside a trace that head sampling dropped (the cheap part of the gate).
 
     Asked once per method call, at its first assignment: the current span is read from
-    the context variable directly, and the span last found unsampled is recognised by
-    identity (a trace's calls keep finding the same span).
+    the context variable directly, and the span last asked about is recognised by
+    identity (a request's or a trace's calls keep finding the same span).
     """
     if _context_get is not None:
         span = _context_get().get(_SPAN_KEY)
@@ -184,13 +185,13 @@ def _unsampled_now() -> bool:
             return False  # no span: a new root, decided (if a change is made) at the end
     else:
         span = current_span()
-    if span is _last_unsampled[0]:
-        return True
+    last = _last_span[0]
+    if last[0] is span:
+        return last[1]
     context = span.get_span_context()
-    if context.is_valid and not context.trace_flags.sampled:
-        _last_unsampled[0] = span
-        return True
-    return False
+    unsampled = bool(context.is_valid and not context.trace_flags.sampled)
+    _last_span[0] = (span, unsampled)
+    return unsampled
 
 
 def _record_exit(frame: Frame, obj: Any, method: str) -> None:

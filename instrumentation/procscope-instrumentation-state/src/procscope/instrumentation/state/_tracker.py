@@ -432,8 +432,53 @@ def _record_scalars(
         news.append(new)
     if not fields:
         return
-    name = tracker.name_of(obj)
     span = current_span()
+    if not span.is_recording() or len(fields) != 1:
+        _record_scalars_on(tracker, obj, method, start_ns, span, fields, seqs, olds, news)
+        return
+    # One field changed, onto the current span: the usual case, in the fewest steps.
+    field, seq = fields[0], seqs[0]
+    name = tracker.name_of(obj)
+    attributes: dict[str, Any] = {
+        sc.OBJECT: name,
+        sc.CLASS: tracker.type_name,
+        sc.METHOD: method,
+        sc.EPOCH: tracker.epoch_label if name == tracker.last_name else f"{name}/0",
+        sc.SEQ: seq,
+        sc.FIELDS: (field,),
+        sc.FIELD_SEQS: (seq,),
+    }
+    if _live.capture_content:
+        if secret_name(field):
+            attributes[sc.OLD_VALUES] = attributes[sc.VALUES] = (MASK,)
+        else:
+            attributes[sc.OLD_VALUES] = (scalar_repr(olds[0]),)
+            attributes[sc.VALUES] = (scalar_repr(news[0]),)
+    add_span_event(span, sc.EVENT_CHANGE, attributes)
+    tracker.since_snapshot += 1
+    if (
+        tracker.pending_snapshot is None
+        and tracker.generation == RT.generation
+        and name == tracker.last_name
+        and tracker.since_snapshot < RT.snapshot_every
+    ):
+        return
+    _snapshot_after_change(tracker, obj, name, Target(span, False))
+
+
+def _record_scalars_on(
+    tracker: Tracker,
+    obj: Any,
+    method: str,
+    start_ns: int,
+    span: Any,
+    fields: list[str],
+    seqs: list[int],
+    olds: list[Any],
+    news: list[Any],
+) -> None:
+    """_record_scalars for several fields, or when the current span does not record."""
+    name = tracker.name_of(obj)
     target: Target | None = None
     if not span.is_recording():
         target = _begin(tracker, obj, name, method, start_ns)
