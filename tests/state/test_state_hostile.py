@@ -264,3 +264,72 @@ def test_name_argument_and_procscope_name_agree(recorder: Any) -> None:
     assert procscope.trace_state(obj, name="thing") is obj
     obj.colour = "red"
     assert recorder.changes("thing")[0]["procscope.state.values"] == ("'red'",)
+
+
+_SENTINEL = object()
+
+
+def _signature_zoo() -> type:
+    """A class whose methods use every kind of parameter (a fresh class per call)."""
+
+    class Zoo:
+        def __init__(self) -> None:
+            self.seen: Any = None
+
+        def mixed(self, x, y=2, *rest, z, w=_SENTINEL, **extra):  # type: ignore[no-untyped-def]
+            self.seen = (x, y, rest, z, w is _SENTINEL, extra)
+            return self.seen
+
+        def positional_only(self, x, /, y=[]):  # type: ignore[no-untyped-def]  # noqa: B006
+            y.append(x)  # the shared default list, as in the plain function
+            self.seen = list(y)
+            return self.seen
+
+        def keyword_only(this, *, k=3):  # type: ignore[no-untyped-def]  # noqa: N805
+            this.seen = k
+            return k
+
+        def star_only(*args, **kwargs):  # type: ignore[no-untyped-def]
+            args[0].seen = (args[1:], kwargs)
+            return args[0].seen
+
+        def clashing(self, _ps_func=1, id=5, Exception=6):  # type: ignore[no-untyped-def]  # noqa: N803
+            self.seen = (_ps_func, id, Exception)
+            return self.seen
+
+    return Zoo
+
+
+def test_methods_take_and_reject_arguments_exactly_as_before(recorder: Any) -> None:
+    """Every parameter kind binds as in the plain class; wrong calls raise the same TypeError."""
+    plain_class, traced_class = _signature_zoo(), trace_state(_signature_zoo())
+    calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+        ("mixed", (1,), {"z": 3}),
+        ("mixed", (1, 2, 3, 4), {"z": 5, "w": 6, "q": 7}),
+        ("mixed", (), {"x": 1, "z": 2}),
+        ("positional_only", (1,), {}),
+        ("positional_only", (2,), {}),
+        ("positional_only", (1, [9]), {}),
+        ("keyword_only", (), {"k": 9}),
+        ("keyword_only", (), {}),
+        ("star_only", (1, 2), {"u": 3}),
+        ("clashing", (), {}),
+        ("clashing", (7,), {"Exception": 1}),
+        ("mixed", (), {}),
+        ("mixed", (1,), {}),
+        ("mixed", (1,), {"z": 1, "x": 2}),
+        ("positional_only", (), {"x": 1}),
+        ("keyword_only", (1,), {}),
+        ("clashing", (1, 2, 3, 4), {}),
+    ]
+    plain, traced = plain_class(), traced_class()
+    for method, args, kwargs in calls:
+        outcomes = []
+        for obj in (plain, traced):
+            try:
+                fresh = [list(a) if isinstance(a, list) else a for a in args]  # own copies
+                outcomes.append(("returned", getattr(obj, method)(*fresh, **kwargs), obj.seen))
+            except TypeError as error:
+                outcomes.append(("TypeError", str(error), None))
+        assert outcomes[0] == outcomes[1], (method, args, kwargs)
+    assert [c["procscope.state.method"] for c in recorder.changes()][:3] == ["mixed"] * 3

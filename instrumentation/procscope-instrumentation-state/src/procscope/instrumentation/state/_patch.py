@@ -29,6 +29,7 @@ from typing import Any
 
 from ._common.guard import log_internal_error
 from ._diff import MISSING, freeze
+from ._fastwrap import exact_wrapper
 from ._runtime import _CONTEXT_VAR, _SPAN_KEY, RT, current_span
 from ._tracker import (
     IN_DICT,
@@ -62,10 +63,12 @@ F_ASSIGNED = 3  # field -> [old, new, seq] seen by the hooks; None; False: unsam
 F_START = 4  # time.time_ns() at the start (the start of a span made afterwards)
 F_TOKEN = 5  # the ContextVar token that pushed it
 Frame = list  # [oid, tracker, frozen, assigned, start_ns, token]
+# _fastwrap's compiled wrappers use these slots by number.
+assert (F_OID, F_FROZEN, F_ASSIGNED, F_TOKEN) == (0, 2, 3, 5)
 # A frame's oid once its call has returned. A task or context copied during the call
 # (asyncio.create_task in a method) still holds the frame: it must no longer match, or
 # that task's later assignments would go into a call already recorded.
-CLOSED = 0
+CLOSED = 0  # also in _fastwrap's template
 
 
 class ClassInfo:
@@ -230,6 +233,17 @@ def wrap_method(func: Any, method: str) -> Any:
 
     frames_get, frames_set, frames_reset = _frames.get, _frames.set, _frames.reset
     trackers_get, time_ns = TRACKERS.get, time.time_ns
+
+    exact = exact_wrapper(
+        func,
+        method,
+        (RT, trackers_get, frames_get, frames_set, frames_reset, time_ns, _enter,
+         _record_exit, log_internal_error),
+    )  # fmt: skip
+    if exact is not None:
+        exact = functools.wraps(func)(exact)
+        setattr(exact, _WRAPPED_MARK, True)
+        return exact
 
     @functools.wraps(func)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
