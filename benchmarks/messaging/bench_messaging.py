@@ -10,9 +10,17 @@ and shared: medians of interleaved rounds, never a single run):
    BatchSpanProcessor, flush included) against two bare SDK spans exported the same way.
 3. a reference pipeline (a producer thread and a producer process, one multiprocessing
    queue, two consumer processes doing about 50 us of work per message, results back on
-   a second queue), untraced against procscope.setup() at sample rates 0, 0.01 and 1.0.
-   Goal: at most 2 % at 0.01. Each run is a fresh interpreter (setup is once per process);
-   only the pipeline itself is timed.
+   a second queue), untraced against procscope.setup() at sample rates 0, 0.01 and 1.0
+   (and at 0.01 with level messages_only). Goal: at most 2 % at 0.01. Each run is a fresh
+   interpreter (setup is once per process); only the pipeline's steady state is timed:
+   every process is started, and has sent and received sampled warm-up messages, before
+   the clock starts (the first sampled messages of a process cost a few hundred
+   microseconds more, once).
+
+Every figure is reported as wall time and as CPU time (process_time, all threads; for
+the pipeline, summed over its processes): this 2-core machine is shared, and the wall
+time of a run swings by 10 % or more with the others' load while its CPU time moves much
+less.
 
     python benchmarks/messaging/bench_messaging.py [--quick]
 """
@@ -40,6 +48,29 @@ def median(values: list[float]) -> float:
 
 # --- 1. unsampled put+get ------------------------------------------------------------------
 
+def paired(base: list[tuple[float, float]], other: list[tuple[float, float]]
+           ) -> tuple[float, float, float, float]:
+    """Medians of (wall, CPU) of ``other`` and of its per-round differences to ``base``.
+
+    The difference is taken within each round (the two runs are side by side, so they see
+    the same load) and its median reported: steadier than a difference of medians.
+    """
+    wall = median([o[0] for o in other])
+    cpu = median([o[1] for o in other])
+    d_wall = median([o[0] - b[0] for b, o in zip(base, other)])
+    d_cpu = median([o[1] - b[1] for b, o in zip(base, other)])
+    return wall, cpu, d_wall, d_cpu
+
+
+def timed(function: Any, n: int, scale: float) -> tuple[float, float]:
+    """(wall, CPU) per iteration of ``function()``, which runs ``n`` iterations."""
+    wall_started = time.perf_counter()
+    cpu_started = time.process_time()
+    function()
+    return ((time.perf_counter() - wall_started) / n * scale,
+            (time.process_time() - cpu_started) / n * scale)
+
+
 def bench_unsampled() -> list[list[str]]:
     from opentelemetry import context, trace
     from opentelemetry.sdk.trace import TracerProvider
@@ -60,33 +91,35 @@ def bench_unsampled() -> list[list[str]]:
     instrumentor.instrument(tracer_provider=provider)
     traced_q: queue.Queue[int] = queue.Queue()
     instrumentor.uninstrument()
-    n = 20_000
-    rounds = 15 if QUICK else 41
+    n = 10_000
+    rounds = 21 if QUICK else 81
     unsampled_parent = trace.set_span_in_context(
         trace.NonRecordingSpan(
             trace.SpanContext(0x1234, 0x5678, is_remote=False, trace_flags=trace.TraceFlags(0))
         )
     )
 
-    def run(q: queue.Queue[int]) -> float:
+    def run(q: queue.Queue[int]) -> tuple[float, float]:
         put, get = q.put, q.get
-        started = time.perf_counter()
-        for i in range(n):
-            put(i)
-            get()
-        return (time.perf_counter() - started) / n * 1e9
 
-    def run_in_parent(q: queue.Queue[int]) -> float:
+        def loop() -> None:
+            for i in range(n):
+                put(i)
+                get()
+
+        return timed(loop, n, 1e9)
+
+    def run_in_parent(q: queue.Queue[int]) -> tuple[float, float]:
         token = context.attach(unsampled_parent)
         try:
             return run(q)
         finally:
             context.detach(token)
 
-    bare: list[float] = []
-    rate0: list[float] = []
-    in_parent: list[float] = []
-    bare_parent: list[float] = []
+    bare: list[tuple[float, float]] = []
+    rate0: list[tuple[float, float]] = []
+    in_parent: list[tuple[float, float]] = []
+    bare_parent: list[tuple[float, float]] = []
     for _ in range(rounds):
         bare.append(run(plain_q))
         bare_parent.append(run_in_parent(plain_q))
@@ -94,22 +127,25 @@ def bench_unsampled() -> list[list[str]]:
         rate0.append(run(traced_q))
         in_parent.append(run_in_parent(traced_q))
         instrumentor.uninstrument()
-    b, bp, r0, ip = median(bare), median(bare_parent), median(rate0), median(in_parent)
-    return [
-        ["put+get, uninstrumented", f"{b:.0f} ns", "", ""],
-        ["put+get, unsampled (rate 0, no span)", f"{r0:.0f} ns", f"+{r0 - b:.0f} ns",
-         f"{r0 / b:.2f}x"],
-        ["put+get, uninstrumented, in a non-sampled span", f"{bp:.0f} ns", "", ""],
-        ["put+get, unsampled (in a non-sampled span)", f"{ip:.0f} ns", f"+{ip - bp:.0f} ns",
-         f"{ip / bp:.2f}x"],
-    ]
+    rows = []
+    for label, base, ours in (("rate 0, no span", bare, rate0),
+                              ("in a non-sampled span", bare_parent, in_parent)):
+        b_wall, b_cpu, _, _ = paired(base, base)
+        wall, cpu, d_wall, d_cpu = paired(base, ours)
+        rows.append([f"put+get, uninstrumented ({label})", f"{b_wall:.0f} ns",
+                     f"{b_cpu:.0f} ns", "", ""])
+        rows.append([f"put+get, unsampled ({label})", f"{wall:.0f} ns", f"{cpu:.0f} ns",
+                     f"+{d_wall:.0f} ns", f"+{d_cpu:.0f} ns"])
+    return rows
 
 
 # --- 2. one sampled message ------------------------------------------------------------------
 
 def bench_sampled() -> list[list[str]]:
+    from opentelemetry import context, trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.trace import Link, SpanKind
     from procscope.exporters.tracedb import TraceDBSpanExporter
     from procscope.instrumentation.messaging import MessagingInstrumentor
 
@@ -123,56 +159,93 @@ def bench_sampled() -> list[list[str]]:
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("bench")
     instrumentor = MessagingInstrumentor()
-    q: queue.Queue[Any] = queue.Queue()
+    plain_q: queue.Queue[Any] = queue.Queue()
+    instrumentor.instrument(tracer_provider=provider)
+    traced_q: queue.Queue[Any] = queue.Queue()
+    instrumentor.uninstrument()
     n = 1_000
     rounds = 5 if QUICK else 11
     message = {"job": 17, "payload": "x" * 40}
+    # What our two spans carry (docs/semantic-conventions.md), as constants: the SDK's
+    # cost of recording and exporting them, without anything of ours.
+    send_attributes = {
+        "messaging.system": "python_queue", "messaging.operation.type": "send",
+        "messaging.operation.name": "put", "messaging.destination.name": "q@bench.py:1",
+        "procscope.messaging.queue.type": "Queue", "thread.id": 1, "thread.name": "MainThread",
+        "process.pid": 1, "procscope.messaging.content": repr(message),
+        "messaging.message.id": "0123456789abcdef",
+    }
+    receive_attributes = {
+        "messaging.system": "python_queue", "messaging.operation.type": "receive",
+        "messaging.operation.name": "get", "messaging.destination.name": "q@bench.py:1",
+        "messaging.message.id": "0123456789abcdef", "thread.id": 1,
+        "thread.name": "MainThread", "process.pid": 1, "procscope.messaging.sender.pid": 1,
+        "procscope.messaging.sender.thread.id": 1,
+        "procscope.messaging.sender.thread.name": "MainThread",
+        "procscope.messaging.wait_time": 1e-6, "procscope.messaging.block_time": 0.0,
+    }
 
-    def traced() -> float:
-        started = time.perf_counter()
+    def traced() -> None:
         for _ in range(n):
-            q.put(message)
-            q.get()
+            traced_q.put(message)
+            traced_q.get()
         processor.force_flush()
-        return (time.perf_counter() - started) / n * 1e6
 
-    def two_spans() -> float:
-        started = time.perf_counter()
+    def two_spans() -> None:
         for _ in range(n):
-            q.put(message)
-            q.get()
+            plain_q.put(message)
+            plain_q.get()
             tracer.start_span("send").end()
             tracer.start_span("receive").end()
         processor.force_flush()
-        return (time.perf_counter() - started) / n * 1e6
 
-    def bare() -> float:
-        started = time.perf_counter()
+    def two_spans_alike() -> None:
         for _ in range(n):
-            q.put(message)
-            q.get()
-        return (time.perf_counter() - started) / n * 1e6
+            plain_q.put(message)
+            plain_q.get()
+            send = tracer.start_span("put q", kind=SpanKind.PRODUCER,
+                                     attributes=dict(send_attributes))
+            send.end()
+            parent = send.get_span_context()
+            tracer.start_span(
+                "get q", context=trace.set_span_in_context(trace.NonRecordingSpan(parent)),
+                kind=SpanKind.CONSUMER, attributes=dict(receive_attributes),
+                links=[Link(parent)],
+            ).end()
+        processor.force_flush()
 
-    ours: list[float] = []
-    sdk: list[float] = []
-    plain: list[float] = []
-    from opentelemetry import context
+    def bare() -> None:
+        for _ in range(n):
+            plain_q.put(message)
+            plain_q.get()
 
+    ours: list[tuple[float, float]] = []
+    sdk: list[tuple[float, float]] = []
+    alike: list[tuple[float, float]] = []
+    plain: list[tuple[float, float]] = []
     for _ in range(rounds):
-        plain.append(bare())
-        sdk.append(two_spans())
+        plain.append(timed(bare, n, 1e6))
+        sdk.append(timed(two_spans, n, 1e6))
+        alike.append(timed(two_spans_alike, n, 1e6))
         instrumentor.instrument(tracer_provider=provider)
-        ours.append(traced())
+        ours.append(timed(traced, n, 1e6))
         instrumentor.uninstrument()
         context.attach(context.Context())  # the consumer context of the last get, gone
     processor.shutdown()
-    p, s, o = median(plain), median(sdk), median(ours)
+    p_wall, p_cpu, _, _ = paired(plain, plain)
+    s_wall, s_cpu, s_dwall, s_dcpu = paired(plain, sdk)
+    a_wall, a_cpu, a_dwall, a_dcpu = paired(plain, alike)
+    o_wall, o_cpu, o_dwall, o_dcpu = paired(plain, ours)
     return [
-        ["put+get, uninstrumented", f"{p:.1f} us", "", ""],
-        ["put+get + two bare SDK spans (batch, trace DB)", f"{s:.1f} us",
-         f"+{s - p:.1f} us", "reference"],
-        ["put+get sampled: both spans (batch, trace DB)", f"{o:.1f} us", f"+{o - p:.1f} us",
-         f"{(o - p) / (s - p):.2f}x the SDK spans"],
+        ["put+get, uninstrumented", f"{p_wall:.1f} us", f"{p_cpu:.1f} us", "", "", ""],
+        ["put+get + two bare SDK spans (batch, trace DB)", f"{s_wall:.1f} us",
+         f"{s_cpu:.1f} us", f"+{s_dwall:.1f} us", f"+{s_dcpu:.1f} us", "reference"],
+        ["put+get + two SDK spans with our attributes and link", f"{a_wall:.1f} us",
+         f"{a_cpu:.1f} us", f"+{a_dwall:.1f} us", f"+{a_dcpu:.1f} us",
+         f"{a_dcpu / s_dcpu:.2f}x"],
+        ["put+get sampled: both spans (batch, trace DB)", f"{o_wall:.1f} us",
+         f"{o_cpu:.1f} us", f"+{o_dwall:.1f} us", f"+{o_dcpu:.1f} us",
+         f"{o_dcpu / s_dcpu:.2f}x ({o_dcpu / a_dcpu:.2f}x alike)"],
     ]
 
 
@@ -230,23 +303,40 @@ def pipeline_round(mode: str, messages: int, loops: int) -> tuple[float, float]:
     the producer process and both consumers, each measured from its first message),
     which the machine's other load disturbs much less than the wall time.
     """
+    level, _, rate = mode.rpartition(":")
     if mode != "off":
         import procscope
 
         folder = tempfile.mkdtemp(prefix="bench-pipeline-")
         procscope.setup(db=os.path.join(folder, "trace.db"), exporter="tracedb",
-                        sample_rate=float(mode))
+                        sample_rate=float(rate), level=level or None)
     ctx = mp.get_context("fork")
     jobs, results = ctx.Queue(), ctx.Queue()
     consumers = [ctx.Process(target=consumer, args=(jobs, results, loops)) for _ in range(2)]
     for process in consumers:
         process.start()
     half = messages // 2
-    # Warm the consumers (and the queues' feeder threads) before the clock starts.
-    jobs.put(-1)
-    jobs.put(-2)
-    results.get()
-    results.get()
+    # Warm the consumers and the queues' feeder threads before the clock starts, with
+    # every warm-up message sampled: the first sampled messages of a process cost a few
+    # hundred microseconds more than the later ones (cold caches), once per process; this
+    # measures the steady state. Only this process samples at 1.0 for the warm-up (the
+    # consumers, already started, keep the rate of the run): the consumers' spans are
+    # sampled because the warm-up messages carry a sampled context, and so are the
+    # results they send while handling them.
+    if mode != "off":
+        procscope.configure(sample_rate=1.0)
+    for warm in range(-1, -21, -1):
+        jobs.put(warm)
+    for _ in range(20):
+        results.get()
+    if mode != "off":
+        from opentelemetry import context
+
+        procscope.configure(sample_rate=float(rate))
+        # The last warm-up result left its (sampled) context attached to this thread:
+        # drop it, or the producer thread and process started below would inherit it
+        # and every message they send would be sampled.
+        context.attach(context.Context())
     # Every process is started before the clock (process start-up is not messaging).
     go = ctx.Event()
     feeder = ctx.Process(target=producer, args=(jobs, 0, half, go, results))
@@ -285,11 +375,13 @@ def pipeline_round(mode: str, messages: int, loops: int) -> tuple[float, float]:
 
 def bench_pipeline() -> list[list[str]]:
     messages = 1_000 if QUICK else 4_000
-    rounds = 3 if QUICK else 9
+    rounds = 3 if QUICK else 11
     loops = calibrate()
     # sample_rate 0.0: procscope set up, every wrapper in place, nothing sampled; the
-    # difference to 0.01 is what the sampled 1 % of the messages cost.
-    modes = ["off", "0.0", "0.01", "1.0"]
+    # difference to 0.01 is what the sampled 1 % of the messages cost. The default level
+    # ("full") also runs the lifecycle and state instrumentors; level messages_only
+    # (lifecycle and messaging) shows the messaging instrumentor's part.
+    modes = ["off", "0.0", "0.01", "messages_only:0.01", "1.0"]
     walls: dict[str, list[float]] = {m: [] for m in modes}
     cpus: dict[str, list[float]] = {m: [] for m in modes}
     for _ in range(rounds):
@@ -302,21 +394,26 @@ def bench_pipeline() -> list[list[str]]:
             walls[mode].append(result["seconds"])
             cpus[mode].append(result["cpu"])
     rows = []
-    for label, unit, data in (("wall", 1e3, walls), ("CPU", 1e3, cpus)):
-        base = median(data["off"])
+    for label, data in (("wall", walls), ("CPU", cpus)):
+        base = data["off"]
         rows.append([f"pipeline {label} time, {messages} messages, uninstrumented",
-                     f"{base * unit:.0f} ms", "", ""])
+                     f"{median(base) * 1e3:.0f} ms", "", ""])
         for mode in modes[1:]:
-            t = median(data[mode])
-            rows.append([f"pipeline {label} time, procscope.setup(sample_rate={mode})",
-                         f"{t * unit:.0f} ms", f"{(t / base - 1) * 100:+.1f} %",
-                         f"{t / base:.3f}x"])
+            level, _, rate = mode.rpartition(":")
+            setup_args = f"sample_rate={rate}" + (f", level={level}" if level else "")
+            # The ratio of each round to the uninstrumented run of the same round (they
+            # ran side by side), then the median of those ratios.
+            ratio = median([t / b for b, t in zip(base, data[mode])])
+            rows.append([f"pipeline {label} time, procscope.setup({setup_args})",
+                         f"{median(data[mode]) * 1e3:.0f} ms", f"{(ratio - 1) * 100:+.1f} %",
+                         f"{ratio:.3f}x"])
     rows.append([f"(work per message: {loops} loops, calibrated to ~50 us)", "", "", ""])
     return rows
 
 
-def table(title: str, rows: list[list[str]]) -> None:
-    headers = ["case", "median", "added", "ratio"]
+def table(title: str, rows: list[list[str]], headers: list[str] | None = None) -> None:
+    if headers is None:
+        headers = ["case", "median", "added", "ratio"]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     print(f"\n{title}")
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
@@ -333,8 +430,11 @@ def main() -> int:
         print(json.dumps({"seconds": wall, "cpu": cpu}))
         return 0
     started = time.perf_counter()
-    table("1. unsampled put+get on queue.Queue (goal: <= 0.25 us added)", bench_unsampled())
-    table("2. one sampled message, both spans exported to the trace DB", bench_sampled())
+    table("1. unsampled put+get on queue.Queue (goal: <= 0.25 us added)", bench_unsampled(),
+          ["case", "wall", "CPU", "added wall", "added CPU"])
+    table("2. one sampled message, both spans exported to the trace DB (CPU: all threads,"
+          " the export too)", bench_sampled(),
+          ["case", "wall", "CPU", "added wall", "added CPU", "added CPU ratio"])
     table("3. reference pipeline (goal: <= 2 % at sample rate 0.01)", bench_pipeline())
     print(f"\n({time.perf_counter() - started:.0f} s; medians of interleaved rounds)")
     return 0
