@@ -28,7 +28,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from ._common.guard import log_internal_error
-from ._diff import MISSING, freeze
+from ._diff import MISSING, SCALARS, freeze
 from ._fastwrap import exact_wrapper
 from ._runtime import _CONTEXT_VAR, _SPAN_KEY, RT, current_span
 from ._tracker import (
@@ -42,6 +42,7 @@ from ._tracker import (
     read_state,
     read_state_field,
     record_changes,
+    record_one_scalar,
     record_start,
     register,
 )
@@ -203,7 +204,21 @@ def _record_exit(frame: Frame, obj: Any, method: str) -> None:
         tracker.pending_snapshot = tracker.pending_snapshot or "resync"
         return
     try:
-        record_changes(tracker, obj, method, frame[F_START], frame[F_ASSIGNED], frame[F_FROZEN])
+        assigned = frame[F_ASSIGNED]
+        if (
+            frame[F_FROZEN] is None
+            and len(assigned) == 1
+            and not tracker.container_fields
+            and not RT.log_events
+        ):
+            # record_changes' usual case, one call sooner: one field, scalars.
+            ((field, (old, new, seq)),) = assigned.items()
+            if type(old) in SCALARS and type(new) in SCALARS:
+                # same() for two scalars: equal values of the same type.
+                if old is not new and (type(old) is not type(new) or old != new):
+                    record_one_scalar(tracker, obj, method, frame[F_START], field, old, new, seq)
+                return
+        record_changes(tracker, obj, method, frame[F_START], assigned, frame[F_FROZEN])
     except Exception:  # noqa: BLE001 -- the guard logs it
         log_internal_error()
 
@@ -362,7 +377,7 @@ def _after_change(obj: Any, name: str, pending: tuple[Any, ...], method: str) ->
 
 
 def _make_setattr(orig: Any) -> Any:
-    trackers_get, frames_get, kinds_get = TRACKERS.get, _frames.get, KINDS.get
+    frames_get, kinds_get = _frames.get, KINDS.get
     dict_of = object.__getattribute__  # never the class's own __getattribute__
     unsampled_now = _unsampled_now
 
@@ -376,29 +391,27 @@ def _make_setattr(orig: Any) -> Any:
         frame: Frame | None = None  # the fast path's frame, when it applies
         unsampled = False
         old: Any = MISSING
+        # The common case inlined (inside a method of this object, the only frame open, a
+        # plain attribute in its __dict__): every assignment of a traced object comes
+        # here, so the checks are ordered to say "nothing to do" soonest.
         try:
-            oid = id(self)
-            tracker = trackers_get(oid)
             frames = frames_get()
-            per_class = kinds_get(type(self))
-            kind = per_class.get(name) if per_class is not None else None
-            if (
-                tracker is not None
-                and len(frames) == 1
-                and frames[0][F_OID] == oid
-                and kind is not None
-                and kind[0] == IN_DICT
-                and tracker.fields is None
-            ):
-                assigned = frames[0][F_ASSIGNED]
+            top = frames[0] if len(frames) == 1 else None
+            if top is not None and top[F_OID] == id(self) and top[F_TRACKER] is not None:
+                assigned = top[F_ASSIGNED]
                 if assigned is not False:  # False: an unsampled call, nothing to note
-                    frame = frames[0]
-                    # The call's first assignment decides whether its trace is sampled:
-                    # if not, nothing is read or noted for the rest of the call.
-                    if assigned is None and unsampled_now():
-                        unsampled = True
+                    per_class = kinds_get(type(self))
+                    kind = per_class.get(name) if per_class is not None else None
+                    if kind is not None and kind[0] == IN_DICT and top[F_TRACKER].fields is None:
+                        frame = top
+                        # The call's first assignment decides whether its trace is
+                        # sampled: if not, nothing is read or noted for the rest of it.
+                        if assigned is None and unsampled_now():
+                            unsampled = True
+                        else:
+                            old = dict_of(self, "__dict__").get(name, MISSING)
                     else:
-                        old = dict_of(self, "__dict__").get(name, MISSING)
+                        pending = _before_change(self, name)
             else:
                 pending = _before_change(self, name)
         except Exception:  # noqa: BLE001 -- the guard logs it
@@ -416,7 +429,7 @@ def _make_setattr(orig: Any) -> Any:
                 # Read back rather than trust the value given: the class's own
                 # __setattr__ may have stored something else.
                 new = dict_of(self, "__dict__").get(name, MISSING)
-                seq = next(tracker.counter)  # type: ignore[union-attr]
+                seq = next(frame[F_TRACKER].counter)
                 assigned = frame[F_ASSIGNED]
                 if assigned is None:
                     frame[F_ASSIGNED] = {name: [old, new, seq]}

@@ -39,9 +39,22 @@ from ._diff import (
     secret_name,
     value_repr,
 )
-from ._runtime import MAX_CHANGE_ENTRIES, RT, Target, add_span_event, begin, current_span
+from ._runtime import (
+    _CONTEXT_VAR,
+    _FAST_TYPES,
+    _SPAN_KEY,
+    MAX_CHANGE_ENTRIES,
+    RT,
+    Target,
+    _SdkEvent,
+    add_span_event,
+    begin,
+    current_span,
+)
 
 _live = shared_state.settings()  # the live settings object: read its attributes per call
+_context_get = _CONTEXT_VAR.get if _CONTEXT_VAR is not None and _SPAN_KEY is not None else None
+_fast_types_get = _FAST_TYPES.get  # span type -> may take events already built
 
 # id(obj) -> Tracker. Plain dict operations are atomic under the GIL.
 TRACKERS: dict[int, Tracker] = {}
@@ -359,6 +372,13 @@ def record_changes(
     of those is a function call in Python 3.11).
     """
     if frozen is None and assigned and not tracker.container_fields and not RT.log_events:
+        if len(assigned) == 1:
+            ((field, (old, new, seq)),) = assigned.items()
+            if type(old) in SCALARS and type(new) in SCALARS:
+                # same() for two scalars: equal values of the same type.
+                if old is not new and (type(old) is not type(new) or old != new):
+                    record_one_scalar(tracker, obj, method, start_ns, field, old, new, seq)
+                return
         for entry in assigned.values():
             if type(entry[0]) not in SCALARS or type(entry[1]) not in SCALARS:
                 break
@@ -432,13 +452,20 @@ def _record_scalars(
         news.append(new)
     if not fields:
         return
-    span = current_span()
-    if not span.is_recording() or len(fields) != 1:
-        _record_scalars_on(tracker, obj, method, start_ns, span, fields, seqs, olds, news)
+    _record_scalars_on(tracker, obj, method, start_ns, current_span(), fields, seqs, olds, news)
+
+
+def record_one_scalar(
+    tracker: Tracker, obj: Any, method: str, start_ns: int, field: str, old: Any, new: Any, seq: int
+) -> None:
+    """One builtin scalar field changed (the usual case): onto the current span, in the
+    fewest steps; the same event as _emit_change makes."""
+    span = _context_get().get(_SPAN_KEY) if _context_get is not None else current_span()
+    if span is None or not span.is_recording():
+        span = current_span()
+        _record_scalars_on(tracker, obj, method, start_ns, span, [field], [seq], [old], [new])
         return
-    # One field changed, onto the current span: the usual case, in the fewest steps.
-    field, seq = fields[0], seqs[0]
-    name = tracker.name_of(obj)
+    name = tracker.given_name or tracker.name_of(obj)
     attributes: dict[str, Any] = {
         sc.OBJECT: name,
         sc.CLASS: tracker.type_name,
@@ -452,9 +479,12 @@ def _record_scalars(
         if secret_name(field):
             attributes[sc.OLD_VALUES] = attributes[sc.VALUES] = (MASK,)
         else:
-            attributes[sc.OLD_VALUES] = (scalar_repr(olds[0]),)
-            attributes[sc.VALUES] = (scalar_repr(news[0]),)
-    add_span_event(span, sc.EVENT_CHANGE, attributes)
+            attributes[sc.OLD_VALUES] = (scalar_repr(old),)
+            attributes[sc.VALUES] = (scalar_repr(new),)
+    if _fast_types_get(type(span)):
+        span._add_event(_SdkEvent(sc.EVENT_CHANGE, attributes))  # add_span_event, inlined
+    else:
+        add_span_event(span, sc.EVENT_CHANGE, attributes)
     tracker.since_snapshot += 1
     if (
         tracker.pending_snapshot is None
