@@ -8,6 +8,7 @@ entry point not listed in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -16,6 +17,24 @@ from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from ._common.guard import handle_internal_errors
 from ._instrumentors import INSTRUMENTORS
+
+_AUTO_LOAD_LOGGER = "opentelemetry.instrumentation.auto_instrumentation._load"
+
+
+class _OurChoiceOfConfigurator(logging.Filter):
+    """Drops OpenTelemetry's notice that another configurator was skipped for ours.
+
+    With opentelemetry-distro installed too, every process would log "Configuration of
+    configurator not loaded, procscope already loaded": the outcome our distro asked for,
+    repeated in every child, not a problem to report.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.msg == "Configuration of %s not loaded, %s already loaded"
+            and isinstance(record.args, tuple)
+            and record.args[-1:] == ("procscope",)
+        )
 
 
 class ProcscopeDistro(BaseDistro):
@@ -26,6 +45,8 @@ class ProcscopeDistro(BaseDistro):
         # settles which configurator runs when opentelemetry-distro is installed too.
         os.environ.setdefault("OTEL_PYTHON_CONFIGURATOR", "procscope")
         os.environ.setdefault("OTEL_TRACES_EXPORTER", "tracedb")
+        if os.environ["OTEL_PYTHON_CONFIGURATOR"] == "procscope":
+            logging.getLogger(_AUTO_LOAD_LOGGER).addFilter(_OurChoiceOfConfigurator())
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
         if entry_point.name in INSTRUMENTORS:

@@ -47,6 +47,7 @@ def test_auto_launch_sets_up_procscope_and_its_instrumentors(run_app: Any, spans
     assert "instrumented True True True" in result.stdout
     assert [s["name"] for s in spans_in(result.stdout)] == ["auto-launched"]
     assert "already instrumented" not in result.stderr
+    assert "not loaded" not in result.stderr  # opentelemetry-distro is installed here too
 
 
 def test_auto_launch_disabled_instrumentation(run_app: Any) -> None:

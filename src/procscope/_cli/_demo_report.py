@@ -43,6 +43,6 @@ def print_demo_report(db: str) -> int:
     if traces:
         statuses.append(_show(["show", traces[0]["trace_id"], "--db", db]))
     print("Ask more questions of the same recording, for example:")
-    print(f"  procscope messages --db {shlex.quote(db)} --from pricer-1")
+    print(f"  procscope messages --db {shlex.quote(db)} --to ledger")
     print(f"  procscope state ledger --db {shlex.quote(db)} --at HH:MM:SS")
     return max(statuses)

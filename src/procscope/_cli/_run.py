@@ -148,7 +148,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         db = os.path.join(tempfile.mkdtemp(prefix="procscope-demo-"), "procscope.db")
     env = instrumented_environ(dict(os.environ), db=db, exporter="tracedb", level="full")
     env.setdefault("OTEL_SERVICE_NAME", "procscope-demo")
-    print(f"procscope demo: running {demo_program().name} under procscope, recording into {db}")
+    print(
+        "procscope demo: running the example program (examples/demo.py) under procscope, "
+        f"recording into {db}"
+    )
     print("(one worker process is meant to crash: its traceback below is part of the demo)\n")
     sys.stdout.flush()
     completed = subprocess.run([sys.executable, str(demo_program())], env=env, check=False)
