@@ -147,9 +147,40 @@ def _get_logger(version: str, logger_provider: Any) -> Any:
 
 
 try:
-    from opentelemetry.sdk.trace import Event as _SdkEvent
+    from opentelemetry.sdk.trace import Event as _PlainSdkEvent
 except ImportError:  # the API alone: spans are never SDK spans then
-    _SdkEvent = None  # type: ignore[assignment,misc]
+    _PlainSdkEvent = None  # type: ignore[assignment,misc]
+
+
+def _event_class() -> Any:
+    """The SDK's Event, or a subclass that builds the same object in one step.
+
+    Event.__init__ goes through EventBase.__init__ with super() and two unused
+    parameters: a third of what adding an event costs. The subclass sets the same three
+    attributes directly; it is used only if a real Event holds exactly those (checked
+    here, once), so an SDK that changes Event gets the SDK's own constructor.
+    """
+    if _PlainSdkEvent is None:
+        return None
+    try:
+        probe = _PlainSdkEvent("probe", {"k": 1}, 5)
+        if vars(probe) != {"_name": "probe", "_timestamp": 5, "_attributes": {"k": 1}}:
+            return _PlainSdkEvent
+    except Exception:  # noqa: BLE001 -- any surprise: the SDK's constructor
+        return _PlainSdkEvent
+
+    class StateEvent(_PlainSdkEvent):  # type: ignore[valid-type,misc]
+        __slots__ = ()
+
+        def __init__(self, name: str, attributes: Any) -> None:
+            self._name = name
+            self._timestamp = time.time_ns()
+            self._attributes = attributes
+
+    return StateEvent
+
+
+_SdkEvent: Any = _event_class()
 
 # Span classes whose events we may append already built (see Target.add), by type.
 _FAST_TYPES: dict[type, bool] = {}

@@ -28,9 +28,12 @@ from ._common import shared_state
 from ._common.naming import get_name
 from ._common.saferepr import MASK
 from ._diff import (
+    _BIG,
+    _PLAIN_REPR,
     DIFFABLE,
     MISSING,
     SCALARS,
+    _secret_names,
     diff,
     freeze,
     is_container,
@@ -55,6 +58,10 @@ from ._runtime import (
 _live = shared_state.settings()  # the live settings object: read its attributes per call
 _context_get = _CONTEXT_VAR.get if _CONTEXT_VAR is not None and _SPAN_KEY is not None else None
 _fast_types_get = _FAST_TYPES.get  # span type -> may take events already built
+_secret_names_get = _secret_names.get
+_OBJECT, _CLASS, _METHOD, _EPOCH, _SEQ = sc.OBJECT, sc.CLASS, sc.METHOD, sc.EPOCH, sc.SEQ
+_FIELDS, _FIELD_SEQS, _OLD_VALUES, _VALUES = sc.FIELDS, sc.FIELD_SEQS, sc.OLD_VALUES, sc.VALUES
+_EVENT_CHANGE = sc.EVENT_CHANGE
 
 # id(obj) -> Tracker. Plain dict operations are atomic under the GIL.
 TRACKERS: dict[int, Tracker] = {}
@@ -466,25 +473,57 @@ def record_one_scalar(
         _record_scalars_on(tracker, obj, method, start_ns, span, [field], [seq], [old], [new])
         return
     name = tracker.given_name or tracker.name_of(obj)
-    attributes: dict[str, Any] = {
-        sc.OBJECT: name,
-        sc.CLASS: tracker.type_name,
-        sc.METHOD: method,
-        sc.EPOCH: tracker.epoch_label if name == tracker.last_name else f"{name}/0",
-        sc.SEQ: seq,
-        sc.FIELDS: (field,),
-        sc.FIELD_SEQS: (seq,),
-    }
+    epoch = tracker.epoch_label if name == tracker.last_name else f"{name}/0"
+    # Names bound to module globals and the dict made in one literal: each sc.X would be
+    # one more lookup, each item added after one more dict operation.
+    attributes: dict[str, Any]
     if _live.capture_content:
-        if secret_name(field):
-            attributes[sc.OLD_VALUES] = attributes[sc.VALUES] = (MASK,)
+        secret = _secret_names_get(field)
+        if secret is None:
+            secret = secret_name(field)
+        if secret:
+            old_repr = new_repr = MASK
         else:
-            attributes[sc.OLD_VALUES] = (scalar_repr(old),)
-            attributes[sc.VALUES] = (scalar_repr(new),)
-    if _fast_types_get(type(span)):
-        span._add_event(_SdkEvent(sc.EVENT_CHANGE, attributes))  # add_span_event, inlined
+            # scalar_repr inlined for its fast cases.
+            cls = type(old)
+            if (cls is int and -_BIG < old < _BIG) or cls in _PLAIN_REPR or (
+                cls is str and len(old) <= 150
+            ):
+                old_repr = repr(old)
+            else:
+                old_repr = scalar_repr(old)
+            cls = type(new)
+            if (cls is int and -_BIG < new < _BIG) or cls in _PLAIN_REPR or (
+                cls is str and len(new) <= 150
+            ):
+                new_repr = repr(new)
+            else:
+                new_repr = scalar_repr(new)
+        attributes = {
+            _OBJECT: name,
+            _CLASS: tracker.type_name,
+            _METHOD: method,
+            _EPOCH: epoch,
+            _SEQ: seq,
+            _FIELDS: (field,),
+            _FIELD_SEQS: (seq,),
+            _OLD_VALUES: (old_repr,),
+            _VALUES: (new_repr,),
+        }
     else:
-        add_span_event(span, sc.EVENT_CHANGE, attributes)
+        attributes = {
+            _OBJECT: name,
+            _CLASS: tracker.type_name,
+            _METHOD: method,
+            _EPOCH: epoch,
+            _SEQ: seq,
+            _FIELDS: (field,),
+            _FIELD_SEQS: (seq,),
+        }
+    if _fast_types_get(type(span)):
+        span._add_event(_SdkEvent(_EVENT_CHANGE, attributes))  # add_span_event, inlined
+    else:
+        add_span_event(span, _EVENT_CHANGE, attributes)
     tracker.since_snapshot += 1
     if (
         tracker.pending_snapshot is None
