@@ -492,3 +492,33 @@ trace.set_tracer_provider(provider)
     assert len(child_spans) == 3 and {s.parent_span_id for s in child_spans} == {row.run_span_id}
     # No procscope.setup() anywhere: the child's level is the built-in default.
     assert run.line("child")["level"] == "full"
+
+
+def test_forking_while_another_thread_exports_loses_and_hangs_nothing(run_program: Any) -> None:
+    """Forks while a thread keeps making spans (exports under way): every child exits at
+    once and delivers its process span (a fork in the middle of an SQLite write would
+    otherwise leave the child stuck on a lock copied from the parent)."""
+    run = run_program(
+        """
+        import multiprocessing as mp
+        import threading
+        stop = threading.Event()
+        def noise():
+            while not stop.is_set():
+                with tracer.start_as_current_span("noise"):
+                    pass
+                time.sleep(0.0005)
+        thread = threading.Thread(target=noise, daemon=True); thread.start()
+        ctx = mp.get_context("fork")
+        for i in range(100):
+            p = ctx.Process(target=int, name=f"c{i}"); p.start(); p.join()
+        stop.set(); thread.join()
+        """,
+        setup='procscope.setup(db=sys.argv[1], exporter="tracedb", level="minimal")',
+        env={"OTEL_BSP_SCHEDULE_DELAY": "5"},
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-800:]
+    children = [r for r in run.db.processes() if r.name.startswith("c")]
+    assert len(children) == 100
+    assert [r.name for r in children if r.run_span_id is None] == []

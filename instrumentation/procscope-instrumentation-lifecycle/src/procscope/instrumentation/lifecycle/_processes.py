@@ -43,6 +43,7 @@ from ._runtime import (
     ROLE,
     START_METHOD,
     TARGET,
+    current_provider,
     end_with_error,
     flush,
     inject,
@@ -365,6 +366,9 @@ def _after_fork_in_child() -> None:
     _ending.forget_inherited()
     _forked.clear()
     _unblock_sigterm()
+    # The SDK has given its processors new locks already (its hook ran first); these
+    # are the parent's old ones, copied, which nothing here uses any more.
+    _resume_exports()
 
 
 # SIGTERM is held back while a child is forked, until the fork hooks have run in it. A
@@ -375,9 +379,69 @@ def _after_fork_in_child() -> None:
 _fork_mask = threading.local()
 
 
-def _block_sigterm() -> None:
+# While a child is forked, no batch export may be under way in another thread: that
+# thread would hold the exporter's locks, and the SQLite library's own, in the child too,
+# where nobody would ever release them, and the child's flush at exit would wait for ever.
+# So the export lock of each SDK batch processor is taken around the fork (as the logging
+# module does with its handlers' locks).
+QUIESCE_SECONDS = 5.0
+_held_export_locks = threading.local()
+
+
+def _export_locks() -> list[Any]:
+    locks: list[Any] = []
+    multi = getattr(current_provider(), "_active_span_processor", None)
+    pending = list(getattr(multi, "_span_processors", ()) or ())
+    seen = 0
+    while pending and seen < 32:
+        seen += 1
+        processor = pending.pop()
+        inner = getattr(processor, "_batch_processor", None)
+        lock = getattr(inner, "_export_lock", None)
+        if lock is not None and hasattr(lock, "acquire"):
+            locks.append(lock)
+        # Processors that forward to another (procscope's tail sampler: _next).
+        for name in ("_next", "_processor", "_span_processor"):
+            downstream = getattr(processor, name, None)
+            if downstream is not None and hasattr(downstream, "on_end"):
+                pending.append(downstream)
+    return locks
+
+
+def _quiesce_exports() -> None:
+    taken = []
+    try:
+        for lock in _export_locks():
+            if lock.acquire(timeout=QUIESCE_SECONDS):
+                taken.append(lock)
+    except Exception:  # noqa: BLE001 -- fork must go ahead whatever happens here
+        pass
+    _held_export_locks.locks = taken
+
+
+def _resume_exports() -> None:
+    taken = getattr(_held_export_locks, "locks", None) or []
+    _held_export_locks.locks = []
+    for lock in taken:
+        try:
+            lock.release()
+        except RuntimeError:
+            pass
+
+
+def _before_fork() -> None:
     if not runtime.active:
         return
+    _quiesce_exports()
+    _block_sigterm()
+
+
+def _after_fork_in_parent() -> None:
+    _unblock_sigterm()
+    _resume_exports()
+
+
+def _block_sigterm() -> None:
     try:
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         _fork_mask.was_blocked = signal.SIGTERM in old
@@ -455,8 +519,8 @@ def instrument(patches: Patches) -> None:
         # instruments): after-in-child hooks run in registration order, so the inherited
         # queues are already emptied when SIGTERM is let through again.
         os.register_at_fork(
-            before=_block_sigterm,
-            after_in_parent=_unblock_sigterm,
+            before=_before_fork,
+            after_in_parent=_after_fork_in_parent,
             after_in_child=_after_fork_in_child,
         )
         _at_fork_registered = True

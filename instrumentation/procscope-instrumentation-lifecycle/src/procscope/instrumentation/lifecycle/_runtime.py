@@ -218,12 +218,30 @@ def extract(carrier: Mapping[str, str] | None) -> otel_context.Context | None:
     return ctx
 
 
+def current_provider() -> Any:
+    return runtime.provider or trace.get_tracer_provider()
+
+
 def flush(timeout_millis: int = EXIT_FLUSH_MILLIS) -> None:
-    """Flush the provider in time budget: the child is about to exit without atexit."""
-    provider = runtime.provider or trace.get_tracer_provider()
-    force_flush = getattr(provider, "force_flush", None)
-    if force_flush is not None:
+    """Flush the provider within a time budget: the process is about to exit.
+
+    On a helper thread, waited for at most the budget: the SDK's batch processor ignores
+    the timeout it is given, and an exporter can block for ever in a forked child (a lock
+    of a library, such as SQLite's, held by another thread of the parent at the moment of
+    the fork). A process must never hang at exit because of procscope.
+    """
+    force_flush = getattr(current_provider(), "force_flush", None)
+    if force_flush is None:
+        return
+    try:
+        helper = threading.Thread(
+            target=force_flush, args=(timeout_millis,), name="procscope-exit-flush", daemon=True
+        )
+        helper.start()
+    except RuntimeError:  # no new threads at interpreter shutdown: flush here
         force_flush(timeout_millis)
+        return
+    helper.join(timeout_millis / 1000)
 
 
 def scope_settings() -> Any:
