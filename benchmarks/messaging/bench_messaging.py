@@ -168,14 +168,14 @@ def bench_sampled() -> list[list[str]]:
     message = {"job": 17, "payload": "x" * 40}
     # What our two spans carry (docs/semantic-conventions.md), as constants: the SDK's
     # cost of recording and exporting them, without anything of ours.
-    send_attributes = {
+    send_attributes: dict[str, Any] = {
         "messaging.system": "python_queue", "messaging.operation.type": "send",
         "messaging.operation.name": "put", "messaging.destination.name": "q@bench.py:1",
         "procscope.messaging.queue.type": "Queue", "thread.id": 1, "thread.name": "MainThread",
         "process.pid": 1, "procscope.messaging.content": repr(message),
         "messaging.message.id": "0123456789abcdef",
     }
-    receive_attributes = {
+    receive_attributes: dict[str, Any] = {
         "messaging.system": "python_queue", "messaging.operation.type": "receive",
         "messaging.operation.name": "get", "messaging.destination.name": "q@bench.py:1",
         "messaging.message.id": "0123456789abcdef", "thread.id": 1,
@@ -286,7 +286,26 @@ def consumer(jobs: Any, results: Any, loops: int) -> None:
         results.put((item, busy(loops)))
 
 
-def producer(jobs: Any, start: int, count: int, go: Any = None, results: Any = None) -> None:
+WARM_UP = 10  # sampled messages each of the producer process and the main process send
+
+
+def producer(jobs: Any, start: int, count: int, go: Any = None, results: Any = None,
+             rate: float | None = None) -> None:
+    if rate is not None:
+        # The producer process (forked after the main process's warm-up) warms its own
+        # sampled path the same way before the clock, then runs at the run's rate.
+        from opentelemetry import context
+
+        import procscope
+
+        procscope.configure(sample_rate=1.0)
+        for warm in range(WARM_UP):
+            jobs.put(-100 - warm)
+        procscope.configure(sample_rate=rate)
+        context.attach(context.Context())
+    elif results is not None:
+        for warm in range(WARM_UP):
+            jobs.put(-100 - warm)  # the same messages, untraced
     if go is not None:
         go.wait()
     cpu_started = time.process_time()
@@ -325,9 +344,9 @@ def pipeline_round(mode: str, messages: int, loops: int) -> tuple[float, float]:
     # results they send while handling them.
     if mode != "off":
         procscope.configure(sample_rate=1.0)
-    for warm in range(-1, -21, -1):
+    for warm in range(-1, -1 - 2 * WARM_UP, -1):
         jobs.put(warm)
-    for _ in range(20):
+    for _ in range(2 * WARM_UP):
         results.get()
     if mode != "off":
         from opentelemetry import context
@@ -339,8 +358,13 @@ def pipeline_round(mode: str, messages: int, loops: int) -> tuple[float, float]:
         context.attach(context.Context())
     # Every process is started before the clock (process start-up is not messaging).
     go = ctx.Event()
-    feeder = ctx.Process(target=producer, args=(jobs, 0, half, go, results))
+    feeder = ctx.Process(target=producer, args=(
+        jobs, 0, half, go, results, None if mode == "off" else float(rate)))
     feeder.start()
+    for _ in range(WARM_UP):
+        results.get()  # the producer process's warm-up messages, back from the consumers
+    if mode != "off":
+        context.attach(context.Context())  # (the last one's context, as above)
     thread = threading.Thread(target=producer, args=(jobs, half, messages - half, go))
     thread.start()
     time.sleep(0.2)  # the producer process is up and waiting

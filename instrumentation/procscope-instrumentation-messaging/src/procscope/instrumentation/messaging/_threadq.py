@@ -141,6 +141,10 @@ _state = _State()
 class SimpleQueue(_queue.SimpleQueue):
     """``queue.SimpleQueue`` with traced put/get (installed as ``queue.SimpleQueue``)."""
 
+    # (declared for type checkers; install_defaults below adds the others)
+    _procscope_internal: bool = False
+    _procscope_side: Any = None
+
     def __init__(self) -> None:
         try:
             note_site(self)
