@@ -212,7 +212,8 @@ def _record_exit(frame: Frame, obj: Any, method: str) -> None:
             and not RT.log_events
         ):
             # record_changes' usual case, one call sooner: one field, scalars.
-            ((field, (old, new, seq)),) = assigned.items()
+            (field,) = assigned  # the one key (cheaper than unpacking items())
+            old, new, seq = assigned[field]
             if type(old) in SCALARS and type(new) in SCALARS:
                 # same() for two scalars: equal values of the same type.
                 if old is not new and (type(old) is not type(new) or old != new):
@@ -380,13 +381,12 @@ def _make_setattr(orig: Any) -> Any:
     frames_get, kinds_get = _frames.get, KINDS.get
     dict_of = object.__getattribute__  # never the class's own __getattribute__
     unsampled_now = _unsampled_now
+    context_get, span_key, last_span = _context_get, _SPAN_KEY, _last_span
 
     def __setattr__(self: Any, name: str, value: Any) -> None:  # noqa: N807
         if not RT.active:
             orig(self, name, value)
             return
-        # The common case inlined (a tracked object, a plain attribute in its __dict__,
-        # inside one of its methods): every assignment of a traced object comes here.
         pending: tuple[Any, ...] | None = None
         frame: Frame | None = None  # the fast path's frame, when it applies
         unsampled = False
@@ -406,9 +406,15 @@ def _make_setattr(orig: Any) -> Any:
                         frame = top
                         # The call's first assignment decides whether its trace is
                         # sampled: if not, nothing is read or noted for the rest of it.
-                        if assigned is None and unsampled_now():
-                            unsampled = True
-                        else:
+                        if assigned is None:
+                            # _unsampled_now(), its usual case inlined: the span last asked.
+                            span = context_get().get(span_key) if context_get else None
+                            last = last_span[0]
+                            if span is not None and last[0] is span:
+                                unsampled = last[1]
+                            else:
+                                unsampled = unsampled_now()
+                        if not unsampled:
                             old = dict_of(self, "__dict__").get(name, MISSING)
                     else:
                         pending = _before_change(self, name)

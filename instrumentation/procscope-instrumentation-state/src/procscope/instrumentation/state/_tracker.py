@@ -380,7 +380,8 @@ def record_changes(
     """
     if frozen is None and assigned and not tracker.container_fields and not RT.log_events:
         if len(assigned) == 1:
-            ((field, (old, new, seq)),) = assigned.items()
+            (field,) = assigned  # the one key (cheaper than unpacking items())
+            old, new, seq = assigned[field]
             if type(old) in SCALARS and type(new) in SCALARS:
                 # same() for two scalars: equal values of the same type.
                 if old is not new and (type(old) is not type(new) or old != new):
