@@ -240,7 +240,9 @@ def test_internal_error_never_reaches_the_program(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("bug in procscope")
 
-    monkeypatch.setattr(_tracker, "current_span", broken)  # on every recorded change
+    # The two ways a change event is made (one scalar field; anything else).
+    monkeypatch.setattr(_tracker, "_fast_types_get", broken)
+    monkeypatch.setattr(_tracker, "_emit_change", broken)
 
     @trace_state(name="safe")
     class S:

@@ -466,74 +466,84 @@ def _record_scalars(
 def record_one_scalar(
     tracker: Tracker, obj: Any, method: str, start_ns: int, field: str, old: Any, new: Any, seq: int
 ) -> None:
-    """One builtin scalar field changed (the usual case): onto the current span, in the
-    fewest steps; the same event as _emit_change makes."""
+    """One builtin scalar field changed (the usual case), in the fewest steps: the same
+    event as _emit_change makes, on the current span or on a span made for it."""
     span = _context_get().get(_SPAN_KEY) if _context_get is not None else current_span()
+    target: Target | None = None
     if span is None or not span.is_recording():
-        span = current_span()
-        _record_scalars_on(tracker, obj, method, start_ns, span, [field], [seq], [old], [new])
-        return
-    name = tracker.given_name or tracker.name_of(obj)
-    epoch = tracker.epoch_label if name == tracker.last_name else f"{name}/0"
-    # Names bound to module globals and the dict made in one literal: each sc.X would be
-    # one more lookup, each item added after one more dict operation.
-    attributes: dict[str, Any]
-    if _live.capture_content:
-        secret = _secret_names_get(field)
-        if secret is None:
-            secret = secret_name(field)
-        if secret:
-            old_repr = new_repr = MASK
+        name = tracker.name_of(obj)
+        target = _begin(tracker, obj, name, method, start_ns)
+        if target is None:
+            # Not sampled: the state moved on unseen; the next recorded change resyncs.
+            tracker.pending_snapshot = tracker.pending_snapshot or "resync"
+            return
+        span = target.span
+    else:
+        name = tracker.given_name or tracker.name_of(obj)
+    try:
+        epoch = tracker.epoch_label if name == tracker.last_name else f"{name}/0"
+        # Names bound to module globals and the dict made in one literal: each sc.X would be
+        # one more lookup, each item added after one more dict operation.
+        attributes: dict[str, Any]
+        if _live.capture_content:
+            secret = _secret_names_get(field)
+            if secret is None:
+                secret = secret_name(field)
+            if secret:
+                old_repr = new_repr = MASK
+            else:
+                # scalar_repr inlined for its fast cases.
+                cls = type(old)
+                if (cls is int and -_BIG < old < _BIG) or cls in _PLAIN_REPR or (
+                    cls is str and len(old) <= 150
+                ):
+                    old_repr = repr(old)
+                else:
+                    old_repr = scalar_repr(old)
+                cls = type(new)
+                if (cls is int and -_BIG < new < _BIG) or cls in _PLAIN_REPR or (
+                    cls is str and len(new) <= 150
+                ):
+                    new_repr = repr(new)
+                else:
+                    new_repr = scalar_repr(new)
+            attributes = {
+                _OBJECT: name,
+                _CLASS: tracker.type_name,
+                _METHOD: method,
+                _EPOCH: epoch,
+                _SEQ: seq,
+                _FIELDS: (field,),
+                _FIELD_SEQS: (seq,),
+                _OLD_VALUES: (old_repr,),
+                _VALUES: (new_repr,),
+            }
         else:
-            # scalar_repr inlined for its fast cases.
-            cls = type(old)
-            if (cls is int and -_BIG < old < _BIG) or cls in _PLAIN_REPR or (
-                cls is str and len(old) <= 150
-            ):
-                old_repr = repr(old)
-            else:
-                old_repr = scalar_repr(old)
-            cls = type(new)
-            if (cls is int and -_BIG < new < _BIG) or cls in _PLAIN_REPR or (
-                cls is str and len(new) <= 150
-            ):
-                new_repr = repr(new)
-            else:
-                new_repr = scalar_repr(new)
-        attributes = {
-            _OBJECT: name,
-            _CLASS: tracker.type_name,
-            _METHOD: method,
-            _EPOCH: epoch,
-            _SEQ: seq,
-            _FIELDS: (field,),
-            _FIELD_SEQS: (seq,),
-            _OLD_VALUES: (old_repr,),
-            _VALUES: (new_repr,),
-        }
-    else:
-        attributes = {
-            _OBJECT: name,
-            _CLASS: tracker.type_name,
-            _METHOD: method,
-            _EPOCH: epoch,
-            _SEQ: seq,
-            _FIELDS: (field,),
-            _FIELD_SEQS: (seq,),
-        }
-    if _fast_types_get(type(span)):
-        span._add_event(_SdkEvent(_EVENT_CHANGE, attributes))  # add_span_event, inlined
-    else:
-        add_span_event(span, _EVENT_CHANGE, attributes)
-    tracker.since_snapshot += 1
-    if (
-        tracker.pending_snapshot is None
-        and tracker.generation == RT.generation
-        and name == tracker.last_name
-        and tracker.since_snapshot < RT.snapshot_every
-    ):
-        return
-    _snapshot_after_change(tracker, obj, name, Target(span, False))
+            attributes = {
+                _OBJECT: name,
+                _CLASS: tracker.type_name,
+                _METHOD: method,
+                _EPOCH: epoch,
+                _SEQ: seq,
+                _FIELDS: (field,),
+                _FIELD_SEQS: (seq,),
+            }
+        if _fast_types_get(type(span)):
+            span._add_event(_SdkEvent(_EVENT_CHANGE, attributes))  # add_span_event, inlined
+        else:
+            add_span_event(span, _EVENT_CHANGE, attributes)
+        tracker.since_snapshot += 1
+        if (
+            tracker.pending_snapshot is None
+            and tracker.generation == RT.generation
+            and name == tracker.last_name
+            and tracker.since_snapshot < RT.snapshot_every
+        ):
+            return
+        _snapshot_after_change(tracker, obj, name, target or Target(span, False))
+    finally:
+        if target is not None:
+            target.end()
 
 
 def _record_scalars_on(
