@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from typing import Any
 
 from ._common.guard import warn_once
@@ -49,6 +50,10 @@ def apply_level(level: str, tracer_provider: Any) -> None:
     """Instrument what ``level`` wants and uninstrument the rest (both are idempotent)."""
     on = set(wanted(level))
     for name in INSTRUMENTORS:
+        if name not in on and INSTRUMENTORS[name][0] not in sys.modules:
+            # Never imported, so never instrumented: importing it just to switch it off
+            # would cost every spawn and forkserver child tens of milliseconds.
+            continue
         try:
             instrumentor = load(name)
             if name in on:

@@ -48,6 +48,7 @@ class Scope:
         self.owns_provider = False
         self.tracer_provider: Any = None
         self._sigterm_installed = False
+        self._sigterm_pid = 0
         self._closed = False
         self._lock = threading.Lock()
 
@@ -124,6 +125,7 @@ class Scope:
                 return
             signal.signal(signal.SIGTERM, self._on_sigterm)
             self._sigterm_installed = True
+            self._sigterm_pid = os.getpid()
         except (ValueError, OSError, AttributeError):
             pass
 
@@ -132,15 +134,20 @@ class Scope:
         # thread holds a batch processor's export lock (a plain Lock): flushing here
         # directly could wait on ourselves forever. A helper thread flushes instead, and
         # we wait for it for at most the flush budget.
-        with handle_internal_errors():
-            flusher = threading.Thread(
-                target=self.force_flush,
-                args=(SIGTERM_FLUSH_MILLIS,),
-                name="procscope-sigterm-flush",
-                daemon=True,
-            )
-            flusher.start()
-            flusher.join(SIGTERM_FLUSH_MILLIS / 1000)
+        # A fork child inherits this handler, and with it the parent's processors, whose
+        # queues may still hold the parent's spans until the SDK resets them in the child:
+        # flushing there would export the parent's spans twice. Children are flushed by
+        # the lifecycle instrumentor, which knows what is theirs.
+        if os.getpid() == self._sigterm_pid:
+            with handle_internal_errors():
+                flusher = threading.Thread(
+                    target=self.force_flush,
+                    args=(SIGTERM_FLUSH_MILLIS,),
+                    name="procscope-sigterm-flush",
+                    daemon=True,
+                )
+                flusher.start()
+                flusher.join(SIGTERM_FLUSH_MILLIS / 1000)
         # Die as SIGTERM would have made us die, so the parent sees the same status.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
