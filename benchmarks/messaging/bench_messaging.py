@@ -399,7 +399,7 @@ def pipeline_round(mode: str, messages: int, loops: int) -> tuple[float, float]:
 
 def bench_pipeline() -> list[list[str]]:
     messages = 1_000 if QUICK else 4_000
-    rounds = 3 if QUICK else 11
+    rounds = 3 if QUICK else 9
     loops = calibrate()
     # sample_rate 0.0: procscope set up, every wrapper in place, nothing sampled; the
     # difference to 0.01 is what the sampled 1 % of the messages cost. The default level
