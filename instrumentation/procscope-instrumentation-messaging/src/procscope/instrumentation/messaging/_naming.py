@@ -148,14 +148,18 @@ def note_site(obj: Any, depth: int = 2, factories: frozenset[str] | None = None)
         frame = frame.f_back
     if frame is None:
         return
-    if _is_internal(frame.f_code.co_filename):
-        set_own(obj, INTERNAL_ATTR, True)
+    internal = _is_internal(frame.f_code.co_filename)
     first = frame
     while frame is not None and _is_library(frame.f_code.co_filename):
         frame = frame.f_back
     if frame is None:
         frame = first
-    set_own(obj, SITE_ATTR, (frame.f_code.co_filename, frame.f_lineno))
+    try:
+        if internal:
+            set_own(obj, INTERNAL_ATTR, True)
+        set_own(obj, SITE_ATTR, (frame.f_code.co_filename, frame.f_lineno))
+    except (AttributeError, TypeError):
+        return  # an object that takes no attributes: it keeps the default name
 
 
 def is_internal(obj: Any) -> bool:
