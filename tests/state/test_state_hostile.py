@@ -233,7 +233,7 @@ def test_internal_error_never_reaches_the_program(
     monkeypatch: Any, recorder: Any, caplog: Any
 ) -> None:
     """With errors not raised (as in production), a failure of ours is logged once only."""
-    from procscope.instrumentation.state import _tracker
+    from procscope.instrumentation.state import _scalars, _tracker
 
     monkeypatch.delenv("PROCSCOPE_RAISE_INTERNAL_ERRORS")
 
@@ -241,7 +241,7 @@ def test_internal_error_never_reaches_the_program(
         raise RuntimeError("bug in procscope")
 
     # The two ways a change event is made (one scalar field; anything else).
-    monkeypatch.setattr(_tracker, "_fast_types_get", broken)
+    monkeypatch.setattr(_scalars, "_fast_types_get", broken)
     monkeypatch.setattr(_tracker, "_emit_change", broken)
 
     @trace_state(name="safe")

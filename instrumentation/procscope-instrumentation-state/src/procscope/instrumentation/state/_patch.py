@@ -31,6 +31,7 @@ from ._common.guard import log_internal_error
 from ._diff import MISSING, SCALARS, freeze
 from ._fastwrap import exact_wrapper
 from ._runtime import _CONTEXT_VAR, _SPAN_KEY, RT, current_span
+from ._scalars import record, record_one_scalar
 from ._tracker import (
     IN_DICT,
     KINDS,
@@ -41,8 +42,6 @@ from ._tracker import (
     read_kind,
     read_state,
     read_state_field,
-    record_changes,
-    record_one_scalar,
     record_start,
     register,
 )
@@ -211,7 +210,7 @@ def _record_exit(frame: Frame, obj: Any, method: str) -> None:
             and not tracker.container_fields
             and not RT.log_events
         ):
-            # record_changes' usual case, one call sooner: one field, scalars.
+            # _scalars.record's usual case, one call sooner: one field, scalars.
             (field,) = assigned  # the one key (cheaper than unpacking items())
             old, new, seq = assigned[field]
             if type(old) in SCALARS and type(new) in SCALARS:
@@ -219,7 +218,7 @@ def _record_exit(frame: Frame, obj: Any, method: str) -> None:
                 if old is not new and (type(old) is not type(new) or old != new):
                     record_one_scalar(tracker, obj, method, frame[F_START], field, old, new, seq)
                 return
-        record_changes(tracker, obj, method, frame[F_START], assigned, frame[F_FROZEN])
+        record(tracker, obj, method, frame[F_START], assigned, frame[F_FROZEN])
     except Exception:  # noqa: BLE001 -- the guard logs it
         log_internal_error()
 
@@ -374,7 +373,7 @@ def _after_change(obj: Any, name: str, pending: tuple[Any, ...], method: str) ->
                 entry[1] = new
                 entry[2] = seq
         return
-    record_changes(tracker, obj, method, time.time_ns(), {name: [old, new, seq]}, None)
+    record(tracker, obj, method, time.time_ns(), {name: [old, new, seq]}, None)
 
 
 def _make_setattr(orig: Any) -> Any:

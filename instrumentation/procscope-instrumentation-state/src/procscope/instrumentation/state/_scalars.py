@@ -1,0 +1,232 @@
+"""The usual change, recorded in the fewest steps: fields holding builtin scalars.
+
+Most state is numbers and strings replaced by numbers and strings. For those there is
+nothing to copy or diff per key, and a repr is a plain ``repr()``: this module makes the
+same ``procscope.state.change`` event as :func:`._tracker.record_changes` (which handles
+everything else) with as few lookups, calls and dict operations as it can, because it
+runs on every recorded change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _semconv as sc
+from ._common import shared_state
+from ._common.saferepr import MASK
+from ._diff import _BIG, _PLAIN_REPR, SCALARS, _secret_names, scalar_repr, secret_name
+from ._runtime import (
+    _CONTEXT_VAR,
+    _FAST_TYPES,
+    _SPAN_KEY,
+    RT,
+    Target,
+    _SdkEvent,
+    add_span_event,
+    current_span,
+)
+from ._tracker import Tracker, begin_target, record_changes, snapshot_after_change
+
+_live = shared_state.settings()  # the live settings object: read its attributes per call
+_context_get = _CONTEXT_VAR.get if _CONTEXT_VAR is not None and _SPAN_KEY is not None else None
+_fast_types_get = _FAST_TYPES.get  # span type -> may take events already built
+_secret_names_get = _secret_names.get
+_OBJECT, _CLASS, _METHOD, _EPOCH, _SEQ = sc.OBJECT, sc.CLASS, sc.METHOD, sc.EPOCH, sc.SEQ
+_FIELDS, _FIELD_SEQS, _OLD_VALUES, _VALUES = sc.FIELDS, sc.FIELD_SEQS, sc.OLD_VALUES, sc.VALUES
+_EVENT_CHANGE = sc.EVENT_CHANGE
+
+
+def record(
+    tracker: Tracker,
+    obj: Any,
+    method: str,
+    start_ns: int,
+    assigned: dict[str, list[Any]] | None,
+    frozen: dict[str, Any] | None,
+) -> None:
+    """record_changes, with the usual cases taken here (same arguments, same events)."""
+    if frozen is None and assigned and not tracker.container_fields and not RT.log_events:
+        if len(assigned) == 1:
+            (field,) = assigned  # the one key (cheaper than unpacking items())
+            old, new, seq = assigned[field]
+            if type(old) in SCALARS and type(new) in SCALARS:
+                # same() for two scalars: equal values of the same type.
+                if old is not new and (type(old) is not type(new) or old != new):
+                    record_one_scalar(tracker, obj, method, start_ns, field, old, new, seq)
+                return
+        for entry in assigned.values():
+            if type(entry[0]) not in SCALARS or type(entry[1]) not in SCALARS:
+                break
+        else:
+            _record_scalars(tracker, obj, method, start_ns, assigned)
+            return
+    record_changes(tracker, obj, method, start_ns, assigned, frozen)
+
+
+def _record_scalars(
+    tracker: Tracker, obj: Any, method: str, start_ns: int, assigned: dict[str, list[Any]]
+) -> None:
+    """record_changes when only builtin scalars were assigned (and no field holds a
+    container): the usual case, with nothing to freeze or diff per key. Makes the same
+    event as _emit_change, with fewer steps."""
+    fields: list[str] = []
+    seqs: list[int] = []
+    olds: list[Any] = []
+    news: list[Any] = []
+    for field, entry in assigned.items():
+        old, new, seq = entry
+        # same() for two scalars: equal values of the same type.
+        if old is new or (type(old) is type(new) and old == new):
+            continue
+        fields.append(field)
+        seqs.append(seq)
+        olds.append(old)
+        news.append(new)
+    if not fields:
+        return
+    _record_scalars_on(tracker, obj, method, start_ns, current_span(), fields, seqs, olds, news)
+
+
+def record_one_scalar(
+    tracker: Tracker, obj: Any, method: str, start_ns: int, field: str, old: Any, new: Any, seq: int
+) -> None:
+    """One builtin scalar field changed (the usual case), in the fewest steps: the same
+    event as _emit_change makes, on the current span or on a span made for it."""
+    span = _context_get().get(_SPAN_KEY) if _context_get is not None else current_span()
+    target: Target | None = None
+    if span is None or not span.is_recording():
+        name = tracker.name_of(obj)
+        target = begin_target(tracker, obj, name, method, start_ns)
+        if target is None:
+            # Not sampled: the state moved on unseen; the next recorded change resyncs.
+            tracker.pending_snapshot = tracker.pending_snapshot or "resync"
+            return
+        span = target.span
+    else:
+        name = tracker.given_name or tracker.name_of(obj)
+    try:
+        epoch = tracker.epoch_label if name == tracker.last_name else f"{name}/0"
+        # Names bound to module globals and the dict made in one literal: each sc.X would be
+        # one more lookup, each item added after one more dict operation.
+        attributes: dict[str, Any]
+        if _live.capture_content:
+            secret = _secret_names_get(field)
+            if secret is None:
+                secret = secret_name(field)
+            if secret:
+                old_repr = new_repr = MASK
+            else:
+                # scalar_repr inlined for its fast cases.
+                cls = type(old)
+                if (cls is int and -_BIG < old < _BIG) or cls in _PLAIN_REPR or (
+                    cls is str and len(old) <= 150
+                ):
+                    old_repr = repr(old)
+                else:
+                    old_repr = scalar_repr(old)
+                cls = type(new)
+                if (cls is int and -_BIG < new < _BIG) or cls in _PLAIN_REPR or (
+                    cls is str and len(new) <= 150
+                ):
+                    new_repr = repr(new)
+                else:
+                    new_repr = scalar_repr(new)
+            attributes = {
+                _OBJECT: name,
+                _CLASS: tracker.type_name,
+                _METHOD: method,
+                _EPOCH: epoch,
+                _SEQ: seq,
+                _FIELDS: (field,),
+                _FIELD_SEQS: (seq,),
+                _OLD_VALUES: (old_repr,),
+                _VALUES: (new_repr,),
+            }
+        else:
+            attributes = {
+                _OBJECT: name,
+                _CLASS: tracker.type_name,
+                _METHOD: method,
+                _EPOCH: epoch,
+                _SEQ: seq,
+                _FIELDS: (field,),
+                _FIELD_SEQS: (seq,),
+            }
+        if _fast_types_get(type(span)):
+            span._add_event(_SdkEvent(_EVENT_CHANGE, attributes))  # add_span_event, inlined
+        else:
+            add_span_event(span, _EVENT_CHANGE, attributes)
+        tracker.since_snapshot += 1
+        if (
+            tracker.pending_snapshot is None
+            and tracker.generation == RT.generation
+            and name == tracker.last_name
+            and tracker.since_snapshot < RT.snapshot_every
+        ):
+            return
+        snapshot_after_change(tracker, obj, name, target or Target(span, False))
+    finally:
+        if target is not None:
+            target.end()
+
+
+def _record_scalars_on(
+    tracker: Tracker,
+    obj: Any,
+    method: str,
+    start_ns: int,
+    span: Any,
+    fields: list[str],
+    seqs: list[int],
+    olds: list[Any],
+    news: list[Any],
+) -> None:
+    """_record_scalars for several fields, or when the current span does not record."""
+    name = tracker.name_of(obj)
+    target: Target | None = None
+    if not span.is_recording():
+        target = begin_target(tracker, obj, name, method, start_ns)
+        if target is None:
+            # Not sampled: the state moved on unseen; the next recorded change resyncs.
+            tracker.pending_snapshot = tracker.pending_snapshot or "resync"
+            return
+        span = target.span
+    try:
+        attributes: dict[str, Any] = {
+            sc.OBJECT: name,
+            sc.CLASS: tracker.type_name,
+            sc.METHOD: method,
+            # Before the first snapshot under this name (a rename), the changes are epoch 0.
+            sc.EPOCH: tracker.epoch_label if name == tracker.last_name else f"{name}/0",
+            sc.SEQ: max(seqs),
+            sc.FIELDS: tuple(fields),
+            sc.FIELD_SEQS: tuple(seqs),
+        }
+        if _live.capture_content:
+            old_reprs: list[str] = []
+            new_reprs: list[str] = []
+            for index, field in enumerate(fields):
+                if secret_name(field):
+                    old_reprs.append(MASK)
+                    new_reprs.append(MASK)
+                else:
+                    old_reprs.append(scalar_repr(olds[index]))
+                    new_reprs.append(scalar_repr(news[index]))
+            attributes[sc.OLD_VALUES] = tuple(old_reprs)
+            attributes[sc.VALUES] = tuple(new_reprs)
+        add_span_event(span, sc.EVENT_CHANGE, attributes)
+        tracker.since_snapshot += len(fields)
+        if (
+            tracker.pending_snapshot is None
+            and tracker.generation == RT.generation
+            and name == tracker.last_name
+            and tracker.since_snapshot < RT.snapshot_every
+        ):
+            return
+        snapshot_after_change(tracker, obj, name, target or Target(span, False))
+    finally:
+        if target is not None:
+            target.end()
+
+
+__all__ = ["record", "record_one_scalar"]
