@@ -307,6 +307,17 @@ def bench_queries(n_spans: int) -> tuple[list[tuple[str, float, float, str]], di
         med, p95, result = timed(lambda: db.events_around(mid, 5_000_000), 30)
         assert result
         rows.append(("events_around(): +/- 5 ms", med, p95, "-"))
+        main_name = info["main"]["name"]
+        for label, between in (
+            ("messages(): 50 newest, main -> a worker", (main_name, worker["name"])),
+            ("messages(): 50 newest, a worker -> main", (worker["name"], main_name)),
+        ):
+            med, p95, result = timed(
+                lambda b=between: db.messages(sender=b[0], receiver=b[1], limit=50, newest=True),
+                30,
+            )
+            assert len(result) == 50, label
+            rows.append((label, med, p95, f"<= {PAGE_TARGET_MS:.0f} ms"))
         spans = db.span_count()
     size = os.path.getsize(path)
     return rows, {"path": path, "spans": spans, "bytes": size, "bytes_per_span": size / spans}

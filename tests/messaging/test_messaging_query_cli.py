@@ -124,3 +124,15 @@ def test_cli_exits_2_with_one_line_on_an_unreadable_db(tmp_path: Path, content: 
     assert result.returncode == 2
     assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("procscope messages:")
+
+
+def test_message_pages_from_either_end_match_the_full_list(recorded: tuple[Path, int]) -> None:
+    """A page of the first or the newest messages is the head or tail of the full list."""
+    db, _ = recorded
+    with TraceDB(db) as tdb:
+        everything = [r.message_id for r in tdb.messages()]
+        assert len(everything) == 3
+        for size in (1, 2, 3, 5):
+            assert [r.message_id for r in tdb.messages(limit=size)] == everything[:size]
+            newest = [r.message_id for r in tdb.messages(limit=size, newest=True)]
+            assert newest == everything[-size:]

@@ -59,7 +59,10 @@ def cmd_messages(args: argparse.Namespace, db: TraceDB) -> int:
         receiver=args.receiver,
         start_ns=args.since,
         end_ns=args.until,
+        limit=args.limit + 1,  # one more, to know whether there are more than shown
+        newest=True,
     )
+    more = len(records) > args.limit
     shown = records[-args.limit :]
     if args.json:
         return print_json([_json_row(r) for r in shown])
@@ -90,8 +93,8 @@ def cmd_messages(args: argparse.Namespace, db: TraceDB) -> int:
             right=(4, 5),
         )
     )
-    if len(records) > len(shown):
-        print(f"(the {len(shown)} newest of {len(records)} shown; --limit N for more)")
+    if more:
+        print(f"(the {len(shown)} newest shown; --limit N for more)")
     return EXIT_OK
 
 

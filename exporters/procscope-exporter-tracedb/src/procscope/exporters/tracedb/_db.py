@@ -220,8 +220,10 @@ class TraceDB:
         start_ns: int | None = None,
         end_ns: int | None = None,
         limit: int | None = None,
+        newest: bool = False,
     ) -> list[Any]:
-        """Messages with their producer and consumer spans (see ``_messages``)."""
+        """Messages with their producer and consumer spans, oldest first: the first
+        ``limit``, or the last ``limit`` with ``newest`` (see ``_messages``)."""
         return _messages.messages(
             self.conn,
             queue=queue,
@@ -230,6 +232,7 @@ class TraceDB:
             start_ns=start_ns,
             end_ns=end_ns,
             limit=limit,
+            newest=newest,
         )
 
     def state_objects(self) -> list[str]:

@@ -105,37 +105,59 @@ def _queue_matches(pattern: str, name: str) -> bool:
     return name == pattern
 
 
-def _rows(conn: sqlite3.Connection, start_ns: int | None, end_ns: int | None) -> list[Any]:
-    columns = (
-        "s.span_pk, s.trace_id, s.span_id, s.name, s.start_ns, s.end_ns, s.status_code, "
-        "s.status_description, s.attributes, s.pid, s.process_name"
-    )
-    clauses: list[str] = []
+_COLUMNS = (
+    "s.span_pk, s.trace_id, s.span_id, s.name, s.start_ns, s.end_ns, s.status_code, "
+    "s.status_description, s.attributes, s.pid, s.process_name"
+)
+# SpanKind values as stored: PRODUCER (send) and CONSUMER (receive) spans.
+_MESSAGE_KINDS = (3, 4)
+# A receive may start before its send (a blocking get) and end long after it: time
+# bounds on the walk are widened by this much, then applied exactly to each message.
+_SLACK_NS = 60_000_000_000
+
+
+def _walk(
+    conn: sqlite3.Connection, start_ns: int | None, end_ns: int | None, newest: bool
+) -> sqlite3.Cursor:
+    """Producer and consumer spans in time order, streamed (the start-time index)."""
+    clauses = [f"s.kind IN {_MESSAGE_KINDS}"]
     params: list[Any] = []
-    span_keys, _ = indexed_keys(conn)
-    columns_of_index = {row[1] for row in conn.execute("PRAGMA table_info(span_attrs)")}
-    if MESSAGE_ID in span_keys and "key_id" in columns_of_index:
-        # An index seek on the key alone: every span with a message id.
-        clauses.append(
-            "s.span_pk IN (SELECT span_pk FROM span_attrs WHERE key_id = "
-            "(SELECT key_id FROM attr_keys WHERE key = ?))"
-        )
-        params.append(MESSAGE_ID)
-    elif MESSAGE_ID in span_keys and "key" in columns_of_index:
-        clauses.append("s.span_pk IN (SELECT span_pk FROM span_attrs WHERE key = ?)")
-        params.append(MESSAGE_ID)
-    else:
-        clauses.append("json_extract(s.attributes, ?) IS NOT NULL")
-        params.append(f'$."{MESSAGE_ID}"')
-    # Time bounds apply to the send; receives come up to a minute later (long waits).
     if start_ns is not None:
         clauses.append("s.start_ns >= ?")
-        params.append(int(start_ns))
+        params.append(int(start_ns) - _SLACK_NS)
     if end_ns is not None:
         clauses.append("s.start_ns < ?")
-        params.append(int(end_ns) + 60_000_000_000)
-    sql = f"SELECT {columns} FROM spans s WHERE {' AND '.join(clauses)} ORDER BY s.start_ns"
-    return conn.execute(sql, params).fetchall()
+        params.append(int(end_ns) + _SLACK_NS)
+    order = "DESC" if newest else "ASC"
+    return conn.execute(
+        f"SELECT {_COLUMNS} FROM spans s WHERE {' AND '.join(clauses)} "
+        f"ORDER BY s.start_ns {order}, s.span_pk {order}",
+        params,
+    )
+
+
+def _partner(
+    conn: sqlite3.Connection, message_id: str, span_pk: int, operation: str
+) -> tuple[Any, dict[str, Any]] | None:
+    """The first other span of the message with the given operation (an index seek)."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM span_attrs a JOIN spans s ON s.span_pk = a.span_pk "
+        "WHERE a.key = ? AND a.value = ? AND a.span_pk != ? ORDER BY s.span_pk",
+        (MESSAGE_ID, message_id, span_pk),
+    ).fetchall()
+    for row in rows:
+        attributes = _attributes(row)
+        if attributes.get("messaging.operation.type") == operation:
+            return row, attributes
+    return None
+
+
+def _attributes(row: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(row[8]) if row[8] else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def messages(
@@ -146,24 +168,41 @@ def messages(
     start_ns: int | None = None,
     end_ns: int | None = None,
     limit: int | None = None,
+    newest: bool = False,
 ) -> list[MessageRecord]:
-    """Each message with its producer and consumer spans, processes and threads, by send time."""
-    groups: dict[str, dict[str, Any]] = {}
-    for row in _rows(conn, start_ns, end_ns):
-        try:
-            attributes = json.loads(row[8]) if row[8] else {}
-        except ValueError:
-            continue
+    """Each message with its producer and consumer spans, processes and threads, by send time.
+
+    With ``limit``, the first ``limit`` messages, or with ``newest`` the last ``limit``
+    (still returned oldest first). The spans are walked in time order and each message is
+    completed through the message-id index, so a page costs in proportion to the spans
+    walked before it is full, not to the size of the DB.
+    """
+    indexed, _ = indexed_keys(conn)
+    if MESSAGE_ID not in indexed:
+        return []
+    wanted = None if limit is None else max(0, int(limit))
+    if wanted == 0:
+        return []
+    records: list[MessageRecord] = []
+    done: set[str] = set()
+    for row in _walk(conn, start_ns, end_ns, newest):
+        attributes = _attributes(row)
         message_id = attributes.get(MESSAGE_ID)
-        kind = attributes.get("messaging.operation.type")
-        if not isinstance(message_id, str) or kind not in ("send", "receive"):
+        operation = attributes.get("messaging.operation.type")
+        if not isinstance(message_id, str) or message_id in done:
             continue
-        group = groups.setdefault(message_id, {})
-        if kind in group:  # a duplicate (re-exported span): the first one stands
+        if operation == "send":
+            group: dict[str, Any] = {"send": (row, attributes)}
+            receive = _partner(conn, message_id, row[0], "receive")
+            if receive is not None:
+                group["receive"] = receive
+        elif operation == "receive":
+            if _partner(conn, message_id, row[0], "send") is not None:
+                continue  # the walk meets (or met) its send span: recorded there
+            group = {"receive": (row, attributes)}
+        else:
             continue
-        group[kind] = (row, attributes)
-    records = []
-    for message_id, group in groups.items():
+        done.add(message_id)
         record = _record(message_id, group)
         if start_ns is not None and record.sent_ns < start_ns:
             continue
@@ -176,9 +215,9 @@ def messages(
         if receiver is not None and not _matches(receiver, record.receiver):
             continue
         records.append(record)
+        if wanted is not None and len(records) >= wanted:
+            break
     records.sort(key=lambda r: (r.sent_ns, r.message_id))
-    if limit is not None:
-        records = records[: max(0, int(limit))]
     return records
 
 
