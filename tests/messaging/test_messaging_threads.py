@@ -317,3 +317,18 @@ def test_queues_made_before_instrument_are_traced(live_settings: Any) -> None:
         instrumentor.uninstrument()
     names = sorted(s.name for s in exporter.get_finished_spans())
     assert names == [f"get PriorityQueue#{id(early):x}", f"put PriorityQueue#{id(early):x}"]
+
+
+def test_default_names_of_queues_made_on_one_line(recorder: Any) -> None:
+    """`a, b = Queue(), Queue()` does not give both the name "a,b"; a pipe's pair does."""
+    import multiprocessing
+
+    first, second = queue.Queue(), queue.Queue()
+    left, right = multiprocessing.Pipe()
+    from procscope.instrumentation.messaging._naming import name_of
+
+    assert "," not in name_of(first) and "," not in name_of(second)
+    assert name_of(first).startswith("Queue@test_messaging_threads.py:")
+    assert name_of(left).startswith("left,right@")
+    left.close()
+    right.close()

@@ -84,6 +84,19 @@ _ASSIGNED = re.compile(r"^\s*(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*)\s*(?::[^=]+)?=
 _ASSIGNED_PAIR = re.compile(r"^\s*\(?\s*([A-Za-z_]\w*)\s*,\s*([A-Za-z_]\w*)\s*\)?\s*=(?!=)")
 
 
+def _several_values(expression: str) -> bool:
+    """True when an assignment's right side is a tuple (a comma outside brackets)."""
+    depth = 0
+    for char in expression.split("#", 1)[0]:
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            return True
+    return False
+
+
 def _dir_of(path: str | None) -> str | None:
     return os.path.normcase(os.path.abspath(path)) + os.sep if path else None
 
@@ -183,7 +196,8 @@ def default_name(obj: Any) -> str:
             variable = match.group(1)
         else:
             pair = _ASSIGNED_PAIR.match(text)  # the two ends of a pipe: a, b = Pipe()
-            if pair:
+            if pair and not _several_values(text[pair.end() :]):
+                # Not for `a, b = Queue(), Queue()`: which one is which is not known here.
                 variable = f"{pair.group(1)},{pair.group(2)}"
         where = f"{os.path.basename(filename)}:{line}"
         name = f"{variable}@{where}" if variable else f"{type(obj).__name__}@{where}"
