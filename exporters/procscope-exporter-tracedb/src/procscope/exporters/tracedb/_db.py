@@ -95,6 +95,17 @@ class TraceDB:
     def close(self) -> None:
         self.conn.close()
 
+    def __del__(self) -> None:
+        # A read-only handle holds nothing worth a warning: `TraceDB(path).traces()` is a
+        # fine way to ask one question, so close the connection quietly (Python 3.13
+        # warns about sqlite3 connections that are collected unclosed).
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 -- interpreter shutdown, closed already...
+                pass
+
     def __enter__(self) -> TraceDB:
         return self
 
