@@ -104,6 +104,37 @@ def build_exporter(name: str, settings: Settings) -> SpanExporter | None:
     return None
 
 
+# The SDK's default queue (2,048 spans) overflows, dropping spans, when a busy program
+# records every message: procscope buffers more unless OTEL_BSP_MAX_QUEUE_SIZE says
+# otherwise. At about 2.6 kB a finished span, a full queue holds about 20 MB.
+DEFAULT_QUEUE_SIZE = 8192
+
+
+def _queue_size() -> int | None:
+    """Our default queue size, or None to let the SDK read OTEL_BSP_MAX_QUEUE_SIZE."""
+    return None if os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE") else DEFAULT_QUEUE_SIZE
+
+
+def _batch_processor(exporter: SpanExporter) -> BatchSpanProcessor:
+    """A batch processor; OTEL_BSP_* settings the SDK refuses warn and fall back."""
+    try:
+        return BatchSpanProcessor(exporter, max_queue_size=_queue_size())
+    except ValueError as exc:
+        given = " ".join(
+            f"{name}={os.environ[name]}"
+            for name in sorted(os.environ)
+            if name.startswith("OTEL_BSP_")
+        )
+        warn_bad("OTEL_BSP_* (batch span processor)", given, str(exc), "the defaults")
+        return BatchSpanProcessor(
+            exporter,
+            max_queue_size=DEFAULT_QUEUE_SIZE,
+            schedule_delay_millis=5000,
+            max_export_batch_size=512,
+            export_timeout_millis=30000,
+        )
+
+
 def build_processors(settings: Settings) -> list[SpanProcessor]:
     """A batch span processor per configured exporter; in tail mode, behind one tail sampler.
 
@@ -120,7 +151,7 @@ def build_processors(settings: Settings) -> list[SpanProcessor]:
     for name in settings.exporters:
         exporter = build_exporter(name, settings)
         if exporter is not None:
-            processors.append(BatchSpanProcessor(exporter))
+            processors.append(_batch_processor(exporter))
     tail = settings.sampling == "tail" and bool(processors)
     set_records_every_trace(tail)
     if not tail:

@@ -279,3 +279,20 @@ def test_retention_settings_reach_the_trace_db_exporter(run_app: Any, tmp_path: 
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "TraceDBSpanExporter 2000000 60.0"
+
+
+def test_batch_queue_is_larger_than_the_sdk_default_unless_configured(run_app: Any) -> None:
+    """procscope's batch processors buffer 8,192 spans; OTEL_BSP_MAX_QUEUE_SIZE still rules."""
+    code = """
+        import procscope
+        scope = procscope.setup(exporter="console")
+        print("queue", scope.processors[0]._batch_processor._max_queue_size)
+        """
+    assert "queue 8192" in run_app(code).stdout
+    assert "queue 1000" in run_app(code, env={"OTEL_BSP_MAX_QUEUE_SIZE": "1000"}).stdout
+    # A queue smaller than the export batch (512) is refused by the SDK: one warning
+    # naming the setting, the defaults, and the program runs on.
+    refused = run_app(code, env={"OTEL_BSP_MAX_QUEUE_SIZE": "100"})
+    assert refused.returncode == 0, refused.stderr
+    assert "queue 8192" in refused.stdout
+    assert refused.stderr.count("OTEL_BSP_MAX_QUEUE_SIZE") == 1
