@@ -64,6 +64,14 @@ def test_missing_command_is_a_usage_error(run_app: Any) -> None:
     assert "command not found: no-such-program-xyz" in result.stderr
 
 
+def test_command_that_is_not_executable_says_why(run_app: Any) -> None:
+    """A script without execute permission: exit 2, one line saying why, not 'not found'."""
+    result = run_app("pass", prefix=[PROCSCOPE, "run", "--"])
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "cannot run" in result.stderr and "Permission denied" in result.stderr
+
+
 def test_sigterm_reaches_the_program(start_app: Any) -> None:
     """SIGTERM sent to procscope run is the program's to handle."""
     proc = start_app(

@@ -110,7 +110,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write("procscope run: no command given (procscope run -- CMD ...)\n")
         return EXIT_USAGE
     command = resolve_command(command)
-    if shutil.which(command[0]) is None:
+    # A path to a file that exists but cannot be run (not executable, a folder) is left to
+    # execvpe below, whose reason ("Permission denied") is truer than "not found".
+    if shutil.which(command[0]) is None and not (
+        os.sep in command[0] and os.path.exists(command[0])
+    ):
         sys.stderr.write(f"procscope run: command not found: {command[0]}\n")
         return EXIT_USAGE
     env = instrumented_environ(dict(os.environ), **_settings_of(args))
