@@ -25,6 +25,7 @@ from ._schema import span_id_from_db, trace_id_from_db
 KIND_KEY = "procscope.lifecycle.kind"
 PROCESS_KINDS = ("process", "subprocess")
 STATUS_ERROR = 2
+TERMINATED_BY_POOL = "terminated_by_pool"
 
 
 @dataclass
@@ -33,7 +34,9 @@ class ProcessRecord:
 
     ``exit_code`` and ``exit_signal``: from the parent's ``exit`` span when it reaped the
     child, else from the child's own ``process`` span. ``error``: an unhandled exception,
-    a non-zero exit code or a signal. ``depth``: 0 for a root of the tree.
+    a non-zero exit code or a signal, except a signal that the parent's ``exit`` span
+    explains with ``exit_reason`` ``"terminated_by_pool"`` (a pool worker that its own pool
+    terminated: an expected end). ``depth``: 0 for a root of the tree.
     """
 
     pid: int | None
@@ -51,6 +54,7 @@ class ProcessRecord:
     trace_id: str | None = None
     spawn_span_id: str | None = None
     run_span_id: str | None = None
+    exit_reason: str | None = None
     depth: int = 0
     children: list[ProcessRecord] = field(default_factory=list, repr=False)
 
@@ -145,7 +149,11 @@ def _record(conn: sqlite3.Connection, group: _Group) -> ProcessRecord:
     else:
         end = None
     ended = group.reap or group.run
-    exit_code = exit_signal = None
+    exit_code = exit_signal = exit_reason = None
+    if group.reap is not None:
+        # Only the parent knows why it ended the child (the child cannot tell who sent it
+        # a signal): its mark decides whether the signal was expected.
+        exit_reason = group.reap.attributes.get("procscope.process.exit.reason")
     if ended is not None:
         exit_code = ended.attributes.get("process.exit.code")
         exit_signal = ended.attributes.get("procscope.process.exit.signal")
@@ -160,8 +168,11 @@ def _record(conn: sqlite3.Connection, group: _Group) -> ProcessRecord:
             if span.status_code == STATUS_ERROR:
                 message = span.status_description
                 break
+    expected_signal = exit_reason == TERMINATED_BY_POOL
     error = (
-        any(s.status_code == STATUS_ERROR for s in spans) or bool(exit_code) or bool(exit_signal)
+        any(s.status_code == STATUS_ERROR for s in spans)
+        or bool(exit_code)
+        or (bool(exit_signal) and not expected_signal)
     )
     return ProcessRecord(
         pid=first("process.pid"),
@@ -179,6 +190,7 @@ def _record(conn: sqlite3.Connection, group: _Group) -> ProcessRecord:
         trace_id=trace_id_from_db(anchor.trace_id),
         spawn_span_id=span_id_from_db(group.spawn.span_id) if group.spawn else None,
         run_span_id=span_id_from_db(group.run.span_id) if group.run else None,
+        exit_reason=exit_reason,
     )
 
 

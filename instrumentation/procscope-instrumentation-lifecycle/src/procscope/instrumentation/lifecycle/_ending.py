@@ -27,15 +27,18 @@ from ._runtime import end_with_error, flush, runtime, set_exit_status, start_spa
 # The process's own span; [span] or []. A list so that taking it is one atomic pop.
 _run: list[Any] = []
 _failure: list[BaseException] = []
+# True in a multiprocessing.Pool worker: see _end_for_signal.
+_pool_worker: list[bool] = [False]
 _sigterm_installed = False
 SIGTERM_FLUSH_SECONDS = 5.0
 
 
-def begin_run(name: str, attributes: dict[str, Any], ctx: Any) -> Any:
+def begin_run(name: str, attributes: dict[str, Any], ctx: Any, *, pool_worker: bool = False) -> Any:
     """Start this process's span and make SIGTERM end it; returns the span."""
     span = start_span(name, attributes, ctx)
     _run[:] = [span]
     _failure.clear()
+    _pool_worker[0] = pool_worker
     _install_sigterm()
     return span
 
@@ -50,7 +53,9 @@ def note_failure(exc: BaseException) -> None:
         _failure.append(exc)
 
 
-def finish_run(code: int | None = None, *, exit_signal: int | None = None) -> bool:
+def finish_run(
+    code: int | None = None, *, exit_signal: int | None = None, expected: bool = False
+) -> bool:
     """End the process's span (once) with what is known of its end, then flush.
 
     False when there was no span to end (nothing flushed)."""
@@ -64,7 +69,7 @@ def finish_run(code: int | None = None, *, exit_signal: int | None = None) -> bo
         if _failure:
             end_with_error(span, _failure[0])
         if exit_signal is not None:
-            set_exit_status(span, -exit_signal)
+            set_exit_status(span, -exit_signal, expected=expected)
         else:
             set_exit_status(span, code)
         span.end()
@@ -85,6 +90,7 @@ def forget_inherited() -> None:
     """In a fork child: the parent's span is the parent's to end, not ours."""
     _run.clear()
     _failure.clear()
+    _pool_worker[0] = False
 
 
 # --- SIGTERM ----------------------------------------------------------------------------------
@@ -99,8 +105,13 @@ def _is_procscope_handler(handler: Any) -> bool:
 
 
 def _end_for_signal(signum: int) -> None:
+    # A pool worker cannot tell who sent SIGTERM, and its own pool ending is what sends
+    # it almost always (Pool.terminate, Pool.__exit__): its span records the signal
+    # without status ERROR. The parent's ``exit`` span decides: it carries the reason
+    # terminated_by_pool when the pool did it, else it is an error (docs/lifecycle.md).
     try:
-        if not finish_run(exit_signal=signum):
+        expected = _pool_worker[0] and signum == signal.SIGTERM
+        if not finish_run(exit_signal=signum, expected=expected):
             _flush_quietly()
     except Exception:  # noqa: BLE001 -- never stop the process from dying
         pass

@@ -43,6 +43,7 @@ from ._runtime import (
     ROLE,
     START_METHOD,
     TARGET,
+    TERMINATED_BY_POOL,
     current_provider,
     end_with_error,
     flush,
@@ -68,13 +69,15 @@ _local = threading.local()
 class ReapInfo:
     """What the parent needs to record a child's end when it reaps it."""
 
-    __slots__ = ("ctx", "kind", "method", "name")
+    __slots__ = ("ctx", "kind", "method", "name", "reason")
 
     def __init__(self, ctx: Any, name: str, method: str, kind: str) -> None:
         self.ctx = ctx
         self.name = name
         self.method = method
         self.kind = kind
+        # Set by the parent just before it terminates the child on purpose (a pool).
+        self.reason: str | None = None
 
 
 def record_reap(info: ReapInfo, child_pid: int | None, code: int | None) -> None:
@@ -90,7 +93,9 @@ def record_reap(info: ReapInfo, child_pid: int | None, code: int | None) -> None
     if child_pid is not None:
         attributes[PID] = child_pid
     span = start_span("exit " + info.name, attributes, info.ctx)
-    set_exit_status(span, code)
+    # The mark explains only the signal its pool sent; any other end is the child's own.
+    reason = info.reason if code == -signal.SIGTERM else None
+    set_exit_status(span, code, reason=reason)
     span.end()
 
 
@@ -197,7 +202,12 @@ def _make_bootstrap(original: Any) -> Any:
                 attributes[PROCESS_NAME] = launch.name
                 attributes[START_METHOD] = launch.method
                 attributes[TARGET] = launch.target
-                span = _ending.begin_run("process " + launch.name, attributes, ctx)
+                span = _ending.begin_run(
+                    "process " + launch.name,
+                    attributes,
+                    ctx,
+                    pool_worker=launch.target == POOL_WORKER_TARGET,
+                )
                 ctx = trace.set_span_in_context(span, ctx)
             if ctx is not None:
                 token = otel_context.attach(ctx)
@@ -247,6 +257,42 @@ def _make_poll(original: Any) -> Any:
         return code
 
     return poll
+
+
+# --- pools: workers that their own pool terminates ------------------------------------------
+
+POOL_WORKER_TARGET = "multiprocessing.pool.worker"
+
+
+def _mark_terminated_by_pool(workers: Any) -> None:
+    for worker in list(workers):
+        # Reap (through exitcode) the workers already dead first: whatever ended them,
+        # it was not this pool, and their exit span must say so.
+        if getattr(worker, "exitcode", 0) is not None:
+            continue
+        popen = getattr(worker, "_popen", None)
+        info = popen.__dict__.get(_REAP) if popen is not None else None
+        if info is not None:
+            info.reason = TERMINATED_BY_POOL
+
+
+def _make_terminate_pool(original: Any) -> Any:
+    # Pool._terminate_pool (a classmethod) is what Pool.terminate, Pool.__exit__ and the
+    # pool's finalizer (garbage collection, interpreter exit) all run; it SIGTERMs the
+    # workers still alive. Marking them before it runs lets the reap record say why.
+    function = original.__func__
+
+    def _terminate_pool(
+        cls: Any, taskqueue: Any, inqueue: Any, outqueue: Any, pool: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        if runtime.active:
+            try:
+                _mark_terminated_by_pool(pool)
+            except Exception:  # noqa: BLE001
+                log_internal_error()
+        return function(cls, taskqueue, inqueue, outqueue, pool, *args, **kwargs)
+
+    return classmethod(_terminate_pool)
 
 
 # --- pools: each submitted call --------------------------------------------------------------
@@ -510,6 +556,7 @@ def instrument(patches: Patches) -> None:
     patches.patch(popen_forkserver.Popen, "poll", _make_poll)
     for name in ("apply_async", "_map_async", "imap", "imap_unordered"):
         patches.patch(mp_pool.Pool, name, _make_pool_method)
+    patches.patch(mp_pool.Pool, "_terminate_pool", _make_terminate_pool)
     patches.patch(ProcessPoolExecutor, "submit", _make_executor_submit)
     patches.patch(os, "fork", _make_fork)
     patches.patch(os, "waitpid", _make_waitpid)

@@ -30,6 +30,10 @@ PARENT_PID = "process.parent_pid"
 COMMAND_ARGS = "process.command_args"
 EXIT_CODE = "process.exit.code"
 EXIT_SIGNAL = "procscope.process.exit.signal"
+EXIT_REASON = "procscope.process.exit.reason"
+# The exit reason of a pool worker that its own pool ended (Pool.terminate, __exit__,
+# the pool's finalizer): an expected end, so not an error even though a signal ended it.
+TERMINATED_BY_POOL = "terminated_by_pool"
 PROCESS_NAME = "procscope.process.name"
 START_METHOD = "procscope.process.start_method"
 TARGET = "procscope.process.target"
@@ -167,13 +171,22 @@ def end_with_error(span: Any, exc: BaseException | None, description: str | None
     span.set_status(Status(StatusCode.ERROR, description))
 
 
-def set_exit_status(span: Any, code: int | None) -> None:
-    """Exit code or (negative, as multiprocessing and subprocess report it) signal."""
+def set_exit_status(
+    span: Any, code: int | None, *, reason: str | None = None, expected: bool = False
+) -> None:
+    """Exit code or (negative, as multiprocessing and subprocess report it) signal.
+
+    ``reason``: why the process ended (recorded as ``procscope.process.exit.reason``);
+    with a reason, or ``expected``, a signal is recorded but the span is not an error.
+    """
     if code is None:
         return
     if code < 0:
         span.set_attribute(EXIT_SIGNAL, -code)
-        span.set_status(Status(StatusCode.ERROR, f"killed by signal {-code}"))
+        if reason is not None:
+            span.set_attribute(EXIT_REASON, reason)
+        elif not expected:
+            span.set_status(Status(StatusCode.ERROR, f"killed by signal {-code}"))
     else:
         span.set_attribute(EXIT_CODE, code)
         if code != 0:

@@ -50,6 +50,10 @@ UNKNOWN_PROBABILITY = math.nan
 
 DEFAULT_EXIT_CODE_ATTRIBUTE = "process.exit.code"
 DEFAULT_SIGNAL_ATTRIBUTE = "procscope.process.exit.signal"
+# A signal explained by this reason is an expected end (a pool worker that its own pool
+# terminated), not an abnormal one: docs/semantic-conventions.md, lifecycle section.
+EXIT_REASON_ATTRIBUTE = "procscope.process.exit.reason"
+EXPECTED_EXIT_REASONS = frozenset({"terminated_by_pool"})
 DEFAULT_LATENCY_THRESHOLD_SECONDS = 1.0
 
 
@@ -201,7 +205,8 @@ class AbnormalEndPolicy(Policy):
     status ERROR, ``process.exit.code`` and ``procscope.process.exit.signal``; the names
     are arguments so that other instrumentations can be matched too. A span with status
     ERROR that carries either attribute matches, and so does a span with a signal or a
-    non-zero exit code whatever its status.
+    non-zero exit code whatever its status, unless ``procscope.process.exit.reason`` says
+    the end was expected (``terminated_by_pool``) and the status is not ERROR.
     """
 
     def __init__(
@@ -214,6 +219,8 @@ class AbnormalEndPolicy(Policy):
 
     def _abnormal(self, span: ReadableSpan, attributes: Any) -> bool:
         if attributes.get(self.signal_attribute) is not None:
+            if attributes.get(EXIT_REASON_ATTRIBUTE) in EXPECTED_EXIT_REASONS:
+                return _status_code(span) is StatusCode.ERROR
             return True
         code = attributes.get(self.exit_code_attribute)
         if code is None:
