@@ -52,9 +52,6 @@ class BadSettingError(ValueError):
     """Raised by a parser for a value it cannot accept."""
 
 
-BadSetting = BadSettingError  # the name the first plugins were written against
-
-
 def warn_bad(setting: str, value: object, reason: str, fallback: object) -> None:
     """The single warning for a bad setting: what, which value, why, and what is used."""
     warnings.warn(

@@ -25,7 +25,7 @@ from opentelemetry.trace import INVALID_SPAN, SpanKind
 from ._common import head_sampling
 from ._common.guard import warn_once
 from ._common.head_sampling import should_record, take_root_decision
-from ._common.settings import BadSetting, resolve_one
+from ._common.settings import BadSettingError, resolve_one
 
 ENV_SNAPSHOT_EVERY = "PROCSCOPE_STATE_SNAPSHOT_EVERY"
 ENV_EVENTS = "PROCSCOPE_STATE_EVENTS"
@@ -42,13 +42,13 @@ MAX_CHANGE_ENTRIES = 32  # detailed (path, old, new) entries per change event
 def parse_positive_int(value: object) -> int:
     """A whole number of at least 1."""
     if isinstance(value, bool):
-        raise BadSetting("expected a whole number of at least 1")
+        raise BadSettingError("expected a whole number of at least 1")
     try:
         number = int(str(value).strip()) if not isinstance(value, int) else value
     except ValueError:
-        raise BadSetting("expected a whole number of at least 1") from None
+        raise BadSettingError("expected a whole number of at least 1") from None
     if number < 1:
-        raise BadSetting("expected a whole number of at least 1")
+        raise BadSettingError("expected a whole number of at least 1")
     return number
 
 
@@ -58,7 +58,7 @@ def parse_events(value: object) -> str:
         return "span"
     if text in ("log", "logs", "log_events"):
         return "log"
-    raise BadSetting("expected span or log")
+    raise BadSettingError("expected span or log")
 
 
 class Runtime:

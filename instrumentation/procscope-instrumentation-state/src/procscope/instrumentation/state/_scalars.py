@@ -25,7 +25,13 @@ from ._runtime import (
     add_span_event,
     current_span,
 )
-from ._tracker import Tracker, begin_target, record_changes, snapshot_after_change
+from ._tracker import (
+    Tracker,
+    begin_target,
+    change_attributes,
+    record_changes,
+    snapshot_after_change,
+)
 
 _live = shared_state.settings()  # the live settings object: read its attributes per call
 _context_get = _CONTEXT_VAR.get if _CONTEXT_VAR is not None and _SPAN_KEY is not None else None
@@ -192,16 +198,7 @@ def _record_scalars_on(
             return
         span = target.span
     try:
-        attributes: dict[str, Any] = {
-            sc.OBJECT: name,
-            sc.CLASS: tracker.type_name,
-            sc.METHOD: method,
-            # Before the first snapshot under this name (a rename), the changes are epoch 0.
-            sc.EPOCH: tracker.epoch_label if name == tracker.last_name else f"{name}/0",
-            sc.SEQ: max(seqs),
-            sc.FIELDS: tuple(fields),
-            sc.FIELD_SEQS: tuple(seqs),
-        }
+        attributes = change_attributes(tracker, name, method, fields, seqs)
         if _live.capture_content:
             old_reprs: list[str] = []
             new_reprs: list[str] = []

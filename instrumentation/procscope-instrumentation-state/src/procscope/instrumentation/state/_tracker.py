@@ -343,6 +343,22 @@ def _snapshot(tracker: Tracker, obj: Any, name: str, target: Any, reason: str) -
     tracker.epoch_label = f"{name}/{tracker.epoch}"
 
 
+def change_attributes(
+    tracker: Any, name: str, method: str, fields: list[str], seqs: list[int]
+) -> dict[str, Any]:
+    """The attributes every change event carries, whatever path records it."""
+    return {
+        sc.OBJECT: name,
+        sc.CLASS: tracker.type_name,
+        sc.METHOD: method,
+        # Before the first snapshot under this name (a rename), the changes are epoch 0.
+        sc.EPOCH: tracker.epoch_label if name == tracker.last_name else f"{name}/0",
+        sc.SEQ: max(seqs),
+        sc.FIELDS: tuple(fields),
+        sc.FIELD_SEQS: tuple(seqs),
+    }
+
+
 def record_changes(
     tracker: Tracker,
     obj: Any,
@@ -431,16 +447,7 @@ def _emit_change(
             omitted += diff(
                 field, old_frozen, new_frozen, entries, MAX_CHANGE_ENTRIES, secret_name(field)
             )
-    attributes: dict[str, Any] = {
-        sc.OBJECT: name,
-        sc.CLASS: tracker.type_name,
-        sc.METHOD: method,
-        # Before the first snapshot under this name (a rename), the changes are epoch 0.
-        sc.EPOCH: tracker.epoch_label if name == tracker.last_name else f"{name}/0",
-        sc.SEQ: max(seqs),
-        sc.FIELDS: tuple(fields),
-        sc.FIELD_SEQS: tuple(seqs),
-    }
+    attributes = change_attributes(tracker, name, method, fields, seqs)
     if capture:
         attributes[sc.OLD_VALUES] = tuple(olds)
         attributes[sc.VALUES] = tuple(news)
