@@ -410,7 +410,7 @@ class TailSamplingProcessor(SpanProcessor):
         self, trace_id: int, span: ReadableSpan, verdict: float, counted: bool = False
     ) -> None:
         """A span of an already decided trace: follow the decision, or rescue the trace."""
-        if verdict != _DROPPED:
+        if verdict != _DROPPED and (verdict >= 1.0 or math.isnan(verdict)):
             with self._lock:
                 self._counts["kept_spans"] += 1
                 self._counts["late_kept_spans"] += 1
@@ -421,6 +421,15 @@ class TailSamplingProcessor(SpanProcessor):
         except Exception:  # noqa: BLE001 -- the host program must never see our errors
             upgrade = False
             log_internal_error()
+        if verdict != _DROPPED and not upgrade:
+            # Kept by chance: the late span follows the trace's probability.
+            with self._lock:
+                self._counts["kept_spans"] += 1
+                self._counts["late_kept_spans"] += 1
+            self._forward([span], verdict)
+            return
+        # A late error or abnormal end is kept whatever the rate: probability 1, also in a
+        # trace that an earlier, probabilistic decision happened to keep.
         with self._lock:
             if upgrade:
                 if self._decisions.get(trace_id) == _DROPPED:
