@@ -155,3 +155,35 @@ def test_unsampled_root_gives_threads_no_span_but_one_unsampled_trace(
     assert memory.spans() == []
     (context,) = inside
     assert context.is_valid and not context.trace_flags.sampled
+
+
+def test_failure_is_recorded_when_the_program_replaces_threading_excepthook_later(
+    instrument: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A threading.excepthook set after instrument() runs, and the failure still has its span."""
+    memory = instrument(spans="errors")
+    seen: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_value))
+
+    def bad() -> None:
+        raise ValueError("late hook")
+
+    thread = threading.Thread(target=bad, name="bad")
+    thread.start()
+    thread.join()
+    assert [type(exc) for exc in seen] == [ValueError]
+    (span,) = memory.spans("thread")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.events[0].attributes["exception.message"] == "late hook"
+
+
+def test_uninstrument_gives_threading_excepthook_back(instrument: Any) -> None:
+    """instrument() chains in front of threading.excepthook; uninstrument() restores it."""
+    from procscope.instrumentation.lifecycle import LifecycleInstrumentor
+
+    LifecycleInstrumentor().uninstrument()
+    before = threading.excepthook
+    instrument(spans="errors")
+    assert threading.excepthook is not before
+    LifecycleInstrumentor().uninstrument()
+    assert threading.excepthook is before

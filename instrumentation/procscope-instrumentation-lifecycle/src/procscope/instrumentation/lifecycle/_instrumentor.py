@@ -47,4 +47,5 @@ class LifecycleInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         runtime.active = False
         self._patches.restore_all()
         _processes.uninstrument()
+        _threads.uninstrument()
         _ending.remove_sigterm()

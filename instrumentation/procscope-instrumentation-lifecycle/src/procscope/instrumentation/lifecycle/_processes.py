@@ -57,7 +57,7 @@ from ._runtime import (
     thread_attributes,
     unsampled_context,
 )
-from ._threads import qualname
+from ._threads import forget_pending, qualname
 
 _LAUNCH = "_procscope_launch"
 _REAP = "_procscope_reap"
@@ -411,6 +411,7 @@ def _after_fork_in_child() -> None:
     # Whatever this process was doing belongs to the parent: its own span, its children.
     _ending.forget_inherited()
     _forked.clear()
+    forget_pending()
     _unblock_sigterm()
     # The SDK has given its processors new locks already (its hook ran first); these
     # are the parent's old ones, copied, which nothing here uses any more.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from time import time_ns
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -40,7 +41,6 @@ from ._runtime import (
     unsampled_context,
 )
 
-_CTX = "_procscope_context"
 _OWN_MODULES = ("opentelemetry.", "procscope.")
 _HOUSEKEEPING_MODULES = ("multiprocessing.", "concurrent.futures.")
 
@@ -56,26 +56,49 @@ def qualname(func: Any) -> str:
         return "?"
 
 
+# The starter's context for each thread between its start() and its first instruction,
+# keyed by the Thread object. Not in the thread's own __dict__: a key added to an
+# instance dict (and popped again) turns the class's shared-key dicts into ordinary
+# ones, which costs thousands of instructions per thread start here (callgrind).
+# Plain dict operations are atomic under the GIL.
+_pending: dict[threading.Thread, tuple[otel_context.Context, bool]] = {}
+
+
 def _make_start(original: Any) -> Any:
     def start(self: threading.Thread) -> None:
-        if runtime.active:
-            try:
-                target = self.__dict__.get("_target")
-                module = getattr(target, "__module__", None) or ""
-                # The SDK's own worker threads (a batch processor re-started after fork)
-                # are not the program's: no span, no context.
-                if module.startswith(_HOUSEKEEPING_MODULES):
-                    # multiprocessing's and concurrent.futures' helper threads (pool
-                    # maintenance, result handlers, executor workers): context, no span;
-                    # what they run has its own spans (pool_task, spawn).
-                    self.__dict__[_CTX] = (otel_context.get_current(), False)
-                elif not module.startswith(_OWN_MODULES):
-                    self.__dict__[_CTX] = (otel_context.get_current(), True)
-            except Exception:  # noqa: BLE001
-                log_internal_error()
-        return original(self)  # type: ignore[no-any-return]
+        if not runtime.active:
+            return original(self)  # type: ignore[no-any-return]
+        try:
+            # getattr, never self.__dict__: on 3.11+ merely reading an instance's
+            # __dict__ makes a real dict of its inline attribute values, which costs
+            # thousands of instructions per thread (measured with callgrind).
+            target = getattr(self, "_target", None)
+            module = getattr(target, "__module__", None) or ""
+            # The SDK's own worker threads (a batch processor re-started after fork)
+            # are not the program's: no span, no context.
+            if module.startswith(_HOUSEKEEPING_MODULES):
+                # multiprocessing's and concurrent.futures' helper threads (pool
+                # maintenance, result handlers, executor workers): context, no span;
+                # what they run has its own spans (pool_task, spawn).
+                _pending[self] = (otel_context.get_current(), False)
+            elif not module.startswith(_OWN_MODULES):
+                _pending[self] = (otel_context.get_current(), True)
+        except Exception:  # noqa: BLE001
+            log_internal_error()
+        try:
+            return original(self)  # type: ignore[no-any-return]
+        except BaseException:
+            _pending.pop(self, None)  # never started (can't start new thread, started twice)
+            raise
 
     return start
+
+
+def forget_pending() -> None:
+    """In a fork child: threads that other threads of the parent were starting or
+    running, which do not exist here."""
+    _pending.clear()
+    _watched.clear()
 
 
 def _thread_span_name(thread: threading.Thread) -> str:
@@ -94,54 +117,130 @@ def _own_attributes(thread: threading.Thread) -> dict[str, Any]:
     }
 
 
+# Threads running in the default mode whose unhandled exception is wanted: thread ->
+# None, then the exception once threading's excepthook has seen it. Found by the
+# threading.excepthook chained in front of the program's (below), so that a thread
+# costs two dict operations rather than a closure shadowing its _invoke_excepthook.
+_watched: dict[threading.Thread, BaseException | None] = {}
+_chained_hook: list[Any] = []
+
+
+def _chain_threading_excepthook(previous: Any) -> Any:
+    def excepthook(args: Any) -> None:
+        try:
+            thread = args.thread
+            exc = args.exc_value
+            if thread in _watched and exc is not None and not isinstance(exc, SystemExit):
+                _watched[thread] = exc
+        except Exception:  # noqa: BLE001 -- the program's hook must run whatever happens
+            pass
+        previous(args)
+
+    excepthook._procscope_chain = True  # type: ignore[attr-defined]
+    excepthook._procscope_previous = previous  # type: ignore[attr-defined]
+    return excepthook
+
+
+def _install_threading_excepthook() -> None:
+    if not getattr(threading.excepthook, "_procscope_chain", False):
+        threading.excepthook = _chain_threading_excepthook(threading.excepthook)
+    _chained_hook[:] = [threading.excepthook]
+
+
+def _remove_threading_excepthook() -> None:
+    """Put the program's hook back, unless it chained its own in front of ours since:
+    then ours stays, harmless (it only notes exceptions of threads it watches)."""
+    hook = threading.excepthook
+    if getattr(hook, "_procscope_chain", False):
+        threading.excepthook = hook._procscope_previous  # type: ignore[attr-defined]
+    _chained_hook.clear()
+
+
 def _make_bootstrap_inner(original: Any) -> Any:
     def _bootstrap_inner(self: threading.Thread) -> None:
-        captured = self.__dict__.pop(_CTX, None)
+        captured = _pending.pop(self, None)
         if captured is None or not runtime.active:
             return original(self)  # type: ignore[no-any-return]
         ctx, spans_allowed = captured
-        span = None
-        token = None
-        failure: list[BaseException] = []
+        if spans_allowed and every_thread_wanted():
+            return _run_with_span(original, self, ctx)
+        # The default (spans only for failures): this runs in the new thread before its
+        # starter's start() can return, so it is on the critical path of every thread
+        # start. No detach at the end: the thread's contextvars context ends with it.
+        failure: list[BaseException] | None = None
+        started = 0
         try:
-            if spans_allowed and every_thread_wanted():
-                if record_under(ctx):
-                    attributes = _own_attributes(self)
-                    span = start_span(_thread_span_name(self), attributes, ctx)
-                    ctx = trace.set_span_in_context(span, ctx)
-                else:
-                    ctx = unsampled_context(ctx)
-            started = now_ns()
-            token = otel_context.attach(ctx)
-            invoke = self.__dict__.get("_invoke_excepthook")
-            if invoke is not None:
-
-                def _invoke_excepthook(thread: threading.Thread) -> None:
-                    exc = sys.exc_info()[1]
-                    if exc is not None and not isinstance(exc, SystemExit):
-                        failure.append(exc)
-                    invoke(thread)
-
-                self._invoke_excepthook = _invoke_excepthook  # type: ignore[attr-defined]
+            if ctx:  # an empty context (nothing current at start) is what a thread has
+                otel_context.attach(ctx)
+            if spans_allowed:
+                started = time_ns()
+                if _chained_hook and threading.excepthook is _chained_hook[0]:
+                    _watched[self] = None
+                else:  # the program replaced threading.excepthook: watch this thread alone
+                    failure = []
+                    _watch_failure(self, failure)
         except Exception:  # noqa: BLE001
             log_internal_error()
         try:
             return original(self)  # type: ignore[no-any-return]
         finally:
-            try:
-                if token is not None:
-                    otel_context.detach(token)
-                if span is not None:
-                    if failure:
-                        end_with_error(span, failure[0])
-                    span.end()
-                elif failure and spans_allowed and error_spans_wanted():
-                    attributes = _own_attributes(self)
-                    error_span(_thread_span_name(self), attributes, ctx, started, failure[0])
-            except Exception:  # noqa: BLE001
-                log_internal_error()
+            if spans_allowed:
+                try:
+                    exc = _watched.pop(self, None) or (failure[0] if failure else None)
+                    if exc is not None and error_spans_wanted():
+                        attributes = _own_attributes(self)
+                        error_span(_thread_span_name(self), attributes, ctx, started, exc)
+                except Exception:  # noqa: BLE001
+                    log_internal_error()
 
     return _bootstrap_inner
+
+
+def _watch_failure(thread: threading.Thread, failure: list[BaseException]) -> None:
+    """Collect the thread's unhandled exception into ``failure``.
+
+    Through the thread's own ``_invoke_excepthook`` (shadowed on the instance), so that
+    ``threading.excepthook``, whoever set it, still runs exactly as before."""
+    invoke = getattr(thread, "_invoke_excepthook", None)
+    if invoke is None:
+        return
+
+    def _invoke_excepthook(thread: threading.Thread) -> None:
+        exc = sys.exc_info()[1]
+        if exc is not None and not isinstance(exc, SystemExit):
+            failure.append(exc)
+        invoke(thread)
+
+    thread._invoke_excepthook = _invoke_excepthook  # type: ignore[attr-defined]
+
+
+def _run_with_span(original: Any, thread: threading.Thread, ctx: otel_context.Context) -> None:
+    """``_bootstrap_inner`` with a span for the thread's life (spans=all)."""
+    span = None
+    token = None
+    failure: list[BaseException] = []
+    try:
+        if record_under(ctx):
+            span = start_span(_thread_span_name(thread), _own_attributes(thread), ctx)
+            ctx = trace.set_span_in_context(span, ctx)
+        else:
+            ctx = unsampled_context(ctx)
+        token = otel_context.attach(ctx)
+        _watch_failure(thread, failure)
+    except Exception:  # noqa: BLE001
+        log_internal_error()
+    try:
+        return original(thread)  # type: ignore[no-any-return]
+    finally:
+        try:
+            if token is not None:
+                otel_context.detach(token)
+            if span is not None:
+                if failure:
+                    end_with_error(span, failure[0])
+                span.end()
+        except Exception:  # noqa: BLE001
+            log_internal_error()
 
 
 class _ContextCall:
@@ -221,7 +320,12 @@ def _make_submit(original: Any) -> Any:
     return submit
 
 
+def uninstrument() -> None:
+    _remove_threading_excepthook()
+
+
 def instrument(patches: Patches) -> None:
+    _install_threading_excepthook()
     patches.patch(threading.Thread, "start", _make_start)
     patches.patch(threading.Thread, "_bootstrap_inner", _make_bootstrap_inner)
     patches.patch(ThreadPoolExecutor, "submit", _make_submit)
