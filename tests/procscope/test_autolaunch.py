@@ -45,7 +45,10 @@ def test_auto_launch_sets_up_procscope_and_its_instrumentors(run_app: Any, spans
     assert result.returncode == 0, result.stderr
     assert "scope ('console',)" in result.stdout
     assert "instrumented True True True" in result.stdout
-    assert [s["name"] for s in spans_in(result.stdout)] == ["auto-launched"]
+    spans = spans_in(result.stdout)
+    # The program's own span, then the record of how it ended (exit code 0).
+    assert [s["name"] for s in spans] == ["auto-launched", "end app.py"]
+    assert spans[1]["attributes"]["process.exit.code"] == 0
     assert "already instrumented" not in result.stderr
     assert "not loaded" not in result.stderr  # opentelemetry-distro is installed here too
 
@@ -74,7 +77,8 @@ def test_auto_launch_exporter_choice(run_app: Any, spans_in: Any, exporter: str)
         env=_path_env(OTEL_PYTHON_DISTRO="procscope", OTEL_TRACES_EXPORTER=exporter),
     )
     assert result.returncode == 0, result.stderr
-    assert len(spans_in(result.stdout)) == (1 if exporter == "console" else 0)
+    # With console: the program's span and the record of its end.
+    assert len(spans_in(result.stdout)) == (2 if exporter == "console" else 0)
 
 
 def test_auto_launch_default_exporter_is_the_trace_db(run_app: Any, tmp_path: Path) -> None:

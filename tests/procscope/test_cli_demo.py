@@ -47,8 +47,14 @@ def test_demo_records_processes_messages_state_and_the_crash(tmp_path: Path) -> 
     state = _procscope("state", "ledger", "--db", str(db), "--json", env=env)
     history: Any = json.loads(state.stdout)
     assert "7.15" in json.dumps(history)
+    # The program's own end: recorded by itself, exit 0, at the top of the tree.
+    program = records[0]
+    assert (program.kind, program.pid, program.exit_code, program.error) == (
+        "program", root_pid, 0, False
+    )
     traces = json.loads(_procscope("traces", "--db", str(db), "--json", env=env).stdout)
-    assert len(traces) == 1
+    # The pipeline's trace, and the one-span record of the program's end.
+    assert sorted(t["root_name"] for t in traces) == ["dispatch orders", "end _demo_app.py"]
 
 
 def test_demo_refuses_an_existing_db(tmp_path: Path) -> None:

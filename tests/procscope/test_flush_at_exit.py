@@ -32,10 +32,13 @@ print("not interrupted")
 def test_spans_flushed_at_normal_exit_sys_exit_and_exception(
     run_app: Any, spans_in: Any, ending: str, expected_status: int
 ) -> None:
-    """Every way of ending that runs atexit exports what was recorded."""
+    """Every way of ending that runs atexit exports what was recorded, and how it ended."""
     result = run_app(PROGRAM.format(before="", ending=ending))
     assert result.returncode == expected_status
-    assert [s["name"] for s in spans_in(result.stdout)] == ["recorded"]
+    spans = spans_in(result.stdout)
+    assert [s["name"] for s in spans] == ["recorded", "end app.py"]
+    assert spans[1]["attributes"]["process.exit.code"] == expected_status
+    assert (spans[1]["status"]["status_code"] == "ERROR") is (expected_status != 0)
 
 
 def _terminate(proc: Any) -> tuple[str, str]:
@@ -51,7 +54,9 @@ def test_sigterm_with_default_action_flushes_and_still_dies_by_sigterm(
     proc = start_app(PROGRAM.format(before="", ending=WAIT_FOR_SIGNAL))
     out, err = _terminate(proc)
     assert proc.returncode == -signal.SIGTERM, err
-    assert [s["name"] for s in spans_in(out)] == ["recorded"]
+    spans = spans_in(out)
+    assert [s["name"] for s in spans] == ["recorded", "end app.py"]
+    assert spans[1]["attributes"]["procscope.process.exit.signal"] == signal.SIGTERM
     assert "not interrupted" not in out
 
 
@@ -67,7 +72,9 @@ signal.signal(signal.SIGTERM, on_term)
     out, err = _terminate(proc)
     assert proc.returncode == 0, err
     assert "program handler ran" in out
-    assert [s["name"] for s in spans_in(out)] == ["recorded"]
+    spans = spans_in(out)
+    assert [s["name"] for s in spans] == ["recorded", "end app.py"]
+    assert spans[1]["attributes"]["process.exit.code"] == 0  # its handler's sys.exit(0)
 
 
 def test_shutdown_restores_default_sigterm(run_app: Any) -> None:

@@ -127,7 +127,7 @@ def test_existing_provider_is_kept_and_gets_our_processors(run_app: Any, spans_i
     assert "same provider True" in result.stdout
     assert "memory got ['work']" in result.stdout
     spans = spans_in(result.stdout)
-    assert [s["name"] for s in spans] == ["work"]
+    assert [s["name"] for s in spans] == ["work", "end app.py"]  # and how the program ended
     assert spans[0]["resource"]["attributes"]["service.name"] == "mine"
     assert result.stderr.count("installed its own TracerProvider") == 1
 

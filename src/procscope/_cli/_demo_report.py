@@ -41,7 +41,10 @@ def print_demo_report(db: str) -> int:
         _show(["traces", "--db", db]),
     ]
     if traces:
-        statuses.append(_show(["show", traces[0]["trace_id"], "--db", db]))
+        # The pipeline's trace: the one with the most spans (the newest is the one-span
+        # record of how the program ended).
+        largest = max(traces, key=lambda t: t.get("span_count") or 0)
+        statuses.append(_show(["show", largest["trace_id"], "--db", db]))
     print("Ask more questions of the same recording, for example:")
     print(f"  procscope messages --db {shlex.quote(db)} --to ledger")
     print(f"  procscope state ledger --db {shlex.quote(db)} --at HH:MM:SS")

@@ -10,7 +10,8 @@ reaped leaves no ``exit`` span), and whatever is left still makes one row.
 A process is then placed under its parent: the row whose pid is its ``process.parent_pid``
 and that started last before it (pids are reused over a long-lived DB). A parent without
 a row of its own (the program at the top, which nobody spawned under procscope) gets one
-made from the spans it exported: its pid, its name, its first and last span.
+made from the spans it exported: its pid, its name, its first and last span, and how it
+ended when it recorded that itself (its ``end`` span, role ``end``, kind ``program``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from ._schema import span_id_from_db, trace_id_from_db
 
 KIND_KEY = "procscope.lifecycle.kind"
-PROCESS_KINDS = ("process", "subprocess")
+PROCESS_KINDS = ("process", "subprocess", "program")
 STATUS_ERROR = 2
 TERMINATED_BY_POOL = "terminated_by_pool"
 
@@ -194,8 +195,11 @@ def _record(conn: sqlite3.Connection, group: _Group) -> ProcessRecord:
     )
 
 
-def _program(conn: sqlite3.Connection, pid: int) -> ProcessRecord | None:
-    """A row for a process nobody spawned under procscope, from the spans it exported."""
+def _program(
+    conn: sqlite3.Connection, pid: int, end: _Span | None = None
+) -> ProcessRecord | None:
+    """A row for a process nobody spawned under procscope, from the spans it exported
+    (and from its own ``end`` span, when it recorded one)."""
     row = conn.execute(
         "SELECT min(start_ns), max(end_ns), max(process_name), max(resource_id) "
         "FROM spans WHERE pid = ?",
@@ -211,7 +215,7 @@ def _program(conn: sqlite3.Connection, pid: int) -> ProcessRecord | None:
         attrs = json.loads(res[0]) if res and res[0] else {}
         if attrs.get("process.pid") == pid:
             name = attrs.get("service.name") or attrs.get("process.executable.name") or name
-    return ProcessRecord(
+    record = ProcessRecord(
         pid=pid,
         parent_pid=None,
         name=str(name or "python"),
@@ -220,14 +224,30 @@ def _program(conn: sqlite3.Connection, pid: int) -> ProcessRecord | None:
         start_ns=row[0],
         end_ns=row[1],
     )
+    if end is not None:
+        record.end_ns = end.end_ns
+        record.parent_pid = end.attributes.get("process.parent_pid")
+        record.exit_code = end.attributes.get("process.exit.code")
+        record.exit_signal = end.attributes.get("procscope.process.exit.signal")
+        record.trace_id = trace_id_from_db(end.trace_id)
+        record.run_span_id = span_id_from_db(end.span_id)
+        if end.status_code == STATUS_ERROR:
+            record.error = True
+            record.error_message = (
+                _exception_message(conn, end.span_pk) or end.status_description
+            )
+    return record
 
 
 def processes(conn: sqlite3.Connection) -> list[ProcessRecord]:
     """Every recorded process, in tree order (each after its parent, children by start)."""
     groups: dict[tuple[bytes, int], _Group] = {}
+    ends: dict[int, _Span] = {}
     for span in _load(conn):
         role = span.attributes.get("procscope.lifecycle.role")
-        if role == "spawn":
+        if role == "end":  # a program's own end; the last one for a reused pid
+            ends[span.pid] = span
+        elif role == "spawn":
             groups.setdefault((span.trace_id, span.span_id), _Group()).spawn = span
         elif role in ("run", "reap") and span.parent_span_id is not None:
             group = groups.setdefault((span.trace_id, span.parent_span_id), _Group())
@@ -247,6 +267,13 @@ def processes(conn: sqlite3.Connection) -> list[ProcessRecord]:
             by_pid.setdefault(record.pid, []).append(record)
     roots: list[ProcessRecord] = []
     programs: dict[int, ProcessRecord] = {}
+    for pid, end in ends.items():
+        if pid in by_pid:
+            continue  # recorded as a child already
+        program = _program(conn, pid, end)
+        if program is not None:
+            programs[pid] = program
+            roots.append(program)
     for record in records:
         parent = None
         if record.parent_pid is not None:

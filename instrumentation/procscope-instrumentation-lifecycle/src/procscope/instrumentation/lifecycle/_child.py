@@ -68,6 +68,9 @@ def _restore_launch(
     target: str,
 ) -> Launch:
     try:
+        from . import _program
+
+        _program.mark_child()
         ensure_instrumented(settings, spans)
     except Exception:  # noqa: BLE001 -- the child must run even if procscope cannot
         log_internal_error()

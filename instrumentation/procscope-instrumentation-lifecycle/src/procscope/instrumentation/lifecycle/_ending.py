@@ -20,6 +20,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from . import _program
 from ._common.guard import log_internal_error
 from ._patching import Patches
 from ._runtime import end_with_error, flush, runtime, set_exit_status, start_span
@@ -112,6 +113,7 @@ def _end_for_signal(signum: int) -> None:
     try:
         expected = _pool_worker[0] and signum == signal.SIGTERM
         if not finish_run(exit_signal=signum, expected=expected):
+            _program.record_end(exit_signal=signum)
             _flush_quietly()
     except Exception:  # noqa: BLE001 -- never stop the process from dying
         pass
@@ -137,6 +139,14 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 _on_sigterm._procscope_sigterm = True  # type: ignore[attr-defined]
 
 
+def install_sigterm() -> None:
+    """For the program at the top: its end at SIGTERM is recorded (see _program)."""
+    _install_sigterm()
+
+
+_replaced_sigterm: list[Any] = [signal.SIG_DFL]
+
+
 def _install_sigterm() -> None:
     """Catch SIGTERM where it would kill the process silently; never replace a handler
     that the program installed (if it exits through sys.exit, the normal paths end the
@@ -147,6 +157,9 @@ def _install_sigterm() -> None:
     try:
         current = signal.getsignal(signal.SIGTERM)
         if current is signal.SIG_DFL or _is_procscope_handler(current):
+            if current is not _on_sigterm:
+                # procscope.setup()'s flush handler, given back at uninstrument.
+                _replaced_sigterm[0] = current
             signal.signal(signal.SIGTERM, _on_sigterm)
             _sigterm_installed = True
     except (ValueError, OSError, AttributeError):
@@ -160,9 +173,10 @@ def remove_sigterm() -> None:
     _sigterm_installed = False
     try:
         if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    except (ValueError, OSError):
+            signal.signal(signal.SIGTERM, _replaced_sigterm[0])
+    except (ValueError, OSError, TypeError):
         pass
+    _replaced_sigterm[0] = signal.SIG_DFL
 
 
 # --- os._exit and atexit ----------------------------------------------------------------------
@@ -173,6 +187,7 @@ def _make_exit(original: Any) -> Any:
         try:
             if runtime.active:
                 if not finish_run(code if isinstance(code, int) else None):
+                    _program.record_end(code if isinstance(code, int) else None)
                     _flush_quietly()
         except BaseException:  # noqa: BLE001 -- os._exit must exit, whatever happened
             pass
@@ -202,6 +217,7 @@ def _excepthook_chain(previous: Any) -> Any:
         try:
             if isinstance(exc, BaseException) and not isinstance(exc, SystemExit):
                 note_failure(exc)
+                _program.note_failure(exc)
         except Exception:  # noqa: BLE001
             pass
         previous(exc_type, exc, tb)

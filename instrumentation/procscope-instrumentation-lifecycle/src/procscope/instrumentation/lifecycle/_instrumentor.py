@@ -7,7 +7,7 @@ from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from . import _ending, _processes, _subprocess, _tasks, _threads
+from . import _ending, _processes, _program, _subprocess, _tasks, _threads
 from ._patching import Patches
 from ._runtime import runtime
 
@@ -37,11 +37,18 @@ class LifecycleInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             _processes.instrument(self._patches)
             _subprocess.instrument(self._patches)
             _ending.instrument(self._patches)
+            _program.instrument(self._patches)
         except BaseException:
             self._patches.restore_all()
             runtime.active = False
             raise
         _subprocess.start_from_environment()
+        if _ending.current_run() is None:
+            # Not a child with its own process span: the program at the top, whose end
+            # nobody else can record.
+            _program.watch()
+            _ending.watch_main_thread_exceptions()
+            _ending.install_sigterm()
 
     def _uninstrument(self, **kwargs: Any) -> None:
         runtime.active = False

@@ -31,6 +31,7 @@ from ._common.guard import log_internal_error
 from ._common.saferepr import safe_repr
 from ._patching import Patches
 from ._processes import ReapInfo, record_reap, spawn_context
+from ._program import mark_child as mark_not_the_program
 from ._runtime import (
     COMMAND_ARGS,
     ENV_SPANS,
@@ -197,6 +198,7 @@ def start_from_environment() -> None:
         return
     os.environ.pop("TRACEPARENT", None)
     os.environ.pop("TRACESTATE", None)
+    mark_not_the_program()
     if _ending.current_run() is not None:
         return
     if process_spans_wanted() and record_under(ctx):
