@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind
 
-from . import _schema
+from . import _relay, _schema
 from ._common.guard import log_internal_error, warn_once
 from ._common.settings import (
     ENV_DB,
@@ -281,7 +281,27 @@ class TraceDBSpanExporter(SpanExporter):
         self._owner: int | None = None  # thread id of the export holding the lock
         self._writer: Writer | None = None
         self._stopped = False  # shut down, or the file must never be written
+        # Children hand their batches to the process that owns the DB (see _relay.py):
+        # this exporter either sends to an owner's relay, or is the owner and runs one.
+        self._relay_to: bytes | None = None
+        self._relay: _relay.RelayServer | None = None
+        self._start_relay()
         self._register_fork_handler()
+
+    def _start_relay(self) -> None:
+        try:
+            if not _relay.relay_wanted():
+                return
+            self._relay_to = _relay.inherited_address(self.path)
+            if self._relay_to is not None:
+                return  # a child: its owner writes
+            relay = _relay.RelayServer(self.path, weakref.WeakMethod(self._write_relayed))
+            self._relay = relay
+            relay.publish()
+            # An exporter dropped without shutdown() still lets its relay go.
+            weakref.finalize(self, relay.close, 1.0)
+        except Exception:  # noqa: BLE001 -- without a relay, every process writes itself
+            log_internal_error()
 
     # ------------------------------------------------------------------ fork safety
 
@@ -301,6 +321,12 @@ class TraceDBSpanExporter(SpanExporter):
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         self._owner = None
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            # The parent owns the DB: send to it, and let go of its socket here (so that
+            # the address dies with the parent, and a send then fails over to SQLite).
+            self._relay_to = relay.address
+            relay.close()
         if self._writer is not None:
             _ABANDONED.append(self._writer)
             self._writer = None
@@ -358,16 +384,49 @@ class TraceDBSpanExporter(SpanExporter):
             lock.release()
 
     def _export_locked(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        pid = os.getpid()
+        name = multiprocessing.current_process().name
+        if self._relay_to is not None and self._send_to_owner(spans, pid, name):
+            return SpanExportResult.SUCCESS
+        return self._write_locked(
+            lambda writer: spans_to_batch(spans, writer, pid, name), len(spans)
+        )
+
+    def _send_to_owner(self, spans: Sequence[ReadableSpan], pid: int, name: str) -> bool:
+        """Hand the batch to the owner's relay; False to write it here instead."""
+        address = self._relay_to
+        if address is None:
+            return False
+        ids = _relay.LocalIds()
+        batch = spans_to_batch(spans, ids, pid, name)  # type: ignore[arg-type]
+        outcome = _relay.send(address, _relay.encode(self.path, batch, ids))
+        if outcome == _relay.GONE:
+            self._relay_to = None  # the owner has ended: from now on, write here
+        return outcome == _relay.SENT
+
+    def _write_relayed(self, message: dict[str, Any]) -> None:
+        """A batch a child sent (on the relay thread of the owner)."""
+        count = len(message.get("spans") or ())
+        # Bounded as export() is: another batch holds the lock at most one busy timeout.
+        if not self._lock.acquire(timeout=self.timeout + 5.0):
+            self._warn("another export of this process did not finish in time", count,
+                       stopping=False)  # fmt: skip
+            return
+        try:
+            if not self._stopped:
+                self._write_locked(lambda writer: _relay.build_batch(message, writer), count)
+        finally:
+            self._lock.release()
+
+    def _write_locked(self, build: Any, count: int) -> SpanExportResult:
         try:
             writer = self._writer_here()
-            pid = os.getpid()
-            name = multiprocessing.current_process().name
-            writer.write(Batch(), build=lambda: spans_to_batch(spans, writer, pid, name))
+            writer.write(Batch(), build=lambda: build(writer))
             return SpanExportResult.SUCCESS
         except TraceDBError as exc:
             if exc.permanent:
                 self._stopped = True
-            self._warn(exc.reason, len(spans), stopping=exc.permanent)
+            self._warn(exc.reason, count, stopping=exc.permanent)
         except (sqlite3.Error, OSError) as exc:
             reason = str(exc) or type(exc).__name__
             if _on_read_only_fs(self.path):
@@ -377,7 +436,7 @@ class TraceDBSpanExporter(SpanExporter):
                     # The file was replaced or damaged under us: reopen (and re-check)
                     # on the next batch rather than write into whatever it is now.
                     self._drop_writer()
-            self._warn(reason, len(spans), stopping=False)
+            self._warn(reason, count, stopping=False)
         return SpanExportResult.FAILURE
 
     def _warn(self, reason: str, count: int, *, stopping: bool) -> None:
@@ -404,6 +463,10 @@ class TraceDBSpanExporter(SpanExporter):
                 pass
 
     def shutdown(self) -> None:
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            # First: what children sent is written before the connection closes.
+            relay.close(timeout=self.timeout + 1.0)
         # Bounded: the lock is held at most for one batch, itself bounded by the busy
         # timeout; a shutdown that cannot get it in that time leaves the connection to
         # the process's exit rather than hang the program.

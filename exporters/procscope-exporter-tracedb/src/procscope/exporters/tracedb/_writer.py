@@ -233,14 +233,33 @@ class Writer:
 
     # ------------------------------------------------------------------ ids of shared rows
 
+    @staticmethod
+    def resource_key(resource: Any) -> tuple[str, str | None]:
+        """(attributes as JSON, schema URL): what identifies a resource's row."""
+        attributes = _encode(dict(resource.attributes))
+        return attributes, getattr(resource, "schema_url", None) or None
+
+    @staticmethod
+    def scope_key(scope: Any) -> tuple[str, str | None, str | None, str | None]:
+        """(name, version, schema URL, attributes as JSON) of an instrumentation scope."""
+        return (
+            scope.name or "",
+            scope.version or None,
+            scope.schema_url or None,
+            encode_attributes(getattr(scope, "attributes", None)),
+        )
+
     def resource_id(self, resource: Any) -> int | None:
         """The row id of a resource, inserted once per DB (looked up by its digest)."""
         if resource is None:
             return None
         if resource is self._last_resource:
             return self._last_resource_id
-        attributes = _encode(dict(resource.attributes))
-        schema_url = getattr(resource, "schema_url", None) or None
+        rid = self.resource_id_of(*self.resource_key(resource))
+        self._last_resource, self._last_resource_id = resource, rid
+        return rid
+
+    def resource_id_of(self, attributes: str, schema_url: str | None) -> int:
         digest = digest_of(attributes, schema_url)
         rid = self._resource_ids.get(digest)
         if rid is None:
@@ -252,18 +271,20 @@ class Writer:
                 "SELECT resource_id FROM resources WHERE digest = ?", (digest,)
             ).fetchone()[0]
             self._resource_ids[digest] = rid
-        self._last_resource, self._last_resource_id = resource, rid
-        return rid
+        return rid  # type: ignore[no-any-return]
 
     def scope_id(self, scope: Any) -> int | None:
         if scope is None:
             return None
         if scope is self._last_scope:
             return self._last_scope_id
-        name = scope.name or ""
-        version = scope.version or None
-        schema_url = scope.schema_url or None
-        attributes = encode_attributes(getattr(scope, "attributes", None))
+        sid = self.scope_id_of(*self.scope_key(scope))
+        self._last_scope, self._last_scope_id = scope, sid
+        return sid
+
+    def scope_id_of(
+        self, name: str, version: str | None, schema_url: str | None, attributes: str | None
+    ) -> int:
         digest = digest_of(name, version, schema_url, attributes)
         sid = self._scope_ids.get(digest)
         if sid is None:
@@ -276,8 +297,7 @@ class Writer:
                 "SELECT scope_id FROM scopes WHERE digest = ?", (digest,)
             ).fetchone()[0]
             self._scope_ids[digest] = sid
-        self._last_scope, self._last_scope_id = scope, sid
-        return sid
+        return sid  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ writing
 

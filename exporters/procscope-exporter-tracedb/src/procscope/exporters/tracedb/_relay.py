@@ -1,0 +1,265 @@
+"""Child processes hand their spans to the process that writes the trace DB.
+
+A short-lived child (a ``fork`` or ``forkserver`` worker, a pool task's process) exports
+a handful of spans once, just before it exits, and the parent waits for that exit. Opening
+SQLite there costs more than everything else procscope does in the child: a connection,
+the WAL index, one write transaction, about 0.7-2 ms in a freshly forked process, where
+every page touched is copied. So the process that owns the DB (the one whose exporter was
+made first, normally the program at the top) listens on a Unix datagram socket, and its
+children send each batch there as one datagram, which takes the child tens of
+microseconds. The owner's relay thread writes the batches with its own connection.
+
+Nothing is ever lost for the relay's sake, and nothing foreign gets in:
+
+* the child sends without blocking; if the owner is gone (``ECONNREFUSED``), its queue is
+  full (``EAGAIN``), the batch is too big for one datagram, or anything else fails, the
+  child writes that batch to SQLite itself, as it always could;
+* the owner's shutdown first shuts the socket for reading, so that a send after that point
+  fails (and the child writes itself), then writes what was already queued;
+* only datagrams sent by processes of the same user (``SCM_CREDENTIALS``, checked by the
+  kernel) for the same DB path are written; they are JSON, never pickles.
+
+Linux only (abstract socket addresses, ``SO_PASSCRED``); elsewhere every process writes
+for itself. ``PROCSCOPE_DB_RELAY=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+from typing import Any
+
+from ._common.guard import log_internal_error
+from ._common.settings import parse_bool, resolve_one
+from ._writer import Batch, Writer
+
+ENV_RELAY = "PROCSCOPE_DB_RELAY"
+# Where children find the owner's relay: {"path": the DB, "address": the socket}.
+ENV_RELAY_ADDRESS = "_PROCSCOPE_DB_RELAY_ADDRESS"
+WIRE_VERSION = 1
+# One datagram per batch, at most this big; a bigger batch is written by the child itself.
+MAX_DATAGRAM = 192 * 1024
+_CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_AVAILABLE = sys.platform.startswith("linux") and hasattr(socket, "SO_PASSCRED")
+
+
+def relay_wanted() -> bool:
+    if not _AVAILABLE:
+        return False
+    return bool(resolve_one("relay", ENV_RELAY, None, parse_bool, True))
+
+
+def inherited_address(path: str) -> bytes | None:
+    """The relay of the process that owns ``path``, as this process's parent said."""
+    raw = os.environ.get(ENV_RELAY_ADDRESS)
+    if not raw:
+        return None
+    try:
+        found = json.loads(raw)
+        if found.get("path") != path or found.get("owner") == os.getpid():
+            return None
+        return bytes.fromhex(found["address"])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+# --- the child's side ----------------------------------------------------------------------
+
+
+class LocalIds:
+    """Stands in for :class:`Writer` while a child builds a batch: resources and scopes
+    get indexes into lists sent with the batch, for the owner to look up in the DB."""
+
+    def __init__(self) -> None:
+        self.resources: list[list[Any]] = []
+        self.scopes: list[list[Any]] = []
+        self._keys: dict[int, int] = {}
+
+    def resource_id(self, resource: Any) -> int | None:
+        if resource is None:
+            return None
+        index = self._keys.get(id(resource))
+        if index is None:
+            index = self._keys[id(resource)] = len(self.resources)
+            self.resources.append(list(Writer.resource_key(resource)))
+        return index
+
+    def scope_id(self, scope: Any) -> int | None:
+        if scope is None:
+            return None
+        index = self._keys.get(id(scope))
+        if index is None:
+            index = self._keys[id(scope)] = len(self.scopes)
+            self.scopes.append(list(Writer.scope_key(scope)))
+        return index
+
+
+def encode(path: str, batch: Batch, ids: LocalIds) -> bytes:
+    spans = [[*row[:1], row[1].hex(), *row[2:]] for row in batch.spans]
+    links = [[row[0], row[1].hex(), *row[2:]] for row in batch.links]
+    message = {
+        "v": WIRE_VERSION,
+        "path": path,
+        "resources": ids.resources,
+        "scopes": ids.scopes,
+        "spans": spans,
+        "events": batch.events,
+        "links": links,
+        "span_attrs": batch.span_attrs,
+        "event_attrs": batch.event_attrs,
+    }
+    return json.dumps(message, separators=(",", ":"), default=str).encode("utf-8")
+
+
+SENT = "sent"
+NOT_SENT = "not sent"  # this batch only: too big, the owner's queue full...
+GONE = "gone"  # the owner has ended, or stopped reading: no use trying again
+_GONE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EPIPE, errno.ENOENT})
+
+
+def send(address: bytes, payload: bytes) -> str:
+    """One datagram to the owner, without ever blocking."""
+    if len(payload) > MAX_DATAGRAM:
+        return NOT_SENT
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            sock.sendto(payload, address)
+        return SENT
+    except OSError as exc:
+        return GONE if exc.errno in _GONE_ERRNOS else NOT_SENT
+
+
+# --- the owner's side ----------------------------------------------------------------------
+
+
+_MESSAGE_LISTS = ("resources", "scopes", "spans", "events", "links", "span_attrs", "event_attrs")
+
+
+def decode(payload: bytes, path: str) -> dict[str, Any] | None:
+    """A child's batch for the DB at ``path``; None for anything else (not ours, not
+    JSON, another version or DB: ignored, never written)."""
+    try:
+        message = json.loads(payload)
+    except ValueError:  # also UnicodeDecodeError
+        return None
+    if not isinstance(message, dict) or message.get("v") != WIRE_VERSION:
+        return None
+    if message.get("path") != path:
+        return None
+    if not all(isinstance(message.get(key), list) for key in _MESSAGE_LISTS):
+        return None
+    return message
+
+
+def build_batch(message: dict[str, Any], writer: Writer) -> Batch:
+    """The batch a child sent, with its resources and scopes looked up in this DB (under
+    the write lock: called by :meth:`Writer.write`)."""
+    rids = [
+        writer.resource_id_of(attributes, schema_url)
+        for attributes, schema_url in message["resources"]
+    ]
+    sids = [writer.scope_id_of(*key) for key in message["scopes"]]
+    batch = Batch()
+    for row in message["spans"]:
+        rid = rids[row[11]] if row[11] is not None else None
+        sid = sids[row[12]] if row[12] is not None else None
+        batch.spans.append((row[0], bytes.fromhex(row[1]), *row[2:11], rid, sid, *row[13:]))
+    batch.events = [tuple(row) for row in message["events"]]
+    batch.links = [(row[0], bytes.fromhex(row[1]), *row[2:]) for row in message["links"]]
+    batch.span_attrs = [tuple(row) for row in message["span_attrs"]]
+    batch.event_attrs = [tuple(row) for row in message["event_attrs"]]
+    return batch
+
+
+class RelayServer:
+    """The owner's socket, and the thread that writes what children send.
+
+    ``write`` (a weak method of the exporter) is called with each decoded message on the
+    relay thread. The thread holds the server; the server holds the exporter weakly, so
+    that an exporter dropped without ``shutdown()`` is still collected (its finalizer
+    closes the relay)."""
+
+    def __init__(self, path: str, write: Any) -> None:
+        self.path = path
+        self._write = write
+        self.pid = os.getpid()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            # An abstract address: no file to clean up, gone with the last handle on it.
+            name = b"\0procscope-db-relay-%d-%s" % (os.getpid(), os.urandom(6).hex().encode())
+            self._sock.bind(name)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        except OSError:
+            self._sock.close()
+            raise
+        self.address: bytes = self._sock.getsockname()
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name="procscope-db-relay", daemon=True)
+        self._thread.start()
+
+    def publish(self) -> None:
+        """Tell this process's future children (any start method) where the relay is."""
+        os.environ[ENV_RELAY_ADDRESS] = json.dumps(
+            {"path": self.path, "address": self.address.hex(), "owner": self.pid}
+        )
+
+    def _serve(self) -> None:
+        sock = self._sock
+        space = socket.CMSG_SPACE(_CREDENTIALS.size)
+        while True:
+            try:
+                data, ancillary, _, _ = sock.recvmsg(MAX_DATAGRAM, space)
+            except OSError:
+                return  # closed under us
+            if not data:
+                return  # shut for reading (close()), and every queued datagram written
+            if not _sent_by_this_user(ancillary):
+                continue
+            write = self._write()
+            if write is None:
+                return  # the exporter is gone
+            try:
+                message = decode(data, self.path)
+                if message is not None:
+                    write(message)
+            except Exception:  # noqa: BLE001 -- one bad datagram must not stop the relay
+                log_internal_error()
+            del write
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Refuse further sends (children then write for themselves), let the thread
+        write what is queued (within ``timeout``), and let go of the socket. Safe to call
+        twice, and from a forked child, where it only lets go of the inherited handle."""
+        if self._closed:
+            return
+        self._closed = True
+        if os.getpid() == self.pid:
+            try:
+                # From here a child's send fails (EPIPE) and the child writes itself; a
+                # blocking receive still returns what was queued, then b"".
+                self._sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+            if self._thread is not threading.current_thread():
+                self._thread.join(timeout)
+            raw = os.environ.get(ENV_RELAY_ADDRESS, "")
+            if self.address.hex() in raw:
+                os.environ.pop(ENV_RELAY_ADDRESS, None)
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+
+def _sent_by_this_user(ancillary: list[tuple[int, int, bytes]]) -> bool:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            _, uid, _ = _CREDENTIALS.unpack(data[: _CREDENTIALS.size])
+            return uid == os.getuid()
+    return False
