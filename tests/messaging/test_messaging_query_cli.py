@@ -110,6 +110,9 @@ def test_cli_lists_messages_as_a_table_and_as_json(recorded: tuple[Path, int]) -
     data = json.loads(_cli("messages", "--db", str(db), "--json", "--from", str(child)).stdout)
     assert [d["queue"] for d in data] == ["done"]
     assert data[0]["receiver"]["process_name"] == "MainProcess" and data[0]["sent"]
+    # The FROM column's own form, name:pid, is accepted back.
+    same = _cli("messages", "--db", str(db), "--json", "--from", f"SpawnProcess-1:{child}")
+    assert [d["queue"] for d in json.loads(same.stdout)] == ["done"]
     empty = _cli("messages", "--db", str(db), "--queue", "nope")
     assert empty.returncode == 0 and empty.stdout.strip() == "no messages match"
 

@@ -2,10 +2,11 @@
 
 One row per recorded (sampled) message, oldest first: when it was sent, the queue or pipe,
 the sending and receiving process and thread, how long it waited in the queue, its size
-when known, and its trace. ``--from``/``--to`` match a pid, a process name or a thread
-name (globs allowed), ``--queue`` a queue's name. A message not received (yet, or in a
-process whose spans never reached the DB) shows ``-`` as its receiver. The table shows
-trace id prefixes, which ``procscope show`` accepts; ``--json`` has everything in full.
+when known, and its trace. ``--from``/``--to`` match a pid, a process name, ``name:pid``
+(as the table prints it) or a thread name (globs allowed), ``--queue`` a queue's name. A
+message not received (yet, or in a process whose spans never reached the DB) shows ``-``
+as its receiver. The table shows trace id prefixes, which ``procscope show`` accepts;
+``--json`` has everything in full.
 """
 
 from __future__ import annotations
@@ -103,8 +104,9 @@ def add_parser(subparsers: Any) -> None:
         "messages",
         help="messages: queue, sender, receiver, times, size, trace",
         description="List the recorded messages through queues and pipes, oldest first. "
-        "NAME in --from/--to is a pid, a process name (MainProcess, SpawnProcess-1) or a "
-        "thread name; globs such as 'Spawn*' are allowed, in --queue too. TIME is ISO 8601 "
+        "NAME in --from/--to is a pid, a process name (MainProcess, SpawnProcess-1), both "
+        "as the FROM and TO columns print them (MainProcess:1234), or a thread name; globs "
+        "such as 'Spawn*' are allowed, in --queue too. TIME is ISO 8601 "
         "(with or without a UTC offset; local time when without) or a time of day such as "
         "12:03:05 (today, local).",
     )

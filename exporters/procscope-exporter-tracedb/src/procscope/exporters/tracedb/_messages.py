@@ -89,7 +89,8 @@ def _end(row: sqlite3.Row | tuple[Any, ...], attributes: dict[str, Any]) -> Mess
 def _matches(pattern: str, end: MessageEnd | None) -> bool:
     if end is None:
         return False
-    candidates = [str(end.pid), end.process_name, end.thread_name]
+    # Also "name:pid", as the FROM and TO columns of `procscope messages` print it.
+    candidates = [str(end.pid), end.process_name, end.thread_name, f"{end.process_name}:{end.pid}"]
     glob = any(ch in pattern for ch in "*?[")
     for candidate in candidates:
         if candidate is None:
