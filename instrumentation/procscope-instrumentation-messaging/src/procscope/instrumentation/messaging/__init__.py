@@ -47,6 +47,7 @@ class MessagingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             _VERSION,
             tracer_provider=kwargs.get("tracer_provider"),
         )
+        _core.configure_for_tracer()
         for family in self._families:
             family.instrument()
 

@@ -19,7 +19,7 @@ from . import _core, _side
 from ._carry import Hop
 from ._common.guard import log_internal_error
 from ._core import SYSTEM_ASYNCIO, attached_get, record, release
-from ._naming import install_defaults, name_of, note_site
+from ._naming import install_defaults, note_site
 from ._patching import Patcher, original
 
 _time_ns = time.time_ns
@@ -52,9 +52,8 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any, orig_ge
         span = carrier = None
         try:
             if not self._procscope_internal and type(item) is not Hop:
-                span, carrier = _core.start_send(
-                    SYSTEM_ASYNCIO, "put", name_of(self), type(self).__name__, item
-                )
+                prof = _core.profile(self, SYSTEM_ASYNCIO, "put", "send")
+                span, carrier = _core.start_send(prof, item, local=True)
                 if carrier is not None:
                     _side.add(self, item, carrier)
         except Exception:  # noqa: BLE001
@@ -83,8 +82,8 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any, orig_ge
             try:
                 carrier = _side.take(self, item, isinstance(self, asyncio.LifoQueue))
                 if carrier is not None:
-                    _core.receive(carrier, SYSTEM_ASYNCIO, "get", name_of(self),
-                                  type(self).__name__, started, item)
+                    _core.receive(carrier, _core.profile(self, SYSTEM_ASYNCIO, "get", "receive",
+                                                         queue_type=False), started)
             except Exception:  # noqa: BLE001
                 log_internal_error()
         return item

@@ -19,6 +19,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
@@ -30,8 +31,14 @@ from opentelemetry.trace import (
 )
 
 from ._common import head_sampling, shared_state
+
+try:  # (this package needs only the API; the SDK's samplers are recognised when present)
+    from opentelemetry.sdk.trace.sampling import ParentBased, StaticSampler, TraceIdRatioBased
+except ImportError:  # pragma: no cover -- another SDK
+    ParentBased = StaticSampler = TraceIdRatioBased = None  # type: ignore[assignment,misc]
 from ._common.guard import log_internal_error
-from ._common.saferepr import safe_repr
+from ._content import content_repr
+from ._naming import NAME_ATTR, PROFILE_ATTR, name_of, own, set_own
 
 # --- attribute names (docs/semantic-conventions.md, "Messaging instrumentor") --------------
 SYSTEM = "messaging.system"
@@ -66,6 +73,9 @@ CONTENT_LIMIT = 256
 # Carrier layout (a tuple; see the module docstring).
 C_TRACE_ID, C_SPAN_ID, C_FLAGS, C_MESSAGE_ID, C_DESTINATION = 0, 1, 2, 3, 4
 C_PID, C_THREAD_ID, C_THREAD_NAME, C_SENT_NS = 5, 6, 7, 8
+C_CONTEXT = 9  # only in a carrier that stays in its process: the producer's SpanContext
+_PRODUCER = SpanKind.PRODUCER
+_CONSUMER = SpanKind.CONSUMER
 
 _live = shared_state.settings()
 _state_dict: dict[str, Any] = shared_state.get().__dict__
@@ -174,60 +184,198 @@ else:  # another runtime context implementation: the public (slower) path
     record = _record_slow
 
 
+# --- per-queue constants ------------------------------------------------------------------------
+
+# The pid recorded on every span as ``process.pid``, or None while the tracer's resource
+# already says it: a span's process is then its resource's (and the trace DB's per-span
+# pid column). A forked child keeps its parent's resource, whose pid is then wrong for it:
+# there the spans carry their own pid again. Kept up to date by instrument() and at fork.
+span_pid: int | None = None
+_pid = os.getpid()  # this process's (os.getpid() is a system call each time)
+
+
+def update_span_pid() -> None:
+    global span_pid, _pid
+    pid = _pid = os.getpid()
+    resource = getattr(runtime.tracer, "resource", None)
+    attributes = getattr(resource, "attributes", None) or {}
+    try:
+        span_pid = None if attributes.get(PID) == pid else pid
+    except Exception:  # noqa: BLE001 -- an odd resource: record the pid, as before
+        span_pid = pid
+
+
+# Whether the tracer's sampler might read a span's start attributes. OpenTelemetry's
+# messaging conventions ask for the sampling-relevant attributes (system, operation,
+# destination) at span creation, for samplers that decide by them. The SDK's own samplers
+# and procscope's never read them; validating them at start_span costs about 3 us per
+# message more than adding them to the new span (add_attributes), so with those samplers
+# they are added there, like the rest. Set by instrument().
+sampler_reads_attributes = True
+
+
+def _blind(sampler: Any, depth: int = 0) -> bool:
+    """True for a sampler known never to read the attributes it is given."""
+    cls = type(sampler)
+    if cls.__module__ == "procscope._sampler" and cls.__qualname__ == "AdjustableRateSampler":
+        return True  # (procscope's own: passes them through, decides by context and rate)
+    if StaticSampler is None:
+        return False
+    if cls in (StaticSampler, TraceIdRatioBased) or (
+        isinstance(sampler, (StaticSampler, TraceIdRatioBased))
+        and cls.should_sample in (StaticSampler.should_sample, TraceIdRatioBased.should_sample)
+    ):
+        return True
+    if isinstance(sampler, ParentBased) and cls.should_sample is ParentBased.should_sample:
+        delegates = [getattr(sampler, name, None) for name in (
+            "_root", "_remote_parent_sampled", "_remote_parent_not_sampled",
+            "_local_parent_sampled", "_local_parent_not_sampled")]
+        return depth < 4 and all(d is not None and _blind(d, depth + 1) for d in delegates)
+    return False
+
+
+def configure_for_tracer() -> None:
+    """Read what the hot path needs to know of the tracer (at instrument and at fork)."""
+    global sampler_reads_attributes
+    update_span_pid()
+    try:
+        sampler_reads_attributes = not _blind(getattr(runtime.tracer, "sampler", None))
+    except Exception:  # noqa: BLE001 -- unknown: give them at start, as the conventions ask
+        sampler_reads_attributes = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=update_span_pid)
+
+
+class Profile:
+    """What every sampled message of one queue or pipe shares for one operation.
+
+    Made at the first sampled message and kept on the queue (an attribute set with
+    ``object.__setattr__``, class default None; see ``_naming.CLASS_DEFAULTS``), so that
+    a sampled message neither looks up the queue's name nor builds its constant
+    attributes again. ``given`` is the name given with ``procscope.name()`` when it was
+    made: naming the queue later makes a new profile.
+    """
+
+    __slots__ = ("destination", "given", "lock", "operation", "queue_type", "span_name", "start")
+
+    def __init__(self, given: Any, operation: str, destination: str,
+                 start: dict[str, Any], queue_type: str | None) -> None:
+        self.given = given
+        self.operation = operation
+        self.destination = destination
+        self.span_name = f"{operation} {destination}"
+        self.start = start  # the span's start attributes (read-only once made)
+        self.queue_type = queue_type
+        self.lock: Any = None  # the lock of an in-process queue's side map (_side.lock_of)
+
+
+def profile(target: Any, system: str, operation: str, operation_type: str,
+            queue_type: bool = True) -> Profile:
+    """The constants of ``target``'s sampled ``operation`` (cached on ``target``)."""
+    profiles = own(target, PROFILE_ATTR)
+    given = own(target, NAME_ATTR)
+    if profiles is not None:
+        found = profiles.get(operation)
+        if found is not None and found.given is given:
+            return found  # type: ignore[no-any-return]
+    destination = name_of(target)
+    made = Profile(given, operation, destination, {
+        SYSTEM: system,
+        OPERATION_TYPE: operation_type,
+        OPERATION_NAME: operation,
+        DESTINATION: destination,
+    }, type(target).__name__ if queue_type else None)
+    try:
+        if profiles is None:
+            profiles = {}
+            set_own(target, PROFILE_ATTR, profiles)
+        profiles[operation] = made
+    except (AttributeError, TypeError):
+        pass  # an object that takes no attributes: made again next time
+    return made
+
+
 # --- carriers and spans -------------------------------------------------------------------------
 
+_get_native_id = threading.get_native_id
+_current_thread = threading.current_thread
+_get_span = trace.get_current_span
+_with_span = trace.set_span_in_context
+
+
 def thread_identity() -> tuple[int, str]:
-    return threading.get_native_id(), threading.current_thread().name
+    return _get_native_id(), _current_thread().name
+
+
+def add_attributes(span: Any, more: dict[str, Any]) -> None:
+    """Give a span just started (by us, on this thread) more attributes.
+
+    Only the sampling-relevant attributes (OTel's messaging conventions: system,
+    operation, destination) are given to ``start_span``, where the SDK validates each
+    value (about 0.4 us apiece, for twenty-odd attributes per message the largest cost
+    of a sampled message after the spans themselves). The rest are made here from
+    ints, floats, bools and strs only, values that validation returns unchanged, so they
+    go straight into the SDK span's attribute dict, under its lock. When the span is not
+    the SDK's own, or limits apply (a maximum count or value length), the public
+    ``set_attributes`` does the work instead, limits included.
+    """
+    attributes = getattr(span, "_attributes", None)
+    if type(attributes) is BoundedAttributes and attributes.max_value_len is None:
+        inner = attributes._dict
+        maxlen = attributes.maxlen
+        if type(inner) is dict and (maxlen is None or len(inner) + len(more) <= maxlen):
+            with attributes._lock:
+                if not attributes._immutable:
+                    inner.update(more)
+                    return
+    span.set_attributes(more)
 
 
 def start_send(
-    system: str,
-    operation: str,
-    destination: str,
-    queue_type: str,
-    item: object,
-    size: int | None = None,
+    prof: Profile, item: object, size: int | None = None, local: bool = False,
 ) -> tuple[Any, tuple[Any, ...] | None]:
-    """Start a producer span; return it with the carrier for the message (None if unsampled)."""
-    thread_id, thread_name = thread_identity()
-    attributes: dict[str, Any] = {
-        SYSTEM: system,
-        OPERATION_TYPE: "send",
-        OPERATION_NAME: operation,
-        DESTINATION: destination,
-        QUEUE_TYPE: queue_type,
-        THREAD_ID: thread_id,
-        THREAD_NAME: thread_name,
-        PID: os.getpid(),
-    }
+    """Start a producer span; return it with the carrier for the message (None if unsampled).
+
+    ``prof``: the queue's ``profile(target, system, operation, "send")``. ``local``: the
+    carrier stays in this process (an in-process queue's side map), so it also holds the
+    producer's SpanContext itself, which the receiver then uses as it is.
+    """
+    start = prof.start if sampler_reads_attributes else None
+    span = runtime.tracer.start_span(prof.span_name, kind=_PRODUCER, attributes=start)
+    span_context = span.get_span_context()
+    # (SpanContext is a tuple: trace_id, span_id, is_remote, trace_flags, state, is_valid)
+    if not (span_context[5] and span_context[3] & 1):  # valid and sampled
+        return span, None
+    thread_id = _get_native_id()
+    thread_name = _current_thread().name
+    message_id = f"{_getrandbits(64):016x}"
+    more: dict[str, Any] = (
+        {MESSAGE_ID: message_id} if start is not None else {**prof.start, MESSAGE_ID: message_id}
+    )
+    more[THREAD_ID] = thread_id
+    more[THREAD_NAME] = thread_name
+    if prof.queue_type is not None:
+        more[QUEUE_TYPE] = prof.queue_type
+    if span_pid is not None:
+        more[PID] = span_pid
     if size is None:
         size = body_size(item)
     if size is not None:
-        attributes[BODY_SIZE] = size
+        more[BODY_SIZE] = size
     if _live.capture_content:
-        attributes[CONTENT] = safe_repr(item, CONTENT_LIMIT)
-    # Drawn before the span starts, so that it is one of its start attributes (a
-    # set_attribute afterwards costs a lock and a second validation).
-    message_id = f"{_getrandbits(64):016x}"
-    attributes[MESSAGE_ID] = message_id
-    span = runtime.tracer.start_span(
-        f"{operation} {destination}", kind=SpanKind.PRODUCER, attributes=attributes
+        more[CONTENT] = content_repr(item)
+    add_attributes(span, more)
+    if local:
+        return span, (
+            span_context[0], span_context[1], span_context[3] & 0xFF, message_id,
+            prof.destination, _pid, thread_id, thread_name, _time_ns(), span_context,
+        )
+    return span, (
+        span_context[0], span_context[1], span_context[3] & 0xFF, message_id,
+        prof.destination, _pid, thread_id, thread_name, _time_ns(),
     )
-    span_context = span.get_span_context()
-    if not (span_context[5] and span_context[3] & 1):  # valid and sampled
-        return span, None
-    carrier = (
-        span_context.trace_id,
-        span_context.span_id,
-        int(span_context.trace_flags),
-        message_id,
-        destination,
-        os.getpid(),
-        thread_id,
-        thread_name,
-        _time_ns(),
-    )
-    return span, carrier
 
 
 def body_size(item: object) -> int | None:
@@ -253,23 +401,22 @@ def end_with(span: Any, exc: BaseException | None) -> None:
 
 
 def producer_context(carrier: tuple[Any, ...]) -> SpanContext:
+    if len(carrier) > C_CONTEXT:
+        return carrier[C_CONTEXT]  # type: ignore[no-any-return]  # (an in-process carrier)
     return SpanContext(
         trace_id=carrier[C_TRACE_ID],
         span_id=carrier[C_SPAN_ID],
-        is_remote=carrier[C_PID] != os.getpid(),
+        is_remote=carrier[C_PID] != _pid,
         trace_flags=TraceFlags(carrier[C_FLAGS]),
     )
 
 
 def receive(
     carrier: tuple[Any, ...],
-    system: str,
-    operation: str,
-    destination: str | None,
-    queue_type: str,
+    prof: Profile,
     started_ns: int,
-    item: object = None,
     size: int | None = None,
+    destination: str | None = None,
 ) -> None:
     """Record the consumer side of a carried message and attach its context.
 
@@ -277,77 +424,88 @@ def receive(
     producer's trace) and links to it, as OTel's messaging conventions ask of receive
     spans. Its context is then attached to the calling thread or task until its next get
     (or task_done): whatever the consumer does with the message belongs to that trace.
+    ``prof``: the queue's ``profile(target, system, operation, "receive", False)``;
+    ``destination``: a name of the receiving end's own that overrides the queue's (pipes).
     """
     now = _time_ns()
     if not started_ns:
         # The get began while no sampled message was in flight on this queue, so before
         # this one was put: it blocked at least from the put until now.
         started_ns = carrier[C_SENT_NS]
+    if _attached_get() is not None:
+        release()  # (the callers released it before their get; nothing should be left)
     parent = producer_context(carrier)
-    thread_id, thread_name = thread_identity()
-    name = destination or carrier[C_DESTINATION]
-    attributes: dict[str, Any] = {
-        SYSTEM: system,
-        OPERATION_TYPE: "receive",
-        OPERATION_NAME: operation,
-        DESTINATION: name,
+    if destination is None or destination == prof.destination:
+        constants, span_name = prof.start, prof.span_name
+    else:
+        constants = {**prof.start, DESTINATION: destination}
+        span_name = f"{prof.operation} {destination}"
+    start = constants if sampler_reads_attributes else None
+    links = [Link(parent)]
+    current = current_context()
+    ambient = _get_span(current).get_span_context()
+    if ambient.is_valid and ambient.trace_id != parent.trace_id:
+        # The consumer was inside a trace of its own: keep a way back to it.
+        links.append(Link(ambient, {"procscope.messaging.link": "consumer"}))
+    span = runtime.tracer.start_span(
+        span_name,
+        # (given the context in hand, set_span_in_context does not look it up again)
+        context=_with_span(NonRecordingSpan(parent), current),
+        kind=_CONSUMER,
+        attributes=start,
+        links=links,
+        start_time=min(started_ns, now),
+    )
+    more: dict[str, Any] = {} if start is not None else constants.copy()
+    more.update({
         MESSAGE_ID: carrier[C_MESSAGE_ID],
-        THREAD_ID: thread_id,
-        THREAD_NAME: thread_name,
-        PID: os.getpid(),
+        THREAD_ID: _get_native_id(),
+        THREAD_NAME: _current_thread().name,
         SENDER_PID: carrier[C_PID],
         SENDER_THREAD_ID: carrier[C_THREAD_ID],
         SENDER_THREAD_NAME: carrier[C_THREAD_NAME],
         WAIT_TIME: max(0, now - carrier[C_SENT_NS]) / 1e9,
         BLOCK_TIME: max(0, now - started_ns) / 1e9,
-    }
+    })
+    if span_pid is not None:
+        more[PID] = span_pid
     if size is not None:
-        attributes[BODY_SIZE] = size
+        more[BODY_SIZE] = size
     # (the content is recorded once, on the send span: the consumer got the same value)
-    links = [Link(parent)]
-    ambient = trace.get_current_span().get_span_context()
-    if ambient.is_valid and ambient.trace_id != parent.trace_id:
-        # The consumer was inside a trace of its own: keep a way back to it.
-        links.append(Link(ambient, {"procscope.messaging.link": "consumer"}))
+    add_attributes(span, more)
+    span.end(end_time=now)
+    mine = _with_span(span, current)
+    _set_current(mine)
+    _attached.set((mine, current))
+
+
+def receive_unlinked(prof: Profile, started_ns: int, size: int | None) -> None:
+    """A receive span for raw bytes, which carry no context: in the receiver's own trace.
+
+    ``prof``: the pipe end's ``profile(target, system, operation, "receive")``.
+    """
+    now = _time_ns()
+    start = prof.start if sampler_reads_attributes else None
     span = runtime.tracer.start_span(
-        f"{operation} {name}",
-        context=trace.set_span_in_context(NonRecordingSpan(parent)),
-        kind=SpanKind.CONSUMER,
-        attributes=attributes,
-        links=links,
+        prof.span_name,
+        kind=_CONSUMER,
+        attributes=start,
         start_time=min(started_ns, now),
     )
-    span.end(end_time=now)
-    attach(trace.set_span_in_context(span))
-
-
-def receive_unlinked(
-    system: str, operation: str, destination: str, queue_type: str, started_ns: int,
-    size: int | None,
-) -> None:
-    """A receive span for raw bytes, which carry no context: in the receiver's own trace."""
-    now = _time_ns()
-    thread_id, thread_name = thread_identity()
-    attributes: dict[str, Any] = {
-        SYSTEM: system,
-        OPERATION_TYPE: "receive",
-        OPERATION_NAME: operation,
-        DESTINATION: destination,
-        QUEUE_TYPE: queue_type,
-        THREAD_ID: thread_id,
-        THREAD_NAME: thread_name,
-        PID: os.getpid(),
+    more: dict[str, Any] = {} if start is not None else prof.start.copy()
+    more.update({
+        THREAD_ID: _get_native_id(),
+        THREAD_NAME: _current_thread().name,
         BLOCK_TIME: max(0, now - started_ns) / 1e9,
         CONTEXT_PROPAGATED: False,
-    }
+    })
+    if prof.queue_type is not None:
+        more[QUEUE_TYPE] = prof.queue_type
+    if span_pid is not None:
+        more[PID] = span_pid
     if size is not None:
-        attributes[BODY_SIZE] = size
-    span = runtime.tracer.start_span(
-        f"{operation} {destination}",
-        kind=SpanKind.CONSUMER,
-        attributes=attributes,
-        start_time=min(started_ns, now),
-    )
+        more[BODY_SIZE] = size
+    add_attributes(span, more)
     span.end(end_time=now)
 
 
@@ -357,13 +515,22 @@ def receive_unlinked(
 _attached: contextvars.ContextVar[tuple[Any, Any] | None] = contextvars.ContextVar(
     "procscope_messaging_attached", default=None
 )
-attached_get = _attached.get
+attached_get = _attached_get = _attached.get
+
+if _context_var is not None:
+    # Read and set the SDK's context variable directly: what otel_context.get_current()
+    # and attach() do, without their two calls each (attach's token is never used here).
+    current_context: Any = _context_var.get
+    _set_current: Any = _context_var.set
+else:
+    current_context = otel_context.get_current
+    _set_current = otel_context.attach
 
 
 def attach(ctx: Any) -> None:
     release()
-    previous = otel_context.get_current()
-    otel_context.attach(ctx)
+    previous = current_context()
+    _set_current(ctx)
     _attached.set((ctx, previous))
 
 
@@ -380,5 +547,5 @@ def release() -> None:
         return
     _attached.set(None)
     ctx, previous = record
-    if otel_context.get_current() is ctx:
-        otel_context.attach(previous)
+    if current_context() is ctx:
+        _set_current(previous)

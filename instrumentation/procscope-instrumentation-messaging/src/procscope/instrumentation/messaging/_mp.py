@@ -70,8 +70,7 @@ def _start(system: str, operation: str, target: Any, item: Any,
            size: int | None = None) -> tuple[Any, Any]:
     """(span, carrier) for a sampled send, or (None, None) if ours failed."""
     try:
-        return _core.start_send(system, operation, name_of(target), type(target).__name__,
-                                item, size)
+        return _core.start_send(_core.profile(target, system, operation, "send"), item, size)
     except Exception:  # noqa: BLE001
         log_internal_error()
         return None, None
@@ -90,8 +89,8 @@ def _call_traced(span: Any, function: Any, *args: Any) -> Any:
 def _receive(carrier: Any, system: str, operation: str, target: Any, started: int,
              item: Any, destination: str | None = None, size: int | None = None) -> None:
     try:
-        _core.receive(carrier, system, operation, destination or name_of(target),
-                      type(target).__name__, started, item, size)
+        prof = _core.profile(target, system, operation, "receive", queue_type=False)
+        _core.receive(carrier, prof, started, size, destination)
     except Exception:  # noqa: BLE001
         log_internal_error()
 
@@ -306,8 +305,8 @@ def _conn_recv_bytes(orig_recv_bytes: Any) -> Any:
         started = _time_ns()
         data = orig_recv_bytes(self, maxlength)
         try:
-            _core.receive_unlinked(SYSTEM_MP_PIPE, "recv_bytes", name_of(self),
-                                   type(self).__name__, started, len(data))
+            prof = _core.profile(self, SYSTEM_MP_PIPE, "recv_bytes", "receive")
+            _core.receive_unlinked(prof, started, len(data))
         except Exception:  # noqa: BLE001
             log_internal_error()
         return data

@@ -25,6 +25,7 @@ INTERNAL_ATTR = "_procscope_internal"
 NAME_ATTR = "_procscope_name"  # procscope.name()'s attribute (_common/naming.py)
 SIDE_ATTR = "_procscope_side"  # the side map of an in-process queue (_side.py)
 PIPE_ATTR = "_procscope_pipe"  # a connection made by multiprocessing.Pipe()
+PROFILE_ATTR = "_procscope_profiles"  # constants of its sampled messages (_core.profile)
 
 # Why our attributes are never read or written through ``obj.__dict__``: CPython 3.11 and
 # 3.12 keep a plain object's attributes inline, without a dict, until someone asks for
@@ -41,6 +42,7 @@ CLASS_DEFAULTS: dict[str, Any] = {
     NAME_ATTR: None,
     SIDE_ATTR: None,
     PIPE_ATTR: False,
+    PROFILE_ATTR: None,
 }
 
 _getattribute = object.__getattribute__

@@ -30,13 +30,14 @@ _delattr = object.__delattr__
 _fallback_lock = threading.Lock()
 
 
-def _lock_of(queue: Any) -> Any:
+def lock_of(queue: Any) -> Any:
+    """The lock that guards ``queue``'s side map (callers may keep it: it never changes)."""
     mutex = own(queue, "mutex") if isinstance(queue, _queue_module.Queue) else None
     return mutex if mutex is not None and hasattr(mutex, "acquire") else _fallback_lock
 
 
-def add(queue: Any, item: object, carrier: tuple[Any, ...]) -> None:
-    with _lock_of(queue):
+def add(queue: Any, item: object, carrier: tuple[Any, ...], lock: Any = None) -> None:
+    with lock_of(queue) if lock is None else lock:
         side = own(queue, SIDE_ATTR)
         if side is None:
             side = {}
@@ -50,7 +51,7 @@ def add(queue: Any, item: object, carrier: tuple[Any, ...]) -> None:
 
 def discard(queue: Any, item: object, carrier: tuple[Any, ...]) -> None:
     """Take back an entry whose put failed (queue.Full, an exception in __lt__...)."""
-    with _lock_of(queue):
+    with lock_of(queue):
         side = own(queue, SIDE_ATTR)
         if not side:
             return
@@ -67,9 +68,9 @@ def discard(queue: Any, item: object, carrier: tuple[Any, ...]) -> None:
                 _delattr(queue, SIDE_ATTR)
 
 
-def take(queue: Any, item: object, newest: bool = False) -> Any:
+def take(queue: Any, item: object, newest: bool = False, lock: Any = None) -> Any:
     """The carrier that came with ``item``, removed from the map; None if it had none."""
-    with _lock_of(queue):
+    with lock_of(queue) if lock is None else lock:
         side = own(queue, SIDE_ATTR)
         if not side:
             return None

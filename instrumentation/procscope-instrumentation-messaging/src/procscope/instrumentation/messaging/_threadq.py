@@ -30,7 +30,7 @@ from ._core import (
     release,
     state_dict,
 )
-from ._naming import INTERNAL_ATTR, install_defaults, name_of, note_site, own
+from ._naming import install_defaults, note_site
 from ._patching import Patcher, original
 
 _time_ns = time.time_ns
@@ -39,39 +39,46 @@ _live = live
 _state_dict = state_dict
 
 
-def _send(q: Any, item: object, put: Any, args: tuple[Any, ...]) -> Any:
+def _send(q: Any, item: object, put: Any, block: bool, timeout: float | None) -> Any:
     """The sampled path of a put: producer span, carrier beside the message, then put."""
     span = carrier = None
     try:
-        if not own(q, INTERNAL_ATTR) and type(item) is not Hop:
+        if not q._procscope_internal and type(item) is not Hop:
             # (a Hop is a Manager queue's message, traced by the proxies already)
-            span, carrier = _core.start_send(
-                SYSTEM_QUEUE, "put", name_of(q), type(q).__name__, item
-            )
+            prof = _core.profile(q, SYSTEM_QUEUE, "put", "send")
+            span, carrier = _core.start_send(prof, item, local=True)
             if carrier is not None:
-                _side.add(q, item, carrier)
+                lock = prof.lock
+                if lock is None:
+                    lock = prof.lock = _side.lock_of(q)
+                _side.add(q, item, carrier, lock)
     except Exception:  # noqa: BLE001 -- ours failed: deliver the message untraced
         log_internal_error()
     if span is None:
-        return put(q, item, *args)
+        return put(q, item, block, timeout)
     try:
-        result = put(q, item, *args)
+        result = put(q, item, block, timeout)
     except BaseException as exc:
         if carrier is not None:
             _side.discard(q, item, carrier)
         _core.end_with(span, exc)
         raise
-    _core.end_with(span, None)
+    try:
+        span.end()
+    except Exception:  # noqa: BLE001
+        log_internal_error()
     return result
 
 
 def _receive(q: Any, item: object, started: int, newest: bool) -> None:
     try:
-        carrier = _side.take(q, item, newest)
+        prof = _core.profile(q, SYSTEM_QUEUE, "get", "receive", queue_type=False)
+        lock = prof.lock
+        if lock is None:
+            lock = prof.lock = _side.lock_of(q)
+        carrier = _side.take(q, item, newest, lock)
         if carrier is not None:
-            _core.receive(
-                carrier, SYSTEM_QUEUE, "get", name_of(q), type(q).__name__, started, item
-            )
+            _core.receive(carrier, prof, started)
     except Exception:  # noqa: BLE001
         log_internal_error()
 
@@ -104,7 +111,7 @@ def _make_queue_methods(orig_init: Any, orig_put: Any, orig_get: Any, orig_task_
         elif not (_live.sample_rate > 0.0 or _state_dict.get(TAIL_KEY)):
             return orig_put(self, item, block, timeout)
         if record():
-            return _send(self, item, orig_put, (block, timeout))
+            return _send(self, item, orig_put, block, timeout)
         return orig_put(self, item, block, timeout)
 
     def get(self: Any, block: bool = True, timeout: float | None = None) -> Any:
@@ -155,7 +162,7 @@ class SimpleQueue(_queue.SimpleQueue):
         # Internal first: an executor's work queue must not pay for the gate.
         if not _state.enabled or self._procscope_internal or not record():
             return _queue.SimpleQueue.put(self, item, block, timeout)
-        return _send(self, item, _queue.SimpleQueue.put, (block, timeout))  # type: ignore[no-any-return]
+        return _send(self, item, _queue.SimpleQueue.put, block, timeout)  # type: ignore[no-any-return]
 
     def put_nowait(self, item: Any) -> None:
         return self.put(item, False)
