@@ -19,6 +19,13 @@ from .._common.settings import (
     ENV_LEVEL,
     ENV_SAMPLE_RATE,
     ENV_SAMPLING,
+    BadSettingError,
+    parse_bool,
+    parse_db,
+    parse_exporters,
+    parse_level,
+    parse_rate,
+    parse_sampling_mode,
 )
 
 EXIT_USAGE = 2
@@ -91,15 +98,34 @@ def _add_setting_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_OPTION_PARSERS = {
+    "db": ("--db", parse_db),
+    "level": ("--level", parse_level),
+    "sample_rate": ("--sample-rate", parse_rate),
+    "exporter": ("--exporter", parse_exporters),
+    "capture_content": ("--capture-content", parse_bool),
+    "sampling": ("--sampling", parse_sampling_mode),
+}
+
+
 def _settings_of(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "db": args.db,
-        "level": args.level,
-        "sample_rate": args.sample_rate,
-        "exporter": args.exporter,
-        "capture_content": args.capture_content,
-        "sampling": args.sampling,
-    }
+    """The options given, checked here so that a bad one is reported under the option's
+    own name (the program would otherwise name the environment variable it came in):
+    it is ignored, as a bad setting is everywhere, and the program runs on."""
+    settings: dict[str, Any] = {}
+    for key, (option, parse) in _OPTION_PARSERS.items():
+        value = getattr(args, key)
+        if value is None:
+            continue
+        try:
+            parse(value)
+        except BadSettingError as exc:
+            sys.stderr.write(
+                f"procscope run: bad value for {option}: {value!r} ({exc}); ignored\n"
+            )
+            continue
+        settings[key] = value
+    return settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
