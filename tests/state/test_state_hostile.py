@@ -241,7 +241,7 @@ def test_internal_error_never_reaches_the_program(
         raise RuntimeError("bug in procscope")
 
     # The two ways a change event is made (one scalar field; anything else).
-    monkeypatch.setattr(_scalars, "_fast_types_get", broken)
+    monkeypatch.setattr(_scalars, "add_event", broken)
     monkeypatch.setattr(_tracker, "_emit_change", broken)
 
     @trace_state(name="safe")

@@ -30,7 +30,7 @@ from typing import Any
 from ._common.guard import log_internal_error
 from ._diff import MISSING, SCALARS, freeze
 from ._fastwrap import exact_wrapper
-from ._runtime import _CONTEXT_VAR, _SPAN_KEY, RT, current_span
+from ._runtime import LAST_SPAN, OTHER, RECORDING, RT, SPAN_KEY, UNSAMPLED, context_get, span_kind
 from ._scalars import record, record_one_scalar
 from ._tracker import (
     IN_DICT,
@@ -53,18 +53,22 @@ _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement
 _frames: ContextVar[tuple[Frame, ...]] = ContextVar("procscope_state_frames", default=())
 
 
-# A frame is one outermost method call on one object, in one thread or task. It is a
-# list, not an object: it is made on every traced call, and a list costs a fifth of an
-# instance with __init__. Its slots:
+# A frame is one outermost method call on one object, in one thread or task, in a trace
+# that is sampled (a call in a trace head sampling dropped has none: see the hooks). It
+# is a list, not an object: it is made on every traced call, and a list costs a fifth of
+# an instance with __init__. Its slots:
 F_OID = 0  # id() of the object
 F_TRACKER = 1  # its Tracker; None while the object is being built (__init__)
 F_FROZEN = 2  # field -> frozen value at the start, for fields holding containers; or None
-F_ASSIGNED = 3  # field -> [old, new, seq] seen by the hooks; None; False: unsampled call
-F_START = 4  # time.time_ns() at the start (the start of a span made afterwards)
+F_ASSIGNED = 3  # field -> [old, new, seq] seen by the hooks, or None
+F_START = 4  # time.time_ns() at the start (the start of a span made afterwards); 0 when
+#              a recording span was current then (the events go on it: no span is made)
 F_TOKEN = 5  # the ContextVar token that pushed it
-Frame = list  # [oid, tracker, frozen, assigned, start_ns, token]
+F_SPAN = 6  # the span current at the start (None: none), where the events go
+Frame = list  # [oid, tracker, frozen, assigned, start_ns, token, span]
 # _fastwrap's compiled wrappers use these slots by number.
 assert (F_OID, F_FROZEN, F_ASSIGNED, F_TOKEN) == (0, 2, 3, 5)
+assert (RECORDING, UNSAMPLED, OTHER) == (0, 1, 2)
 # A frame's oid once its call has returned. A task or context copied during the call
 # (asyncio.create_task in a method) still holds the frame: it must no longer match, or
 # that task's later assignments would go into a call already recorded.
@@ -134,8 +138,20 @@ def _lazy_tracker(obj: Any, method: str, start_ns: int | None) -> Tracker | None
 # ---------------------------------------------------------------------------- frames
 
 
+def call_kind() -> tuple[Any, int]:
+    """The span current now (or None) and what it means for a call starting now."""
+    span = context_get().get(SPAN_KEY)
+    if span is None:
+        return None, OTHER
+    last = LAST_SPAN[0]
+    return span, (last[1] if last[0] is span else span_kind(span))
+
+
 def _enter(obj: Any) -> Frame | None:
     """Push a frame for a call on ``obj``, or None when this call records nothing itself."""
+    span, kind = call_kind()
+    if kind == UNSAMPLED:
+        return None  # the hooks see the same span: nothing is noted, the tracker resyncs
     oid = id(obj)
     tracker = TRACKERS.get(oid)
     frames = _frames.get()
@@ -154,7 +170,7 @@ def _enter(obj: Any) -> Frame | None:
             field: freeze(read_state_field(obj, field), max_depth, max_items)
             for field in tracker.container_fields
         }
-    frame = [oid, tracker, frozen, None, time.time_ns(), None]
+    frame = [oid, tracker, frozen, None, 0 if kind == RECORDING else time.time_ns(), None, span]
     frame[F_TOKEN] = _frames.set((*frames, frame))
     return frame
 
@@ -167,41 +183,8 @@ def _exit(frame: Frame, obj: Any, method: str) -> None:
     _record_exit(frame, obj, method)
 
 
-_context_get = _CONTEXT_VAR.get if _CONTEXT_VAR is not None and _SPAN_KEY is not None else None
-# The last span asked about and whether its trace is unsampled, as one tuple replaced
-# whole (so a reader never pairs one span with another's answer). A span's sampled flag
-# never changes, so one shared slot is right for every thread (a race only costs the next
-# caller the full check); it keeps that one span object alive, nothing else.
-_last_span: list[tuple[Any, bool]] = [(None, False)]
-
-
-def _unsampled_now() -> bool:
-    """True inside a trace that head sampling dropped (the cheap part of the gate).
-
-    Asked once per method call, at its first assignment: the current span is read from
-    the context variable directly, and the span last asked about is recognised by
-    identity (a request's or a trace's calls keep finding the same span).
-    """
-    if _context_get is not None:
-        span = _context_get().get(_SPAN_KEY)
-        if span is None:
-            return False  # no span: a new root, decided (if a change is made) at the end
-    else:
-        span = current_span()
-    last = _last_span[0]
-    if last[0] is span:
-        return last[1]
-    context = span.get_span_context()
-    unsampled = bool(context.is_valid and not context.trace_flags.sampled)
-    _last_span[0] = (span, unsampled)
-    return unsampled
-
-
 def _record_exit(frame: Frame, obj: Any, method: str) -> None:
     tracker = frame[F_TRACKER]
-    if frame[F_ASSIGNED] is False:
-        tracker.pending_snapshot = tracker.pending_snapshot or "resync"
-        return
     try:
         assigned = frame[F_ASSIGNED]
         if (
@@ -216,7 +199,9 @@ def _record_exit(frame: Frame, obj: Any, method: str) -> None:
             if type(old) in SCALARS and type(new) in SCALARS:
                 # same() for two scalars: equal values of the same type.
                 if old is not new and (type(old) is not type(new) or old != new):
-                    record_one_scalar(tracker, obj, method, frame[F_START], field, old, new, seq)
+                    record_one_scalar(
+                        tracker, obj, method, frame[F_START], field, old, new, seq, frame[F_SPAN]
+                    )
                 return
         record(tracker, obj, method, frame[F_START], assigned, frame[F_FROZEN])
     except Exception:  # noqa: BLE001 -- the guard logs it
@@ -248,12 +233,13 @@ def wrap_method(func: Any, method: str) -> Any:
 
     frames_get, frames_set, frames_reset = _frames.get, _frames.set, _frames.reset
     trackers_get, time_ns = TRACKERS.get, time.time_ns
+    last_span, span_key = LAST_SPAN, SPAN_KEY
 
     exact = exact_wrapper(
         func,
         method,
         (RT, trackers_get, frames_get, frames_set, frames_reset, time_ns, _enter,
-         _record_exit, log_internal_error),
+         _record_exit, log_internal_error, context_get, span_key, last_span, span_kind),
     )  # fmt: skip
     if exact is not None:
         exact = functools.wraps(func)(exact)
@@ -266,14 +252,26 @@ def wrap_method(func: Any, method: str) -> Any:
             return func(self, *args, **kwargs)
         # The common case inlined (a tracked object, no frame open, no container field):
         # this runs on every call, changed or not, so every attribute lookup counts.
+        # Whether this call records is decided once, here, from the current span: in a
+        # trace head sampling dropped no frame is pushed (and the hooks note nothing).
         try:
-            tracker = trackers_get(id(self))
-            if tracker is not None and not tracker.container_fields and not frames_get():
-                fresh: Frame = [id(self), tracker, None, None, time_ns(), None]
-                fresh[F_TOKEN] = frames_set((fresh,))
-                frame: Frame | None = fresh
+            span = context_get().get(span_key)
+            if span is None:
+                kind = OTHER
             else:
-                frame = _enter(self)
+                last = last_span[0]
+                kind = last[1] if last[0] is span else span_kind(span)
+            if kind == UNSAMPLED:
+                frame: Frame | None = None
+            else:
+                tracker = trackers_get(id(self))
+                if tracker is not None and not tracker.container_fields and not frames_get():
+                    start = time_ns() if kind != RECORDING else 0
+                    fresh: Frame = [id(self), tracker, None, None, start, None, span]
+                    fresh[F_TOKEN] = frames_set((fresh,))
+                    frame = fresh
+                else:
+                    frame = _enter(self)
         except Exception:  # noqa: BLE001 -- the guard logs it
             log_internal_error()
             frame = None
@@ -300,7 +298,7 @@ def _wrap_init(orig_init: Any) -> Any:
         frame: Frame | None = None
         try:
             if oid not in TRACKERS and _find_frame(oid) is None:
-                frame = [oid, None, None, None, time.time_ns(), None]
+                frame = [oid, None, None, None, time.time_ns(), None, None]
                 frame[F_TOKEN] = _frames.set((*_frames.get(), frame))
         except Exception:  # noqa: BLE001 -- the guard logs it
             log_internal_error()
@@ -324,6 +322,21 @@ def _wrap_init(orig_init: Any) -> Any:
 # ---------------------------------------------------------------------------- hooks
 
 
+def _quiet(tracker: Tracker) -> bool:
+    """True in a trace head sampling dropped: note that the state moved on unseen.
+
+    Outside a frame of its object (an assignment from outside its methods, or from a
+    method called in such a trace, which pushes no frame), a change is recorded at once,
+    so the current span decides; nothing is recorded and the next recorded change
+    resynchronises with a snapshot.
+    """
+    if call_kind()[1] != UNSAMPLED:
+        return False
+    if tracker.pending_snapshot is None:
+        tracker.pending_snapshot = "resync"
+    return True
+
+
 def _before_change(obj: Any, name: str) -> tuple[Any, ...] | None:
     """What the hook needs after the assignment: (tracker, frame, kind, old), or None."""
     oid = id(obj)
@@ -335,12 +348,14 @@ def _before_change(obj: Any, name: str) -> tuple[Any, ...] | None:
             if info is not None and info.all_instances:
                 return (None,)  # first sight of an object of a traced class: start after
         return None
-    if frame is not None and (frame[F_TRACKER] is None or frame[F_ASSIGNED] is False):
-        return None  # being built, or a call in an unsampled trace
+    if frame is not None and frame[F_TRACKER] is None:
+        return None  # being built
     if type(name) is not str:
         return None
     kind = attribute_kind(type(obj), name)
     if kind[0] == SKIP or (tracker.fields is not None and name not in tracker.fields):
+        return None
+    if frame is None and _quiet(tracker):
         return None
     return (tracker, frame, kind, read_kind(obj, name, kind))
 
@@ -357,14 +372,7 @@ def _after_change(obj: Any, name: str, pending: tuple[Any, ...], method: str) ->
     if frame is not None:
         assigned = frame[F_ASSIGNED]
         if assigned is None:
-            if _unsampled_now():
-                # In a trace head sampling dropped: record nothing for this call (the
-                # next recorded change resynchronises with a snapshot).
-                frame[F_ASSIGNED] = False
-                return
             frame[F_ASSIGNED] = {name: [old, new, seq]}
-        elif assigned is False:
-            return
         else:
             entry = assigned.get(name)
             if entry is None:
@@ -377,10 +385,9 @@ def _after_change(obj: Any, name: str, pending: tuple[Any, ...], method: str) ->
 
 
 def _make_setattr(orig: Any) -> Any:
-    frames_get, kinds_get = _frames.get, KINDS.get
+    frames_get, kinds_get, trackers_get = _frames.get, KINDS.get, TRACKERS.get
     dict_of = object.__getattribute__  # never the class's own __getattribute__
-    unsampled_now = _unsampled_now
-    context_get, span_key, last_span = _context_get, _SPAN_KEY, _last_span
+    last_span, span_key = LAST_SPAN, SPAN_KEY
 
     def __setattr__(self: Any, name: str, value: Any) -> None:  # noqa: N807
         if not RT.active:
@@ -388,37 +395,43 @@ def _make_setattr(orig: Any) -> Any:
             return
         pending: tuple[Any, ...] | None = None
         frame: Frame | None = None  # the fast path's frame, when it applies
-        unsampled = False
         old: Any = MISSING
-        # The common case inlined (inside a method of this object, the only frame open, a
-        # plain attribute in its __dict__): every assignment of a traced object comes
-        # here, so the checks are ordered to say "nothing to do" soonest.
+        # The two common cases inlined: inside a method of this object (the only frame
+        # open, a plain attribute in its __dict__), or in a trace head sampling dropped
+        # (where methods push no frame). Every assignment of a traced object comes here,
+        # so the checks are ordered to say "nothing to do" soonest.
         try:
             frames = frames_get()
-            top = frames[0] if len(frames) == 1 else None
-            if top is not None and top[F_OID] == id(self) and top[F_TRACKER] is not None:
-                assigned = top[F_ASSIGNED]
-                if assigned is not False:  # False: an unsampled call, nothing to note
+            if frames:
+                top = frames[0] if len(frames) == 1 else None
+                if top is not None and top[F_OID] == id(self) and top[F_TRACKER] is not None:
                     per_class = kinds_get(type(self))
                     kind = per_class.get(name) if per_class is not None else None
                     if kind is not None and kind[0] == IN_DICT and top[F_TRACKER].fields is None:
                         frame = top
-                        # The call's first assignment decides whether its trace is
-                        # sampled: if not, nothing is read or noted for the rest of it.
-                        if assigned is None:
-                            # _unsampled_now(), its usual case inlined: the span last asked.
-                            span = context_get().get(span_key) if context_get else None
-                            last = last_span[0]
-                            if span is not None and last[0] is span:
-                                unsampled = last[1]
-                            else:
-                                unsampled = unsampled_now()
-                        if not unsampled:
-                            old = dict_of(self, "__dict__").get(name, MISSING)
+                        old = dict_of(self, "__dict__").get(name, MISSING)
                     else:
                         pending = _before_change(self, name)
+                else:
+                    pending = _before_change(self, name)
             else:
-                pending = _before_change(self, name)
+                span = context_get().get(span_key)
+                last = last_span[0]
+                tracker = None
+                if span is not None and last[0] is span and last[1] == UNSAMPLED:
+                    tracker = trackers_get(id(self))
+                    per_class = kinds_get(type(self))
+                    kind = per_class.get(name) if per_class is not None else None
+                    if tracker is not None and (
+                        kind is None or kind[0] != IN_DICT or tracker.fields is not None
+                    ):
+                        tracker = None  # not a plain field of a traced object: the long way
+                if tracker is not None:
+                    # _quiet(), its usual case inlined: record nothing, resync later.
+                    if tracker.pending_snapshot is None:
+                        tracker.pending_snapshot = "resync"
+                else:
+                    pending = _before_change(self, name)
         except Exception:  # noqa: BLE001 -- the guard logs it
             log_internal_error()
             frame = pending = None
@@ -426,11 +439,6 @@ def _make_setattr(orig: Any) -> Any:
         if frame is not None:
             # _after_change inlined for the fast path.
             try:
-                if unsampled:
-                    # Record nothing for this call (the next recorded change
-                    # resynchronises with a snapshot).
-                    frame[F_ASSIGNED] = False
-                    return
                 # Read back rather than trust the value given: the class's own
                 # __setattr__ may have stored something else.
                 new = dict_of(self, "__dict__").get(name, MISSING)
@@ -438,7 +446,7 @@ def _make_setattr(orig: Any) -> Any:
                 assigned = frame[F_ASSIGNED]
                 if assigned is None:
                     frame[F_ASSIGNED] = {name: [old, new, seq]}
-                elif assigned is not False:
+                else:
                     entry = assigned.get(name)
                     if entry is None:
                         assigned[name] = [old, new, seq]

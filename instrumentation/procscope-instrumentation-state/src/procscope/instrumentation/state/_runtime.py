@@ -26,6 +26,7 @@ from ._common import head_sampling
 from ._common.guard import warn_once
 from ._common.head_sampling import should_record, take_root_decision
 from ._common.settings import BadSettingError, resolve_one
+from ._events import add_event
 
 ENV_SNAPSHOT_EVERY = "PROCSCOPE_STATE_SNAPSHOT_EVERY"
 ENV_EVENTS = "PROCSCOPE_STATE_EVENTS"
@@ -146,67 +147,9 @@ def _get_logger(version: str, logger_provider: Any) -> Any:
 # ---------------------------------------------------------------------------- emitting
 
 
-try:
-    from opentelemetry.sdk.trace import Event as _PlainSdkEvent
-except ImportError:  # the API alone: spans are never SDK spans then
-    _PlainSdkEvent = None  # type: ignore[assignment,misc]
-
-
-def _event_class() -> Any:
-    """The SDK's Event, or a subclass that builds the same object in one step.
-
-    Event.__init__ goes through EventBase.__init__ with super() and two unused
-    parameters: a third of what adding an event costs. The subclass sets the same three
-    attributes directly; it is used only if a real Event holds exactly those (checked
-    here, once), so an SDK that changes Event gets the SDK's own constructor.
-    """
-    if _PlainSdkEvent is None:
-        return None
-    try:
-        probe = _PlainSdkEvent("probe", {"k": 1}, 5)
-        if vars(probe) != {"_name": "probe", "_timestamp": 5, "_attributes": {"k": 1}}:
-            return _PlainSdkEvent
-    except Exception:  # noqa: BLE001 -- any surprise: the SDK's constructor
-        return _PlainSdkEvent
-
-    class StateEvent(_PlainSdkEvent):  # type: ignore[valid-type,misc]
-        __slots__ = ()
-
-        def __init__(self, name: str, attributes: Any) -> None:
-            self._name = name
-            self._timestamp = time.time_ns()
-            self._attributes = attributes
-
-    return StateEvent
-
-
-_SdkEvent: Any = _event_class()
-
-# Span classes whose events we may append already built (see Target.add), by type.
-_FAST_TYPES: dict[type, bool] = {}
-
-
-def _fast_events(span_type: type) -> bool:
-    fast = _FAST_TYPES.get(span_type)
-    if fast is None:
-        try:
-            from opentelemetry.sdk.trace import Span as SdkSpan
-
-            fast = issubclass(span_type, SdkSpan) and hasattr(span_type, "_add_event")
-        except Exception:  # noqa: BLE001 -- no SDK: only the public API
-            fast = False
-        fast = fast and _SdkEvent is not None
-        _FAST_TYPES[span_type] = fast
-    return fast
-
-
 def add_span_event(span: Any, name: str, attributes: dict[str, Any]) -> None:
-    """Add one event to a span (see Target.add: already built on SDK spans)."""
-    if _FAST_TYPES.get(type(span)) or _fast_events(type(span)):
-        # The dict is never touched again by us: no read-only copy needed.
-        span._add_event(_SdkEvent(name, attributes))
-    else:
-        span.add_event(name, attributes)
+    """Add one event to a span: ``span.add_event``, in fewer steps on SDK spans (_events)."""
+    add_event(span, name, attributes)
 
 
 class Target:
@@ -221,16 +164,14 @@ class Target:
     def add(self, name: str, attributes: dict[str, Any]) -> None:
         """Add one event; ``attributes`` must hold only str, int, bool and tuples of them.
 
-        On SDK spans the event is appended already built: ``add_event`` would re-validate
-        every value (about half a microsecond per attribute, more than all our own work
-        for a one-field change), and ours are valid and bounded by construction. Any
-        other span gets the public ``add_event``.
+        On SDK spans the event is built and appended the way ``add_event`` does it,
+        without re-validating values that are valid by construction (see _events).
         """
         span = self.span
         if span is None:
             _emit_log(name, attributes)
         else:
-            add_span_event(span, name, attributes)
+            add_event(span, name, attributes)
 
     def end(self) -> None:
         if self.owned:
@@ -243,19 +184,55 @@ _LOG_TARGET = Target(None, False)
 _CONTEXT_VAR = getattr(head_sampling, "_context_var", None)
 _SPAN_KEY = getattr(head_sampling, "_SPAN_KEY", None)
 
+if _CONTEXT_VAR is not None and _SPAN_KEY is not None:
+    # The current context, read the way the head gate does (four calls fewer than
+    # trace.get_current_span(): this runs on every traced call).
+    context_get: Callable[[], Any] = _CONTEXT_VAR.get
+    SPAN_KEY: Any = _SPAN_KEY
+else:  # another context implementation: the public API, same shape
+    SPAN_KEY = "current-span"
+
+    def context_get() -> Any:
+        span = trace.get_current_span()
+        return {SPAN_KEY: None if span is INVALID_SPAN else span}
+
 
 def current_span() -> Any:
-    """trace.get_current_span(), reading the context variable directly as the head gate
-    does (four calls fewer: this runs at every recorded change)."""
-    if _CONTEXT_VAR is not None and _SPAN_KEY is not None:
-        span = _CONTEXT_VAR.get().get(_SPAN_KEY)
-        return span if span is not None else INVALID_SPAN
-    return trace.get_current_span()
+    """trace.get_current_span(), read as :data:`context_get` does."""
+    span = context_get().get(SPAN_KEY)
+    return span if span is not None else INVALID_SPAN
 
 
-def begin(
-    describe: Callable[[], tuple[str, dict[str, Any]]], start_ns: int
-) -> Target | None:
+# What a current span means for a traced call, decided once per call from the span
+# current when it starts (see span_kind):
+RECORDING = 0  # sampled and recording: events go on it (no span of ours, no start time)
+UNSAMPLED = 1  # in a trace head sampling dropped: record nothing, resynchronise later
+OTHER = 2  # sampled but not recording (a remote parent): a span is made if anything changes
+
+# The last span asked about and its kind, as one tuple replaced whole (so a reader never
+# pairs one span with another's answer). A span's sampled flag never changes, so one
+# shared slot is right for every thread (a race only costs the next caller the full
+# check); it keeps that one span object alive, nothing else. A request's or a trace's
+# calls keep finding the same span: the usual answer is one identity comparison.
+LAST_SPAN: list[tuple[Any, int]] = [(None, OTHER)]
+
+
+def span_kind(span: Any) -> int:
+    """RECORDING, UNSAMPLED or OTHER for a current span (not None); remembered."""
+    context = span.get_span_context()
+    if context.is_valid and not context.trace_flags.sampled:
+        kind = UNSAMPLED
+    elif span.is_recording():
+        # Remembered as recording even if it ends later: that only means a span made for
+        # a change after its end starts when the change is recorded (see begin()).
+        kind = RECORDING
+    else:
+        kind = OTHER
+    LAST_SPAN[0] = (span, kind)
+    return kind
+
+
+def begin(describe: Callable[[], tuple[str, dict[str, Any]]], start_ns: int) -> Target | None:
     """A target for events now, or None when this trace is not sampled (record nothing).
 
     ``describe()`` gives the name and attributes of the span to start when none is current.
@@ -272,7 +249,10 @@ def begin(
         return None
     span_name, span_attributes = describe()
     span = RT.tracer.start_span(
-        span_name, kind=SpanKind.INTERNAL, attributes=span_attributes, start_time=start_ns
+        span_name,
+        kind=SpanKind.INTERNAL,
+        attributes=span_attributes,
+        start_time=start_ns or time.time_ns(),  # 0: the call began in a span since ended
     )
     return Target(span, True)
 

@@ -15,16 +15,8 @@ from . import _semconv as sc
 from ._common import shared_state
 from ._common.saferepr import MASK
 from ._diff import _BIG, _PLAIN_REPR, SCALARS, _secret_names, scalar_repr, secret_name
-from ._runtime import (
-    _CONTEXT_VAR,
-    _FAST_TYPES,
-    _SPAN_KEY,
-    RT,
-    Target,
-    _SdkEvent,
-    add_span_event,
-    current_span,
-)
+from ._events import add_event
+from ._runtime import RT, SPAN_KEY, Target, context_get, current_span
 from ._tracker import (
     Tracker,
     begin_target,
@@ -34,8 +26,6 @@ from ._tracker import (
 )
 
 _live = shared_state.settings()  # the live settings object: read its attributes per call
-_context_get = _CONTEXT_VAR.get if _CONTEXT_VAR is not None and _SPAN_KEY is not None else None
-_fast_types_get = _FAST_TYPES.get  # span type -> may take events already built
 _secret_names_get = _secret_names.get
 _OBJECT, _CLASS, _METHOD, _EPOCH, _SEQ = sc.OBJECT, sc.CLASS, sc.METHOD, sc.EPOCH, sc.SEQ
 _FIELDS, _FIELD_SEQS, _OLD_VALUES, _VALUES = sc.FIELDS, sc.FIELD_SEQS, sc.OLD_VALUES, sc.VALUES
@@ -94,11 +84,21 @@ def _record_scalars(
 
 
 def record_one_scalar(
-    tracker: Tracker, obj: Any, method: str, start_ns: int, field: str, old: Any, new: Any, seq: int
+    tracker: Tracker,
+    obj: Any,
+    method: str,
+    start_ns: int,
+    field: str,
+    old: Any,
+    new: Any,
+    seq: int,
+    span: Any = None,
 ) -> None:
     """One builtin scalar field changed (the usual case), in the fewest steps: the same
-    event as _emit_change makes, on the current span or on a span made for it."""
-    span = _context_get().get(_SPAN_KEY) if _context_get is not None else current_span()
+    event as _emit_change makes, on ``span`` (the one current when the method call
+    began), else the current span, or on a span made for it."""
+    if span is None:
+        span = context_get().get(SPAN_KEY)
     target: Target | None = None
     if span is None or not span.is_recording():
         name = tracker.name_of(obj)
@@ -124,15 +124,19 @@ def record_one_scalar(
             else:
                 # scalar_repr inlined for its fast cases.
                 cls = type(old)
-                if (cls is int and -_BIG < old < _BIG) or cls in _PLAIN_REPR or (
-                    cls is str and len(old) <= 150
+                if (
+                    (cls is int and -_BIG < old < _BIG)
+                    or cls in _PLAIN_REPR
+                    or (cls is str and len(old) <= 150)
                 ):
                     old_repr = repr(old)
                 else:
                     old_repr = scalar_repr(old)
                 cls = type(new)
-                if (cls is int and -_BIG < new < _BIG) or cls in _PLAIN_REPR or (
-                    cls is str and len(new) <= 150
+                if (
+                    (cls is int and -_BIG < new < _BIG)
+                    or cls in _PLAIN_REPR
+                    or (cls is str and len(new) <= 150)
                 ):
                     new_repr = repr(new)
                 else:
@@ -158,10 +162,7 @@ def record_one_scalar(
                 _FIELDS: (field,),
                 _FIELD_SEQS: (seq,),
             }
-        if _fast_types_get(type(span)):
-            span._add_event(_SdkEvent(_EVENT_CHANGE, attributes))  # add_span_event, inlined
-        else:
-            add_span_event(span, _EVENT_CHANGE, attributes)
+        add_event(span, _EVENT_CHANGE, attributes)
         tracker.since_snapshot += 1
         if (
             tracker.pending_snapshot is None
@@ -211,7 +212,7 @@ def _record_scalars_on(
                     new_reprs.append(scalar_repr(news[index]))
             attributes[sc.OLD_VALUES] = tuple(old_reprs)
             attributes[sc.VALUES] = tuple(new_reprs)
-        add_span_event(span, sc.EVENT_CHANGE, attributes)
+        add_event(span, sc.EVENT_CHANGE, attributes)
         tracker.since_snapshot += len(fields)
         if (
             tracker.pending_snapshot is None
