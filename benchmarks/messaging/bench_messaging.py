@@ -153,8 +153,12 @@ def bench_sampled() -> list[list[str]]:
 
     shared_state.settings().sample_rate = 1.0
     shared_state.settings().capture_content = True
+    from opentelemetry.sdk.resources import ProcessResourceDetector, Resource
+
     folder = tempfile.mkdtemp(prefix="bench-messaging-")
-    provider = TracerProvider()
+    # The resource procscope.setup() builds has the process detector's attributes
+    # (process.pid among them), which the messaging spans then do not repeat.
+    provider = TracerProvider(resource=Resource.create().merge(ProcessResourceDetector().detect()))
     processor = BatchSpanProcessor(TraceDBSpanExporter(os.path.join(folder, "trace.db")))
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("bench")
@@ -172,14 +176,14 @@ def bench_sampled() -> list[list[str]]:
         "messaging.system": "python_queue", "messaging.operation.type": "send",
         "messaging.operation.name": "put", "messaging.destination.name": "q@bench.py:1",
         "procscope.messaging.queue.type": "Queue", "thread.id": 1, "thread.name": "MainThread",
-        "process.pid": 1, "procscope.messaging.content": repr(message),
+        "procscope.messaging.content": repr(message),
         "messaging.message.id": "0123456789abcdef",
     }
     receive_attributes: dict[str, Any] = {
         "messaging.system": "python_queue", "messaging.operation.type": "receive",
         "messaging.operation.name": "get", "messaging.destination.name": "q@bench.py:1",
         "messaging.message.id": "0123456789abcdef", "thread.id": 1,
-        "thread.name": "MainThread", "process.pid": 1, "procscope.messaging.sender.pid": 1,
+        "thread.name": "MainThread", "procscope.messaging.sender.pid": 1,
         "procscope.messaging.sender.thread.id": 1,
         "procscope.messaging.sender.thread.name": "MainThread",
         "procscope.messaging.wait_time": 1e-6, "procscope.messaging.block_time": 0.0,
@@ -273,15 +277,28 @@ def calibrate() -> int:
         loops *= 2
 
 
+def flush() -> None:
+    """Export the spans this process has made so far (nothing when not set up)."""
+    from opentelemetry import trace
+
+    force_flush = getattr(trace.get_tracer_provider(), "force_flush", None)
+    if force_flush is not None:
+        force_flush()
+
+
 def consumer(jobs: Any, results: Any, loops: int) -> None:
     cpu_started = None
     while True:
         item = jobs.get()
         if item is None:
-            # This process's CPU time over the run (all its threads: the span export too).
+            # This process's CPU time over the run, all its threads, with the export of
+            # the spans it made (flushed now: the batch processor would otherwise export
+            # them after the run, at exit, where no clock sees them).
+            flush()
             results.put(("cpu", time.process_time() - (cpu_started or 0.0)))
             return
         if cpu_started is None and item >= 0:
+            flush()  # (the warm-up messages' spans: before the clock)
             cpu_started = time.process_time()
         results.put((item, busy(loops)))
 
@@ -307,11 +324,14 @@ def producer(jobs: Any, start: int, count: int, go: Any = None, results: Any = N
         for warm in range(WARM_UP):
             jobs.put(-100 - warm)  # the same messages, untraced
     if go is not None:
+        if results is not None:
+            flush()  # (the warm-up messages' spans: before the clock)
         go.wait()
     cpu_started = time.process_time()
     for i in range(start, start + count):
         jobs.put(i)
     if results is not None:
+        flush()
         results.put(("cpu", time.process_time() - cpu_started))
 
 
@@ -368,6 +388,7 @@ def pipeline_round(mode: str, messages: int, loops: int) -> tuple[float, float]:
     thread = threading.Thread(target=producer, args=(jobs, half, messages - half, go))
     thread.start()
     time.sleep(0.2)  # the producer process is up and waiting
+    flush()  # (the warm-up messages' spans: before the clock)
     cpu = 0.0
     started = time.perf_counter()
     cpu_started = time.process_time()
@@ -380,8 +401,9 @@ def pipeline_round(mode: str, messages: int, loops: int) -> tuple[float, float]:
         else:
             received += 1
     elapsed = time.perf_counter() - started
-    cpu += time.process_time() - cpu_started
     thread.join()
+    flush()  # (the spans of this process, the producer thread's included: see consumer())
+    cpu += time.process_time() - cpu_started
     feeder.join()
     for _ in consumers:
         jobs.put(None)
@@ -397,41 +419,70 @@ def pipeline_round(mode: str, messages: int, loops: int) -> tuple[float, float]:
     return elapsed, cpu
 
 
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """The first and third quartiles (the spread of the middle half of the rounds)."""
+    if len(values) < 4:
+        return min(values), max(values)
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
+
+
 def bench_pipeline() -> list[list[str]]:
-    messages = 1_000 if QUICK else 4_000
-    rounds = 3 if QUICK else 9
+    messages = 2_000 if QUICK else 6_000
+    rounds = 3 if QUICK else 13
     loops = calibrate()
     # sample_rate 0.0: procscope set up, every wrapper in place, nothing sampled; the
     # difference to 0.01 is what the sampled 1 % of the messages cost. The default level
     # ("full") also runs the lifecycle and state instrumentors; level messages_only
-    # (lifecycle and messaging) shows the messaging instrumentor's part.
-    modes = ["off", "0.0", "0.01", "messages_only:0.01", "1.0"]
+    # (lifecycle and messaging) shows the messaging instrumentor's part. "off (again)" is
+    # a second uninstrumented run in each round: its ratio to the first is this machine's
+    # noise, the floor under which no difference means anything. Rate 1.0 (slow) runs in
+    # every third round only.
+    modes = ["off", "off-again", "0.0", "0.01", "messages_only:0.01", "1.0"]
     walls: dict[str, list[float]] = {m: [] for m in modes}
     cpus: dict[str, list[float]] = {m: [] for m in modes}
-    for _ in range(rounds):
-        for mode in modes:
+    ratios: dict[str, dict[str, list[float]]] = {"wall": {m: [] for m in modes},
+                                                 "CPU": {m: [] for m in modes}}
+    for index in range(rounds):
+        # Rotate the order within the round too: a mode always run first (or right after
+        # a heavy one) would meet the machine in another state than the others.
+        shift = index % (len(modes) - 1)
+        order = modes[:-1][shift:] + modes[:-1][:shift] + (["1.0"] if index % 3 == 0 else [])
+        got: dict[str, tuple[float, float]] = {}
+        for mode in order:
             out = subprocess.run(
-                [sys.executable, __file__, "--pipeline-round", mode, str(messages), str(loops)],
+                [sys.executable, __file__, "--pipeline-round", mode.replace("-again", ""),
+                 str(messages), str(loops)],
                 capture_output=True, text=True, check=True, timeout=300,
             )
             result = json.loads(out.stdout.strip().splitlines()[-1])
+            got[mode] = (result["seconds"], result["cpu"])
             walls[mode].append(result["seconds"])
             cpus[mode].append(result["cpu"])
+        for mode, (wall, cpu) in got.items():
+            # Each run against the uninstrumented run of the same round (side by side).
+            ratios["wall"][mode].append(wall / got["off"][0])
+            ratios["CPU"][mode].append(cpu / got["off"][1])
     rows = []
-    for label, data in (("wall", walls), ("CPU", cpus)):
-        base = data["off"]
+    for label, data in (("CPU", cpus), ("wall", walls)):
         rows.append([f"pipeline {label} time, {messages} messages, uninstrumented",
-                     f"{median(base) * 1e3:.0f} ms", "", ""])
+                     f"{median(data['off']) * 1e3:.0f} ms", "", "", ""])
         for mode in modes[1:]:
             level, _, rate = mode.rpartition(":")
-            setup_args = f"sample_rate={rate}" + (f", level={level}" if level else "")
-            # The ratio of each round to the uninstrumented run of the same round (they
-            # ran side by side), then the median of those ratios.
-            ratio = median([t / b for b, t in zip(base, data[mode])])
-            rows.append([f"pipeline {label} time, procscope.setup({setup_args})",
-                         f"{median(data[mode]) * 1e3:.0f} ms", f"{(ratio - 1) * 100:+.1f} %",
-                         f"{ratio:.3f}x"])
-    rows.append([f"(work per message: {loops} loops, calibrated to ~50 us)", "", "", ""])
+            if mode == "off-again":
+                name = "uninstrumented again (noise)"
+            else:
+                name = f"procscope.setup(sample_rate={rate}" + (
+                    f", level={level})" if level else ")")
+            per_round = ratios[label][mode]
+            low, high = quartiles(per_round)
+            ratio = median(per_round)
+            rows.append([f"pipeline {label} time, {name}", f"{median(data[mode]) * 1e3:.0f} ms",
+                         f"{(ratio - 1) * 100:+.1f} %",
+                         f"{(low - 1) * 100:+.1f} .. {(high - 1) * 100:+.1f} %",
+                         f"{len(per_round)}"])
+    rows.append([f"(work per message: {loops} loops, calibrated to ~50 us; CPU: all processes,"
+                 " span export included)", "", "", "", ""])
     return rows
 
 
@@ -459,7 +510,9 @@ def main() -> int:
     table("2. one sampled message, both spans exported to the trace DB (CPU: all threads,"
           " the export too)", bench_sampled(),
           ["case", "wall", "CPU", "added wall", "added CPU", "added CPU ratio"])
-    table("3. reference pipeline (goal: <= 2 % at sample rate 0.01)", bench_pipeline())
+    table("3. reference pipeline (goal: <= 2 % at sample rate 0.01); added: median of the"
+          " per-round ratios, spread: their middle half", bench_pipeline(),
+          ["case", "median", "added", "spread (quartiles)", "rounds"])
     print(f"\n({time.perf_counter() - started:.0f} s; medians of interleaved rounds)")
     return 0
 

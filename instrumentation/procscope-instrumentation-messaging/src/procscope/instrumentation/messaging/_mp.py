@@ -19,6 +19,7 @@ import multiprocessing.managers as mp_managers
 import multiprocessing.queues as mp_queues
 import multiprocessing.reduction as mp_reduction
 import time
+from types import MethodType
 from typing import Any
 
 from . import _carry, _core
@@ -199,6 +200,32 @@ def _init(orig_init: Any) -> Any:
 
     __init__.__wrapped__ = orig_init  # type: ignore[attr-defined]
     return __init__
+
+
+def _queue_reset(orig_reset: Any, send_bytes: Any, recv_bytes: Any) -> Any:
+    """Queue._reset, after which the queue's own pipe calls skip our connection wrappers.
+
+    A multiprocessing.Queue moves every message through its own pipe, whose
+    ``send_bytes``/``recv_bytes`` it binds here (at creation, after a fork, and when it
+    is rebuilt in a child process). Our wrappers on the connection class would only find
+    that this pipe is not traced (the queue's own put and get are), at the cost of an
+    extra call per message on each side; so the queue gets the original methods, bound
+    to its own connections (held by the queue, not by the connection: no reference
+    cycle that would keep a pipe open until the collector runs).
+    """
+    def _reset(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = orig_reset(self, *args, **kwargs)
+        try:
+            if isinstance(self._writer, mp_connection._ConnectionBase):
+                self._send_bytes = MethodType(send_bytes, self._writer)
+            if isinstance(self._reader, mp_connection._ConnectionBase):
+                self._recv_bytes = MethodType(recv_bytes, self._reader)
+        except Exception:  # noqa: BLE001 -- the queue keeps the methods it bound itself
+            log_internal_error()
+        return result
+
+    _reset.__wrapped__ = orig_reset  # type: ignore[attr-defined]
+    return _reset
 
 
 def _safe_names(obj: Any) -> dict[str, Any]:
@@ -423,6 +450,10 @@ class MultiprocessingMessaging:
         p.patch(mp_queues.SimpleQueue, "__reduce_ex__", _reduce_ex)
 
         base = mp_connection._ConnectionBase
+        if "_reset" in mp_queues.Queue.__dict__:
+            p.patch(mp_queues.Queue, "_reset", _queue_reset(
+                original(mp_queues.Queue, "_reset"), original(base, "send_bytes"),
+                original(base, "recv_bytes")))
         p.patch(mp_connection, "Pipe", _pipe(mp_connection.Pipe))
         p.patch(base, "send", _conn_send(original(base, "send")))
         p.patch(base, "recv", _conn_recv(original(base, "recv")))
