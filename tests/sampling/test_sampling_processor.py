@@ -119,6 +119,26 @@ def test_span_starting_after_its_trace_was_decided_follows_the_decision(pipeline
     assert p.processor.stats().late_spans == 1
 
 
+def test_decision_memory_forgets_the_oldest_traces_first(pipeline) -> None:
+    """Past max_remembered_decisions the oldest decisions are forgotten, the newest kept."""
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
+    p = pipeline(keep_all(), max_remembered_decisions=3)
+
+    def remote(trace_id: int):
+        return set_span_in_context(NonRecordingSpan(SpanContext(trace_id, 1, True, TraceFlags(1))))
+
+    for trace_id in range(1, 9):  # 8 decided traces through a memory of 3, twice over
+        p.tracer.start_span("first", context=remote(trace_id)).end()
+    assert p.processor.stats().kept_traces == 8
+    p.tracer.start_span("again", context=remote(8)).end()  # remembered: a late span
+    assert p.processor.stats().late_spans == 1
+    p.tracer.start_span("again", context=remote(1)).end()  # forgotten: a trace of its own
+    stats = p.processor.stats()
+    assert stats.late_spans == 1 and stats.kept_traces == 9
+    assert len(p.spans()) == 10
+
+
 def test_memory_limit_decides_oldest_traces_early_and_loses_none(pipeline) -> None:
     """Over max_buffered_spans the oldest open traces are decided early; no span is lost."""
     p = pipeline(keep_all(), max_buffered_spans=50, decision_wait_seconds=60)

@@ -2,8 +2,14 @@
 
 Concurrency: one lock guards the buffers, the decision memory and the counters. Every
 call out of this module (policies, the wrapped processor, the decision callback) happens
-after the lock is released: a trace being decided is first moved to ``_closing``, where a
-span that ends meanwhile is put aside as late and handled with the trace's decision.
+after the lock is released: a trace being decided is first moved into the decision memory
+(as itself, until its verdict replaces it), where a span that ends meanwhile is put aside
+as late and handled with the trace's decision.
+
+Cost: every span passes through on_start and on_end, so those are kept to a few dict and
+list operations on the SDK's own fields (read directly, with a fallback to the public
+properties for other span types); a new trace without a parent is added without the lock
+(see on_start), and a decision takes the lock once more. docs/performance.md has figures.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from opentelemetry.context import Context
@@ -64,6 +72,8 @@ _ids_and_flags, _is_remote = _context_getters()
 
 _DROPPED = -1.0  # the decision memory's value for a dropped trace (kept: its probability)
 _MIN_SLEEP = 0.005
+_NOTHING: list[_Trace] = []  # on_end's marker: the one trace it closed is complete
+_monotonic = time.monotonic
 
 
 @dataclass(frozen=True)
@@ -104,11 +114,11 @@ class _Trace:
 
     __slots__ = ("first_seen", "late", "root_ended", "spans", "started", "trace_id")
 
-    def __init__(self, trace_id: int, first_seen: float) -> None:
+    def __init__(self, trace_id: int, first_seen: float, started: list[None]) -> None:
         self.trace_id = trace_id
         self.first_seen = first_seen
         self.spans: list[ReadableSpan] = []  # ended, buffered
-        self.started: list[None] = []  # one entry per on_start (appended without the lock)
+        self.started = started  # one entry per on_start (appended without the lock)
         self.late: list[ReadableSpan] | None = None  # ended while the trace was being decided
         self.root_ended = False
 
@@ -183,8 +193,10 @@ class TailSamplingProcessor(SpanProcessor):
     def _init_state(self) -> None:
         self._lock = threading.Lock()
         self._traces: dict[int, _Trace] = {}  # insertion order is first-seen order
-        self._closing: dict[int, _Trace] = {}
-        self._decisions: dict[int, float] = {}  # insertion order: oldest forgotten first
+        # The decision memory: a trace's verdict (its probability, or _DROPPED), or the
+        # _Trace itself while it is being decided (a span ending then is put aside as late).
+        self._decisions: dict[int, float | _Trace] = {}
+        self._decision_order: deque[int] = deque()  # its keys, oldest first
         self._buffered = 0
         self._worker: threading.Thread | None = None
         self._wake = threading.Event()
@@ -217,7 +229,12 @@ class TailSamplingProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
-            context = span.context
+            try:  # the SDK's fields: each property read is a Python call
+                context = span._context
+                parent = span._parent
+            except AttributeError:
+                context = span.context
+                parent = span.parent
             if context is None:
                 return
             trace_id, flags = _ids_and_flags(context)
@@ -228,13 +245,33 @@ class TailSamplingProcessor(SpanProcessor):
             # Hot path without our lock: list.append is atomic. If the trace is being
             # closed at this very moment, this start lands on the closed buffer and the
             # span's end is handled as late, which is what it is.
-            trace = self._traces.get(trace_id)
+            traces = self._traces
+            trace = traces.get(trace_id)
             if trace is not None:
                 trace.started.append(None)
+                return
+            if parent is None and not self._shutdown:
+                # A root without a parent: the SDK has just made this trace id, so no other
+                # thread can be buffering, closing or remembering it, and no lock is needed
+                # to add its buffer (a dict store is atomic). The lock is taken only when
+                # the buffer is over its limit or the worker is not running yet.
+                traces[trace_id] = _Trace(trace_id, _monotonic(), [None])
+                if len(traces) > self._max_traces or self._worker is None:
+                    self._after_new_trace()
                 return
             self._start_trace(trace_id)
         except Exception:  # noqa: BLE001 -- the host program must never see our errors
             log_internal_error()
+
+    def _after_new_trace(self) -> None:
+        evicted: list[_Trace] | None = None
+        with self._lock:
+            if len(self._traces) > self._max_traces:
+                evicted = self._evict_oldest_locked()
+            if self._worker is None and not self._shutdown:
+                self._start_worker_locked()
+        if evicted:
+            self._decide(evicted, EARLY)
 
     def _start_trace(self, trace_id: int) -> None:
         evicted: list[_Trace] | None = None
@@ -245,10 +282,9 @@ class TailSamplingProcessor(SpanProcessor):
             if trace is not None:
                 trace.started.append(None)
                 return
-            if trace_id in self._decisions or trace_id in self._closing:
+            if trace_id in self._decisions:
                 return  # a late span: its end follows the decision
-            trace = _Trace(trace_id, time.monotonic())
-            trace.started.append(None)
+            trace = _Trace(trace_id, _monotonic(), [None])
             self._traces[trace_id] = trace
             if len(self._traces) > self._max_traces:
                 evicted = self._evict_oldest_locked()
@@ -259,34 +295,57 @@ class TailSamplingProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            context = span.context
+            try:
+                context = span._context
+            except AttributeError:
+                context = span.context
             if context is None:
                 return
             trace_id, flags = _ids_and_flags(context)
             if not flags & 1:
                 return
             ready: list[_Trace]
-            with self._lock:
+            lock = self._lock
+            # acquire/release rather than ``with``: half the cost, on every span; nothing
+            # between them can raise but MemoryError, and the finally releases even then.
+            lock.acquire()
+            try:
                 trace = self._traces.get(trace_id)
-                if trace is None:
-                    ready = []
-                else:
+                if trace is not None:
                     spans = trace.spans
                     spans.append(span)
-                    self._buffered += 1
+                    buffered = self._buffered = self._buffered + 1
+                    count = len(spans)
                     # Every span this trace started here has ended. Its local root was
                     # started first and, open, kept this false: so it has ended too.
-                    if len(spans) >= len(trace.started):
-                        ready, reason = [self._close_locked(trace)], COMPLETE
-                    elif len(spans) >= self._max_per_trace:
+                    if count >= len(trace.started):
+                        # _close_locked and _remember_locked inline: once per trace, hot.
+                        del self._traces[trace_id]
+                        self._buffered = buffered - count
+                        decisions = self._decisions
+                        if trace_id not in decisions:
+                            order = self._decision_order
+                            order.append(trace_id)
+                            if len(order) > self._max_decisions:
+                                decisions.pop(order.popleft(), None)
+                        decisions[trace_id] = trace  # being decided
+                        ready, reason = _NOTHING, COMPLETE
+                    elif count >= self._max_per_trace:
                         ready, reason = [self._close_locked(trace)], EARLY
-                    elif self._buffered > self._max_spans:
+                    elif buffered > self._max_spans:
                         ready, reason = self._evict_oldest_locked(), EARLY
                     else:
                         return
+            finally:
+                lock.release()
             if trace is None:
-                parent = span.parent
+                try:
+                    parent = span._parent
+                except AttributeError:
+                    parent = span.parent
                 self._end_unbuffered(span, trace_id, parent is None or _is_remote(parent))
+            elif ready is _NOTHING:
+                self._decide_one(trace, COMPLETE)
             else:
                 self._decide(ready, reason)
         except Exception:  # noqa: BLE001 -- the host program must never see our errors
@@ -299,21 +358,22 @@ class TailSamplingProcessor(SpanProcessor):
                 self._counts["ignored_after_shutdown"] += 1
                 return
             trace = self._traces.get(trace_id)
+            verdict: float | None = None
             if trace is None:
-                closing = self._closing.get(trace_id)
-                if closing is not None:
-                    if closing.late is None:
-                        closing.late = []
-                    closing.late.append(span)
+                known = self._decisions.get(trace_id)
+                if isinstance(known, _Trace):  # being decided: handled with its decision
+                    if known.late is None:
+                        known.late = []
+                    known.late.append(span)
                     self._counts["late_spans"] += 1
                     return
-                verdict = self._decisions.get(trace_id)
-                if verdict is not None:
+                if known is not None:
+                    verdict = known
                     self._counts["late_spans"] += 1
                 else:
                     # Started before we were added, or its decision was forgotten long
                     # ago: it gets a buffer and a decision of its own.
-                    trace = _Trace(trace_id, time.monotonic())
+                    trace = _Trace(trace_id, _monotonic(), [])
                     self._traces[trace_id] = trace
                     if self._worker is None:
                         self._start_worker_locked()
@@ -338,7 +398,7 @@ class TailSamplingProcessor(SpanProcessor):
     def _close_locked(self, trace: _Trace) -> _Trace:
         del self._traces[trace.trace_id]
         self._buffered -= len(trace.spans)
-        self._closing[trace.trace_id] = trace
+        self._remember_locked(trace.trace_id, trace)  # pending until _finish
         return trace
 
     def _evict_oldest_locked(self) -> list[_Trace]:
@@ -346,49 +406,63 @@ class TailSamplingProcessor(SpanProcessor):
         span_goal = self._max_spans - self._max_spans // 10
         trace_goal = self._max_traces - self._max_traces // 10
         evicted: list[_Trace] = []
-        while self._traces and (self._buffered > span_goal or len(self._traces) > trace_goal):
-            oldest = next(iter(self._traces.values()))
-            evicted.append(self._close_locked(oldest))
+        traces = self._traces
+        while traces and (self._buffered > span_goal or len(traces) > trace_goal):
+            # Oldest first, a chunk at a time: tuple(islice()) reads the dict in C, in one
+            # step that an unlocked insert (on_start's new roots) cannot interleave with.
+            for oldest in tuple(islice(traces.values(), 64)):
+                if self._buffered <= span_goal and len(traces) <= trace_goal:
+                    break
+                evicted.append(self._close_locked(oldest))
         return evicted
 
-    def _remember_locked(self, trace_id: int, verdict: float) -> None:
+    def _remember_locked(self, trace_id: int, verdict: float | _Trace) -> None:
         decisions = self._decisions
+        if trace_id not in decisions:
+            # Forget the oldest through a queue of ids: taking a dict's first key again and
+            # again walks over the slots its earlier deletions left (quadratic over time).
+            order = self._decision_order
+            order.append(trace_id)
+            if len(order) > self._max_decisions:
+                decisions.pop(order.popleft(), None)
         decisions[trace_id] = verdict
-        while len(decisions) > self._max_decisions:
-            del decisions[next(iter(decisions))]
 
     # -- deciding (never under the lock) -------------------------------------------------
 
     def _decide(self, traces: Iterable[_Trace], reason: str) -> None:
         for trace in traces:
-            view = TraceData(trace.trace_id, trace.spans, reason == COMPLETE, trace.first_seen)
-            try:
-                result = self._policy.evaluate(view)
-            except Exception:  # noqa: BLE001 -- the host program must never see our errors
-                # Lose nothing: a policy that fails keeps the trace (and is reported once).
-                with self._lock:
-                    self._counts["policy_errors"] += 1
-                result = 1.0
-                log_internal_error()
-            probability: float | None = None
-            if result is not None:
-                head = view.head_probability
-                probability = result if math.isnan(result) else min(result, head)
-            self._finish(trace, probability, reason)
+            self._decide_one(trace, reason)
+
+    def _decide_one(self, trace: _Trace, reason: str) -> None:
+        view = TraceData(trace.trace_id, trace.spans, reason == COMPLETE, trace.first_seen)
+        try:
+            result = self._policy.evaluate(view)
+        except Exception:  # noqa: BLE001 -- the host program must never see our errors
+            # Lose nothing: a policy that fails keeps the trace (and is reported once).
+            with self._lock:
+                self._counts["policy_errors"] += 1
+            result = 1.0
+            log_internal_error()
+        if result is not None and not math.isnan(result):
+            result = min(result, view.head_probability)
+        self._finish(trace, result, reason)
 
     def _finish(self, trace: _Trace, probability: float | None, reason: str) -> None:
+        trace_id = trace.trace_id
         kept = probability is not None
         counts = self._counts
         with self._lock:
-            self._closing.pop(trace.trace_id, None)
-            late = trace.late or []
+            decisions = self._decisions
+            if trace_id in decisions:  # else forgotten already (a tiny decision memory)
+                decisions[trace_id] = _DROPPED if probability is None else probability
+            late = trace.late
             spans = trace.spans + late if late else trace.spans
-            self._remember_locked(trace.trace_id, _DROPPED if probability is None else probability)
             counts[_COUNTER_OF_REASON[reason]] += 1
             if kept:
                 counts["kept_traces"] += 1
                 counts["kept_spans"] += len(spans)
-                counts["late_kept_spans"] += len(late)
+                if late:
+                    counts["late_kept_spans"] += len(late)
             else:
                 counts["dropped_traces"] += 1
                 counts["dropped_spans"] += len(spans)
@@ -468,14 +542,18 @@ class TailSamplingProcessor(SpanProcessor):
                     return
                 now = time.monotonic()
                 sleep_for = self._wait
-                for trace in self._traces.values():  # oldest first
-                    due = trace.first_seen + self._wait
-                    if due > now:
-                        sleep_for = due - now
-                        break
-                    expired.append(trace)
-                for trace in expired:
-                    self._close_locked(trace)
+                while self._traces:
+                    # Oldest first, a chunk read in one C step (see _evict_oldest_locked).
+                    chunk = tuple(islice(self._traces.values(), 64))
+                    for trace in chunk:
+                        due = trace.first_seen + self._wait
+                        if due > now:
+                            sleep_for = due - now
+                            break
+                        expired.append(self._close_locked(trace))
+                    else:
+                        continue
+                    break
             if expired:
                 try:
                     self._decide(expired, TIMEOUT)
@@ -486,7 +564,7 @@ class TailSamplingProcessor(SpanProcessor):
     # -- flushing and shutting down ------------------------------------------------------
 
     def _take_all_locked(self) -> list[_Trace]:
-        return [self._close_locked(trace) for trace in list(self._traces.values())]
+        return [self._close_locked(trace) for trace in tuple(self._traces.values())]
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Decide every buffered trace now, then flush the next processor."""
