@@ -151,3 +151,34 @@ def test_process_pid_is_on_spans_only_where_the_resource_lacks_it(live_settings:
         instrumentor.uninstrument()
     assert child.exitcode == 0 and len(spans) == 2
     assert all(attributes["process.pid"] == pid != os.getpid() for attributes, pid in spans)
+
+
+def test_puts_outside_any_trace_start_traces_at_the_sample_rate(live_settings: Any) -> None:
+    """A put with no current span is traced with the live rate's probability, its draw kept."""
+    from opentelemetry import context
+
+    from procscope._sampler import AdjustableRateSampler
+
+    live_settings.sample_rate = 0.25
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=AdjustableRateSampler(0.25))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = MessagingInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    token = context.attach(context.Context())
+    try:
+        q: queue.Queue[int] = queue.Queue()
+        for i in range(2000):
+            q.put(i)
+            context.attach(context.Context())  # (the get attached a sampled message's context)
+            q.get()
+            context.attach(context.Context())
+    finally:
+        context.detach(token)
+        instrumentor.uninstrument()
+    sends = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert 400 <= len(sends) <= 600  # 500 expected; 5 standard deviations are about 100
+    for span in sends:
+        assert span.parent is None
+        assert "rv:" in (span.context.trace_state.get("ot") or "")  # the gate's own draw
+        assert span.attributes["procscope.sampling.probability"] == 0.25

@@ -178,6 +178,28 @@ def should_record() -> bool:
     return False
 
 
+
+def should_record_root() -> bool:
+    """should_record() for a caller that has just found the current context empty.
+
+    An empty context holds no span (and no suppression): the answer is the draw for a new
+    root, exactly as in should_record(), without reading the context again. The messaging
+    instrumentor's put checks the context inline, and a put outside any trace (a new
+    trace at the sample rate) is its commonest case after "inside an unsampled span".
+    """
+    rate = _live.sample_rate
+    if rate >= 1.0 or _state.head_records_every_trace:
+        return True
+    cached = _cached
+    if cached[0] != rate:
+        cached[1] = threshold_for(rate)
+        cached[0] = rate
+    randomness = _getrandbits(RANDOM_BITS)
+    if randomness >= cached[1]:
+        _hand_over.randomness = randomness
+        return True
+    return False
+
 def take_root_randomness() -> int:
     """For the sampler: the randomness :func:`should_record` just drew "yes" with, once; else -1."""
     randomness: int = _hand_over.randomness

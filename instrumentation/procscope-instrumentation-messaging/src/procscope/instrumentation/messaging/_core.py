@@ -183,6 +183,9 @@ if _context_var is not None and _SPAN_KEY is not None:
 else:  # another runtime context implementation: the public (slower) path
     record = _record_slow
 
+# The gate for a caller that found the current context empty (see head_sampling).
+record_root = head_sampling.should_record_root
+
 
 # --- per-queue constants ------------------------------------------------------------------------
 

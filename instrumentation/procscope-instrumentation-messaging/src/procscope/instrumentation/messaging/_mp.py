@@ -33,6 +33,7 @@ from ._core import (
     context_get,
     live,
     record,
+    record_root,
     release,
     state_dict,
 )
@@ -108,11 +109,10 @@ def _queue_put(orig_put: Any) -> Any:
         ctx = _context_get()
         if ctx:
             last = _core.last_context
-            if last[0] is ctx and not last[1]:
+            if (last[0] is ctx and not last[1]) or not record():
                 return orig_put(self, obj, block, timeout)
-        elif not (_live.sample_rate > 0.0 or _state_dict.get(TAIL_KEY)):
-            return orig_put(self, obj, block, timeout)
-        if not record():
+        elif not ((_live.sample_rate > 0.0 or _state_dict.get(TAIL_KEY)) and record_root()):
+            # (an empty context: no span, no suppression; the draw for a new trace)
             return orig_put(self, obj, block, timeout)
         span, carrier = _start(SYSTEM_MP_QUEUE, "put", self, obj)
         if span is None:

@@ -27,6 +27,7 @@ from ._core import (
     context_get,
     live,
     record,
+    record_root,
     release,
     state_dict,
 )
@@ -108,9 +109,10 @@ def _make_queue_methods(orig_init: Any, orig_put: Any, orig_get: Any, orig_task_
             last = _core.last_context
             if last[0] is ctx and not last[1]:
                 return orig_put(self, item, block, timeout)
-        elif not (_live.sample_rate > 0.0 or _state_dict.get(TAIL_KEY)):
-            return orig_put(self, item, block, timeout)
-        if record():
+            if record():
+                return _send(self, item, orig_put, block, timeout)
+        elif (_live.sample_rate > 0.0 or _state_dict.get(TAIL_KEY)) and record_root():
+            # (an empty context: no span, no suppression; the draw for a new trace)
             return _send(self, item, orig_put, block, timeout)
         return orig_put(self, item, block, timeout)
 
