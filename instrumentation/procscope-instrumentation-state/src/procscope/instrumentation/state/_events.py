@@ -128,8 +128,9 @@ def _replicable() -> bool:
         return False
 
 
-def _append(span: Any, name: str, attributes: dict[str, Any], maxlen: Any) -> None:
-    """What ``span.add_event(name, attributes)`` does, for attributes already valid."""
+def _append(span: Any, name: str, attributes: dict[str, Any], maxlen: Any) -> bool:
+    """What ``span.add_event(name, attributes)`` does, for attributes already valid;
+    False (nothing added) when the span has ended."""
     bounded = _new(_BoundedAttributes)
     bounded._dict = attributes
     bounded.maxlen = maxlen
@@ -150,8 +151,8 @@ def _append(span: Any, name: str, attributes: dict[str, Any], maxlen: Any) -> No
                 if queue.maxlen is not None and len(queue) == queue.maxlen:
                     events.dropped += 1
                 queue.append(event)
-            return
-    span._add_event(event)  # ended: the SDK's own warning, nothing added
+            return True
+    return False
 
 
 _replicable_once: list[bool] = []  # [answer], once asked
@@ -193,18 +194,24 @@ def _limits_keep(limits: Any) -> bool:
     return keep
 
 
-def add_event(span: Any, name: str, attributes: dict[str, Any]) -> None:
+def add_event(span: Any, name: str, attributes: dict[str, Any]) -> bool:
     """``span.add_event(name, attributes)``; ``attributes`` hold only str, int, bool and
-    tuples of them, at most MAX_ATTRIBUTES, and are not used by the caller afterwards."""
+    tuples of them, at most MAX_ATTRIBUTES, and are not used by the caller afterwards.
+    True; False only for an SDK span that has ended (the SDK's warning is logged)."""
     fast = _FAST_TYPES.get(type(span))
     if fast is None:
         fast = _fast_type(type(span))
     if fast:
         limits = span._limits
-        if limits is _limits_ok[0] or _limits_keep(limits):
-            _append(span, name, attributes, limits.max_event_attributes)
-            return
+        if (limits is _limits_ok[0] or _limits_keep(limits)) and _append(
+            span, name, attributes, limits.max_event_attributes
+        ):
+            return True
+        if span._end_time is not None:
+            span.add_event(name, attributes)  # ended: the SDK's own warning, nothing added
+            return False
     span.add_event(name, attributes)
+    return True
 
 
 __all__ = ["MAX_ATTRIBUTES", "add_event"]

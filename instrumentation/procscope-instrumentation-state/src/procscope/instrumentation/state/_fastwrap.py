@@ -27,23 +27,21 @@ _CO_VARKEYWORDS = 0x08
 
 # The body is the generic wrapper's (in _patch.wrap_method), with the common case inlined;
 # frame slots by number: 0 oid, 2 frozen, 3 assigned, 5 token (see _patch.F_*); span
-# kinds 0 RECORDING, 1 UNSAMPLED (see _runtime).
+# kinds (the third item of a _runtime.LAST_CONTEXT tuple) 0 RECORDING, 1 UNSAMPLED.
 _TEMPLATE = """
 def _ps_make(_ps_func, _ps_method, _ps_rt, _ps_trackers_get, _ps_frames_get, _ps_frames_set,
              _ps_frames_reset, _ps_time_ns, _ps_enter, _ps_record_exit, _ps_log_error,
-             _ps_context_get, _ps_span_key, _ps_last_span, _ps_span_kind,
+             _ps_context_get, _ps_last_context, _ps_context_kind,
              _ps_id, _ps_Exception):
     def _ps_wrapper({params}):
         if not _ps_rt.active:
             return _ps_func({call})
         try:
-            _ps_span = _ps_context_get().get(_ps_span_key)
-            if _ps_span is None:
-                _ps_kind = 2
-            else:
-                _ps_last = _ps_last_span[0]
-                _ps_kind = _ps_last[1] if _ps_last[0] is _ps_span else _ps_span_kind(_ps_span)
-            if _ps_kind == 1:
+            _ps_context = _ps_context_get()
+            _ps_call = _ps_last_context[0]
+            if _ps_call[0] is not _ps_context:
+                _ps_call = _ps_context_kind(_ps_context)
+            if _ps_call[2] == 1:
                 _ps_frame = None
             else:
                 _ps_oid = _ps_id({self})
@@ -54,7 +52,7 @@ def _ps_make(_ps_func, _ps_method, _ps_rt, _ps_trackers_get, _ps_frames_get, _ps
                     and not _ps_frames_get()
                 ):
                     _ps_frame = [_ps_oid, _ps_tracker, None, None,
-                                 _ps_time_ns() if _ps_kind else 0, None, _ps_span]
+                                 _ps_time_ns() if _ps_call[2] else 0, None, _ps_call[1]]
                     _ps_frame[5] = _ps_frames_set((_ps_frame,))
                 else:
                     _ps_frame = _ps_enter({self})
@@ -123,7 +121,7 @@ def exact_wrapper(func: Any, method: str, helpers: tuple[Any, ...]) -> Any:
     """A wrapper of ``func`` with its own parameters, or None (use the generic one).
 
     ``helpers``: what the body uses, in the order of _TEMPLATE's ``_ps_make`` from
-    ``_ps_rt`` to ``_ps_span_kind``.
+    ``_ps_rt`` to ``_ps_context_kind``.
     """
     shape = _parameters(func)
     if shape is None:

@@ -28,10 +28,19 @@ from contextvars import ContextVar
 from typing import Any
 
 from ._common.guard import log_internal_error
-from ._diff import MISSING, SCALARS, freeze
+from ._diff import MISSING, freeze
 from ._fastwrap import exact_wrapper
-from ._runtime import LAST_SPAN, OTHER, RECORDING, RT, SPAN_KEY, UNSAMPLED, context_get, span_kind
-from ._scalars import record, record_one_scalar
+from ._runtime import (
+    LAST_CONTEXT,
+    OTHER,
+    RECORDING,
+    RT,
+    UNSAMPLED,
+    call_kind,
+    context_get,
+    context_kind,
+)
+from ._scalars import record, record_frame
 from ._tracker import (
     IN_DICT,
     KINDS,
@@ -138,18 +147,9 @@ def _lazy_tracker(obj: Any, method: str, start_ns: int | None) -> Tracker | None
 # ---------------------------------------------------------------------------- frames
 
 
-def call_kind() -> tuple[Any, int]:
-    """The span current now (or None) and what it means for a call starting now."""
-    span = context_get().get(SPAN_KEY)
-    if span is None:
-        return None, OTHER
-    last = LAST_SPAN[0]
-    return span, (last[1] if last[0] is span else span_kind(span))
-
-
 def _enter(obj: Any) -> Frame | None:
     """Push a frame for a call on ``obj``, or None when this call records nothing itself."""
-    span, kind = call_kind()
+    _context, span, kind = call_kind()
     if kind == UNSAMPLED:
         return None  # the hooks see the same span: nothing is noted, the tracker resyncs
     oid = id(obj)
@@ -183,29 +183,8 @@ def _exit(frame: Frame, obj: Any, method: str) -> None:
     _record_exit(frame, obj, method)
 
 
-def _record_exit(frame: Frame, obj: Any, method: str) -> None:
-    tracker = frame[F_TRACKER]
-    try:
-        assigned = frame[F_ASSIGNED]
-        if (
-            frame[F_FROZEN] is None
-            and len(assigned) == 1
-            and not tracker.container_fields
-            and not RT.log_events
-        ):
-            # _scalars.record's usual case, one call sooner: one field, scalars.
-            (field,) = assigned  # the one key (cheaper than unpacking items())
-            old, new, seq = assigned[field]
-            if type(old) in SCALARS and type(new) in SCALARS:
-                # same() for two scalars: equal values of the same type.
-                if old is not new and (type(old) is not type(new) or old != new):
-                    record_one_scalar(
-                        tracker, obj, method, frame[F_START], field, old, new, seq, frame[F_SPAN]
-                    )
-                return
-        record(tracker, obj, method, frame[F_START], assigned, frame[F_FROZEN])
-    except Exception:  # noqa: BLE001 -- the guard logs it
-        log_internal_error()
+_record_exit = record_frame  # records what a call changed (guarded; same frame slots)
+assert (F_TRACKER, F_FROZEN, F_ASSIGNED, F_START, F_SPAN) == (1, 2, 3, 4, 6)
 
 
 def wrap_method(func: Any, method: str) -> Any:
@@ -233,13 +212,13 @@ def wrap_method(func: Any, method: str) -> Any:
 
     frames_get, frames_set, frames_reset = _frames.get, _frames.set, _frames.reset
     trackers_get, time_ns = TRACKERS.get, time.time_ns
-    last_span, span_key = LAST_SPAN, SPAN_KEY
+    last_context = LAST_CONTEXT
 
     exact = exact_wrapper(
         func,
         method,
         (RT, trackers_get, frames_get, frames_set, frames_reset, time_ns, _enter,
-         _record_exit, log_internal_error, context_get, span_key, last_span, span_kind),
+         _record_exit, log_internal_error, context_get, last_context, context_kind),
     )  # fmt: skip
     if exact is not None:
         exact = functools.wraps(func)(exact)
@@ -255,12 +234,11 @@ def wrap_method(func: Any, method: str) -> Any:
         # Whether this call records is decided once, here, from the current span: in a
         # trace head sampling dropped no frame is pushed (and the hooks note nothing).
         try:
-            span = context_get().get(span_key)
-            if span is None:
-                kind = OTHER
-            else:
-                last = last_span[0]
-                kind = last[1] if last[0] is span else span_kind(span)
+            context = context_get()
+            call = last_context[0]
+            if call[0] is not context:
+                call = context_kind(context)
+            _context, span, kind = call
             if kind == UNSAMPLED:
                 frame: Frame | None = None
             else:
@@ -330,7 +308,7 @@ def _quiet(tracker: Tracker) -> bool:
     so the current span decides; nothing is recorded and the next recorded change
     resynchronises with a snapshot.
     """
-    if call_kind()[1] != UNSAMPLED:
+    if call_kind()[2] != UNSAMPLED:
         return False
     if tracker.pending_snapshot is None:
         tracker.pending_snapshot = "resync"
@@ -387,7 +365,7 @@ def _after_change(obj: Any, name: str, pending: tuple[Any, ...], method: str) ->
 def _make_setattr(orig: Any) -> Any:
     frames_get, kinds_get, trackers_get = _frames.get, KINDS.get, TRACKERS.get
     dict_of = object.__getattribute__  # never the class's own __getattribute__
-    last_span, span_key = LAST_SPAN, SPAN_KEY
+    last_context = LAST_CONTEXT
 
     def __setattr__(self: Any, name: str, value: Any) -> None:  # noqa: N807
         if not RT.active:
@@ -415,10 +393,9 @@ def _make_setattr(orig: Any) -> Any:
                 else:
                     pending = _before_change(self, name)
             else:
-                span = context_get().get(span_key)
-                last = last_span[0]
+                call = last_context[0]
                 tracker = None
-                if span is not None and last[0] is span and last[1] == UNSAMPLED:
+                if call[2] == UNSAMPLED and call[0] is context_get():
                     tracker = trackers_get(id(self))
                     per_class = kinds_get(type(self))
                     kind = per_class.get(name) if per_class is not None else None

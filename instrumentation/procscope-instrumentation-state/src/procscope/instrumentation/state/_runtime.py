@@ -203,33 +203,47 @@ def current_span() -> Any:
     return span if span is not None else INVALID_SPAN
 
 
-# What a current span means for a traced call, decided once per call from the span
-# current when it starts (see span_kind):
+# What the current span means for a traced call, decided once per call when it starts
+# (see context_kind):
 RECORDING = 0  # sampled and recording: events go on it (no span of ours, no start time)
 UNSAMPLED = 1  # in a trace head sampling dropped: record nothing, resynchronise later
-OTHER = 2  # sampled but not recording (a remote parent): a span is made if anything changes
+OTHER = 2  # no span, or sampled but not recording (a remote parent): a span is made if
+#            anything changes
 
-# The last span asked about and its kind, as one tuple replaced whole (so a reader never
-# pairs one span with another's answer). A span's sampled flag never changes, so one
-# shared slot is right for every thread (a race only costs the next caller the full
-# check); it keeps that one span object alive, nothing else. A request's or a trace's
-# calls keep finding the same span: the usual answer is one identity comparison.
-LAST_SPAN: list[tuple[Any, int]] = [(None, OTHER)]
+# The last context asked about, its span and the span's kind, as one tuple replaced whole
+# (so a reader never pairs one context with another's answer). Contexts are immutable and
+# a span's sampled flag never changes, so one shared slot is right for every thread (a
+# race only costs the next caller the full check); it keeps that one context alive,
+# nothing else. A request's or a trace's calls keep finding the same context: the usual
+# answer is one identity comparison.
+LAST_CONTEXT: list[tuple[Any, Any, int]] = [(None, None, OTHER)]
 
 
-def span_kind(span: Any) -> int:
-    """RECORDING, UNSAMPLED or OTHER for a current span (not None); remembered."""
-    context = span.get_span_context()
-    if context.is_valid and not context.trace_flags.sampled:
-        kind = UNSAMPLED
-    elif span.is_recording():
-        # Remembered as recording even if it ends later: that only means a span made for
-        # a change after its end starts when the change is recorded (see begin()).
-        kind = RECORDING
-    else:
+def context_kind(context: Any) -> tuple[Any, Any, int]:
+    """``(context, span or None, kind)`` for a context (see LAST_CONTEXT); remembered."""
+    span = context.get(SPAN_KEY)
+    if span is None:
         kind = OTHER
-    LAST_SPAN[0] = (span, kind)
-    return kind
+    else:
+        span_context = span.get_span_context()
+        if span_context.is_valid and not span_context.trace_flags.sampled:
+            kind = UNSAMPLED
+        elif span.is_recording():
+            # Remembered as recording even if it ends later: that only means a span made
+            # for a change after its end starts when the change is recorded (see begin()).
+            kind = RECORDING
+        else:
+            kind = OTHER
+    answer = (context, span, kind)
+    LAST_CONTEXT[0] = answer
+    return answer
+
+
+def call_kind() -> tuple[Any, Any, int]:
+    """context_kind() of the current context, remembered or not."""
+    context = context_get()
+    last = LAST_CONTEXT[0]
+    return last if last[0] is context else context_kind(context)
 
 
 def begin(describe: Callable[[], tuple[str, dict[str, Any]]], start_ns: int) -> Target | None:

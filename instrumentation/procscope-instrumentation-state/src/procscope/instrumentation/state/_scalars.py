@@ -13,9 +13,10 @@ from typing import Any
 
 from . import _semconv as sc
 from ._common import shared_state
+from ._common.guard import log_internal_error
 from ._common.saferepr import MASK
 from ._diff import _BIG, _PLAIN_REPR, SCALARS, _secret_names, scalar_repr, secret_name
-from ._events import add_event
+from ._events import _FAST_TYPES, _append, _limits_ok, add_event
 from ._runtime import RT, SPAN_KEY, Target, context_get, current_span
 from ._tracker import (
     Tracker,
@@ -26,6 +27,11 @@ from ._tracker import (
 )
 
 _live = shared_state.settings()  # the live settings object: read its attributes per call
+_fast_types_get = _FAST_TYPES.get  # span class -> takes events built by _events._append
+_dict_of = object.__getattribute__  # never the class's own __getattribute__
+_NAME_ATTR = "_procscope_name"  # where procscope.name() keeps a name (see Tracker.name_of)
+_NAMED_ELSEWHERE: Any = shared_state.get().names
+_NEG_BIG = -_BIG
 _secret_names_get = _secret_names.get
 _OBJECT, _CLASS, _METHOD, _EPOCH, _SEQ = sc.OBJECT, sc.CLASS, sc.METHOD, sc.EPOCH, sc.SEQ
 _FIELDS, _FIELD_SEQS, _OLD_VALUES, _VALUES = sc.FIELDS, sc.FIELD_SEQS, sc.OLD_VALUES, sc.VALUES
@@ -41,15 +47,19 @@ def record(
     frozen: dict[str, Any] | None,
 ) -> None:
     """record_changes, with the usual cases taken here (same arguments, same events)."""
+    record_frame([0, tracker, frozen, assigned, start_ns, None, None], obj, method)
+
+
+def _record_general(
+    tracker: Tracker,
+    obj: Any,
+    method: str,
+    start_ns: int,
+    assigned: dict[str, list[Any]] | None,
+    frozen: dict[str, Any] | None,
+) -> None:
+    """Anything but one scalar field: several scalar fields here, else record_changes."""
     if frozen is None and assigned and not tracker.container_fields and not RT.log_events:
-        if len(assigned) == 1:
-            (field,) = assigned  # the one key (cheaper than unpacking items())
-            old, new, seq = assigned[field]
-            if type(old) in SCALARS and type(new) in SCALARS:
-                # same() for two scalars: equal values of the same type.
-                if old is not new and (type(old) is not type(new) or old != new):
-                    record_one_scalar(tracker, obj, method, start_ns, field, old, new, seq)
-                return
         for entry in assigned.values():
             if type(entry[0]) not in SCALARS or type(entry[1]) not in SCALARS:
                 break
@@ -83,34 +93,41 @@ def _record_scalars(
     _record_scalars_on(tracker, obj, method, start_ns, current_span(), fields, seqs, olds, news)
 
 
-def record_one_scalar(
-    tracker: Tracker,
-    obj: Any,
-    method: str,
-    start_ns: int,
-    field: str,
-    old: Any,
-    new: Any,
-    seq: int,
-    span: Any = None,
-) -> None:
-    """One builtin scalar field changed (the usual case), in the fewest steps: the same
-    event as _emit_change makes, on ``span`` (the one current when the method call
-    began), else the current span, or on a span made for it."""
-    if span is None:
-        span = context_get().get(SPAN_KEY)
-    target: Target | None = None
-    if span is None or not span.is_recording():
-        name = tracker.name_of(obj)
-        target = begin_target(tracker, obj, name, method, start_ns)
-        if target is None:
-            # Not sampled: the state moved on unseen; the next recorded change resyncs.
-            tracker.pending_snapshot = tracker.pending_snapshot or "resync"
-            return
-        span = target.span
-    else:
-        name = tracker.given_name or tracker.name_of(obj)
+def record_frame(frame: list[Any], obj: Any, method: str) -> None:
+    """Record what one method call changed (its frame, see _patch.F_*), if anything.
+
+    One builtin scalar field changed is the usual case: it is taken here in the fewest
+    steps (the same event as _emit_change makes; one function, no call between the
+    exit and the event), on the span current when the call began, else the current
+    span, or on a span made for it. Anything else goes the general way. Never raises
+    (the guard logs).
+    """
     try:
+        # Frame slots: 1 tracker, 2 frozen, 3 assigned, 4 start_ns, 6 span.
+        tracker = frame[1]
+        assigned = frame[3]
+        if frame[2] is not None or len(assigned) != 1 or tracker.container_fields or RT.log_events:
+            _record_general(tracker, obj, method, frame[4], assigned, frame[2])
+            return
+        (field,) = assigned  # the one key (cheaper than unpacking items())
+        old, new, seq = assigned[field]
+        if type(old) not in SCALARS or type(new) not in SCALARS:
+            _record_general(tracker, obj, method, frame[4], assigned, None)
+            return
+        # same() for two scalars: equal values of the same type.
+        if old is new or (type(old) is type(new) and old == new):
+            return
+        span = frame[6]
+        start_ns = frame[4]
+        # Tracker.name_of, its usual cases inlined (a call fewer per recorded change).
+        name = tracker.given_name
+        if name is None:
+            try:
+                name = _dict_of(obj, "__dict__").get(_NAME_ATTR)
+            except Exception:  # noqa: BLE001 -- no __dict__, or a hostile one
+                name = None
+            if type(name) is not str:
+                name = tracker.name_of(obj) if _NAMED_ELSEWHERE.data else tracker.default_name
         epoch = tracker.epoch_label if name == tracker.last_name else f"{name}/0"
         # Names bound to module globals and the dict made in one literal: each sc.X would be
         # one more lookup, each item added after one more dict operation.
@@ -125,7 +142,7 @@ def record_one_scalar(
                 # scalar_repr inlined for its fast cases.
                 cls = type(old)
                 if (
-                    (cls is int and -_BIG < old < _BIG)
+                    (cls is int and _NEG_BIG < old < _BIG)
                     or cls in _PLAIN_REPR
                     or (cls is str and len(old) <= 150)
                 ):
@@ -134,7 +151,7 @@ def record_one_scalar(
                     old_repr = scalar_repr(old)
                 cls = type(new)
                 if (
-                    (cls is int and -_BIG < new < _BIG)
+                    (cls is int and _NEG_BIG < new < _BIG)
                     or cls in _PLAIN_REPR
                     or (cls is str and len(new) <= 150)
                 ):
@@ -162,19 +179,42 @@ def record_one_scalar(
                 _FIELDS: (field,),
                 _FIELD_SEQS: (seq,),
             }
-        add_event(span, _EVENT_CHANGE, attributes)
-        tracker.since_snapshot += 1
-        if (
-            tracker.pending_snapshot is None
-            and tracker.generation == RT.generation
-            and name == tracker.last_name
-            and tracker.since_snapshot < RT.snapshot_every
-        ):
-            return
-        snapshot_after_change(tracker, obj, name, target or Target(span, False))
-    finally:
-        if target is not None:
-            target.end()
+        if span is None:
+            span = context_get().get(SPAN_KEY)
+        target: Target | None = None
+        # events.add_event, inlined for SDK spans: the event is built and appended at once,
+        # and a span found ended then is one to replace (no separate is_recording() call).
+        if span is not None and _fast_types_get(type(span)) and span._limits is _limits_ok[0]:
+            added = _append(span, _EVENT_CHANGE, attributes, span._limits.max_event_attributes)
+        elif span is not None and span.is_recording():
+            added = add_event(span, _EVENT_CHANGE, attributes)
+        else:
+            added = False
+        if not added:
+            target = begin_target(tracker, obj, name, method, start_ns)
+            if target is None:
+                # Not sampled: the state moved on unseen; the next recorded change resyncs.
+                tracker.pending_snapshot = tracker.pending_snapshot or "resync"
+                return
+            span = target.span
+        try:
+            if target is not None:
+                add_event(span, _EVENT_CHANGE, attributes)
+            tracker.since_snapshot += 1
+            if (
+                tracker.pending_snapshot is None
+                and tracker.generation == RT.generation
+                and name == tracker.last_name
+                and tracker.since_snapshot < RT.snapshot_every
+            ):
+                return
+            snapshot_after_change(tracker, obj, name, target or Target(span, False))
+        finally:
+            if target is not None:
+                target.end()
+
+    except Exception:  # noqa: BLE001 -- the guard logs it
+        log_internal_error()
 
 
 def _record_scalars_on(
@@ -227,4 +267,4 @@ def _record_scalars_on(
             target.end()
 
 
-__all__ = ["record", "record_one_scalar"]
+__all__ = ["record", "record_frame"]
