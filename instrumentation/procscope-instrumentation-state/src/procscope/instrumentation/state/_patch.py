@@ -40,7 +40,7 @@ from ._runtime import (
     context_get,
     context_kind,
 )
-from ._scalars import record, record_frame
+from ._scalars import record_frame
 from ._tracker import (
     IN_DICT,
     KINDS,
@@ -69,7 +69,8 @@ _frames: ContextVar[tuple[Frame, ...]] = ContextVar("procscope_state_frames", de
 F_OID = 0  # id() of the object
 F_TRACKER = 1  # its Tracker; None while the object is being built (__init__)
 F_FROZEN = 2  # field -> frozen value at the start, for fields holding containers; or None
-F_ASSIGNED = 3  # field -> [old, new, seq] seen by the hooks, or None
+F_ASSIGNED = 3  # what the hooks saw: None; [field, old, new, seq] while one field only
+#                (the usual case: no dict to make or unpack); else field -> [old, new, seq]
 F_START = 4  # time.time_ns() at the start (the start of a span made afterwards); 0 when
 #              a recording span was current then (the events go on it: no span is made)
 F_TOKEN = 5  # the ContextVar token that pushed it
@@ -348,23 +349,40 @@ def _after_change(obj: Any, name: str, pending: tuple[Any, ...], method: str) ->
     new = read_kind(obj, name, kind)
     seq = next(tracker.counter)
     if frame is not None:
-        assigned = frame[F_ASSIGNED]
-        if assigned is None:
-            frame[F_ASSIGNED] = {name: [old, new, seq]}
-        else:
-            entry = assigned.get(name)
-            if entry is None:
-                assigned[name] = [old, new, seq]
-            else:
-                entry[1] = new
-                entry[2] = seq
+        note(frame, name, old, new, seq)
         return
-    record(tracker, obj, method, time.time_ns(), {name: [old, new, seq]}, None)
+    # Outside any call of the object: recorded at once, as a call of its own.
+    outside: Frame = [CLOSED, tracker, None, [name, old, new, seq], time.time_ns(), None, None]
+    record_frame(outside, obj, method)
+
+
+def note(frame: Frame, name: str, old: Any, new: Any, seq: int) -> None:
+    """Note in its frame that ``name`` went from ``old`` to ``new`` (see F_ASSIGNED):
+    the first value seen and the last stay, with the sequence number of the last."""
+    assigned = frame[F_ASSIGNED]
+    if assigned is None:
+        frame[F_ASSIGNED] = [name, old, new, seq]
+    elif type(assigned) is list:
+        if assigned[0] == name:
+            assigned[2] = new
+            assigned[3] = seq
+        else:
+            frame[F_ASSIGNED] = {assigned[0]: assigned[1:], name: [old, new, seq]}
+    else:
+        entry = assigned.get(name)
+        if entry is None:
+            assigned[name] = [old, new, seq]
+        else:
+            entry[1] = new
+            entry[2] = seq
 
 
 def _make_setattr(orig: Any) -> Any:
     frames_get, kinds_get, trackers_get = _frames.get, KINDS.get, TRACKERS.get
     dict_of = object.__getattribute__  # never the class's own __getattribute__
+    # object.__setattr__ stores a plain attribute in the instance's __dict__ and never
+    # replaces that dict: the one read before the assignment is the one to read after.
+    same_dict = orig is object.__setattr__
     last_context = LAST_CONTEXT
 
     def __setattr__(self: Any, name: str, value: Any) -> None:  # noqa: N807
@@ -387,7 +405,8 @@ def _make_setattr(orig: Any) -> Any:
                     kind = per_class.get(name) if per_class is not None else None
                     if kind is not None and kind[0] == IN_DICT and top[F_TRACKER].fields is None:
                         frame = top
-                        old = dict_of(self, "__dict__").get(name, MISSING)
+                        own = dict_of(self, "__dict__")
+                        old = own.get(name, MISSING)
                     else:
                         pending = _before_change(self, name)
                 else:
@@ -418,18 +437,14 @@ def _make_setattr(orig: Any) -> Any:
             try:
                 # Read back rather than trust the value given: the class's own
                 # __setattr__ may have stored something else.
-                new = dict_of(self, "__dict__").get(name, MISSING)
+                if not same_dict:
+                    own = dict_of(self, "__dict__")
+                new = own.get(name, MISSING)
                 seq = next(frame[F_TRACKER].counter)
-                assigned = frame[F_ASSIGNED]
-                if assigned is None:
-                    frame[F_ASSIGNED] = {name: [old, new, seq]}
+                if frame[F_ASSIGNED] is None:  # note(), its usual case inlined
+                    frame[F_ASSIGNED] = [name, old, new, seq]
                 else:
-                    entry = assigned.get(name)
-                    if entry is None:
-                        assigned[name] = [old, new, seq]
-                    else:
-                        entry[1] = new
-                        entry[2] = seq
+                    note(frame, name, old, new, seq)
             except Exception:  # noqa: BLE001 -- the guard logs it
                 log_internal_error()
         elif pending is not None:

@@ -38,18 +38,6 @@ _FIELDS, _FIELD_SEQS, _OLD_VALUES, _VALUES = sc.FIELDS, sc.FIELD_SEQS, sc.OLD_VA
 _EVENT_CHANGE = sc.EVENT_CHANGE
 
 
-def record(
-    tracker: Tracker,
-    obj: Any,
-    method: str,
-    start_ns: int,
-    assigned: dict[str, list[Any]] | None,
-    frozen: dict[str, Any] | None,
-) -> None:
-    """record_changes, with the usual cases taken here (same arguments, same events)."""
-    record_frame([0, tracker, frozen, assigned, start_ns, None, None], obj, method)
-
-
 def _record_general(
     tracker: Tracker,
     obj: Any,
@@ -103,16 +91,22 @@ def record_frame(frame: list[Any], obj: Any, method: str) -> None:
     (the guard logs).
     """
     try:
-        # Frame slots: 1 tracker, 2 frozen, 3 assigned, 4 start_ns, 6 span.
+        # Frame slots: 1 tracker, 2 frozen, 3 assigned ([field, old, new, seq] for one
+        # field, else a dict), 4 start_ns, 6 span.
         tracker = frame[1]
         assigned = frame[3]
-        if frame[2] is not None or len(assigned) != 1 or tracker.container_fields or RT.log_events:
+        if type(assigned) is not list:  # several fields, or none and containers to compare
             _record_general(tracker, obj, method, frame[4], assigned, frame[2])
             return
-        (field,) = assigned  # the one key (cheaper than unpacking items())
-        old, new, seq = assigned[field]
-        if type(old) not in SCALARS or type(new) not in SCALARS:
-            _record_general(tracker, obj, method, frame[4], assigned, None)
+        field, old, new, seq = assigned
+        if (
+            frame[2] is not None
+            or tracker.container_fields
+            or RT.log_events
+            or type(old) not in SCALARS
+            or type(new) not in SCALARS
+        ):
+            _record_general(tracker, obj, method, frame[4], {field: [old, new, seq]}, frame[2])
             return
         # same() for two scalars: equal values of the same type.
         if old is new or (type(old) is type(new) and old == new):
@@ -146,7 +140,7 @@ def record_frame(frame: list[Any], obj: Any, method: str) -> None:
                     or cls in _PLAIN_REPR
                     or (cls is str and len(old) <= 150)
                 ):
-                    old_repr = repr(old)
+                    old_repr = f"{old!r}"  # repr(), without a builtin's lookup and call
                 else:
                     old_repr = scalar_repr(old)
                 cls = type(new)
@@ -155,7 +149,7 @@ def record_frame(frame: list[Any], obj: Any, method: str) -> None:
                     or cls in _PLAIN_REPR
                     or (cls is str and len(new) <= 150)
                 ):
-                    new_repr = repr(new)
+                    new_repr = f"{new!r}"
                 else:
                     new_repr = scalar_repr(new)
             attributes = {
@@ -267,4 +261,4 @@ def _record_scalars_on(
             target.end()
 
 
-__all__ = ["record", "record_frame"]
+__all__ = ["record_frame"]
