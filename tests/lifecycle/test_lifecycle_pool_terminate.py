@@ -12,6 +12,11 @@ import signal
 def square(x):
     return x * x
 
+def busy():
+    emit(busy=os.getpid())
+    started.set()  # a module global, inherited by the forked workers
+    time.sleep(30)  # still running when the pool is terminated: surely SIGTERMed
+
 def die():
     # Killed while running a task: an idle worker may hold the queue's lock, and a pool
     # whose worker died holding it hangs (a multiprocessing limitation, not ours).
@@ -27,8 +32,11 @@ def test_workers_terminated_by_their_pool_are_not_errors_but_a_killed_one_is(
     run = run_program(
         """
         ctx = mp.get_context("fork")
+        started = ctx.Event()
         with ctx.Pool(2) as pool:
             emit(squares=pool.map(square, range(4)))
+            pool.apply_async(busy)
+            started.wait(30)
         with ctx.Pool(1) as pool:
             pool.apply_async(die)
             # The pool replaces the dead worker; the new one answers.
@@ -47,9 +55,19 @@ def test_workers_terminated_by_their_pool_are_not_errors_but_a_killed_one_is(
     (dead,) = killed
     assert (dead.exit_signal, dead.error) == (9, True)
     assert dead.exit_reason is None
+    # The busy worker was surely SIGTERMed by its pool, and its own process span, ended
+    # by the SIGTERM handler, got out too. An idle worker may instead have taken the
+    # pool's stop sentinel and exited by itself (code 0), and the pool may have replaced
+    # it, just before, by a worker that its SIGTERM then met before it ran anything.
+    (busy,) = [r for r in terminated if r.pid == run.line("busy")["busy"]]
+    assert (busy.exit_signal, busy.exit_reason) == (15, "terminated_by_pool")
+    assert busy.run_span_id is not None
     for record in terminated:
-        assert record.exit_signal == 15, record
-        assert record.exit_reason == "terminated_by_pool", record
+        if record.exit_signal is None:
+            assert record.exit_code == 0, record
+        else:
+            assert record.exit_signal == 15, record
+            assert record.exit_reason == "terminated_by_pool", record
         assert not record.error and record.error_message is None, record
         # Neither the parent's exit span nor the worker's own process span is an error.
         spans = [

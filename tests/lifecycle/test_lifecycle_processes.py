@@ -4,6 +4,7 @@ pools, os.fork, subprocesses; the tree that TraceDB.processes() rebuilds from th
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Any
 
@@ -522,3 +523,44 @@ def test_forking_while_another_thread_exports_loses_and_hangs_nothing(run_progra
     children = [r for r in run.db.processes() if r.name.startswith("c")]
     assert len(children) == 100
     assert [r.name for r in children if r.run_span_id is None] == []
+
+
+SIGTERM_ON_ANOTHER_THREAD = """
+import multiprocessing as mp, signal, threading
+
+def blocked_when_sigterm_lands_elsewhere(lock):
+    # SIGTERM is handled (by CPython's C handler) on another thread while the main thread
+    # sleeps in a lock's system call, which nothing then interrupts: the state a pool
+    # worker is left in when its pool's SIGTERM arrives just before it blocks.
+    def send_to_this_thread():
+        time.sleep(0.3)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    threading.Thread(target=send_to_this_thread).start()
+    lock.acquire()  # held by the parent for ever
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_sigterm_that_lands_while_the_main_thread_blocks_still_ends_the_child(
+    run_program: Any, method: str
+) -> None:
+    """The child dies of that SIGTERM (it used to sleep for ever) and records it."""
+    run = run_program(
+        f"""
+        ctx = mp.get_context("{method}")
+        lock = ctx.Lock(); lock.acquire()
+        p = ctx.Process(target=blocked_when_sigterm_lands_elsewhere, args=(lock,), name="kid")
+        p.start(); p.join(30)
+        emit(exitcode=p.exitcode)
+        if p.exitcode is None:
+            p.kill(); p.join()
+        """,
+        helpers=SIGTERM_ON_ANOTHER_THREAD,
+    )
+    assert run.returncode == 0, run.stderr[-800:]
+    assert run.line("exitcode")["exitcode"] == -signal.SIGTERM
+    kid = run.by_name()["kid"]
+    assert (kid.exit_signal, kid.error) == (15, True)
+    (own,) = [s for s in run.db.spans(pid=kid.pid) if s.name == "process kid"]
+    assert own.attributes["procscope.process.exit.signal"] == 15

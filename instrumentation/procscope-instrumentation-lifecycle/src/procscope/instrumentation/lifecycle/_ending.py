@@ -20,7 +20,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from . import _program
+from . import _program, _sigwatch
 from ._common.guard import log_internal_error
 from ._patching import Patches
 from ._runtime import end_with_error, flush, runtime, set_exit_status, start_span
@@ -40,7 +40,9 @@ def begin_run(name: str, attributes: dict[str, Any], ctx: Any, *, pool_worker: b
     _run[:] = [span]
     _failure.clear()
     _pool_worker[0] = pool_worker
-    _install_sigterm()
+    if _install_sigterm():
+        # A child: its parent (a pool's terminate(), say) waits for it to die.
+        _sigwatch.ensure_watch()
     return span
 
 
@@ -120,6 +122,7 @@ def _end_for_signal(signum: int) -> None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    _sigwatch.handler_started()
     # The handler interrupts the main thread wherever it was, possibly inside an export
     # holding the batch processor's (non-reentrant) lock: flushing right here could then
     # wait for ever. So the flush runs on a helper thread, waited for within a budget.
@@ -140,20 +143,23 @@ _on_sigterm._procscope_sigterm = True  # type: ignore[attr-defined]
 
 
 def install_sigterm() -> None:
-    """For the program at the top: its end at SIGTERM is recorded (see _program)."""
+    """For the program at the top: its end at SIGTERM is recorded (see _program).
+
+    Without the watch of _sigwatch: the wakeup fd of the program's own main thread is
+    for its event loops to take (trio warns when it finds one taken)."""
     _install_sigterm()
 
 
 _replaced_sigterm: list[Any] = [signal.SIG_DFL]
 
 
-def _install_sigterm() -> None:
+def _install_sigterm() -> bool:
     """Catch SIGTERM where it would kill the process silently; never replace a handler
     that the program installed (if it exits through sys.exit, the normal paths end the
-    span)."""
+    span). True when procscope's handler is the one installed."""
     global _sigterm_installed
     if threading.current_thread() is not threading.main_thread():
-        return
+        return False
     try:
         current = signal.getsignal(signal.SIGTERM)
         if current is signal.SIG_DFL or _is_procscope_handler(current):
@@ -162,8 +168,10 @@ def _install_sigterm() -> None:
                 _replaced_sigterm[0] = current
             signal.signal(signal.SIGTERM, _on_sigterm)
             _sigterm_installed = True
+            return True
     except (ValueError, OSError, AttributeError):
         pass
+    return False
 
 
 def remove_sigterm() -> None:
@@ -171,6 +179,7 @@ def remove_sigterm() -> None:
     if not _sigterm_installed:
         return
     _sigterm_installed = False
+    _sigwatch.stop()
     try:
         if signal.getsignal(signal.SIGTERM) is _on_sigterm:
             signal.signal(signal.SIGTERM, _replaced_sigterm[0])

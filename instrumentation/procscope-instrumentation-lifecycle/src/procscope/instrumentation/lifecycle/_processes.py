@@ -29,7 +29,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from . import _ending
+from . import _ending, _sigwatch
 from ._child import Launch, PoolCall
 from ._common.guard import log_internal_error
 from ._common.naming import get_name
@@ -412,6 +412,7 @@ def _after_fork_in_child() -> None:
     _ending.forget_inherited()
     _forked.clear()
     forget_pending()
+    _sigwatch.forget_after_fork()
     _unblock_sigterm()
     # The SDK has given its processors new locks already (its hook ran first); these
     # are the parent's old ones, copied, which nothing here uses any more.
