@@ -11,13 +11,14 @@ re-weighted (see docs/sampling.md).
 from __future__ import annotations
 
 import math
+import operator
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanContext, StatusCode, TraceFlags, TraceState
 
 from ._common.head_sampling import (
     OT_KEY,
@@ -57,6 +58,21 @@ EXPECTED_EXIT_REASONS = frozenset({"terminated_by_pool"})
 DEFAULT_LATENCY_THRESHOLD_SECONDS = 1.0
 
 
+def _trace_state_getter() -> Callable[[Any], Any]:
+    """A SpanContext's trace state: its tuple item at C speed (the property is a call).
+
+    The tuple layout is checked once, here; should it change, the property is used.
+    """
+    state = TraceState([("k", "v")])
+    probe = SpanContext(3, 5, False, TraceFlags(1), state)
+    if isinstance(probe, tuple) and len(probe) > 4 and probe[4] is state:
+        return operator.itemgetter(4)
+    return operator.attrgetter("trace_state")
+
+
+_trace_state_of = _trace_state_getter()
+
+
 class TraceData:
     """One trace's spans as the processor buffered them, for the policies to judge."""
 
@@ -86,7 +102,7 @@ class TraceData:
             except AttributeError:
                 context = span.context
             if context is not None:
-                trace_state = context.trace_state
+                trace_state = _trace_state_of(context)
                 if trace_state is not None:
                     # TraceState.get is the generic Mapping one: for a missing key (the
                     # usual case) it raises and catches a KeyError, a microsecond per
@@ -98,9 +114,13 @@ class TraceData:
                         members = trace_state
                     ot = members.get(OT_KEY) if members else None
                 break
-        threshold, randomness = parse_ot(ot) if ot else (-1, -1)
-        self._head_threshold = max(0, threshold)
-        self._randomness = randomness if randomness >= 0 else self.trace_id & RANDOMNESS_MASK
+        if ot:
+            threshold, randomness = parse_ot(ot)
+            self._head_threshold = threshold if threshold > 0 else 0
+            self._randomness = randomness if randomness >= 0 else self.trace_id & RANDOMNESS_MASK
+        else:
+            self._head_threshold = 0
+            self._randomness = self.trace_id & RANDOMNESS_MASK
 
     @property
     def randomness(self) -> int:
