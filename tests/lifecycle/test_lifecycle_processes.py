@@ -541,11 +541,12 @@ def blocked_when_sigterm_lands_elsewhere(lock):
 """
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize(("method", "rate"), [("fork", 1.0), ("spawn", 1.0), ("fork", 0.0)])
 def test_sigterm_that_lands_while_the_main_thread_blocks_still_ends_the_child(
-    run_program: Any, method: str
+    run_program: Any, method: str, rate: float
 ) -> None:
-    """The child dies of that SIGTERM (it used to sleep for ever) and records it."""
+    """The child dies of that SIGTERM (it used to sleep for ever) and records it; also
+    when its trace is not sampled (no span of its own, procscope's handler inherited)."""
     run = run_program(
         f"""
         ctx = mp.get_context("{method}")
@@ -557,9 +558,12 @@ def test_sigterm_that_lands_while_the_main_thread_blocks_still_ends_the_child(
             p.kill(); p.join()
         """,
         helpers=SIGTERM_ON_ANOTHER_THREAD,
+        setup=f'procscope.setup(db=sys.argv[1], exporter="tracedb", sample_rate={rate})',
     )
     assert run.returncode == 0, run.stderr[-800:]
     assert run.line("exitcode")["exitcode"] == -signal.SIGTERM
+    if rate == 0.0:
+        return  # nothing recorded, by choice: what matters is that it died
     kid = run.by_name()["kid"]
     assert (kid.exit_signal, kid.error) == (15, True)
     (own,) = [s for s in run.db.spans(pid=kid.pid) if s.name == "process kid"]

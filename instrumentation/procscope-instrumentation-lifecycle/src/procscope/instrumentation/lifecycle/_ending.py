@@ -40,9 +40,7 @@ def begin_run(name: str, attributes: dict[str, Any], ctx: Any, *, pool_worker: b
     _run[:] = [span]
     _failure.clear()
     _pool_worker[0] = pool_worker
-    if _install_sigterm():
-        # A child: its parent (a pool's terminate(), say) waits for it to die.
-        _sigwatch.ensure_watch()
+    _install_sigterm()
     return span
 
 
@@ -140,6 +138,17 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 _on_sigterm._procscope_sigterm = True  # type: ignore[attr-defined]
+
+
+def watch_sigterm_in_child() -> None:
+    """In a child whose SIGTERM handler is procscope's (installed by begin_run, or
+    inherited over fork even where this child records no span): make sure that a
+    SIGTERM always gets it run (see _sigwatch). From the child's main thread."""
+    try:
+        if _is_procscope_handler(signal.getsignal(signal.SIGTERM)):
+            _sigwatch.ensure_watch()
+    except (ValueError, OSError, AttributeError):
+        pass
 
 
 def install_sigterm() -> None:

@@ -225,6 +225,8 @@ def _make_bootstrap(original: Any) -> Any:
             self.run = run_and_watch
         except Exception:  # noqa: BLE001
             log_internal_error()
+        # A child, whose parent (a pool's terminate(), say) waits for it to die.
+        _ending.watch_sigterm_in_child()
         code = None
         try:
             code = original(self, *args, **kwargs)
@@ -388,6 +390,7 @@ def _in_fork_child(ctx: Any) -> None:
         _ending.end_at_exit()
     else:
         otel_context.attach(ctx)
+    _ending.watch_sigterm_in_child()
 
 
 def _make_waitpid(original: Any) -> Any:

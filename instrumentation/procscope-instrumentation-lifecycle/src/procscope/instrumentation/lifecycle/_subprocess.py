@@ -215,6 +215,7 @@ def start_from_environment() -> None:
         _ending.attach_as_main_context(span, ctx)
         _ending.watch_main_thread_exceptions()
         _ending.end_at_exit()
+        _ending.watch_sigterm_in_child()
     else:
         from opentelemetry import context as otel_context
 
