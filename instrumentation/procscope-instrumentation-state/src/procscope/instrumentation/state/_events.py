@@ -214,4 +214,5 @@ def add_event(span: Any, name: str, attributes: dict[str, Any]) -> bool:
     return True
 
 
+# _scalars.record_frame has the steps of _append inlined: change both together.
 __all__ = ["MAX_ATTRIBUTES", "add_event"]
