@@ -378,6 +378,18 @@ def time_argument(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def moment_argument(text: str) -> int:
+    """argparse type for ``--at``: the END of the moment given, to its precision.
+
+    ``12:03:05`` means up to 12:03:05.999999999 and ``12:03:05.120`` up to .120999999, so
+    that a time copied from a table (which shows milliseconds) includes the record shown
+    at that time."""
+    moment = time_argument(text)
+    match = _FRACTION.match(text.strip())
+    digits = len(match.group(2)) if match else 0
+    return moment + 10 ** (9 - digits) - 1
+
+
 def positive_int_argument(text: str) -> int:
     """argparse type for a count such as ``--limit``."""
     try:

@@ -19,9 +19,9 @@ from ._output import (
     fail,
     format_time,
     iso_time,
+    moment_argument,
     print_json,
     render_table,
-    time_argument,
 )
 
 if TYPE_CHECKING:
@@ -158,7 +158,12 @@ def add_parser(subparsers: Any) -> None:
         metavar="NAME",
         help="the object's name (procscope.name, trace_state(name=...), or Class#n)",
     )
-    parser.add_argument("--at", type=time_argument, metavar="TIME", help="the instant to rebuild")
+    parser.add_argument(
+        "--at",
+        type=moment_argument,
+        metavar="TIME",
+        help="the instant to rebuild, to the precision given (12:03:05 is up to 12:03:05.999)",
+    )
     parser.add_argument(
         "--pid",
         type=int,
