@@ -223,6 +223,7 @@ def secret_name(name: str) -> bool:
 # Builtin scalars whose plain repr() equals safe_repr's (short, cannot fail).
 _PLAIN_REPR = frozenset({bool, float, type(None)})
 _BIG = 10**50
+_NEG_BIG = -_BIG  # made once (a big int negated is a new object each time)
 
 
 def value_repr(frozen: Any, field: str | None = None) -> str:
@@ -233,7 +234,7 @@ def value_repr(frozen: Any, field: str | None = None) -> str:
         return MASK
     cls = type(frozen)
     # Fast paths, equal to what safe_repr gives: most state is small numbers and strings.
-    if cls in _PLAIN_REPR or (cls is int and -_BIG < frozen < _BIG):
+    if cls in _PLAIN_REPR or (cls is int and _NEG_BIG < frozen < _BIG):
         return repr(frozen)
     if cls is str and len(frozen) <= 150:
         return repr(frozen)
@@ -243,7 +244,7 @@ def value_repr(frozen: Any, field: str | None = None) -> str:
 def scalar_repr(value: Any) -> str:
     """value_repr of a builtin scalar (one of SCALARS) under a name that is no secret."""
     cls = type(value)
-    if cls in _PLAIN_REPR or (cls is int and -_BIG < value < _BIG):
+    if cls in _PLAIN_REPR or (cls is int and _NEG_BIG < value < _BIG):
         return repr(value)
     if cls is str and len(value) <= 150:
         return repr(value)

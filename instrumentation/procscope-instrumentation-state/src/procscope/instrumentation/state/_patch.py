@@ -383,7 +383,8 @@ def _make_setattr(orig: Any) -> Any:
     # object.__setattr__ stores a plain attribute in the instance's __dict__ and never
     # replaces that dict: the one read before the assignment is the one to read after.
     same_dict = orig is object.__setattr__
-    last_context = LAST_CONTEXT
+    last_context, missing = LAST_CONTEXT, MISSING
+    # Frame slots by number below (0 oid, 1 tracker, 3 assigned), as in _fastwrap.
 
     def __setattr__(self: Any, name: str, value: Any) -> None:  # noqa: N807
         if not RT.active:
@@ -391,7 +392,7 @@ def _make_setattr(orig: Any) -> Any:
             return
         pending: tuple[Any, ...] | None = None
         frame: Frame | None = None  # the fast path's frame, when it applies
-        old: Any = MISSING
+        old: Any = missing
         # The two common cases inlined: inside a method of this object (the only frame
         # open, a plain attribute in its __dict__), or in a trace head sampling dropped
         # (where methods push no frame). Every assignment of a traced object comes here,
@@ -399,14 +400,16 @@ def _make_setattr(orig: Any) -> Any:
         try:
             frames = frames_get()
             if frames:
-                top = frames[0] if len(frames) == 1 else None
-                if top is not None and top[F_OID] == id(self) and top[F_TRACKER] is not None:
+                # The innermost frame (the one _find_frame would find first, if it is ours).
+                top = frames[-1]
+                tracker = top[1]
+                if top[0] == id(self) and tracker is not None:
                     per_class = kinds_get(type(self))
                     kind = per_class.get(name) if per_class is not None else None
-                    if kind is not None and kind[0] == IN_DICT and top[F_TRACKER].fields is None:
+                    if kind is not None and kind[0] == IN_DICT and tracker.fields is None:
                         frame = top
                         own = dict_of(self, "__dict__")
-                        old = own.get(name, MISSING)
+                        old = own.get(name, missing)
                     else:
                         pending = _before_change(self, name)
                 else:
@@ -439,10 +442,10 @@ def _make_setattr(orig: Any) -> Any:
                 # __setattr__ may have stored something else.
                 if not same_dict:
                     own = dict_of(self, "__dict__")
-                new = own.get(name, MISSING)
-                seq = next(frame[F_TRACKER].counter)
-                if frame[F_ASSIGNED] is None:  # note(), its usual case inlined
-                    frame[F_ASSIGNED] = [name, old, new, seq]
+                new = own.get(name, missing)
+                seq = next(tracker.counter)
+                if frame[3] is None:  # note(), its usual case inlined
+                    frame[3] = [name, old, new, seq]
                 else:
                     note(frame, name, old, new, seq)
             except Exception:  # noqa: BLE001 -- the guard logs it

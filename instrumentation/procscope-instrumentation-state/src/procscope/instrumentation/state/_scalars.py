@@ -15,7 +15,7 @@ from . import _semconv as sc
 from ._common import shared_state
 from ._common.guard import log_internal_error
 from ._common.saferepr import MASK
-from ._diff import _BIG, _PLAIN_REPR, SCALARS, _secret_names, scalar_repr, secret_name
+from ._diff import _BIG, _NEG_BIG, _PLAIN_REPR, SCALARS, _secret_names, scalar_repr, secret_name
 from ._events import (
     _FAST_TYPES,
     _BoundedAttributes,
@@ -40,7 +40,6 @@ _fast_types_get = _FAST_TYPES.get  # span class -> takes events built by _events
 _dict_of = object.__getattribute__  # never the class's own __getattribute__
 _NAME_ATTR = "_procscope_name"  # where procscope.name() keeps a name (see Tracker.name_of)
 _NAMED_ELSEWHERE: Any = shared_state.get().names
-_NEG_BIG = -_BIG
 _secret_names_get = _secret_names.get
 _OBJECT, _CLASS, _METHOD, _EPOCH, _SEQ = sc.OBJECT, sc.CLASS, sc.METHOD, sc.EPOCH, sc.SEQ
 _FIELDS, _FIELD_SEQS, _OLD_VALUES, _VALUES = sc.FIELDS, sc.FIELD_SEQS, sc.OLD_VALUES, sc.VALUES

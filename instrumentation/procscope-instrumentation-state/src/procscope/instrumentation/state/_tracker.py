@@ -332,9 +332,12 @@ def _snapshot(tracker: Tracker, obj: Any, name: str, target: Any, reason: str) -
         sc.FIELDS: tuple(state),
     }
     if shared_state.settings().capture_content:
-        attributes[sc.VALUES] = tuple(
-            value_repr(freeze(v, RT.max_depth, RT.max_items), k) for k, v in state.items()
-        )
+        max_depth, max_items = RT.max_depth, RT.max_items
+        values = []
+        for k, v in state.items():  # a scalar is its own frozen copy: no freeze() call
+            frozen = v if type(v) in SCALARS else freeze(v, max_depth, max_items)
+            values.append(value_repr(frozen, k))
+        attributes[sc.VALUES] = tuple(values)
     target.add(sc.EVENT_SNAPSHOT, attributes)
     tracker.since_snapshot = 0
     tracker.generation = RT.generation
