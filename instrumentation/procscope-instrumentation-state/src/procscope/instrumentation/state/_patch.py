@@ -417,19 +417,18 @@ def _make_setattr(orig: Any) -> Any:
             else:
                 call = last_context[0]
                 tracker = None
-                if call[2] == UNSAMPLED and call[0] is context_get():
+                if call[2] == 1 and call[0] is context_get():  # 1: UNSAMPLED
                     tracker = trackers_get(id(self))
-                    per_class = kinds_get(type(self))
-                    kind = per_class.get(name) if per_class is not None else None
-                    if tracker is not None and (
-                        kind is None or kind[0] != IN_DICT or tracker.fields is not None
-                    ):
-                        tracker = None  # not a plain field of a traced object: the long way
-                if tracker is not None:
-                    # _quiet(), its usual case inlined: record nothing, resync later.
-                    if tracker.pending_snapshot is None:
-                        tracker.pending_snapshot = "resync"
-                else:
+                    # Already to resync: nothing more to note, whatever the attribute.
+                    if tracker is not None and tracker.pending_snapshot is None:
+                        per_class = kinds_get(type(self))
+                        kind = per_class.get(name) if per_class is not None else None
+                        if kind is None or kind[0] != IN_DICT or tracker.fields is not None:
+                            tracker = None  # not a plain field: the long way (_before_change)
+                        else:
+                            # _quiet(), its usual case inlined: record nothing, resync later.
+                            tracker.pending_snapshot = "resync"
+                if tracker is None:
                     pending = _before_change(self, name)
         except Exception:  # noqa: BLE001 -- the guard logs it
             log_internal_error()
