@@ -2,8 +2,9 @@
 
 Run: .venv/bin/python benchmarks/sampling/bench_sampling.py [--quick]
 
-1. Overhead per span: the same traces (a root and 4 children, nested as current spans;
-   then a root and 19 children, where the per-trace costs spread over more spans)
+1. Overhead per span: the same traces (a lone root; a root and 1 child; a root and 4
+   children, nested as current spans; a root and 19 children: the per-trace costs spread
+   over more spans as traces grow)
    1b. the same with a BatchSpanProcessor (no-op exporter) downstream, as in procscope's
    own pipeline: what the dropped spans no longer cost there offsets part of ours
    through a real SDK TracerProvider whose processor is
@@ -12,7 +13,10 @@ Run: .venv/bin/python benchmarks/sampling/bench_sampling.py [--quick]
      tail-1%   TailSamplingProcessor(counting processor), default policy at 1%
    Rounds are interleaved and the median per configuration is taken (a shared 2-core
    machine is noisy); each round is timed in CPU time of this process (time.process_time,
-   all threads), so that other programs' use of the CPU does not count.
+   all threads), so that other programs' use of the CPU does not count, and in CPU time
+   of the calling thread (time.thread_time): what the program itself waits.
+   Each tail processor has first decided 51,000 traces, so that its decision memory is
+   full, as in a program that has run for a while (steady state).
    Overhead = (median - sdk median) / spans. Goal: <= 1 us per span.
 2. Memory per buffered span (tracemalloc): what the processor adds to hold an already
    made span (the span object itself is the SDK's; its size is shown for context).
@@ -35,6 +39,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanContext, TraceFlags
 from procscope.processors.sampling import (
     ProbabilisticPolicy,
     TailSamplingProcessor,
@@ -73,17 +78,37 @@ def make_tracer(processor: SpanProcessor) -> Any:
     return provider, provider.get_tracer("bench")
 
 
-def run_traces(tracer: Any, count: int, spans_per_trace: int = SPANS_PER_TRACE) -> float:
-    # CPU time of this process (all its threads), not wall time: on a shared machine the
-    # time other processes take the CPU away from us is not ours to count.
+def run_traces(
+    tracer: Any, count: int, spans_per_trace: int = SPANS_PER_TRACE
+) -> tuple[float, float]:
+    """(CPU time of the whole process, CPU time of this thread) to make ``count`` traces.
+
+    CPU time, not wall time: on a shared machine the time other processes take the CPU
+    away from us is not ours to count. The process figure includes every thread (the
+    tail processor's decision-wait thread, a BatchSpanProcessor's worker), so work moved
+    off the calling thread still counts there; the thread figure is what the caller waits.
+    """
     start_span = tracer.start_as_current_span
-    started = time.process_time()
+    process_started, thread_started = time.process_time(), time.thread_time()
     for _ in range(count):
         with start_span("root"):
             for _ in range(spans_per_trace - 1):
                 with start_span("child"):
                     pass
-    return time.process_time() - started
+    return time.process_time() - process_started, time.thread_time() - thread_started
+
+
+def fill_decision_memory(processor: TailSamplingProcessor, count: int) -> None:
+    """Decide ``count`` one-span traces, so that the decision memory is full (steady state).
+
+    A program that runs for a while has decided more traces than the processor remembers
+    (50,000 by default); from then on, each decision also forgets the oldest one.
+    """
+    for trace_id in range(1, count + 1):
+        context = SpanContext(trace_id << 64, 1, False, TraceFlags(1))
+        span = ReadableSpan(name="fill", context=context, start_time=1, end_time=2)
+        processor.on_start(span)  # type: ignore[arg-type]
+        processor.on_end(span)
 
 
 class NullExporter(SpanExporter):
@@ -99,16 +124,16 @@ def _overhead_configs(with_batch: bool) -> dict[str, Any]:
             return BatchSpanProcessor(NullExporter(), max_queue_size=200_000)
         return Counting()
 
-    limits = {"max_buffered_spans": 100_000}
+    def tail(policy: Any) -> TailSamplingProcessor:
+        processor = TailSamplingProcessor(downstream(), policy, max_buffered_spans=100_000)
+        fill_decision_memory(processor, 51_000)
+        return processor
+
     suffix = "+batch" if with_batch else ""
     return {
         "sdk" + suffix: make_tracer(downstream()),
-        "tail-all" + suffix: make_tracer(
-            TailSamplingProcessor(downstream(), ProbabilisticPolicy(1.0), **limits)
-        ),
-        "tail-1%" + suffix: make_tracer(
-            TailSamplingProcessor(downstream(), default_policy(0.01), **limits)
-        ),
+        "tail-all" + suffix: make_tracer(tail(ProbabilisticPolicy(1.0))),
+        "tail-1%" + suffix: make_tracer(tail(default_policy(0.01))),
     }
 
 
@@ -116,24 +141,30 @@ def bench_overhead(spans_per_trace: int, with_batch: bool = False) -> list[tuple
     traces = (600 if QUICK else 1000) * SPANS_PER_TRACE // spans_per_trace
     rounds = 9 if QUICK else 21
     configs = _overhead_configs(with_batch)
-    times: dict[str, list[float]] = {name: [] for name in configs}
+    process: dict[str, list[float]] = {name: [] for name in configs}
+    thread: dict[str, list[float]] = {name: [] for name in configs}
     for _, tracer in configs.values():  # warm-up
         run_traces(tracer, 200, spans_per_trace)
     for _ in range(rounds):
         for name, (_, tracer) in configs.items():
             gc.collect()
-            times[name].append(run_traces(tracer, traces, spans_per_trace))
+            cpu, own = run_traces(tracer, traces, spans_per_trace)
+            process[name].append(cpu)
+            thread[name].append(own)
     spans = traces * spans_per_trace
-    base = statistics.median(times[next(iter(configs))]) / spans
+    base_name = next(iter(configs))
+    base = statistics.median(process[base_name]) / spans
+    base_thread = statistics.median(thread[base_name]) / spans
     rows = []
     for name in configs:
-        per_span = statistics.median(times[name]) / spans
-        overhead = per_span - base
+        per_span = statistics.median(process[name]) / spans
+        per_span_thread = statistics.median(thread[name]) / spans
         rows.append(
             (
                 name,
-                f"{per_span * 1e6:8.2f} us/span   overhead {overhead * 1e6:+6.2f} us/span"
-                f"   ({per_span / base:5.2f}x)",
+                f"{per_span * 1e6:8.2f} us/span   overhead {(per_span - base) * 1e6:+6.2f} us/span"
+                f" process CPU ({per_span / base:5.2f}x),"
+                f" {(per_span_thread - base_thread) * 1e6:+6.2f} us/span calling thread",
             )
         )
     for provider, _ in configs.values():
@@ -280,7 +311,7 @@ def table(title: str, rows: list[tuple[str, str]]) -> None:
 def main() -> None:
     started = time.perf_counter()
     print(f"Python {sys.version.split()[0]}; {'quick' if QUICK else 'full'} run")
-    for spans_per_trace in (SPANS_PER_TRACE, 20):
+    for spans_per_trace in (1, 2, SPANS_PER_TRACE, 20):
         table(
             f"1. Per span, traces of {spans_per_trace} spans, counting downstream "
             "(median of interleaved rounds)",
