@@ -27,6 +27,9 @@ from . import _semconv as sc
 from ._common import shared_state
 from ._common.naming import get_name
 from ._diff import (
+    _BIG,
+    _NEG_BIG,
+    _PLAIN_REPR,
     DIFFABLE,
     MISSING,
     SCALARS,
@@ -34,6 +37,7 @@ from ._diff import (
     freeze,
     is_container,
     same,
+    scalar_repr,
     secret_name,
     value_repr,
 )
@@ -226,7 +230,9 @@ class Tracker:
         return self.default_name
 
     def note_containers(self, state: dict[str, Any]) -> None:
-        self.container_fields = tuple(k for k, v in state.items() if is_container(v))
+        self.container_fields = tuple(
+            k for k, v in state.items() if type(v) not in SCALARS and is_container(v)
+        )
 
     def update_containers(self, changed: dict[str, Any]) -> None:
         """Keep the list of container fields right after fields were (re)assigned."""
@@ -334,9 +340,20 @@ def _snapshot(tracker: Tracker, obj: Any, name: str, target: Any, reason: str) -
     if shared_state.settings().capture_content:
         max_depth, max_items = RT.max_depth, RT.max_items
         values = []
-        for k, v in state.items():  # a scalar is its own frozen copy: no freeze() call
-            frozen = v if type(v) in SCALARS else freeze(v, max_depth, max_items)
-            values.append(value_repr(frozen, k))
+        for k, v in state.items():
+            cls = type(v)
+            if cls in SCALARS and not secret_name(k):
+                # value_repr of a scalar (its own frozen copy), its fast cases inlined.
+                if (
+                    (cls is int and _NEG_BIG < v < _BIG)
+                    or cls in _PLAIN_REPR
+                    or (cls is str and len(v) <= 150)
+                ):
+                    values.append(f"{v!r}")
+                else:
+                    values.append(scalar_repr(v))
+            else:
+                values.append(value_repr(freeze(v, max_depth, max_items), k))
         attributes[sc.VALUES] = tuple(values)
     target.add(sc.EVENT_SNAPSHOT, attributes)
     tracker.since_snapshot = 0
