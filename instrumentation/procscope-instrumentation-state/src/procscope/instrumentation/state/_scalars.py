@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
 from . import _semconv as sc
 from ._common import shared_state
 from ._common.guard import log_internal_error
+from ._common.head_sampling import should_record
 from ._common.saferepr import MASK
 from ._diff import _BIG, _NEG_BIG, _PLAIN_REPR, SCALARS, _secret_names, scalar_repr, secret_name
 from ._events import (
@@ -33,9 +36,11 @@ from ._tracker import (
     change_attributes,
     record_changes,
     snapshot_after_change,
+    span_attributes,
 )
 
 _live = shared_state.settings()  # the live settings object: read its attributes per call
+_INTERNAL = SpanKind.INTERNAL
 _fast_types_get = _FAST_TYPES.get  # span class -> takes events built by _events._append
 _dict_of = object.__getattribute__  # never the class's own __getattribute__
 _NAME_ATTR = "_procscope_name"  # where procscope.name() keeps a name (see Tracker.name_of)
@@ -183,7 +188,6 @@ def record_frame(frame: list[Any], obj: Any, method: str) -> None:
             }
         if span is None:
             span = context_get().get(SPAN_KEY)
-        target: Target | None = None
         # events.add_event, inlined for SDK spans: the event is built and appended at once,
         # and a span found ended then is one to replace (no separate is_recording() call).
         added = False
@@ -211,15 +215,27 @@ def record_frame(frame: list[Any], obj: Any, method: str) -> None:
                     added = True
         elif span is not None and span.is_recording():
             added = add_event(span, _EVENT_CHANGE, attributes)
+        owned = False
         if not added:
-            target = begin_target(tracker, obj, name, method, start_ns)
-            if target is None:
-                # Not sampled: the state moved on unseen; the next recorded change resyncs.
-                tracker.pending_snapshot = tracker.pending_snapshot or "resync"
-                return
-            span = target.span
+            # _runtime.begin() for span events (record_frame never runs in log mode), in
+            # fewer calls: the current span if it records, else a span of ours if the
+            # head-sampling gate keeps this trace.
+            span = context_get().get(SPAN_KEY)
+            if span is None or not span.is_recording():
+                if not should_record():
+                    # Not sampled: the state moved on unseen; the next recorded change
+                    # resyncs.
+                    tracker.pending_snapshot = tracker.pending_snapshot or "resync"
+                    return
+                span = RT.tracer.start_span(
+                    f"{type(obj).__qualname__}.{method}",
+                    kind=_INTERNAL,
+                    attributes=span_attributes(tracker, name, method),
+                    start_time=start_ns or _time_ns(),  # 0: the call's span since ended
+                )
+                owned = True
         try:
-            if target is not None:
+            if not added:
                 add_event(span, _EVENT_CHANGE, attributes)
             tracker.since_snapshot += 1
             if (
@@ -229,10 +245,10 @@ def record_frame(frame: list[Any], obj: Any, method: str) -> None:
                 and tracker.since_snapshot < RT.snapshot_every
             ):
                 return
-            snapshot_after_change(tracker, obj, name, target or Target(span, False))
+            snapshot_after_change(tracker, obj, name, Target(span, False))
         finally:
-            if target is not None:
-                target.end()
+            if owned:
+                span.end()
 
     except Exception:  # noqa: BLE001 -- the guard logs it
         log_internal_error()
