@@ -37,6 +37,7 @@ import tracemalloc
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanContext, TraceFlags
@@ -104,9 +105,12 @@ def fill_decision_memory(processor: TailSamplingProcessor, count: int) -> None:
     A program that runs for a while has decided more traces than the processor remembers
     (50,000 by default); from then on, each decision also forgets the oldest one.
     """
+    resource = Resource.get_empty()  # without one, each ReadableSpan runs the detectors
     for trace_id in range(1, count + 1):
         context = SpanContext(trace_id << 64, 1, False, TraceFlags(1))
-        span = ReadableSpan(name="fill", context=context, start_time=1, end_time=2)
+        span = ReadableSpan(
+            name="fill", context=context, resource=resource, start_time=1, end_time=2
+        )
         processor.on_start(span)  # type: ignore[arg-type]
         processor.on_end(span)
 

@@ -90,8 +90,7 @@ class TraceData:
         # True when the local root and every span started in the trace had ended.
         self.complete = complete
         self.first_seen = time.monotonic() if first_seen is None else first_seen
-        self._randomness = -1
-        self._head_threshold = -1
+        self._randomness = -1  # -1: the trace state is not read yet (_head_threshold neither)
 
     def _read_trace_state(self) -> None:
         """Randomness and head threshold, from one read of the trace state."""
@@ -132,7 +131,7 @@ class TraceData:
     @property
     def head_probability(self) -> float:
         """The probability the head sampler kept this trace with (``th``; 1.0 when none)."""
-        if self._head_threshold < 0:
+        if self._randomness < 0:
             self._read_trace_state()
         return probability_of(self._head_threshold)
 

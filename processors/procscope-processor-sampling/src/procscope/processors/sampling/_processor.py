@@ -120,10 +120,9 @@ class _Trace(TraceData):
         # per trace, on the program's thread.
         self.trace_id = trace_id
         self.spans = []  # ended, buffered
-        self.complete = False  # set when the trace is decided
         self.first_seen = first_seen
-        self._randomness = -1
-        self._head_threshold = -1
+        self._randomness = -1  # with _head_threshold, read from the trace state when needed
+        # ``complete`` is set when the trace is decided, before any policy sees it.
         self.started = started  # one entry per on_start (appended without the lock)
         self.late: list[ReadableSpan] | None = None  # ended while the trace was being decided
         self.root_ended = False
