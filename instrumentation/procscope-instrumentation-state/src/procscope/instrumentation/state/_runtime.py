@@ -147,11 +147,6 @@ def _get_logger(version: str, logger_provider: Any) -> Any:
 # ---------------------------------------------------------------------------- emitting
 
 
-def add_span_event(span: Any, name: str, attributes: dict[str, Any]) -> None:
-    """Add one event to a span: ``span.add_event``, in fewer steps on SDK spans (_events)."""
-    add_event(span, name, attributes)
-
-
 class Target:
     """Where the events of one record go: a span (ours to end, or the current one) or logs."""
 

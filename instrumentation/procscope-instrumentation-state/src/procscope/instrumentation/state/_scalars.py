@@ -146,16 +146,22 @@ def record_frame(frame: list[Any], obj: Any, method: str) -> None:
             if secret:
                 old_repr = new_repr = MASK
             else:
-                # scalar_repr inlined for its fast cases.
-                cls = type(old)
-                if (
-                    (cls is int and _NEG_BIG < old < _BIG)
-                    or cls in _PLAIN_REPR
-                    or (cls is str and len(old) <= 150)
-                ):
-                    old_repr = f"{old!r}"  # repr(), without a builtin's lookup and call
+                # scalar_repr inlined for its fast cases. The old value is usually the
+                # new one of this field's last change: the very object (scalars are
+                # immutable, so its repr is the same), whose repr is remembered.
+                last = tracker.last_repr
+                if last is not None and last[1] is old and last[0] == field:
+                    old_repr = last[2]
                 else:
-                    old_repr = scalar_repr(old)
+                    cls = type(old)
+                    if (
+                        (cls is int and _NEG_BIG < old < _BIG)
+                        or cls in _PLAIN_REPR
+                        or (cls is str and len(old) <= 150)
+                    ):
+                        old_repr = f"{old!r}"  # repr(), without a builtin's lookup and call
+                    else:
+                        old_repr = scalar_repr(old)
                 cls = type(new)
                 if (
                     (cls is int and _NEG_BIG < new < _BIG)
@@ -163,6 +169,7 @@ def record_frame(frame: list[Any], obj: Any, method: str) -> None:
                     or (cls is str and len(new) <= 150)
                 ):
                     new_repr = f"{new!r}"
+                    tracker.last_repr = (field, new, new_repr)  # small values only
                 else:
                     new_repr = scalar_repr(new)
             attributes = {

@@ -187,6 +187,7 @@ class Tracker:
         "generation",
         "given_name",
         "last_name",
+        "last_repr",
         "lock",
         "pending_snapshot",
         "ref",
@@ -202,6 +203,9 @@ class Tracker:
         self.type_name = class_name(type(obj))
         self.default_name = given_name or default_name(prefix or type(obj).__qualname__)
         self.last_name: str | None = None
+        # (field, value, repr) of the last small scalar recorded as a new value (see
+        # _scalars.record_frame): the next change of that field starts from it.
+        self.last_repr: tuple[str, Any, str] | None = None
         self.counter = itertools.count(1)
         self.lock = threading.Lock()
         self.since_snapshot = 0
