@@ -407,6 +407,35 @@ def test_concurrent_threads_lose_no_span(pipeline) -> None:
     assert set(per_trace.values()) == {2}
 
 
+def test_new_traces_added_without_the_lock_race_evictions_and_timeouts(pipeline) -> None:
+    """Threads add new traces (no lock) while evictions and the wait thread close others."""
+    p = pipeline(ProbabilisticPolicy(0.5), max_buffered_traces=20, decision_wait_seconds=0.001)
+    barrier = threading.Barrier(4)
+
+    def work() -> None:
+        from opentelemetry.trace import set_span_in_context
+
+        barrier.wait()
+        for _ in range(12):
+            roots = [p.tracer.start_span("root") for _ in range(25)]  # over the limit alone
+            for root in roots:
+                p.tracer.start_span("child", context=set_span_in_context(root)).end()
+            for root in roots:
+                root.end()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    p.processor.force_flush()
+    stats = p.processor.stats()
+    assert stats.buffered_spans == 0 and stats.buffered_traces == 0
+    assert stats.kept_spans + stats.dropped_spans == 4 * 12 * 25 * 2  # each span once
+    assert stats.kept_spans == len(p.spans())
+    assert stats.decided_early > 0 and stats.late_spans > 0  # the races did happen
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
 def test_fork_child_starts_empty_and_works(pipeline) -> None:
     """After os.fork the child's processor holds none of the parent's buffers and still decides."""
