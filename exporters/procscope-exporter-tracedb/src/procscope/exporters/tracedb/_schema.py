@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Mapping
 
 __all__ = [
@@ -219,18 +220,31 @@ def parse_trace_id(text: str | bytes | int) -> bytes:
 
 
 def check_header(path: str) -> None:
-    """Refuse a non-empty file that is not SQLite, before SQLite ever touches it."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(len(SQLITE_HEADER))
-    except FileNotFoundError:
-        raise TraceDBError(path, "no such file") from None
-    except IsADirectoryError:
-        raise TraceDBError(path, "it is a directory") from None
-    except OSError as exc:
-        raise TraceDBError(path, f"cannot read it ({exc.strerror})", permanent=False) from None
-    if head and head != SQLITE_HEADER:
-        raise TraceDBError(path, "not a SQLite file (left untouched)")
+    """Refuse a non-empty file that is not SQLite, before SQLite ever touches it.
+
+    Read again a few times before refusing: another process may be writing the first page
+    of a DB it is creating at this very moment (processes racing to create one file)."""
+    for attempt in range(HEADER_READS):
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(len(SQLITE_HEADER))
+        except FileNotFoundError:
+            raise TraceDBError(path, "no such file") from None
+        except IsADirectoryError:
+            raise TraceDBError(path, "it is a directory") from None
+        except OSError as exc:
+            raise TraceDBError(
+                path, f"cannot read it ({exc.strerror})", permanent=False
+            ) from None
+        if not head or head == SQLITE_HEADER:
+            return
+        if attempt + 1 < HEADER_READS:
+            time.sleep(HEADER_RETRY_S)
+    raise TraceDBError(path, "not a SQLite file (left untouched)")
+
+
+HEADER_READS = 4
+HEADER_RETRY_S = 0.02
 
 
 def read_marks(conn: sqlite3.Connection) -> tuple[int, int, int]:

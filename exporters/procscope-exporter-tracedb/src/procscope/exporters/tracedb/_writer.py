@@ -135,7 +135,26 @@ def connect_for_writing(
 
     Raises :class:`TraceDBError` for a file that must not be written (foreign, newer
     schema), and ``sqlite3.Error``/``OSError`` for the environment (locked, read-only...).
+
+    Several processes or threads opening a DB that does not exist yet race to create it
+    and switch it to WAL mode; SQLite reports some of those collisions as "database is
+    locked" at once, without waiting for the busy timeout. Opening is then tried again,
+    within that same timeout.
     """
+    deadline = time.monotonic() + busy_timeout_s
+    pause = 0.005
+    while True:
+        try:
+            return _connect_once(path, busy_timeout_s, wal_limit)
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
+def _connect_once(path: str, busy_timeout_s: float, wal_limit: int) -> sqlite3.Connection:
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
         raise TraceDBError(path, f"its folder {directory} does not exist", permanent=False)
