@@ -21,11 +21,8 @@ from ._common.saferepr import MASK
 from ._diff import _BIG, _NEG_BIG, _PLAIN_REPR, SCALARS, _secret_names, scalar_repr, secret_name
 from ._events import (
     _FAST_TYPES,
-    _BoundedAttributes,
-    _Event,
+    _append,
     _limits_ok,
-    _Lock,
-    _new,
     _time_ns,
     add_event,
 )
@@ -199,27 +196,7 @@ def record_frame(frame: list[Any], obj: Any, method: str) -> None:
         # and a span found ended then is one to replace (no separate is_recording() call).
         added = False
         if span is not None and _fast_types_get(type(span)) and span._limits is _limits_ok[0]:
-            # _events._append, inlined (the same steps; tests compare the exported events).
-            bounded = _new(_BoundedAttributes)
-            bounded._dict = attributes
-            bounded.maxlen = span._limits.max_event_attributes
-            bounded.dropped = 0
-            bounded.max_value_len = None
-            bounded._lock = _Lock()
-            bounded._immutable = True
-            event = _new(_Event)
-            event._name = _EVENT_CHANGE
-            event._timestamp = _time_ns()
-            event._attributes = bounded
-            with span._lock:
-                if span._end_time is None:
-                    events = span._events
-                    with events._lock:
-                        queue = events._dq
-                        if queue.maxlen is not None and len(queue) == queue.maxlen:
-                            events.dropped += 1
-                        queue.append(event)
-                    added = True
+            added = _append(span, _EVENT_CHANGE, attributes, span._limits.max_event_attributes)
         elif span is not None and span.is_recording():
             added = add_event(span, _EVENT_CHANGE, attributes)
         owned = False
