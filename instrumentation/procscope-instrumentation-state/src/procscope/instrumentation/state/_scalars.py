@@ -33,6 +33,7 @@ from ._tracker import (
     change_attributes,
     record_changes,
     snapshot_after_change,
+    snapshot_due,
     span_attributes,
 )
 
@@ -222,6 +223,7 @@ def record_frame(frame: list[Any], obj: Any, method: str) -> None:
             if not added:
                 add_event(span, _EVENT_CHANGE, attributes)
             tracker.since_snapshot += 1
+            # snapshot_due(), inlined on this path (a call fewer per recorded change).
             if (
                 tracker.pending_snapshot is None
                 and tracker.generation == RT.generation
@@ -275,14 +277,8 @@ def _record_scalars_on(
             attributes[sc.VALUES] = tuple(new_reprs)
         add_event(span, sc.EVENT_CHANGE, attributes)
         tracker.since_snapshot += len(fields)
-        if (
-            tracker.pending_snapshot is None
-            and tracker.generation == RT.generation
-            and name == tracker.last_name
-            and tracker.since_snapshot < RT.snapshot_every
-        ):
-            return
-        snapshot_after_change(tracker, obj, name, target or Target(span, False))
+        if snapshot_due(tracker, name):
+            snapshot_after_change(tracker, obj, name, target or Target(span, False))
     finally:
         if target is not None:
             target.end()

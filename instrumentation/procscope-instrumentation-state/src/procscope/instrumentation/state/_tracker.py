@@ -492,14 +492,19 @@ def _emit_change(
     # Snapshot bookkeeping; the counter is approximate under races, which only moves
     # a periodic snapshot by a change or two.
     tracker.since_snapshot += len(changed)
-    if (
-        tracker.pending_snapshot is None
-        and tracker.generation == RT.generation
-        and name == tracker.last_name
-        and tracker.since_snapshot < RT.snapshot_every
-    ):
-        return
-    snapshot_after_change(tracker, obj, name, target)
+    if snapshot_due(tracker, name):
+        snapshot_after_change(tracker, obj, name, target)
+
+
+def snapshot_due(tracker: Tracker, name: str) -> bool:
+    """After a change: is a snapshot owed (asked for, every N changes, after a
+    configure() or a rename)? The scalar fast path (_scalars) inlines this test."""
+    return (
+        tracker.pending_snapshot is not None
+        or tracker.generation != RT.generation
+        or name != tracker.last_name
+        or tracker.since_snapshot >= RT.snapshot_every
+    )
 
 
 def snapshot_after_change(tracker: Tracker, obj: Any, name: str, target: Any) -> None:
