@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from procscope.exporters.tracedb import TraceDB, TraceDBSpanExporter, _relay
+from procscope.exporters.tracedb import TraceDB, TraceDBError, TraceDBSpanExporter, _relay
 
 pytestmark = pytest.mark.skipif(not _relay.relay_wanted(), reason="the relay is Linux-only")
 
@@ -69,11 +69,15 @@ def _export_in_fork_child(exporter: TraceDBSpanExporter, spans: list[Any]) -> di
 
 
 def _wait_for_spans(path: str, count: int) -> None:
+    """Wait until ``count`` spans are readable; the relay thread may still be creating the DB."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        with TraceDB(path) as db:
-            if db.span_count() >= count:
-                return
+        try:
+            with TraceDB(path) as db:
+                if db.span_count() >= count:
+                    return
+        except TraceDBError:
+            pass  # not created yet, or its schema is being written right now
         time.sleep(0.02)
 
 
