@@ -150,6 +150,13 @@ def test_queue_semantics_are_unchanged(recorder: Any) -> None:
     assert "_procscope_side" not in q.__dict__  # failed puts took their entries back
 
 
+def _wait_until_blocked(condition: threading.Condition) -> None:
+    """Until a thread waits on ``condition`` (a fixed sleep is too short on a loaded machine)."""
+    deadline = time.monotonic() + 10
+    while not condition._waiters and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.001)
+
+
 def test_blocked_producer_and_consumer_are_released_by_each_other(recorder: Any) -> None:
     """A put blocked on a full queue and a get blocked on an empty one still wake up."""
     q = queue.Queue(maxsize=1)
@@ -157,13 +164,13 @@ def test_blocked_producer_and_consumer_are_released_by_each_other(recorder: Any)
     results: list[Any] = []
     producer = threading.Thread(target=lambda: q.put("second"))
     producer.start()
-    time.sleep(0.05)
+    _wait_until_blocked(q.not_full)
     results.append(q.get())
     producer.join(5)
     results.append(q.get())
     consumer = threading.Thread(target=lambda: results.append(q.get(timeout=5)))
     consumer.start()
-    time.sleep(0.05)
+    _wait_until_blocked(q.not_empty)
     q.put("third")
     consumer.join(5)
     assert results == ["first", "second", "third"]
