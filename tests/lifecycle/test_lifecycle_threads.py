@@ -187,3 +187,60 @@ def test_uninstrument_gives_threading_excepthook_back(instrument: Any) -> None:
     assert threading.excepthook is not before
     LifecycleInstrumentor().uninstrument()
     assert threading.excepthook is before
+
+
+class _OddModule:
+    """A callable whose ``__module__`` is not a string, nor even hashable."""
+
+    __module__ = ["not", "a", "string"]  # type: ignore[assignment]
+
+    def __init__(self, seen: list[int]) -> None:
+        self.seen = seen
+
+    def __call__(self) -> None:
+        self.seen.append(trace.get_current_span().get_span_context().span_id)
+
+
+class _RunOverridden(threading.Thread):
+    def __init__(self, seen: list[int]) -> None:
+        super().__init__(name="overridden")
+        self.seen = seen
+
+    def run(self) -> None:
+        self.seen.append(trace.get_current_span().get_span_context().span_id)
+
+
+def test_threads_with_odd_targets_run_in_the_starters_context_with_their_spans(
+    memory: Any,
+) -> None:
+    """A target with an unhashable __module__, and a subclass with no target: each runs,
+    under the starter's context, with its thread span, and nothing is logged as an error."""
+    seen: list[int] = []
+    with memory.tracer().start_as_current_span("starter"):
+        for thread in (threading.Thread(target=_OddModule(seen), name="odd"), _RunOverridden(seen)):
+            thread.start()
+            thread.join()
+    spans = {s.name: s for s in memory.spans("thread")}
+    assert sorted(spans) == ["thread odd", "thread overridden"]
+    # Inside each thread its own span is current.
+    assert seen == [spans["thread odd"].context.span_id, spans["thread overridden"].context.span_id]
+
+
+def test_library_helper_threads_get_context_but_no_span(memory: Any) -> None:
+    """A thread running a concurrent.futures function (housekeeping) carries the starter's
+    context but makes no thread span, also on the second start (the cached decision)."""
+    import concurrent.futures.thread as cft
+
+    seen: list[int] = []
+
+    def helper() -> None:
+        seen.append(trace.get_current_span().get_span_context().span_id)
+
+    helper.__module__ = cft.__name__
+    with memory.tracer().start_as_current_span("starter") as starter:
+        for _ in range(2):
+            thread = threading.Thread(target=helper)
+            thread.start()
+            thread.join()
+    assert memory.spans("thread") == []
+    assert seen == [starter.get_span_context().span_id] * 2

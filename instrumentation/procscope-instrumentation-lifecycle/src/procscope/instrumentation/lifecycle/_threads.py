@@ -19,12 +19,14 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from ._common.guard import log_internal_error
+from ._common.head_sampling import sdk_context_var
 from ._common.naming import get_name
 from ._patching import Patches
 from ._runtime import (
     KIND,
     POOL_KIND,
     ROLE,
+    SPANS_ALL,
     TASK_FUNCTION,
     THREAD_DAEMON,
     THREAD_ID,
@@ -62,6 +64,33 @@ def qualname(func: Any) -> str:
 # ones, which costs thousands of instructions per thread start here (callgrind).
 # Plain dict operations are atomic under the GIL.
 _pending: dict[threading.Thread, tuple[otel_context.Context, bool]] = {}
+_context_var = sdk_context_var()
+# otel_context.get_current() in one C call where the SDK's runtime context allows it.
+_current_context: Any = _context_var.get if _context_var is not None else otel_context.get_current
+
+# What start() does for a target's module: True = context and (maybe) a span, False =
+# context only, None = nothing. Cached, because two str.startswith calls per thread start
+# cost more than the rest of start() here; module names are few, and the cache is bounded.
+_treatment_of_module: dict[str | None, bool | None] = {}
+_MAX_MODULES_CACHED = 2_048
+
+
+def _treatment(module: str | None) -> bool | None:
+    text = module if isinstance(module, str) else ""
+    if text.startswith(_HOUSEKEEPING_MODULES):
+        # multiprocessing's and concurrent.futures' helper threads (pool maintenance,
+        # result handlers, executor workers): context, no span; what they run has its own
+        # spans (pool_task, spawn).
+        treatment: bool | None = False
+    elif text.startswith(_OWN_MODULES):
+        # The SDK's own worker threads (a batch processor re-started after fork) and
+        # ours are not the program's: no span, no context.
+        treatment = None
+    else:
+        treatment = True
+    if (module is None or type(module) is str) and len(_treatment_of_module) < _MAX_MODULES_CACHED:
+        _treatment_of_module[module] = treatment
+    return treatment
 
 
 def _make_start(original: Any) -> Any:
@@ -69,20 +98,19 @@ def _make_start(original: Any) -> Any:
         if not runtime.active:
             return original(self)  # type: ignore[no-any-return]
         try:
-            # getattr, never self.__dict__: on 3.11+ merely reading an instance's
-            # __dict__ makes a real dict of its inline attribute values, which costs
-            # thousands of instructions per thread (measured with callgrind).
-            target = getattr(self, "_target", None)
-            module = getattr(target, "__module__", None) or ""
-            # The SDK's own worker threads (a batch processor re-started after fork)
-            # are not the program's: no span, no context.
-            if module.startswith(_HOUSEKEEPING_MODULES):
-                # multiprocessing's and concurrent.futures' helper threads (pool
-                # maintenance, result handlers, executor workers): context, no span;
-                # what they run has its own spans (pool_task, spawn).
-                _pending[self] = (otel_context.get_current(), False)
-            elif not module.startswith(_OWN_MODULES):
-                _pending[self] = (otel_context.get_current(), True)
+            # An attribute read, never getattr() or self.__dict__: the read is specialized
+            # by CPython (3.11+), while getattr() takes the generic path, and merely
+            # reading an instance's __dict__ makes a real dict of its inline values.
+            module = self._target.__module__  # type: ignore[attr-defined]
+        except AttributeError:  # no target (run() overridden), or a callable without one
+            module = getattr(getattr(self, "_target", None), "__module__", None)
+        try:
+            try:
+                treatment = _treatment_of_module[module]
+            except (KeyError, TypeError):  # TypeError: an unhashable __module__
+                treatment = _treatment(module)
+            if treatment is not None:
+                _pending[self] = (_current_context(), treatment)
         except Exception:  # noqa: BLE001
             log_internal_error()
         try:
@@ -122,7 +150,8 @@ def _own_attributes(thread: threading.Thread) -> dict[str, Any]:
 # threading.excepthook chained in front of the program's (below), so that a thread
 # costs two dict operations rather than a closure shadowing its _invoke_excepthook.
 _watched: dict[threading.Thread, BaseException | None] = {}
-_chained_hook: list[Any] = []
+# [the chained hook], or [None] while it is not installed: one list read per thread.
+_chained_hook: list[Any] = [None]
 
 
 def _chain_threading_excepthook(previous: Any) -> Any:
@@ -153,7 +182,7 @@ def _remove_threading_excepthook() -> None:
     hook = threading.excepthook
     if getattr(hook, "_procscope_chain", False):
         threading.excepthook = hook._procscope_previous  # type: ignore[attr-defined]
-    _chained_hook.clear()
+    _chained_hook[:] = [None]
 
 
 def _make_bootstrap_inner(original: Any) -> Any:
@@ -162,7 +191,8 @@ def _make_bootstrap_inner(original: Any) -> Any:
         if captured is None or not runtime.active:
             return original(self)  # type: ignore[no-any-return]
         ctx, spans_allowed = captured
-        if spans_allowed and every_thread_wanted():
+        # runtime.spans first: in the default mode, no call at all.
+        if spans_allowed and runtime.spans == SPANS_ALL and every_thread_wanted():
             return _run_with_span(original, self, ctx)
         # The default (spans only for failures): this runs in the new thread before its
         # starter's start() can return, so it is on the critical path of every thread
@@ -174,7 +204,7 @@ def _make_bootstrap_inner(original: Any) -> Any:
                 otel_context.attach(ctx)
             if spans_allowed:
                 started = time_ns()
-                if _chained_hook and threading.excepthook is _chained_hook[0]:
+                if threading.excepthook is _chained_hook[0]:
                     _watched[self] = None
                 else:  # the program replaced threading.excepthook: watch this thread alone
                     failure = []
