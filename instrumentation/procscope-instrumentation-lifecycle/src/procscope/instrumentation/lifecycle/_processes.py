@@ -54,6 +54,7 @@ from ._runtime import (
     scope_settings,
     set_exit_status,
     start_span,
+    this_process_attributes,
     thread_attributes,
     unsampled_context,
 )
@@ -192,14 +193,11 @@ def _make_bootstrap(original: Any) -> Any:
             _local.in_start = False
             ctx = launch.context()
             if process_spans_wanted() and record_under(ctx):
-                attributes = thread_attributes()
-                attributes[KIND] = "process"
-                attributes[ROLE] = "run"
-                attributes[PID] = os.getpid()
-                # The process that started it (a forkserver child's OS parent is the
-                # fork server, which is not what anyone asked for).
-                attributes[PARENT_PID] = self.__dict__.get("_parent_pid") or os.getppid()
-                attributes[PROCESS_NAME] = launch.name
+                # The parent is the process that started it (a forkserver child's OS
+                # parent is the fork server, which is not what anyone asked for).
+                attributes = this_process_attributes(
+                    "process", "run", launch.name, self.__dict__.get("_parent_pid")
+                )
                 attributes[START_METHOD] = launch.method
                 attributes[TARGET] = launch.target
                 span = _ending.begin_run(
@@ -378,12 +376,7 @@ def _in_fork_child(ctx: Any) -> None:
     if ctx is None:
         return
     if process_spans_wanted() and record_under(ctx):
-        attributes = thread_attributes()
-        attributes[KIND] = "process"
-        attributes[ROLE] = "run"
-        attributes[PID] = os.getpid()
-        attributes[PARENT_PID] = os.getppid()
-        attributes[PROCESS_NAME] = "os.fork"
+        attributes = this_process_attributes("process", "run", "os.fork")
         attributes[START_METHOD] = "os.fork"
         span = _ending.begin_run("process os.fork", attributes, ctx)
         _ending.attach_as_main_context(span, ctx)

@@ -33,17 +33,12 @@ from ._patching import Patches
 from ._runtime import (
     EXIT_CODE,
     EXIT_SIGNAL,
-    KIND,
-    PARENT_PID,
-    PID,
-    PROCESS_NAME,
-    ROLE,
     end_with_error,
     process_spans_wanted,
     record_under,
     runtime,
     start_span,
-    thread_attributes,
+    this_process_attributes,
 )
 
 # The pid whose end is watched (0: none). Compared at the end, so that a forked child,
@@ -130,12 +125,7 @@ def record_end(code: int | None = None, *, exit_signal: int | None = None) -> No
     if not record_under(None):
         return
     name = _program_name()
-    attributes = thread_attributes()
-    attributes[KIND] = "program"
-    attributes[ROLE] = "end"
-    attributes[PID] = os.getpid()
-    attributes[PARENT_PID] = os.getppid()
-    attributes[PROCESS_NAME] = name
+    attributes = this_process_attributes("program", "end", name)
     span = start_span("end " + name, attributes, None)
     from opentelemetry.trace import Status, StatusCode
 

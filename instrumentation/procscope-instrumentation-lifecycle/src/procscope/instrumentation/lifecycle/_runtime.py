@@ -7,6 +7,7 @@ changes the level while the program runs, and the next thread or process must se
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -114,6 +115,19 @@ def error_spans_wanted() -> bool:
 
 def thread_attributes() -> dict[str, Any]:
     return {THREAD_ID: threading.get_native_id(), THREAD_NAME: threading.current_thread().name}
+
+
+def this_process_attributes(
+    kind: str, role: str, name: str, parent_pid: int | None = None
+) -> dict[str, Any]:
+    """The attributes of a span about the calling process itself (its run, its end)."""
+    attributes = thread_attributes()
+    attributes[KIND] = kind
+    attributes[ROLE] = role
+    attributes[PID] = os.getpid()
+    attributes[PARENT_PID] = parent_pid or os.getppid()
+    attributes[PROCESS_NAME] = name
+    return attributes
 
 
 def record_under(ctx: otel_context.Context | None) -> bool:

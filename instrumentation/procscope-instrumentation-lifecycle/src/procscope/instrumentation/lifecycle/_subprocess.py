@@ -48,6 +48,7 @@ from ._runtime import (
     record_under,
     runtime,
     scope_settings,
+    this_process_attributes,
     thread_attributes,
 )
 
@@ -204,12 +205,7 @@ def start_from_environment() -> None:
     if process_spans_wanted() and record_under(ctx):
         argv0 = sys.argv[0] if sys.argv else ""
         name = os.path.basename(argv0) if argv0 not in ("", "-c", "-m") else "python"
-        attributes = thread_attributes()
-        attributes[KIND] = "subprocess"
-        attributes[ROLE] = "run"
-        attributes[PID] = os.getpid()
-        attributes[PARENT_PID] = os.getppid()
-        attributes[PROCESS_NAME] = name
+        attributes = this_process_attributes("subprocess", "run", name)
         attributes[START_METHOD] = "subprocess"
         span = _ending.begin_run("process " + name, attributes, ctx)
         _ending.attach_as_main_context(span, ctx)
