@@ -244,3 +244,28 @@ def test_library_helper_threads_get_context_but_no_span(memory: Any) -> None:
             thread.join()
     assert memory.spans("thread") == []
     assert seen == [starter.get_span_context().span_id] * 2
+
+
+class _HostileCallable:
+    """A callable whose every attribute lookup but ``__call__`` fails with a ValueError."""
+
+    def __init__(self, ran: list[bool]) -> None:
+        object.__setattr__(self, "_ran", ran)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("__call__", "_ran", "__class__"):
+            return object.__getattribute__(self, name)
+        raise ValueError(f"no {name} here")
+
+    def __call__(self) -> None:
+        object.__getattribute__(self, "_ran").append(True)
+
+
+def test_a_target_whose_attributes_raise_still_runs_with_its_span(memory: Any) -> None:
+    """A target that raises ValueError on __module__: the thread runs, traced as any other."""
+    ran: list[bool] = []
+    thread = threading.Thread(target=_HostileCallable(ran), name="hostile")
+    thread.start()
+    thread.join()
+    assert ran == [True]
+    assert [s.name for s in memory.spans("thread")] == ["thread hostile"]

@@ -102,8 +102,8 @@ def _make_start(original: Any) -> Any:
             # by CPython (3.11+), while getattr() takes the generic path, and merely
             # reading an instance's __dict__ makes a real dict of its inline values.
             module = self._target.__module__  # type: ignore[attr-defined]
-        except AttributeError:  # no target (run() overridden), or a callable without one
-            module = getattr(getattr(self, "_target", None), "__module__", None)
+        except Exception:  # noqa: BLE001 -- no target (run() overridden), a callable
+            module = None  # without __module__, or one whose attribute access raises
         try:
             try:
                 treatment = _treatment_of_module[module]
