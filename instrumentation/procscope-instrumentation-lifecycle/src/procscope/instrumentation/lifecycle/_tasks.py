@@ -25,9 +25,11 @@ from ._patching import Patches
 from ._runtime import (
     KIND,
     ROLE,
+    SPANS_ALL,
     TASK_CANCELLED,
     TASK_FUNCTION,
     TASK_NAME,
+    current_context,
     end_with_error,
     error_span,
     error_spans_wanted,
@@ -93,7 +95,8 @@ def _make_create_task(original: Any) -> Any:
         span = None
         token = None
         try:
-            if every_thread_wanted() and not _asyncio_own(coro):
+            # runtime.spans first: in the default mode, no call at all.
+            if runtime.spans == SPANS_ALL and every_thread_wanted() and not _asyncio_own(coro):
                 given_context = kwargs.get("context") is not None
                 parent: otel_context.Context
                 if record_under(None):
@@ -127,7 +130,7 @@ def _make_create_task(original: Any) -> Any:
                 span.set_attributes(_attributes(task, coro))
                 task.add_done_callback(_SpanEnder(span))
             elif error_spans_wanted():
-                task.add_done_callback(_ErrorWatcher(otel_context.get_current(), now_ns(), coro))
+                task.add_done_callback(_ErrorWatcher(current_context(), now_ns(), coro))
         except Exception:  # noqa: BLE001
             log_internal_error()
         return task

@@ -12,14 +12,12 @@ from __future__ import annotations
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from time import time_ns
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from ._common.guard import log_internal_error
-from ._common.head_sampling import sdk_context_var
 from ._common.naming import get_name
 from ._patching import Patches
 from ._runtime import (
@@ -31,6 +29,7 @@ from ._runtime import (
     THREAD_DAEMON,
     THREAD_ID,
     THREAD_NAME,
+    current_context,
     end_with_error,
     error_span,
     error_spans_wanted,
@@ -64,9 +63,6 @@ def qualname(func: Any) -> str:
 # ones, which costs thousands of instructions per thread start here (callgrind).
 # Plain dict operations are atomic under the GIL.
 _pending: dict[threading.Thread, tuple[otel_context.Context, bool]] = {}
-_context_var = sdk_context_var()
-# otel_context.get_current() in one C call where the SDK's runtime context allows it.
-_current_context: Any = _context_var.get if _context_var is not None else otel_context.get_current
 
 # What start() does for a target's module: True = context and (maybe) a span, False =
 # context only, None = nothing. Cached, because two str.startswith calls per thread start
@@ -110,7 +106,7 @@ def _make_start(original: Any) -> Any:
             except (KeyError, TypeError):  # TypeError: an unhashable __module__
                 treatment = _treatment(module)
             if treatment is not None:
-                _pending[self] = (_current_context(), treatment)
+                _pending[self] = (current_context(), treatment)
         except Exception:  # noqa: BLE001
             log_internal_error()
         try:
@@ -203,7 +199,7 @@ def _make_bootstrap_inner(original: Any) -> Any:
             if ctx:  # an empty context (nothing current at start) is what a thread has
                 otel_context.attach(ctx)
             if spans_allowed:
-                started = time_ns()
+                started = now_ns()
                 if threading.excepthook is _chained_hook[0]:
                     _watched[self] = None
                 else:  # the program replaced threading.excepthook: watch this thread alone
