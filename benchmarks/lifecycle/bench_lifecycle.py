@@ -92,8 +92,8 @@ def main(argv: list[str]) -> int:
     # (name, function, operations per round, modes compared)
     every = ("off", "errors", "all", "errors/bare", "all/bare")
     cases: list[tuple[str, Callable[[int], None], int, tuple[str, ...]]] = [
-        ("thread start+join", thread_start_join, 300, every),
-        ("asyncio task create+await", task_create_await, 1000, every),
+        ("thread start+join", thread_start_join, 2000, every),
+        ("asyncio task create+await", task_create_await, 5000, every),
         ("Process start+join (fork)", process_start_join("fork"), 8, ("off", "all", "all/bare")),
         ("Process start+join (forkserver)", process_start_join("forkserver"), 5, ("off", "all")),
         ("Process start+join (spawn)", process_start_join("spawn"), 2, ("off", "all")),
