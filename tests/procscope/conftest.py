@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -90,6 +91,13 @@ def spans_in() -> Callable[[str], list[dict[str, Any]]]:
     return console_spans
 
 
+def _default_sigint() -> None:
+    # A test suite started as a background job of a shell without job control (nohup,
+    # `cmd &` in a script) inherits SIGINT ignored, and so would the program, whatever
+    # procscope does: the tests about signals start it with the default disposition.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def start_app(tmp_path: Path, write_app: Callable[[str, str], Path]) -> Callable[..., Any]:
     """Start a program (this interpreter, clean environment) and return its Popen."""
@@ -105,6 +113,7 @@ def start_app(tmp_path: Path, write_app: Callable[[str, str], Path]) -> Callable
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=_default_sigint,
         )
 
     return start
