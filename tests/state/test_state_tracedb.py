@@ -107,6 +107,7 @@ def test_transitions_in_history_and_state(tracedb: Any) -> None:
             return not self.locked
 
     door = procscope.name(Door(), "door")
+    created = time.time_ns()
     Machine(
         model=door,
         states=["closed", "open"],
@@ -116,6 +117,7 @@ def test_transitions_in_history_and_state(tracedb: Any) -> None:
             {"trigger": "pull", "source": "open", "dest": "closed"},
         ],
     )
+    taken_on = time.time_ns()
     assert door.push() is False  # locked: the condition fails
     before_open = time.time_ns()
     door.locked = False
@@ -123,6 +125,11 @@ def test_transitions_in_history_and_state(tracedb: Any) -> None:
     opened = time.time_ns()
     with tracedb.flush() as db:
         history = db.state_history("door")
+        # The machine taking the model on is its first snapshot: its initial state.
+        assert history[0].kind == "snapshot" and history[0].snapshot_reason == "start"
+        assert history[0].fields == ["state"] and history[0].values == ["'closed'"]
+        assert created <= history[0].time_ns <= taken_on
+        history = history[1:]
         assert [(r.transition or {}).get("conditions_passed") for r in history] == [False, True]
         assert history[1].transition == {
             "trigger": "push",
@@ -131,12 +138,15 @@ def test_transitions_in_history_and_state(tracedb: Any) -> None:
             "machine": "Machine",
             "conditions_passed": True,
         }
+        # Before any transition, the state the machine gave it.
+        initial = db.state_at("door", taken_on)
+        assert initial is not None and initial.fields == {"state": "'closed'"}
         # The failed attempt says where the model stayed.
         stayed = db.state_at("door", before_open)
         assert stayed is not None and stayed.fields == {"state": "'closed'"}
         state = db.state_at("door", opened)
         assert state is not None and state.fields == {"state": "'open'"}
-        assert not state.complete  # no snapshot of an undecorated model
+        assert state.complete  # the start snapshot of its state attribute, then transitions
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -120,16 +120,74 @@ def test_async_machine_recorded(recorder: Any) -> None:
 
 
 def test_uninstrument_restores_transitions(recorder: Any) -> None:
-    """Uninstrumenting puts Transition.execute back as it was."""
+    """Uninstrumenting puts Transition.execute and every add_model back as they were."""
     from procscope.instrumentation.state import StateInstrumentor
-    from transitions.core import Transition
+    from transitions.core import Machine, Transition
+    from transitions.extensions.nesting import HierarchicalMachine
 
-    assert hasattr(Transition.execute, "_procscope_original")
+    patched = (Transition.execute, Machine.add_model, HierarchicalMachine.add_model)
+    assert all(hasattr(f, "_procscope_original") for f in patched)
     StateInstrumentor().uninstrument()
     try:
-        assert not hasattr(Transition.execute, "_procscope_original")
+        assert Transition.execute is patched[0]._procscope_original
+        assert Machine.__dict__["add_model"] is patched[1]._procscope_original
+        assert HierarchicalMachine.__dict__["add_model"] is patched[2]._procscope_original
     finally:
         StateInstrumentor().instrument(tracer_provider=recorder.provider)
+
+
+def test_a_machine_taking_a_model_on_snapshots_its_initial_state(recorder: Any) -> None:
+    """One start snapshot per model, after the machine set its initial state; the
+    transitions after it build on it (same epoch)."""
+    order = procscope.name(Order(), "order-3")
+    _machine(order)
+    order.paid = True
+    order.ship()
+    (snapshot,) = recorder.events("procscope.state.snapshot", "order-3")
+    assert snapshot["procscope.state.snapshot.reason"] == "start"
+    assert snapshot["procscope.state.fields"] == ("state",)
+    assert snapshot["procscope.state.values"] == ("'new'",)
+    assert snapshot["span"] == "Machine.add_model"
+    (transition,) = recorder.events("procscope.state.transition", "order-3")
+    assert transition["procscope.state.epoch"] == snapshot["procscope.state.epoch"] == "order-3/1"
+    assert transition["procscope.state.seq"] > snapshot["procscope.state.seq"]
+
+
+def test_nested_machine_snapshots_once_with_the_nested_initial_state(recorder: Any) -> None:
+    """HierarchicalMachine.add_model calls Machine.add_model: one snapshot, taken after the
+    nested initial state is entered."""
+    from transitions.extensions.nesting import HierarchicalMachine
+
+    job = procscope.name(Order(), "job")
+    HierarchicalMachine(
+        model=job,
+        states=["idle", {"name": "busy", "children": ["a", "b"], "initial": "a"}],
+        initial="busy",
+    )
+    (snapshot,) = recorder.events("procscope.state.snapshot", "job")
+    assert snapshot["procscope.state.values"] == ("'busy_a'",)
+    assert snapshot["span"] == "HierarchicalMachine.add_model"
+
+
+def test_a_model_traced_with_trace_state_takes_only_its_own_snapshot(recorder: Any) -> None:
+    """trace_state snapshots the whole object when tracing starts; the machine adds none."""
+    order = procscope.trace_state(Order(), name="order-4")
+    _machine(order)
+    snapshots = recorder.events("procscope.state.snapshot", "order-4")
+    assert [s["procscope.state.snapshot.reason"] for s in snapshots] == ["start"]
+    assert "paid" in snapshots[0]["procscope.state.fields"]
+
+
+def test_a_model_named_after_its_machine_starts_a_new_epoch(recorder: Any) -> None:
+    """Named after the snapshot (taken as Class#n): its transitions do not claim that
+    snapshot's epoch under the new name."""
+    order = Order()
+    _machine(order)
+    procscope.name(order, "late-name")
+    order.paid = True
+    order.ship()
+    (transition,) = recorder.events("procscope.state.transition", "late-name")
+    assert transition["procscope.state.epoch"] == "late-name/0"
 
 
 def test_plain_classes_work_without_transitions(tmp_path: Any) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 import weakref
 from collections.abc import Collection
@@ -77,16 +78,19 @@ def _record(
     if tracker is not None:
         name = tracker.name_of(model)
         seq = next(tracker.counter)
-        epoch = tracker.epoch
+        # After the snapshot under this name (as a change event's epoch): a model renamed
+        # since its snapshot starts again at 0, with no snapshot to build on.
+        epoch = tracker.epoch_label if name == tracker.last_name else f"{name}/0"
     else:
         name = get_name(model) or type(model).__qualname__
-        seq = epoch = 0
+        seq = 0
+        epoch = f"{name}/0"
     dest = transition.dest
     attributes: dict[str, Any] = {
         sc.OBJECT: name,
         sc.CLASS: class_name(type(model)),
         sc.METHOD: trigger,
-        sc.EPOCH: f"{name}/{epoch}",
+        sc.EPOCH: epoch,
         sc.SEQ: seq,
         sc.TRIGGER: trigger,
         sc.SOURCE: source,
@@ -170,6 +174,113 @@ def _wrap_async_execute(orig: Any) -> Any:
     return execute
 
 
+# True while this thread is inside a machine's add_model: the subclasses' add_model
+# (nesting, asyncio, locking, diagrams) call Machine's, and only the outermost records.
+_adding = threading.local()
+
+
+def _record_start(machine: Any, model: Any, start_ns: int) -> None:
+    """The model's first snapshot (its initial state), when a machine takes it on.
+
+    Without it, ``state_at`` knows nothing of a model before its first transition. A
+    model that is also traced with ``trace_state`` has taken its own snapshot already.
+    """
+    if id(model) in TRACKERS:
+        return
+    tracker = _model_tracker(model)
+    if tracker is None:  # no weak references: no counter to keep snapshots apart
+        return
+    name = tracker.name_of(model)
+    model_class = class_name(type(model))
+    machine_name = _machine_name(machine)
+    target = begin(
+        lambda: (
+            f"{type(machine).__qualname__}.add_model",
+            {sc.OBJECT: name, sc.CLASS: model_class, sc.MACHINE: machine_name},
+        ),
+        start_ns,
+    )
+    if target is None:
+        return  # not sampled: its transitions still say where it came from
+    try:
+        field = str(getattr(machine, "model_attribute", "state"))
+        with tracker.lock:
+            seq = next(tracker.counter)
+            if name != tracker.last_name:
+                tracker.epoch = 0  # snapshot numbers count per name, as in _tracker
+            tracker.epoch += 1
+            tracker.last_name = name
+            tracker.epoch_label = f"{name}/{tracker.epoch}"
+            attributes: dict[str, Any] = {
+                sc.OBJECT: name,
+                sc.CLASS: model_class,
+                sc.EPOCH: tracker.epoch_label,
+                sc.SEQ: seq,
+                sc.SNAPSHOT_REASON: "start",
+                sc.FIELDS: (field,),
+            }
+        if shared_state.settings().capture_content:
+            try:
+                value = getattr(model, field)
+            except Exception:  # noqa: BLE001 -- a model whose attribute access raises
+                value = "?"
+            attributes[sc.VALUES] = (value_repr(freeze(value, 1, 16), field),)
+        target.add(sc.EVENT_SNAPSHOT, attributes)
+    finally:
+        target.end()
+
+
+def _wrap_add_model(orig: Any) -> Any:
+    @functools.wraps(orig)
+    def add_model(self: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
+        if not (_Switch.on and RT.active) or getattr(_adding, "busy", False):
+            return orig(self, model, *args, **kwargs)
+        start_ns = time.time_ns()
+        try:
+            known: set[int] | None = {id(m) for m in self.models}
+        except Exception:  # noqa: BLE001 -- a machine without the models list
+            known = None
+        _adding.busy = True
+        try:
+            result = orig(self, model, *args, **kwargs)
+        finally:
+            _adding.busy = False
+        if known is not None:
+            try:
+                for added in list(self.models):
+                    if id(added) not in known:
+                        _record_start(self, added, start_ns)
+            except Exception:  # noqa: BLE001 -- the guard logs it
+                log_internal_error()
+        return result
+
+    add_model._procscope_original = orig  # type: ignore[attr-defined]
+    return add_model
+
+
+def _machine_classes() -> list[Any]:
+    """Machine and each class of the library's extensions that defines its own add_model."""
+    import importlib
+
+    from transitions.core import Machine
+
+    found = [Machine]
+    for module in ("nesting", "asyncio", "locking", "diagrams"):
+        try:
+            loaded = importlib.import_module(f"transitions.extensions.{module}")
+        except Exception:  # noqa: BLE001 -- optional extensions (diagrams needs graphviz)
+            continue
+        for value in vars(loaded).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, Machine)
+                and "add_model" in value.__dict__
+                and value not in found
+            ):
+                found.append(value)
+    return found
+
+
 def _targets() -> list[tuple[Any, Any]]:
     """(class, wrapper factory) for each Transition class that defines its own execute."""
     from transitions.core import Transition
@@ -206,6 +317,10 @@ class TransitionsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             current = cls.__dict__.get("execute")
             if current is not None and not hasattr(current, "_procscope_original"):
                 cls.execute = factory(current)
+        for cls in _machine_classes():
+            current = cls.__dict__.get("add_model")
+            if current is not None and not hasattr(current, "_procscope_original"):
+                cls.add_model = _wrap_add_model(current)
         _Switch.on = True
 
     def _uninstrument(self, **kwargs: Any) -> None:
@@ -218,6 +333,11 @@ class TransitionsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             original = getattr(current, "_procscope_original", None)
             if original is not None:
                 cls.execute = original
+        for cls in _machine_classes():
+            current = cls.__dict__.get("add_model")
+            original = getattr(current, "_procscope_original", None)
+            if original is not None:
+                cls.add_model = original
 
 
 __all__ = ["TransitionsInstrumentor"]
