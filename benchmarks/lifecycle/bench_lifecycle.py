@@ -11,7 +11,8 @@ processor's queue and, for processes, the child setting procscope up and flushin
 Each timing includes flushing the spans that the round made (exporting them is part of
 their cost). "errors only" = context propagation and spans only for failures (spans="errors", the
 default); "no export" = the same with a tracer provider that has no span processor (the
-instrumentation's own cost). Processes: "span each" = process spans (always made at full).
+instrumentation's own cost). Processes: "span each" = process spans (always made at full);
+"unsampled" = procscope's pipeline at sample rate 0 (no span; context and flushes only).
 Goal (issue 5): at most 5% added to thread and process start+join.
 """
 
@@ -83,7 +84,12 @@ def main(argv: list[str]) -> int:
     def switch(mode: str) -> None:
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
+        # "unsampled": head sampling at rate 0, as most traces are at a production rate.
+        procscope.configure(sample_rate=0.0 if mode == "unsampled" else 1.0)
         if mode == "off":
+            return
+        if mode == "unsampled":
+            instrumentor.instrument(tracer_provider=provider)
             return
         spans, _, export = mode.partition("/")
         instrumentor.instrument(tracer_provider=bare if export else provider, spans=spans)
@@ -94,7 +100,12 @@ def main(argv: list[str]) -> int:
     cases: list[tuple[str, Callable[[int], None], int, tuple[str, ...]]] = [
         ("thread start+join", thread_start_join, 2000, every),
         ("asyncio task create+await", task_create_await, 5000, every),
-        ("Process start+join (fork)", process_start_join("fork"), 8, ("off", "all", "all/bare")),
+        (
+            "Process start+join (fork)",
+            process_start_join("fork"),
+            8,
+            ("off", "all", "all/bare", "unsampled"),
+        ),
         ("Process start+join (forkserver)", process_start_join("forkserver"), 5, ("off", "all")),
         ("Process start+join (spawn)", process_start_join("spawn"), 2, ("off", "all")),
     ]
@@ -106,6 +117,7 @@ def main(argv: list[str]) -> int:
         "all": "span each",
         "errors/bare": "errors, no export",
         "all/bare": "span each, no exp.",
+        "unsampled": "unsampled (rate 0)",
     }
     print(f"lifecycle instrumentor: {rounds} interleaved rounds, median per operation")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")

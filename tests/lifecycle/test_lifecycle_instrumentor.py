@@ -131,3 +131,29 @@ def test_command_arguments_are_left_out_when_content_capture_is_off(memory: Any)
         live.capture_content = True
     (spawn,) = [s for s in memory.spans("subprocess") if s.name == "spawn sh"]
     assert list(spawn.attributes["process.command_args"]) == ["sh"]
+
+
+def test_exit_flush_is_skipped_only_when_no_span_waits_for_export() -> None:
+    """nothing_to_flush(): true only while every processor is an SDK batch processor with
+    an empty queue; a queued span, or a processor of unknown content, means a flush."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from procscope.instrumentation.lifecycle import _runtime
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=60_000))
+    LifecycleInstrumentor().instrument(tracer_provider=provider)
+    try:
+        assert _runtime.nothing_to_flush()
+        provider.get_tracer("t").start_span("waiting").end()
+        assert not _runtime.nothing_to_flush()  # one span in the batch queue
+        _runtime.flush()
+        assert [s.name for s in exporter.get_finished_spans()] == ["waiting"]
+        assert _runtime.nothing_to_flush()
+        provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+        assert not _runtime.nothing_to_flush()
+    finally:
+        LifecycleInstrumentor().uninstrument()
+        provider.shutdown()

@@ -44,7 +44,6 @@ from ._runtime import (
     START_METHOD,
     TARGET,
     TERMINATED_BY_POOL,
-    current_provider,
     end_with_error,
     flush,
     inject,
@@ -53,6 +52,7 @@ from ._runtime import (
     runtime,
     scope_settings,
     set_exit_status,
+    span_processors,
     start_span,
     this_process_attributes,
     thread_attributes,
@@ -434,21 +434,11 @@ _held_export_locks = threading.local()
 
 def _export_locks() -> list[Any]:
     locks: list[Any] = []
-    multi = getattr(current_provider(), "_active_span_processor", None)
-    pending = list(getattr(multi, "_span_processors", ()) or ())
-    seen = 0
-    while pending and seen < 32:
-        seen += 1
-        processor = pending.pop()
+    for processor in span_processors():
         inner = getattr(processor, "_batch_processor", None)
         lock = getattr(inner, "_export_lock", None)
         if lock is not None and hasattr(lock, "acquire"):
             locks.append(lock)
-        # Processors that forward to another (procscope's tail sampler: _next).
-        for name in ("_next", "_processor", "_span_processor"):
-            downstream = getattr(processor, name, None)
-            if downstream is not None and hasattr(downstream, "on_end"):
-                pending.append(downstream)
     return locks
 
 
