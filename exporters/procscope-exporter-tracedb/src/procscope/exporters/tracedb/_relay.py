@@ -81,21 +81,19 @@ class LocalIds:
         self._keys: dict[int, int] = {}
 
     def resource_id(self, resource: Any) -> int | None:
-        if resource is None:
-            return None
-        index = self._keys.get(id(resource))
-        if index is None:
-            index = self._keys[id(resource)] = len(self.resources)
-            self.resources.append(list(Writer.resource_key(resource)))
-        return index
+        return self._index(resource, self.resources, Writer.resource_key)
 
     def scope_id(self, scope: Any) -> int | None:
-        if scope is None:
+        return self._index(scope, self.scopes, Writer.scope_key)
+
+    def _index(self, item: Any, table: list[list[Any]], key: Any) -> int | None:
+        """The item's index in ``table``, added (as its ``key``) on first sight."""
+        if item is None:
             return None
-        index = self._keys.get(id(scope))
+        index = self._keys.get(id(item))
         if index is None:
-            index = self._keys[id(scope)] = len(self.scopes)
-            self.scopes.append(list(Writer.scope_key(scope)))
+            index = self._keys[id(item)] = len(table)
+            table.append(list(key(item)))
         return index
 
 
