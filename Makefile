@@ -1,4 +1,4 @@
-# procscope: make test | make demo | make bench | make test-all | make test-e2e | make wheels
+# procscope: make test | make demo | make bench | make conformance | make test-all | make test-e2e | make wheels
 #
 # Every target creates (or reuses) the project's virtual environment and installs what it
 # needs, so a fresh machine needs only Python 3.10+ with pip.
@@ -12,7 +12,7 @@ PYPROJECTS := pyproject.toml $(wildcard instrumentation/*/pyproject.toml process
 PACKAGES := $(dir $(wildcard instrumentation/*/pyproject.toml processors/*/pyproject.toml exporters/*/pyproject.toml))
 PYTEST_WORKERS ?= 2
 
-.PHONY: test lint typecheck unit demo bench test-all test-e2e wheels clean venv
+.PHONY: test lint typecheck unit demo bench conformance test-all test-e2e wheels clean venv
 
 venv: $(STAMP)
 
@@ -39,6 +39,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# CPython's regression suites plain and under procscope run (docs/compatibility.md);
+# CONFORMANCE_ARGS="--profile ci --check" is the subset .ci/run runs.
+conformance: $(STAMP)
+	$(PY) conformance/matrix.py $(CONFORMANCE_ARGS)
 
 # The suite on every Python from 3.10 to 3.13 that pyenv provides here.
 test-all:
