@@ -25,6 +25,7 @@ from ._common.settings import (
     parse_rate,
     resolve_one,
 )
+from ._common.threadinfo import on_main_thread
 from ._pipeline import build_processors, build_resource
 from ._sampler import AdjustableRateSampler
 
@@ -118,7 +119,7 @@ class Scope:
         still queued. A handler of the program's own is never replaced: if it exits
         through sys.exit, the provider's atexit hook flushes anyway.
         """
-        if threading.current_thread() is not threading.main_thread():
+        if not on_main_thread():
             return
         try:
             if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:

@@ -178,3 +178,16 @@ def thread_failures(monkeypatch: pytest.MonkeyPatch) -> list[BaseException | Non
     failures: list[BaseException | None] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
     return failures
+
+
+@pytest.fixture
+def run_plain_and_traced(run_program: Any) -> Any:
+    """Run a program twice: plainly (procscope imported, not set up), then under
+    procscope.setup(); returns both runs, to compare what the program itself saw."""
+
+    def run_both(body: str, **kwargs: Any) -> tuple[Run, Run]:
+        plain = run_program(body, setup="pass", **kwargs)
+        traced = run_program(body, **kwargs)
+        return plain, traced
+
+    return run_both

@@ -36,6 +36,7 @@ from typing import Any
 
 from ._common.guard import log_internal_error
 from ._common.settings import parse_bool, resolve_one
+from ._common.threadinfo import registered_thread
 from ._writer import Batch, Writer
 
 ENV_RELAY = "PROCSCOPE_DB_RELAY"
@@ -244,7 +245,7 @@ class RelayServer:
                 self._sock.shutdown(socket.SHUT_RD)
             except OSError:
                 pass
-            if self._thread is not threading.current_thread():
+            if self._thread is not registered_thread():
                 self._thread.join(timeout)
             raw = os.environ.get(ENV_RELAY_ADDRESS, "")
             if self.address.hex() in raw:

@@ -22,6 +22,7 @@ from opentelemetry import trace
 
 from . import _program, _sigwatch
 from ._common.guard import log_internal_error
+from ._common.threadinfo import on_main_thread
 from ._patching import Patches
 from ._runtime import end_with_error, flush, runtime, set_exit_status, start_span
 
@@ -167,7 +168,7 @@ def _install_sigterm() -> bool:
     that the program installed (if it exits through sys.exit, the normal paths end the
     span). True when procscope's handler is the one installed."""
     global _sigterm_installed
-    if threading.current_thread() is not threading.main_thread():
+    if not on_main_thread():
         return False
     try:
         current = signal.getsignal(signal.SIGTERM)

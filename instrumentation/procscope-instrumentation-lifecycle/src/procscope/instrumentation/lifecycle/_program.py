@@ -29,6 +29,7 @@ import threading
 from typing import Any
 
 from ._common.guard import log_internal_error
+from ._common.threadinfo import on_main_thread
 from ._patching import Patches
 from ._runtime import (
     EXIT_CODE,
@@ -160,7 +161,7 @@ def _exit_code_of(arg: Any) -> int:
 def _make_sys_exit(original: Any) -> Any:
     def exit(status: Any = None, /) -> None:
         try:
-            if watching() and threading.current_thread() is threading.main_thread():
+            if watching() and on_main_thread():
                 # Only the main thread's sys.exit ends the program; elsewhere it ends a
                 # thread. The last call wins: one whose SystemExit the program caught,
                 # and that a normal end follows, is taken for the end (docs/lifecycle.md).

@@ -21,6 +21,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from ._common import head_sampling, shared_state
 from ._common.settings import BadSettingError, resolve_one
+from ._common.threadinfo import current_thread_name
 
 # --- attribute names (docs/semantic-conventions.md, "Lifecycle instrumentor") --------------
 KIND = "procscope.lifecycle.kind"
@@ -114,7 +115,7 @@ def error_spans_wanted() -> bool:
 
 
 def thread_attributes() -> dict[str, Any]:
-    return {THREAD_ID: threading.get_native_id(), THREAD_NAME: threading.current_thread().name}
+    return {THREAD_ID: threading.get_native_id(), THREAD_NAME: current_thread_name()}
 
 
 def this_process_attributes(

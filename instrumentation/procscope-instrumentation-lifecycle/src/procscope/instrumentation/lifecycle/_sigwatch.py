@@ -26,6 +26,8 @@ import threading
 import time
 from typing import Any
 
+from ._common.threadinfo import on_main_thread
+
 # The first wait for the handler, then doubling up to the last (seconds).
 FIRST_KICK_S = 0.05
 LAST_KICK_S = 0.5
@@ -43,7 +45,7 @@ def ensure_watch() -> None:
     """Start the watch in this process, once; from the main thread only."""
     if _watch.get("pid") == os.getpid():
         return
-    if threading.current_thread() is not threading.main_thread():
+    if not on_main_thread():
         return
     read_fd, write_fd = os.pipe()  # close-on-exec, as os.pipe makes them
     try:
@@ -95,7 +97,7 @@ def stop() -> None:
     if _watch.get("pid") != os.getpid():
         return
     try:
-        if threading.current_thread() is threading.main_thread():
+        if on_main_thread():
             current = signal.set_wakeup_fd(-1)
             if current != _watch["write"]:
                 signal.set_wakeup_fd(current)  # somebody else's by now: theirs

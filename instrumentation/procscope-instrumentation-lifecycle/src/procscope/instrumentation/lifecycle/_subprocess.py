@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +28,7 @@ from . import _ending
 from ._common import shared_state
 from ._common.guard import log_internal_error
 from ._common.saferepr import safe_repr
+from ._common.threadinfo import on_main_thread
 from ._patching import Patches
 from ._processes import ReapInfo, record_reap, spawn_context
 from ._program import mark_child as mark_not_the_program
@@ -195,7 +195,7 @@ def start_from_environment() -> None:
     if os.environ.get("TRACESTATE"):
         carrier["tracestate"] = os.environ["TRACESTATE"]
     ctx = extract(carrier)
-    if ctx is None or threading.current_thread() is not threading.main_thread():
+    if ctx is None or not on_main_thread():
         return
     os.environ.pop("TRACEPARENT", None)
     os.environ.pop("TRACESTATE", None)

@@ -37,6 +37,7 @@ try:  # (this package needs only the API; the SDK's samplers are recognised when
 except ImportError:  # pragma: no cover -- another SDK
     ParentBased = StaticSampler = TraceIdRatioBased = None  # type: ignore[assignment,misc]
 from ._common.guard import log_internal_error
+from ._common.threadinfo import current_thread_name
 from ._content import content_repr
 from ._naming import NAME_ATTR, PROFILE_ATTR, name_of, own, set_own
 
@@ -294,13 +295,12 @@ def profile(target: Any, system: str, operation: str, operation_type: str,
 # --- carriers and spans -------------------------------------------------------------------------
 
 _get_native_id = threading.get_native_id
-_current_thread = threading.current_thread
 _get_span = trace.get_current_span
 _with_span = trace.set_span_in_context
 
 
 def thread_identity() -> tuple[int, str]:
-    return _get_native_id(), _current_thread().name
+    return _get_native_id(), current_thread_name()
 
 
 def add_attributes(span: Any, more: dict[str, Any]) -> None:
@@ -343,7 +343,7 @@ def start_send(
     if not (span_context[5] and span_context[3] & 1):  # valid and sampled
         return span, None
     thread_id = _get_native_id()
-    thread_name = _current_thread().name
+    thread_name = current_thread_name()
     message_id = f"{_getrandbits(64):016x}"
     more: dict[str, Any] = (
         {MESSAGE_ID: message_id} if start is not None else {**prof.start, MESSAGE_ID: message_id}
@@ -454,7 +454,7 @@ def receive(
     more.update({
         MESSAGE_ID: carrier[C_MESSAGE_ID],
         THREAD_ID: _get_native_id(),
-        THREAD_NAME: _current_thread().name,
+        THREAD_NAME: current_thread_name(),
         SENDER_PID: carrier[C_PID],
         SENDER_THREAD_ID: carrier[C_THREAD_ID],
         SENDER_THREAD_NAME: carrier[C_THREAD_NAME],
@@ -489,7 +489,7 @@ def receive_unlinked(prof: Profile, started_ns: int, size: int | None) -> None:
     more: dict[str, Any] = {} if start is not None else prof.start.copy()
     more.update({
         THREAD_ID: _get_native_id(),
-        THREAD_NAME: _current_thread().name,
+        THREAD_NAME: current_thread_name(),
         BLOCK_TIME: max(0, now - started_ns) / 1e9,
         CONTEXT_PROPAGATED: False,
     })

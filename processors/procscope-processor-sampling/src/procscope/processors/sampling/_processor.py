@@ -35,6 +35,7 @@ from opentelemetry.trace import SpanContext, TraceFlags
 from ._annotate import with_probability
 from ._common.guard import log_internal_error
 from ._common.shared_state import settings as live_settings
+from ._common.threadinfo import registered_thread
 from ._policies import AbnormalEndPolicy, AnyOf, ErrorPolicy, Policy, TraceData, default_policy
 
 __all__ = ["Decision", "SamplingStats", "TailSamplingProcessor"]
@@ -549,7 +550,7 @@ class TailSamplingProcessor(SpanProcessor):
         while True:
             expired: list[_Trace] = []
             with self._lock:
-                if self._shutdown or self._worker is not threading.current_thread():
+                if self._shutdown or self._worker is not registered_thread():
                     return
                 now = time.monotonic()
                 sleep_for = self._wait
@@ -611,7 +612,7 @@ class TailSamplingProcessor(SpanProcessor):
                 )
                 break
             self._decide([trace], FLUSH)
-        if worker is not None and worker is not threading.current_thread():
+        if worker is not None and worker is not registered_thread():
             worker.join(max(0.0, deadline - time.monotonic()))
         self._next.shutdown()
 

@@ -1,0 +1,45 @@
+"""The calling thread, asked without side effects.
+
+``threading.current_thread()`` called in a thread that ``threading`` did not start
+(``_thread.start_new_thread``, a thread of a C library) registers a ``_DummyThread`` for
+it: an entry in ``threading._active`` and in ``threading.enumerate()`` that the program
+would not have had (and that, before Python 3.13, is never removed). procscope reads
+``threading``'s own registry instead, and names such a thread itself.
+"""
+
+from __future__ import annotations
+
+import threading
+
+_get_ident = threading.get_ident
+_get_native_id = threading.get_native_id
+
+# The name procscope records for a thread that threading does not know, followed by its
+# native id. threading itself would call it "Dummy-N", but only by registering it.
+FOREIGN_THREAD_PREFIX = "foreign-"
+
+
+def registered_thread() -> threading.Thread | None:
+    """The calling thread's ``Thread``, or None for a thread that threading does not know
+    (also a ``Thread`` whose ``run`` has not begun: it registers itself first thing)."""
+    # threading._active is read each time: it is threading's own mapping of ident to
+    # Thread, the one current_thread() reads; a dict .get() is atomic under the GIL.
+    active = getattr(threading, "_active", None)
+    if active is None:  # not CPython's threading: no way to ask without the side effect
+        return threading.current_thread()
+    return active.get(_get_ident())  # type: ignore[no-any-return]
+
+
+def current_thread_name() -> str:
+    """The calling thread's name; ``foreign-<native id>`` for a thread threading does not
+    know."""
+    thread = registered_thread()
+    if thread is not None:
+        return thread.name
+    return FOREIGN_THREAD_PREFIX + str(_get_native_id())
+
+
+def on_main_thread() -> bool:
+    """True in the main thread (``threading.current_thread() is threading.main_thread()``
+    without registering anything)."""
+    return _get_ident() == threading.main_thread().ident
