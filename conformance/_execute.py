@@ -176,12 +176,16 @@ def run_suite(suite: Suite, where: str, config_name: str, config: dict[str, Any]
             result.note = f"did not start (exit {proc.returncode}): " + stderr_tail[-300:]
             break
         hung = timed_out or "Timeout (" in stderr_tail
-        stuck = last_started if last_stopped is None else f"(after {last_stopped})"
-        if stuck is None:
-            stuck = "(before the first test)"
         outcome = "hang" if hung else "crash"
-        _keep_worst(raw, details, stuck or "?", outcome,
-                    f"exit {proc.returncode}; stderr: {stderr_tail[-400:]}")
+        stuck = last_started if last_stopped is None else f"(after {last_stopped})"
+        # faulthandler's dump starts at "Timeout (", most recent call first: the test's
+        # own frames are near its top.
+        dump = stderr_tail[stderr_tail.index("Timeout ("):][:1500] if hung and \
+            "Timeout (" in stderr_tail else stderr_tail[-800:]
+        _keep_worst(raw, details, stuck or "(before the first test)", outcome,
+                    f"exit {proc.returncode}; {dump}")
+        if stuck is None:
+            break  # no test to skip past: another process would do the same
         if timed_out:
             result.note = f"suite timeout ({suite_timeout:.0f} s)"
             break

@@ -19,6 +19,7 @@ The table goes to stdout; ``conformance/results/latest.json`` and ``latest.md`` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -61,6 +62,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
     parser.add_argument("--suites", help="comma-separated suite names (default: the profile's)")
+    parser.add_argument("--add-suite", action="append", default=[], metavar="FILE.py",
+                        help="also run a test file of one's own (from outside the stdlib)")
+    parser.add_argument("--select", action="append", default=[], metavar="PATTERN",
+                        help="run only the tests whose id matches (fnmatch; several OR'ed)")
     parser.add_argument("--configs", help="comma-separated, of " + ", ".join(CONFIGS))
     parser.add_argument("--where", help="stdlib, copy or both (comma-separated)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at the same time")
@@ -87,9 +92,16 @@ def _plan(args: argparse.Namespace) -> tuple[list[Suite], list[str], list[str]]:
     for name in names:
         suite = SUITES[name]
         if args.profile == "ci" and not args.suites and CI_SUITES[name]:
-            suite = Suite(suite.name, suite.module, CI_SUITES[name],
-                          suite.mp_start_method, suite.outside_stdlib_only)
+            suite = dataclasses.replace(suite, select=CI_SUITES[name])
         suites.append(suite)
+    if args.add_suite and not args.suites:
+        suites = []
+    for path in args.add_suite:
+        name = os.path.splitext(os.path.basename(path))[0]
+        suites.append(Suite(name, name, outside_stdlib_only=True,
+                            source=os.path.abspath(path)))
+    if args.select:
+        suites = [dataclasses.replace(s, select=args.select) for s in suites]
     configs = args.configs.split(",") if args.configs else profile["configs"]
     if "plain" not in configs:
         configs.insert(0, "plain")  # the baseline is always measured, never assumed
@@ -112,11 +124,20 @@ def main(argv: list[str] | None = None) -> int:
             folder = prepare(suite, where, copies)
             jobs.extend((suite, where, config, folder) for config in configs)
 
+    plain_runs: dict[tuple[str, str], RunResult] = {}
+
     def one(job: tuple[Suite, str, str, str]) -> RunResult:
         suite, where, config, folder = job
         result = run_suite(suite, where, config, CONFIGS[config], folder, runs_dir,
                            args.test_timeout, args.suite_timeout)
         print(f"conformance: {result.summary_line()}", file=sys.stderr, flush=True)
+        # Differences as they come (the table waits for the end of the whole matrix).
+        if config == "plain":
+            plain_runs[(suite.name, where)] = result
+        elif (suite.name, where) in plain_runs:
+            for diff in differences([plain_runs[(suite.name, where)], result]):
+                print(f"conformance:   {diff['test']}: {diff['plain']} -> {diff['outcome']}",
+                      file=sys.stderr, flush=True)
         return result
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:

@@ -59,6 +59,7 @@ class Suite:
     select: list[str] = field(default_factory=list)  # fnmatch patterns on test ids
     mp_start_method: str | None = None  # a test_multiprocessing_<method> wrapper
     outside_stdlib_only: bool = False  # its file is not in this Python's stdlib
+    source: str | None = None  # a test file of one's own (matrix.py --add-suite)
 
     def module_for(self, where: str) -> str:
         """The module name the runner imports."""
@@ -154,7 +155,10 @@ def prepare(suite: Suite, where: str, root: str) -> str:
         with open(os.path.join(folder, suite.name + ".py"), "w", encoding="utf-8") as f:
             f.write(_mp_wrapper(suite.mp_start_method, base))
         return folder
-    if suite.outside_stdlib_only:
+    source: str | None
+    if suite.source:
+        source = suite.source
+    elif suite.outside_stdlib_only:
         source = concurrent_futures_source()
         if source is None:
             raise FileNotFoundError(f"no {suite.module} on this machine")
