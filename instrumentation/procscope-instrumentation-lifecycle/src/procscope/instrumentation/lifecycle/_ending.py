@@ -24,11 +24,18 @@ from . import _program, _sigwatch
 from ._common.guard import log_internal_error
 from ._common.threadinfo import on_main_thread
 from ._patching import Patches
-from ._runtime import end_with_error, flush, runtime, set_exit_status, start_span
+from ._runtime import (
+    ExceptionRecord,
+    end_with_error,
+    flush,
+    runtime,
+    set_exit_status,
+    start_span,
+)
 
 # The process's own span; [span] or []. A list so that taking it is one atomic pop.
 _run: list[Any] = []
-_failure: list[BaseException] = []
+_failure: list[ExceptionRecord] = []
 # True in a multiprocessing.Pool worker: see _end_for_signal.
 _pool_worker: list[bool] = [False]
 _sigterm_installed = False
@@ -49,10 +56,11 @@ def current_run() -> Any:
     return _run[0] if _run else None
 
 
-def note_failure(exc: BaseException) -> None:
-    """An unhandled exception of the process (recorded when its span ends)."""
+def note_failure(exc: BaseException | ExceptionRecord) -> None:
+    """An unhandled exception of the process (recorded when its span ends); what is
+    recorded is taken now, the exception itself is not kept."""
     if _run and not _failure:
-        _failure.append(exc)
+        _failure.append(exc if isinstance(exc, ExceptionRecord) else ExceptionRecord(exc))
 
 
 def finish_run(
@@ -231,12 +239,41 @@ def attach_as_main_context(span: Any, ctx: Any) -> None:
     otel_context.attach(trace.set_span_in_context(span, ctx))
 
 
+def _called_by_the_interpreter(hook_frame: FrameType) -> bool:
+    """The interpreter calls sys.excepthook for an exception that ended the main thread
+    once none of the program's code is left on the stack: the outermost frame is then the
+    installed hook's (ours, or the program's own hook that calls ours). Called from the
+    program's code instead (code.interact, an IDE, a threading.excepthook handing a
+    thread's exception over), the hook only reports an exception that the process lives
+    on after: no failure of the process."""
+    outermost = hook_frame
+    while outermost.f_back is not None:
+        outermost = outermost.f_back
+    if outermost is hook_frame:
+        return True
+    installed = sys.excepthook
+    function = getattr(installed, "__func__", installed)
+    code = getattr(function, "__code__", None)
+    if code is None:  # a callable object: its class's __call__
+        for klass in type(installed).__mro__:
+            if "__call__" in vars(klass):
+                code = getattr(vars(klass)["__call__"], "__code__", None)
+                break
+    return outermost.f_code is code
+
+
 def _excepthook_chain(previous: Any) -> Any:
     def excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            if isinstance(exc, BaseException) and not isinstance(exc, SystemExit):
-                note_failure(exc)
-                _program.note_failure(exc)
+            if (
+                isinstance(exc, BaseException)
+                and not isinstance(exc, SystemExit)
+                and (_run or _program.watching())
+                and _called_by_the_interpreter(sys._getframe())
+            ):
+                record = ExceptionRecord(exc)
+                note_failure(record)
+                _program.note_failure(record)
         except Exception:  # noqa: BLE001
             pass
         previous(exc_type, exc, tb)

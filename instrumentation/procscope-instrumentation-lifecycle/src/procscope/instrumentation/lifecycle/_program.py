@@ -34,6 +34,7 @@ from ._patching import Patches
 from ._runtime import (
     EXIT_CODE,
     EXIT_SIGNAL,
+    ExceptionRecord,
     end_with_error,
     process_spans_wanted,
     record_under,
@@ -48,7 +49,7 @@ _watched_pid = [0]
 # What is known of how the program is ending: the code given to sys.exit, the
 # unhandled exception. Written by the program's own thread, read once at the end.
 _exit_code: list[int | None] = [None]
-_failure: list[BaseException] = []
+_failure: list[ExceptionRecord] = []
 _recorded = [False]
 _lock = threading.Lock()
 _atexit_registered = [False]
@@ -85,9 +86,11 @@ def watching() -> bool:
     return _watched_pid[0] == os.getpid() and not _recorded[0]
 
 
-def note_failure(exc: BaseException) -> None:
+def note_failure(exc: BaseException | ExceptionRecord) -> None:
+    """The program's unhandled exception: what its end records is taken now, the exception
+    itself is not kept (it would keep every frame of the failed call alive)."""
     if watching() and not _failure:
-        _failure.append(exc)
+        _failure.append(exc if isinstance(exc, ExceptionRecord) else ExceptionRecord(exc))
 
 
 def _program_name() -> str:

@@ -11,6 +11,7 @@ import os
 import random
 import threading
 import time
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -178,9 +179,51 @@ def start_span(
     return span
 
 
-def end_with_error(span: Any, exc: BaseException | None, description: str | None = None) -> None:
+class ExceptionRecord:
+    """An exception as its span event will show it (type, message, stack text), taken when
+    it is seen, for a span that ends later (the process's own, at exit).
+
+    Keeping the exception itself would keep its traceback alive, and with it every frame
+    of the failed call and every object those frames hold, for the rest of the process.
+    """
+
+    __slots__ = ("description", "event")
+
+    def __init__(self, exc: BaseException) -> None:
+        kind = type(exc)
+        module = kind.__module__
+        message = _str_or_placeholder(exc)
+        try:
+            stack = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
+        except Exception:  # noqa: BLE001 -- a __str__ that raises inside the formatting
+            stack = f"{kind.__qualname__}: {message}"
+        self.event = {
+            # As the SDK's Span.record_exception writes them.
+            "exception.type": kind.__qualname__
+            if module in (None, "builtins")
+            else f"{module}.{kind.__qualname__}",
+            "exception.message": message,
+            "exception.stacktrace": stack,
+            "exception.escaped": "False",
+        }
+        self.description = f"{kind.__name__}: {message}"
+
+
+def _str_or_placeholder(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 -- the program's __str__ is not ours to fail on
+        return f"<unprintable {type(exc).__name__} object>"
+
+
+def end_with_error(
+    span: Any, exc: BaseException | ExceptionRecord | None, description: str | None = None
+) -> None:
     """Mark ``span`` failed; record ``exc`` as an exception event when given."""
-    if exc is not None:
+    if isinstance(exc, ExceptionRecord):
+        span.add_event("exception", exc.event)
+        description = description or exc.description
+    elif exc is not None:
         span.record_exception(exc)
         description = description or f"{type(exc).__name__}: {exc}"
     span.set_status(Status(StatusCode.ERROR, description))
