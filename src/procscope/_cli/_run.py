@@ -38,6 +38,12 @@ def auto_instrumentation_dir() -> str:
     return os.path.dirname(os.path.abspath(auto.__file__))
 
 
+def startup_dir() -> str:
+    """The folder of procscope's sitecustomize: OpenTelemetry's auto-instrumentation in a
+    Python that has procscope, nothing in any other (see _sitecustomize/sitecustomize.py)."""
+    return str(Path(__file__).resolve().parent.parent / "_sitecustomize")
+
+
 def instrumented_environ(
     base: dict[str, str],
     *,
@@ -66,9 +72,11 @@ def instrumented_environ(
             env[name] = value
     env["OTEL_PYTHON_DISTRO"] = "procscope"
     env["OTEL_PYTHON_CONFIGURATOR"] = "procscope"
-    auto_dir = auto_instrumentation_dir()
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != auto_dir]
-    env["PYTHONPATH"] = os.pathsep.join([auto_dir, *paths])
+    # OpenTelemetry's own sitecustomize is taken out (under opentelemetry-instrument):
+    # procscope's starts OpenTelemetry's auto-instrumentation itself, once.
+    ours, theirs = startup_dir(), auto_instrumentation_dir()
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p not in ("", ours, theirs)]
+    env["PYTHONPATH"] = os.pathsep.join([ours, *paths])
     return env
 
 

@@ -1,0 +1,83 @@
+"""A Python child that cannot load procscope (another interpreter, another environment)
+runs under ``procscope run`` exactly as it would plainly: nothing on its stderr, and any
+sitecustomize of its own still runs."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import clean_environ
+
+PROCSCOPE = str(Path(sys.executable).parent / "procscope")
+
+
+def _other_python() -> str | None:
+    """A CPython that is not this environment's and has no OpenTelemetry installed."""
+    for candidate in sorted(glob.glob("/root/.pyenv/versions/3.1[0-9].*/bin/python3")):
+        if os.path.realpath(candidate) == os.path.realpath(sys.executable):
+            continue
+        site = glob.glob(os.path.join(os.path.dirname(candidate), "..", "lib", "python3.*"))
+        if site and not glob.glob(os.path.join(site[0], "site-packages", "opentelemetry")):
+            return candidate
+    return None
+
+
+OTHER = _other_python()
+pytestmark = pytest.mark.skipif(OTHER is None, reason="no other CPython without OpenTelemetry")
+
+PROGRAM = """
+import os, subprocess, sys
+other = sys.argv[1]
+print("program: own sitecustomize ran", getattr(sys, "own_site_ran", False))
+code = "import sys; print('child ran', getattr(sys, 'own_site_ran', False))"
+for command in ([other, "-c", code], f"{other} -c \\"{code}\\""):
+    done = subprocess.run(command, shell=isinstance(command, str), capture_output=True,
+                          text=True)
+    print("stdout", repr(done.stdout), "stderr", repr(done.stderr), "code", done.returncode)
+"""
+
+
+def _run(write_app: Any, tmp_path: Path, *, traced: bool, env: Any = None) -> Any:
+    app = write_app(PROGRAM, "prog.py")
+    prefix = [PROCSCOPE, "run", "--db", str(tmp_path / "run.db"), "--"] if traced else []
+    command = [*prefix, sys.executable, str(app), str(OTHER)]
+    return subprocess.run(
+        command,
+        cwd=tmp_path,
+        env=clean_environ(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_another_python_child_runs_as_plainly(write_app: Any, tmp_path: Path) -> None:
+    """Its output is the plain one, its stderr empty (no 'Error in sitecustomize')."""
+    plain = _run(write_app, tmp_path, traced=False)
+    traced = _run(write_app, tmp_path, traced=True)
+    assert "stdout 'child ran False\\n' stderr '' code 0" in plain.stdout
+    assert traced.returncode == 0, traced.stderr
+    assert (traced.stdout, traced.stderr) == (plain.stdout, "")
+
+
+def test_the_programs_own_sitecustomize_still_runs(write_app: Any, tmp_path: Path) -> None:
+    """A sitecustomize on the PYTHONPATH the program was given runs in both the program
+    (procscope loaded) and the other Python's child (procscope not loadable)."""
+    own = tmp_path / "own_site"
+    own.mkdir()
+    (own / "sitecustomize.py").write_text("import sys\nsys.own_site_ran = True\n")
+    env = {"PYTHONPATH": str(own)}
+    plain = _run(write_app, tmp_path, traced=False, env=env)
+    traced = _run(write_app, tmp_path, traced=True, env=env)
+    assert "program: own sitecustomize ran True" in plain.stdout
+    assert "stdout 'child ran True\\n' stderr '' code 0" in plain.stdout
+    assert traced.returncode == 0, traced.stderr
+    assert (traced.stdout, traced.stderr) == (plain.stdout, "")
