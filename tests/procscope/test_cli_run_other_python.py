@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import glob
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from .conftest import clean_environ
 
 PROCSCOPE = str(Path(sys.executable).parent / "procscope")
 
@@ -34,7 +31,7 @@ pytestmark = pytest.mark.skipif(OTHER is None, reason="no other CPython without 
 
 PROGRAM = """
 import os, subprocess, sys
-other = sys.argv[1]
+other = os.environ["OTHER_PYTHON"]
 print("program: own sitecustomize ran", getattr(sys, "own_site_ran", False))
 code = "import sys; print('child ran', getattr(sys, 'own_site_ran', False))"
 for command in ([other, "-c", code], f"{other} -c \\"{code}\\""):
@@ -44,39 +41,30 @@ for command in ([other, "-c", code], f"{other} -c \\"{code}\\""):
 """
 
 
-def _run(write_app: Any, tmp_path: Path, *, traced: bool, env: Any = None) -> Any:
-    app = write_app(PROGRAM, "prog.py")
+def _run(run_app: Any, tmp_path: Path, *, traced: bool, **env: str) -> Any:
     prefix = [PROCSCOPE, "run", "--db", str(tmp_path / "run.db"), "--"] if traced else []
-    command = [*prefix, sys.executable, str(app), str(OTHER)]
-    return subprocess.run(
-        command,
-        cwd=tmp_path,
-        env=clean_environ(**(env or {})),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    return run_app(
+        PROGRAM, env={"OTHER_PYTHON": str(OTHER), **env}, prefix=[*prefix, sys.executable]
     )
 
 
-def test_another_python_child_runs_as_plainly(write_app: Any, tmp_path: Path) -> None:
+def test_another_python_child_runs_as_plainly(run_app: Any, tmp_path: Path) -> None:
     """Its output is the plain one, its stderr empty (no 'Error in sitecustomize')."""
-    plain = _run(write_app, tmp_path, traced=False)
-    traced = _run(write_app, tmp_path, traced=True)
+    plain = _run(run_app, tmp_path, traced=False)
+    traced = _run(run_app, tmp_path, traced=True)
     assert "stdout 'child ran False\\n' stderr '' code 0" in plain.stdout
     assert traced.returncode == 0, traced.stderr
     assert (traced.stdout, traced.stderr) == (plain.stdout, "")
 
 
-def test_the_programs_own_sitecustomize_still_runs(write_app: Any, tmp_path: Path) -> None:
+def test_the_programs_own_sitecustomize_still_runs(run_app: Any, tmp_path: Path) -> None:
     """A sitecustomize on the PYTHONPATH the program was given runs in both the program
     (procscope loaded) and the other Python's child (procscope not loadable)."""
     own = tmp_path / "own_site"
     own.mkdir()
     (own / "sitecustomize.py").write_text("import sys\nsys.own_site_ran = True\n")
-    env = {"PYTHONPATH": str(own)}
-    plain = _run(write_app, tmp_path, traced=False, env=env)
-    traced = _run(write_app, tmp_path, traced=True, env=env)
+    plain = _run(run_app, tmp_path, traced=False, PYTHONPATH=str(own))
+    traced = _run(run_app, tmp_path, traced=True, PYTHONPATH=str(own))
     assert "program: own sitecustomize ran True" in plain.stdout
     assert "stdout 'child ran True\\n' stderr '' code 0" in plain.stdout
     assert traced.returncode == 0, traced.stderr
