@@ -21,7 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _ending
@@ -29,6 +29,7 @@ from ._common import shared_state
 from ._common.guard import log_internal_error
 from ._common.saferepr import safe_repr
 from ._common.threadinfo import on_main_thread
+from ._environ import real_environ
 from ._patching import Patches
 from ._processes import ReapInfo, record_reap, spawn_context
 from ._program import mark_child as mark_not_the_program
@@ -53,6 +54,7 @@ from ._runtime import (
 )
 
 _REAP = "_procscope_reap"
+_PREEXEC_INDEX = 5  # preexec_fn's position in Popen(args, bufsize, ..., stderr, preexec_fn, ...)
 _ENV_INDEX = 9  # env's position in Popen(args, bufsize, executable, ..., cwd, env, ...)
 _MAX_ARGS = 64
 
@@ -64,7 +66,10 @@ def _program(args: Any, executable: Any, shell: bool) -> str:
         text = os.fsdecode(args)
         return text.split()[0] if shell and text.split() else text
     if isinstance(args, Sequence) and args:
-        return os.fsdecode(args[0])
+        try:
+            return os.fsdecode(args[0])
+        except TypeError:  # not a path: Popen raises about it, as it would plainly
+            return ""
     return ""
 
 
@@ -85,6 +90,10 @@ def _command_args(args: Any) -> list[str]:
         return [_program(args, None, True)[:256]]
     if isinstance(args, (str, bytes, os.PathLike)):
         items = [os.fsdecode(args)]
+    elif not isinstance(args, Sequence):
+        # An iterator would be used up here, before Popen reads it; anything else is not
+        # a command, which Popen raises about (as it would plainly).
+        return []
     else:
         items = [
             os.fsdecode(a) if isinstance(a, (str, bytes, os.PathLike)) else safe_repr(a, 256)
@@ -105,9 +114,12 @@ def _same_environment(program: str) -> bool:
     return os.path.dirname(os.path.abspath(found)) == here
 
 
-def child_environ(env: Any, ctx: Any, program: str) -> dict[str, str]:
-    """The environment of a Python child: trace context, settings, procscope started."""
-    base = dict(os.environ if env is None else env)
+def child_environ(env: Mapping[str, str] | None, ctx: Any, program: str) -> dict[str, str]:
+    """The environment of a Python child: trace context, settings, procscope started.
+
+    ``env=None`` means the process's environment as the child would get it, os.putenv's
+    changes included (see _environ)."""
+    base = real_environ() if env is None else dict(env)
     settings = scope_settings()
     if settings is not None:
         base.update(settings.as_environ())
@@ -122,6 +134,78 @@ def child_environ(env: Any, ctx: Any, program: str) -> dict[str, str]:
     base.pop("TRACESTATE", None)
     base.update({k.upper(): v for k, v in inject(ctx).items()})
     return base
+
+
+def _readable_env(env: Any) -> dict[str, str] | None:
+    """The program's ``env`` as names and values, read as Popen reads it; None when Popen
+    will refuse it (not a mapping, a name or value that is not a path-like string): the
+    child then gets the program's ``env`` untouched, and Popen raises as it would plainly.
+    """
+    try:
+        return {os.fsdecode(name): os.fsdecode(value) for name, value in env.items()}
+    except Exception:  # noqa: BLE001 -- the program's argument, for Popen to refuse
+        return None
+
+
+def _environ_changes(before: Mapping[str, str], after: Mapping[str, str]) -> Callable[[], None]:
+    """A function that turns the environment ``before`` into ``after`` in place."""
+    updates = {name: value for name, value in after.items() if before.get(name) != value}
+    removals = [name for name in before if name not in after]
+
+    def apply() -> None:
+        for name in removals:
+            os.unsetenv(name)
+        for name, value in updates.items():
+            os.putenv(name, value)
+
+    return apply
+
+
+def _after_setting_environ(preexec_fn: Any, ctx: Any, program: str) -> Any:
+    """The program's preexec_fn, run after procscope's variables are set in the child.
+
+    With ``env=None`` and a preexec_fn, passing an environment would lose what the
+    preexec_fn sets in the child with os.putenv (it runs after the environment is
+    chosen, before exec). So the child keeps the process's environment, and procscope's
+    variables are set in it just before the program's preexec_fn runs, which can still
+    change them: in the child, after fork, before exec (one thread; the program already
+    runs Python code there)."""
+    before = real_environ()
+    apply = _environ_changes(before, child_environ(before, ctx, program))
+
+    def preexec() -> None:
+        try:
+            apply()
+        except Exception:  # noqa: BLE001 -- never fail the program's child for procscope
+            pass
+        preexec_fn()
+
+    return preexec
+
+
+def _pass_context(pargs: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any, program: str) -> Any:
+    """Popen's arguments, with the trace context and settings handed to a Python child
+    through its environment, whose meaning stays the program's: ``env=None`` still means
+    the process's real environment, and a preexec_fn still sees (and sets) it."""
+    env_given = len(pargs) > _ENV_INDEX
+    env = pargs[_ENV_INDEX] if env_given else kwargs.get("env")
+    if env is None:
+        preexec_given = len(pargs) > _PREEXEC_INDEX
+        preexec_fn = pargs[_PREEXEC_INDEX] if preexec_given else kwargs.get("preexec_fn")
+        if preexec_fn is not None:
+            wrapped = _after_setting_environ(preexec_fn, ctx, program)
+            if preexec_given:
+                return (*pargs[:_PREEXEC_INDEX], wrapped, *pargs[_PREEXEC_INDEX + 1 :]), kwargs
+            return pargs, {**kwargs, "preexec_fn": wrapped}
+        new_env = child_environ(None, ctx, program)
+    else:
+        readable = _readable_env(env)
+        if readable is None:
+            return pargs, kwargs
+        new_env = child_environ(readable, ctx, program)
+    if env_given:
+        return (*pargs[:_ENV_INDEX], new_env, *pargs[_ENV_INDEX + 1 :]), kwargs
+    return pargs, {**kwargs, "env": new_env}
 
 
 def _make_init(original: Any) -> Any:
@@ -143,11 +227,7 @@ def _make_init(original: Any) -> Any:
             attributes[COMMAND_ARGS] = _command_args(args)
             span, ctx = spawn_context(name, attributes)
             if _is_python(program, shell):
-                if len(pargs) > _ENV_INDEX:
-                    env = child_environ(pargs[_ENV_INDEX], ctx, program)
-                    pargs = (*pargs[:_ENV_INDEX], env, *pargs[_ENV_INDEX + 1 :])
-                else:
-                    kwargs["env"] = child_environ(kwargs.get("env"), ctx, program)
+                pargs, kwargs = _pass_context(pargs, kwargs, ctx, program)
             info = ReapInfo(ctx if span is not None else None, name, "subprocess", "subprocess")
         except Exception:  # noqa: BLE001
             log_internal_error()
