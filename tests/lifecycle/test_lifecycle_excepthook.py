@@ -135,3 +135,34 @@ def test_a_program_hook_in_front_of_procscopes_still_sees_the_death(
     (program,) = [r for r in run.db.processes() if r.kind == "program"]
     assert (program.exit_code, program.error) == (1, True)
     assert program.error_message == "KeyError: 'gone'"
+
+
+def test_under_python_i_an_exception_is_not_the_end(tmp_path: Any) -> None:
+    """Under ``python -i`` the prompt follows an unhandled exception; the process then
+    exits 0 (here at the end of its input), and is recorded so, with no error."""
+    import os
+    import subprocess
+    import sys
+
+    from procscope.exporters.tracedb import TraceDB
+
+    script = tmp_path / "interactive.py"
+    script.write_text(
+        "import sys, procscope\n"
+        "procscope.setup(db=sys.argv[1], exporter='tracedb')\n"
+        "raise KeyError('shown, then the prompt')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
+    done = subprocess.run(
+        [sys.executable, "-i", str(script), str(tmp_path / "trace.db")],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    with TraceDB(tmp_path / "trace.db") as db:
+        (program,) = [r for r in db.processes() if r.kind == "program"]
+    assert (program.exit_code, program.error) == (0, False)

@@ -245,7 +245,10 @@ def _called_by_the_interpreter(hook_frame: FrameType) -> bool:
     installed hook's (ours, or the program's own hook that calls ours). Called from the
     program's code instead (code.interact, an IDE, a threading.excepthook handing a
     thread's exception over), the hook only reports an exception that the process lives
-    on after: no failure of the process."""
+    on after: no failure of the process. Nor is it under ``python -i``, where the
+    interactive prompt follows."""
+    if sys.flags.inspect:
+        return False
     outermost = hook_frame
     while outermost.f_back is not None:
         outermost = outermost.f_back
