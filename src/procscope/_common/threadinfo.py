@@ -19,21 +19,22 @@ _get_native_id = threading.get_native_id
 FOREIGN_THREAD_PREFIX = "foreign-"
 
 
+# threading's own mapping of ident to Thread, the one current_thread() reads: one dict for
+# the interpreter's life (threading empties and refills it after a fork, never replaces
+# it). A dict's get is atomic under the GIL.
+_registered = threading._active.get  # type: ignore[attr-defined]
+
+
 def registered_thread() -> threading.Thread | None:
     """The calling thread's ``Thread``, or None for a thread that threading does not know
     (also a ``Thread`` whose ``run`` has not begun: it registers itself first thing)."""
-    # threading._active is read each time: it is threading's own mapping of ident to
-    # Thread, the one current_thread() reads; a dict .get() is atomic under the GIL.
-    active = getattr(threading, "_active", None)
-    if active is None:  # not CPython's threading: no way to ask without the side effect
-        return threading.current_thread()
-    return active.get(_get_ident())  # type: ignore[no-any-return]
+    return _registered(_get_ident())
 
 
 def current_thread_name() -> str:
     """The calling thread's name; ``foreign-<native id>`` for a thread threading does not
     know."""
-    thread = registered_thread()
+    thread = _registered(_get_ident())
     if thread is not None:
         return thread.name
     return FOREIGN_THREAD_PREFIX + str(_get_native_id())
