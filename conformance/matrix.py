@@ -51,10 +51,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
     },
     "rate-0.01": {"procscope": True, "args": ["--sample-rate", "0.01"], "env": {}},
 }
-PROFILES = {
-    "full": {"suites": list(SUITES), "configs": list(CONFIGS), "where": ["stdlib", "copy"]},
+PROFILES: dict[str, dict[str, Any]] = {
+    "full": {"suites": list(SUITES), "configs": list(CONFIGS), "where": ["stdlib", "copy"],
+             "test_timeout": 240.0},
+    # A hang costs its timeout: 60 s is ten times the slowest test of these suites here.
     "ci": {"suites": list(CI_SUITES), "configs": ["plain", "defaults", "max"],
-           "where": ["copy"]},
+           "where": ["copy"], "test_timeout": 60.0},
 }
 
 
@@ -69,8 +71,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--configs", help="comma-separated, of " + ", ".join(CONFIGS))
     parser.add_argument("--where", help="stdlib, copy or both (comma-separated)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at the same time")
-    parser.add_argument("--test-timeout", type=float, default=240.0,
-                        help="seconds one test (or fixture) may take before it is a hang")
+    parser.add_argument("--test-timeout", type=float,
+                        help="seconds one test (or fixture) may take before it is a hang "
+                        "(default: 240, or 60 in the ci profile)")
     parser.add_argument("--suite-timeout", type=float, default=1800.0)
     parser.add_argument("--work", default=os.path.join(HERE, ".work"))
     parser.add_argument("--results", default=os.path.join(HERE, "results"))
@@ -112,6 +115,8 @@ def _plan(args: argparse.Namespace) -> tuple[list[Suite], list[str], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     suites, configs, places = _plan(args)
+    if args.test_timeout is None:
+        args.test_timeout = PROFILES[args.profile]["test_timeout"]
     started = datetime.datetime.now(datetime.timezone.utc)
     copies = os.path.join(args.work, "copies")
     runs_dir = os.path.join(args.work, "runs")
