@@ -21,23 +21,23 @@ FOREIGN_THREAD_PREFIX = "foreign-"
 
 # threading's own mapping of ident to Thread, the one current_thread() reads: one dict for
 # the interpreter's life (threading empties and refills it after a fork, never replaces
-# it). A dict's get is atomic under the GIL.
-_registered = threading._active.get  # type: ignore[attr-defined]
+# it). Reading one key of a dict is atomic under the GIL.
+_active: dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
 
 
 def registered_thread() -> threading.Thread | None:
     """The calling thread's ``Thread``, or None for a thread that threading does not know
     (also a ``Thread`` whose ``run`` has not begun: it registers itself first thing)."""
-    return _registered(_get_ident())
+    return _active.get(_get_ident())
 
 
 def current_thread_name() -> str:
     """The calling thread's name; ``foreign-<native id>`` for a thread threading does not
-    know."""
-    thread = _registered(_get_ident())
-    if thread is not None:
-        return thread.name
-    return FOREIGN_THREAD_PREFIX + str(_get_native_id())
+    know. On the put/get path: as fast as ``threading.current_thread().name``."""
+    try:
+        return _active[_get_ident()].name
+    except KeyError:
+        return FOREIGN_THREAD_PREFIX + str(_get_native_id())
 
 
 def on_main_thread() -> bool:
