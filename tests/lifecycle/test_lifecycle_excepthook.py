@@ -42,15 +42,15 @@ REPORTERS = {
     "thread": """
     threading.excepthook = lambda a: sys.excepthook(a.exc_type, a.exc_value, a.exc_traceback)
     worker = threading.Thread(target=fail, name="failing")
-    worker.start(); worker.join()
-    del worker
+    worker.start(); worker.join()   # the Thread object is kept, as programs keep them
     """,
 }
 
 
+@pytest.mark.parametrize("spans", ["errors", "all"])
 @pytest.mark.parametrize("reporter", sorted(REPORTERS))
 def test_an_exception_shown_by_sys_excepthook_is_freed_and_no_error(
-    run_plain_and_traced: Any, reporter: str
+    run_plain_and_traced: Any, reporter: str, spans: str
 ) -> None:
     """An exception shown through sys.excepthook, the program living on, is freed as
     plainly; the program then ending with sys.exit(0) is recorded as exit 0, no error."""
@@ -59,7 +59,8 @@ def test_an_exception_shown_by_sys_excepthook_is_freed_and_no_error(
     emit(alive=refs[0]() is not None)
     sys.exit(0)
     """)
-    plain, traced = run_plain_and_traced(body, helpers=HANDLED)
+    env = {"PROCSCOPE_LIFECYCLE_SPANS": spans}
+    plain, traced = run_plain_and_traced(body, helpers=HANDLED, env=env)
     assert plain.line("alive") == {"alive": False}
     assert traced.returncode == 0, traced.stderr
     assert traced.line("alive") == {"alive": False}

@@ -213,6 +213,10 @@ def _make_bootstrap_inner(original: Any) -> Any:
             if spans_allowed:
                 try:
                     exc = _watched.pop(self, None) or (failure[0] if failure else None)
+                    if failure:
+                        # The Thread object (and its shadowed _invoke_excepthook, which
+                        # holds this list) may live on: the exception must not.
+                        failure.clear()
                     if exc is not None and error_spans_wanted():
                         attributes = _own_attributes(self)
                         error_span(_thread_span_name(self), attributes, ctx, started, exc)
@@ -267,6 +271,7 @@ def _run_with_span(original: Any, thread: threading.Thread, ctx: otel_context.Co
                 span.end()
         except Exception:  # noqa: BLE001
             log_internal_error()
+        failure.clear()  # held by the thread's shadowed _invoke_excepthook: see above
 
 
 class _ContextCall:
