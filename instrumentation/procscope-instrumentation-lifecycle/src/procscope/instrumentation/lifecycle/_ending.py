@@ -262,7 +262,9 @@ def _called_by_the_interpreter(hook_frame: FrameType) -> bool:
             if "__call__" in vars(klass):
                 code = getattr(vars(klass)["__call__"], "__code__", None)
                 break
-    return outermost.f_code is code
+    # A hook whose code cannot be found (a functools.partial, a C callable): taken for
+    # the interpreter's call, as every call was before.
+    return code is None or outermost.f_code is code
 
 
 def _excepthook_chain(previous: Any) -> Any:
