@@ -79,7 +79,9 @@ class _Hostile:
 
 def test_safe_repr_never_raises_and_stays_bounded() -> None:
     """Raising, self-referencing and huge values give short, safe text."""
-    assert saferepr.safe_repr(_Hostile()) == "<unrepresentable _Hostile (RuntimeError)>"
+    # The program's own __repr__ is never called (it may raise, block or be slow): the
+    # object is shown by its fields.
+    assert saferepr.safe_repr(_Hostile()) == "_Hostile()"
     loop: list[Any] = [1]
     loop.append(loop)
     text = saferepr.safe_repr(loop)  # cut by depth, not followed forever

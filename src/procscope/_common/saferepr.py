@@ -1,32 +1,223 @@
 """Reprs of user values that cannot fail, cannot grow without bound, and hide secrets.
 
-Message bodies and object states are user data: their ``__repr__`` may raise, recurse,
-be slow on huge containers, or print a password. Everything recorded goes through
-:func:`safe_repr`, which bounds the work by size (``reprlib`` stops after a few items per
-container and a few levels of nesting), masks values under keys that look like secrets,
-and turns any exception into a short placeholder.
+Message bodies and object states are user data: their ``__repr__`` may raise, block,
+build a huge text, or print a password. Everything recorded goes through
+:func:`safe_repr`, which
+
+- bounds the work by size before any text is made: ``str``/``bytes``/``bytearray`` are
+  sliced first (a 100 MB message costs a few hundred bytes of repr), containers stop after
+  a few items and a few levels, huge ints are described by their size;
+- bounds it in time: a ``__repr__`` the program defined is never called (it may be slow,
+  block, or raise). Such an object is shown by its fields (``Job(id=3, state='done')``,
+  from ``__dict__``/``__slots__``, dataclass fields, namedtuple fields); only reprs known
+  to be cheap run (builtins, ``object``'s own, and a few stdlib types such as
+  ``datetime`` or ``Decimal``);
+- masks by key: values under secret-looking keys or field names in every mapping
+  (dict and subclasses, any ``Mapping``), dataclass, namedtuple, object fields, and
+  ``(key, value)`` pairs such as header lists;
+- masks by value pattern (:func:`scrub_text`): credentials in URLs, ``Bearer``/``Basic``
+  tokens, JWTs, cloud and service keys, private-key blocks, card numbers (Luhn), and
+  ``key=value`` / ``'key': value`` text under a secret-looking key.
+
+The rules are listed in docs/scrubbing.md; :func:`add_rules` extends them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import reprlib
+from collections import deque
+from collections.abc import Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 DEFAULT_LIMIT = 512
 MASK = "***"
 
-# Keys whose values are masked: a password, a token, an API key, a cookie...
-SECRET_KEY = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|api[-_]?key|private[-_]?key|auth|credential|"
-    r"cookie|session[-_]?id|signature",
-    re.IGNORECASE,
+# Words that make a key, field or attribute name secret-looking (searched anywhere in it,
+# case-insensitive).
+SECRET_WORDS = (
+    r"pass(?:word|wd|phrase)?|secret|token|api[-_]?key|private[-_]?key|auth|credential|"
+    r"cookie|session[-_]?id|signature|cvv|cvc|card[-_]?(?:num|number|no)\b|"
+    r"credit[-_]?card|ccnum|access[-_]?key|jwt|bearer"
 )
+SECRET_KEY = re.compile(SECRET_WORDS, re.IGNORECASE)
+
+# Secret-looking values, whatever they are under. One alternation, so that a clean string
+# costs one scan. The card-number branch only finds candidates: the Luhn check decides.
+_VALUE_RULES = [
+    # scheme://user:password@host: the password.
+    r"(?P<url>(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:'\"]*:)[^\s/?#@'\"]+(?=@)",
+    # key=value, key: value, 'key': 'value', "key": "value" under a secret-looking key.
+    r"(?P<kv>(?i:" + SECRET_WORDS + r")[\w.-]*['\"]?\s*[:=]\s*)"
+    r"(?:'[^']*'?|\"[^\"]*\"?|(?i:(?:bearer|basic|token)\s+)?[^\s,;&'\")}\]]+)",
+    # Authorization schemes.
+    r"(?P<auth>\b(?i:bearer|basic)\s+)[A-Za-z0-9\-._~+/]{6,}=*",
+    # JWT: three base64url segments, the header's JSON starting '{"'.
+    r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
+    # AWS access key ids, GCP API keys, GitHub, Slack, Stripe tokens.
+    r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b",
+    r"\bAIza[0-9A-Za-z_-]{35}",
+    r"\bgh[pousr]_[A-Za-z0-9]{30,}|\bgithub_pat_[A-Za-z0-9_]{22,}",
+    r"\bxox[baprs]-[A-Za-z0-9-]{10,}",
+    r"\b[sr]k_(?:live|test)_[A-Za-z0-9]{10,}",
+    # A private key, to its end (or the end of the text, if cut).
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
+    # Card numbers: 13 to 19 digits, single spaces or dashes between, a major network's
+    # first digit (2 to 6; so no ns/ms timestamps, which start with 1 until 2033).
+    r"(?P<card>(?<![\d.])[2-6]\d(?:[ -]?\d){11,17}(?![\d]))",
+]
+
+_extra_keys: list[str] = []
+_extra_values: list[str] = []
+
+
+def _compile() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    key_words = "|".join([SECRET_WORDS, *_extra_keys])
+    values = "|".join([*_VALUE_RULES, *(f"(?:{p})" for p in _extra_values)])
+    return re.compile(key_words, re.IGNORECASE), re.compile(values)
+
+
+_KEY, _VALUE = _compile()
+_key_search = _KEY.search
+_value_search = _VALUE.search
+
+# Texts shorter than this are not looked at (a repr's quotes included: 8 characters of
+# the value, such as "pw=abcde", are too few to be a credential worth the cost).
+MIN_SECRET_LEN = 10
+
+
+def add_rules(keys: Sequence[str] = (), values: Sequence[str] = ()) -> None:
+    """Also mask values under keys matching any of ``keys`` (regular expressions, searched
+    case-insensitively in the key) and text matching any of ``values`` (regular expressions).
+    Raises ``re.error`` for a bad expression, before changing anything."""
+    global _KEY, _VALUE, _key_search, _value_search
+    for pattern in [*keys, *values]:
+        re.compile(pattern)
+    _extra_keys.extend(keys)
+    _extra_values.extend(values)
+    _KEY, _VALUE = _compile()
+    _key_search, _value_search = _KEY.search, _VALUE.search
+    _secret_cache.clear()
+
+
+_secret_cache: dict[Any, bool] = {}
 
 
 def is_secret_key(key: object) -> bool:
-    """True for a key or attribute name under which a value should never be recorded."""
-    return isinstance(key, str) and SECRET_KEY.search(key) is not None
+    """True for a key or attribute name (str or bytes) under which a value is never recorded."""
+    cls = type(key)
+    if cls is not str and cls is not bytes:
+        if isinstance(key, str):
+            key = str.__str__(key)
+        elif isinstance(key, (bytes, bytearray)):
+            key = bytes(key[:256])
+        else:
+            return False
+    found = _secret_cache.get(key)
+    if found is None:
+        text = key.decode("latin-1") if type(key) is bytes else key
+        found = _key_search(text[:256]) is not None  # type: ignore[index]
+        if len(_secret_cache) < 10_000:
+            _secret_cache[key] = found
+    return found
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        n = ord(char) - 48
+        if position % 2:
+            n = n * 2 - 9 if n > 4 else n * 2
+        total += n
+    return total % 10 == 0
+
+
+def _replace(match: re.Match[str]) -> str:
+    group = match.lastgroup
+    if group == "card":
+        digits = match.group().replace(" ", "").replace("-", "")
+        return MASK if 13 <= len(digits) <= 19 and _luhn(digits) else match.group()
+    if group is not None:  # url, kv, auth: keep the lead-in, mask what follows
+        return match.group(group) + MASK
+    return MASK
+
+
+_digit_run = re.compile(r"\d\d\d\d").search
+
+
+def scrub_text(text: str) -> str:
+    """``text`` with secret-looking values masked (the value patterns above); the very
+    same object when nothing is found, which is the cheap, usual case.
+
+    A quick test first, of what every pattern needs: '@', ':' or '=' (URLs, key=value),
+    '_' (GitHub, Stripe), a run of digits (cards), or one of a few literal prefixes. Only
+    a text that passes runs the full alternation (the one regular expression)."""
+    if len(text) < MIN_SECRET_LEN:
+        return text
+    if not (
+        "=" in text
+        or ":" in text
+        or "@" in text
+        or "_" in text
+        or "eyJ" in text
+        or "AKIA" in text
+        or "ASIA" in text
+        or "AIza" in text
+        or "xox" in text
+        or "-----" in text
+        or "earer" in text
+        or "asic" in text
+        or _extra_values
+        or _digit_run(text) is not None
+    ):
+        return text
+    return _VALUE.sub(_replace, text)
+
+
+# Modules whose types' reprs are cheap, bounded and run no program code; these are called.
+_TRUSTED_MODULES = frozenset(
+    {
+        "builtins", "_thread", "datetime", "_datetime", "decimal", "_decimal", "_pydecimal",
+        "fractions", "uuid", "pathlib", "enum", "ipaddress", "re", "_sre", "zoneinfo",
+        "threading", "_io", "io", "socket", "array", "collections", "types", "functools",
+    }
+)  # fmt: skip
+# Array libraries: their objects are shown by shape and dtype, not their (huge) repr.
+_ARRAY_MODULES = frozenset({"numpy", "pandas", "torch", "jax", "jaxlib", "cupy", "tensorflow"})
+_trusted_cache: dict[type, bool] = {}
+_object_repr = object.__repr__
+_get = object.__getattribute__
+
+
+def _trusted_repr(cls: type) -> bool:
+    """Whether ``cls.__repr__`` is cheap and runs no program code."""
+    known = _trusted_cache.get(cls)
+    if known is None:
+        known = False
+        try:
+            for base in cls.__mro__:
+                if "__repr__" in base.__dict__:
+                    module = str(base.__module__)
+                    known = (
+                        base.__dict__["__repr__"] is _object_repr
+                        or module in _TRUSTED_MODULES
+                        or module.startswith("procscope.")  # our own views of user values
+                    )
+                    break
+        except Exception:  # noqa: BLE001 -- a hostile metaclass: not trusted
+            known = False
+        if len(_trusted_cache) < 10_000:
+            _trusted_cache[cls] = known
+    return known
+
+
+def _cut(text: str, size: int) -> str:
+    if len(text) <= size:
+        return text
+    half = max(0, (size - 3) // 2)
+    return text[:half] + "..." + text[len(text) - half :]
 
 
 class _ScrubbingRepr(reprlib.Repr):
@@ -43,32 +234,198 @@ class _ScrubbingRepr(reprlib.Repr):
         self.maxstring = 200
         self.maxlong = 60
         self.maxother = 200
+        self._exact: dict[type, Any] = {
+            str: self.repr_str,
+            bytes: self._repr_bytes,
+            bytearray: self._repr_bytes,
+            int: self.repr_int,
+            float: self._builtin,
+            complex: self._builtin,
+            bool: self._builtin,
+            type(None): self._builtin,
+            dict: self.repr_dict,
+            list: self.repr_list,
+            tuple: self.repr_tuple,
+            set: self.repr_set,
+            frozenset: self.repr_frozenset,
+            deque: self.repr_deque,
+        }
 
-    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
-        n = len(x)
-        if n == 0:
-            return "{}"
-        if level <= 0:
-            return "{...}"
+    def repr1(self, x: Any, level: int) -> str:
+        method = self._exact.get(type(x))
+        if method is not None:
+            return method(x, level)  # type: ignore[no-any-return]
+        return self._repr_other(x, level)
+
+    # Scalars: sliced before any text is made.
+
+    def _builtin(self, x: Any, level: int) -> str:
+        return repr(x)
+
+    def _sliced(self, x: Any, base: Any) -> str:
+        """repr of a str, bytes or bytearray (or subclass), sliced first: the text made is
+        bounded whatever the size (the base type's own methods, never a subclass's)."""
+        size = self.maxstring
+        length = base.__len__(x)
+        as_text = str if base is str else bytes
+        if length <= size:
+            return scrub_text(repr(as_text(base.__getitem__(x, slice(None)))))
+        # Head and tail, each scrubbed with some context beyond the cut, so that a secret
+        # across it is found whole before it is cut.
+        half = max(0, (size - 3) // 2)
+        margin = 64
+        head = repr(as_text(base.__getitem__(x, slice(0, half + margin))))
+        tail = repr(as_text(base.__getitem__(x, slice(length - half - margin, length))))
+        head, tail = scrub_text(head)[:half], scrub_text(tail)
+        return head + "..." + tail[len(tail) - half :]
+
+    def repr_str(self, x: str, level: int) -> str:
+        return self._sliced(x, str)
+
+    def _repr_bytes(self, x: Any, level: int) -> str:
+        if type(x) is bytes:
+            return self._sliced(x, bytes)
+        return f"bytearray({self._sliced(x, bytearray)})"
+
+    def repr_set(self, x: Any, level: int) -> str:
+        # reprlib sorts the whole set first; a bounded slice of it is enough.
+        if not x:
+            return "set()"
+        return self._repr_iterable(x, level, "{", "}", self.maxset)  # type: ignore[attr-defined,no-any-return]
+
+    def repr_frozenset(self, x: Any, level: int) -> str:
+        if not x:
+            return "frozenset()"
+        return self._repr_iterable(  # type: ignore[attr-defined,no-any-return]
+            x, level, "frozenset({", "})", self.maxfrozenset
+        )
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 200:  # a repr is quadratic in the digits; over 4300 it raises
+            return f"<int of {x.bit_length()} bits>"
+        text = reprlib.Repr.repr_int(self, int(x), level)
+        return scrub_text(text) if len(text) >= 13 else text
+
+    # Mappings and pairs: masked by key.
+
+    def _items(self, items: Any, level: int) -> str:
         pieces = []
-        for i, key in enumerate(x):
+        for i, (key, value) in enumerate(items):
             if i >= self.maxdict:
                 pieces.append("...")
                 break
             key_repr = self.repr1(key, level - 1)
-            value_repr = MASK if is_secret_key(key) else self.repr1(x[key], level - 1)
+            value_repr = MASK if is_secret_key(key) else self.repr1(value, level - 1)
             pieces.append(f"{key_repr}: {value_repr}")
         return "{" + ", ".join(pieces) + "}"
 
-    def repr_instance(self, x: Any, level: int) -> str:
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        return self._items(dict.items(x), level)
+
+    def repr_tuple(self, x: tuple[Any, ...], level: int) -> str:
+        # A (key, value) pair under a secret-looking key: a header, a form field.
+        if len(x) == 2 and isinstance(x[0], (str, bytes)) and is_secret_key(x[0]):
+            return f"({self.repr1(x[0], level - 1)}, {MASK})"
+        return super().repr_tuple(x, level)
+
+    # Everything else: never the program's own __repr__.
+
+    def _repr_other(self, x: Any, level: int) -> str:
+        cls = type(x)
+        name = cls.__qualname__
+        if isinstance(x, str):
+            return f"{name}({self._sliced(x, str)})"
+        if isinstance(x, (bytes, bytearray)):
+            return f"{name}({self._sliced(x, bytes if isinstance(x, bytes) else bytearray)})"
+        if isinstance(x, int) and _trusted_repr(cls):  # IntEnum and such
+            return _cut(scrub_text(repr(x)), self.maxother)
+        if isinstance(x, tuple) and hasattr(cls, "_fields"):  # a namedtuple
+            fields = [f for f in cls._fields if isinstance(f, str)]
+            return self._fields(name, zip(fields, tuple.__iter__(x)), level)
+        if "__dataclass_fields__" in getattr(cls, "__dict__", ()) or (
+            dataclasses.is_dataclass(x) and not isinstance(x, type)
+        ):
+            return self._dataclass(x, name, level)
+        if isinstance(x, dict):
+            if level <= 0:
+                return f"{name}({{...}})"
+            return f"{name}({self._items(dict.items(x), level)})"
+        if isinstance(x, Mapping):  # read by items(), at most maxdict + 1 of them
+            if level <= 0:
+                return f"{name}({{...}})"
+            return f"{name}({self._items(islice(x.items(), self.maxdict + 1), level)})"
+        if isinstance(x, BaseException):
+            args = x.args if isinstance(x.args, tuple) else ()
+            inner = ", ".join(self.repr1(a, level - 1) for a in args[: self.maxtuple])
+            return f"{name}({inner})"
+        if isinstance(x, (list, tuple, set, frozenset, deque)):
+            base: Any = next(b for b in (list, tuple, set, frozenset, deque) if isinstance(x, b))
+            return f"{name}({self.repr1(base(islice(base.__iter__(x), 64)), level)})"
+        if _trusted_repr(cls):
+            try:
+                text = repr(x)
+            except Exception as exc:  # noqa: BLE001 -- even a builtin's repr may fail
+                return unrepresentable(x, exc)
+            return scrub_text(_cut(text, self.maxother))
+        return self._instance(x, cls, name, level)
+
+    def _fields(self, name: str, pairs: Any, level: int) -> str:
+        if level <= 0:
+            return f"{name}(...)"
+        pieces = []
+        for i, (field, value) in enumerate(pairs):
+            if i >= self.maxdict:
+                pieces.append("...")
+                break
+            shown = MASK if is_secret_key(field) else self.repr1(value, level - 1)
+            pieces.append(f"{field}={shown}")
+        return f"{name}({', '.join(pieces)})"
+
+    def _dataclass(self, x: Any, name: str, level: int) -> str:
+        pairs = []
+        for field in dataclasses.fields(x):
+            if field.repr:
+                try:
+                    pairs.append((field.name, _get(x, field.name)))
+                except AttributeError:  # not set yet (init=False)
+                    continue
+        return self._fields(name, pairs, level)
+
+    def _instance(self, x: Any, cls: type, name: str, level: int) -> str:
+        """An object of the program's own type, by its fields (never its __repr__)."""
+        module = str(getattr(cls, "__module__", "") or "").partition(".")[0]
+        if module in _ARRAY_MODULES:
+            parts = []
+            for attribute in ("shape", "dtype"):
+                try:
+                    parts.append(f"{attribute}={_cut(str(_get(x, attribute)), 60)}")
+                except Exception:  # noqa: BLE001 -- not array-like after all
+                    continue
+            return f"<{name}{' ' if parts else ''}{' '.join(parts)}>"
+        pairs: list[tuple[str, Any]] = []
         try:
-            text = repr(x)
-        except Exception as exc:  # noqa: BLE001 -- any user __repr__ may fail
-            return unrepresentable(x, exc)
-        if len(text) > self.maxother:
-            half = max(0, (self.maxother - 3) // 2)
-            text = text[:half] + "..." + text[len(text) - half :]
-        return text
+            own = _get(x, "__dict__")
+        except Exception:  # noqa: BLE001 -- no __dict__ (slots only), or a hostile one
+            own = None
+        if type(own) is dict:
+            pairs.extend(
+                (k, v) for k, v in islice(dict.items(own), self.maxdict + 1) if type(k) is str
+            )
+        for base in cls.__mro__:
+            slots = base.__dict__.get("__slots__", ())
+            for slot in (slots,) if isinstance(slots, str) else slots:
+                if len(pairs) > self.maxdict:
+                    break
+                if isinstance(slot, str) and slot not in ("__dict__", "__weakref__"):
+                    try:
+                        pairs.append((slot, _get(x, slot)))
+                    except Exception:  # noqa: BLE001 -- an unset slot
+                        continue
+        return self._fields(name, pairs, level)
 
 
 _REPR = _ScrubbingRepr()
@@ -93,3 +450,21 @@ def safe_repr(obj: object, limit: int = DEFAULT_LIMIT) -> str:
     if len(text) > limit:
         text = text[: max(0, limit - 3)] + "..."
     return text
+
+
+def scrub_command(args: Sequence[str]) -> list[str]:
+    """A command line with its secrets masked: each argument by the value patterns
+    (``--password=x``, a URL with a password, ``Authorization: Bearer x``), and the
+    argument after a secret-looking option (``--password x``, ``-token x``)."""
+    out: list[str] = []
+    mask_next = False
+    for arg in args:
+        if mask_next:
+            out.append(MASK)
+            mask_next = False
+            continue
+        text = scrub_text(arg)
+        if arg.startswith("-") and "=" not in arg and is_secret_key(arg.lstrip("-")):
+            mask_next = True
+        out.append(text)
+    return out

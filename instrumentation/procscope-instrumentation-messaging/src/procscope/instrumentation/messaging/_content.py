@@ -5,16 +5,16 @@ method look-up by type name per element, a regular expression per dictionary key
 about 3 us for a small dict, a third of what a sampled put costs on top of its span. Most
 messages are plain: a number, a short string, or a flat dict, list or tuple of those. For
 exactly those (built-in types only, no subclass whose ``__repr__`` might differ or fail,
-within ``reprlib``'s size limits) the text is made here directly, identical to what
-``safe_repr`` gives (tests/messaging/test_messaging_content.py compares them); anything
-else goes to ``safe_repr`` itself.
+within ``reprlib``'s size limits) the text is made here directly, scrubbed the same way,
+identical to what ``safe_repr`` gives (tests/messaging/test_messaging_span_attributes.py
+compares them); anything else goes to ``safe_repr`` itself.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ._common.saferepr import _REPR, MASK, is_secret_key, safe_repr
+from ._common.saferepr import _REPR, MASK, MIN_SECRET_LEN, is_secret_key, safe_repr, scrub_text
 
 LIMIT = 256  # characters of content recorded per message
 
@@ -40,10 +40,13 @@ def _scalar(value: Any) -> str | None:
         if len(value) > _MAX_STRING:
             return None
         text = repr(value)
-        return text if len(text) <= _MAX_STRING else None
+        if len(text) > _MAX_STRING:
+            return None
+        # Value patterns (URLs with a password, tokens, card numbers): as safe_repr does.
+        return text if len(text) < MIN_SECRET_LEN else scrub_text(text)
     if cls is int:
         text = repr(value)
-        return text if len(text) <= _MAX_LONG else None
+        return text if len(text) < 13 else None  # long enough for a card number: safe_repr
     if cls is float or cls is bool or value is None:
         return repr(value)
     return None

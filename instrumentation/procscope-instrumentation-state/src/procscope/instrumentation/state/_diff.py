@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from ._common.saferepr import MASK, is_secret_key, safe_repr
+from ._common.saferepr import MASK, MIN_SECRET_LEN, is_secret_key, safe_repr, scrub_text
 from ._semconv import ABSENT
 
 # Leaves compared by value: immutable builtins whose __eq__ is cheap and cannot fail.
@@ -222,8 +222,11 @@ def secret_name(name: str) -> bool:
 
 # Builtin scalars whose plain repr() equals safe_repr's (short, cannot fail).
 _PLAIN_REPR = frozenset({bool, float, type(None)})
-_BIG = 10**50
+# Ints of 13 digits or more may be card numbers, strings of SHORT_STR characters or more
+# may hold a credential: those go through safe_repr (or scrub_text), which checks them.
+_BIG = 10**12
 _NEG_BIG = -_BIG  # made once (a big int negated is a new object each time)
+SHORT_STR = MIN_SECRET_LEN - 2  # a repr adds two quotes
 
 
 def value_repr(frozen: Any, field: str | None = None) -> str:
@@ -237,7 +240,7 @@ def value_repr(frozen: Any, field: str | None = None) -> str:
     if cls in _PLAIN_REPR or (cls is int and _NEG_BIG < frozen < _BIG):
         return repr(frozen)
     if cls is str and len(frozen) <= 150:
-        return repr(frozen)
+        return scrub_text(repr(frozen))
     return safe_repr(thaw(frozen), VALUE_LIMIT)
 
 
@@ -247,7 +250,7 @@ def scalar_repr(value: Any) -> str:
     if cls in _PLAIN_REPR or (cls is int and _NEG_BIG < value < _BIG):
         return repr(value)
     if cls is str and len(value) <= 150:
-        return repr(value)
+        return scrub_text(repr(value))
     return safe_repr(value, VALUE_LIMIT)
 
 
@@ -275,15 +278,18 @@ def diff(
             dataclass_view = getattr(old, "typename", None) is not None
             for key in old:
                 sub = f"{path}.{key}" if dataclass_view else f"{path}[{safe_repr(key, 60)}]"
+                # A key added or removed is checked as a changed one is: its value is
+                # recorded as masked under a secret-looking key (str or bytes).
+                secret = is_secret_key(key)
                 if key not in new:
-                    omitted += _add(out, max_entries, sub, old[key], MISSING)
+                    omitted += _add(out, max_entries, sub, MASKED if secret else old[key], MISSING)
                 else:
-                    secret = isinstance(key, str) and secret_name(key)
                     omitted += diff(sub, old[key], new[key], out, max_entries, secret)
             for key in new:
                 if key not in old:
                     sub = f"{path}.{key}" if dataclass_view else f"{path}[{safe_repr(key, 60)}]"
-                    omitted += _add(out, max_entries, sub, MISSING, new[key])
+                    secret = is_secret_key(key)
+                    omitted += _add(out, max_entries, sub, MISSING, MASKED if secret else new[key])
             return omitted
         if cls is FList:
             omitted = 0

@@ -18,7 +18,16 @@ from ._common import shared_state
 from ._common.guard import log_internal_error
 from ._common.head_sampling import should_record
 from ._common.saferepr import MASK
-from ._diff import _BIG, _NEG_BIG, _PLAIN_REPR, SCALARS, _secret_names, scalar_repr, secret_name
+from ._diff import (
+    _BIG,
+    _NEG_BIG,
+    _PLAIN_REPR,
+    SCALARS,
+    SHORT_STR,
+    _secret_names,
+    scalar_repr,
+    secret_name,
+)
 from ._events import (
     _FAST_TYPES,
     _append,
@@ -155,7 +164,7 @@ def record_frame(frame: list[Any], obj: Any, method: str) -> None:
                     if (
                         (cls is int and _NEG_BIG < old < _BIG)
                         or cls in _PLAIN_REPR
-                        or (cls is str and len(old) <= 150)
+                        or (cls is str and len(old) < SHORT_STR)
                     ):
                         old_repr = f"{old!r}"  # repr(), without a builtin's lookup and call
                     else:
@@ -164,7 +173,7 @@ def record_frame(frame: list[Any], obj: Any, method: str) -> None:
                 if (
                     (cls is int and _NEG_BIG < new < _BIG)
                     or cls in _PLAIN_REPR
-                    or (cls is str and len(new) <= 150)
+                    or (cls is str and len(new) < SHORT_STR)
                 ):
                     new_repr = f"{new!r}"
                     tracker.last_repr = (field, new, new_repr)  # small values only

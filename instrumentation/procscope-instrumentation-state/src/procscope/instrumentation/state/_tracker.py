@@ -33,6 +33,7 @@ from ._diff import (
     DIFFABLE,
     MISSING,
     SCALARS,
+    SHORT_STR,
     diff,
     freeze,
     is_container,
@@ -351,7 +352,7 @@ def _snapshot(tracker: Tracker, obj: Any, name: str, target: Any, reason: str) -
                 if (
                     (cls is int and _NEG_BIG < v < _BIG)
                     or cls in _PLAIN_REPR
-                    or (cls is str and len(v) <= 150)
+                    or (cls is str and len(v) < SHORT_STR)
                 ):
                     values.append(f"{v!r}")
                 else:
