@@ -46,6 +46,7 @@ class RunResult:
     note: str = ""
     procscope_stderr: list[str] = field(default_factory=list)
     db_bytes: int = 0
+    env_changed: list[str] = field(default_factory=list)  # short ids
 
     def short(self, test_id: str) -> str:
         """A test id without its module, the same from the stdlib and from a copy."""
@@ -74,6 +75,7 @@ class RunResult:
             "details": self.details, "processes": self.processes,
             "seconds": round(self.seconds, 1), "note": self.note,
             "procscope_stderr": self.procscope_stderr, "db_bytes": self.db_bytes,
+            "env_changed": self.env_changed,
         }
 
 
@@ -132,6 +134,7 @@ def run_suite(suite: Suite, where: str, config_name: str, config: dict[str, Any]
     collected: list[str] | None = None
     raw: dict[str, str] = {}
     details: dict[str, str] = {}
+    env_changed: set[str] = set()
     for _attempt in range(MAX_ATTEMPTS):
         runner_args = list(base_args)
         if collected is not None:
@@ -163,6 +166,8 @@ def run_suite(suite: Suite, where: str, config_name: str, config: dict[str, Any]
                 last_started, last_stopped = record["start"], None
             elif "stop" in record:
                 last_stopped = record["stop"]
+            elif "env_changed" in record:
+                env_changed.add(record["env_changed"])
             elif "outcome" in record:
                 _keep_worst(raw, details, record["id"], record["outcome"], record["detail"])
             elif record.get("finished"):
@@ -195,6 +200,7 @@ def run_suite(suite: Suite, where: str, config_name: str, config: dict[str, Any]
     result.collected = [result.short(t) for t in collected or []]
     result.outcomes = {result.short(t): o for t, o in raw.items()}
     result.details = {result.short(t): d for t, d in details.items() if d}
+    result.env_changed = sorted(result.short(t) for t in env_changed)
     result.seconds = time.monotonic() - begin
     result.procscope_stderr = _procscope_lines(stderr_path)
     for suffix in ("", "-wal", "-shm"):
@@ -219,7 +225,7 @@ def _truncate_journal(journal: str, records: list[dict[str, Any]]) -> None:
     """Keep the journal's outcomes only: the next process starts from a clean slate."""
     with open(journal, "w", encoding="utf-8") as f:
         for record in records:
-            if "collected" in record or "outcome" in record:
+            if "collected" in record or "outcome" in record or "env_changed" in record:
                 f.write(json.dumps(record) + "\n")
 
 

@@ -47,6 +47,11 @@ def differences(results: list[RunResult]) -> list[dict[str, Any]]:
                 "kind": "regression" if _worse(after, before) else "changed",
                 "detail": run.details.get(test, ""),
             })
+        # regrtest's "environment changed" (test.support saw a dangling thread or process,
+        # a changed signal handler...): shown, not a failure of --check.
+        for test in sorted(set(run.env_changed) - set(base.env_changed)):
+            diffs.append({**where, "test": test, "plain": "unchanged",
+                          "outcome": "env changed", "kind": "env changed", "detail": ""})
     return diffs
 
 
@@ -98,32 +103,39 @@ def _rows(results: list[RunResult], diffs: list[dict[str, Any]]) -> list[list[st
                 == (run.suite.name, run.where, run.config)]
         regressions = sum(d["kind"] == "regression" for d in mine)
         flaky = sum(d["kind"] == "flaky" for d in mine)
+        env = sum(d["kind"] == "env changed" for d in mine)
         rows.append([
             run.suite.name, run.where, run.config, str(len(run.outcomes)),
             *(str(counts[c]) for c in COLUMNS),
             "-" if run.config == "plain" else str(regressions),
             "-" if run.config == "plain" else str(flaky),
+            str(len(run.env_changed)) if run.config == "plain" else str(env),
             f"{run.seconds:.0f}",
         ])
     return rows
 
 
-HEADER = ["suite", "where", "config", "tests", *COLUMNS, "worse than plain", "flaky", "s"]
+HEADER = ["suite", "where", "config", "tests", *COLUMNS, "worse than plain", "flaky",
+          "env changed", "s"]
 
 
 def _difference_lines(diffs: list[dict[str, Any]], unknown: list[dict[str, Any]]) -> list[str]:
     lines = []
     for diff in diffs:
-        if diff["kind"] == "changed":
-            tag = "changed"
+        if diff["kind"] in ("changed", "env changed"):
+            tag = diff["kind"]
         elif diff["kind"] == "flaky":
             tag = f"flaky (rerun: {diff.get('recheck')})"
         elif diff in unknown:
             tag = "NEW"
         else:
             tag = "known"
-        first = next((ln.strip() for ln in reversed(diff["detail"].splitlines())
-                      if ln.strip()), "")
+        lines_of_detail = [ln.strip() for ln in diff["detail"].splitlines() if ln.strip()]
+        method = diff["test"].rsplit(".", 1)[-1]
+        if diff["outcome"] == "hang":  # the stack dump: where the test itself waits
+            first = next((ln for ln in lines_of_detail if method in ln), "")
+        else:  # a traceback: its last line, the exception
+            first = lines_of_detail[-1] if lines_of_detail else ""
         lines.append(f"[{tag}] {diff['suite']} [{diff['where']}] {diff['config']}: "
                      f"{diff['test']}: {diff['plain']} -> {diff['outcome']}"
                      + (f" ({first[:160]})" if first else ""))
@@ -145,7 +157,7 @@ def table_text(results: list[RunResult], diffs: list[dict[str, Any]],
     out += ["  " + line for line in _difference_lines(diffs, unknown)]
     notes = [r for r in results if r.note or r.procscope_stderr]
     for run in notes:
-        out.append(f"Note {run.suite.name} [{run.where}] {run.config}: {run.note}")
+        out.append(f"Note {run.suite.name} [{run.where}] {run.config}: {run.note}".rstrip())
         out += [f"    stderr: {line[:200]}" for line in run.procscope_stderr[:5]]
     return "\n".join(out)
 

@@ -79,6 +79,13 @@ class JournalResult(unittest.TestResult):
         super().stopTest(test)
         test_id = _test_id(test)
         self._journal.write({"stop": test_id})
+        # What regrtest calls "environment changed" (a dangling thread or process, a
+        # changed signal handler, ...): test.support's helpers set this flag and warn.
+        from test import support
+
+        if support.environment_altered:
+            self._journal.write({"env_changed": test_id})
+            support.environment_altered = False
         self._arm()
 
     def addSuccess(self, test: Any) -> None:  # noqa: N802

@@ -32,6 +32,7 @@ TEST_DIR = os.path.join(sysconfig.get_paths()["stdlib"], "test")
 
 MP_SUBSET = [
     "*.WithProcessesTestProcess.*",
+    "*.WithProcessesTestSubclassingProcess.*",
     "*.WithProcessesTestQueue.*",
     "*.WithManagerTestQueue.*",
     "*.WithProcessesTestConnection.*",
@@ -108,7 +109,7 @@ CI_SUITES = {
                                 "*ProcessPoolSpawnExecutorTest.*"],
     "test_multiprocessing_fork": ["*.WithProcessesTestProcess.*", "*.WithProcessesTestQueue.*",
                                   "*.WithManagerTestQueue.*", "*.TestSimpleQueue.*"],
-    "test_multiprocessing_spawn": ["*.WithProcessesTestProcess.test_sys_exit",
+    "test_multiprocessing_spawn": ["*.WithProcessesTestSubclassingProcess.test_sys_exit",
                                    "*.WithProcessesTestQueue.test_put",
                                    "*.WithProcessesTestQueue.test_get"],
 }
