@@ -147,7 +147,7 @@ def table_text(results: list[RunResult], diffs: list[dict[str, Any]],
     rows = [HEADER, *_rows(results, diffs)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     out = [f"Conformance: Python {meta['python']}, profile {meta['profile']}, "
-           f"{meta['started']} to {meta['finished']}", ""]
+           f"procscope at {meta['tree']}, {meta['started']} to {meta['finished']}", ""]
     for row in rows:
         out.append("  ".join(cell.ljust(w) if i < 3 else cell.rjust(w)
                              for i, (cell, w) in enumerate(zip(row, widths))))
@@ -164,8 +164,8 @@ def table_text(results: list[RunResult], diffs: list[dict[str, Any]],
 
 def markdown(results: list[RunResult], diffs: list[dict[str, Any]],
              unknown: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    out = [f"Python {meta['python']}, profile `{meta['profile']}`, "
-           f"{meta['started']} to {meta['finished']}.", ""]
+    out = [f"Python {meta['python']}, profile `{meta['profile']}`, procscope at "
+           f"`{meta['tree']}`, {meta['started']} to {meta['finished']}.", ""]
     out.append("| " + " | ".join(HEADER) + " |")
     out.append("|" + " --- |" * len(HEADER))
     out += ["| " + " | ".join(row) + " |" for row in _rows(results, diffs)]

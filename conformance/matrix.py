@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import shutil
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
         "executable": sys.executable,
         "profile": args.profile,
+        "tree": _tree_version(),
         "started": started.isoformat(timespec="seconds"),
         "finished": finished.isoformat(timespec="seconds"),
         "configs": {c: CONFIGS[c] for c in configs},
@@ -180,6 +182,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{os.path.relpath(args.known)} does not list", file=sys.stderr)
         return 1
     return 0
+
+
+def _tree_version() -> str:
+    """The commit the procscope under test was at, "-dirty" with uncommitted changes."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def _recheck(diffs: list[dict[str, Any]], results: list[RunResult],
