@@ -27,7 +27,7 @@ from typing import Any
 from . import _ending
 from ._common import shared_state
 from ._common.guard import log_internal_error
-from ._common.saferepr import safe_repr
+from ._common.saferepr import safe_repr, scrub_command
 from ._common.threadinfo import on_main_thread
 from ._environ import real_environ
 from ._patching import Patches
@@ -84,8 +84,8 @@ def _is_python(program: str, shell: bool) -> bool:
 
 
 def _command_args(args: Any) -> list[str]:
-    """The command line, bounded; only the program when content capture is off (arguments
-    can carry secrets: passwords, tokens)."""
+    """The command line, bounded and scrubbed; only the program when content capture is
+    off (arguments can carry secrets: passwords, tokens)."""
     if not shared_state.settings().capture_content:
         return [_program(args, None, True)[:256]]
     if isinstance(args, (str, bytes, os.PathLike)):
@@ -99,7 +99,8 @@ def _command_args(args: Any) -> list[str]:
             os.fsdecode(a) if isinstance(a, (str, bytes, os.PathLike)) else safe_repr(a, 256)
             for a in list(args)[:_MAX_ARGS]
         ]
-    return [a if len(a) <= 256 else a[:255] + "…" for a in items]
+    # Secrets masked (--password x, tokens, URLs with a password) before the cut.
+    return [a if len(a) <= 256 else a[:255] + "…" for a in scrub_command(items)]
 
 
 def _same_environment(program: str) -> bool:
