@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from ._common.guard import handle_internal_errors
 from ._common.naming import set_name
+from ._common.saferepr import set_extra_rules
 from ._common.settings import SettingWarning, resolve
 from ._scope import Scope
 
@@ -27,6 +28,8 @@ def setup(
     sampling: str | None = None,
     db_max_bytes: int | None = None,
     db_max_age: float | None = None,
+    scrub_keys: str | list[str] | None = None,
+    scrub_values: str | list[str] | None = None,
 ) -> Scope:
     """Start recording: provider, processors, exporters and the instrumentors of ``level``.
 
@@ -54,8 +57,12 @@ def setup(
                 sampling=sampling,
                 db_max_bytes=db_max_bytes,
                 db_max_age=db_max_age,
+                scrub_keys=scrub_keys,
+                scrub_values=scrub_values,
             )
         )
+        # Before anything records: the rules every recorded value is scrubbed by.
+        set_extra_rules(scope.settings.scrub_keys, scope.settings.scrub_values)
         with handle_internal_errors():
             scope.start()
         _scope = scope

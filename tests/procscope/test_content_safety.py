@@ -245,3 +245,38 @@ def test_a_blocking_repr_does_not_block_put(run_app: Callable[..., Any], tmp_pat
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
     assert "Stuck(n=1)" in db_text(db)
+
+
+EXTRA_RULES_PROGRAM = r"""
+import multiprocessing, queue, sys
+import procscope
+
+procscope.setup(db=sys.argv[1], scrub_keys="employee", scrub_values=r"EMP-[0-9]{6}")
+
+def child(q):
+    q.put({"note": "badge EMP-445566 issued"})  # a spawn child: the rules from the settings
+
+if __name__ == "__main__":
+    q = queue.Queue()
+    q.put({"employee_ref": "zqEMPLOYEE", "note": "badge EMP-123456 issued"})
+    q.get()
+    mq = multiprocessing.get_context("spawn").Queue()
+    p = multiprocessing.get_context("spawn").Process(target=child, args=(mq,))
+    p.start()
+    mq.get()
+    p.join()
+    procscope.shutdown()
+    print("done")
+"""
+
+
+def test_extra_scrub_rules_from_the_settings(run_app: Callable[..., Any], tmp_path: Path) -> None:
+    """scrub_keys and scrub_values add key and value rules, in the program and in a spawn
+    child (they travel as PROCSCOPE_SCRUB_KEYS / PROCSCOPE_SCRUB_VALUES)."""
+    db = tmp_path / "trace.db"
+    result = run_app(EXTRA_RULES_PROGRAM.replace("sys.argv[1]", repr(str(db))), timeout=180)
+    assert result.returncode == 0, result.stderr
+    text = db_text(db)
+    assert "'employee_ref': ***" in text and "zqEMPLOYEE" not in text
+    assert "badge *** issued" in text
+    assert "EMP-123456" not in text and "EMP-445566" not in text

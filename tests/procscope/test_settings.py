@@ -22,6 +22,8 @@ BAD_VALUES = [
     ("sampling", "PROCSCOPE_SAMPLING", "sometimes", "sampling", "head"),
     ("db_max_bytes", "PROCSCOPE_DB_MAX_BYTES", "-5", "db_max_bytes", None),
     ("db_max_age", "PROCSCOPE_DB_MAX_AGE", "forever", "db_max_age", None),
+    ("scrub_keys", "PROCSCOPE_SCRUB_KEYS", "employee(", "scrub_keys", None),
+    ("scrub_values", "PROCSCOPE_SCRUB_VALUES", "EMP-[0-9", "scrub_values", None),
 ]
 
 

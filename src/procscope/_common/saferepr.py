@@ -19,7 +19,7 @@ build a huge text, or print a password. Everything recorded goes through
   tokens, JWTs, cloud and service keys, private-key blocks, card numbers (Luhn), and
   ``key=value`` / ``'key': value`` text under a secret-looking key.
 
-The rules are listed in docs/scrubbing.md; :func:`add_rules` extends them.
+The rules are listed in docs/scrubbing.md; :func:`set_extra_rules` extends them.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from itertools import islice
 from typing import Any
+
+from . import shared_state
 
 DEFAULT_LIMIT = 512
 MASK = "***"
@@ -88,21 +90,63 @@ _value_search = _VALUE.search
 MIN_SECRET_LEN = 10
 
 
-def add_rules(keys: Sequence[str] = (), values: Sequence[str] = ()) -> None:
-    """Also mask values under keys matching any of ``keys`` (regular expressions, searched
-    case-insensitively in the key) and text matching any of ``values`` (regular expressions).
-    Raises ``re.error`` for a bad expression, before changing anything."""
+def set_extra_rules(keys: str | None = None, values: str | None = None) -> None:
+    """Also mask values under keys matching ``keys`` (a regular expression, searched
+    case-insensitively in the key) and text matching ``values`` (a regular expression),
+    besides the built-in rules; None: the built-in rules only. The settings scrub_keys and
+    scrub_values (PROCSCOPE_SCRUB_KEYS, PROCSCOPE_SCRUB_VALUES) set these at setup.
+    Raises ``re.error`` for a bad expression, before changing anything.
+
+    Every loaded copy of these helpers (the root's and each plugin's) takes the rules, and
+    a copy loaded later finds them in the shared state."""
+    for pattern in (keys, values):
+        if pattern is not None:
+            re.compile(pattern)
+    state = shared_state.get()
+    with state.lock:
+        state.scrub_rules = (keys, values)
+        for apply in list(state.scrub_appliers):
+            apply(keys, values)
+
+
+def _apply_rules(keys: str | None, values: str | None) -> None:
+    """Take the extra rules into this copy's expressions (under the shared lock)."""
     global _KEY, _VALUE, _key_search, _value_search
-    for pattern in [*keys, *values]:
-        re.compile(pattern)
-    _extra_keys.extend(keys)
-    _extra_values.extend(values)
+    _extra_keys[:] = [keys] if keys else []
+    _extra_values[:] = [values] if values else []
     _KEY, _VALUE = _compile()
     _key_search, _value_search = _KEY.search, _VALUE.search
-    _secret_cache.clear()
+    _key_rules_changed()
 
 
 _secret_cache: dict[Any, bool] = {}
+# Caches of is_secret_key's answers kept elsewhere (the hot paths' own dicts): emptied in
+# place when the rules change.
+_key_caches: list[dict[Any, bool]] = [_secret_cache]
+
+
+def register_key_cache(cache: dict[Any, bool]) -> dict[Any, bool]:
+    """Have ``cache`` (key -> is_secret_key(key)) emptied whenever the rules change."""
+    _key_caches.append(cache)
+    return cache
+
+
+def _key_rules_changed() -> None:
+    for cache in _key_caches:
+        cache.clear()
+
+
+def _join_shared_rules() -> None:
+    state = shared_state.get()
+    with state.lock:
+        appliers = state.__dict__.setdefault("scrub_appliers", [])
+        appliers.append(_apply_rules)
+        keys, values = state.__dict__.setdefault("scrub_rules", (None, None))
+        if keys or values:
+            _apply_rules(keys, values)
+
+
+_join_shared_rules()
 
 
 def is_secret_key(key: object) -> bool:

@@ -8,6 +8,7 @@ the default is used instead.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ ENV_EXPORTER = "OTEL_TRACES_EXPORTER"
 ENV_SAMPLING = "PROCSCOPE_SAMPLING"
 ENV_DB_MAX_BYTES = "PROCSCOPE_DB_MAX_BYTES"
 ENV_DB_MAX_AGE = "PROCSCOPE_DB_MAX_AGE"
+ENV_SCRUB_KEYS = "PROCSCOPE_SCRUB_KEYS"
+ENV_SCRUB_VALUES = "PROCSCOPE_SCRUB_VALUES"
 
 DEFAULT_DB = "procscope.db"
 DEFAULT_LEVEL = "full"
@@ -118,6 +121,19 @@ def parse_byte_count(value: object) -> int:
     return int(parse_positive_float(value))
 
 
+def parse_pattern(value: object) -> str:
+    """A regular expression (docs/scrubbing.md); a list of them is joined as alternatives."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        value = "|".join(f"(?:{v})" for v in value)
+    if not isinstance(value, str) or not value.strip():
+        raise BadSettingError("expected a regular expression")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise BadSettingError(f"not a regular expression ({exc})") from None
+    return value
+
+
 def parse_db(value: object) -> str:
     """An absolute path to a trace DB file that we can create or write."""
     if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
@@ -205,6 +221,8 @@ class Settings:
     sampling: str = DEFAULT_SAMPLING
     db_max_bytes: int | None = None
     db_max_age: float | None = None
+    scrub_keys: str | None = None
+    scrub_values: str | None = None
 
     def as_environ(self) -> dict[str, str]:
         """The environment that gives a child process these same settings."""
@@ -220,6 +238,10 @@ class Settings:
             env[ENV_DB_MAX_BYTES] = str(self.db_max_bytes)
         if self.db_max_age is not None:
             env[ENV_DB_MAX_AGE] = repr(self.db_max_age)
+        if self.scrub_keys is not None:
+            env[ENV_SCRUB_KEYS] = self.scrub_keys
+        if self.scrub_values is not None:
+            env[ENV_SCRUB_VALUES] = self.scrub_values
         return env
 
 
@@ -237,6 +259,8 @@ def resolve(
     sampling: Any = None,
     db_max_bytes: Any = None,
     db_max_age: Any = None,
+    scrub_keys: Any = None,
+    scrub_values: Any = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve every setting, warning once for each bad value."""
@@ -265,5 +289,11 @@ def resolve(
         ),
         db_max_age=resolve_one(
             "db_max_age", ENV_DB_MAX_AGE, db_max_age, parse_positive_float, None, environ
+        ),
+        scrub_keys=resolve_one(
+            "scrub_keys", ENV_SCRUB_KEYS, scrub_keys, parse_pattern, None, environ
+        ),
+        scrub_values=resolve_one(
+            "scrub_values", ENV_SCRUB_VALUES, scrub_values, parse_pattern, None, environ
         ),
     )

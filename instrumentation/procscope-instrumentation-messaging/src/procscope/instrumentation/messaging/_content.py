@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common.saferepr import _REPR, MASK, MIN_SECRET_LEN, is_secret_key, safe_repr, scrub_text
+from ._common.saferepr import (
+    _REPR,
+    MASK,
+    MIN_SECRET_LEN,
+    is_secret_key,
+    register_key_cache,
+    safe_repr,
+    scrub_text,
+)
 
 LIMIT = 256  # characters of content recorded per message
 
@@ -29,7 +37,7 @@ _PLAIN_TYPES = frozenset((int, float, bool, type(None), str, bytes))
 # Whether a dict key looks like a secret (a regular expression search), remembered for the
 # keys met so far: messages of one program reuse a few keys. Bounded: once full, further
 # keys are checked each time.
-_secret_keys: dict[str, bool] = {}
+_secret_keys: dict[str, bool] = register_key_cache({})
 _SECRET_KEYS_MAX = 4096
 
 

@@ -17,7 +17,14 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from ._common.saferepr import MASK, MIN_SECRET_LEN, is_secret_key, safe_repr, scrub_text
+from ._common.saferepr import (
+    MASK,
+    MIN_SECRET_LEN,
+    is_secret_key,
+    register_key_cache,
+    safe_repr,
+    scrub_text,
+)
 from ._semconv import ABSENT
 
 # Leaves compared by value: immutable builtins whose __eq__ is cheap and cannot fail.
@@ -207,7 +214,7 @@ class _DataclassView:
         return f"{self.typename}({inner})"
 
 
-_secret_names: dict[str, bool] = {}
+_secret_names: dict[str, bool] = register_key_cache({})
 
 
 def secret_name(name: str) -> bool:
