@@ -122,11 +122,12 @@ def _apply_rules(keys: str | None, values: str | None) -> None:
 _secret_cache: dict[Any, bool] = {}
 # Caches of is_secret_key's answers kept elsewhere (the hot paths' own dicts): emptied in
 # place when the rules change.
-_key_caches: list[dict[Any, bool]] = [_secret_cache]
+_key_caches: list[dict[Any, Any]] = [_secret_cache]
 
 
-def register_key_cache(cache: dict[Any, bool]) -> dict[Any, bool]:
-    """Have ``cache`` (key -> is_secret_key(key)) emptied whenever the rules change."""
+def register_key_cache(cache: dict[Any, Any]) -> dict[Any, Any]:
+    """Have ``cache`` (of is_secret_key's or scrub_text's answers) emptied whenever the
+    rules change."""
     _key_caches.append(cache)
     return cache
 
@@ -188,7 +189,7 @@ def _replace(match: re.Match[str]) -> str:
     return MASK
 
 
-_digit_run = re.compile(r"\d\d\d\d").search
+_digit_run = re.compile(r"[0-9][0-9][0-9][0-9]").search
 
 
 def scrub_text(text: str) -> str:
@@ -214,7 +215,8 @@ def scrub_text(text: str) -> str:
         or "earer" in text
         or "asic" in text
         or _extra_values
-        or _digit_run(text) is not None
+        # 13 digits and two quotes at least; [0-9] rather than \d: a faster scan.
+        or (len(text) >= 15 and _digit_run(text) is not None)
     ):
         return text
     return _VALUE.sub(_replace, text)

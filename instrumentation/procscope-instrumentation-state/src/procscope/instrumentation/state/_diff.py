@@ -247,7 +247,7 @@ def value_repr(frozen: Any, field: str | None = None) -> str:
     if cls in _PLAIN_REPR or (cls is int and _NEG_BIG < frozen < _BIG):
         return repr(frozen)
     if cls is str and len(frozen) <= 150:
-        return scrub_text(repr(frozen))
+        return str_repr(frozen)
     return safe_repr(thaw(frozen), VALUE_LIMIT)
 
 
@@ -257,8 +257,26 @@ def scalar_repr(value: Any) -> str:
     if cls in _PLAIN_REPR or (cls is int and _NEG_BIG < value < _BIG):
         return repr(value)
     if cls is str and len(value) <= 150:
-        return scrub_text(repr(value))
+        return str_repr(value)
     return safe_repr(value, VALUE_LIMIT)
+
+
+# The scrubbed reprs of the strings met lately: state strings repeat (a few labels, a few
+# statuses), and scrub_text's checks cost several times the repr. Emptied when full, and
+# when the scrubbing rules change.
+_str_reprs: dict[str, str] = register_key_cache({})
+_str_reprs_get = _str_reprs.get
+
+
+def str_repr(value: str) -> str:
+    """scrub_text(repr(value)) of a str of at most 150 characters, remembered."""
+    text = _str_reprs_get(value)
+    if text is None:
+        text = scrub_text(repr(value))
+        if len(_str_reprs) >= 4096:
+            _str_reprs.clear()
+        _str_reprs[value] = text
+    return text
 
 
 def diff(

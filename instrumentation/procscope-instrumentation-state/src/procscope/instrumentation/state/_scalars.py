@@ -27,6 +27,7 @@ from ._diff import (
     _secret_names,
     scalar_repr,
     secret_name,
+    str_repr,
 )
 from ._events import (
     _FAST_TYPES,
@@ -177,6 +178,9 @@ def record_frame(frame: list[Any], obj: Any, method: str) -> None:
                 ):
                     new_repr = f"{new!r}"
                     tracker.last_repr = (field, new, new_repr)  # small values only
+                elif cls is str and len(new) <= 150:
+                    new_repr = str_repr(new)  # scrubbed (and remembered)
+                    tracker.last_repr = (field, new, new_repr)
                 else:
                     new_repr = scalar_repr(new)
             attributes = {
