@@ -40,6 +40,13 @@ _PLAIN_TYPES = frozenset((int, float, bool, type(None), str, bytes))
 _secret_keys: dict[str, bool] = register_key_cache({})
 _SECRET_KEYS_MAX = 4096
 
+# The recorded text of the short strings and bytes met lately: scrub_text's checks cost a
+# few times the repr, and messages repeat their strings (keys' values, statuses, names).
+# Emptied when full, and when the scrubbing rules change.
+_scrubbed: dict[Any, str] = register_key_cache({})
+_scrubbed_get = _scrubbed.get
+_SCRUBBED_MAX = 1024
+
 
 def _scalar(value: Any) -> str | None:
     """repr of a plain scalar as reprlib (under safe_repr's settings) makes it, or None."""
@@ -47,11 +54,19 @@ def _scalar(value: Any) -> str | None:
     if cls is str or cls is bytes:
         if len(value) > _MAX_STRING:
             return None
-        text = repr(value)
-        if len(text) > _MAX_STRING:
-            return None
-        # Value patterns (URLs with a password, tokens, card numbers): as safe_repr does.
-        return text if len(text) < MIN_SECRET_LEN else scrub_text(text)
+        text = _scrubbed_get(value)
+        if text is None:
+            text = repr(value)
+            if len(text) > _MAX_STRING:
+                return None
+            # Value patterns (URLs with a password, tokens, card numbers), as safe_repr
+            # masks them; the answer remembered (see _scrubbed).
+            if len(text) >= MIN_SECRET_LEN:
+                text = scrub_text(text)
+            if len(_scrubbed) >= _SCRUBBED_MAX:
+                _scrubbed.clear()
+            _scrubbed[value] = text
+        return text
     if cls is int:
         text = repr(value)
         return text if len(text) < 13 else None  # long enough for a card number: safe_repr
