@@ -129,3 +129,42 @@ def test_plugin_warnings_are_procscope_setting_warnings() -> None:
     assert plugin_settings.SettingWarning is procscope.SettingWarning
     with pytest.warns(procscope.SettingWarning, match="PROCSCOPE_LEVEL"):
         plugin_settings.resolve(environ={"PROCSCOPE_LEVEL": "loud"})
+
+
+def test_safe_repr_runs_no_program_code_and_masks_every_shape() -> None:
+    """Objects with their own __repr__, __iter__, __getitem__ or items() are shown by their
+    fields without calling any of them; secrets are masked in mapping subclasses, bytes
+    keys, header pairs and fields; a huge bytes value is sliced, not copied whole."""
+    import collections
+    import collections.abc
+
+    calls: list[str] = []
+
+    class Headers(collections.abc.Mapping):  # type: ignore[type-arg]
+        def __init__(self) -> None:
+            self._store = {"authorization": "Bearer abcdefgh1234", "accept": "*/*"}
+
+        def __getitem__(self, key: object) -> object:
+            calls.append("getitem")
+            raise KeyError(key)
+
+        def __iter__(self) -> Any:
+            calls.append("iter")
+            return iter(())
+
+        def __len__(self) -> int:
+            calls.append("len")
+            return 0
+
+        def __repr__(self) -> str:
+            calls.append("repr")
+            return "Headers(...)"
+
+    text = saferepr.safe_repr(Headers())
+    assert calls == []
+    assert text.endswith(".Headers(_store={'authorization': ***, 'accept': '*/*'})")
+    assert saferepr.safe_repr(collections.OrderedDict(token="t0p")) == "OrderedDict({'token': ***})"
+    assert saferepr.safe_repr({b"password": b"pw"}) == "{b'password': ***}"
+    assert saferepr.safe_repr([("Cookie", "id=1")]) == "[('Cookie', ***)]"
+    big = saferepr.safe_repr(b"\x00" * 50_000_000)
+    assert len(big) < 1000 and big.startswith("b'\\x00")

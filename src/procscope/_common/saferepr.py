@@ -232,7 +232,18 @@ _TRUSTED_MODULES = frozenset(
 )  # fmt: skip
 # Array libraries: their objects are shown by shape and dtype, not their (huge) repr.
 _ARRAY_MODULES = frozenset({"numpy", "pandas", "torch", "jax", "jaxlib", "cupy", "tensorflow"})
+# Modules whose Mapping types are read through items() (cheap, no program code).
+_MAPPING_MODULES = _TRUSTED_MODULES | {"os", "weakref", "_collections_abc", "http.cookies"}
 _trusted_cache: dict[type, bool] = {}
+
+
+def _module_of(cls: type) -> str:
+    try:
+        return str(cls.__module__)
+    except Exception:  # noqa: BLE001 -- a hostile metaclass
+        return ""
+
+
 _object_repr = object.__repr__
 _get = object.__getattribute__
 
@@ -387,8 +398,11 @@ class _ScrubbingRepr(reprlib.Repr):
             return f"{name}({self._sliced(x, str)})"
         if isinstance(x, (bytes, bytearray)):
             return f"{name}({self._sliced(x, bytes if isinstance(x, bytes) else bytearray)})"
-        if isinstance(x, int) and _trusted_repr(cls):  # IntEnum and such
-            return _cut(scrub_text(repr(x)), self.maxother)
+        if isinstance(x, (int, float)):
+            if _trusted_repr(cls):  # IntEnum and such
+                return _cut(scrub_text(repr(x)), self.maxother)
+            base_repr = int.__repr__ if isinstance(x, int) else float.__repr__
+            return f"{name}({_cut(scrub_text(base_repr(x)), self.maxlong)})"
         if isinstance(x, tuple) and hasattr(cls, "_fields"):  # a namedtuple
             fields = [f for f in cls._fields if isinstance(f, str)]
             return self._fields(name, zip(fields, tuple.__iter__(x)), level)
@@ -400,7 +414,10 @@ class _ScrubbingRepr(reprlib.Repr):
             if level <= 0:
                 return f"{name}({{...}})"
             return f"{name}({self._items(dict.items(x), level)})"
-        if isinstance(x, Mapping):  # read by items(), at most maxdict + 1 of them
+        # A mapping of the standard library (os.environ, ChainMap, mappingproxy...) is read
+        # by items(), at most maxdict + 1 of them; the program's own mappings may do
+        # anything in items() (read a file, a database) and are shown by their fields.
+        if isinstance(x, Mapping) and _module_of(cls) in _MAPPING_MODULES:
             if level <= 0:
                 return f"{name}({{...}})"
             return f"{name}({self._items(islice(x.items(), self.maxdict + 1), level)})"
