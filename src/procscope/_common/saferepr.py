@@ -358,7 +358,7 @@ class _ScrubbingRepr(reprlib.Repr):
         )
 
     def repr_int(self, x: int, level: int) -> str:
-        if x.bit_length() > 200:  # a repr is quadratic in the digits; over 4300 it raises
+        if x.bit_length() > 1024:  # a repr is quadratic in the digits; over 4300 it raises
             return f"<int of {x.bit_length()} bits>"
         text = reprlib.Repr.repr_int(self, int(x), level)
         return scrub_text(text) if len(text) >= 13 else text
