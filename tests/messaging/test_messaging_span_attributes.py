@@ -46,6 +46,8 @@ CONTENTS = [
     [], [1, "two", 3.0, None], list(range(16)), list(range(17)), (), (1,), ("a", b"b"),
     tuple(range(17)), [[1]], {"s": _Str("v")}, [_Secretive()], {"bad": _BadRepr()},
     _BadRepr(), {"long": "w" * 300}, ["v" * 100] * 3, _Str("plain"), {1, 2},
+    ("Authorization", "Bearer abcdefgh12"), ("password", 1), ["user=ann&password=pw"],
+    "postgres://u:pw@h/x", 4111111111111111, {"card": "4111-1111-1111-1111"},
 ]
 
 

@@ -106,6 +106,8 @@ def _fast(item: Any) -> str | None:
     if cls is list or cls is tuple:
         if len(item) > _MAX_ITEMS:
             return None
+        if cls is tuple and len(item) == 2 and type(item[0]) is str and _secret(item[0]):
+            return None  # a (key, value) pair under a secret key: safe_repr masks the value
         pieces = []
         for value in item:
             text = _scalar(value)
