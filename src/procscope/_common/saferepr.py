@@ -27,9 +27,11 @@ from __future__ import annotations
 import dataclasses
 import re
 import reprlib
+from array import array
 from collections import deque
 from collections.abc import Mapping, Sequence
 from itertools import islice
+from types import MethodType
 from typing import Any
 
 from . import shared_state
@@ -222,18 +224,39 @@ def scrub_text(text: str) -> str:
     return _VALUE.sub(_replace, text)
 
 
-# Modules whose types' reprs are cheap, bounded and run no program code; these are called.
-_TRUSTED_MODULES = frozenset(
+# The classes whose __repr__ is called: cheap, bounded, and calling no program code (by the
+# module and name of the class that defines __repr__, so that no module is imported to
+# check; the names as Python 3.10 to 3.13 report them). Others are shown by their fields.
+# Not here on purpose: containers and views whose repr calls their items' reprs (list
+# and dict subclasses, UserList, dict views, bound methods, partial, SimpleNamespace...).
+_SAFE_REPRS = frozenset(
     {
-        "builtins", "_thread", "datetime", "_datetime", "decimal", "_decimal", "_pydecimal",
-        "fractions", "uuid", "pathlib", "enum", "ipaddress", "re", "_sre", "zoneinfo",
-        "threading", "_io", "io", "socket", "array", "collections", "types", "functools",
+        ("builtins", "object"), ("builtins", "type"), ("builtins", "function"),
+        ("builtins", "builtin_function_or_method"), ("builtins", "module"),
+        ("builtins", "range"), ("builtins", "memoryview"), ("builtins", "code"),
+        ("builtins", "generator"), ("builtins", "coroutine"), ("builtins", "ellipsis"),
+        ("builtins", "NotImplementedType"), ("builtins", "method-wrapper"),
+        ("builtins", "wrapper_descriptor"), ("builtins", "method_descriptor"),
+        ("builtins", "getset_descriptor"), ("builtins", "member_descriptor"),
+        ("_thread", "lock"), ("_thread", "RLock"), ("threading", "Thread"),
+        ("threading", "Condition"), ("threading", "Event"), ("threading", "Semaphore"),
+        ("_io", "FileIO"), ("_io", "BufferedReader"), ("_io", "BufferedWriter"),
+        ("_io", "TextIOWrapper"), ("socket", "socket"), ("weakref", "ReferenceType"),
+        ("datetime", "date"), ("datetime", "datetime"), ("datetime", "time"),
+        ("datetime", "timedelta"), ("datetime", "timezone"), ("zoneinfo", "ZoneInfo"),
+        ("decimal", "Decimal"), ("fractions", "Fraction"), ("uuid", "UUID"),
+        ("pathlib", "PurePath"), ("pathlib._local", "PurePath"),
+        ("enum", "Enum"), ("enum", "Flag"), ("enum", "IntEnum"), ("enum", "IntFlag"),
+        ("ipaddress", "_BaseAddress"), ("ipaddress", "_BaseNetwork"),
+        ("re", "Pattern"), ("re", "Match"),
     }
 )  # fmt: skip
 # Array libraries: their objects are shown by shape and dtype, not their (huge) repr.
 _ARRAY_MODULES = frozenset({"numpy", "pandas", "torch", "jax", "jaxlib", "cupy", "tensorflow"})
 # Modules whose Mapping types are read through items() (cheap, no program code).
-_MAPPING_MODULES = _TRUSTED_MODULES | {"os", "weakref", "_collections_abc", "http.cookies"}
+_MAPPING_MODULES = frozenset(
+    {"builtins", "collections", "os", "weakref", "_collections_abc", "types", "http.cookies"}
+)
 _trusted_cache: dict[type, bool] = {}
 
 
@@ -244,6 +267,7 @@ def _module_of(cls: type) -> str:
         return ""
 
 
+_DICT_VIEWS: tuple[type, ...] = (type({}.keys()), type({}.values()), type({}.items()))
 _object_repr = object.__repr__
 _get = object.__getattribute__
 
@@ -258,8 +282,8 @@ def _trusted_repr(cls: type) -> bool:
                 if "__repr__" in base.__dict__:
                     module = str(base.__module__)
                     known = (
-                        base.__dict__["__repr__"] is _object_repr
-                        or module in _TRUSTED_MODULES
+                        (module, str(base.__qualname__)) in _SAFE_REPRS
+                        or base.__dict__["__repr__"] is _object_repr
                         or module.startswith("procscope.")  # our own views of user values
                     )
                     break
@@ -306,6 +330,8 @@ class _ScrubbingRepr(reprlib.Repr):
             set: self.repr_set,
             frozenset: self.repr_frozenset,
             deque: self.repr_deque,
+            array: self.repr_array,
+            MethodType: self._repr_method,
         }
 
     def repr1(self, x: Any, level: int) -> str:
@@ -389,6 +415,13 @@ class _ScrubbingRepr(reprlib.Repr):
             return f"({self.repr1(x[0], level - 1)}, {MASK})"
         return super().repr_tuple(x, level)
 
+    def _repr_method(self, x: Any, level: int) -> str:
+        # Not its repr, which is the repr of the object it is bound to.
+        try:
+            return f"<bound method {_get(_get(x, '__func__'), '__qualname__')}>"
+        except Exception:  # noqa: BLE001 -- a callable without a name
+            return "<bound method>"
+
     # Everything else: never the program's own __repr__.
 
     def _repr_other(self, x: Any, level: int) -> str:
@@ -421,6 +454,8 @@ class _ScrubbingRepr(reprlib.Repr):
             if level <= 0:
                 return f"{name}({{...}})"
             return f"{name}({self._items(islice(x.items(), self.maxdict + 1), level)})"
+        if isinstance(x, _DICT_VIEWS):  # their repr is the repr of every item
+            return f"{name}({self.repr1(list(islice(iter(x), self.maxlist + 1)), level)})"
         if isinstance(x, BaseException):
             args = x.args if isinstance(x.args, tuple) else ()
             inner = ", ".join(self.repr1(a, level - 1) for a in args[: self.maxtuple])
