@@ -455,7 +455,8 @@ class _ScrubbingRepr(reprlib.Repr):
                 return f"{name}({{...}})"
             return f"{name}({self._items(islice(x.items(), self.maxdict + 1), level)})"
         if isinstance(x, _DICT_VIEWS):  # their repr is the repr of every item
-            return f"{name}({self.repr1(list(islice(iter(x), self.maxlist + 1)), level)})"
+            items = list(islice(iter(x), self.maxlist + 1))  # type: ignore[call-overload]
+            return f"{name}({self.repr1(items, level)})"
         if isinstance(x, BaseException):
             args = x.args if isinstance(x.args, tuple) else ()
             inner = ", ".join(self.repr1(a, level - 1) for a in args[: self.maxtuple])
