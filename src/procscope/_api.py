@@ -61,9 +61,9 @@ def setup(
                 scrub_values=scrub_values,
             )
         )
-        # Before anything records: the rules every recorded value is scrubbed by.
-        set_extra_rules(scope.settings.scrub_keys, scope.settings.scrub_values)
         with handle_internal_errors():
+            # Before anything records: the rules every recorded value is scrubbed by.
+            set_extra_rules(scope.settings.scrub_keys, scope.settings.scrub_values)
             scope.start()
         _scope = scope
         return scope

@@ -168,3 +168,16 @@ def test_safe_repr_runs_no_program_code_and_masks_every_shape() -> None:
     assert saferepr.safe_repr([("Cookie", "id=1")]) == "[('Cookie', ***)]"
     big = saferepr.safe_repr(b"\x00" * 50_000_000)
     assert len(big) < 1000 and big.startswith("b'\\x00")
+
+
+def test_extra_rules_keep_their_own_groups_and_flags() -> None:
+    """The program's own rules may use named groups, back-references and inline flags:
+    they are compiled on their own, and masked whole."""
+    try:
+        saferepr.set_extra_rules(r"(?i)emp(?P<rest>loyee)", r"(?P<tag>EMP)-([0-9])\2[0-9]{4}")
+        text = saferepr.safe_repr({"Employee_no": 7, "note": "badge EMP-114455 issued"})
+        assert text == "{'Employee_no': ***, 'note': 'badge *** issued'}"
+        assert saferepr.safe_repr("badge EMP-123456") == "'badge EMP-123456'"  # no \2 match
+    finally:
+        saferepr.set_extra_rules(None, None)
+    assert saferepr.safe_repr({"employee": 7}) == "{'employee': 7}"

@@ -73,19 +73,14 @@ _VALUE_RULES = [
     r"(?P<card>(?<![\d.])[2-6]\d(?:[ -]?\d){11,17}(?![\d]))",
 ]
 
-_extra_keys: list[str] = []
-_extra_values: list[str] = []
-
-
-def _compile() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    key_words = "|".join([SECRET_WORDS, *_extra_keys])
-    values = "|".join([*_VALUE_RULES, *(f"(?:{p})" for p in _extra_values)])
-    return re.compile(key_words, re.IGNORECASE), re.compile(values)
-
-
-_KEY, _VALUE = _compile()
+_KEY = re.compile(SECRET_WORDS, re.IGNORECASE)
+_VALUE = re.compile("|".join(_VALUE_RULES))
 _key_search = _KEY.search
 _value_search = _VALUE.search
+# The program's own rules (set_extra_rules), compiled apart from the built-in ones so that
+# their groups, flags and back-references mean what they say.
+_extra_key_search: Any = None
+_extra_value_sub: Any = None
 
 # Texts shorter than this are not looked at (a repr's quotes included: 8 characters of
 # the value, such as "pw=abcde", are too few to be a credential worth the cost).
@@ -101,9 +96,10 @@ def set_extra_rules(keys: str | None = None, values: str | None = None) -> None:
 
     Every loaded copy of these helpers (the root's and each plugin's) takes the rules, and
     a copy loaded later finds them in the shared state."""
-    for pattern in (keys, values):
-        if pattern is not None:
-            re.compile(pattern)
+    if keys is not None:
+        re.compile(keys, re.IGNORECASE)
+    if values is not None:
+        re.compile(values)
     state = shared_state.get()
     with state.lock:
         state.scrub_rules = (keys, values)
@@ -113,11 +109,9 @@ def set_extra_rules(keys: str | None = None, values: str | None = None) -> None:
 
 def _apply_rules(keys: str | None, values: str | None) -> None:
     """Take the extra rules into this copy's expressions (under the shared lock)."""
-    global _KEY, _VALUE, _key_search, _value_search
-    _extra_keys[:] = [keys] if keys else []
-    _extra_values[:] = [values] if values else []
-    _KEY, _VALUE = _compile()
-    _key_search, _value_search = _KEY.search, _VALUE.search
+    global _extra_key_search, _extra_value_sub
+    _extra_key_search = re.compile(keys, re.IGNORECASE).search if keys else None
+    _extra_value_sub = re.compile(values).sub if values else None
     _key_rules_changed()
 
 
@@ -165,7 +159,10 @@ def is_secret_key(key: object) -> bool:
     found = _secret_cache.get(key)
     if found is None:
         text = key.decode("latin-1") if type(key) is bytes else key
-        found = _key_search(text[:256]) is not None  # type: ignore[index]
+        text = text[:256]  # type: ignore[index]
+        found = _key_search(text) is not None or (
+            _extra_key_search is not None and _extra_key_search(text) is not None
+        )
         if len(_secret_cache) < 10_000:
             _secret_cache[key] = found
     return found
@@ -186,7 +183,7 @@ def _replace(match: re.Match[str]) -> str:
     if group == "card":
         digits = match.group().replace(" ", "").replace("-", "")
         return MASK if 13 <= len(digits) <= 19 and _luhn(digits) else match.group()
-    if group is not None:  # url, kv, auth: keep the lead-in, mask what follows
+    if group == "url" or group == "kv" or group == "auth":  # keep the lead-in
         return match.group(group) + MASK
     return MASK
 
@@ -203,6 +200,8 @@ def scrub_text(text: str) -> str:
     a text that passes runs the full alternation (the one regular expression)."""
     if len(text) < MIN_SECRET_LEN:
         return text
+    if _extra_value_sub is not None:
+        text = _extra_value_sub(MASK, text)
     if not (
         "=" in text
         or ":" in text
@@ -216,7 +215,6 @@ def scrub_text(text: str) -> str:
         or "-----" in text
         or "earer" in text
         or "asic" in text
-        or _extra_values
         # 13 digits and two quotes at least; [0-9] rather than \d: a faster scan.
         or (len(text) >= 15 and _digit_run(text) is not None)
     ):
