@@ -34,7 +34,7 @@ PATCHED = [
     (os, "fork"),
     (os, "waitpid"),
     (os, "_exit"),
-    (subprocess.Popen, "__init__"),
+    (subprocess.Popen, "_execute_child"),
     (subprocess.Popen, "_handle_exitstatus"),
 ]
 

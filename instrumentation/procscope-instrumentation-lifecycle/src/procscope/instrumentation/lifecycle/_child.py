@@ -119,7 +119,8 @@ class PoolCall:
         self.carrier = carrier
         self.pool_kind = pool_kind
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        # self positional-only: the submitted call may take a keyword named self.
         from ._runtime import runtime
         from ._threads import run_pool_call
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._common.patched import keep_identity
+
 _MISSING = object()
 
 
@@ -17,11 +19,12 @@ class Patches:
         self._saved: list[tuple[Any, str, Any]] = []
 
     def patch(self, owner: Any, name: str, make: Any) -> None:
-        """Replace ``owner.name`` with ``make(original)``; remember the original."""
+        """Replace ``owner.name`` with ``make(original)``, which takes the original's name,
+        documentation and signature (see keep_identity); remember the original."""
         original = owner.__dict__.get(name, _MISSING) if isinstance(owner, type) else _MISSING
         if original is _MISSING:
             original = getattr(owner, name)
-        setattr(owner, name, make(original))
+        setattr(owner, name, keep_identity(make(original), original, owner, name))
         self._saved.append((owner, name, original))
 
     def original(self, owner: Any, name: str) -> Any:

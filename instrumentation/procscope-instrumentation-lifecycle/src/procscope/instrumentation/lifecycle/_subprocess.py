@@ -1,11 +1,12 @@
 """``subprocess.Popen`` (and ``run``, ``call``, ``check_output``, which use it), and the
 child side of a Python subprocess.
 
-Parent: a ``spawn`` span around ``Popen()``; when the program is Python, its environment
-gets ``TRACEPARENT`` (the spawn span) and procscope's settings, and starts procscope
-through OpenTelemetry's sitecustomize (the root's ``instrumented_environ``, when the root
-package is installed). ``Popen._handle_exitstatus``, where every wait and poll sets the
-return code, records the ``exit`` span.
+Parent: a ``spawn`` span around the child's start in ``Popen()`` (``Popen._execute_child``);
+when the program is Python, its environment gets ``TRACEPARENT`` (the spawn span) and
+procscope's settings, and starts procscope through OpenTelemetry's sitecustomize (the
+root's ``instrumented_environ``, when the root package is installed).
+``Popen._handle_exitstatus``, where every wait and poll sets the return code, records the
+``exit`` span.
 
 Child: when the instrumentor is switched on in a process whose environment has
 ``TRACEPARENT`` (at start, by the configurator), it starts the process's ``process`` span
@@ -54,8 +55,13 @@ from ._runtime import (
 )
 
 _REAP = "_procscope_reap"
-_PREEXEC_INDEX = 5  # preexec_fn's position in Popen(args, bufsize, ..., stderr, preexec_fn, ...)
-_ENV_INDEX = 9  # env's position in Popen(args, bufsize, executable, ..., cwd, env, ...)
+# Positions in Popen._execute_child(self, args, executable, preexec_fn, close_fds, pass_fds,
+# cwd, env, startupinfo, creationflags, shell, ...) after args: the same from 3.10 to 3.13,
+# on POSIX and Windows.
+_EXECUTABLE_INDEX = 0
+_PREEXEC_INDEX = 1
+_ENV_INDEX = 5
+_SHELL_INDEX = 8
 _MAX_ARGS = 64
 
 
@@ -209,15 +215,27 @@ def _pass_context(pargs: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any, prog
     return pargs, {**kwargs, "env": new_env}
 
 
-def _make_init(original: Any) -> Any:
-    def popen_init(self: Any, args: Any, *pargs: Any, **kwargs: Any) -> None:
+def _argument(pargs: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str) -> Any:
+    return pargs[index] if len(pargs) > index else kwargs.get(name)
+
+
+def _make_execute_child(original: Any) -> Any:
+    # Popen._execute_child, not Popen.__init__: Popen.__init__ stays the original, with its
+    # signature, and no procscope frame stands between the program and it. That frame
+    # mattered: subprocess._text_encoding walks up the frames of subprocess.py and warns
+    # (EncodingWarning, python -X warn_default_encoding) at the first other file's, which
+    # was ours, and the warnings registry then swallowed the program's next one. Every
+    # Popen starts its child here, after the arguments are checked (so Popen's own errors
+    # for bad arguments come with no span, as plainly, with nothing printed).
+    def _execute_child(self: Any, args: Any, *pargs: Any, **kwargs: Any) -> None:
         if not runtime.active:
             return original(self, args, *pargs, **kwargs)  # type: ignore[no-any-return]
         span = None
         info = None
         try:
-            shell = bool(kwargs.get("shell", False))
-            program = _program(args, kwargs.get("executable"), shell)
+            shell = bool(_argument(pargs, kwargs, _SHELL_INDEX, "shell"))
+            executable = _argument(pargs, kwargs, _EXECUTABLE_INDEX, "executable")
+            program = _program(args, executable, shell)
             name = os.path.basename(program) or "subprocess"
             attributes = thread_attributes()
             attributes[KIND] = "subprocess"
@@ -252,7 +270,7 @@ def _make_init(original: Any) -> Any:
             log_internal_error()
         return None
 
-    return popen_init
+    return _execute_child
 
 
 def _make_handle_exitstatus(original: Any) -> Any:
@@ -300,5 +318,5 @@ def start_from_environment() -> None:
 
 
 def instrument(patches: Patches) -> None:
-    patches.patch(subprocess.Popen, "__init__", _make_init)
+    patches.patch(subprocess.Popen, "_execute_child", _make_execute_child)
     patches.patch(subprocess.Popen, "_handle_exitstatus", _make_handle_exitstatus)

@@ -283,7 +283,8 @@ class _ContextCall:
         self.fn = fn
         self.ctx = ctx
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        # self positional-only: the submitted call may take a keyword named self.
         return run_pool_call(self.fn, self.ctx, "thread_pool_executor", args, kwargs)
 
 

@@ -14,6 +14,7 @@ connections may lead to a program without procscope.
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing.connection as mp_connection
 import multiprocessing.managers as mp_managers
 import multiprocessing.queues as mp_queues
@@ -200,6 +201,31 @@ def _init(orig_init: Any) -> Any:
 
     __init__.__wrapped__ = orig_init  # type: ignore[attr-defined]
     return __init__
+
+
+def _queue_feed(orig_feed: Any) -> Any:
+    """Queue._feed (the feeder thread's body), whose error hook gets the program's object.
+
+    A message that fails to pickle reaches the queue's ``_on_queue_feeder_error(e, obj)``
+    (overridden by concurrent.futures' call queue, which fails the call's future, and by
+    programs) as the object that was put, not as our :class:`~._carry.Carried`. The hook
+    is wrapped here, once per feeder thread, so that nothing is added to a put or to the
+    queue object itself.
+    """
+    onerror_index = list(inspect.signature(orig_feed).parameters).index("onerror")
+
+    def _feed(*args: Any) -> Any:
+        onerror = args[onerror_index]
+
+        def on_feeder_error(e: Any, obj: Any) -> Any:
+            if type(obj) is _carry.Carried:
+                obj = obj.message
+            return onerror(e, obj)
+
+        args = (*args[:onerror_index], on_feeder_error, *args[onerror_index + 1 :])
+        return orig_feed(*args)
+
+    return staticmethod(_feed)
 
 
 def _queue_reset(orig_reset: Any, send_bytes: Any, recv_bytes: Any) -> Any:
@@ -446,6 +472,7 @@ class MultiprocessingMessaging:
                 _task_done(original(mp_queues.JoinableQueue, "task_done")))
         p.patch(mp_queues.SimpleQueue, "put", _simple_put(original(mp_queues.SimpleQueue, "put")))
         p.patch(mp_queues.SimpleQueue, "get", _simple_get(original(mp_queues.SimpleQueue, "get")))
+        p.patch(mp_queues.Queue, "_feed", _queue_feed(original(mp_queues.Queue, "_feed").__func__))
         p.patch(mp_queues.Queue, "__reduce_ex__", _reduce_ex)
         p.patch(mp_queues.SimpleQueue, "__reduce_ex__", _reduce_ex)
 

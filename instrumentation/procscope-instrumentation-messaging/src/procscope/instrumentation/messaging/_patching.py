@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._common.patched import keep_identity
+
 _MISSING = object()
 
 
@@ -19,6 +21,10 @@ class Patcher:
 
     def patch(self, owner: Any, attribute: str, replacement: Any) -> None:
         original = owner.__dict__.get(attribute, _MISSING)
+        if original is not _MISSING:
+            # A replacement takes the original's name, documentation and signature (an
+            # addition, such as __reduce_ex__ on a queue class, has no original to copy).
+            keep_identity(replacement, original, owner, attribute)
         setattr(owner, attribute, replacement)
         self._saved.append((owner, attribute, original, replacement))
 

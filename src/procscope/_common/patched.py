@@ -1,0 +1,48 @@
+"""What a function procscope installs keeps of the one it replaces.
+
+A program, the standard library and other tools look at the callables we replace: pickle
+sends a function by reference (its ``__module__`` and ``__qualname__``, then checks that
+the object found there is the one it was given), spawn pickles ``Process(target=os._exit)``,
+``inspect.signature`` and ``functools.wraps`` users read the signature through
+``__wrapped__``, and help() reads ``__doc__``. So every replacement gets the original's
+name, documentation and ``__wrapped__``, and the place where it is installed as its own.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+
+def keep_identity(replacement: Any, original: Any, owner: Any, name: str) -> Any:
+    """Give ``replacement``, about to be installed as ``owner.name``, the identity of
+    ``original``; return it. Anything but a function (a class such as our
+    ``queue.SimpleQueue``, which has its own) is returned unchanged."""
+    target = _function(replacement)
+    if target is None:
+        return replacement
+    source = _function(original)
+    source = original if source is None else source
+    for attribute in ("__name__", "__doc__"):
+        value = getattr(source, attribute, None)
+        if isinstance(value, str) or attribute == "__doc__":
+            setattr(target, attribute, value)
+    # Where pickle will look for it, that is where it is installed, which is not always
+    # where the original says it lives: os._exit's says "posix" (posix._exit stays the
+    # builtin, so pickle would refuse ours), and a method inherited by the class we patch
+    # (multiprocessing.popen_forkserver.Popen.poll) names the base class.
+    if isinstance(owner, types.ModuleType):
+        target.__module__ = owner.__name__
+        target.__qualname__ = name
+    else:
+        target.__module__ = owner.__module__
+        target.__qualname__ = f"{owner.__qualname__}.{name}"
+    target.__wrapped__ = source  # type: ignore[attr-defined]
+    return replacement
+
+
+def _function(obj: Any) -> types.FunctionType | None:
+    """The Python function behind ``obj`` (itself, or a classmethod's or staticmethod's)."""
+    if isinstance(obj, (classmethod, staticmethod)):
+        obj = obj.__func__
+    return obj if isinstance(obj, types.FunctionType) else None
