@@ -96,7 +96,7 @@ def _plan(args: argparse.Namespace) -> tuple[list[Suite], list[str], list[str]]:
     suites = []
     for name in names:
         suite = SUITES[name]
-        if args.profile == "ci" and not args.suites and CI_SUITES[name]:
+        if args.profile == "ci" and CI_SUITES.get(name):
             suite = dataclasses.replace(suite, select=CI_SUITES[name])
         suites.append(suite)
     if args.add_suite and not args.suites:
