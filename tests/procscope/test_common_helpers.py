@@ -181,3 +181,27 @@ def test_extra_rules_keep_their_own_groups_and_flags() -> None:
     finally:
         saferepr.set_extra_rules(None, None)
     assert saferepr.safe_repr({"employee": 7}) == "{'employee': 7}"
+
+
+def test_safe_repr_work_is_bounded_in_nested_containers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four levels of 16 items hold 65,536 distinct strings: only the few whose text can
+    reach the recorded 512 characters are made and scrubbed (all 65,536 were)."""
+    scrubbed: list[str] = []
+    real = saferepr.scrub_text
+
+    def counting(text: str) -> str:
+        scrubbed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(saferepr, "scrub_text", counting)
+    leaves = iter(range(16**4))
+    nest = [
+        [
+            [[f"{next(leaves):08d}" + "p" * 60 for _ in range(16)] for _ in range(16)]
+            for _ in range(16)
+        ]
+        for _ in range(16)
+    ]
+    text = saferepr.safe_repr(nest)
+    assert len(text) <= 512 and text.startswith("[[[['00000000pppp")
+    assert 0 < len(scrubbed) < 200

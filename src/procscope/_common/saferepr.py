@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import reprlib
+import threading
 from array import array
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -54,7 +55,7 @@ _VALUE_RULES = [
     # scheme://user:password@host: the password.
     r"(?P<url>(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:'\"]*:)[^\s/?#@'\"]+(?=@)",
     # key=value, key: value, 'key': 'value', "key": "value" under a secret-looking key.
-    r"(?P<kv>(?i:" + SECRET_WORDS + r")[\w.-]*['\"]?\s*[:=]\s*)"
+    r"(?P<kv>(?i:" + SECRET_WORDS + r")[\w.-]{0,40}['\"]?\s*[:=]\s*)"
     r"(?:'[^']*'?|\"[^\"]*\"?|(?i:(?:bearer|basic|token)\s+)?[^\s,;&'\")}\]]+)",
     # Authorization schemes.
     r"(?P<auth>\b(?i:bearer|basic)\s+)[A-Za-z0-9\-._~+/]{6,}=*",
@@ -118,7 +119,7 @@ def _apply_rules(keys: str | None, values: str | None) -> None:
 _secret_cache: dict[Any, bool] = {}
 # Caches of is_secret_key's answers kept elsewhere (the hot paths' own dicts): emptied in
 # place when the rules change.
-_key_caches: list[dict[Any, Any]] = [_secret_cache]
+_key_caches: list[dict[Any, Any]] = [_secret_cache]  # and _short_texts, below
 
 
 def register_key_cache(cache: dict[Any, Any]) -> dict[Any, Any]:
@@ -265,6 +266,21 @@ def _module_of(cls: type) -> str:
         return ""
 
 
+# The scrubbed reprs of short strings met lately (emptied when full or when the rules
+# change), and the fields each dataclass shows.
+_short_texts: dict[str, str] = {}
+_short_texts_get = _short_texts.get
+_dataclass_names: dict[type, tuple[str, ...]] = {}
+_kinds: dict[type, str] = {}  # class -> "dataclass" or "instance" (see _repr_other)
+_kinds_get = _kinds.get
+
+
+def _remember_kind(cls: type, kind: str) -> None:
+    if len(_kinds) < 1024:
+        _kinds[cls] = kind
+
+
+register_key_cache(_short_texts)
 _DICT_VIEWS: tuple[type, ...] = (type({}.keys()), type({}.values()), type({}.items()))
 _object_repr = object.__repr__
 _get = object.__getattribute__
@@ -333,10 +349,16 @@ class _ScrubbingRepr(reprlib.Repr):
         }
 
     def repr1(self, x: Any, level: int) -> str:
+        # The text made so far is counted against a budget (per thread, per safe_repr
+        # call): past it, items are "...". Counts alone (16 items, 4 levels) would still
+        # allow 16**4 strings of 200 characters, seconds of work for text that is cut.
+        local = _budget
+        if local.left <= 0:
+            return "..."
         method = self._exact.get(type(x))
-        if method is not None:
-            return method(x, level)  # type: ignore[no-any-return]
-        return self._repr_other(x, level)
+        text: str = method(x, level) if method is not None else self._repr_other(x, level)
+        local.left -= len(text)
+        return text
 
     # Scalars: sliced before any text is made.
 
@@ -361,7 +383,18 @@ class _ScrubbingRepr(reprlib.Repr):
         return head + "..." + tail[len(tail) - half :]
 
     def repr_str(self, x: str, level: int) -> str:
-        return self._sliced(x, str)
+        if len(x) > self.maxstring:
+            return self._sliced(x, str)
+        # Short strings repeat (field values, statuses, names): their text is remembered.
+        text = _short_texts_get(x)
+        if text is None:
+            text = repr(x)
+            if len(text) >= MIN_SECRET_LEN:
+                text = scrub_text(text)
+            if len(_short_texts) >= 1024:
+                _short_texts.clear()
+            _short_texts[x] = text
+        return text
 
     def _repr_bytes(self, x: Any, level: int) -> str:
         if type(x) is bytes:
@@ -425,6 +458,13 @@ class _ScrubbingRepr(reprlib.Repr):
     def _repr_other(self, x: Any, level: int) -> str:
         cls = type(x)
         name = cls.__qualname__
+        # The two usual kinds of the program's objects, once their class is known (every
+        # test below depends on the class alone).
+        kind = _kinds_get(cls)
+        if kind is not None:
+            if kind == "dataclass":
+                return self._dataclass(x, name, level)
+            return self._instance(x, cls, name, level)
         if isinstance(x, str):
             return f"{name}({self._sliced(x, str)})"
         if isinstance(x, (bytes, bytearray)):
@@ -440,6 +480,7 @@ class _ScrubbingRepr(reprlib.Repr):
         if "__dataclass_fields__" in getattr(cls, "__dict__", ()) or (
             dataclasses.is_dataclass(x) and not isinstance(x, type)
         ):
+            _remember_kind(cls, "dataclass")
             return self._dataclass(x, name, level)
         if isinstance(x, dict):
             if level <= 0:
@@ -468,6 +509,7 @@ class _ScrubbingRepr(reprlib.Repr):
             except Exception as exc:  # noqa: BLE001 -- even a builtin's repr may fail
                 return unrepresentable(x, exc)
             return scrub_text(_cut(text, self.maxother))
+        _remember_kind(cls, "instance")
         return self._instance(x, cls, name, level)
 
     def _fields(self, name: str, pairs: Any, level: int) -> str:
@@ -483,13 +525,18 @@ class _ScrubbingRepr(reprlib.Repr):
         return f"{name}({', '.join(pieces)})"
 
     def _dataclass(self, x: Any, name: str, level: int) -> str:
+        cls = type(x)
+        names = _dataclass_names.get(cls)
+        if names is None:
+            names = tuple(f.name for f in dataclasses.fields(x) if f.repr)
+            if len(_dataclass_names) < 1024:
+                _dataclass_names[cls] = names
         pairs = []
-        for field in dataclasses.fields(x):
-            if field.repr:
-                try:
-                    pairs.append((field.name, _get(x, field.name)))
-                except AttributeError:  # not set yet (init=False)
-                    continue
+        for field in names:
+            try:
+                pairs.append((field, _get(x, field)))
+            except AttributeError:  # not set yet (init=False)
+                continue
         return self._fields(name, pairs, level)
 
     def _instance(self, x: Any, cls: type, name: str, level: int) -> str:
@@ -538,12 +585,25 @@ def unrepresentable(obj: object, exc: BaseException | None = None) -> str:
     return f"<unrepresentable {type_name}{reason}>"
 
 
+# Characters of text one safe_repr call may make (a container's text counts again in its
+# parent's, so the deepest items see about a fourth of it): well above any limit's needs.
+TEXT_BUDGET = 4 * DEFAULT_LIMIT
+_budget = threading.local()  # .left: None (or unset) outside safe_repr
+
+
 def safe_repr(obj: object, limit: int = DEFAULT_LIMIT) -> str:
     """A bounded, scrubbed repr of ``obj`` that never raises."""
+    local = _budget
+    outer = getattr(local, "left", None)  # set: called from inside another safe_repr
+    if outer is None:
+        local.left = TEXT_BUDGET
     try:
         text = _REPR.repr(obj)
     except Exception as exc:  # noqa: BLE001 -- RecursionError, user errors, anything
         return unrepresentable(obj, exc)
+    finally:
+        if outer is None:
+            local.left = None
     if len(text) > limit:
         text = text[: max(0, limit - 3)] + "..."
     return text
