@@ -105,8 +105,9 @@ def _command_args(args: Any) -> list[str]:
             os.fsdecode(a) if isinstance(a, (str, bytes, os.PathLike)) else safe_repr(a, 256)
             for a in list(args)[:_MAX_ARGS]
         ]
-    # Secrets masked (--password x, tokens, URLs with a password) before the cut.
-    return [a if len(a) <= 256 else a[:255] + "…" for a in scrub_command(items)]
+    # Secrets masked (--password x, tokens, URLs with a password) before the cut, on a
+    # bounded slice (a secret across the cut is still found whole).
+    return [a if len(a) <= 256 else a[:255] + "…" for a in scrub_command([a[:320] for a in items])]
 
 
 def _same_environment(program: str) -> bool:
