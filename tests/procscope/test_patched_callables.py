@@ -12,6 +12,7 @@ program runs plainly and under ``procscope.setup()``, in real processes.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -255,3 +256,37 @@ def test_a_queue_feeder_error_hook_gets_the_programs_object(run_app: Callable[..
     assert "TypeError: cannot pickle '_thread.lock' object" in plain.stderr
     assert (traced.stdout, traced.stderr, traced.returncode) == (
         plain.stdout, plain.stderr, plain.returncode)
+
+
+FORK_WARNING = SETUP + """
+import multiprocessing, threading
+if __name__ == "__main__":
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait)
+    thread.start()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = multiprocessing.get_context("fork").Process(target=int)
+    child.start()
+    child.join()
+    release.set()
+    thread.join()
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="os.fork warns about threads from 3.12")
+@pytest.mark.parametrize("flags", [[], ["-W", "always"]])
+def test_fork_warning_names_the_callers_line(run_app: Callable[..., Any], flags: list[str]) -> None:
+    """os.fork() in a multi-threaded program, from __main__ and from multiprocessing: its
+    DeprecationWarning names the same file and line as plainly, and is shown or hidden by
+    the same filters (it named procscope's fork wrapper, and was hidden from __main__)."""
+    prefix = [sys.executable, *flags]
+    plain, traced = _plain_and_traced(run_app, FORK_WARNING, prefix=prefix)
+    assert "app.py:8: DeprecationWarning" in plain.stderr, plain.stderr
+
+    def without_pids(text: str) -> str:
+        return re.sub(r"pid=\d+", "pid=N", text)
+
+    assert (without_pids(traced.stderr), traced.returncode) == (without_pids(plain.stderr), 0)

@@ -46,3 +46,26 @@ def _function(obj: Any) -> types.FunctionType | None:
     if isinstance(obj, (classmethod, staticmethod)):
         obj = obj.__func__
     return obj if isinstance(obj, types.FunctionType) else None
+
+
+# On one line, so that the call is at the function's first line (see call_as).
+def _trampoline(function: Any) -> Any: return function()
+
+
+def call_as(caller: types.FrameType, function: Any) -> Any:
+    """``function()``, called from a frame that the warnings module takes for ``caller``.
+
+    A C function that warns about its caller (``os.fork`` on Python 3.12+: "This process is
+    multi-threaded, use of fork() may lead to deadlocks") names the frame that called it,
+    which would be our wrapper: the program's line would be lost, and so would the
+    program's filters (by module) and once-per-line registry. So the call is made from a
+    one-line function whose code says the caller's file and line and whose globals are the
+    caller's (its module name and ``__warningregistry__``). Only for cold paths (a fork):
+    it builds a function each time.
+    """
+    code = _trampoline.__code__.replace(
+        co_filename=caller.f_code.co_filename,
+        co_firstlineno=caller.f_lineno,
+        co_name=caller.f_code.co_name,
+    )
+    return types.FunctionType(code, caller.f_globals)(function)

@@ -33,6 +33,7 @@ from . import _ending, _sigwatch
 from ._child import Launch, PoolCall
 from ._common.guard import log_internal_error
 from ._common.naming import get_name
+from ._common.patched import call_as
 from ._patching import Patches
 from ._runtime import (
     KIND,
@@ -329,6 +330,16 @@ _forked: dict[int, ReapInfo] = {}
 
 
 def _make_fork(original: Any) -> Any:
+    if sys.version_info >= (3, 12):
+        # os.fork warns (DeprecationWarning, multi-threaded) about the frame that called
+        # it: make that the program's (or multiprocessing's) frame, as plainly.
+        def call_fork() -> int:
+            return call_as(sys._getframe(2), original)  # type: ignore[no-any-return]
+    else:
+
+        def call_fork() -> int:
+            return original()  # type: ignore[no-any-return]
+
     def fork() -> int:
         if (
             not runtime.active
@@ -337,7 +348,7 @@ def _make_fork(original: Any) -> Any:
             # those children are recorded as Processes, by start and _bootstrap.
             or str(sys._getframe(1).f_globals.get("__name__", "")).startswith("multiprocessing.")
         ):
-            return original()  # type: ignore[no-any-return]
+            return call_fork()
         span = None
         ctx = None
         try:
@@ -351,7 +362,7 @@ def _make_fork(original: Any) -> Any:
         except Exception:  # noqa: BLE001
             log_internal_error()
         try:
-            child_pid = original()
+            child_pid = call_fork()
         except BaseException as exc:
             if span is not None:
                 end_with_error(span, exc)
