@@ -8,6 +8,7 @@ with sqlite3, as a user who opens the file would.
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -280,3 +281,30 @@ def test_extra_scrub_rules_from_the_settings(run_app: Callable[..., Any], tmp_pa
     assert "'employee_ref': ***" in text and "zqEMPLOYEE" not in text
     assert "badge *** issued" in text
     assert "EMP-123456" not in text and "EMP-445566" not in text
+
+
+BYTES_AND_STR_PROGRAM = r"""
+import queue, sys
+import procscope
+
+procscope.setup(db=sys.argv[1])
+q = queue.Queue()
+for message in ("password-ish", b"password-ish", {"token": 1}, {b"token": 1}, "token", b"token"):
+    q.put(message)
+    q.get()
+procscope.shutdown()
+print("done")
+"""
+
+
+def test_str_and_bytes_alike_raise_no_bytes_warning(
+    run_app: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Under python -b (comparing str with bytes warns on stderr), equal str and bytes
+    messages and keys are recorded without any comparison between them: the program runs
+    as plainly, nothing on its stderr."""
+    db = tmp_path / "trace.db"
+    program = BYTES_AND_STR_PROGRAM.replace("sys.argv[1]", repr(str(db)))
+    result = run_app(program, prefix=[sys.executable, "-b"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "done" and result.stderr == ""

@@ -149,23 +149,25 @@ _join_shared_rules()
 
 def is_secret_key(key: object) -> bool:
     """True for a key or attribute name (str or bytes) under which a value is never recorded."""
-    cls = type(key)
-    if cls is not str and cls is not bytes:
-        if isinstance(key, str):
-            key = str.__str__(key)
-        elif isinstance(key, (bytes, bytearray)):
-            key = bytes(key[:256])
-        else:
-            return False
-    found = _secret_cache.get(key)
+    if type(key) is str:
+        text = key
+    elif isinstance(key, str):
+        text = str.__getitem__(key, slice(0, 256))  # not the subclass's own methods
+    elif isinstance(key, (bytes, bytearray)):
+        base: Any = bytes if isinstance(key, bytes) else bytearray
+        # As text: one cache of str keys only (a bytes key beside an equal-hash str key
+        # would make every look-up compare them, a BytesWarning under python -b).
+        text = bytes(base.__getitem__(key, slice(0, 256))).decode("latin-1")
+    else:
+        return False
+    found = _secret_cache.get(text)
     if found is None:
-        text = key.decode("latin-1") if type(key) is bytes else key
-        text = text[:256]  # type: ignore[index]
-        found = _key_search(text) is not None or (
-            _extra_key_search is not None and _extra_key_search(text) is not None
+        head = text[:256]
+        found = _key_search(head) is not None or (
+            _extra_key_search is not None and _extra_key_search(head) is not None
         )
         if len(_secret_cache) < 10_000:
-            _secret_cache[key] = found
+            _secret_cache[text] = found
     return found
 
 

@@ -40,7 +40,7 @@ _PLAIN_TYPES = frozenset((int, float, bool, type(None), str, bytes))
 _secret_keys: dict[str, bool] = register_key_cache({})
 _SECRET_KEYS_MAX = 4096
 
-# The recorded text of the short strings and bytes met lately: scrub_text's checks cost a
+# The recorded text of the short strings met lately: scrub_text's checks cost a
 # few times the repr, and messages repeat their strings (keys' values, statuses, names).
 # Emptied when full, and when the scrubbing rules change.
 _scrubbed: dict[Any, str] = register_key_cache({})
@@ -54,7 +54,9 @@ def _scalar(value: Any) -> str | None:
     if cls is str or cls is bytes:
         if len(value) > _MAX_STRING:
             return None
-        text = _scrubbed_get(value)
+        # Strings only: a bytes key beside an equal-hash str key would make look-ups
+        # compare them (a BytesWarning under python -b).
+        text = _scrubbed_get(value) if cls is str else None
         if text is None:
             text = repr(value)
             if len(text) > _MAX_STRING:
@@ -63,9 +65,10 @@ def _scalar(value: Any) -> str | None:
             # masks them; the answer remembered (see _scrubbed).
             if len(text) >= MIN_SECRET_LEN:
                 text = scrub_text(text)
-            if len(_scrubbed) >= _SCRUBBED_MAX:
-                _scrubbed.clear()
-            _scrubbed[value] = text
+            if cls is str:
+                if len(_scrubbed) >= _SCRUBBED_MAX:
+                    _scrubbed.clear()
+                _scrubbed[value] = text
         return text
     if cls is int:
         text = repr(value)
