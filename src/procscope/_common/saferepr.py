@@ -6,15 +6,17 @@ build a huge text, or print a password. Everything recorded goes through
 
 - bounds the work by size before any text is made: ``str``/``bytes``/``bytearray`` are
   sliced first (a 100 MB message costs a few hundred bytes of repr), containers stop after
-  a few items and a few levels, huge ints are described by their size;
+  a few items and a few levels, one call's text after TEXT_BUDGET characters, huge ints
+  are described by their size;
 - bounds it in time: a ``__repr__`` the program defined is never called (it may be slow,
   block, or raise). Such an object is shown by its fields (``Job(id=3, state='done')``,
   from ``__dict__``/``__slots__``, dataclass fields, namedtuple fields); only reprs known
   to be cheap run (builtins, ``object``'s own, and a few stdlib types such as
   ``datetime`` or ``Decimal``);
 - masks by key: values under secret-looking keys or field names in every mapping
-  (dict and subclasses, any ``Mapping``), dataclass, namedtuple, object fields, and
-  ``(key, value)`` pairs such as header lists;
+  (dict and subclasses, the standard library's mappings; the program's own by their
+  fields), dataclass, namedtuple, object fields, and ``(key, value)`` pairs such as
+  header lists;
 - masks by value pattern (:func:`scrub_text`): credentials in URLs, ``Bearer``/``Basic``
   tokens, JWTs, cloud and service keys, private-key blocks, card numbers (Luhn), and
   ``key=value`` / ``'key': value`` text under a secret-looking key.
