@@ -290,3 +290,44 @@ def test_fork_warning_names_the_callers_line(run_app: Callable[..., Any], flags:
         return re.sub(r"pid=\d+", "pid=N", text)
 
     assert (without_pids(traced.stderr), traced.returncode) == (without_pids(plain.stderr), 0)
+
+
+TRACED_CLASS = SETUP + """
+import inspect, json, pickle
+
+def traced(cls):
+    return procscope.trace_state(cls) if os.environ.get("TRACED") else cls
+
+@traced
+class Account:
+    def __init__(self, owner: str, balance: int = 0) -> None:
+        self.owner = owner
+        self.balance = balance
+
+    def deposit(self, amount: int) -> None:
+        self.balance += amount
+
+def pickles_back(obj):
+    try:
+        return pickle.loads(pickle.dumps(obj)) is obj
+    except Exception as exc:
+        return type(exc).__name__
+
+for name in ("__init__", "deposit", "__setattr__", "__delattr__"):
+    method = getattr(Account, name)
+    # (not __qualname__: an inherited object.__setattr__ says "object.__setattr__", ours
+    # says where it is installed, "Account.__setattr__", for pickle to find it)
+    print(json.dumps([name, str(inspect.signature(method)), method.__name__, method.__doc__,
+                      pickles_back(method)]))
+print(json.dumps(str(inspect.signature(Account))))
+"""
+
+
+def test_a_traced_classs_methods_and_hooks_look_as_plainly(run_app: Callable[..., Any]) -> None:
+    """A class under procscope.trace_state: its __init__, methods, __setattr__ and
+    __delattr__ report the plain signatures, names and documentation, and pickle by
+    reference to themselves, as plainly (the hooks were '_make_setattr.<locals>...')."""
+    plain, traced = _plain_and_traced(run_app, TRACED_CLASS)
+    assert plain.returncode == 0, plain.stderr
+    assert '["__setattr__", "(self, name, value, /)"' in plain.stdout
+    assert (traced.stdout, traced.stderr, traced.returncode) == (plain.stdout, "", 0)

@@ -28,6 +28,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from ._common.guard import log_internal_error
+from ._common.patched import keep_identity
 from ._diff import MISSING, freeze
 from ._fastwrap import exact_wrapper
 from ._runtime import (
@@ -539,14 +540,18 @@ def _patch_methods(cls: type) -> None:
 
 
 def _patch_hooks(cls: type, info: ClassInfo) -> None:
+    # The hooks take the name, documentation and signature of what they replace, and say
+    # where they are installed (pickle, inspect and help() see the class's own).
     current_set = cls.__setattr__
     if not _is_wrapped(current_set):
         info.orig_setattr = current_set
-        type.__setattr__(cls, "__setattr__", _make_setattr(current_set))
+        hook = keep_identity(_make_setattr(current_set), current_set, cls, "__setattr__")
+        type.__setattr__(cls, "__setattr__", hook)
     current_del = cls.__delattr__
     if not _is_wrapped(current_del):
         info.orig_delattr = current_del
-        type.__setattr__(cls, "__delattr__", _make_delattr(current_del))
+        hook = keep_identity(_make_delattr(current_del), current_del, cls, "__delattr__")
+        type.__setattr__(cls, "__delattr__", hook)
     if cls.__weakrefoffset__ == 0:
         # No weak references to these objects: forget their trackers when they die.
         existing = cls.__dict__.get("__del__") or getattr(cls, "__del__", None)
