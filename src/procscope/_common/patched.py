@@ -63,9 +63,13 @@ def call_as(caller: types.FrameType, function: Any) -> Any:
     caller's (its module name and ``__warningregistry__``). Only for cold paths (a fork):
     it builds a function each time.
     """
-    code = _trampoline.__code__.replace(
-        co_filename=caller.f_code.co_filename,
-        co_firstlineno=caller.f_lineno,
-        co_name=caller.f_code.co_name,
-    )
-    return types.FunctionType(code, caller.f_globals)(function)
+    try:
+        code = _trampoline.__code__.replace(
+            co_filename=caller.f_code.co_filename,
+            co_firstlineno=caller.f_lineno or caller.f_code.co_firstlineno,
+            co_name=caller.f_code.co_name,
+        )
+        trampoline: Any = types.FunctionType(code, caller.f_globals)
+    except Exception:  # noqa: BLE001 -- never keep the program from its call
+        trampoline = _trampoline
+    return trampoline(function)
