@@ -197,6 +197,7 @@ class TailSamplingProcessor(SpanProcessor):
             os.register_at_fork(after_in_child=_after_in_child)
 
     def _init_state(self) -> None:
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._traces: dict[int, _Trace] = {}  # insertion order is first-seen order
         # The decision memory: a trace's verdict (its probability, or _DROPPED), or the
@@ -229,7 +230,18 @@ class TailSamplingProcessor(SpanProcessor):
         # The child starts empty: the parent still holds, and decides, what it buffered.
         # The lock may have been held by a thread that does not exist here, so it is new;
         # the worker thread did not survive the fork and starts again when needed.
-        self._init_state()
+        # Once per child: _reinit_if_forked may have done it already.
+        if self._pid != os.getpid():
+            self._init_state()
+
+    def _reinit_if_forked(self) -> None:
+        """Called where the lock is found taken: in a fork child, it may be the copy of a
+        lock another thread of the parent held at the fork, which nobody here will ever
+        release. Fork safety must not depend on the order of the at-fork hooks (another
+        hook, run before ours, can end a span in the child), so each lock-taking path
+        checks, at the cost of a ``locked()`` call, and of a getpid only when taken."""
+        if self._pid != os.getpid():
+            self._init_state()
 
     # -- the span hooks (the program's threads) ------------------------------------------
 
@@ -273,6 +285,8 @@ class TailSamplingProcessor(SpanProcessor):
 
     def _after_new_trace(self) -> None:
         evicted: list[_Trace] | None = None
+        if self._lock.locked():  # see _reinit_if_forked
+            self._reinit_if_forked()
         with self._lock:
             if len(self._traces) > self._max_traces:
                 evicted = self._evict_oldest_locked()
@@ -283,6 +297,8 @@ class TailSamplingProcessor(SpanProcessor):
 
     def _start_trace(self, trace_id: int) -> None:
         evicted: list[_Trace] | None = None
+        if self._lock.locked():  # see _reinit_if_forked
+            self._reinit_if_forked()
         with self._lock:
             if self._shutdown:
                 return
@@ -313,6 +329,8 @@ class TailSamplingProcessor(SpanProcessor):
             if not flags & 1:
                 return
             ready: list[_Trace]
+            if self._lock.locked():  # see _reinit_if_forked
+                self._reinit_if_forked()
             lock = self._lock
             # acquire/release rather than ``with``: half the cost, on every span; nothing
             # between them can raise but MemoryError, and the finally releases even then.
@@ -361,6 +379,8 @@ class TailSamplingProcessor(SpanProcessor):
 
     def _end_unbuffered(self, span: ReadableSpan, trace_id: int, is_root: bool) -> None:
         """A span whose trace has no buffer: late for a decided trace, else a new buffer."""
+        if self._lock.locked():  # see _reinit_if_forked
+            self._reinit_if_forked()
         with self._lock:
             if self._shutdown:
                 self._counts["ignored_after_shutdown"] += 1
@@ -447,6 +467,8 @@ class TailSamplingProcessor(SpanProcessor):
             result = self._policy.evaluate(trace)
         except Exception:  # noqa: BLE001 -- the host program must never see our errors
             # Lose nothing: a policy that fails keeps the trace (and is reported once).
+            if self._lock.locked():  # see _reinit_if_forked
+                self._reinit_if_forked()
             with self._lock:
                 self._counts["policy_errors"] += 1
             result = 1.0
@@ -459,6 +481,8 @@ class TailSamplingProcessor(SpanProcessor):
         trace_id = trace.trace_id
         kept = probability is not None
         counts = self._counts
+        if self._lock.locked():  # see _reinit_if_forked
+            self._reinit_if_forked()
         lock = self._lock
         lock.acquire()  # as in on_end: half the cost of ``with``, once per trace
         try:
@@ -497,6 +521,8 @@ class TailSamplingProcessor(SpanProcessor):
     ) -> None:
         """A span of an already decided trace: follow the decision, or rescue the trace."""
         if verdict != _DROPPED and (verdict >= 1.0 or math.isnan(verdict)):
+            if self._lock.locked():  # see _reinit_if_forked
+                self._reinit_if_forked()
             with self._lock:
                 self._counts["kept_spans"] += 1
                 self._counts["late_kept_spans"] += 1
@@ -509,6 +535,8 @@ class TailSamplingProcessor(SpanProcessor):
             log_internal_error()
         if verdict != _DROPPED and not upgrade:
             # Kept by chance: the late span follows the trace's probability.
+            if self._lock.locked():  # see _reinit_if_forked
+                self._reinit_if_forked()
             with self._lock:
                 self._counts["kept_spans"] += 1
                 self._counts["late_kept_spans"] += 1
@@ -516,6 +544,8 @@ class TailSamplingProcessor(SpanProcessor):
             return
         # A late error or abnormal end is kept whatever the rate: probability 1, also in a
         # trace that an earlier, probabilistic decision happened to keep.
+        if self._lock.locked():  # see _reinit_if_forked
+            self._reinit_if_forked()
         with self._lock:
             if upgrade:
                 if self._decisions.get(trace_id) == _DROPPED:
@@ -581,6 +611,8 @@ class TailSamplingProcessor(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Decide every buffered trace now, then flush the next processor."""
         deadline = time.monotonic() + timeout_millis / 1000.0
+        if self._lock.locked():  # see _reinit_if_forked
+            self._reinit_if_forked()
         with self._lock:
             if self._shutdown:
                 return False
@@ -592,6 +624,8 @@ class TailSamplingProcessor(SpanProcessor):
     def shutdown(self) -> None:
         """Decide every buffered trace (within the shutdown budget), stop, shut the next down."""
         deadline = time.monotonic() + self._shutdown_timeout
+        if self._lock.locked():  # see _reinit_if_forked
+            self._reinit_if_forked()
         with self._lock:
             if self._shutdown:
                 return
@@ -620,6 +654,8 @@ class TailSamplingProcessor(SpanProcessor):
 
     def stats(self) -> SamplingStats:
         """A snapshot of the counters."""
+        if self._lock.locked():  # see _reinit_if_forked
+            self._reinit_if_forked()
         with self._lock:
             return SamplingStats(
                 buffered_traces=len(self._traces),
