@@ -13,6 +13,11 @@ interleaved, medians):
   * the SDK end to end: spans made with a tracer, through a BatchSpanProcessor into the
     exporter, against the same pipeline with an exporter that drops everything.
 
+Relay (``--only relay``): a forked child hands its spans to the DB owner's relay (this
+process), in batches of 64 and in batches of 8 (a short-lived child at exit): the time
+the child spends per ``export()``, and the spans stored per second end to end (until the
+owner's shutdown has written everything).
+
 Queries, on a DB from ``_gen.cached_db`` (made once through the exporter's writer, cached
 under /tmp): one trace by id as a tree, pages of 50 traces with each filter, spans by an
 indexed attribute, events around an instant; and the file's bytes per span.
@@ -21,7 +26,9 @@ indexed attribute, events around an instant; and the file's bytes per span.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
+import socket
 import sqlite3
 import statistics
 import sys
@@ -241,6 +248,67 @@ def bench_ingest(count: int, rounds: int) -> list[tuple[str, float, str]]:
     ]
 
 
+# ---------------------------------------------------------------------------- relay
+
+
+def _relay_child(
+    exporter: TraceDBSpanExporter, spans: list[ReadableSpan], size: int, out: Any
+) -> None:
+    started = time.perf_counter()
+    for start in range(0, len(spans), size):
+        exporter.export(spans[start : start + size])
+    out.send(time.perf_counter() - started)
+
+
+def via_relay(spans: list[ReadableSpan], size: int, folder: str) -> tuple[float, float]:
+    """(us the child spends per batch, spans stored per second end to end)."""
+    owner = TraceDBSpanExporter(os.path.join(folder, f"relay-{time.perf_counter_ns()}.db"))
+    owner.export(spans[:1])  # the owner has the DB open and its relay running
+    rest = spans[1:]
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    started = time.perf_counter()
+    child = ctx.Process(target=_relay_child, args=(owner, rest, size, send))
+    child.start()
+    in_child = receive.recv()
+    child.join()
+    owner.shutdown()  # whatever the relay still holds is written before this returns
+    elapsed = time.perf_counter() - started
+    with TraceDB(owner.path) as db:
+        assert db.span_count() == len(spans), (db.span_count(), len(spans))
+    batches = -(-len(rest) // size)
+    return in_child / batches * 1e6, len(rest) / elapsed
+
+
+def bench_relay(count: int, rounds: int) -> list[tuple[str, float, float]]:
+    spans = prebuilt_spans(count)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for size, some in ((64, spans), (8, spans[:2001])):
+            got = [via_relay(some, size, folder) for _ in range(rounds)]
+            rows.append(
+                (
+                    f"fork child -> owner's relay, batches of {size}",
+                    statistics.median(g[0] for g in got),
+                    statistics.median(g[1] for g in got),
+                )
+            )
+    return rows
+
+
+def print_relay(count: int, rounds: int) -> None:
+    print(f"Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}")
+    if not hasattr(socket, "SO_PASSCRED"):
+        print("relay: Linux only")
+        return
+    print(f"\nRelay: {count:,} spans (2,000 in batches of 8), median of {rounds}")
+    relay = bench_relay(count, rounds)
+    width = max(len(r[0]) for r in relay)
+    print(f"{'path':<{width}}  {'us/batch in child':>17}  {'stored spans/s':>14}")
+    for label, per_batch, rate in relay:
+        print(f"{label:<{width}}  {per_batch:>17,.0f}  {rate:>14,.0f}")
+
+
 # ---------------------------------------------------------------------------- queries
 
 
@@ -328,7 +396,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--spans", type=int, default=1_000_000, help="spans in the query DB")
     parser.add_argument("--ingest-spans", type=int, default=20_000, help="spans per ingest run")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved ingest rounds")
+    parser.add_argument("--only", choices=("relay",), help="run this case alone")
     args = parser.parse_args(argv)
+    if args.only == "relay":
+        print_relay(args.ingest_spans, args.rounds)
+        return 0
 
     print(f"Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}")
     print(f"\nIngest: {args.ingest_spans:,} spans, batches of {BATCH}, median of {args.rounds}")

@@ -284,6 +284,7 @@ class TraceDBSpanExporter(SpanExporter):
         # Children hand their batches to the process that owns the DB (see _relay.py):
         # this exporter either sends to an owner's relay, or is the owner and runs one.
         self._relay_to: bytes | None = None
+        self._sender = _relay.AckingSender()
         self._relay: _relay.RelayServer | None = None
         self._start_relay()
         self._register_fork_handler()
@@ -386,42 +387,67 @@ class TraceDBSpanExporter(SpanExporter):
     def _export_locked(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         pid = os.getpid()
         name = multiprocessing.current_process().name
-        if self._relay_to is not None and self._send_to_owner(spans, pid, name):
-            return SpanExportResult.SUCCESS
+        outcome = _relay.NOT_SENT
+        if self._relay_to is not None:
+            outcome = self._send_to_owner(spans, pid, name)
+            if outcome == _relay.STORED:
+                return SpanExportResult.SUCCESS
+        # Sent but not confirmed: the owner may have stored it before it died.
+        skip_stored = outcome in (_relay.UNCONFIRMED, _relay.UNCONFIRMED_GONE)
         return self._write_locked(
-            lambda writer: spans_to_batch(spans, writer, pid, name), len(spans)
+            lambda writer: spans_to_batch(spans, writer, pid, name),
+            len(spans),
+            skip_stored=skip_stored,
         )
 
-    def _send_to_owner(self, spans: Sequence[ReadableSpan], pid: int, name: str) -> bool:
-        """Hand the batch to the owner's relay; False to write it here instead."""
+    def _send_to_owner(self, spans: Sequence[ReadableSpan], pid: int, name: str) -> str:
+        """Hand the batch to the owner's relay and wait until it is stored (see
+        _relay.py); anything but STORED means this process writes it instead."""
         address = self._relay_to
         if address is None:
-            return False
+            return _relay.NOT_SENT
         ids = _relay.LocalIds()
         batch = spans_to_batch(spans, ids, pid, name)  # type: ignore[arg-type]
-        outcome = _relay.send(address, _relay.encode(self.path, batch, ids))
-        if outcome == _relay.GONE:
+        outcome = self._sender.deliver(
+            address,
+            lambda ack: _relay.encode(self.path, batch, ids, ack),
+            wait_s=self.timeout + 1.0,
+        )
+        if outcome in (_relay.GONE, _relay.UNCONFIRMED_GONE):
             self._relay_to = None  # the owner has ended: from now on, write here
-        return outcome == _relay.SENT
+        return outcome
 
-    def _write_relayed(self, message: dict[str, Any]) -> None:
-        """A batch a child sent (on the relay thread of the owner)."""
+    def _write_relayed(self, message: dict[str, Any]) -> bool:
+        """A batch a child sent (on the relay thread of the owner); True once stored.
+        Not stored, the child writes it itself: nothing here is lost."""
         count = len(message.get("spans") or ())
         # Bounded as export() is: another batch holds the lock at most one busy timeout.
         if not self._lock.acquire(timeout=self.timeout + 5.0):
-            self._warn("another export of this process did not finish in time", count,
-                       stopping=False)  # fmt: skip
-            return
+            return False
         try:
-            if not self._stopped:
-                self._write_locked(lambda writer: _relay.build_batch(message, writer), count)
+            if self._stopped:
+                return False
+            expired = False
+
+            def build(writer: Writer) -> Batch:
+                nonlocal expired
+                # Under the write lock: past its deadline the child writes the batch.
+                expired = _relay.expired(message)
+                return Batch() if expired else _relay.build_batch(message, writer)
+
+            outcome = self._write_locked(build, count, quiet=True)
+            return outcome == SpanExportResult.SUCCESS and not expired
         finally:
             self._lock.release()
 
-    def _write_locked(self, build: Any, count: int) -> SpanExportResult:
+    def _write_locked(
+        self, build: Any, count: int, *, skip_stored: bool = False, quiet: bool = False
+    ) -> SpanExportResult:
+        """Write one batch; ``quiet`` for a relayed batch, whose sender keeps it and
+        writes it itself when this fails (no 'batch lost' warning)."""
         try:
             writer = self._writer_here()
-            writer.write(Batch(), build=lambda: build(writer))
+            writer.write(Batch(), build=lambda: build(writer), skip_stored=skip_stored)
             return SpanExportResult.SUCCESS
         except TraceDBError as exc:
             if exc.permanent:
@@ -436,7 +462,8 @@ class TraceDBSpanExporter(SpanExporter):
                     # The file was replaced or damaged under us: reopen (and re-check)
                     # on the next batch rather than write into whatever it is now.
                     self._drop_writer()
-            self._warn(reason, count, stopping=False)
+            if not quiet:
+                self._warn(reason, count, stopping=False)
         return SpanExportResult.FAILURE
 
     def _warn(self, reason: str, count: int, *, stopping: bool) -> None:

@@ -6,11 +6,20 @@ SQLite there costs more than everything else procscope does in the child: a conn
 the WAL index, one write transaction, about 0.7-2 ms in a freshly forked process, where
 every page touched is copied. So the process that owns the DB (the one whose exporter was
 made first, normally the program at the top) listens on a Unix datagram socket, and its
-children send each batch there as one datagram, which takes the child tens of
-microseconds. The owner's relay thread writes the batches with its own connection.
+children send each batch there as one datagram. The owner's relay thread writes the
+batches with its own connection.
 
 Nothing is ever lost for the relay's sake, and nothing foreign gets in:
 
+* a batch counts as exported only when the owner says it is stored: the child sends it
+  with a token and the address of its own socket, the owner commits it and answers
+  (one datagram back), and the child waits for that answer (about a commit's time,
+  well under the cost of opening SQLite). The child keeps the batch meanwhile: if the
+  owner dies (its socket is gone: ``ECONNREFUSED`` on a probe), answers that it could
+  not store it, or does not answer within the busy timeout plus a second, the child
+  writes the batch to SQLite itself, leaving out the spans the owner stored before it
+  died (:func:`_writer.without_stored_spans`). The owner never writes a batch past the
+  child's deadline (checked under the write lock), so the two never both store it;
 * the child sends without blocking; if the owner is gone (``ECONNREFUSED``), its queue is
   full (``EAGAIN``), the batch is too big for one datagram, or anything else fails, the
   child writes that batch to SQLite itself, as it always could;
@@ -28,10 +37,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import select
 import socket
 import struct
 import sys
 import threading
+import time
 from typing import Any
 
 from ._common.guard import log_internal_error
@@ -42,7 +53,7 @@ from ._writer import Batch, Writer
 ENV_RELAY = "PROCSCOPE_DB_RELAY"
 # Where children find the owner's relay: {"path": the DB, "address": the socket}.
 ENV_RELAY_ADDRESS = "_PROCSCOPE_DB_RELAY_ADDRESS"
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: batches carry an acknowledgement request
 # One datagram per batch, at most this big; a bigger batch is written by the child itself.
 MAX_DATAGRAM = 192 * 1024
 _CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -98,7 +109,7 @@ class LocalIds:
         return index
 
 
-def encode(path: str, batch: Batch, ids: LocalIds) -> bytes:
+def encode(path: str, batch: Batch, ids: LocalIds, ack: dict[str, Any] | None = None) -> bytes:
     spans = [[*row[:1], row[1].hex(), *row[2:]] for row in batch.spans]
     links = [[row[0], row[1].hex(), *row[2:]] for row in batch.links]
     message = {
@@ -112,6 +123,8 @@ def encode(path: str, batch: Batch, ids: LocalIds) -> bytes:
         "span_attrs": batch.span_attrs,
         "event_attrs": batch.event_attrs,
     }
+    if ack is not None:
+        message["ack"] = ack
     return json.dumps(message, separators=(",", ":"), default=str).encode("utf-8")
 
 
@@ -121,17 +134,126 @@ GONE = "gone"  # the owner has ended, or stopped reading: no use trying again
 _GONE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EPIPE, errno.ENOENT})
 
 
-def send(address: bytes, payload: bytes) -> str:
-    """One datagram to the owner, without ever blocking."""
-    if len(payload) > MAX_DATAGRAM:
-        return NOT_SENT
+def _sendto(address: bytes, payload: bytes) -> int:
+    """Send one datagram without ever blocking: 0, or the errno of the failure."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
             sock.sendto(payload, address)
-        return SENT
+        return 0
     except OSError as exc:
-        return GONE if exc.errno in _GONE_ERRNOS else NOT_SENT
+        return exc.errno or -1
+
+
+def send(address: bytes, payload: bytes) -> str:
+    """One datagram to the owner, without ever blocking."""
+    if len(payload) > MAX_DATAGRAM:
+        return NOT_SENT
+    failure = _sendto(address, payload)
+    if not failure:
+        return SENT
+    return GONE if failure in _GONE_ERRNOS else NOT_SENT
+
+
+STORED = "stored"  # the owner committed the batch
+UNCONFIRMED = "unconfirmed"  # sent, maybe stored: the child writes what is not stored
+UNCONFIRMED_GONE = "unconfirmed, owner gone"
+ANSWER_SIZE = 256
+# How often a waiting child checks that the owner still has its socket.
+_PROBE_INTERVAL_S = 0.25
+_PROBE = b"?"  # not JSON: the owner's relay ignores it
+
+
+class AckingSender:
+    """A child's side of the relay: one socket per process to hear the owner's answers.
+
+    Used under the exporter's lock (one request at a time), and made anew in a forked
+    child (the parent's socket and its pending answers are not the child's)."""
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._pid = 0
+        self._count = 0
+
+    def _socket(self) -> socket.socket:
+        if self._sock is None or self._pid != os.getpid():
+            # A forked child leaves the inherited socket open (closing it is harmless,
+            # but the parent may still be waiting on it: its answers are not ours).
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            name = b"\0procscope-db-ack-%d-%s" % (os.getpid(), os.urandom(6).hex().encode())
+            sock.bind(name)
+            sock.setblocking(False)
+            self._sock, self._pid = sock, os.getpid()
+        return self._sock
+
+    def deliver(self, address: bytes, message: Any, wait_s: float) -> str:
+        """Send ``message(ack)`` (the encoded batch) and wait for the owner to store it:
+        STORED, NOT_SENT (never reached the owner), GONE (the owner is gone), or
+        "unknown" (sent, but not confirmed: the caller writes it, skipping stored spans)."""
+        sock = self._socket()
+        self._count += 1
+        token = f"{os.getpid()}-{self._count}-{os.urandom(4).hex()}"
+        deadline = time.monotonic() + wait_s
+        payload = message({"token": token, "reply": sock.getsockname().hex(), "until": deadline})
+        outcome = send(address, payload)
+        if outcome != SENT:
+            return outcome
+        next_probe = time.monotonic() + _PROBE_INTERVAL_S
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                return UNCONFIRMED
+            ready, _, _ = select.select([sock], [], [], min(deadline, next_probe) - now)
+            if ready:
+                answer = _read_answer(sock, token)
+                if answer is not None:
+                    return STORED if answer else UNCONFIRMED
+            elif time.monotonic() >= next_probe:
+                if _refused(address):
+                    return UNCONFIRMED_GONE
+                next_probe = time.monotonic() + _PROBE_INTERVAL_S
+
+
+def _refused(address: bytes) -> bool:
+    """True when nobody holds the owner's address any more (it died or closed it); a
+    socket shut for reading (EPIPE) still belongs to an owner writing what it queued."""
+    return _sendto(address, _PROBE) in (errno.ECONNREFUSED, errno.ENOENT)
+
+
+def _read_answer(sock: socket.socket, token: str) -> bool | None:
+    """The owner's answer to ``token`` among the datagrams waiting; None if not there
+    (answers to earlier requests that timed out are dropped)."""
+    while True:
+        try:
+            data = sock.recv(ANSWER_SIZE)
+        except OSError:
+            return None
+        try:
+            answer = json.loads(data)
+            if answer.get("token") == token:
+                return bool(answer.get("stored"))
+        except (ValueError, AttributeError):
+            pass
+
+
+def answer(sock: socket.socket, ack: Any, stored: bool) -> None:
+    """Tell the child whether its batch is stored (never blocking; a lost answer costs
+    the child its wait, then it writes the batch itself, skipping stored spans)."""
+    if not isinstance(ack, dict):
+        return
+    try:
+        reply = bytes.fromhex(str(ack.get("reply")))
+        payload = json.dumps({"token": ack.get("token"), "stored": stored}).encode()
+        sock.sendto(payload, reply)
+    except (OSError, ValueError, TypeError):
+        pass
+
+
+def expired(message: dict[str, Any]) -> bool:
+    """True once the sending child has stopped waiting and writes the batch itself."""
+    ack = message.get("ack")
+    until = ack.get("until") if isinstance(ack, dict) else None
+    return isinstance(until, (int, float)) and time.monotonic() > until
 
 
 # --- the owner's side ----------------------------------------------------------------------
@@ -199,6 +321,7 @@ class RelayServer:
             raise
         self.address: bytes = self._sock.getsockname()
         self._closed = False
+        self._gone = False  # set before the socket closes: nothing is written after it
         self._thread = threading.Thread(target=self._serve, name="procscope-db-relay", daemon=True)
         self._thread.start()
 
@@ -223,13 +346,17 @@ class RelayServer:
             write = self._write()
             if write is None:
                 return  # the exporter is gone
+            message = None
+            stored = False
             try:
                 message = decode(data, self.path)
-                if message is not None:
-                    write(message)
+                if message is not None and not self._gone:
+                    stored = bool(write(message))
             except Exception:  # noqa: BLE001 -- one bad datagram must not stop the relay
                 log_internal_error()
             del write
+            if message is not None:
+                answer(sock, message.get("ack"), stored)
 
     def close(self, timeout: float = 5.0) -> None:
         """Refuse further sends (children then write for themselves), let the thread
@@ -250,6 +377,9 @@ class RelayServer:
             raw = os.environ.get(ENV_RELAY_ADDRESS, "")
             if self.address.hex() in raw:
                 os.environ.pop(ENV_RELAY_ADDRESS, None)
+        # Children waiting on a batch still queued see the address go and write it
+        # themselves; the thread must not write it after that (see _serve).
+        self._gone = True
         try:
             self._sock.close()
         except OSError:

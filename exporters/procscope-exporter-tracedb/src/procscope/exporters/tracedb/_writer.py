@@ -320,18 +320,22 @@ class Writer:
 
     # ------------------------------------------------------------------ writing
 
-    def write(self, batch: Batch, *, build: Any = None) -> None:
+    def write(self, batch: Batch, *, build: Any = None, skip_stored: bool = False) -> None:
         """Insert one batch in one IMMEDIATE transaction.
 
         ``build``, if given, is called under the write lock (after ``BEGIN``) and returns
         the batch; it lets the exporter look up resource and scope ids inside the same
-        transaction as the spans that use them.
+        transaction as the spans that use them. ``skip_stored``: leave out the spans
+        (with their events, links and index rows) already in the DB, for a batch that
+        the relay's owner may have stored before it died (see _relay.py).
         """
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             if build is not None:
                 batch = build()
+            if skip_stored:
+                batch = without_stored_spans(conn, batch)
             span_base = conn.execute("SELECT coalesce(max(span_pk), 0) + 1 FROM spans").fetchone()[
                 0
             ]
@@ -399,6 +403,30 @@ class Writer:
         from ._retention import prune
 
         return prune(self.conn, max_bytes=self.max_bytes, max_age_s=self.max_age_s)
+
+
+def without_stored_spans(conn: sqlite3.Connection, batch: Batch) -> Batch:
+    """``batch`` less the spans whose (trace id, span id) the DB holds already.
+
+    Only a batch handed back by a relay that did not acknowledge it takes this path, so
+    the look-ups (one indexed query per trace) stay off the normal write path.
+    """
+    stored: set[tuple[bytes, int]] = set()
+    for trace_id in {row[1] for row in batch.spans}:
+        rows = conn.execute("SELECT span_id FROM spans WHERE trace_id = ?", (trace_id,))
+        stored.update((trace_id, span_id) for (span_id,) in rows)
+    if not stored:
+        return batch
+    dropped = {row[0] for row in batch.spans if (row[1], row[2]) in stored}
+    events = [e for e in batch.events if e[1] not in dropped]
+    kept_events = {e[0] for e in events}
+    return Batch(
+        spans=[row for row in batch.spans if row[0] not in dropped],
+        events=events,
+        links=[row for row in batch.links if row[0] not in dropped],
+        span_attrs=[row for row in batch.span_attrs if row[2] not in dropped],
+        event_attrs=[row for row in batch.event_attrs if row[2] in kept_events],
+    )
 
 
 def summarise_traces(spans: Sequence[tuple[Any, ...]]) -> Iterable[tuple[Any, ...]]:
