@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -33,6 +34,33 @@ _logger = logging.getLogger("procscope")
 
 # How long a SIGTERM may hold up the program's death to flush what it recorded.
 SIGTERM_FLUSH_MILLIS = 5_000
+# How long procscope.shutdown(), and the provider's shutdown at exit, may take: the SDK's
+# batch processors wait up to 30 s for their worker, and an exporter up to its own timeout,
+# when the backend is down. Past the budget, what is unsent is dropped (docs/lifecycle.md).
+SHUTDOWN_SECONDS = 3.0
+# A fork child that exits through atexit: the exit flush budget of the lifecycle runtime.
+CHILD_SHUTDOWN_SECONDS = 0.5
+
+
+def run_within(seconds: float, fn: Any, name: str) -> bool:
+    """Run ``fn()`` on a daemon helper thread, waiting for it at most ``seconds``.
+
+    True when it finished. The helper is left behind (it dies with the process) when it
+    does not: a backend that never answers must not hold the program's end."""
+    try:
+        helper = threading.Thread(target=fn, name=name, daemon=True)
+        helper.start()
+    except RuntimeError:  # no new threads at interpreter shutdown: run it here
+        fn()
+        return True
+    helper.join(seconds)
+    return not helper.is_alive()
+
+
+def _shutdown_at_exit(provider: Any, setup_pid: int) -> None:
+    seconds = SHUTDOWN_SECONDS if os.getpid() == setup_pid else CHILD_SHUTDOWN_SECONDS
+    with handle_internal_errors():
+        run_within(seconds, provider.shutdown, "procscope-shutdown")
 
 
 class Scope:
@@ -104,7 +132,11 @@ class Scope:
                 type(current).__name__,
             )
         self.sampler = AdjustableRateSampler(self.settings.sample_rate)
-        provider = TracerProvider(resource=build_resource(), sampler=self.sampler)
+        # Shut down at exit by procscope, within a budget, not by the SDK's unbounded hook.
+        provider = TracerProvider(
+            resource=build_resource(), sampler=self.sampler, shutdown_on_exit=False
+        )
+        atexit.register(_shutdown_at_exit, provider, os.getpid())
         provider._procscope_owned = True  # type: ignore[attr-defined]
         trace.set_tracer_provider(provider)
         self.owns_provider = True
@@ -221,8 +253,14 @@ class Scope:
                 ok = processor.force_flush(timeout_millis) and ok
         return ok
 
+    def _shutdown_processors(self) -> None:
+        for processor in self.processors:
+            with handle_internal_errors():
+                processor.shutdown()
+
     def shutdown(self) -> None:
-        """Uninstrument, flush and close everything this scope installed."""
+        """Uninstrument, flush and close everything this scope installed (at most
+        SHUTDOWN_SECONDS: what is not exported by then is dropped)."""
         with self._lock:
             if self._closed:
                 return
@@ -230,9 +268,7 @@ class Scope:
         with handle_internal_errors():
             _instrumentors.uninstrument_all()
         self._remove_sigterm_flush()
-        for processor in self.processors:
-            with handle_internal_errors():
-                processor.shutdown()
+        run_within(SHUTDOWN_SECONDS, self._shutdown_processors, "procscope-shutdown")
         live = shared_state.settings()
         live.configured = False
         shared_state.get().scope_settings = None

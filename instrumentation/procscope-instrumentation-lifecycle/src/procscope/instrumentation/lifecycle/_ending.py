@@ -25,6 +25,7 @@ from ._common.guard import log_internal_error
 from ._common.threadinfo import on_main_thread
 from ._patching import Patches
 from ._runtime import (
+    EXIT_FLUSH_MILLIS,
     ExceptionRecord,
     end_with_error,
     flush,
@@ -39,7 +40,9 @@ _failure: list[ExceptionRecord] = []
 # True in a multiprocessing.Pool worker: see _end_for_signal.
 _pool_worker: list[bool] = [False]
 _sigterm_installed = False
-SIGTERM_FLUSH_SECONDS = 5.0
+# A SIGTERM-ed child flushes within the exit budget too (see _runtime.EXIT_FLUSH_MILLIS);
+# the margin lets the helper end the span before its own flush is cut.
+SIGTERM_FLUSH_SECONDS = EXIT_FLUSH_MILLIS / 1000 + 0.25
 
 
 def begin_run(name: str, attributes: dict[str, Any], ctx: Any, *, pool_worker: bool = False) -> Any:

@@ -438,8 +438,12 @@ _fork_mask = threading.local()
 # thread would hold the exporter's locks, and the SQLite library's own, in the child too,
 # where nobody would ever release them, and the child's flush at exit would wait for ever.
 # So the export lock of each SDK batch processor is taken around the fork (as the logging
-# module does with its handlers' locks).
-QUIESCE_SECONDS = 5.0
+# module does with its handlers' locks) -- but only when it is free: a fork never waits on
+# an export (an export to an endpoint that is down can take the exporter's whole timeout,
+# and it held every fork for up to 5 s). When an export is under way, the child is forked
+# anyway: its batch processor and exporters reinitialise their own locks after the fork,
+# and whatever library lock stays held there can only cost the child its exit flush's
+# budget (_runtime.EXIT_FLUSH_MILLIS), never a hang.
 _held_export_locks = threading.local()
 
 
@@ -457,7 +461,7 @@ def _quiesce_exports() -> None:
     taken = []
     try:
         for lock in _export_locks():
-            if lock.acquire(timeout=QUIESCE_SECONDS):
+            if lock.acquire(blocking=False):
                 taken.append(lock)
     except Exception:  # noqa: BLE001 -- fork must go ahead whatever happens here
         pass

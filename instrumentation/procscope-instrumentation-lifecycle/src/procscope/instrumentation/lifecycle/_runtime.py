@@ -21,6 +21,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCod
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ._common import head_sampling, shared_state
+from ._common.guard import logger
 from ._common.settings import BadSettingError, resolve_one
 from ._common.threadinfo import current_thread_name
 
@@ -59,8 +60,28 @@ SPANS_ERRORS = "errors"
 # stays within a few percent. Process spans do not depend on this (see docs/lifecycle.md).
 DEFAULT_SPANS = SPANS_ERRORS
 
-# How long a child may spend flushing what it recorded before it exits.
-EXIT_FLUSH_MILLIS = 5_000
+# How long a child may spend flushing what it recorded before it exits (docs/lifecycle.md,
+# "Exit and shutdown budgets"). Small on purpose: with the backend down, an exporter's own
+# timeout (10 s for OTLP) made every child's exit wait 5 s. A flush cut short leaves the
+# rest to the helper thread, which dies with the process: those spans are counted in
+# exit_flush_abandoned() and reported on procscope's logger.
+EXIT_FLUSH_MILLIS = 500
+_abandoned = [0]
+_stuck: list[threading.Thread] = []
+
+
+def exit_flush_abandoned() -> int:
+    """Spans this process left unexported because its exit flush ran out of budget."""
+    return _abandoned[0]
+
+
+def _queued_spans() -> int:
+    count = 0
+    for processor in span_processors():
+        queue = getattr(getattr(processor, "_batch_processor", None), "_queue", None)
+        if queue is not None:
+            count += len(queue)
+    return count
 
 _propagator = TraceContextTextMapPropagator()
 
@@ -351,6 +372,10 @@ def flush(timeout_millis: int = EXIT_FLUSH_MILLIS) -> None:
             return
     except Exception:  # noqa: BLE001 -- when in doubt, flush
         pass
+    if _stuck and _stuck[-1].is_alive():
+        # An earlier exit flush of this process (a child ends twice: its span, then
+        # os._exit) is still stuck on the same export: do not spend the budget again.
+        return
     try:
         helper = threading.Thread(
             target=force_flush, args=(timeout_millis,), name="procscope-exit-flush", daemon=True
@@ -360,6 +385,17 @@ def flush(timeout_millis: int = EXIT_FLUSH_MILLIS) -> None:
         force_flush(timeout_millis)
         return
     helper.join(timeout_millis / 1000)
+    if helper.is_alive():
+        _stuck.append(helper)
+        # Out of budget (an exporter waiting on a dead backend, a library lock held over
+        # the fork): what is still queued, and the batch being sent, are given up.
+        left = _queued_spans()
+        _abandoned[0] += left
+        logger.info(
+            "procscope: exit flush out of its %d ms budget; about %d queued spans dropped",
+            timeout_millis,
+            left,
+        )
 
 
 def scope_settings() -> Any:
