@@ -1,6 +1,7 @@
 """procscope side by side with its peers on five workloads (issue 12, item 6).
 
-    .venv/bin/python benchmarks/peers/bench_peers.py [--rounds 5] [--scale 1.0] [--only NAME]
+    .venv/bin/python benchmarks/peers/bench_peers.py [--rounds 3] [--scale 1.0]
+        [--only NAME] [--no-peers] [--output FILE]
     .venv/bin/python benchmarks/peers/bench_peers.py --rounds 1 --scale 0.1   # quick
 
 Each workload (peer_workloads.py) is a standalone program that times its own work, so
@@ -67,6 +68,8 @@ TITLES = {
     "contrib": "contrib threading+asyncio, SDK",
 }
 PEER_CONFIGS = {"viztracer", "contrib"}
+# VizTracer's circular buffer: when full it overwrites its oldest events.
+VIZTRACER_ENTRIES = 10_000_000
 # Producer and consumer spans share messaging.message.id (an indexed attribute).
 BOTH_ENDS_SQL = """
 SELECT COUNT(*) FROM (
@@ -116,8 +119,8 @@ def command(config: str, workload: str, args: list[str], tmp: Path, peers: Path 
     assert peers is not None
     if config == "viztracer":
         out = tmp / f"viz-{workload}-{time.monotonic_ns()}.json"
-        cmd = [str(peers.parent / "viztracer"), "--quiet", "--tracer_entries", "10000000",
-               "-o", str(out), *program]
+        cmd = [str(peers.parent / "viztracer"), "--quiet",
+               "--tracer_entries", str(VIZTRACER_ENTRIES), "-o", str(out), *program]
         return cmd, env, out
     env["PEERS_SETUP"] = "otel"
     return [str(peers), *program], env, None
@@ -141,8 +144,8 @@ def captured(config: str, artifact: Path | None, result: dict[str, Any]) -> dict
         data = artifact.read_bytes()
         artifact.unlink()
         # Every trace event has one "ph" key; metadata events ("M") are not calls.
-        return {"events": data.count(b'"ph":') - data.count(b'"ph": "M"')
-                - data.count(b'"ph":"M"')}
+        events = data.count(b'"ph":') - data.count(b'"ph": "M"') - data.count(b'"ph":"M"')
+        return {"events": events, "buffer_full": events >= VIZTRACER_ENTRIES * 0.99}
     if config == "contrib":
         return {"spans": result.get("spans", 0)}
     return {}
@@ -184,7 +187,9 @@ def capture_text(config: str, runs: list[dict[str, Any]]) -> str:
             text += ", SDK queue full: spans dropped"
         return text
     if config == "viztracer":
-        return f"{int(statistics.median(r['events'] for r in runs)):,} events"
+        text = f"{int(statistics.median(r['events'] for r in runs)):,} events"
+        full = any(r["buffer_full"] for r in runs)
+        return text + (", buffer full: early events lost" if full else "")
     if config == "contrib":
         spans = int(statistics.median(r["spans"] for r in runs))
         text = f"{spans:,} span{'s' if spans != 1 else ''}"
@@ -220,7 +225,7 @@ def table(results: dict[tuple[str, str], list[dict[str, Any]]], configs: list[st
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)  # about 6 min at scale 1
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--only", action="append", choices=list(WORKLOADS),
                         help="run only this workload (repeatable)")
