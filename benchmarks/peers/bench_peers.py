@@ -265,6 +265,9 @@ def main(argv: list[str]) -> int:
             print(f"round {rnd + 1}/{args.rounds} done, {time.perf_counter() - started:.0f} s",
                   flush=True)
     text = table(results, configs, workloads)
+    if peers is None and not args.no_peers:
+        text += ("\n\nVizTracer and contrib were not run: their virtualenv "
+                 f"({PEERS_VENV.name}) could not be made.")
     print("\n" + text)
     if args.output:
         args.output.write_text(text + "\n")
