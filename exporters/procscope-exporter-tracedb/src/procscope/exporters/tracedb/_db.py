@@ -3,6 +3,19 @@
 The file is opened read-only (``mode=ro``): a reader can never create, change or lock
 out the file. In WAL mode readers see the last committed state at the start of each
 query (or of the read transaction a multi-query method opens) and never wait for writers.
+
+A reader creates no file either. SQLite reading a WAL-mode DB wants its -wal and -shm
+files and creates them when they are missing (then cannot remove them: they stay, owned
+by the reader, and another user's -shm breaks the owner's next run). So:
+
+* the last writer to close a DB switches it back to rollback-journal mode
+  (:meth:`Writer.close`), where a read-only reader needs no other file;
+* while writers run, their -wal and -shm exist and the reader uses them, read-only;
+* a WAL-mode DB without a -wal (its last writer could not switch it back: another
+  connection was open, or it was killed) has everything in the main file, and is read as
+  immutable (no locks, no files). Should a writer start during that read, the reader may
+  see the file as it was when the query began, or, if the writer checkpoints in the
+  middle of the query, fail it with "malformed": never harm the file.
 """
 
 from __future__ import annotations
@@ -28,7 +41,7 @@ def connect_for_reading(path: str, busy_timeout_s: float = 5.0) -> sqlite3.Conne
         raise TraceDBError(path, "no such file")
     _schema.check_header(path)
     try:
-        conn, marks = _open_read_only(path, busy_timeout_s, immutable=False)
+        conn, marks = _open_read_only(path, busy_timeout_s, immutable=_needs_immutable(path))
     except sqlite3.Error as exc:
         wal = path + "-wal"
         if (os.path.exists(wal) and os.path.getsize(wal) > 0) or not _on_read_only_fs(path):
@@ -71,6 +84,25 @@ def _open_read_only(
     except BaseException:
         conn.close()
         raise
+
+
+_WAL_FORMAT = 2  # bytes 18-19 of the SQLite header: 1 rollback journal, 2 WAL
+
+
+def _needs_immutable(path: str) -> bool:
+    """True for a WAL-mode DB with no (or an empty) -wal file: reading it normally would
+    create -wal and -shm beside it, and everything is in the main file anyway."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(20)
+    except OSError:
+        return False
+    if len(header) < 20 or header[18] != _WAL_FORMAT:
+        return False
+    try:
+        return os.path.getsize(path + "-wal") == 0 and not os.path.exists(path + "-shm")
+    except OSError:
+        return True  # no -wal file
 
 
 def _on_read_only_fs(path: str) -> bool:

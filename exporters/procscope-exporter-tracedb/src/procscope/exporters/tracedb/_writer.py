@@ -248,7 +248,18 @@ class Writer:
         self._pending_scopes: list[tuple[Any, ...]] = []
 
     def close(self) -> None:
-        self.conn.close()
+        """Close, leaving the file in rollback-journal mode when this is its last
+        connection, so that readers need no -wal/-shm files (see _db.py)."""
+        conn = self.conn
+        try:
+            # SQLite changes the mode only when no other connection has the file open
+            # (it needs the exclusive lock): with writers still running it refuses at
+            # once (no busy wait), and the file stays in WAL mode for them.
+            conn.execute("PRAGMA busy_timeout = 0")
+            conn.execute("PRAGMA journal_mode = DELETE")
+        except sqlite3.Error:
+            pass
+        conn.close()
 
     # ------------------------------------------------------------------ ids of shared rows
 

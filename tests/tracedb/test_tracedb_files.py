@@ -1,0 +1,151 @@
+"""The DB file: read commands create nothing beside it, for its owner or another user."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+
+PROCSCOPE = os.path.join(os.path.dirname(sys.executable), "procscope")
+NOBODY = 65534
+
+_PROGRAM = textwrap.dedent(
+    """
+    import queue, threading
+    import procscope
+
+    class Account:
+        def __init__(self):
+            self.balance = 0
+
+    account = procscope.trace_state(Account(), name="account")
+    jobs = procscope.name(queue.Queue(), "jobs")
+    worker = threading.Thread(target=lambda: jobs.get())
+    worker.start()
+    jobs.put("job 1")
+    account.balance = 5
+    worker.join()
+    """
+)
+
+
+@pytest.fixture
+def shared_folder() -> Iterator[str]:
+    """A folder under /tmp that other users may enter and read, but not write."""
+    folder = tempfile.mkdtemp(prefix="procscope-files-")
+    os.chmod(folder, 0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_program(db: str, folder: str) -> None:
+    script = os.path.join(folder, "program.py")
+    if not os.path.exists(script):
+        with open(script, "w") as file:
+            file.write(_PROGRAM)
+    done = subprocess.run(
+        [PROCSCOPE, "run", "--db", db, sys.executable, script],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def _read_commands(db: str) -> list[list[str]]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True)
+    try:
+        trace = conn.execute("SELECT hex(trace_id) FROM traces LIMIT 1").fetchone()[0].lower()
+    finally:
+        conn.close()
+    return [
+        ["traces", "--db", db],
+        ["traces", "--db", db, "--json"],
+        ["show", trace, "--db", db],
+        ["processes", "--db", db],
+        ["messages", "--db", db],
+        ["state", "account", "--db", db],
+    ]
+
+
+def _listing(folder: str) -> dict[str, tuple[int, int, int]]:
+    """Every file in the folder with its owner, mode and size."""
+    found = {}
+    for name in sorted(os.listdir(folder)):
+        info = os.stat(os.path.join(folder, name))
+        found[name] = (info.st_uid, info.st_mode, info.st_size)
+    return found
+
+
+def _span_count(db: str) -> int:
+    conn = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM spans").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_read_commands_leave_the_folder_as_they_found_it(shared_folder: str) -> None:
+    """After a program has finished, every read command runs and no -wal/-shm appears."""
+    db = os.path.join(shared_folder, "procscope.db")
+    _run_program(db, shared_folder)
+    before = _listing(shared_folder)
+    for command in _read_commands(db):
+        done = subprocess.run([PROCSCOPE, *command], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, (command, done.stderr)
+        assert _listing(shared_folder) == before, command
+
+
+def test_a_db_left_in_wal_mode_is_read_without_new_files(shared_folder: str) -> None:
+    """A DB still in WAL mode with no -wal file (its last writer was killed, or another
+    connection was open when it closed) is read without creating -wal or -shm."""
+    db = os.path.join(shared_folder, "procscope.db")
+    _run_program(db, shared_folder)
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()  # the last connection: SQLite removes its -wal and -shm, WAL mode stays
+    with open(db, "rb") as file:
+        assert file.read(20)[18] == 2  # WAL mode in the header
+    before = _listing(shared_folder)
+    for command in _read_commands(db):
+        done = subprocess.run([PROCSCOPE, *command], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, (command, done.stderr)
+        assert _listing(shared_folder) == before, command
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a command as another user")
+def test_another_user_reads_without_leaving_files_and_the_owner_runs_again(
+    shared_folder: str,
+) -> None:
+    """A user who may read the DB but not write its folder gets answers, leaves nothing,
+    and the owner's next run records as before."""
+    db = os.path.join(shared_folder, "procscope.db")
+    _run_program(db, shared_folder)
+    os.chmod(db, 0o644)  # the owner lets others read it
+    before = _listing(shared_folder)
+    as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    for command in _read_commands(db):
+        done = subprocess.run(
+            [*as_nobody, PROCSCOPE, *command],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=dict(os.environ, HOME="/tmp"),
+            cwd="/",
+        )
+        assert done.returncode == 0, (command, done.stderr)
+        assert _listing(shared_folder) == before, command
+    spans = _span_count(db)
+    _run_program(db, shared_folder)
+    assert _span_count(db) > spans
