@@ -10,8 +10,10 @@ import sys
 import tempfile
 import textwrap
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from procscope.exporters.tracedb import TraceDB, TraceDBSpanExporter
 
 PROCSCOPE = os.path.join(os.path.dirname(sys.executable), "procscope")
 NOBODY = 65534
@@ -149,3 +151,46 @@ def test_another_user_reads_without_leaving_files_and_the_owner_runs_again(
     spans = _span_count(db)
     _run_program(db, shared_folder)
     assert _span_count(db) > spans
+
+
+def _export_one(path: str, make_span: Any, name: str = "new") -> str:
+    exporter = TraceDBSpanExporter(path)
+    outcome = exporter.export([make_span(name, trace_id=1, span_id=1)])
+    exporter.shutdown()
+    return outcome.name
+
+
+def _file_bytes(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
+@pytest.mark.parametrize("how", ["world-writable", "group-writable", "another owner"])
+def test_a_db_file_others_can_write_is_refused_and_spans_go_beside_it(
+    tmp_path: Any, make_span: Any, procscope_warnings: Any, how: str
+) -> None:
+    """A pre-created DB file that others could write (or own) is not written: one warning
+    names it and why, and the spans go to a fresh 0600 file beside it (procscope.1.db)."""
+    if how == "another owner" and os.geteuid() != 0:
+        pytest.skip("needs root to give the file to another user")
+    path = str(tmp_path / "procscope.db")
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.close(fd)
+    if how == "another owner":
+        os.chown(path, NOBODY, NOBODY)
+    else:
+        os.chmod(path, 0o666 if how == "world-writable" else 0o620)
+    before = os.stat(path)
+    assert _export_one(path, make_span) == "SUCCESS"
+    assert _export_one(path, make_span, "again") == "SUCCESS"
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    fresh = str(tmp_path / "procscope.1.db")
+    assert os.stat(fresh).st_mode & 0o777 == 0o600
+    with TraceDB(fresh) as db:
+        assert sorted(s.name for s in db.spans()) == ["again", "new"]
+    warnings = [r.getMessage() for r in procscope_warnings()]
+    assert len(warnings) == 1, warnings
+    assert path in warnings[0] and fresh in warnings[0]
+    reason = "owned by uid 65534" if how == "another owner" else "writable by others"
+    assert reason in warnings[0]

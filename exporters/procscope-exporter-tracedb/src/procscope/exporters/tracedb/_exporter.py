@@ -55,6 +55,15 @@ _ABANDONED: list[Writer] = []
 _SCALAR = (str, int, float)
 
 
+FALLBACKS = 9
+
+
+def fallback_paths(path: str) -> list[str]:
+    """``path``, then the files written instead of it: procscope.db -> procscope.1.db..."""
+    stem, ext = os.path.splitext(path)
+    return [path, *(f"{stem}.{n}{ext}" for n in range(1, FALLBACKS + 1))]
+
+
 def parse_path(value: object) -> str:
     """A DB path, made absolute. Unlike setup()'s check, a path that cannot be written
     is accepted: export then fails with a warning, instead of silently writing elsewhere."""
@@ -338,20 +347,48 @@ class TraceDBSpanExporter(SpanExporter):
         if writer is not None and writer.pid != os.getpid():
             _ABANDONED.append(writer)  # inherited over a fork we did not see
             writer = self._writer = None
-        if writer is not None and file_identity(self.path) != writer.identity:
+        if writer is not None and file_identity(writer.path) != writer.identity:
             # The file was deleted or replaced (rm procscope.db, log rotation): writing on
             # would go to an unlinked file nobody can read. Open (and check) the new one.
             self._drop_writer()
             writer = None
         if writer is None:
-            writer = Writer(
-                self.path,
-                busy_timeout_s=self.timeout,
-                max_bytes=self.max_bytes,
-                max_age_s=self.max_age,
-            )
-            self._writer = writer
+            writer = self._writer = self._open_writer()
         return writer
+
+    def _open_writer(self) -> Writer:
+        """A writer for the DB, or, when that file must not be written (others may write
+        it, or it is damaged), for the first usable ``<name>.N<ext>`` beside it (N = 1..9:
+        every process of the program picks the same one), with one warning."""
+        refused: TraceDBError | None = None
+        for candidate in fallback_paths(self.path):
+            try:
+                writer = Writer(
+                    candidate,
+                    busy_timeout_s=self.timeout,
+                    max_bytes=self.max_bytes,
+                    max_age_s=self.max_age,
+                )
+            except TraceDBError as exc:
+                if not exc.elsewhere:
+                    raise
+                refused = refused or exc
+                continue
+            if refused is not None:
+                warn_once(
+                    f"tracedb-elsewhere:{self.path}",
+                    "procscope: not writing to the trace DB %s: %s; writing to %s instead "
+                    "(read it with --db %s; reported once)",
+                    self.path,
+                    refused.reason,
+                    candidate,
+                    candidate,
+                )
+            return writer
+        assert refused is not None
+        raise TraceDBError(
+            self.path, f"{refused.reason}, and no file beside it could be used instead"
+        )
 
     # ------------------------------------------------------------------ SpanExporter
 

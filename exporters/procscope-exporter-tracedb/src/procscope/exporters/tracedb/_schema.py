@@ -170,13 +170,18 @@ class TraceDBError(Exception):
     ``str(error)`` is one line that names the file and the reason.
     """
 
-    def __init__(self, path: str, reason: str, *, permanent: bool = True) -> None:
+    def __init__(
+        self, path: str, reason: str, *, permanent: bool = True, elsewhere: bool = False
+    ) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
         # permanent: retrying will not help (foreign file, newer schema); the exporter
         # then stops trying instead of failing slowly on every batch.
         self.permanent = permanent
+        # elsewhere: a file that must not be written (others may write it, or it is
+        # damaged): the exporter writes to a fresh file beside it instead.
+        self.elsewhere = elsewhere
 
 
 #: Migrations by the version they upgrade FROM; each runs inside the write transaction
@@ -233,9 +238,7 @@ def check_header(path: str) -> None:
         except IsADirectoryError:
             raise TraceDBError(path, "it is a directory") from None
         except OSError as exc:
-            raise TraceDBError(
-                path, f"cannot read it ({exc.strerror})", permanent=False
-            ) from None
+            raise TraceDBError(path, f"cannot read it ({exc.strerror})", permanent=False) from None
         if not head or head == SQLITE_HEADER:
             return
         if attempt + 1 < HEADER_READS:

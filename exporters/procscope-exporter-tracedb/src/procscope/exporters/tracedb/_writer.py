@@ -128,6 +128,29 @@ def create_file(path: str) -> None:
     os.close(fd)
 
 
+def check_ownership(path: str) -> None:
+    """Refuse a DB file (or its -wal/-shm) that another user owns or others may write:
+    whoever can write it can change what the program records, or what it runs into."""
+    me = os.geteuid()
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            link = os.lstat(name)
+            info = os.stat(name)
+        except FileNotFoundError:
+            continue
+        for stat in (link, info):
+            if stat.st_uid != me:
+                raise TraceDBError(
+                    path, f"{name} is owned by uid {stat.st_uid}, not by this user (uid {me})",
+                    elsewhere=True,
+                )  # fmt: skip
+        if info.st_mode & 0o022:
+            raise TraceDBError(
+                path, f"{name} is writable by others (mode {info.st_mode & 0o777:04o})",
+                elsewhere=True,
+            )  # fmt: skip
+
+
 def connect_for_writing(
     path: str, busy_timeout_s: float, wal_limit: int = 16 * 1024 * 1024
 ) -> sqlite3.Connection:
@@ -159,6 +182,7 @@ def _connect_once(path: str, busy_timeout_s: float, wal_limit: int) -> sqlite3.C
     if not os.path.isdir(directory):
         raise TraceDBError(path, f"its folder {directory} does not exist", permanent=False)
     create_file(path)
+    check_ownership(path)
     _schema.check_header(path)
     # isolation_level=None: we issue BEGIN IMMEDIATE/COMMIT ourselves.
     # check_same_thread=False: the exporter's lock serialises use across threads (the
