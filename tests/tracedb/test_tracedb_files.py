@@ -194,3 +194,42 @@ def test_a_db_file_others_can_write_is_refused_and_spans_go_beside_it(
     assert path in warnings[0] and fresh in warnings[0]
     reason = "owned by uid 65534" if how == "another owner" else "writable by others"
     assert reason in warnings[0]
+
+
+def test_a_damaged_db_is_left_as_it_is_and_a_program_writes_beside_it(
+    shared_folder: str, make_span: Any
+) -> None:
+    """Bytes overwritten in the middle of a page: a program run under procscope says so
+    once, records into procscope.1.db, and leaves the damaged file byte for byte."""
+    db = os.path.join(shared_folder, "procscope.db")
+    exporter = TraceDBSpanExporter(db)
+    for trace in range(20):
+        spans = [make_span(f"old {trace}.{i}", trace_id=trace + 1, span_id=trace * 100 + i + 1,
+                           attributes={"pad": "x" * 200}) for i in range(100)]  # fmt: skip
+        assert exporter.export(spans).name == "SUCCESS"
+    exporter.shutdown()
+    page_size = 4096
+    with open(db, "r+b") as file:
+        pages = os.path.getsize(db) // page_size
+        file.seek((pages // 3) * page_size + 1500)
+        file.write(bytes(range(256))[:200])
+    damaged = _file_bytes(db)
+    done = subprocess.run(
+        [PROCSCOPE, "run", "--db", db, sys.executable, "-c", _PROGRAM],
+        capture_output=True,
+        text=True,
+        cwd=shared_folder,
+        timeout=120,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "PROCSCOPE_RAISE_INTERNAL_ERRORS"},
+    )
+    assert done.returncode == 0, done.stderr
+    fresh = os.path.join(shared_folder, "procscope.1.db")
+    assert done.stderr.count(f"not writing to the trace DB {db}: its pages are damaged") == 1, (
+        done.stderr
+    )
+    assert fresh in done.stderr
+    assert _file_bytes(db) == damaged
+    with TraceDB(fresh) as reader:
+        names = {s.name for s in reader.spans()}
+    assert names and not any(name.startswith("old ") for name in names)

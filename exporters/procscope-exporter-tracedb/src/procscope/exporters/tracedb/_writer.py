@@ -151,6 +151,55 @@ def check_ownership(path: str) -> None:
             )  # fmt: skip
 
 
+# A writer's open checks the whole file (PRAGMA quick_check) up to this size: about 20 ms
+# (measured: 0.43-0.95 s for a 1,000,000-span, 711 MB DB). The check is one SQLite
+# instruction, so neither a progress handler nor anything but another thread could
+# bound it in time; beyond this size only the small tables (ids, resources, scopes) and
+# the header's page count are checked, and damage elsewhere is found when a write
+# touches it (SQLite reports "malformed"; the next batch reopens and checks again).
+FULL_CHECK_MAX_BYTES = 16 * 1024 * 1024
+_SMALL_TABLES = ("meta", "resources", "scopes")
+
+
+def check_pages(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse a DB whose pages are damaged (``elsewhere``: the spans go to a fresh file
+    and this one is left as it is)."""
+    try:
+        size = os.path.getsize(path)
+        if size <= FULL_CHECK_MAX_BYTES:
+            verdicts = [conn.execute("PRAGMA quick_check(1)").fetchone()[0]]
+        else:
+            verdicts = [_header_verdict(path, size)] + [
+                conn.execute(f"PRAGMA quick_check({table})").fetchone()[0]
+                for table in _SMALL_TABLES
+            ]
+    except sqlite3.OperationalError:
+        raise  # locked, I/O...: the environment, not damage
+    except sqlite3.DatabaseError as exc:  # "database disk image is malformed"
+        verdicts = [str(exc)]
+    for verdict in verdicts:
+        if str(verdict) != "ok":
+            text = str(verdict).replace("*** in database main ***", "").strip()
+            first = text.splitlines()[0] if text else "unknown damage"
+            raise TraceDBError(path, f"its pages are damaged ({first})", elsewhere=True)
+
+
+def _header_verdict(path: str, size: int) -> str:
+    """'ok', or why the header's page count does not fit the file (truncated)."""
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    counter_valid = header[24:28] == header[92:96]
+    wal_mode = header[18] == 2
+    if page_size < 512 or page_size & (page_size - 1):
+        return f"bad page size {page_size}"
+    if counter_valid and not wal_mode and pages * page_size > size:
+        return f"the file is shorter ({size} bytes) than its {pages} pages"
+    return "ok"
+
+
 def connect_for_writing(
     path: str, busy_timeout_s: float, wal_limit: int = 16 * 1024 * 1024
 ) -> sqlite3.Connection:
@@ -193,7 +242,9 @@ def _connect_once(path: str, busy_timeout_s: float, wal_limit: int) -> sqlite3.C
     try:
         app_id, version, objects = _schema.read_marks(conn)
         _schema.check_marks(path, app_id, version, objects)
-        # Only now, knowing the file is ours or empty, change anything in it.
+        if objects:
+            check_pages(conn, path)
+        # Only now, knowing the file is ours, whole, or empty, change anything in it.
         if objects == 0:
             # Must precede the first table; lets retention give pages back to the disk.
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
