@@ -44,7 +44,7 @@ from ._common.settings import (
 )
 from ._db import _on_read_only_fs
 from ._schema import TraceDBError
-from ._writer import Batch, Writer, encode_attributes, file_identity
+from ._writer import Batch, Writer, encode_attributes, file_identity, without_stored_spans
 
 DEFAULT_BUSY_TIMEOUT_S = 5.0
 
@@ -293,7 +293,6 @@ class TraceDBSpanExporter(SpanExporter):
         # Children hand their batches to the process that owns the DB (see _relay.py):
         # this exporter either sends to an owner's relay, or is the owner and runs one.
         self._relay_to: bytes | None = None
-        self._sender = _relay.AckingSender()
         self._relay: _relay.RelayServer | None = None
         self._start_relay()
         self._register_fork_handler()
@@ -445,7 +444,7 @@ class TraceDBSpanExporter(SpanExporter):
             return _relay.NOT_SENT
         ids = _relay.LocalIds()
         batch = spans_to_batch(spans, ids, pid, name)  # type: ignore[arg-type]
-        outcome = self._sender.deliver(
+        outcome = _relay.deliver(
             address,
             lambda ack: _relay.encode(self.path, batch, ids, ack),
             wait_s=self.timeout + 1.0,
@@ -464,16 +463,18 @@ class TraceDBSpanExporter(SpanExporter):
         try:
             if self._stopped:
                 return False
-            expired = False
 
             def build(writer: Writer) -> Batch:
-                nonlocal expired
-                # Under the write lock: past its deadline the child writes the batch.
-                expired = _relay.expired(message)
-                return Batch() if expired else _relay.build_batch(message, writer)
+                batch = _relay.build_batch(message, writer)
+                # Under the write lock: past its deadline the child writes the batch
+                # itself (with the same check), or has died. Either way, the spans the
+                # DB does not hold yet are stored once, by whichever writes first.
+                if _relay.expired(message):
+                    batch = without_stored_spans(writer.conn, batch)
+                return batch
 
             outcome = self._write_locked(build, count, quiet=True)
-            return outcome == SpanExportResult.SUCCESS and not expired
+            return outcome == SpanExportResult.SUCCESS
         finally:
             self._lock.release()
 

@@ -18,8 +18,10 @@ Nothing is ever lost for the relay's sake, and nothing foreign gets in:
   owner dies (its socket is gone: ``ECONNREFUSED`` on a probe), answers that it could
   not store it, or does not answer within the busy timeout plus a second, the child
   writes the batch to SQLite itself, leaving out the spans the owner stored before it
-  died (:func:`_writer.without_stored_spans`). The owner never writes a batch past the
-  child's deadline (checked under the write lock), so the two never both store it;
+  died (:func:`_writer.without_stored_spans`). Past the child's deadline (checked under
+  the write lock) the owner too stores only the spans the DB does not hold yet: the
+  child is writing them, or has died (its exit flush ran out of time), and whichever
+  writes first stores them, once;
 * the child sends without blocking; if the owner is gone (``ECONNREFUSED``), its queue is
   full (``EAGAIN``), the batch is too big for one datagram, or anything else fails, the
   child writes that batch to SQLite itself, as it always could;
@@ -37,7 +39,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import select
 import socket
 import struct
 import sys
@@ -156,62 +157,47 @@ def send(address: bytes, payload: bytes) -> str:
 
 
 STORED = "stored"  # the owner committed the batch
-UNCONFIRMED = "unconfirmed"  # sent, maybe stored: the child writes what is not stored
-UNCONFIRMED_GONE = "unconfirmed, owner gone"
 ANSWER_SIZE = 256
 # How often a waiting child checks that the owner still has its socket.
 _PROBE_INTERVAL_S = 0.25
 _PROBE = b"?"  # not JSON: the owner's relay ignores it
 
 
-class AckingSender:
-    """A child's side of the relay: one socket per process to hear the owner's answers.
+def deliver(address: bytes, message: Any, wait_s: float) -> str:
+    """Send ``message(ack)`` (the encoded batch) and wait for the owner to store it:
+    STORED; NOT_SENT or GONE (it never reached the owner); UNCONFIRMED or
+    UNCONFIRMED_GONE (sent, not confirmed: the caller writes it, skipping stored spans).
 
-    Used under the exporter's lock (one request at a time), and made anew in a forked
-    child (the parent's socket and its pending answers are not the child's)."""
-
-    def __init__(self) -> None:
-        self._sock: socket.socket | None = None
-        self._pid = 0
-        self._count = 0
-
-    def _socket(self) -> socket.socket:
-        if self._sock is None or self._pid != os.getpid():
-            # A forked child leaves the inherited socket open (closing it is harmless,
-            # but the parent may still be waiting on it: its answers are not ours).
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            name = b"\0procscope-db-ack-%d-%s" % (os.getpid(), os.urandom(6).hex().encode())
-            sock.bind(name)
-            sock.setblocking(False)
-            self._sock, self._pid = sock, os.getpid()
-        return self._sock
-
-    def deliver(self, address: bytes, message: Any, wait_s: float) -> str:
-        """Send ``message(ack)`` (the encoded batch) and wait for the owner to store it:
-        STORED, NOT_SENT (never reached the owner), GONE (the owner is gone), or
-        "unknown" (sent, but not confirmed: the caller writes it, skipping stored spans)."""
-        sock = self._socket()
-        self._count += 1
-        token = f"{os.getpid()}-{self._count}-{os.urandom(4).hex()}"
+    The socket that hears the answer lives for this call only: a process holds no
+    extra descriptor between batches (nor passes one on to its own children)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        token = f"{os.getpid()}-{os.urandom(8).hex()}"
+        sock.bind(f"\0procscope-db-ack-{token}".encode())
         deadline = time.monotonic() + wait_s
-        payload = message({"token": token, "reply": sock.getsockname().hex(), "until": deadline})
-        outcome = send(address, payload)
+        reply = sock.getsockname().hex()
+        outcome = send(address, message({"token": token, "reply": reply, "until": deadline}))
         if outcome != SENT:
             return outcome
-        next_probe = time.monotonic() + _PROBE_INTERVAL_S
         while True:
-            now = time.monotonic()
-            if now >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return UNCONFIRMED
-            ready, _, _ = select.select([sock], [], [], min(deadline, next_probe) - now)
-            if ready:
-                answer = _read_answer(sock, token)
-                if answer is not None:
-                    return STORED if answer else UNCONFIRMED
-            elif time.monotonic() >= next_probe:
+            sock.settimeout(min(left, _PROBE_INTERVAL_S))
+            try:
+                data = sock.recv(ANSWER_SIZE)
+            except TimeoutError:
                 if _refused(address):
                     return UNCONFIRMED_GONE
-                next_probe = time.monotonic() + _PROBE_INTERVAL_S
+                continue
+            except OSError:
+                return UNCONFIRMED
+            stored = _answer_to(data, token)
+            if stored is not None:
+                return STORED if stored else UNCONFIRMED
+
+
+UNCONFIRMED = "unconfirmed"  # sent, maybe stored: the child writes what is not stored
+UNCONFIRMED_GONE = "unconfirmed, owner gone"
 
 
 def _refused(address: bytes) -> bool:
@@ -220,20 +206,15 @@ def _refused(address: bytes) -> bool:
     return _sendto(address, _PROBE) in (errno.ECONNREFUSED, errno.ENOENT)
 
 
-def _read_answer(sock: socket.socket, token: str) -> bool | None:
-    """The owner's answer to ``token`` among the datagrams waiting; None if not there
-    (answers to earlier requests that timed out are dropped)."""
-    while True:
-        try:
-            data = sock.recv(ANSWER_SIZE)
-        except OSError:
-            return None
-        try:
-            answer = json.loads(data)
-            if answer.get("token") == token:
-                return bool(answer.get("stored"))
-        except (ValueError, AttributeError):
-            pass
+def _answer_to(data: bytes, token: str) -> bool | None:
+    """The owner's answer (stored or not) if ``data`` answers ``token``, else None."""
+    try:
+        answer = json.loads(data)
+        if isinstance(answer, dict) and answer.get("token") == token:
+            return bool(answer.get("stored"))
+    except ValueError:
+        pass
+    return None
 
 
 def answer(sock: socket.socket, ack: Any, stored: bool) -> None:
@@ -250,7 +231,8 @@ def answer(sock: socket.socket, ack: Any, stored: bool) -> None:
 
 
 def expired(message: dict[str, Any]) -> bool:
-    """True once the sending child has stopped waiting and writes the batch itself."""
+    """True once the sending child has stopped waiting: it writes the batch itself (or
+    has died), so the owner stores only the spans the DB does not hold yet."""
     ack = message.get("ack")
     until = ack.get("until") if isinstance(ack, dict) else None
     return isinstance(until, (int, float)) and time.monotonic() > until
