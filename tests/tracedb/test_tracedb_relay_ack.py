@@ -147,3 +147,26 @@ def test_relayed_batches_are_stored_exactly_once(tmp_path: Any, make_span: Any) 
         assert (total, distinct.fetchone()[0]) == (200, 200)
     finally:
         conn.close()
+
+
+def test_a_batch_past_its_senders_deadline_is_stored_without_duplicates(
+    tmp_path: Any, make_span: Any
+) -> None:
+    """A batch still queued at the owner when its sender stopped waiting (the sender may
+    have died, or be writing it itself) is stored, each span once."""
+    from procscope.exporters.tracedb._exporter import spans_to_batch
+
+    path = str(tmp_path / "trace.db")
+    owner = TraceDBSpanExporter(path)
+    spans = [make_span(f"s{i}", trace_id=9, span_id=i + 1) for i in range(10)]
+    assert owner.export(spans[:4]).name == "SUCCESS"  # the sender wrote these itself
+    ids = _relay.LocalIds()
+    batch = spans_to_batch(spans, ids, 1234, "child")  # type: ignore[arg-type]
+    late = {"token": "t", "reply": "00", "until": time.monotonic() - 1.0}
+    message = _relay.decode(_relay.encode(path, batch, ids, late), path)
+    assert message is not None
+    assert owner._write_relayed(message) is True
+    owner.shutdown()
+    with TraceDB(path) as db:
+        assert sorted(s.name for s in db.spans()) == sorted(f"s{i}" for i in range(10))
+        assert db.span_count() == 10
