@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
+from ._batch import make_batch_span_processor
 from ._common.guard import warn_once
 from ._common.settings import Settings, warn_bad
 
@@ -118,7 +119,7 @@ def _queue_size() -> int | None:
 def _batch_processor(exporter: SpanExporter) -> BatchSpanProcessor:
     """A batch processor; OTEL_BSP_* settings the SDK refuses warn and fall back."""
     try:
-        return BatchSpanProcessor(exporter, max_queue_size=_queue_size())
+        return make_batch_span_processor(exporter, max_queue_size=_queue_size())
     except ValueError as exc:
         given = " ".join(
             f"{name}={os.environ[name]}"
@@ -126,7 +127,7 @@ def _batch_processor(exporter: SpanExporter) -> BatchSpanProcessor:
             if name.startswith("OTEL_BSP_")
         )
         warn_bad("OTEL_BSP_* (batch span processor)", given, str(exc), "the defaults")
-        return BatchSpanProcessor(
+        return make_batch_span_processor(
             exporter,
             max_queue_size=DEFAULT_QUEUE_SIZE,
             schedule_delay_millis=5000,

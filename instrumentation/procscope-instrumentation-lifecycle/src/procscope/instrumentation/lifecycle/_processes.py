@@ -394,7 +394,10 @@ def _in_fork_child(ctx: Any) -> None:
         _ending.end_at_exit()
     else:
         otel_context.attach(ctx)
-    _ending.watch_sigterm_in_child()
+    # No SIGTERM watch (_sigwatch) here: an os.fork child goes on with the program's own
+    # code, which has no watch either, and the watch's thread and wakeup pipe would be a
+    # thread and two fds the plain child does not have (threading's and os's own tests
+    # count them). multiprocessing children, which their pool terminates, keep it.
 
 
 def _make_waitpid(original: Any) -> Any:

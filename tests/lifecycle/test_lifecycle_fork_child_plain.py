@@ -1,0 +1,89 @@
+"""An os.fork child of a program under procscope has the threads, fds and signal
+handlers the plain program's child has (issue 14, finding 2), but for SIGTERM, whose
+handler is procscope's flush, inherited from the parent where setup() installed it
+(docs/lifecycle.md). Real programs, real forks; the child reports on itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PROGRAM = textwrap.dedent(
+    """
+    import json, os, signal, sys, threading
+    if sys.argv[1] == "procscope":
+        import procscope
+        procscope.setup()
+        with open(os.devnull) as spans:  # something recorded before the fork
+            pass
+
+    def report():
+        handlers = {}
+        for number in signal.valid_signals():
+            try:
+                handler = signal.getsignal(number)
+            except (ValueError, OSError):
+                continue
+            handlers[int(number)] = handler if isinstance(handler, int) else "python"
+        return {
+            "threads": sorted(thread.name for thread in threading.enumerate()),
+            "active": len(threading._active),
+            "fds": len(os.listdir("/proc/self/fd")),
+            "handlers": handlers,
+            "wakeup_fd": signal.set_wakeup_fd(-1),
+        }
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        os.write(write_end, json.dumps(report()).encode())
+        os._exit(0)
+    os.close(write_end)
+    data = b""
+    while chunk := os.read(read_end, 65536):
+        data += chunk
+    os.waitpid(pid, 0)
+    print(data.decode())
+    """
+)
+
+
+def child_report(tmp_path: Path, mode: str) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", PROGRAM, mode],
+        capture_output=True,
+        text=True,
+        timeout=60,  # a hang detector
+        cwd=str(tmp_path),
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts fds in /proc")
+def test_a_fork_child_sees_the_threads_fds_and_handlers_of_the_plain_child(
+    tmp_path: Path,
+) -> None:
+    """Threads (threading.enumerate and threading._active), open fds, the wakeup fd and
+    every signal handler but SIGTERM's are the plain child's (there were 3 threads, 2 more
+    fds and procscope's wakeup fd)."""
+    plain = child_report(tmp_path, "plain")
+    traced = child_report(tmp_path, "procscope")
+    assert traced["threads"] == plain["threads"]
+    assert traced["active"] == plain["active"]
+    assert traced["fds"] == plain["fds"]
+    assert traced["wakeup_fd"] == plain["wakeup_fd"] == -1
+    sigterm = str(15)
+    plain_handlers = {k: v for k, v in plain["handlers"].items() if k != sigterm}  # type: ignore[attr-defined]
+    traced_handlers = {k: v for k, v in traced["handlers"].items() if k != sigterm}  # type: ignore[attr-defined]
+    assert traced_handlers == plain_handlers
