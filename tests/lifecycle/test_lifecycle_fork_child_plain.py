@@ -56,8 +56,12 @@ PROGRAM = textwrap.dedent(
 )
 
 
-def child_report(tmp_path: Path, mode: str) -> dict[str, object]:
+MAX = {"PROCSCOPE_SAMPLING": "tail", "PROCSCOPE_LIFECYCLE_SPANS": "all"}
+
+
+def child_report(tmp_path: Path, mode: str, settings: dict[str, str]) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
+    env.update(settings)
     done = subprocess.run(
         [sys.executable, "-c", PROGRAM, mode],
         capture_output=True,
@@ -71,14 +75,16 @@ def child_report(tmp_path: Path, mode: str) -> dict[str, object]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts fds in /proc")
+@pytest.mark.parametrize("settings", [{}, MAX], ids=["defaults", "max"])
 def test_a_fork_child_sees_the_threads_fds_and_handlers_of_the_plain_child(
-    tmp_path: Path,
+    tmp_path: Path, settings: dict[str, str]
 ) -> None:
     """Threads (threading.enumerate and threading._active), open fds, the wakeup fd and
-    every signal handler but SIGTERM's are the plain child's (there were 3 threads, 2 more
-    fds and procscope's wakeup fd)."""
-    plain = child_report(tmp_path, "plain")
-    traced = child_report(tmp_path, "procscope")
+    every signal handler but SIGTERM's are the plain child's, at the defaults and at max
+    (tail sampling, spans=all). There were 3 threads, 2 more fds and procscope's wakeup
+    fd; at max, the child also hung at times (a span made in the SDK's at-fork hook)."""
+    plain = child_report(tmp_path, "plain", {})
+    traced = child_report(tmp_path, "procscope", settings)
     assert traced["threads"] == plain["threads"]
     assert traced["active"] == plain["active"]
     assert traced["fds"] == plain["fds"]

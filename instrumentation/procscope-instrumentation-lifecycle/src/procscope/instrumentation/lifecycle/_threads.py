@@ -344,7 +344,13 @@ def _make_submit(original: Any) -> Any:
     def submit(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
         if runtime.active:
             try:
-                fn = _ContextCall(fn, otel_context.get_current())
+                # OpenTelemetry's own calls (the SDK detects resources on a pool, in an
+                # at-fork hook of every fork child) and ours are not the program's: no
+                # span, as for their threads. Spans made there, inside a fork hook, ended
+                # in span processors the fork had not yet reset (issue 14).
+                module = getattr(fn, "__module__", None)
+                if not (type(module) is str and module.startswith(_OWN_MODULES)):
+                    fn = _ContextCall(fn, otel_context.get_current())
             except Exception:  # noqa: BLE001
                 log_internal_error()
         return original(self, fn, *args, **kwargs)

@@ -74,6 +74,7 @@ _ids_and_flags, _is_remote = _context_getters()
 _DROPPED = -1.0  # the decision memory's value for a dropped trace (kept: its probability)
 _MIN_SLEEP = 0.005
 _NOTHING: list[_Trace] = []  # on_end's marker: the one trace it closed is complete
+_START_WORKER: list[_Trace] = []  # on_end's marker: a span is buffered, and no worker runs
 _monotonic = time.monotonic
 
 
@@ -276,7 +277,7 @@ class TailSamplingProcessor(SpanProcessor):
                 # to add its buffer (a dict store is atomic). The lock is taken only when
                 # the buffer is over its limit or the worker is not running yet.
                 traces[trace_id] = _Trace(trace_id, _monotonic(), [None])
-                if len(traces) > self._max_traces or self._worker is None:
+                if len(traces) > self._max_traces:
                     self._after_new_trace()
                 return
             self._start_trace(trace_id)
@@ -290,8 +291,6 @@ class TailSamplingProcessor(SpanProcessor):
         with self._lock:
             if len(self._traces) > self._max_traces:
                 evicted = self._evict_oldest_locked()
-            if self._worker is None and not self._shutdown:
-                self._start_worker_locked()
         if evicted:
             self._decide(evicted, EARLY)
 
@@ -312,8 +311,6 @@ class TailSamplingProcessor(SpanProcessor):
             self._traces[trace_id] = trace
             if len(self._traces) > self._max_traces:
                 evicted = self._evict_oldest_locked()
-            if self._worker is None:
-                self._start_worker_locked()
         if evicted:
             self._decide(evicted, EARLY)
 
@@ -360,6 +357,8 @@ class TailSamplingProcessor(SpanProcessor):
                         ready, reason = [self._close_locked(trace)], EARLY
                     elif buffered > self._max_spans:
                         ready, reason = self._evict_oldest_locked(), EARLY
+                    elif self._worker is None and not self._shutdown:
+                        ready, reason = _START_WORKER, TIMEOUT
                     else:
                         return
             finally:
@@ -372,6 +371,8 @@ class TailSamplingProcessor(SpanProcessor):
                 self._end_unbuffered(span, trace_id, parent is None or _is_remote(parent))
             elif ready is _NOTHING:
                 self._decide_one(trace, COMPLETE)
+            elif ready is _START_WORKER:
+                self._start_worker()
             else:
                 self._decide(ready, reason)
         except Exception:  # noqa: BLE001 -- the host program must never see our errors
@@ -403,8 +404,6 @@ class TailSamplingProcessor(SpanProcessor):
                     # ago: it gets a buffer and a decision of its own.
                     trace = _Trace(trace_id, _monotonic(), [])
                     self._traces[trace_id] = trace
-                    if self._worker is None:
-                        self._start_worker_locked()
             ready: list[_Trace] = []
             reason = COMPLETE
             if trace is not None:
@@ -420,6 +419,8 @@ class TailSamplingProcessor(SpanProcessor):
             self._late_span(trace_id, span, _DROPPED if verdict is None else verdict)
         elif ready:
             self._decide(ready, reason)
+        elif self._worker is None:
+            self._start_worker()
 
     # -- buffers (call with the lock held) -----------------------------------------------
 
@@ -568,12 +569,24 @@ class TailSamplingProcessor(SpanProcessor):
 
     # -- the decision-wait thread --------------------------------------------------------
 
-    def _start_worker_locked(self) -> None:
-        worker = threading.Thread(
-            target=self._run_worker, name="procscope-tail-sampling", daemon=True
-        )
-        self._worker = worker
-        worker.start()
+    def _start_worker(self) -> None:
+        """Start the decision-wait thread, when a span is buffered and none runs.
+
+        Not when a trace starts: a fork child whose spans are all still open (its own
+        process span) has nothing to decide, and gets no thread the plain child would not
+        have. Started outside the lock: the new thread's start may itself be traced."""
+        if self._lock.locked():  # see _reinit_if_forked
+            self._reinit_if_forked()
+        with self._lock:
+            if self._worker is not None or self._shutdown:
+                return
+            worker = self._worker = threading.Thread(
+                target=self._run_worker, name="procscope-tail-sampling", daemon=True
+            )
+        try:
+            worker.start()
+        except RuntimeError:  # interpreter shutdown: flush and shutdown decide instead
+            pass
 
     def _run_worker(self) -> None:
         wake = self._wake
