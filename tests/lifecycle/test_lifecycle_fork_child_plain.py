@@ -93,3 +93,42 @@ def test_a_fork_child_sees_the_threads_fds_and_handlers_of_the_plain_child(
     plain_handlers = {k: v for k, v in plain["handlers"].items() if k != sigterm}  # type: ignore[attr-defined]
     traced_handlers = {k: v for k, v in traced["handlers"].items() if k != sigterm}  # type: ignore[attr-defined]
     assert traced_handlers == plain_handlers
+
+
+SUBPROCESS_PROGRAM = textwrap.dedent(
+    """
+    import subprocess, sys
+    if sys.argv[1] == "procscope":
+        import procscope
+        procscope.setup()
+    child = (
+        "import os, threading; print(len(os.listdir('/proc/self/fd')),"
+        " *sorted(t.name for t in threading.enumerate()))"
+    )
+    print(subprocess.run([sys.executable, "-c", child], capture_output=True, text=True).stdout)
+    """
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts fds in /proc")
+def test_a_python_subprocess_sees_the_fds_and_threads_of_the_plain_one(tmp_path: Path) -> None:
+    """A Python subprocess (set up by procscope as a child) has the open fds of the plain
+    one, and its threads but one: the batch processor's export thread, the documented
+    minimum of a process that records. The SIGTERM watch's pipe and thread were two fds
+    and a thread more (CPython's test_pass_fds_redirected)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
+    seen = []
+    for mode in ("plain", "procscope"):
+        done = subprocess.run(
+            [sys.executable, "-c", SUBPROCESS_PROGRAM, mode],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=str(tmp_path),
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        seen.append(done.stdout.split())
+    plain, traced = seen
+    assert traced[0] == plain[0]  # open fds
+    assert sorted(traced[1:]) == sorted([*plain[1:], "OtelBatchSpanRecordProcessor"])

@@ -311,7 +311,9 @@ def start_from_environment() -> None:
         _ending.attach_as_main_context(span, ctx)
         _ending.watch_main_thread_exceptions()
         _ending.end_at_exit()
-        _ending.watch_sigterm_in_child()
+        # No SIGTERM watch (_sigwatch): this interpreter runs a program of its own, like
+        # the program at the top, which has none; its thread and wakeup pipe were fds
+        # the program saw (CPython's test_pass_fds_redirected lists them).
     else:
         from opentelemetry import context as otel_context
 
