@@ -7,9 +7,9 @@ child does not have: CPython's ``test_clear_threads_states_after_fork`` counts t
 the child's worker starts with the child's first span (and a child that records nothing
 never has one); a child's exit flush exports on its own helper thread, as before.
 
-Only where the SDK has the shared ``BatchProcessor`` (1.34 and later, whose fork hook is
-``_at_fork_reinit``, bound when the processor is made); with older SDKs the plain
-``BatchSpanProcessor`` is used as it is.
+Only where the SDK has the shared ``opentelemetry.sdk._shared_internal.BatchProcessor``
+(1.45 here), whose fork hook is ``_at_fork_reinit``, bound when the processor is made;
+with SDKs without it the plain ``BatchSpanProcessor`` is used as it is.
 """
 
 from __future__ import annotations
