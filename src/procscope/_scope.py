@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from types import FrameType
 from typing import Any
 
@@ -42,8 +43,35 @@ SHUTDOWN_SECONDS = 3.0
 CHILD_SHUTDOWN_SECONDS = 0.5
 
 
-def run_within(seconds: float, fn: Any, name: str) -> bool:
-    """Run ``fn()`` on a daemon helper thread, waiting for it at most ``seconds``.
+# An export that keeps going (the queue shrinks: a slow disk, a big last batch, a busy
+# machine) is waited for past the budget, up to this, as the SDK's own shutdown would.
+SHUTDOWN_MAX_SECONDS = 30.0
+PROGRESS_POLL_SECONDS = 0.1
+PROGRESS_WINDOW_SECONDS = 1.0
+
+
+def queued_spans(processors: Any) -> int:
+    """Spans waiting in the SDK batch processors among ``processors`` and behind them."""
+    pending, count, seen = list(processors), 0, 0
+    while pending and seen < 32:
+        processor = pending.pop()
+        seen += 1
+        queue = getattr(getattr(processor, "_batch_processor", None), "_queue", None)
+        if queue is not None:
+            count += len(queue)
+        pending.extend(getattr(processor, "_span_processors", None) or ())
+        downstream = getattr(processor, "_next", None)
+        if downstream is not None:
+            pending.append(downstream)
+    return count
+
+
+def run_within(
+    seconds: float, fn: Any, name: str, progress: Any = None, at_most: float = 0.0
+) -> bool:
+    """Run ``fn()`` on a daemon helper thread, waiting for it ``seconds``; past that, for
+    as long as ``progress()`` (a count of what is left) went down in the last second (or
+    the last ``seconds``, if shorter), up to ``at_most`` in all.
 
     True when it finished. The helper is left behind (it dies with the process) when it
     does not: a backend that never answers must not hold the program's end."""
@@ -53,14 +81,34 @@ def run_within(seconds: float, fn: Any, name: str) -> bool:
     except RuntimeError:  # no new threads at interpreter shutdown: run it here
         fn()
         return True
-    helper.join(seconds)
+    if progress is None:
+        helper.join(seconds)
+        return not helper.is_alive()
+    started = last_progress = time.monotonic()
+    window = min(PROGRESS_WINDOW_SECONDS, seconds)
+    left = progress()
+    while helper.is_alive():
+        helper.join(PROGRESS_POLL_SECONDS)
+        now = time.monotonic()
+        now_left = progress()
+        if now_left < left:
+            left, last_progress = now_left, now
+        if now - started >= seconds and (now - last_progress > window or now - started >= at_most):
+            break
     return not helper.is_alive()
 
 
 def _shutdown_at_exit(provider: Any, setup_pid: int) -> None:
     seconds = SHUTDOWN_SECONDS if os.getpid() == setup_pid else CHILD_SHUTDOWN_SECONDS
+    multi = getattr(provider, "_active_span_processor", None)
     with handle_internal_errors():
-        run_within(seconds, provider.shutdown, "procscope-shutdown")
+        run_within(
+            seconds,
+            provider.shutdown,
+            "procscope-shutdown",
+            lambda: queued_spans([multi]),
+            SHUTDOWN_MAX_SECONDS,
+        )
 
 
 class Scope:
@@ -268,7 +316,13 @@ class Scope:
         with handle_internal_errors():
             _instrumentors.uninstrument_all()
         self._remove_sigterm_flush()
-        run_within(SHUTDOWN_SECONDS, self._shutdown_processors, "procscope-shutdown")
+        run_within(
+            SHUTDOWN_SECONDS,
+            self._shutdown_processors,
+            "procscope-shutdown",
+            lambda: queued_spans(self.processors),
+            SHUTDOWN_MAX_SECONDS,
+        )
         live = shared_state.settings()
         live.configured = False
         shared_state.get().scope_settings = None
