@@ -79,6 +79,16 @@ class RunResult:
         }
 
 
+def run_from_json(data: dict[str, Any], suite: Suite) -> RunResult:
+    """A run as ``to_json`` kept it (matrix.py --report)."""
+    run = RunResult(suite, data["where"], data["config"], "", data["module"])
+    run.outcomes, run.details = data["outcomes"], data["details"]
+    run.processes, run.seconds, run.note = data["processes"], data["seconds"], data["note"]
+    run.procscope_stderr, run.db_bytes = data["procscope_stderr"], data["db_bytes"]
+    run.env_changed = data.get("env_changed", [])
+    return run
+
+
 def _command(config: dict[str, Any], db: str, runner_args: list[str]) -> list[str]:
     python = sys.executable
     if not config["procscope"]:

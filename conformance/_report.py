@@ -102,20 +102,20 @@ def _rows(results: list[RunResult], diffs: list[dict[str, Any]]) -> list[list[st
         mine = [d for d in diffs if (d["suite"], d["where"], d["config"])
                 == (run.suite.name, run.where, run.config)]
         regressions = sum(d["kind"] == "regression" for d in mine)
-        flaky = sum(d["kind"] == "flaky" for d in mine)
+        alone = sum(bool(d.get("passes_alone")) for d in mine)
         env = sum(d["kind"] == "env changed" for d in mine)
         rows.append([
             run.suite.name, run.where, run.config, str(len(run.outcomes)),
             *(str(counts[c]) for c in COLUMNS),
             "-" if run.config == "plain" else str(regressions),
-            "-" if run.config == "plain" else str(flaky),
+            "-" if run.config == "plain" else str(alone),
             str(len(run.env_changed)) if run.config == "plain" else str(env),
             f"{run.seconds:.0f}",
         ])
     return rows
 
 
-HEADER = ["suite", "where", "config", "tests", *COLUMNS, "worse than plain", "flaky",
+HEADER = ["suite", "where", "config", "tests", *COLUMNS, "worse than plain", "of which pass alone",
           "env changed", "s"]
 
 
@@ -124,12 +124,10 @@ def _difference_lines(diffs: list[dict[str, Any]], unknown: list[dict[str, Any]]
     for diff in diffs:
         if diff["kind"] in ("changed", "env changed"):
             tag = diff["kind"]
-        elif diff["kind"] == "flaky":
-            tag = f"flaky (rerun: {diff.get('recheck')})"
-        elif diff in unknown:
-            tag = "NEW"
         else:
-            tag = "known"
+            tag = "NEW" if diff in unknown else "known"
+            if diff.get("passes_alone"):
+                tag += ", passes alone"
         lines_of_detail = [ln.strip() for ln in diff["detail"].splitlines() if ln.strip()]
         method = diff["test"].rsplit(".", 1)[-1]
         if diff["outcome"] == "hang":  # the stack dump: where the test itself waits

@@ -10,8 +10,9 @@ Each (suite, where, configuration) runs in its own process group through
 plain run of the same suite from the same place, in the same invocation. A test that hangs
 is reported as ``hang`` with its id, and the rest of the suite runs on in a new process.
 A test that fails or errors where it passes plain is run once more, alone, under the
-configuration: if it then matches plain it is reported as ``flaky`` (a loaded machine),
-not as a difference. A hang, crash or skip is always a difference.
+configuration, and the difference says whether it then passes ("passes alone"): a test
+that fails only after others ran is as much a difference as one that always fails (state
+left behind by procscope, such as an fd, is often the cause), so it stays one.
 
 The table goes to stdout; ``conformance/results/latest.json`` and ``latest.md`` keep it.
 """
@@ -32,7 +33,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from _execute import RunResult, run_suite  # noqa: E402
+from _execute import RunResult, run_from_json, run_suite  # noqa: E402
 from _report import (  # noqa: E402
     differences,
     load_known,
@@ -82,8 +83,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--known", default=os.path.join(HERE, "known_differences.json"))
     parser.add_argument("--check", action="store_true",
                         help="exit 1 if a difference against plain is not a known one")
+    parser.add_argument("--markdown", action="store_true",
+                        help="with --report: print the markdown table")
+    parser.add_argument("--report", metavar="RESULTS.json",
+                        help="print the table of a past run again (judged against the "
+                        "known differences of now) instead of running anything")
     parser.add_argument("--no-recheck", action="store_true",
-                        help="do not rerun differing tests to tell flaky ones apart")
+                        help="do not rerun differing tests alone")
     args = parser.parse_args(argv)
     # The runs start in folders of their own: every path given must not depend on ours.
     for name in ("work", "results", "known"):
@@ -119,8 +125,31 @@ def _plan(args: argparse.Namespace) -> tuple[list[Suite], list[str], list[str]]:
     return suites, configs, where
 
 
+def _report_again(path: str, known_path: str, markdown_out: bool) -> int:
+    with open(path, encoding="utf-8") as f:
+        document = json.load(f)
+    results = []
+    for data in document["runs"]:
+        suite = SUITES.get(data["suite"]) or Suite(data["suite"], data["module"],
+                                                   outside_stdlib_only=True)
+        results.append(run_from_json(data, suite))
+    diffs = document["differences"]
+    for diff in diffs:
+        if diff["kind"] == "flaky":  # the judgement of an older matrix.py
+            diff["kind"], diff["passes_alone"] = "regression", True
+        diff.pop("known", None)
+    unknown = unknown_differences(diffs, load_known(known_path))
+    meta = document["meta"]
+    meta.setdefault("tree", "unknown")
+    print(markdown(results, diffs, unknown, meta) if markdown_out
+          else table_text(results, diffs, unknown, meta))
+    return 1 if unknown else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.report:
+        return _report_again(args.report, args.known, markdown_out=args.markdown)
     suites, configs, places = _plan(args)
     if args.test_timeout is None:
         args.test_timeout = PROFILES[args.profile]["test_timeout"]
@@ -200,13 +229,12 @@ def _tree_version() -> str:
 
 def _recheck(diffs: list[dict[str, Any]], results: list[RunResult],
              args: argparse.Namespace, runs_dir: str) -> None:
-    """Run each differing test once more, alone, under its configuration."""
+    """Run each differing test once more, alone, under its configuration.
+
+    Only failures and errors: a hang or crash that happens one time in two is a defect,
+    and a skip is the test's own decision."""
     by_run = {(r.suite.name, r.where, r.config): r for r in results}
     for diff in diffs:
-        # A deadlock or crash that happens one time in two is a defect, whatever the
-        # load; a skip is decided by the test's own check, not by timing (test_os's
-        # closerange tests skip after earlier tests left procscope with more fds open,
-        # and pass alone). Only failures and errors are given a second chance.
         if diff["kind"] != "regression" or diff["outcome"] not in ("fail", "error"):
             continue
         run = by_run[(diff["suite"], diff["where"], diff["config"])]
@@ -215,8 +243,7 @@ def _recheck(diffs: list[dict[str, Any]], results: list[RunResult],
                           args.suite_timeout, only=[run.raw_id(diff["test"])])
         outcome = again.outcomes.get(diff["test"], "not run")
         diff["recheck"] = outcome
-        if outcome == diff["plain"]:
-            diff["kind"] = "flaky"
+        diff["passes_alone"] = outcome == diff["plain"]
 
 
 if __name__ == "__main__":
