@@ -163,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             if where == "stdlib" and suite.outside_stdlib_only and "copy" in places:
                 continue  # the same file from the same place: run once, as "copy"
             folder = prepare(suite, where, copies)
+            if folder is None:
+                print(f"conformance: {suite.name} is a package here, which runs only from "
+                      "the stdlib: no copy row", file=sys.stderr)
+                continue
             jobs.extend((suite, where, config, folder) for config in configs)
 
     plain_runs: dict[tuple[str, str], RunResult] = {}
