@@ -58,6 +58,7 @@ def test_a_subprocess_sees_what_its_preexec_fn_put_in_the_environment(
 # --- Popen with bad arguments -----------------------------------------------------------------
 
 BAD_POPEN = """
+import shutil
 import subprocess
 
 def outcome(*args, **kwargs):
@@ -76,7 +77,8 @@ def test_popen_with_bad_arguments_raises_as_plainly_and_prints_nothing(
     run_plain_and_traced: Any,
 ) -> None:
     """Bad arguments give the user the same error as plainly, and procscope prints nothing
-    (CPython's test_subprocess test_invalid_args); an iterator of arguments still runs."""
+    (CPython's test_subprocess test_invalid_args); an iterator of arguments, and a program
+    named in bytes (test_executable_with_cwd and friends), still run."""
     body = """
     emit(results=[
         outcome(0),
@@ -90,6 +92,10 @@ def test_popen_with_bad_arguments_raises_as_plainly_and_prints_nothing(
         outcome(CODE, env=[("A", "B")]),
         outcome(CODE, env={b"H6_BYTES": b"yes"}, stdout=subprocess.DEVNULL),
         outcome(iter(CODE), stdout=subprocess.DEVNULL),
+        outcome([b"true"], executable=os.fsencode(shutil.which("true"))),
+        outcome([os.fsencode(sys.executable), b"-c", b"print('ran')"],
+                stdout=subprocess.DEVNULL),
+        outcome(b"true", shell=True),
     ])
     """
     plain, traced = run_plain_and_traced(body, helpers=BAD_POPEN)

@@ -67,7 +67,11 @@ _MAX_ARGS = 64
 
 def _program(args: Any, executable: Any, shell: bool) -> str:
     if executable:
-        return os.fspath(executable)
+        try:
+            # fsdecode: Popen takes a bytes executable as well as a str one.
+            return os.fsdecode(executable)
+        except TypeError:  # not a path: Popen raises about it, as it would plainly
+            return ""
     if isinstance(args, (str, bytes, os.PathLike)):
         text = os.fsdecode(args)
         return text.split()[0] if shell and text.split() else text
