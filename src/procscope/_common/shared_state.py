@@ -16,6 +16,8 @@ import types
 import weakref
 from typing import Any
 
+from .forksafe import ForkSafeLock
+
 _KEY = "_procscope_shared_state_v1"
 
 
@@ -49,7 +51,9 @@ def _setting_warning_class() -> type[UserWarning]:
 def _create() -> types.ModuleType:
     state = types.ModuleType(_KEY)
     state.SettingWarning = _setting_warning_class()  # type: ignore[attr-defined]
-    state.lock = threading.RLock()  # type: ignore[attr-defined]
+    # Taken by warnings, names and error logging, also in a fork child before any at-fork
+    # hook of ours has run: a lock new in each process (see forksafe).
+    state.lock = ForkSafeLock(threading.RLock)  # type: ignore[attr-defined]
     state.settings = LiveSettings()  # type: ignore[attr-defined]
     state.names = weakref.WeakKeyDictionary()  # type: ignore[attr-defined]
     state.warned = set()  # type: ignore[attr-defined]

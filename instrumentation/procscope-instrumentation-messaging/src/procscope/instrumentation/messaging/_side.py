@@ -17,10 +17,12 @@ the oldest (the newest for a LIFO queue).
 
 from __future__ import annotations
 
+import os
 import queue as _queue_module
 import threading
 from typing import Any
 
+from ._common.forksafe import held_in_forked_child
 from ._naming import SIDE_ATTR, own, set_own
 
 _delattr = object.__delattr__
@@ -28,16 +30,37 @@ _delattr = object.__delattr__
 # Guards the maps of queues that have no lock of their own (SimpleQueue); queue.Queue
 # maps use the queue's own mutex, which the queue holds only inside its own methods.
 _fallback_lock = threading.Lock()
+_fallback_pid = os.getpid()
 
 
 def lock_of(queue: Any) -> Any:
-    """The lock that guards ``queue``'s side map (callers may keep it: it never changes)."""
+    """The lock that guards ``queue``'s side map.
+
+    Callers may keep it, and pass it back to add() and take(), which ask again when it is
+    taken: a kept fallback lock may be a fork's copy, held by a thread of the parent.
+    """
     mutex = own(queue, "mutex") if isinstance(queue, _queue_module.Queue) else None
-    return mutex if mutex is not None and hasattr(mutex, "acquire") else _fallback_lock
+    if mutex is not None and hasattr(mutex, "acquire"):
+        return mutex
+    if held_in_forked_child(_fallback_lock, _fallback_pid):
+        _new_fallback_lock()
+    return _fallback_lock
+
+
+def _new_fallback_lock() -> None:
+    """In a fork child, the copy of a lock a parent's thread held is never released.
+
+    Made new at its first use found taken, not (only) in an at-fork hook: a program's hook
+    registered before procscope was imported can put on a SimpleQueue before ours runs.
+    """
+    global _fallback_lock, _fallback_pid
+    if _fallback_pid != os.getpid():
+        _fallback_lock = threading.Lock()
+        _fallback_pid = os.getpid()
 
 
 def add(queue: Any, item: object, carrier: tuple[Any, ...], lock: Any = None) -> None:
-    with lock_of(queue) if lock is None else lock:
+    with lock if lock is not None and not lock.locked() else lock_of(queue):
         side = own(queue, SIDE_ATTR)
         if side is None:
             side = {}
@@ -70,7 +93,7 @@ def discard(queue: Any, item: object, carrier: tuple[Any, ...]) -> None:
 
 def take(queue: Any, item: object, newest: bool = False, lock: Any = None) -> Any:
     """The carrier that came with ``item``, removed from the map; None if it had none."""
-    with lock_of(queue) if lock is None else lock:
+    with lock if lock is not None and not lock.locked() else lock_of(queue):
         side = own(queue, SIDE_ATTR)
         if not side:
             return None

@@ -25,6 +25,7 @@ from typing import Any
 
 from . import _semconv as sc
 from ._common import shared_state
+from ._common.forksafe import ForkSafeLock, held_in_forked_child
 from ._common.naming import get_name
 from ._diff import (
     _BIG,
@@ -58,7 +59,8 @@ _NAMED_ELSEWHERE: Any = shared_state.get().names
 SKIP, IN_DICT, IN_SLOT = 0, 1, 2
 
 _counters: dict[str, itertools.count[int]] = {}
-_counters_lock = threading.Lock()
+# Taken by trace_state(), also in a fork child before our at-fork hook has run.
+_counters_lock = ForkSafeLock()
 
 
 def default_name(prefix: str) -> str:
@@ -261,15 +263,33 @@ def _after_fork_in_child() -> None:
     And the child's history of each object starts with a snapshot of its own (reason
     ``fork``) at its first recorded change, under the same name but the child's pid.
     """
-    global _counters_lock
-    _counters_lock = threading.Lock()
+    global _trackers_pid
+    if _trackers_pid == os.getpid():
+        return  # done already, by lock_of() in an earlier at-fork hook
+    _trackers_pid = os.getpid()
     for tracker in list(TRACKERS.values()):
         tracker.lock = threading.Lock()
         tracker.pending_snapshot = "fork"
 
 
+_trackers_pid = os.getpid()  # the process whose threads the trackers' locks belong to
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def lock_of(tracker: Tracker) -> Any:
+    """``tracker.lock``, made new first if it is a fork's copy held by a parent's thread.
+
+    Fork safety must not depend on the order of the at-fork hooks: a program's hook
+    registered before procscope was imported runs before ours, and a traced object it
+    changes takes this lock. A ``locked()`` check, and a getpid only when taken.
+    """
+    lock = tracker.lock
+    if held_in_forked_child(lock, _trackers_pid):
+        _after_fork_in_child()
+        lock = tracker.lock
+    return lock
 
 
 def register(obj: Any, tracker: Tracker) -> Tracker:
@@ -320,7 +340,7 @@ def record_start(tracker: Tracker, obj: Any, method: str, start_ns: int | None =
     if target is None:
         return  # not sampled: pending_snapshot stays set, the next recorded change sends it
     try:
-        with tracker.lock:
+        with lock_of(tracker):
             _snapshot(tracker, obj, name, target, tracker.pending_snapshot or "start")
     finally:
         target.end()
@@ -518,7 +538,7 @@ def snapshot_after_change(tracker: Tracker, obj: Any, name: str, target: Any) ->
     if reason is None and tracker.since_snapshot >= RT.snapshot_every:
         reason = "periodic"
     if reason is not None:
-        with tracker.lock:
+        with lock_of(tracker):
             _snapshot(tracker, obj, name, target, reason)
 
 

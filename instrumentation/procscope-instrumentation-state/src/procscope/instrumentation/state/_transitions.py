@@ -27,7 +27,7 @@ from ._common.guard import log_internal_error
 from ._common.naming import get_name
 from ._diff import freeze, value_repr
 from ._runtime import RT, begin
-from ._tracker import TRACKERS, Tracker, class_name
+from ._tracker import TRACKERS, Tracker, class_name, lock_of
 from .package import _instruments_transitions
 
 _logger = logging.getLogger("procscope")
@@ -204,7 +204,7 @@ def _record_start(machine: Any, model: Any, start_ns: int) -> None:
         return  # not sampled: its transitions still say where it came from
     try:
         field = str(getattr(machine, "model_attribute", "state"))
-        with tracker.lock:
+        with lock_of(tracker):
             seq = next(tracker.counter)
             if name != tracker.last_name:
                 tracker.epoch = 0  # snapshot numbers count per name, as in _tracker
