@@ -168,4 +168,8 @@ def build_processors(settings: Settings) -> list[SpanProcessor]:
         for processor in processors:
             fan_out.add_span_processor(processor)
         downstream = fan_out
-    return [TailSamplingProcessor(downstream)]
+    sampler = TailSamplingProcessor(downstream)
+    # Its thread starts here, at setup, like the batch processors' and the relay's: started
+    # with the first buffered span, it was a thread the program's own code seemed to leak.
+    sampler.start_worker()
+    return [sampler]

@@ -569,6 +569,14 @@ class TailSamplingProcessor(SpanProcessor):
 
     # -- the decision-wait thread --------------------------------------------------------
 
+    def start_worker(self) -> None:
+        """Start the decision-wait thread now, if none runs (procscope's setup does).
+
+        A program's thread count then does not change inside its own code: CPython's
+        suites count threads around each test. A fork child does not inherit the thread
+        and starts its own lazily, as below, so a plain child gets none."""
+        self._start_worker()
+
     def _start_worker(self) -> None:
         """Start the decision-wait thread, when a span is buffered and none runs.
 
