@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -20,6 +21,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, StatusCode, TraceFlags, TraceState
 
+from ._common.forksafe import held_in_forked_child
 from ._common.head_sampling import (
     OT_KEY,
     RANDOMNESS_MASK,
@@ -348,8 +350,15 @@ class RateLimitPolicy(Policy):
         self._last = time.monotonic()
         # Decisions run on whichever thread completes a trace: the bucket needs its own lock.
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     def evaluate(self, trace: TraceData) -> float | None:
+        if held_in_forked_child(self._lock, self._pid):
+            # A fork's copy of the lock, held by a parent's thread that is not here: a
+            # trace completed in a fork child (even inside an at-fork hook run before any
+            # of ours) would wait for ever. The child's bucket gets a lock of its own.
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
         with self._lock:
             now = time.monotonic()
             self._tokens = min(
