@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 import warnings
 from typing import Any, TypeVar
 
+from ._common.forksafe import ForkSafeLock
 from ._common.guard import handle_internal_errors
 from ._common.naming import set_name
 from ._common.saferepr import set_extra_rules
@@ -14,7 +14,9 @@ from ._scope import Scope
 
 T = TypeVar("T")
 
-_lock = threading.Lock()
+# A fork child may call setup() or shutdown() (even in an at-fork hook of its own) while
+# this lock's copy is held by a parent's thread: a lock new in each process.
+_lock = ForkSafeLock()
 _scope: Scope | None = None
 
 

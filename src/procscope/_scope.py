@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 from . import _instrumentors
 from ._common import shared_state
+from ._common.forksafe import ForkSafeLock
 from ._common.guard import handle_internal_errors, warn_once
 from ._common.settings import (
     ENV_CAPTURE_CONTENT,
@@ -127,7 +128,8 @@ class Scope:
         self._sigterm_installed = False
         self._sigterm_pid = 0
         self._closed = False
-        self._lock = threading.Lock()
+        # configure() and shutdown() (a fork child's exit too): new in each process.
+        self._lock = ForkSafeLock()
 
     # -- building -----------------------------------------------------------------------
 

@@ -29,12 +29,15 @@ PROGRAM = textwrap.dedent(
 
     os.register_at_fork(after_in_child=program_hook)
 
+    import warnings
     import procscope
+    import procscope._api as procscope_api
     from procscope._common import shared_state
     from procscope.instrumentation.messaging import _side
     from procscope.instrumentation.state import _tracker
 
     procscope.setup(exporter="none")
+    warnings.simplefilter("ignore")  # setup again: 'already called', as it should
 
     class Account:
         def __init__(self):
@@ -63,12 +66,16 @@ PROGRAM = textwrap.dedent(
         "trace a new object": lambda: procscope.trace_state(Other()),
         "name an object": lambda: procscope.name(anonymous, "anonymous"),
         "put on a SimpleQueue": lambda: simple.put("message"),
+        "configure": lambda: procscope.configure(capture_content=True),
+        "setup again": lambda: procscope.setup(exporter="none"),
     }
     LOCKS = {
         "state change": lambda: _tracker.TRACKERS[id(account)].lock,
         "trace a new object": lambda: _tracker._counters_lock,
         "name an object": lambda: shared_state.get().lock,
         "put on a SimpleQueue": lambda: _side._fallback_lock,
+        "configure": lambda: procscope_api.current_scope()._lock,
+        "setup again": lambda: procscope_api._lock,
     }
 
     held, release = threading.Event(), threading.Event()
@@ -102,7 +109,14 @@ PROGRAM = textwrap.dedent(
     """
 )
 
-CASES = ["state change", "trace a new object", "name an object", "put on a SimpleQueue"]
+CASES = [
+    "state change",
+    "trace a new object",
+    "name an object",
+    "put on a SimpleQueue",
+    "configure",
+    "setup again",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
