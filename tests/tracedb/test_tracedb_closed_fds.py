@@ -11,8 +11,6 @@ import sqlite3
 import subprocess
 import sys
 
-import pytest
-
 from .test_tracedb_files import PROCSCOPE
 
 _PROGRAM = """
@@ -43,12 +41,6 @@ for fd in mine:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14 (H8, not fixed yet): SQLite keeps writing through fd numbers the "
-    "program closed and reused: WAL frames land in the program's own files, and the "
-    "spans recorded after the close are lost",
-)
 def test_a_program_closing_our_fds_keeps_its_files_and_its_spans(tmp_path: str) -> None:
     """A program that closes the DB's fds and opens its own files on those numbers finds
     its files untouched, and every span of the run is in the DB."""

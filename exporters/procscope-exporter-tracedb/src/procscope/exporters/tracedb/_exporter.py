@@ -346,6 +346,13 @@ class TraceDBSpanExporter(SpanExporter):
         if writer is not None and writer.pid != os.getpid():
             _ABANDONED.append(writer)  # inherited over a fork we did not see
             writer = self._writer = None
+        if writer is not None and not writer.fds_intact():
+            # The program closed our descriptors and may have reused their numbers:
+            # closing the connection would close the program's files, and writing would
+            # write into them. Keep the connection object alive (never closed, never
+            # used) and open the DB again.
+            _ABANDONED.append(writer)
+            writer = self._writer = None
         if writer is not None and file_identity(writer.path) != writer.identity:
             # The file was deleted or replaced (rm procscope.db, log rotation): writing on
             # would go to an unlinked file nobody can read. Open (and check) the new one.

@@ -289,6 +289,36 @@ def file_identity(path: str) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
+_FD_DIR = "/proc/self/fd"
+
+
+def open_fds() -> set[str] | None:
+    """The numbers of this process's open descriptors, or None where /proc cannot tell."""
+    try:
+        return set(os.listdir(_FD_DIR))
+    except OSError:
+        return None
+
+
+def own_fds(before: set[str] | None, path: str) -> dict[int, tuple[int, int]]:
+    """The descriptors opened since ``before`` on the DB, its -wal or its -shm, each with
+    the (device, inode) it refers to."""
+    after = open_fds()
+    if before is None or after is None:
+        return {}
+    files = {file_identity(path + suffix) for suffix in ("", "-wal", "-shm")} - {None}
+    fds: dict[int, tuple[int, int]] = {}
+    for name in after - before:
+        try:
+            fd = int(name)
+            info = os.fstat(fd)
+        except (ValueError, OSError):
+            continue
+        if (info.st_dev, info.st_ino) in files:
+            fds[fd] = (info.st_dev, info.st_ino)
+    return fds
+
+
 class Writer:
     """One connection writing batches into one DB file (one per process)."""
 
@@ -307,7 +337,13 @@ class Writer:
         wal_limit = 16 * 1024 * 1024
         if max_bytes is not None:
             wal_limit = min(wal_limit, max(max_bytes // 4, 256 * 1024))
+        before = open_fds()
         self.conn = connect_for_writing(path, busy_timeout_s, wal_limit)
+        # SQLite opened the DB, its -wal and its -shm (WAL mode is set on connecting). A
+        # program may close those descriptors (os.closerange in a child, a double close)
+        # and get their numbers for files of its own: SQLite reports no error then, and
+        # would write our pages into the program's files. fds_intact() checks them.
+        self.fds = own_fds(before, path)
         self.pid = os.getpid()
         self.identity = file_identity(path)
         self.max_bytes = max_bytes
@@ -322,6 +358,18 @@ class Writer:
         self._last_scope_id: int | None = None
         self._pending_resources: list[tuple[Any, ...]] = []
         self._pending_scopes: list[tuple[Any, ...]] = []
+
+    def fds_intact(self) -> bool:
+        """True while every descriptor SQLite opened for us still refers to our files
+        (one fstat each: three per batch)."""
+        for fd, identity in self.fds.items():
+            try:
+                info = os.fstat(fd)
+            except OSError:
+                return False
+            if (info.st_dev, info.st_ino) != identity:
+                return False
+        return True
 
     def close(self) -> None:
         """Close, leaving the file in rollback-journal mode when this is its last
