@@ -6,6 +6,7 @@ DB's SQLite fds are closed under the writer and their numbers given to the progr
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -71,3 +72,53 @@ def test_a_program_closing_our_fds_keeps_its_files_and_its_spans(tmp_path: str) 
         ).fetchone()
     assert queue_spans == 20, done.stderr
     assert "cannot write spans" not in done.stderr
+
+
+_LAYOUT_PROGRAM = """
+import json, os, queue, threading
+from opentelemetry import trace
+import procscope
+
+kept = os.open(os.devnull, os.O_RDONLY)        # the program keeps one descriptor
+passing = os.open(os.devnull, os.O_RDONLY)     # and closes the next one later
+jobs = procscope.name(queue.Queue(), "jobs")
+worker = threading.Thread(target=lambda: [jobs.put(1), jobs.get()])
+worker.start()
+worker.join()
+getattr(trace.get_tracer_provider(), "force_flush", lambda: None)()  # the first export
+os.close(passing)
+
+# CPython's test_os FileTests.test_closerange: two consecutive free descriptors.
+first = os.open(os.devnull, os.O_RDONLY)
+second = os.dup(first)
+retries = 0
+while second != first + 1 and retries <= 10:
+    os.close(first)
+    retries += 1
+    first, second = second, os.dup(second)
+print(json.dumps({"consecutive": second == first + 1, "retries": retries}))
+"""
+
+
+def test_the_dbs_descriptors_leave_no_hole_among_the_programs(tmp_path: str) -> None:
+    """A descriptor the program closes after the first export leaves a hole its next two
+    opens fill in order, as plainly (CPython's test_closerange needs two consecutive free
+    descriptors): the DB's descriptors are not opened in the middle of the program's."""
+    folder = str(tmp_path)
+    script = os.path.join(folder, "program.py")
+    with open(script, "w") as file:
+        file.write(_LAYOUT_PROGRAM)
+    db = os.path.join(folder, "procscope.db")
+    outputs = []
+    for command in (
+        [sys.executable, script],
+        [PROCSCOPE, "run", "--db", db, sys.executable, script],
+    ):
+        done = subprocess.run(
+            command, capture_output=True, text=True, cwd=folder, timeout=120, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(json.loads(done.stdout.splitlines()[-1]))
+    plain, traced = outputs
+    assert plain == {"consecutive": True, "retries": 0}
+    assert traced == plain
