@@ -1,0 +1,120 @@
+"""Instructions per hot-path operation, this tree against an earlier commit, counted by
+callgrind (repeatable on a noisy machine, unlike time).
+
+Not run by ``make bench`` (it needs valgrind and takes about two minutes):
+
+    .venv/bin/python benchmarks/foundation/instructions_hot_paths.py --against REV
+
+REV is checked out into a temporary git worktree, and its packages are put in front of
+this tree's on ``PYTHONPATH`` (the editable install maps source folders, so the earlier
+commit's modules win). Each operation runs N times and 0 times in the same interpreter;
+the difference over N is its cost. The operations, all with ``exporter="none"``:
+
+- ``put+get, plain``: ``queue.Queue`` put+get with procscope imported but not set up;
+- ``put+get, unsampled``: the same after ``setup(sample_rate=0)``;
+- ``thread start+join``: a ``threading.Thread`` at the default ``spans=errors``, rate 0;
+- ``state change, recorded``: a traced attribute set inside a recorded span.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SOURCES = [
+    "src",
+    "exporters/procscope-exporter-tracedb/src",
+    "instrumentation/procscope-instrumentation-lifecycle/src",
+    "instrumentation/procscope-instrumentation-messaging/src",
+    "instrumentation/procscope-instrumentation-state/src",
+    "processors/procscope-processor-sampling/src",
+]
+
+WORKLOAD = """
+import queue, sys, threading
+mode, n = sys.argv[1], int(sys.argv[2])
+import procscope
+if mode != "plain":
+    procscope.setup(sample_rate=1.0 if mode == "state" else 0.0, exporter="none")
+if mode in ("plain", "unsampled"):
+    q = queue.Queue(); put, get = q.put, q.get
+    for i in range(n):
+        put(i); get()
+elif mode == "thread":
+    for i in range(n):
+        t = threading.Thread(target=int); t.start(); t.join()
+elif mode == "state":
+    from opentelemetry import trace
+    class Counter:
+        def __init__(self): self.value = 0
+    counter = procscope.trace_state(Counter(), name="counter")
+    with trace.get_tracer("bench").start_as_current_span("s"):
+        for i in range(n):
+            counter.value = i
+"""
+
+CALLGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+
+OPERATIONS = [
+    ("put+get, plain", "plain", 20000),
+    ("put+get, unsampled", "unsampled", 20000),
+    ("thread start+join", "thread", 2000),
+    ("state change, recorded", "state", 2000),
+]
+
+
+def instructions(script: str, mode: str, n: int, pythonpath: str | None) -> int:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    done = subprocess.run(
+        [*CALLGRIND, sys.executable, script, mode, str(n)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    match = re.search(r"Collected\s*:\s*(\d+)", done.stderr)
+    if match is None:
+        raise SystemExit(f"no instruction count from callgrind:\n{done.stderr}")
+    return int(match.group(1))
+
+
+def per_op(script: str, mode: str, n: int, pythonpath: str | None) -> float:
+    return (
+        instructions(script, mode, n, pythonpath) - instructions(script, mode, 0, pythonpath)
+    ) / n
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[1] != "--against":
+        print(__doc__, file=sys.stderr)
+        return 2
+    rev = argv[2]
+    with tempfile.TemporaryDirectory() as folder:
+        old = os.path.join(folder, "old")
+        subprocess.run(
+            ["git", "-C", ROOT, "worktree", "add", "-q", "--detach", old, rev], check=True
+        )
+        try:
+            script = os.path.join(folder, "workload.py")
+            with open(script, "w") as file:
+                file.write(WORKLOAD)
+            old_path = os.pathsep.join(os.path.join(old, s) for s in SOURCES)
+            print(f"{'operation':<26}{rev[:12]:>14}{'this tree':>14}{'change':>10}")
+            for label, mode, n in OPERATIONS:
+                before = per_op(script, mode, n, old_path)
+                after = per_op(script, mode, n, None)
+                print(f"{label:<26}{before:>14,.0f}{after:>14,.0f}{(after / before - 1):>+10.1%}")
+        finally:
+            subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", old], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
