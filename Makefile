@@ -8,8 +8,8 @@ PYTHON ?= $(shell command -v python3 || command -v python)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.procscope-installed
-PYPROJECTS := pyproject.toml $(wildcard instrumentation/*/pyproject.toml processors/*/pyproject.toml exporters/*/pyproject.toml)
-PACKAGES := $(dir $(wildcard instrumentation/*/pyproject.toml processors/*/pyproject.toml exporters/*/pyproject.toml))
+PYPROJECTS := pyproject.toml $(wildcard core/*/pyproject.toml instrumentation/*/pyproject.toml processors/*/pyproject.toml exporters/*/pyproject.toml)
+PACKAGES := $(dir $(wildcard core/*/pyproject.toml instrumentation/*/pyproject.toml processors/*/pyproject.toml exporters/*/pyproject.toml))
 PYTEST_WORKERS ?= 2
 
 .PHONY: test lint typecheck unit demo bench conformance test-all test-e2e wheels clean venv

@@ -28,6 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 SOURCES = [
     "src",
+    "core/procscope-core/src",
     "exporters/procscope-exporter-tracedb/src",
     "instrumentation/procscope-instrumentation-lifecycle/src",
     "instrumentation/procscope-instrumentation-messaging/src",

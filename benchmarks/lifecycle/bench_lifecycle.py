@@ -66,9 +66,8 @@ def process_start_join(method: str) -> Callable[[int], None]:
 
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
-    from procscope.instrumentation.lifecycle import LifecycleInstrumentor
-
     import procscope
+    from procscope.instrumentation.lifecycle import LifecycleInstrumentor
 
     folder = tempfile.mkdtemp(prefix="procscope-bench-lifecycle-")
     # Only the lifecycle instrumentor: this measures it alone.

@@ -74,9 +74,9 @@ def timed(function: Any, n: int, scale: float) -> tuple[float, float]:
 def bench_unsampled() -> list[list[str]]:
     from opentelemetry import context, trace
     from opentelemetry.sdk.trace import TracerProvider
-    from procscope.instrumentation.messaging import MessagingInstrumentor
 
-    from procscope._common import shared_state
+    from procscope.core import shared_state
+    from procscope.instrumentation.messaging import MessagingInstrumentor
 
     live = shared_state.settings()
     live.sample_rate = 0.0
@@ -146,10 +146,10 @@ def bench_sampled() -> list[list[str]]:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.trace import Link, SpanKind
+
+    from procscope.core import shared_state
     from procscope.exporters.tracedb import TraceDBSpanExporter
     from procscope.instrumentation.messaging import MessagingInstrumentor
-
-    from procscope._common import shared_state
 
     shared_state.settings().sample_rate = 1.0
     shared_state.settings().capture_content = True

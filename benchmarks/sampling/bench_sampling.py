@@ -41,13 +41,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanContext, TraceFlags
+
+from procscope.core import head_sampling, shared_state
 from procscope.processors.sampling import (
     ProbabilisticPolicy,
     TailSamplingProcessor,
     default_policy,
 )
-
-from procscope._common import head_sampling, shared_state
 
 QUICK = "--quick" in sys.argv
 SPANS_PER_TRACE = 5

@@ -24,6 +24,7 @@ import sys
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+
 from procscope.processors.sampling import TailSamplingProcessor, default_policy
 
 

@@ -36,9 +36,9 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
-from procscope.instrumentation.state import StateInstrumentor
 
 import procscope
+from procscope.instrumentation.state import StateInstrumentor
 
 
 class Counting(SpanProcessor):
@@ -201,6 +201,7 @@ def generate(path: str, n_spans: int) -> dict[str, Any]:
     changes of its object), attributes exactly as the instrumentor writes them."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
     from procscope.exporters.tracedb import _schema
     from procscope.exporters.tracedb._writer import Batch, Writer, encode_attributes
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
 from procscope.exporters.tracedb import _schema
 from procscope.exporters.tracedb._writer import Batch, Writer, encode_attributes
 

@@ -45,6 +45,7 @@ from opentelemetry.trace import SpanKind
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _gen import cached_db
+
 from procscope.exporters.tracedb import TraceDB, TraceDBSpanExporter, _schema
 from procscope.exporters.tracedb._exporter import spans_to_batch
 from procscope.exporters.tracedb._writer import (

@@ -15,8 +15,9 @@ from pkgutil import extend_path
 
 __path__ = extend_path(__path__, __name__)
 
+from procscope.core.settings import SettingWarning
+
 from ._api import configure, name, setup, shutdown, trace_state
-from ._common.settings import SettingWarning
 from ._scope import Scope
 from ._version import __version__
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import warnings
 from typing import Any, TypeVar
 
-from ._common.forksafe import ForkSafeLock
-from ._common.guard import handle_internal_errors
-from ._common.naming import set_name
-from ._common.saferepr import set_extra_rules
-from ._common.settings import SettingWarning, resolve
+from procscope.core.forksafe import ForkSafeLock
+from procscope.core.guard import handle_internal_errors
+from procscope.core.naming import set_name
+from procscope.core.saferepr import set_extra_rules
+from procscope.core.settings import SettingWarning, resolve
+
 from ._scope import Scope
 
 T = TypeVar("T")

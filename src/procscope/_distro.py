@@ -15,7 +15,8 @@ from typing import Any
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
-from ._common.guard import handle_internal_errors
+from procscope.core.guard import handle_internal_errors
+
 from ._instrumentors import INSTRUMENTORS
 
 _AUTO_LOAD_LOGGER = "opentelemetry.instrumentation.auto_instrumentation._load"

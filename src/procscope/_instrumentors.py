@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from ._common.guard import warn_once
+from procscope.core.guard import warn_once
 
 # entry point name -> (module, class); the names match pyproject entry points.
 INSTRUMENTORS: dict[str, tuple[str, str]] = {

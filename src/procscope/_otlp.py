@@ -19,7 +19,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from ._common.guard import logger
+from procscope.core.guard import logger
 
 # The loggers the OTLP trace exporters (and the HTTP client they share) report through.
 OTLP_LOGGERS = (

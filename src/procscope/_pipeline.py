@@ -23,9 +23,10 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
+from procscope.core.guard import warn_once
+from procscope.core.settings import Settings, warn_bad
+
 from ._batch import make_batch_span_processor
-from ._common.guard import warn_once
-from ._common.settings import Settings, warn_bad
 
 _logger = logging.getLogger("procscope")
 
@@ -146,7 +147,7 @@ def build_processors(settings: Settings) -> list[SpanProcessor]:
     the rest (read live, so ``procscope.configure(sample_rate=...)`` applies at once).
     See docs/sampling.md.
     """
-    from ._common.head_sampling import set_records_every_trace
+    from procscope.core.head_sampling import set_records_every_trace
 
     processors: list[SpanProcessor] = []
     for name in settings.exporters:

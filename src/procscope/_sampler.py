@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind, TraceState, get_current_span
 from opentelemetry.util.types import Attributes
 
-from ._common.head_sampling import (
+from procscope.core.head_sampling import (
     OT_KEY,
     PROBABILITY_ATTRIBUTE,
     RANDOMNESS_MASK,

@@ -14,11 +14,10 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-from . import _instrumentors
-from ._common import shared_state
-from ._common.forksafe import ForkSafeLock
-from ._common.guard import handle_internal_errors, warn_once
-from ._common.settings import (
+from procscope.core import shared_state
+from procscope.core.forksafe import ForkSafeLock
+from procscope.core.guard import handle_internal_errors, warn_once
+from procscope.core.settings import (
     ENV_CAPTURE_CONTENT,
     ENV_LEVEL,
     ENV_SAMPLE_RATE,
@@ -28,7 +27,9 @@ from ._common.settings import (
     parse_rate,
     resolve_one,
 )
-from ._common.threadinfo import on_main_thread
+from procscope.core.threadinfo import on_main_thread
+
+from . import _instrumentors
 from ._pipeline import build_processors, build_resource
 from ._sampler import AdjustableRateSampler
 

@@ -32,7 +32,7 @@ PROGRAM = textwrap.dedent(
     import warnings
     import procscope
     import procscope._api as procscope_api
-    from procscope._common import shared_state
+    from procscope.core import shared_state
     from procscope.instrumentation.messaging import _side
     from procscope.instrumentation.state import _tracker
 

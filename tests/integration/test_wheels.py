@@ -37,6 +37,8 @@ PLUGINS = {
     ),
 }
 
+CORE = ("procscope-core", "core/procscope-core")
+
 pytestmark = pytest.mark.slow
 
 
@@ -50,7 +52,7 @@ def _run(*args: str, cwd: Path | None = None) -> str:
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One wheel per distribution, built from this checkout."""
     out = tmp_path_factory.mktemp("wheels")
-    for source in [*(ROOT / d for d, _ in PLUGINS.values()), ROOT]:
+    for source in [ROOT / CORE[1], *(ROOT / d for d, _ in PLUGINS.values()), ROOT]:
         _run(
             sys.executable,
             "-m",
@@ -65,7 +67,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for wheel in out.glob("*.whl"):
         dist = wheel.name.split("-")[0].replace("_", "-")
         built[dist] = wheel
-    assert set(built) == {*PLUGINS, "procscope"}
+    assert set(built) == {*PLUGINS, CORE[0], "procscope"}
     return built
 
 
@@ -97,8 +99,9 @@ def otel_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield python
 
 
-def test_plugin_wheels_depend_only_on_opentelemetry(wheels: dict[str, Path]) -> None:
-    """Each plugin's declared requirements are OpenTelemetry packages, nothing of ours."""
+def test_plugin_wheels_depend_only_on_opentelemetry_and_core(wheels: dict[str, Path]) -> None:
+    """Each plugin's declared requirements are OpenTelemetry packages and procscope-core,
+    nothing else of ours; procscope-core needs only the OpenTelemetry API."""
     for dist in PLUGINS:
         requires = _metadata(wheels[dist]).get_all("Requires-Dist") or []
         names = [
@@ -112,18 +115,25 @@ def test_plugin_wheels_depend_only_on_opentelemetry(wheels: dict[str, Path]) -> 
             for r in requires
             if "extra ==" not in r
         ]
-        assert names and all(n.startswith("opentelemetry-") for n in names), (dist, names)
+        assert CORE[0] in names, (dist, names)
+        others = [n for n in names if n != CORE[0]]
+        assert others and all(n.startswith("opentelemetry-") for n in others), (dist, names)
+    core_requires = _metadata(wheels[CORE[0]]).get_all("Requires-Dist") or []
+    assert [r.split(">")[0] for r in core_requires] == ["opentelemetry-api"]
 
 
-def test_shared_helpers_are_inside_every_plugin_wheel(wheels: dict[str, Path]) -> None:
-    """The one copy of the shared helpers is packed into each plugin (a plugin installs
-    alone), as real files, not as a link."""
-    for dist, (_, module) in PLUGINS.items():
+def test_shared_helpers_are_in_core_only(wheels: dict[str, Path]) -> None:
+    """The shared helpers are packed once, in procscope-core; no plugin carries a copy,
+    and none claims the ``procscope`` namespace, which belongs to the root."""
+    with zipfile.ZipFile(wheels[CORE[0]]) as archive:
+        core_names = set(archive.namelist())
+    assert "procscope/core/guard.py" in core_names
+    assert "procscope/__init__.py" not in core_names
+    for dist in PLUGINS:
         with zipfile.ZipFile(wheels[dist]) as archive:
             names = set(archive.namelist())
-        guard = module.replace(".", "/") + "/_common/guard.py"
-        assert guard in names, dist
-        assert "procscope/__init__.py" not in names  # the namespace belongs to the root
+        assert not [n for n in names if n.endswith("/guard.py")], dist
+        assert "procscope/__init__.py" not in names
 
 
 def test_each_plugin_installs_and_imports_alone(wheels: dict[str, Path], otel_venv: Path) -> None:
@@ -146,7 +156,7 @@ def test_each_plugin_installs_and_imports_alone(wheels: dict[str, Path], otel_ve
             for line in listed.splitlines()
             if line.lower().startswith("procscope")
         )
-        assert ours == [dist]
+        assert ours == sorted([dist, CORE[0]])
         code = textwrap.dedent(
             f"""
             import importlib
@@ -157,7 +167,7 @@ def test_each_plugin_installs_and_imports_alone(wheels: dict[str, Path], otel_ve
             """
         )
         assert _run(str(otel_venv), "-c", code).startswith("ok")
-        _run(str(otel_venv), "-m", "pip", "uninstall", "--quiet", "--yes", dist)
+        _run(str(otel_venv), "-m", "pip", "uninstall", "--quiet", "--yes", dist, CORE[0])
 
 
 def test_whole_suite_from_wheels(wheels: dict[str, Path], tmp_path: Path) -> None:

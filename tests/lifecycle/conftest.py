@@ -24,9 +24,9 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from procscope.instrumentation.lifecycle import LifecycleInstrumentor
 
-from procscope._common import shared_state
+from procscope.core import shared_state
+from procscope.instrumentation.lifecycle import LifecycleInstrumentor
 
 
 @dataclass

@@ -13,9 +13,9 @@ from multiprocessing import pool, popen_fork, popen_forkserver, process
 from typing import Any
 
 import pytest
-from procscope.instrumentation.lifecycle import ENV_SPANS, LifecycleInstrumentor
 
-from procscope._common.settings import SettingWarning
+from procscope.core.settings import SettingWarning
+from procscope.instrumentation.lifecycle import ENV_SPANS, LifecycleInstrumentor
 
 PATCHED = [
     (threading.Thread, "start"),
@@ -68,9 +68,7 @@ def test_bad_spans_setting_warns_once_and_falls_back(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         memory = instrument()
-    # By name: each plugin loads its own copy of _common, so its SettingWarning is a
-    # class of the same name but not the same object as procscope._common's.
-    messages = [str(w.message) for w in caught if w.category.__name__ == SettingWarning.__name__]
+    messages = [str(w.message) for w in caught if w.category is SettingWarning]
     assert len(messages) == 1 and ENV_SPANS in messages[0] and "bogus" in messages[0]
     for target in (lambda: None, lambda: 1 / 0):
         thread = threading.Thread(target=target)
@@ -121,7 +119,7 @@ def test_the_program_sees_no_difference_in_a_subprocess_run(memory: Any) -> None
 
 def test_command_arguments_are_left_out_when_content_capture_is_off(memory: Any) -> None:
     """capture_content off: the subprocess spawn span names the program, not its arguments."""
-    from procscope._common import shared_state
+    from procscope.core import shared_state
 
     live = shared_state.settings()
     live.capture_content = False
@@ -139,6 +137,7 @@ def test_exit_flush_is_skipped_only_when_no_span_waits_for_export() -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
     from procscope.instrumentation.lifecycle import _runtime
 
     exporter = InMemorySpanExporter()

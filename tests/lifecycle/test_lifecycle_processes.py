@@ -19,7 +19,7 @@ def child_work(n):
         with tracer.start_as_current_span(f"child-span-{i}"):
             pass
     emit(child=mp.current_process().name, pid=os.getpid(),
-         level=__import__("procscope._common.shared_state", fromlist=["x"]).settings().level)
+         level=__import__("procscope.core.shared_state", fromlist=["x"]).settings().level)
 
 def crash():
     raise RuntimeError("child crashed")
@@ -209,7 +209,7 @@ def test_python_subprocess_is_parented_and_set_up_like_its_parent(run_program: A
     same DB and level, TRACEPARENT consumed; a non-Python child: its exit code."""
     code = (
         "import os, sys; from opentelemetry import trace;"
-        "from procscope._common import shared_state;"
+        "from procscope.core import shared_state;"
         "t = trace.get_tracer('x');"
         "s = t.start_span('in-subprocess'); s.end();"
         "print(shared_state.settings().level, os.environ.get('TRACEPARENT'), os.getpid());"

@@ -14,9 +14,9 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from procscope.instrumentation.messaging import MessagingInstrumentor
 
-from procscope._common import shared_state
+from procscope.core import shared_state
+from procscope.instrumentation.messaging import MessagingInstrumentor
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from procscope.exporters.tracedb import TraceDB
 
 START_METHODS = ["fork", "spawn", "forkserver"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from procscope.exporters.tracedb import TraceDB
 
 PROGRAM = """

@@ -17,8 +17,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind, TraceState
 from opentelemetry.util.types import Attributes
+
+from procscope.core.saferepr import safe_repr
 from procscope.instrumentation.messaging import MessagingInstrumentor
-from procscope.instrumentation.messaging._common.saferepr import safe_repr
 from procscope.instrumentation.messaging._content import content_repr
 
 

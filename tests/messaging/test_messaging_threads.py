@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from procscope.instrumentation.messaging import MessagingInstrumentor
 
 import procscope
+from procscope.instrumentation.messaging import MessagingInstrumentor
 
 QUEUE_CLASSES = [queue.Queue, queue.LifoQueue, queue.PriorityQueue]
 

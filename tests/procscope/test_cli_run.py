@@ -26,7 +26,7 @@ def test_program_runs_with_procscope_set_up_and_options_applied(
         """
         import sys
         from opentelemetry import trace
-        from procscope._common import shared_state
+        from procscope.core import shared_state
         from procscope._api import current_scope
         scope = current_scope()
         print("settings", scope.settings.level, scope.settings.sample_rate, scope.settings.db)

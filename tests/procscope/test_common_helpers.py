@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from procscope._common import guard, naming, saferepr
+from procscope.core import guard, naming, saferepr
 
 
 @pytest.fixture
@@ -121,10 +121,9 @@ def test_names_on_plain_and_slotted_objects() -> None:
 
 
 def test_plugin_warnings_are_procscope_setting_warnings() -> None:
-    """A plugin's own copy of the helpers warns with the one procscope.SettingWarning."""
-    from procscope.instrumentation.state._common import settings as plugin_settings
-
+    """The plugins' shared settings parser (procscope-core) warns with procscope.SettingWarning."""
     import procscope
+    from procscope.core import settings as plugin_settings
 
     assert plugin_settings.SettingWarning is procscope.SettingWarning
     with pytest.warns(procscope.SettingWarning, match="PROCSCOPE_LEVEL"):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from procscope import SettingWarning
-from procscope._common.settings import resolve
+from procscope.core.settings import resolve
 
 BAD_VALUES = [
     ("level", "PROCSCOPE_LEVEL", "verbose", "level", "full"),

@@ -11,9 +11,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from procscope.processors.sampling import TailSamplingProcessor
 
-from procscope._common import head_sampling, shared_state
+from procscope.core import head_sampling, shared_state
+from procscope.processors.sampling import TailSamplingProcessor
 
 
 class SeededIds(IdGenerator):

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from procscope.exporters.tracedb import TraceDB
 
 PROGRAM = """

@@ -7,6 +7,7 @@ import time
 
 import pytest
 from opentelemetry.trace import StatusCode
+
 from procscope.processors.sampling import (
     PROBABILITY_ATTRIBUTE,
     AbnormalEndPolicy,
@@ -269,6 +270,7 @@ def test_policy_arguments_are_checked() -> None:
 def test_default_policy_decides_exactly_like_the_any_of_it_stands_for(pipeline) -> None:
     """DefaultPolicy's one-pass check gives the same answers as AnyOf of its four policies."""
     from opentelemetry.trace import set_span_in_context
+
     from procscope.processors.sampling import TraceData
 
     p = pipeline(lambda trace: True)  # keep everything: the spans are judged below

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from opentelemetry.trace import StatusCode
+
 from procscope.processors.sampling import AbnormalEndPolicy, default_policy
 
 POOL_END = {

@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode, TraceState
+
 from procscope.processors.sampling import (
     PROBABILITY_ATTRIBUTE,
     AnyOf,

@@ -7,6 +7,9 @@ import random
 import pytest
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import TraceState
+
+from procscope._sampler import AdjustableRateSampler
+from procscope.core import head_sampling
 from procscope.processors.sampling import (
     PROBABILITY_ATTRIBUTE,
     AnyOf,
@@ -14,9 +17,6 @@ from procscope.processors.sampling import (
     ProbabilisticPolicy,
     TraceData,
 )
-
-from procscope._common import head_sampling
-from procscope._sampler import AdjustableRateSampler
 
 N = 100_000
 TOLERANCE = 0.005

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from procscope.processors.sampling import TailSamplingProcessor
 
-from procscope._common import head_sampling
-from procscope._common.settings import SettingWarning, resolve
 from procscope._pipeline import build_processors
+from procscope.core import head_sampling
+from procscope.core.settings import SettingWarning, resolve
+from procscope.processors.sampling import TailSamplingProcessor
 
 
 def shut(processors) -> None:

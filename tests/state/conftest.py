@@ -15,9 +15,9 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from procscope.instrumentation.state import StateInstrumentor
 
-from procscope._common import shared_state
+from procscope.core import shared_state
+from procscope.instrumentation.state import StateInstrumentor
 
 
 class Recorder:

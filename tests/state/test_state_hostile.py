@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
-from procscope.instrumentation.state import trace_state
 
 import procscope
+from procscope.instrumentation.state import trace_state
 
 
 class Explosive:
@@ -192,8 +192,7 @@ def test_snapshot_every_setting(make_recorder: Any, monkeypatch: Any) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         make_recorder()
-    # Each plugin loads its own copy of _common, so the class is matched by name.
-    messages = [str(w.message) for w in caught if w.category.__name__ == "SettingWarning"]
+    messages = [str(w.message) for w in caught if w.category is procscope.SettingWarning]
     assert len(messages) == 1 and "PROCSCOPE_STATE_SNAPSHOT_EVERY" in messages[0]
 
 

@@ -10,9 +10,9 @@ import threading
 from typing import Any
 
 import pytest
-from procscope.instrumentation.state import trace_state
 
 import procscope
+from procscope.instrumentation.state import trace_state
 
 
 @procscope.trace_state

@@ -11,9 +11,8 @@ import threading
 import time
 from typing import Any
 
-from procscope.instrumentation.state import trace_state
-
 import procscope
+from procscope.instrumentation.state import trace_state
 
 
 class Ledger:

@@ -121,9 +121,10 @@ def test_async_machine_recorded(recorder: Any) -> None:
 
 def test_uninstrument_restores_transitions(recorder: Any) -> None:
     """Uninstrumenting puts Transition.execute and every add_model back as they were."""
-    from procscope.instrumentation.state import StateInstrumentor
     from transitions.core import Machine, Transition
     from transitions.extensions.nesting import HierarchicalMachine
+
+    from procscope.instrumentation.state import StateInstrumentor
 
     patched = (Transition.execute, Machine.add_model, HierarchicalMachine.add_model)
     assert all(hasattr(f, "_procscope_original") for f in patched)

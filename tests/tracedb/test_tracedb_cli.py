@@ -12,9 +12,9 @@ import time
 
 import pytest
 from opentelemetry.sdk.trace.export import SpanExportResult
-from procscope.exporters.tracedb import TraceDBSpanExporter
 
 from procscope._cli import _output, main
+from procscope.exporters.tracedb import TraceDBSpanExporter
 
 MS = 1_000_000
 

@@ -12,6 +12,7 @@ import textwrap
 import time
 
 from opentelemetry.sdk.trace.export import SpanExportResult
+
 from procscope.exporters.tracedb import TraceDB, TraceDBSpanExporter
 
 PROCESSES = 8

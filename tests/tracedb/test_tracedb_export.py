@@ -11,6 +11,7 @@ import stat
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
+
 from procscope.exporters.tracedb import TraceDB, TraceDBSpanExporter
 
 

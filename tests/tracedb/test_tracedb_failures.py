@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 from opentelemetry.sdk.trace.export import SpanExportResult
+
 from procscope.exporters.tracedb import TraceDB, TraceDBError, TraceDBSpanExporter, _schema
 
 FAILURE = SpanExportResult.FAILURE

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from procscope.exporters.tracedb import TraceDB, TraceDBSpanExporter
 
 PROCSCOPE = os.path.join(os.path.dirname(sys.executable), "procscope")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from opentelemetry.sdk.trace.export import SpanExportResult
+
 from procscope.exporters.tracedb import TraceDB, TraceDBError, TraceDBSpanExporter
 
 T0 = 1_700_000_000 * 10**9

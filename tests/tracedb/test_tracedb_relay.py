@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+
 from procscope.exporters.tracedb import TraceDB, TraceDBError, TraceDBSpanExporter, _relay
 
 pytestmark = pytest.mark.skipif(not _relay.relay_wanted(), reason="the relay is Linux-only")

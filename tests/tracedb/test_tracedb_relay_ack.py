@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import pytest
+
 from procscope.exporters.tracedb import TraceDB, TraceDBSpanExporter, _relay
 from procscope.exporters.tracedb._writer import Writer
 

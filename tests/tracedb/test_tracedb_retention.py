@@ -8,8 +8,9 @@ import time
 
 import pytest
 from opentelemetry.sdk.trace.export import SpanExportResult
+
+from procscope.core.settings import SettingWarning
 from procscope.exporters.tracedb import TraceDB, TraceDBSpanExporter
-from procscope.exporters.tracedb._common.settings import SettingWarning
 
 SUCCESS = SpanExportResult.SUCCESS
 

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._common.settings import DEFAULT_DB, ENV_DB
+from procscope.core.settings import DEFAULT_DB, ENV_DB
 
 if TYPE_CHECKING:
     from procscope.exporters.tracedb import TraceDB

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .._common.settings import (
+from procscope.core.settings import (
     DEFAULT_DB,
     ENV_CAPTURE_CONTENT,
     ENV_DB,

@@ -30,9 +30,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind
 
-from . import _relay, _schema
-from ._common.guard import log_internal_error, warn_once
-from ._common.settings import (
+from procscope.core.guard import log_internal_error, warn_once
+from procscope.core.settings import (
     ENV_DB,
     ENV_DB_MAX_AGE,
     ENV_DB_MAX_BYTES,
@@ -42,6 +41,8 @@ from ._common.settings import (
     parse_positive_float,
     resolve_one,
 )
+
+from . import _relay, _schema
 from ._db import _on_read_only_fs
 from ._schema import TraceDBError
 from ._writer import Batch, Writer, encode_attributes, file_identity, without_stored_spans

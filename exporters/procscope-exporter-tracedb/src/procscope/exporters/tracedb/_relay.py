@@ -46,9 +46,10 @@ import threading
 import time
 from typing import Any
 
-from ._common.guard import log_internal_error
-from ._common.settings import parse_bool, resolve_one
-from ._common.threadinfo import registered_thread
+from procscope.core.guard import log_internal_error
+from procscope.core.settings import parse_bool, resolve_one
+from procscope.core.threadinfo import registered_thread
+
 from ._writer import Batch, Writer
 
 ENV_RELAY = "PROCSCOPE_DB_RELAY"

@@ -22,8 +22,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from procscope.core.guard import warn_once
+
 from . import _schema
-from ._common.guard import warn_once
 from ._schema import TraceDBError
 
 # json.dumps with compact separators; default=str so an odd value never fails a batch.

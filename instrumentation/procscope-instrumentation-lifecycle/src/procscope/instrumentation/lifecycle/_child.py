@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common.guard import log_internal_error
+from procscope.core.guard import log_internal_error
+
 from ._runtime import extract
 
 

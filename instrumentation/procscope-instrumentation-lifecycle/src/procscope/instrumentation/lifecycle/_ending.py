@@ -20,9 +20,10 @@ from typing import Any
 
 from opentelemetry import trace
 
+from procscope.core.guard import log_internal_error
+from procscope.core.threadinfo import on_main_thread
+
 from . import _program, _sigwatch
-from ._common.guard import log_internal_error
-from ._common.threadinfo import on_main_thread
 from ._patching import Patches
 from ._runtime import (
     EXIT_FLUSH_MILLIS,

@@ -29,11 +29,12 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from procscope.core.guard import log_internal_error
+from procscope.core.naming import get_name
+from procscope.core.patched import call_as
+
 from . import _ending, _sigwatch
 from ._child import Launch, PoolCall
-from ._common.guard import log_internal_error
-from ._common.naming import get_name
-from ._common.patched import call_as
 from ._patching import Patches
 from ._runtime import (
     KIND,

@@ -28,8 +28,9 @@ import sys
 import threading
 from typing import Any
 
-from ._common.guard import log_internal_error
-from ._common.threadinfo import on_main_thread
+from procscope.core.guard import log_internal_error
+from procscope.core.threadinfo import on_main_thread
+
 from ._patching import Patches
 from ._runtime import (
     EXIT_CODE,

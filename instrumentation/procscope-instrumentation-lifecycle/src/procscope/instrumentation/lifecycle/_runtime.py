@@ -20,10 +20,10 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from ._common import head_sampling, shared_state
-from ._common.guard import logger
-from ._common.settings import BadSettingError, resolve_one
-from ._common.threadinfo import current_thread_name
+from procscope.core import head_sampling, shared_state
+from procscope.core.guard import logger
+from procscope.core.settings import BadSettingError, resolve_one
+from procscope.core.threadinfo import current_thread_name
 
 # --- attribute names (docs/semantic-conventions.md, "Lifecycle instrumentor") --------------
 KIND = "procscope.lifecycle.kind"

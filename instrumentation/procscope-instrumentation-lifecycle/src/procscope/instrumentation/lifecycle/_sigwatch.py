@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Any
 
-from ._common.threadinfo import on_main_thread
+from procscope.core.threadinfo import on_main_thread
 
 # The first wait for the handler, then doubling up to the last (seconds).
 FIRST_KICK_S = 0.05

@@ -25,11 +25,12 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from procscope.core import shared_state
+from procscope.core.guard import log_internal_error
+from procscope.core.saferepr import safe_repr, scrub_command
+from procscope.core.threadinfo import on_main_thread
+
 from . import _ending
-from ._common import shared_state
-from ._common.guard import log_internal_error
-from ._common.saferepr import safe_repr, scrub_command
-from ._common.threadinfo import on_main_thread
 from ._environ import real_environ
 from ._patching import Patches
 from ._processes import ReapInfo, record_reap, spawn_context

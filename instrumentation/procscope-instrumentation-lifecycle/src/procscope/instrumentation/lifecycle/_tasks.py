@@ -19,8 +19,9 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from ._common.guard import log_internal_error
-from ._common.naming import get_name
+from procscope.core.guard import log_internal_error
+from procscope.core.naming import get_name
+
 from ._patching import Patches
 from ._runtime import (
     KIND,

@@ -15,9 +15,10 @@ import contextvars
 import time
 from typing import Any
 
+from procscope.core.guard import log_internal_error
+
 from . import _core, _side
 from ._carry import Hop
-from ._common.guard import log_internal_error
 from ._core import SYSTEM_ASYNCIO, attached_get, record, release
 from ._naming import install_defaults, note_site
 from ._patching import Patcher, original

@@ -1,6 +1,6 @@
 """The recorded content of a message: ``safe_repr``, with a short cut for plain messages.
 
-``safe_repr`` (``_common/saferepr.py``) runs ``reprlib`` machinery for every value: a
+``safe_repr`` (``procscope.core.saferepr``) runs ``reprlib`` machinery for every value: a
 method look-up by type name per element, a regular expression per dictionary key. That is
 about 3 us for a small dict, a third of what a sampled put costs on top of its span. Most
 messages are plain: a number, a short string, or a flat dict, list or tuple of those. For
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common.saferepr import (
+from procscope.core.saferepr import (
     _REPR,
     MASK,
     MIN_SECRET_LEN,

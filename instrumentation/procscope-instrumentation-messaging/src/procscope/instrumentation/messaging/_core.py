@@ -30,14 +30,15 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from ._common import head_sampling, shared_state
+from procscope.core import head_sampling, shared_state
 
 try:  # (this package needs only the API; the SDK's samplers are recognised when present)
     from opentelemetry.sdk.trace.sampling import ParentBased, StaticSampler, TraceIdRatioBased
 except ImportError:  # pragma: no cover -- another SDK
     ParentBased = StaticSampler = TraceIdRatioBased = None  # type: ignore[assignment,misc]
-from ._common.guard import log_internal_error
-from ._common.threadinfo import current_thread_name
+from procscope.core.guard import log_internal_error
+from procscope.core.threadinfo import current_thread_name
+
 from ._content import content_repr
 from ._naming import NAME_ATTR, PROFILE_ATTR, name_of, own, set_own
 

@@ -23,8 +23,9 @@ import time
 from types import MethodType
 from typing import Any
 
+from procscope.core.guard import log_internal_error
+
 from . import _carry, _core
-from ._common.guard import log_internal_error
 from ._core import (
     SYSTEM_MANAGER,
     SYSTEM_MP_PIPE,

@@ -17,12 +17,12 @@ import sys
 import sysconfig
 from typing import Any
 
-from ._common import shared_state
+from procscope.core import shared_state
 
 SITE_ATTR = "_procscope_site"
 DEFAULT_NAME_ATTR = "_procscope_default_name"
 INTERNAL_ATTR = "_procscope_internal"
-NAME_ATTR = "_procscope_name"  # procscope.name()'s attribute (_common/naming.py)
+NAME_ATTR = "_procscope_name"  # procscope.name()'s attribute (procscope.core.naming)
 SIDE_ATTR = "_procscope_side"  # the side map of an in-process queue (_side.py)
 PIPE_ATTR = "_procscope_pipe"  # a connection made by multiprocessing.Pipe()
 PROFILE_ATTR = "_procscope_profiles"  # constants of its sampled messages (_core.profile)
@@ -70,7 +70,8 @@ def own(obj: Any, attribute: str) -> Any:
 
 
 def get_name(obj: Any) -> str | None:
-    """The name given with ``procscope.name()`` (as _common's get_name, without __dict__)."""
+    """The name given with ``procscope.name()`` (as ``procscope.core.naming.get_name``,
+    without reading ``__dict__``)."""
     name = own(obj, NAME_ATTR)
     if type(name) is str:
         return name

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common.patched import keep_identity
+from procscope.core.patched import keep_identity
 
 _MISSING = object()
 

@@ -22,7 +22,8 @@ import queue as _queue_module
 import threading
 from typing import Any
 
-from ._common.forksafe import held_in_forked_child
+from procscope.core.forksafe import held_in_forked_child
+
 from ._naming import SIDE_ATTR, own, set_own
 
 _delattr = object.__delattr__

@@ -17,9 +17,10 @@ import queue
 import time
 from typing import Any
 
+from procscope.core.guard import log_internal_error
+
 from . import _core, _side
 from ._carry import Hop
-from ._common.guard import log_internal_error
 from ._core import (
     SYSTEM_QUEUE,
     TAIL_KEY,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from ._common.saferepr import (
+from procscope.core.saferepr import (
     MASK,
     MIN_SECRET_LEN,
     is_secret_key,
@@ -25,6 +25,7 @@ from ._common.saferepr import (
     safe_repr,
     scrub_text,
 )
+
 from ._semconv import ABSENT
 
 # Leaves compared by value: immutable builtins whose __eq__ is cheap and cannot fail.

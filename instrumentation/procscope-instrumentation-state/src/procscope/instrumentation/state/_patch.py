@@ -27,8 +27,9 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
-from ._common.guard import log_internal_error
-from ._common.patched import keep_identity
+from procscope.core.guard import log_internal_error
+from procscope.core.patched import keep_identity
+
 from ._diff import MISSING, freeze
 from ._fastwrap import exact_wrapper
 from ._runtime import (

@@ -22,10 +22,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, SpanKind
 
-from ._common import head_sampling
-from ._common.guard import warn_once
-from ._common.head_sampling import should_record, take_root_decision
-from ._common.settings import BadSettingError, resolve_one
+from procscope.core import head_sampling
+from procscope.core.guard import warn_once
+from procscope.core.head_sampling import should_record, take_root_decision
+from procscope.core.settings import BadSettingError, resolve_one
+
 from ._events import add_event
 
 ENV_SNAPSHOT_EVERY = "PROCSCOPE_STATE_SNAPSHOT_EVERY"

@@ -13,11 +13,12 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
+from procscope.core import shared_state
+from procscope.core.guard import log_internal_error
+from procscope.core.head_sampling import should_record
+from procscope.core.saferepr import MASK
+
 from . import _semconv as sc
-from ._common import shared_state
-from ._common.guard import log_internal_error
-from ._common.head_sampling import should_record
-from ._common.saferepr import MASK
 from ._diff import (
     _BIG,
     _NEG_BIG,

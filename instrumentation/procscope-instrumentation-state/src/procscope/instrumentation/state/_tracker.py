@@ -23,10 +23,11 @@ import time
 import weakref
 from typing import Any
 
+from procscope.core import shared_state
+from procscope.core.forksafe import ForkSafeLock, held_in_forked_child
+from procscope.core.naming import get_name
+
 from . import _semconv as sc
-from ._common import shared_state
-from ._common.forksafe import ForkSafeLock, held_in_forked_child
-from ._common.naming import get_name
 from ._diff import (
     _BIG,
     _NEG_BIG,

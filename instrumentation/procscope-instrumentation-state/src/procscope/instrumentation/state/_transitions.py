@@ -21,10 +21,11 @@ from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
+from procscope.core import shared_state
+from procscope.core.guard import log_internal_error
+from procscope.core.naming import get_name
+
 from . import _semconv as sc
-from ._common import shared_state
-from ._common.guard import log_internal_error
-from ._common.naming import get_name
 from ._diff import freeze, value_repr
 from ._runtime import RT, begin
 from ._tracker import TRACKERS, Tracker, class_name, lock_of

@@ -10,8 +10,9 @@ See docs/sampling.md.
 
 from __future__ import annotations
 
+from procscope.core.head_sampling import PROBABILITY_ATTRIBUTE
+
 from ._annotate import rewrite_trace_state, with_probability
-from ._common.head_sampling import PROBABILITY_ATTRIBUTE
 from ._policies import (
     UNKNOWN_PROBABILITY,
     AbnormalEndPolicy,

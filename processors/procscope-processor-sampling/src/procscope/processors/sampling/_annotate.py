@@ -17,7 +17,7 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, TraceState
 
-from ._common.head_sampling import (
+from procscope.core.head_sampling import (
     OT_KEY,
     PROBABILITY_ATTRIBUTE,
     format_threshold,

@@ -21,8 +21,8 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, StatusCode, TraceFlags, TraceState
 
-from ._common.forksafe import held_in_forked_child
-from ._common.head_sampling import (
+from procscope.core.forksafe import held_in_forked_child
+from procscope.core.head_sampling import (
     OT_KEY,
     RANDOMNESS_MASK,
     parse_ot,

@@ -32,10 +32,11 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanContext, TraceFlags
 
+from procscope.core.guard import log_internal_error
+from procscope.core.shared_state import settings as live_settings
+from procscope.core.threadinfo import registered_thread
+
 from ._annotate import with_probability
-from ._common.guard import log_internal_error
-from ._common.shared_state import settings as live_settings
-from ._common.threadinfo import registered_thread
 from ._policies import AbnormalEndPolicy, AnyOf, ErrorPolicy, Policy, TraceData, default_policy
 
 __all__ = ["Decision", "SamplingStats", "TailSamplingProcessor"]

@@ -15,9 +15,9 @@ Every process and every later stage (the tail processor) then compares the same 
 its own threshold, so a trace is kept or dropped whole, and a stricter stage keeps a
 subset of what a looser one kept.
 
-Each plugin loads its own copy of this module; anything that must be one per process (the
-thread-local hand-over to the sampler, the "record every trace" flag of tail mode) lives
-on :mod:`shared_state`.
+What must be one per process (the thread-local hand-over to the sampler, the "record
+every trace" flag of tail mode) lives on :mod:`shared_state`, whose dict the hot paths
+read directly.
 """
 
 from __future__ import annotations

@@ -70,23 +70,17 @@ def set_extra_rules(keys: str | None = None, values: str | None = None) -> None:
     case-insensitively in the key) and text matching ``values`` (a regular expression),
     besides the built-in rules; None: the built-in rules only. The settings scrub_keys and
     scrub_values (PROCSCOPE_SCRUB_KEYS, PROCSCOPE_SCRUB_VALUES) set these at setup.
-    Raises ``re.error`` for a bad expression, before changing anything.
-
-    Every loaded copy of these helpers (the root's and each plugin's) takes the rules, and
-    a copy loaded later finds them in the shared state."""
+    Raises ``re.error`` for a bad expression, before changing anything."""
     if keys is not None:
         re.compile(keys, re.IGNORECASE)
     if values is not None:
         re.compile(values)
-    state = shared_state.get()
-    with state.lock:
-        state.scrub_rules = (keys, values)
-        for apply in list(state.scrub_appliers):
-            apply(keys, values)
+    with shared_state.get().lock:
+        _apply_rules(keys, values)
 
 
 def _apply_rules(keys: str | None, values: str | None) -> None:
-    """Take the extra rules into this copy's expressions (under the shared lock)."""
+    """Take the extra rules into the expressions (under the shared lock)."""
     global _extra_key_search, _extra_value_sub
     _extra_key_search = re.compile(keys, re.IGNORECASE).search if keys else None
     _extra_value_sub = re.compile(values).sub if values else None
@@ -109,19 +103,6 @@ def register_key_cache(cache: dict[Any, Any]) -> dict[Any, Any]:
 def _key_rules_changed() -> None:
     for cache in _key_caches:
         cache.clear()
-
-
-def _join_shared_rules() -> None:
-    state = shared_state.get()
-    with state.lock:
-        appliers = state.__dict__.setdefault("scrub_appliers", [])
-        appliers.append(_apply_rules)
-        keys, values = state.__dict__.setdefault("scrub_rules", (None, None))
-        if keys or values:
-            _apply_rules(keys, values)
-
-
-_join_shared_rules()
 
 
 def is_secret_key(key: object) -> bool:

@@ -46,9 +46,8 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
-# "A procscope setting had a bad value; the default was used instead." The class lives in
-# shared_state, so that every copy of these helpers warns with the same class.
-SettingWarning: type[UserWarning] = shared_state.get().SettingWarning
+# "A procscope setting had a bad value; the default was used instead."
+SettingWarning: type[UserWarning] = shared_state.SettingWarning
 
 
 class BadSettingError(ValueError):

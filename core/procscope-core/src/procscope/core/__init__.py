@@ -1,0 +1,33 @@
+"""procscope-core: what every procscope distribution shares, one copy per process.
+
+The plugins depend on this distribution as contrib's instrumentors depend on
+``opentelemetry-instrumentation``. Its modules are the plugins' common ground:
+
+- :mod:`.settings`: one parser for keywords and environment variables;
+- :mod:`.shared_state`: the live settings and process-wide registries;
+- :mod:`.guard`: the internal-error guard at every place user code calls into us;
+- :mod:`.saferepr` and :mod:`.scrubbing`: bounded, scrubbed representations of content;
+- :mod:`.naming`: names given with ``procscope.name()``;
+- :mod:`.head_sampling`: the cheap head-sampling gate;
+- :mod:`.forksafe`, :mod:`.patched`, :mod:`.threadinfo`: fork safety, faithful patching,
+  thread names without side effects.
+"""
+
+from __future__ import annotations
+
+from .guard import handle_internal_errors, log_internal_error, warn_once
+from .naming import get_name, set_name
+from .saferepr import safe_repr
+from .settings import Settings, SettingWarning, resolve
+
+__all__ = [
+    "SettingWarning",
+    "Settings",
+    "get_name",
+    "handle_internal_errors",
+    "log_internal_error",
+    "resolve",
+    "safe_repr",
+    "set_name",
+    "warn_once",
+]
