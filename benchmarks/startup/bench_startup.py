@@ -1,0 +1,162 @@
+"""What procscope adds to starting a program and its children (issue 12's start-up goals).
+
+Every variant runs once per round, the rounds interleaved so that machine noise hits
+every variant alike; the table gives medians and the ratio against the plain variant of
+the same row, all from ONE run:
+
+- ``python -c pass``: plain, and under ``procscope run`` (trace DB, the default exporter);
+- ``import procscope; procscope.setup(exporter='tracedb', db=...)`` against plain python;
+- a Python subprocess (``subprocess.run([python, '-c', 'pass'])``) started by a program
+  under ``procscope run`` against the same program plain (timed inside the program);
+- ``multiprocessing.Process`` start+join with fork, spawn and forkserver, likewise.
+
+    python benchmarks/startup/bench_startup.py [--rounds N] [--inner K] [--against REV]
+
+``--against REV`` adds, for every traced variant, the same run with commit REV checked
+out into a temporary git worktree and its packages first on ``PYTHONPATH`` (the editable
+install maps source folders, so REV's modules win), measured in the same rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PY = sys.executable
+PROCSCOPE = str(Path(PY).parent / "procscope")
+ROOT = Path(__file__).resolve().parent.parent.parent
+SOURCES = [
+    "src",
+    "core/procscope-core/src",
+    "exporters/procscope-exporter-tracedb/src",
+    "instrumentation/procscope-instrumentation-lifecycle/src",
+    "instrumentation/procscope-instrumentation-messaging/src",
+    "instrumentation/procscope-instrumentation-state/src",
+    "processors/procscope-processor-sampling/src",
+]
+
+# Timed inside the program: K starts, the median printed in seconds. The first start of
+# each kind (a forkserver's server, say) is left out as a warm-up.
+INNER = """\
+import multiprocessing, statistics, subprocess, sys, time
+
+def noop():
+    pass
+
+if __name__ == "__main__":
+    what, k = sys.argv[1], int(sys.argv[2])
+    times = []
+    for i in range(k + 1):
+        started = time.perf_counter()
+        if what == "subprocess":
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+        else:
+            p = multiprocessing.get_context(what).Process(target=noop)
+            p.start()
+            p.join()
+        if i:
+            times.append(time.perf_counter() - started)
+    print(statistics.median(times))
+"""
+
+
+class Variant:
+    """One row's command: its plain form and its traced form."""
+
+    def __init__(self, label: str, plain: list[str], traced: list[str], inner: bool) -> None:
+        self.label = label
+        self.plain = plain
+        self.traced = traced
+        self.inner = inner
+
+
+def variants(db: str, script: str, k: int) -> list[Variant]:
+    run = [PROCSCOPE, "run", "--db", db, "--"]
+    setup = f"import procscope; procscope.setup(exporter='tracedb', db={db!r})"
+    rows = [
+        Variant(
+            "procscope run -- python -c pass", [PY, "-c", "pass"], [*run, PY, "-c", "pass"], False
+        ),
+        Variant("import procscope; setup(tracedb)", [PY, "-c", "pass"], [PY, "-c", setup], False),
+    ]
+    for what in ("subprocess", "fork", "spawn", "forkserver"):
+        label = "Python subprocess start" if what == "subprocess" else f"Process start+join, {what}"
+        command = [PY, script, what, str(k)]
+        rows.append(Variant(label, command, [*run, *command], True))
+    return rows
+
+
+def measure(command: list[str], env: dict[str, str], cwd: str, inner: bool) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, check=True, cwd=cwd, stdout=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - started
+    return float(done.stdout.split()[-1]) if inner else elapsed
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:8.1f}ms"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--inner", type=int, default=6, help="starts per inner program")
+    parser.add_argument("--against", metavar="REV", help="also measure commit REV")
+    args = parser.parse_args(argv[1:])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
+    env.pop("PYTHONPATH", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        old_env = None
+        if args.against:
+            old = os.path.join(tmp, "old")
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", old, args.against],
+                check=True,
+            )
+            old_env = {**env, "PYTHONPATH": os.pathsep.join(os.path.join(old, s) for s in SOURCES)}
+        try:
+            script = os.path.join(tmp, "starts.py")
+            Path(script).write_text(INNER)
+            rows = variants(os.path.join(tmp, "bench.db"), script, args.inner)
+            forms = ["plain", "traced"] + (["old"] if old_env else [])
+            times: dict[tuple[str, str], list[float]] = {
+                (row.label, form): [] for row in rows for form in forms
+            }
+            for _ in range(args.rounds):
+                for row in rows:
+                    for form in forms:
+                        command = row.plain if form == "plain" else row.traced
+                        form_env = old_env if form == "old" and old_env else env
+                        times[(row.label, form)].append(measure(command, form_env, tmp, row.inner))
+        finally:
+            if args.against:
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", old], check=False
+                )
+    print(
+        f"start-up, median of {args.rounds} interleaved rounds "
+        f"(inner rows: median of {args.inner} starts inside the program)"
+    )
+    header = f"{'measure':36}{'plain':>10}{'procscope':>10}{'added':>10}{'ratio':>8}"
+    if old_env:
+        header += f"{args.against[:10]:>11}{'added':>10}"
+    print(header)
+    for row in rows:
+        base = statistics.median(times[(row.label, "plain")])
+        new = statistics.median(times[(row.label, "traced")])
+        line = f"{row.label:36}{_ms(base)}{_ms(new)}{_ms(new - base)}{new / base:7.2f}x"
+        if old_env:
+            before = statistics.median(times[(row.label, "old")])
+            line += f" {_ms(before)}{_ms(before - base)}"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
