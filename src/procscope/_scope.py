@@ -12,11 +12,12 @@ from types import FrameType
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 
 from procscope.core import shared_state
 from procscope.core.forksafe import ForkSafeLock
 from procscope.core.guard import handle_internal_errors, warn_once
+from procscope.core.recorder import RecordingSpanProcessor
 from procscope.core.settings import (
     ENV_CAPTURE_CONTENT,
     ENV_LEVEL,
@@ -62,6 +63,9 @@ def queued_spans(processors: Any) -> int:
         if queue is not None:
             count += len(queue)
         pending.extend(getattr(processor, "_span_processors", None) or ())
+        if isinstance(processor, RecordingSpanProcessor):
+            count += processor.pending()
+            pending.extend(processor.downstream)
         downstream = getattr(processor, "_next", None)
         if downstream is not None:
             pending.append(downstream)
@@ -122,7 +126,7 @@ class Scope:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.processors: list[SpanProcessor] = []
+        self.processors: list[Any] = []
         self.sampler: AdjustableRateSampler | None = None
         self.owns_provider = False
         self.tracer_provider: Any = None
@@ -143,7 +147,12 @@ class Scope:
         self._publish_settings()
 
         self.tracer_provider = self._install_provider()
-        self.processors = build_processors(self.settings)
+        # One recorder in front of the exporters' processors: instrumentors append
+        # records, its drain thread makes them into spans (procscope.core.recorder).
+        self.processors = [RecordingSpanProcessor(
+            build_processors(self.settings),
+            overflow=getattr(self.settings, "overflow_policy", None) or "wait",
+        )]
         for processor in self.processors:
             self.tracer_provider.add_span_processor(processor)
         _instrumentors.apply_level(self.settings.level, self.tracer_provider)

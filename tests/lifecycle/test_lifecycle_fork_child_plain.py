@@ -113,9 +113,9 @@ SUBPROCESS_PROGRAM = textwrap.dedent(
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts fds in /proc")
 def test_a_python_subprocess_sees_the_fds_and_threads_of_the_plain_one(tmp_path: Path) -> None:
     """A Python subprocess (set up by procscope as a child) has the open fds of the plain
-    one, and its threads but one: the batch processor's export thread, the documented
-    minimum of a process that records. The SIGTERM watch's pipe and thread were two fds
-    and a thread more (CPython's test_pass_fds_redirected)."""
+    one, and its threads but two: the recorder's drain thread and the batch processor's
+    export thread, the documented minimum of a process that records. The SIGTERM watch's
+    pipe and thread were two fds and a thread more (CPython's test_pass_fds_redirected)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
     seen = []
     for mode in ("plain", "procscope"):
@@ -131,4 +131,6 @@ def test_a_python_subprocess_sees_the_fds_and_threads_of_the_plain_one(tmp_path:
         seen.append(done.stdout.split())
     plain, traced = seen
     assert traced[0] == plain[0]  # open fds
-    assert sorted(traced[1:]) == sorted([*plain[1:], "OtelBatchSpanRecordProcessor"])
+    assert sorted(traced[1:]) == sorted(
+        [*plain[1:], "OtelBatchSpanRecordProcessor", "procscope-recorder"]
+    )

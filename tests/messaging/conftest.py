@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from procscope.core import shared_state
+from procscope.core.recorder import RecordingSpanProcessor
 from procscope.instrumentation.messaging import MessagingInstrumentor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,18 +28,26 @@ class Recorder:
     def __init__(self) -> None:
         self.exporter = InMemorySpanExporter()
         self.provider = TracerProvider()
-        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        # Messages are records, made into spans by the recorder's drain thread: as
+        # procscope's own pipeline has it (see procscope.core.recorder).
+        self.recording = RecordingSpanProcessor([SimpleSpanProcessor(self.exporter)])
+        self.provider.add_span_processor(self.recording)
         self.tracer = self.provider.get_tracer("tests.messaging")
 
+    def finished(self) -> list[Any]:
+        """Every span finished so far, records included (the documented flush first)."""
+        self.provider.force_flush()
+        return list(self.exporter.get_finished_spans())
+
     def spans(self, name_prefix: str | None = None) -> list[Any]:
-        spans = list(self.exporter.get_finished_spans())
+        spans = self.finished()
         if name_prefix is not None:
             spans = [s for s in spans if s.name.startswith(name_prefix)]
         return spans
 
     def messaging(self, operation_type: str) -> list[Any]:
         return [
-            s for s in self.exporter.get_finished_spans()
+            s for s in self.finished()
             if (s.attributes or {}).get("messaging.operation.type") == operation_type
         ]
 

@@ -273,7 +273,7 @@ def test_retention_settings_reach_the_trace_db_exporter(run_app: Any, tmp_path: 
         """
         import procscope
         scope = procscope.setup(db="r.db", db_max_bytes=2_000_000, db_max_age=60)
-        exporter = scope.processors[0]._batch_processor._exporter
+        exporter = scope.processors[0].downstream[0]._batch_processor._exporter
         print(type(exporter).__name__, exporter.max_bytes, exporter.max_age)
         """
     )
@@ -286,7 +286,7 @@ def test_batch_queue_is_larger_than_the_sdk_default_unless_configured(run_app: A
     code = """
         import procscope
         scope = procscope.setup(exporter="console")
-        print("queue", scope.processors[0]._batch_processor._max_queue_size)
+        print("queue", scope.processors[0].downstream[0]._batch_processor._max_queue_size)
         """
     assert "queue 8192" in run_app(code).stdout
     assert "queue 1000" in run_app(code, env={"OTEL_BSP_MAX_QUEUE_SIZE": "1000"}).stdout

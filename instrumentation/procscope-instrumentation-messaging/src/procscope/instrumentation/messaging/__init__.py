@@ -42,10 +42,12 @@ class MessagingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return ()
 
     def _instrument(self, **kwargs: Any) -> None:
+        provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
+        _core.runtime.provider = provider
         _core.runtime.tracer = trace.get_tracer(
             "procscope.instrumentation.messaging",
             _VERSION,
-            tracer_provider=kwargs.get("tracer_provider"),
+            tracer_provider=provider,
         )
         _core.configure_for_tracer()
         for family in self._families:

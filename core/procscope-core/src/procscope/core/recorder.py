@@ -1,0 +1,296 @@
+"""The recorder: a compact record on the caller's thread, the span made off it.
+
+An instrumentation point that would have built an SDK span (start it, give it twenty
+attributes, end it, push it through a processor chain: 10 to 25 us on the caller's thread)
+instead draws the span's ids, takes the times, and appends one tuple to the recorder's
+buffer: about a microsecond. A drain thread turns records into ordinary
+``ReadableSpan`` objects (names, kinds, attributes, events, links, status, times) and
+hands them to the span processors behind :class:`RecordingSpanProcessor`, which is
+installed on the tracer provider in their place. Spans that the program makes itself go
+through that processor synchronously, as before.
+
+A record is a tuple (see ``R_*``): who turns it into a span (its :class:`RecordKind`),
+start and end times, trace id, span id, parent span id (0 for a root), whether the parent
+is remote, trace flags, trace state, and the kind's own data. The ids are drawn at the
+event, so what user code sees (carriers, parents, links, the current span) is exactly
+what it would be with SDK spans. The same tuples are what the flight recorder keeps and
+what a child can ship to the DB owner: nothing in a record refers to a live SDK object.
+
+Nothing is lost silently. The buffer holds at most ``capacity`` records; when it is full
+the ``overflow`` policy decides: ``wait`` (bounded backpressure: the appending thread
+waits for room, at most ``wait_limit`` seconds) or ``drop``. Every record not kept is
+counted (:func:`procscope.core.losses.count_lost` when present, and ``lost``).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from .guard import log_internal_error, raise_internal_errors
+
+_logger = logging.getLogger("procscope")
+
+# Record layout (a tuple; kinds may add fields after R_DATA).
+R_KIND, R_START, R_END, R_TRACE_ID, R_SPAN_ID, R_PARENT_ID = 0, 1, 2, 3, 4, 5
+R_PARENT_REMOTE, R_FLAGS, R_STATE, R_DATA = 6, 7, 8, 9
+
+OVERFLOW_POLICIES = ("wait", "drop")
+DEFAULT_CAPACITY = 32_768
+# How long an appending thread waits for room under the "wait" policy before the record
+# is dropped and counted: long enough to ride out a slow export, short enough that a
+# stalled exporter cannot stop the program.
+DEFAULT_WAIT_LIMIT = 5.0
+# The drain runs at least this often, and sooner when the buffer is an eighth full.
+DRAIN_INTERVAL = 0.05
+
+
+class RecordKind:
+    """Turns records of one kind into spans. Subclassed by each instrumentor.
+
+    ``materialise`` runs on the drain thread and returns a ``ReadableSpan``; it may read
+    only the record and what the kind itself holds (its tracer's resource, scope and
+    limits), never live state of the program.
+    """
+
+    def materialise(self, record: tuple[Any, ...]) -> Any:
+        raise NotImplementedError
+
+
+def _count_lost(count: int, reason: str) -> None:
+    try:
+        from . import losses  # type: ignore[attr-defined]  # (the loss counters)
+    except ImportError:
+        return
+    losses.count_lost(count, reason)  # type: ignore[attr-defined]
+
+
+class RecordingSpanProcessor:
+    """A span processor that owns a recorder and the processors behind it.
+
+    Installed on the tracer provider instead of ``downstream``: the program's own spans
+    pass through synchronously (``on_start``/``on_end``), and records appended with
+    :meth:`append` reach the same processors from the drain thread, in the order they
+    were appended. ``force_flush`` first drains every record appended before the call,
+    then flushes ``downstream``: the documented way to see everything recorded so far.
+    """
+
+    def __init__(
+        self,
+        downstream: Sequence[Any],
+        capacity: int = DEFAULT_CAPACITY,
+        overflow: str = "wait",
+        wait_limit: float = DEFAULT_WAIT_LIMIT,
+    ) -> None:
+        self.downstream = tuple(downstream)
+        self.capacity = max(16, int(capacity))
+        self.overflow = overflow if overflow in OVERFLOW_POLICIES else "wait"
+        self.wait_limit = wait_limit
+        self.lost = 0
+        self._wake_at = max(1, self.capacity // 8)
+        self._shutdown = False
+        self._init_process_state()
+        self._start_thread()
+        if hasattr(os, "register_at_fork"):
+            # A weak reference: the hook must not keep a shut-down processor alive.
+            ref = weakref.WeakMethod(self._after_fork_in_child)
+
+            def after_in_child() -> None:
+                method = ref()
+                if method is not None:
+                    method()
+
+            os.register_at_fork(after_in_child=after_in_child)
+
+    # --- state new in every process -------------------------------------------------------
+
+    def _init_process_state(self) -> None:
+        # deque.append and popleft are atomic in CPython: appending threads and the drain
+        # thread share the buffer without a lock. Only waiting for room takes one.
+        self._buffer: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._room = threading.Condition(threading.Lock())
+        # Serialises draining: the drain thread and a force_flush on another thread must
+        # not deliver interleaved batches (processors see records in appended order).
+        self._draining = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._drain_ident: int | None = None
+        self._pid = os.getpid()
+        self.append = self._append_and_start if self._shutdown is False else self._append_lost
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's records are the parent's to deliver: the child starts empty, with
+        # new locks (another thread of the parent may have held them at the fork) and no
+        # thread until its first record, so a child that records nothing has no thread of
+        # ours (what a program that counts its threads after a fork expects).
+        self._init_process_state()
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(target=self._run, name="procscope-recorder", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # interpreter shutdown: force_flush delivers instead
+            return
+        self._thread = thread
+        self.append = self._append
+
+    # --- the hot path ----------------------------------------------------------------------
+
+    def _append(self, record: tuple[Any, ...]) -> None:
+        buffer = self._buffer
+        size = len(buffer)
+        if size < self.capacity:
+            buffer.append(record)
+            if size == self._wake_at:
+                self._wake.set()
+            return
+        self._full(record)
+
+    def _append_and_start(self, record: tuple[Any, ...]) -> None:
+        with self._room:
+            if self._thread is None and not self._shutdown:
+                self._start_thread()
+        self._append(record)
+
+    def _append_lost(self, record: tuple[Any, ...]) -> None:
+        self._lose(1, "shutdown")
+
+    def _full(self, record: tuple[Any, ...]) -> None:
+        if (
+            self.overflow == "drop"
+            or self._shutdown
+            or self._thread is None
+            or threading.get_ident() == self._drain_ident
+        ):
+            self._lose(1, "buffer_full")
+            return
+        deadline = time.monotonic() + self.wait_limit
+        with self._room:
+            self._wake.set()
+            while len(self._buffer) >= self.capacity:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._room.wait(left):
+                    self._lose(1, "buffer_full")
+                    return
+        self._buffer.append(record)
+
+    def _lose(self, count: int, reason: str) -> None:
+        self.lost += count
+        _count_lost(count, reason)
+
+    # --- the drain ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._drain_ident = threading.get_ident()
+        while True:
+            self._wake.wait(DRAIN_INTERVAL)
+            self._wake.clear()
+            try:
+                self._drain()
+            except Exception:  # noqa: BLE001 -- the drain thread must outlive one bad batch
+                log_internal_error()
+            if self._shutdown and not self._buffer:
+                return
+
+    def _drain(self, until: int | None = None) -> int:
+        """Deliver records; all of them, or ``until`` at most. Returns how many."""
+        delivered = 0
+        with self._draining:
+            buffer = self._buffer
+            while buffer and (until is None or delivered < until):
+                count = len(buffer) if until is None else min(len(buffer), until - delivered)
+                count = min(count, 512)
+                batch = [buffer.popleft() for _ in range(count)]
+                with self._room:
+                    self._room.notify_all()
+                self._deliver(batch)
+                delivered += count
+        return delivered
+
+    def _deliver(self, batch: list[tuple[Any, ...]]) -> None:
+        downstream = self.downstream
+        for record in batch:
+            try:
+                span = record[R_KIND].materialise(record)
+            except Exception:
+                self._lose(1, "materialise_error")
+                if raise_internal_errors():
+                    raise
+                log_internal_error()
+                continue
+            for processor in downstream:
+                try:
+                    processor.on_start(span, None)
+                    processor.on_end(span)
+                except Exception:  # noqa: BLE001 -- a processor's failure is its own
+                    log_internal_error()
+
+    def pending(self) -> int:
+        """Records appended and not yet delivered."""
+        return len(self._buffer)
+
+    # --- the SpanProcessor interface -------------------------------------------------------
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        for processor in self.downstream:
+            processor.on_start(span, parent_context=parent_context)
+
+    def _on_ending(self, span: Any) -> None:
+        for processor in self.downstream:
+            on_ending = getattr(processor, "_on_ending", None)
+            if on_ending is not None:
+                on_ending(span)
+
+    def on_end(self, span: Any) -> None:
+        for processor in self.downstream:
+            processor.on_end(span)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Deliver every record appended before this call, then flush ``downstream``."""
+        deadline = time.monotonic() + timeout_millis / 1000.0
+        if os.getpid() != self._pid:  # a fork child before its at-fork hook ran
+            self._after_fork_in_child()
+        # Drained here, on the caller's thread, rather than waited for: the caller may be
+        # an exit path that cannot wait for another thread (a signal handler, os._exit).
+        self._drain(until=len(self._buffer))
+        flushed = True
+        for processor in self.downstream:
+            left = int(max(0.0, deadline - time.monotonic()) * 1000)
+            flushed = processor.force_flush(left) and flushed
+        return flushed
+
+    def shutdown(self) -> None:
+        """Deliver what is buffered, stop the drain thread, shut ``downstream`` down."""
+        if self._shutdown:
+            return
+        self._shutdown = True
+        self.append = self._append_lost
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=DEFAULT_WAIT_LIMIT)
+        self._drain()
+        for processor in self.downstream:
+            processor.shutdown()
+
+
+def recorder_of(tracer_provider: Any) -> RecordingSpanProcessor | None:
+    """The provider's recorder when records reach every processor it has, else None.
+
+    A provider whose only span processor is a :class:`RecordingSpanProcessor` gets
+    records; one where the program added processors of its own beside it (or that has
+    no recorder) gets SDK spans made on the caller's thread, as every processor there
+    expects.
+    """
+    active = getattr(tracer_provider, "_active_span_processor", None)
+    processors = getattr(active, "_span_processors", None)
+    if processors is None or len(processors) != 1:
+        return None
+    only = processors[0]
+    return only if isinstance(only, RecordingSpanProcessor) else None
