@@ -33,6 +33,7 @@ def setup(
     db_max_age: float | None = None,
     scrub_keys: str | list[str] | None = None,
     scrub_values: str | list[str] | None = None,
+    overflow: str | None = None,
 ) -> Scope:
     """Start recording: provider, processors, exporters and the instrumentors of ``level``.
 
@@ -62,6 +63,7 @@ def setup(
                 db_max_age=db_max_age,
                 scrub_keys=scrub_keys,
                 scrub_values=scrub_values,
+                overflow=overflow,
             )
         )
         with handle_internal_errors():
@@ -82,6 +84,7 @@ def configure(
     level: str | None = None,
     sample_rate: float | None = None,
     capture_content: bool | None = None,
+    overflow: str | None = None,
 ) -> None:
     """Change settings while the program runs (new spans see them at once)."""
     scope = _scope
@@ -92,7 +95,9 @@ def configure(
             stacklevel=2,
         )
         return
-    scope.configure(level=level, sample_rate=sample_rate, capture_content=capture_content)
+    scope.configure(
+        level=level, sample_rate=sample_rate, capture_content=capture_content, overflow=overflow
+    )
 
 
 def shutdown() -> None:

@@ -7,19 +7,38 @@ child does not have: CPython's ``test_clear_threads_states_after_fork`` counts t
 the child's worker starts with the child's first span (and a child that records nothing
 never has one); a child's exit flush exports on its own helper thread, as before.
 
+And nothing is dropped anonymously. The SDK's processor, its queue full, drops the oldest
+span with a ``logging.warning("Queue full, dropping Span.")`` (13-19 us each, then
+discarded as a duplicate by the SDK's log filter) and nobody learns that the recording is
+incomplete. Here a full queue follows the ``overflow`` setting (read live, only when the
+queue is full): ``drop`` counts the new span lost (:mod:`procscope.core.losses`) and
+drops it; ``wait`` makes the ending thread wait for room, at most :data:`WAIT_LIMIT_S`,
+then counts and drops it. It never waits where waiting could not end well: on the
+export thread itself, at interpreter shutdown, before the worker runs (a fork child's
+first span, an at-fork hook), after shutdown; there it counts and drops. After one wait
+that ran out, spans that find the queue still full with the same oldest span (the
+exporter has not taken a batch since) are dropped at once, so a stalled exporter costs
+the program one wait, not one per span.
+
 Only where the SDK has the shared ``opentelemetry.sdk._shared_internal.BatchProcessor``
-(1.45 here), whose fork hook is ``_at_fork_reinit``, bound when the processor is made;
-with SDKs without it the plain ``BatchSpanProcessor`` is used as it is.
+(1.34 and later; 1.45 here), whose fork hook is ``_at_fork_reinit``, bound when the
+processor is made; with SDKs without it the plain ``BatchSpanProcessor`` is used as it is
+(its overflow is then the SDK's).
 """
 
 from __future__ import annotations
 
+import collections
 import os
+import sys
 import threading
+import time
 from typing import Any
 
 import opentelemetry.sdk.trace.export as _sdk_export
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from procscope.core import losses, shared_state
 
 _SdkBatchProcessor: Any
 try:
@@ -28,6 +47,15 @@ except ImportError:  # an older SDK: no lazy start
     _SdkBatchProcessor = None
 
 _making = threading.Lock()
+
+# How long a thread ending a span waits for room in a full queue under the "wait" policy
+# before the span is dropped and counted: long enough to ride out a slow batch (the trace
+# DB's busy timeout is 5 s), short enough that a stalled exporter cannot stop the program.
+WAIT_LIMIT_S = 5.0
+# Polling for room: the SDK's worker signals nothing when it takes a batch, and a full
+# queue is the rare path, where a few hundred microseconds of latency do not matter.
+_FIRST_PAUSE_S = 0.0005
+_LONGEST_PAUSE_S = 0.01
 
 
 def make_batch_span_processor(exporter: Any, **options: Any) -> BatchSpanProcessor:
@@ -71,7 +99,59 @@ def _lazy_class() -> Any:
 
 def _make_lazy_class(base: Any) -> Any:
     class ChildStartsLazily(base):  # type: ignore[misc,valid-type]
-        """SDK BatchProcessor whose fork child starts its worker at its first span."""
+        """SDK BatchProcessor whose fork child starts its worker at its first span, and
+        whose full queue waits or drops as the overflow setting says, counting what it
+        drops (see the module's docstring)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # Unbounded: emit() keeps it to max_queue_size itself. The SDK's deque(maxlen)
+            # would silently push out the oldest span when two threads both found one
+            # place left; here they both get in (a few over the size at most).
+            self._queue: collections.deque[Any] = collections.deque()
+            # The oldest queued span when a wait last ran out (see _no_room).
+            self._stalled_on: Any = None
+
+        def emit(self, data: Any) -> None:
+            # The SDK's emit, but for a full queue and after shutdown.
+            if self._shutdown:
+                losses.count_lost(1, losses.AFTER_SHUTDOWN)
+                return
+            if self._pid != os.getpid():
+                self._bsp_reset_once.do_once(self._at_fork_reinit)
+            queue = self._queue
+            if len(queue) >= self._max_queue_size and self._no_room():
+                return
+            queue.appendleft(data)
+            if len(queue) >= self._max_export_batch_size and not self._worker_awaken.is_set():
+                self._worker_awaken.set()
+
+        def _no_room(self) -> bool:
+            """True when the span must be dropped (counted here); False once there is
+            room (after waiting, under the wait policy)."""
+            queue = self._queue
+            oldest = queue[-1] if queue else None
+            if (
+                shared_state.settings().overflow != "wait"
+                or oldest is self._stalled_on
+                or not self._worker_thread.is_alive()
+                or threading.get_ident() == self._worker_thread.ident
+                or sys.is_finalizing()
+            ):
+                losses.count_lost(1, losses.QUEUE_FULL)
+                return True
+            deadline = time.monotonic() + WAIT_LIMIT_S
+            pause = _FIRST_PAUSE_S
+            while len(queue) >= self._max_queue_size:
+                self._worker_awaken.set()
+                left = deadline - time.monotonic()
+                if left <= 0 or self._shutdown:
+                    self._stalled_on = queue[-1] if queue else None
+                    losses.count_lost(1, losses.QUEUE_FULL)
+                    return True
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, _LONGEST_PAUSE_S)
+            return False
 
         def _at_fork_reinit(self) -> None:
             # As the SDK's, without starting the thread. Runs in the child (its at-fork
@@ -79,6 +159,7 @@ def _make_lazy_class(base: Any) -> Any:
             self._export_lock = threading.Lock()
             self._worker_awaken = threading.Event()
             self._queue.clear()
+            self._stalled_on = None
             self._worker_thread = threading.Thread(
                 name=f"OtelBatch{self._exporting}RecordProcessor",
                 target=self.worker,
@@ -88,7 +169,7 @@ def _make_lazy_class(base: Any) -> Any:
             self._start_lock = threading.Lock()
             # Until the first span, emit is this instance's own; after it, the class's
             # again: no cost per span once the worker runs.
-            self.emit = self._first_emit_here
+            self.emit = self._first_emit_here  # type: ignore[method-assign]
 
         def _first_emit_here(self, data: Any) -> None:
             with self._start_lock:
@@ -97,7 +178,7 @@ def _make_lazy_class(base: Any) -> Any:
                         self._worker_thread.start()
                     except RuntimeError:  # interpreter shutdown: the exit flush exports
                         pass
-            base.emit(self, data)
+            self.emit(data)
 
         def shutdown(self, *args: Any, **kwargs: Any) -> Any:
             if self._worker_thread.ident is None and not self._shutdown:

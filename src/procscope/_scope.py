@@ -14,17 +14,20 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from procscope.core import shared_state
+from procscope.core import losses, shared_state
 from procscope.core.forksafe import ForkSafeLock
 from procscope.core.guard import handle_internal_errors, warn_once
 from procscope.core.recorder import RecordingSpanProcessor
 from procscope.core.settings import (
     ENV_CAPTURE_CONTENT,
     ENV_LEVEL,
+    ENV_OVERFLOW,
     ENV_SAMPLE_RATE,
+    OVERFLOW_DEFAULT_TEXT,
     Settings,
     parse_bool,
     parse_level,
+    parse_overflow,
     parse_rate,
     resolve_one,
 )
@@ -143,6 +146,7 @@ class Scope:
         live.level = self.settings.level
         live.sample_rate = self.settings.sample_rate
         live.capture_content = self.settings.capture_content
+        live.overflow = self.settings.overflow_policy
         live.configured = True
         self._publish_settings()
 
@@ -166,6 +170,10 @@ class Scope:
         """
         shared_state.get().scope_settings = self.settings
         os.environ.update(self.settings.as_environ())
+        if self.settings.overflow is None:
+            # Not given (or given badly, warned about once here): children follow their
+            # sample rate, as this process does, and do not warn again.
+            os.environ.pop(ENV_OVERFLOW, None)
 
     def _install_provider(self) -> Any:
         current = trace.get_tracer_provider()
@@ -263,6 +271,7 @@ class Scope:
         level: Any = None,
         sample_rate: Any = None,
         capture_content: Any = None,
+        overflow: Any = None,
     ) -> None:
         """Change settings while the program runs; they apply to new spans."""
         live = shared_state.settings()
@@ -294,15 +303,36 @@ class Scope:
                     self.settings.capture_content,
                     env,
                 )
+            if overflow is not None:
+                changes["overflow"] = resolve_one(
+                    "overflow",
+                    ENV_OVERFLOW,
+                    overflow,
+                    parse_overflow,
+                    self.settings.overflow,
+                    env,
+                    default_text=OVERFLOW_DEFAULT_TEXT
+                    if self.settings.overflow is None
+                    else None,
+                )
             self.settings = Settings(**{**self.settings.__dict__, **changes})
             self._publish_settings()
             live.capture_content = self.settings.capture_content
+            live.overflow = self.settings.overflow_policy
             live.sample_rate = self.settings.sample_rate
             if self.sampler is not None:
                 self.sampler.set_rate(self.settings.sample_rate)
             if live.level != self.settings.level:
                 live.level = self.settings.level
                 _instrumentors.apply_level(self.settings.level, self.tracer_provider)
+
+    # -- what was lost -------------------------------------------------------------------
+
+    def lost(self) -> dict[str, int]:
+        """Spans this process recorded but will never deliver, by reason (``queue_full``,
+        ``exit_flush``, ``export_failed``...); empty when nothing was lost. The same
+        counts go into the trace DB (docs/tracedb.md, "Incomplete recordings")."""
+        return losses.lost_by_reason()
 
     # -- ending -------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ ENV_SAMPLE_RATE = "PROCSCOPE_SAMPLE_RATE"
 ENV_CAPTURE_CONTENT = "PROCSCOPE_CAPTURE_CONTENT"
 ENV_EXPORTER = "OTEL_TRACES_EXPORTER"
 ENV_SAMPLING = "PROCSCOPE_SAMPLING"
+ENV_OVERFLOW = "PROCSCOPE_OVERFLOW"
 ENV_DB_MAX_BYTES = "PROCSCOPE_DB_MAX_BYTES"
 ENV_DB_MAX_AGE = "PROCSCOPE_DB_MAX_AGE"
 ENV_SCRUB_KEYS = "PROCSCOPE_SCRUB_KEYS"
@@ -41,6 +42,11 @@ DEFAULT_EXPORTERS: tuple[str, ...] = ("tracedb",)
 # tail-sampling processor keeps errors, abnormal ends, slow traces and sample_rate of the rest.
 SAMPLING_MODES = ("head", "tail")
 DEFAULT_SAMPLING = "head"
+# What a full export queue does to the thread that ends a span: wait for room (bounded,
+# then the span is dropped and counted) or drop it at once (counted). Unset, it follows
+# the sample rate: wait at full recall (a debugging run wants everything), drop when
+# sampling (production must never block). See docs/configuration.md.
+OVERFLOW_POLICIES = ("wait", "drop")
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -64,11 +70,16 @@ def warn_bad(setting: str, value: object, reason: str, fallback: object) -> None
     )
 
 
-def parse_level(value: object) -> str:
+def one_of(value: object, choices: tuple[str, ...]) -> str:
+    """``value`` as one of ``choices`` (case and spaces ignored)."""
     text = str(value).strip().lower()
-    if text not in LEVELS:
-        raise BadSettingError("expected one of " + ", ".join(LEVELS))
+    if text not in choices:
+        raise BadSettingError("expected one of " + ", ".join(choices))
     return text
+
+
+def parse_level(value: object) -> str:
+    return one_of(value, LEVELS)
 
 
 def parse_rate(value: object) -> float:
@@ -85,10 +96,17 @@ def parse_rate(value: object) -> float:
 
 def parse_sampling_mode(value: object) -> str:
     """``head`` or ``tail`` (see docs/sampling.md)."""
-    text = str(value).strip().lower()
-    if text not in SAMPLING_MODES:
-        raise BadSettingError("expected one of " + ", ".join(SAMPLING_MODES))
-    return text
+    return one_of(value, SAMPLING_MODES)
+
+
+def parse_overflow(value: object) -> str:
+    """``wait`` or ``drop``."""
+    return one_of(value, OVERFLOW_POLICIES)
+
+
+def default_overflow(sample_rate: float) -> str:
+    """The overflow policy when none is given: wait at full recall, drop when sampling."""
+    return "wait" if sample_rate >= 1.0 else "drop"
 
 
 def parse_bool(value: object) -> bool:
@@ -191,8 +209,10 @@ def resolve_one(
     parser: Callable[[object], T],
     default: T,
     environ: Mapping[str, str] | None = None,
+    default_text: str | None = None,
 ) -> T:
-    """One setting: the keyword if given, else the environment, else the default."""
+    """One setting: the keyword if given, else the environment, else the default
+    (named ``default_text`` in the warning, when given)."""
     env = os.environ if environ is None else environ
     if given is not None:
         source, raw = keyword, given
@@ -204,8 +224,21 @@ def resolve_one(
     try:
         return parser(raw)
     except BadSettingError as exc:
-        warn_bad(source, raw, str(exc), default)
+        warn_bad(source, raw, str(exc), default if default_text is None else _Named(default_text))
         return default
+
+
+class _Named:
+    """A default that is a rule rather than a value, as the warning names it."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+OVERFLOW_DEFAULT_TEXT = "the default (wait at sample_rate 1.0, else drop)"
 
 
 @dataclass(frozen=True)
@@ -222,6 +255,13 @@ class Settings:
     db_max_age: float | None = None
     scrub_keys: str | None = None
     scrub_values: str | None = None
+    # None: not given, so it follows sample_rate (see overflow_policy).
+    overflow: str | None = None
+
+    @property
+    def overflow_policy(self) -> str:
+        """``wait`` or ``drop``: the one given, else the default for ``sample_rate``."""
+        return self.overflow or default_overflow(self.sample_rate)
 
     def as_environ(self) -> dict[str, str]:
         """The environment that gives a child process these same settings."""
@@ -241,6 +281,8 @@ class Settings:
             env[ENV_SCRUB_KEYS] = self.scrub_keys
         if self.scrub_values is not None:
             env[ENV_SCRUB_VALUES] = self.scrub_values
+        if self.overflow is not None:
+            env[ENV_OVERFLOW] = self.overflow
         return env
 
 
@@ -260,6 +302,7 @@ def resolve(
     db_max_age: Any = None,
     scrub_keys: Any = None,
     scrub_values: Any = None,
+    overflow: Any = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve every setting, warning once for each bad value."""
@@ -294,5 +337,14 @@ def resolve(
         ),
         scrub_values=resolve_one(
             "scrub_values", ENV_SCRUB_VALUES, scrub_values, parse_pattern, None, environ
+        ),
+        overflow=resolve_one(
+            "overflow",
+            ENV_OVERFLOW,
+            overflow,
+            parse_overflow,
+            None,
+            environ,
+            default_text=OVERFLOW_DEFAULT_TEXT,
         ),
     )

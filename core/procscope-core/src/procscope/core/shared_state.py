@@ -22,12 +22,14 @@ class LiveSettings:
     after a change is harmless, and a lock would cost more than the read on hot paths.
     """
 
-    __slots__ = ("capture_content", "configured", "level", "sample_rate")
+    __slots__ = ("capture_content", "configured", "level", "overflow", "sample_rate")
 
     def __init__(self) -> None:
         self.level = "full"
         self.sample_rate = 1.0
         self.capture_content = True
+        # "wait" or "drop": what a full export queue does (read only when it is full).
+        self.overflow = "wait"
         # True once procscope.setup() (or the configurator) has run in this process.
         self.configured = False
 

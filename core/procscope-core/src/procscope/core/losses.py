@@ -1,0 +1,89 @@
+"""What this process recorded but could not deliver: one counter per reason.
+
+Every place that gives up a span or a record (a full batch queue under the ``drop``
+policy, a ``wait`` that ran out of time, an exit flush out of budget, a batch the exporter
+could not write, the recorder's buffer) calls :func:`count_lost`. The trace DB exporter
+writes the totals into the DB's ``losses`` table, and the CLI's read commands say that a
+recording is incomplete, and by how much (docs/tracedb.md).
+
+The counters belong to one process: a fork child starts at zero (the parent's losses are
+the parent's to report), and its key (:func:`process_key`) is its own pid and start time.
+Counting is off the hot paths (it runs only when something is lost) and thread-safe.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+QUEUE_FULL = "queue_full"  # a batch processor's queue was full (drop, or wait timed out)
+EXIT_FLUSH = "exit_flush"  # a child's exit flush ran out of its budget
+EXPORT_FAILED = "export_failed"  # the exporter could not write a batch
+AFTER_SHUTDOWN = "after_shutdown"  # ended after its processor was shut down
+
+
+class _Counters:
+    """This process's counters; made anew in a fork child, at its first use there."""
+
+    __slots__ = ("by_reason", "lock", "pid", "start_ns")
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.start_ns = time.time_ns()
+        self.by_reason: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+
+_current = _Counters()
+
+
+def _here() -> _Counters:
+    """The counters of this process. A fork child sees its parent's (pid differs) and
+    replaces them: with new ones and a new lock, since a thread of the parent may have
+    held the old lock at the fork. Two threads of a child racing here may each make a
+    set; the module global settles on one, and a count given to the other is at most one
+    lost increment in a child's first microseconds (accepted: no lock can be trusted yet)."""
+    global _current
+    counters = _current
+    if counters.pid != os.getpid():
+        counters = _current = _Counters()
+    return counters
+
+
+def _after_fork_in_child() -> None:
+    # Sets the child's start time at the fork itself; _here() covers a count made
+    # before this hook runs (another at-fork hook registered earlier).
+    _here()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def count_lost(n: int = 1, reason: str = QUEUE_FULL) -> None:
+    """Count ``n`` spans or records that this process will never deliver."""
+    if n <= 0:
+        return
+    counters = _here()
+    with counters.lock:
+        counters.by_reason[reason] = counters.by_reason.get(reason, 0) + n
+
+
+def lost_by_reason() -> dict[str, int]:
+    """This process's losses so far, by reason (empty when nothing was lost)."""
+    counters = _here()
+    with counters.lock:
+        return dict(counters.by_reason)
+
+
+def lost_total() -> int:
+    """This process's losses so far, all reasons together."""
+    return sum(lost_by_reason().values())
+
+
+def process_key() -> tuple[int, int]:
+    """(pid, start time in ns since the epoch): this process among every process that
+    wrote to a DB, even when the system reuses a pid."""
+    counters = _here()
+    return counters.pid, counters.start_ns
