@@ -15,11 +15,38 @@ from pkgutil import extend_path
 
 __path__ = extend_path(__path__, __name__)
 
-from procscope.core.settings import SettingWarning
+from typing import TYPE_CHECKING
 
-from ._api import configure, name, setup, shutdown, trace_state
-from ._scope import Scope
+from procscope.core.lazy import lazy_attributes
+
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from procscope.core.settings import SettingWarning
+
+    from ._api import configure, name, setup, shutdown, trace_state
+    from ._scope import Scope
+
+# Imported at first use, not with the package: every ``procscope.*`` import (a plugin's
+# ``procscope.core``, the CLI, the start-up hook in each child) runs this file first, and
+# the API's modules bring in the OpenTelemetry SDK (tens of milliseconds).
+_LAZY = {
+    "configure": "procscope._api",
+    "name": "procscope._api",
+    "setup": "procscope._api",
+    "shutdown": "procscope._api",
+    "trace_state": "procscope._api",
+    "Scope": "procscope._scope",
+    "SettingWarning": "procscope.core.settings",
+}
+
+
+__getattr__ = lazy_attributes(__name__, _LAZY)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "Scope",

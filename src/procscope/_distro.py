@@ -13,7 +13,6 @@ import os
 from typing import Any
 
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
-from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from procscope.core.guard import handle_internal_errors
 
@@ -61,8 +60,26 @@ class ProcscopeDistro(BaseDistro):
         super().load_instrumentor(entry_point, **kwargs)
 
 
-class ProcscopeConfigurator(_BaseConfigurator):
-    """Runs ``procscope.setup()`` from the environment."""
+class ProcscopeConfigurator:
+    """Runs ``procscope.setup()`` from the environment.
+
+    OpenTelemetry's auto-instrumentation calls ``configure(**kwargs)`` on the object the
+    ``opentelemetry_configurator`` entry point makes: that protocol, and the SDK's
+    ``_BaseConfigurator``'s one instance per process, are all this class takes from it.
+    Not a subclass: ``opentelemetry.sdk._configuration`` imports the metrics and logs
+    SDKs (about 60 ms) into every process that ``procscope run`` starts, for nothing.
+    """
+
+    _instance: ProcscopeConfigurator | None = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ProcscopeConfigurator:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def configure(self, **kwargs: Any) -> None:
+        """Configure procscope (called by OpenTelemetry's auto-instrumentation)."""
+        self._configure(**kwargs)
 
     def _configure(self, **kwargs: Any) -> None:
         from ._api import setup

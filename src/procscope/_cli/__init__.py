@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
-from . import _messages, _processes, _run, _state, _traces
+from . import _run
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only_run: bool = False) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="procscope",
         description="Record and query how a concurrent Python program's processes, "
@@ -34,13 +34,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"procscope {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
-    for module in (_run, _traces, _processes, _messages, _state):
+    _run.add_parser(subparsers)
+    if only_run:
+        return parser
+    # The read commands (SQLite, the DB's queries, output formatting) are imported only
+    # when one may be run: ``procscope run`` execs the program at once, and what it
+    # imports here delays every traced program's start.
+    from . import _messages, _processes, _state, _traces
+
+    for module in (_traces, _processes, _messages, _state):
         module.add_parser(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(only_run=bool(words) and words[0] in ("run", "demo")).parse_args(argv)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -15,10 +15,30 @@ The plugins depend on this distribution as contrib's instrumentors depend on
 
 from __future__ import annotations
 
-from .guard import handle_internal_errors, log_internal_error, warn_once
-from .naming import get_name, set_name
-from .saferepr import safe_repr
-from .settings import Settings, SettingWarning, resolve
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from .guard import handle_internal_errors, log_internal_error, warn_once
+    from .naming import get_name, set_name
+    from .saferepr import safe_repr
+    from .settings import Settings, SettingWarning, resolve
+
+# Imported at first use: ``import procscope.core.settings`` (the CLI, a child's start-up)
+# runs this file first, and the guard and saferepr bring in OpenTelemetry's context,
+# logging, uuid, platform and dataclasses.
+_LAZY = {
+    name: f"{__name__}.{module}"
+    for module, names in (
+        ("guard", ("handle_internal_errors", "log_internal_error", "warn_once")),
+        ("naming", ("get_name", "set_name")),
+        ("saferepr", ("safe_repr",)),
+        ("settings", ("Settings", "SettingWarning", "resolve")),
+    )
+    for name in names
+}
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "SettingWarning",

@@ -1,0 +1,116 @@
+"""What starting procscope imports: only what the configured pipeline needs (issue 12).
+
+Each process that procscope starts in (the program under ``procscope run``, its Python
+children, spawn and forkserver children) pays for every module imported at start-up.
+These tests check, in real processes, that the modules a configuration does not use are
+not imported, and that the configuration still records.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .conftest import BIN, clean_environ
+
+PROCSCOPE = str(BIN / "procscope")
+
+LOADED = """
+import sys
+print(sorted(m for m in sys.modules if m.startswith({prefixes!r})))
+"""
+
+
+def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args,
+        cwd=cwd,
+        env=clean_environ(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_importing_procscope_or_core_imports_no_sdk(tmp_path: Path) -> None:
+    """``import procscope`` and ``procscope.core`` (what every plugin imports) load no
+    OpenTelemetry SDK; the API's names are still there, loaded at first use."""
+    code = (
+        "import procscope, procscope.core.settings, sys\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry.sdk')))\n"
+        "from procscope import Scope, SettingWarning, setup, configure\n"
+        "from procscope.core import handle_internal_errors, Settings\n"
+        "print(callable(setup), callable(configure), Scope.__name__, SettingWarning.__name__)\n"
+        "print('setup' in dir(procscope), Settings.__name__)\n"
+    )
+    result = _run([sys.executable, "-c", code], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "[]",
+        "True True Scope SettingWarning",
+        "True Settings",
+    ]
+
+
+def test_procscope_run_launcher_imports_no_auto_instrumentation(tmp_path: Path) -> None:
+    """``procscope run`` only execs the program: the launcher imports neither
+    OpenTelemetry's auto-instrumentation nor the read commands' SQLite code. (Its imports
+    are the -X importtime lines on stderr before the program's own start.)"""
+    result = _run(
+        [PROCSCOPE, "run", "--db", str(tmp_path / "t.db"), "--", "python", "-c", "pass"],
+        tmp_path,
+        PYTHONPROFILEIMPORTTIME="1",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    launcher_end = next(i for i, line in enumerate(lines) if line.endswith("| procscope._cli"))
+    launcher = {line.rsplit("|", 1)[-1].strip() for line in lines[: launcher_end + 1]}
+    assert "procscope._cli._run" in launcher
+    assert "opentelemetry.instrumentation.auto_instrumentation" not in launcher
+    assert "sqlite3" not in launcher
+    assert "opentelemetry.sdk.trace" not in launcher
+
+
+def test_program_under_procscope_run_imports_only_its_pipeline(tmp_path: Path) -> None:
+    """With the trace DB (the default exporter), the program imports no OTLP, gRPC or
+    protobuf code, nor the SDK's metrics and logs (which procscope does not use), and its
+    spans are recorded in the DB."""
+    db = tmp_path / "t.db"
+    prefixes = (
+        "grpc",
+        "google.protobuf",
+        "opentelemetry.exporter",
+        "opentelemetry.sdk.metrics",
+        "opentelemetry.sdk._logs",
+        "opentelemetry.sdk._configuration",
+    )
+    code = LOADED.format(prefixes=prefixes) + (
+        "from opentelemetry import trace\n"
+        "with trace.get_tracer('app').start_as_current_span('recorded'):\n"
+        "    pass\n"
+    )
+    result = _run([PROCSCOPE, "run", "--db", str(db), "--", "python", "-c", code], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[]"]
+    with sqlite3.connect(db) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM spans")}
+    assert "recorded" in names
+
+
+def test_otlp_exporter_is_imported_when_configured(tmp_path: Path, run_app: Any) -> None:
+    """The OTLP exporter (http/protobuf here) is still there when asked for."""
+    code = LOADED.format(prefixes=("opentelemetry.exporter.otlp.proto.http.trace_exporter",))
+    result = _run(
+        [PROCSCOPE, "run", "--exporter", "otlp", "--", "python", "-c", code],
+        tmp_path,
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "['opentelemetry.exporter.otlp.proto.http.trace_exporter']"
+    ]
