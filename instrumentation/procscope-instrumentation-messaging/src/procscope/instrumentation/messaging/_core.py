@@ -78,8 +78,6 @@ C_PID, C_THREAD_ID, C_THREAD_NAME, C_SENT_NS = 5, 6, 7, 8
 C_CONTEXT = 9  # only in a carrier that stays in its process: the producer's trace state
 _PRODUCER = SpanKind.PRODUCER
 _CONSUMER = SpanKind.CONSUMER
-# W3C's random-trace-id flag (SDKs that know it set it on every span of a random trace id).
-_RANDOM_FLAG = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
 
 _live = shared_state.settings()
 _state_dict: dict[str, Any] = shared_state.get().__dict__
@@ -96,7 +94,11 @@ class _Runtime:
         # The provider's recorder and the kind that makes message records into spans,
         # when messages are records (see _records); None: SDK spans on the caller's thread.
         self.recorder: Any = None
+        self.records: Any = None  # the _records module, once messages are records
         self.spans: Any = None
+        self.send_spans: Any = None
+        self.receive_spans: Any = None
+        self.unlinked_spans: Any = None
 
 
 runtime = _Runtime()
@@ -257,7 +259,7 @@ def _choose_recorder() -> None:
     """Messages become records when the tracer's provider has procscope's recorder as its
     only span processor, and its sampler never reads start attributes and follows sampled
     parents: then the record path makes the same spans the SDK path would."""
-    runtime.recorder = runtime.spans = None
+    runtime.recorder = None
     tracer = runtime.tracer
     if sampler_reads_attributes or not _follows_sampled_parents(getattr(tracer, "sampler", None)):
         return
@@ -269,10 +271,9 @@ def _choose_recorder() -> None:
     recorder = recorder_of(provider)
     if recorder is None or getattr(tracer, "id_generator", None) is None:
         return
-    from ._records import MessageSpans
+    from . import _records
 
-    runtime.spans = MessageSpans(tracer)
-    runtime.recorder = recorder
+    _records.install(tracer, recorder)
 
 
 def configure_for_tracer() -> None:
@@ -286,7 +287,7 @@ def configure_for_tracer() -> None:
     try:
         _choose_recorder()
     except Exception:  # noqa: BLE001 -- SDK spans on the caller's thread, as before
-        runtime.recorder = runtime.spans = None
+        runtime.recorder = None
         log_internal_error()
 
 
@@ -388,7 +389,7 @@ def start_send(
     producer's trace state.
     """
     if runtime.recorder is not None:
-        return _start_send_record(prof, item, size, local)
+        return runtime.records.start_send(prof, item, size, local)  # type: ignore[no-any-return]
     start = prof.start if sampler_reads_attributes else None
     span = runtime.tracer.start_span(prof.span_name, kind=_PRODUCER, attributes=start)
     span_context = span.get_span_context()
@@ -425,92 +426,6 @@ def start_send(
     )
 
 
-def _new_span(name: str, kind: SpanKind) -> tuple[Any, ...] | None:
-    """Ids, parent and sampling of a span about to be recorded, as start_span would make
-    them: (trace id, span id, parent id or 0, parent remote, parent flags, flags, trace
-    state, the sampler's attributes for a root); None when the sampler drops it."""
-    spans = runtime.spans
-    ctx = _context_get() if _context_var is not None else otel_context.get_current()
-    parent: Any = ctx.get(_SPAN_KEY) if ctx else None
-    if parent is not None:
-        parent_context = parent.get_span_context()
-        if parent_context[5]:  # valid: a child, sampled as its parent is
-            if not parent_context[3] & 1:
-                return None
-            parent_flags = parent_context[3]
-            return (
-                parent_context[0], spans.new_span_id(), parent_context[1], parent_context[2],
-                parent_flags, 1 | (parent_flags & _RANDOM_FLAG), parent_context[4], None,
-            )
-    trace_id, span_id = spans.new_ids()
-    result = spans.sample_root(trace_id, name, kind)
-    if result is None:
-        return None
-    return (trace_id, span_id, 0, False, 0, spans.root_flags(), result.trace_state,
-            result.attributes)
-
-
-class PendingSend:
-    """A producer span not yet ended: ended (once) by ``end()`` or ``end_with``, when the
-    record is appended."""
-
-    __slots__ = ("attributes", "ids", "name", "start")
-
-    def __init__(self, name: str, start: int, ids: tuple[Any, ...] | None,
-                 attributes: dict[str, Any]) -> None:
-        self.name = name
-        self.start = start
-        self.ids = ids
-        self.attributes = attributes
-
-    def end(self, error: tuple[Any, ...] | None = None) -> None:
-        ids = self.ids
-        if ids is None:
-            return
-        self.ids = None
-        runtime.recorder.append((
-            runtime.spans, self.start, _time_ns(), ids[0], ids[1], ids[2], ids[3], ids[5],
-            ids[6], self.name, _PRODUCER, ids[7], self.attributes, None, error, ids[4],
-        ))
-
-
-def _start_send_record(
-    prof: Profile, item: object, size: int | None, local: bool
-) -> tuple[Any, tuple[Any, ...] | None]:
-    """start_send's record path: the ids now, the span when the send ends."""
-    start_ns = _time_ns()
-    ids = _new_span(prof.span_name, _PRODUCER)
-    if ids is None:
-        return None, None
-    thread_id = _get_native_id()
-    thread_name = current_thread_name()
-    message_id = f"{_getrandbits(64):016x}"
-    more: dict[str, Any] = {**prof.start, MESSAGE_ID: message_id}
-    more[THREAD_ID] = thread_id
-    more[THREAD_NAME] = thread_name
-    if prof.queue_type is not None:
-        more[QUEUE_TYPE] = prof.queue_type
-    if span_pid is not None:
-        more[PID] = span_pid
-    if size is None:
-        size = body_size(item)
-    if size is not None:
-        more[BODY_SIZE] = size
-    if _live.capture_content:
-        more[CONTENT] = content_repr(item)
-    pending = PendingSend(prof.span_name, start_ns, ids, more)
-    flags = ids[5] & 0xFF
-    if local:
-        return pending, (
-            ids[0], ids[1], flags, message_id, prof.destination, _pid, thread_id,
-            thread_name, _time_ns(), ids[6],
-        )
-    return pending, (
-        ids[0], ids[1], flags, message_id, prof.destination, _pid, thread_id,
-        thread_name, _time_ns(),
-    )
-
-
 def body_size(item: object) -> int | None:
     """The body size where it costs nothing to know: bytes-like and text messages."""
     cls = type(item)
@@ -524,13 +439,8 @@ def body_size(item: object) -> int | None:
 def end_with(span: Any, exc: BaseException | None) -> None:
     """End a span; an exception out of the operation becomes its error (and goes on)."""
     try:
-        if type(span) is PendingSend:
-            error = None
-            if exc is not None:
-                from ._records import exception_attributes
-
-                error = (type(exc).__qualname__, _time_ns(), exception_attributes(exc))
-            span.end(error)
+        if runtime.records is not None and type(span) is runtime.records.PendingSend:
+            span.end_with(exc)
             return
         if exc is not None:
             span.set_attribute(ERROR_TYPE, type(exc).__qualname__)
@@ -588,16 +498,17 @@ def receive(
         constants = {**prof.start, DESTINATION: destination}
         span_name = f"{prof.operation} {destination}"
     start = constants if sampler_reads_attributes else None
-    links = [Link(parent)]
     current = current_context()
     ambient = _get_span(current).get_span_context()
-    if ambient.is_valid and ambient.trace_id != parent.trace_id:
-        # The consumer was inside a trace of its own: keep a way back to it.
-        links.append(Link(ambient, {"procscope.messaging.link": "consumer"}))
+    # The consumer was inside a trace of its own: keep a way back to it.
+    own_trace = ambient.is_valid and ambient.trace_id != parent.trace_id
     if runtime.recorder is not None:
-        _receive_record(carrier, parent, links, current, span_name, constants, now,
-                        started_ns, size)
+        runtime.records.receive(carrier, parent, ambient if own_trace else None, current,
+                                span_name, constants, now, started_ns, size)
         return
+    links = [Link(parent)]
+    if own_trace:
+        links.append(Link(ambient, {"procscope.messaging.link": "consumer"}))
     span = runtime.tracer.start_span(
         span_name,
         # (given the context in hand, set_span_in_context does not look it up again)
@@ -630,42 +541,6 @@ def receive(
     _attached.set((mine, current))
 
 
-def _receive_record(
-    carrier: tuple[Any, ...], parent: SpanContext, links: list[Any], current: Any,
-    span_name: str, constants: dict[str, Any], now: int, started_ns: int, size: int | None,
-) -> None:
-    """receive's record path: the consumer span as a record, its context attached."""
-    span_id = runtime.spans.new_span_id()
-    parent_flags = parent[3]
-    flags = 1 | (parent_flags & _RANDOM_FLAG)  # a child of a sampled producer
-    more = constants.copy()
-    more.update({
-        MESSAGE_ID: carrier[C_MESSAGE_ID],
-        THREAD_ID: _get_native_id(),
-        THREAD_NAME: current_thread_name(),
-        SENDER_PID: carrier[C_PID],
-        SENDER_THREAD_ID: carrier[C_THREAD_ID],
-        SENDER_THREAD_NAME: carrier[C_THREAD_NAME],
-        WAIT_TIME: max(0, now - carrier[C_SENT_NS]) / 1e9,
-        BLOCK_TIME: max(0, now - started_ns) / 1e9,
-    })
-    if span_pid is not None:
-        more[PID] = span_pid
-    if size is not None:
-        more[BODY_SIZE] = size
-    state = parent[4]
-    runtime.recorder.append((
-        runtime.spans, min(started_ns, now), now, parent[0], span_id, parent[1], parent[2],
-        flags, state, span_name, _CONSUMER, None, more, tuple(links), None, parent_flags,
-    ))
-    mine = _with_span(
-        NonRecordingSpan(SpanContext(parent[0], span_id, False, TraceFlags(flags), state)),
-        current,
-    )
-    _set_current(mine)
-    _attached.set((mine, current))
-
-
 def receive_unlinked(prof: Profile, started_ns: int, size: int | None) -> None:
     """A receive span for raw bytes, which carry no context: in the receiver's own trace.
 
@@ -673,7 +548,7 @@ def receive_unlinked(prof: Profile, started_ns: int, size: int | None) -> None:
     """
     now = _time_ns()
     if runtime.recorder is not None:
-        _receive_unlinked_record(prof, started_ns, now, size)
+        runtime.records.receive_unlinked(prof, started_ns, now, size)
         return
     start = prof.start if sampler_reads_attributes else None
     span = runtime.tracer.start_span(
@@ -697,29 +572,6 @@ def receive_unlinked(prof: Profile, started_ns: int, size: int | None) -> None:
         more[BODY_SIZE] = size
     add_attributes(span, more)
     span.end(end_time=now)
-
-
-def _receive_unlinked_record(prof: Profile, started_ns: int, now: int, size: int | None) -> None:
-    ids = _new_span(prof.span_name, _CONSUMER)
-    if ids is None:
-        return
-    more = prof.start.copy()
-    more.update({
-        THREAD_ID: _get_native_id(),
-        THREAD_NAME: current_thread_name(),
-        BLOCK_TIME: max(0, now - started_ns) / 1e9,
-        CONTEXT_PROPAGATED: False,
-    })
-    if prof.queue_type is not None:
-        more[QUEUE_TYPE] = prof.queue_type
-    if span_pid is not None:
-        more[PID] = span_pid
-    if size is not None:
-        more[BODY_SIZE] = size
-    runtime.recorder.append((
-        runtime.spans, min(started_ns, now), now, ids[0], ids[1], ids[2], ids[3], ids[5],
-        ids[6], prof.span_name, _CONSUMER, ids[7], more, None, None, ids[4],
-    ))
 
 
 # --- the consumer's attached context -----------------------------------------------------------
