@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, TypeVar
 
+from procscope.core import child
 from procscope.core.forksafe import ForkSafeLock
 from procscope.core.guard import handle_internal_errors
 from procscope.core.naming import set_name
@@ -77,6 +78,34 @@ def setup(
 def current_scope() -> Scope | None:
     """The scope set up in this process, if any."""
     return _scope
+
+
+def set_up_child(settings: dict[str, Any]) -> None:
+    """In a child process: set up as the parent did (its settings' plain values), once."""
+    if current_scope() is None:
+        exporters = tuple(settings.get("exporters") or ())
+        setup(
+            db=settings.get("db"),
+            level=settings.get("level"),
+            sample_rate=settings.get("sample_rate"),
+            capture_content=settings.get("capture_content"),
+            exporter=",".join(exporters) or "none",
+        )
+
+
+# What the lifecycle instrumentor's child set-up uses, through procscope.core.child: the
+# plugins never import this distribution by name (installed alone they work without it).
+child.register(
+    set_up=f"{__name__}:set_up_child",
+    python_environ="procscope._cli._run:instrumented_environ",
+    # setup() imports every procscope instrumentor to switch it on or off.
+    preload=(
+        __name__,
+        "procscope.exporters.tracedb",
+        "procscope.instrumentation.messaging",
+        "procscope.instrumentation.state",
+    ),
+)
 
 
 def configure(

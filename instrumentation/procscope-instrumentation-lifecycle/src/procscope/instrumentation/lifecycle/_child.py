@@ -7,8 +7,10 @@ child (sys.path, the main module); unpickling the :class:`Launch` in its ``__dic
 imports this module and calls :func:`_restore_launch`, which sets procscope up before the
 child's ``_bootstrap`` runs:
 
-* with the parent's settings, through ``procscope.setup()``, when the parent used it and
-  the root package is importable (the same DB, level, sample rate, exporters);
+* with the parent's settings, through the pipeline builder the parent registered with
+  :mod:`procscope.core.child` (``procscope.setup()``, when the parent used it and the
+  ``procscope`` distribution is installed here: the same DB, level, sample rate,
+  exporters);
 * otherwise by instrumenting with the global tracer provider (the plugin used alone).
 
 A pool call (:class:`PoolCall`) is pickled the same way into the pool's worker, with the
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from procscope.core import child
 from procscope.core.guard import log_internal_error
 
 from ._runtime import extract
@@ -56,7 +59,15 @@ class Launch:
             settings = dict(self.settings.__dict__)
         return (
             _restore_launch,
-            (self.carrier, settings, self.spans, self.method, self.name, self.target),
+            (
+                self.carrier,
+                settings,
+                self.spans,
+                self.method,
+                self.name,
+                self.target,
+                child.builders(),
+            ),
         )
 
 
@@ -67,19 +78,23 @@ def _restore_launch(
     method: str,
     name: str,
     target: str,
+    builders: dict[str, str] | None = None,
 ) -> Launch:
     try:
         from . import _program
 
         _program.mark_child()
-        ensure_instrumented(settings, spans)
+        ensure_instrumented(settings, spans, builders)
     except Exception:  # noqa: BLE001 -- the child must run even if procscope cannot
         log_internal_error()
     return Launch(carrier, None, spans, method, name, target)
 
 
-def ensure_instrumented(settings: dict[str, Any] | None, spans: str) -> None:
-    """Set procscope up in this (child) process as in its parent, once."""
+def ensure_instrumented(
+    settings: dict[str, Any] | None, spans: str, builders: dict[str, str] | None = None
+) -> None:
+    """Set procscope up in this (child) process as in its parent, once: through the
+    builder the parent registered in procscope.core (``builders``), if found here."""
     import os
 
     from ._instrumentor import LifecycleInstrumentor
@@ -90,23 +105,9 @@ def ensure_instrumented(settings: dict[str, Any] | None, spans: str) -> None:
         return
     # The parent's choice, also for the processes this child starts.
     os.environ[ENV_SPANS] = spans
-    if settings is not None:
-        try:
-            from procscope._api import current_scope, setup
-        except ImportError:
-            setup = None  # type: ignore[assignment] # the plugin alone: no procscope.setup()
-        if setup is not None:
-            if current_scope() is None:
-                exporters = tuple(settings.get("exporters") or ())
-                setup(
-                    db=settings.get("db"),
-                    level=settings.get("level"),
-                    sample_rate=settings.get("sample_rate"),
-                    capture_content=settings.get("capture_content"),
-                    exporter=",".join(exporters) or "none",
-                )
-            if LifecycleInstrumentor().is_instrumented_by_opentelemetry:
-                return
+    if settings is not None and child.set_up_like_parent(settings, builders):
+        if LifecycleInstrumentor().is_instrumented_by_opentelemetry:
+            return
     LifecycleInstrumentor().instrument(spans=spans)
 
 

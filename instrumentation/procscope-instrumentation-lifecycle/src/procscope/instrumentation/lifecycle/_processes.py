@@ -518,25 +518,21 @@ _at_fork_registered = False
 
 # Imported once by the fork server when it starts, so that each forkserver child (forked
 # from it) does not import OpenTelemetry and procscope again before setting up: ~115 ms
-# per child here. ImportError is ignored by the fork server (the plugin used alone).
-FORKSERVER_PRELOAD = (
-    "procscope.instrumentation.lifecycle._child",
-    "procscope._api",
-    "procscope.exporters.tracedb",
-    # setup() imports every procscope instrumentor to switch it on or off.
-    "procscope.instrumentation.messaging",
-    "procscope.instrumentation.state",
-)
+# per child here. With them, what the pipeline builder registered with procscope.core
+# names (the plugin alone: none). ImportError is ignored by the fork server.
+FORKSERVER_PRELOAD = ("procscope.instrumentation.lifecycle._child",)
 _preloaded: list[str] = []
 
 
 def _add_forkserver_preload() -> None:
     from multiprocessing import forkserver
 
+    from procscope.core import child
+
     preload = getattr(getattr(forkserver, "_forkserver", None), "_preload_modules", None)
     if not isinstance(preload, list):
         return
-    for module in FORKSERVER_PRELOAD:
+    for module in (*FORKSERVER_PRELOAD, *child.preload_modules()):
         if module not in preload:
             preload.append(module)
             _preloaded.append(module)

@@ -3,8 +3,9 @@ child side of a Python subprocess.
 
 Parent: a ``spawn`` span around the child's start in ``Popen()`` (``Popen._execute_child``);
 when the program is Python, its environment gets ``TRACEPARENT`` (the spawn span) and
-procscope's settings, and starts procscope through OpenTelemetry's sitecustomize (the
-root's ``instrumented_environ``, when the root package is installed).
+procscope's settings, and starts procscope through its sitecustomize (the environment
+that the pipeline builder registered with :mod:`procscope.core.child` makes, when the
+``procscope`` distribution is installed).
 ``Popen._handle_exitstatus``, where every wait and poll sets the return code, records the
 ``exit`` span.
 
@@ -25,7 +26,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from procscope.core import shared_state
+from procscope.core import child, shared_state
 from procscope.core.guard import log_internal_error
 from procscope.core.saferepr import safe_repr, scrub_command
 from procscope.core.threadinfo import on_main_thread
@@ -137,12 +138,7 @@ def child_environ(env: Mapping[str, str] | None, ctx: Any, program: str) -> dict
     if settings is not None:
         base.update(settings.as_environ())
     if settings is not None and _same_environment(program):
-        try:
-            from procscope._cli._run import instrumented_environ
-        except ImportError:
-            pass
-        else:
-            base = instrumented_environ(base)
+        base = child.python_child_environ(base)
     base[ENV_SPANS] = runtime.spans
     base.pop("TRACESTATE", None)
     base.update({k.upper(): v for k, v in inject(ctx).items()})
