@@ -1,0 +1,392 @@
+"""Spans as records: the part every instrumentor shares.
+
+:class:`SpanRecords` is the :class:`~procscope.core.recorder.RecordKind` of one tracer: it
+draws ids and asks the sampler as the SDK's ``Tracer.start_span`` does, on the caller's
+thread, and on the drain thread makes a record into the ``ReadableSpan`` the SDK would
+have made (attributes in the same order, the sampler's attributes first, events, links,
+status, times). Instrumentors with a hot path of their own (messaging) subclass it and
+keep their values in a tuple until the drain; others start a :class:`RecordSpan`, which
+takes the calls a span takes (attributes, events, status, end) and appends its record
+when it ends.
+
+A span record is ``R_*`` of the recorder followed by ``S_*`` below.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+
+from .recorder import (
+    R_DATA,
+    R_END,
+    R_FLAGS,
+    R_PARENT_ID,
+    R_PARENT_REMOTE,
+    R_SPAN_ID,
+    R_START,
+    R_STATE,
+    R_TRACE_ID,
+    RecordKind,
+)
+
+# After the recorder's fields: the span's name, its kind, the sampler's attributes for a
+# root (None for a child: the drain asks the sampler, whose answer for a sampled parent
+# depends only on the parent's trace state), the kind's values, an error's (type name,
+# time, exception event attributes) or None, the parent's trace flags, and what links
+# need (kind-specific) or None.
+S_NAME, S_SPAN_KIND, S_SAMPLER_ATTRS, S_VALUES = R_DATA, R_DATA + 1, R_DATA + 2, R_DATA + 3
+S_ERROR, S_PARENT_FLAGS, S_LINKED = R_DATA + 4, R_DATA + 5, R_DATA + 6
+
+RANDOM_FLAG = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
+_INTERNAL = SpanKind.INTERNAL
+_time_ns = time.time_ns
+_new_tuple = tuple.__new__
+_FLAGS: dict[int, TraceFlags] = {}
+_SPAN_KEY: Any = getattr(getattr(trace, "propagation", None), "_SPAN_KEY", None)
+
+
+def trace_flags(value: int) -> TraceFlags:
+    """The TraceFlags of ``value`` (one object per value: a span has one of a handful)."""
+    flags = _FLAGS.get(value)
+    if flags is None:
+        flags = _FLAGS[value] = TraceFlags(value)
+    return flags
+
+
+def span_context(trace_id: int, span_id: int, remote: bool, flags: int, state: Any) -> Any:
+    """A SpanContext of ids valid by construction (drawn by the id generator or taken from
+    a valid context), made without SpanContext's validation: the same tuple
+    ``SpanContext(...)`` returns, for a third of its cost."""
+    return _new_tuple(SpanContext, (trace_id, span_id, remote, trace_flags(flags), state, True))
+
+
+def exception_attributes(exc: BaseException) -> dict[str, Any]:
+    """The attributes of the SDK's "exception" event, as ``Span.record_exception`` makes
+    them, taken at once: a record must not keep the exception (its traceback holds every
+    frame of the failed call) alive until the drain."""
+    import traceback
+
+    kind = type(exc)
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 -- the program's __str__ is not ours to fail on
+        message = f"<unprintable {kind.__name__} object>"
+    try:
+        stacktrace = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
+    except Exception:  # noqa: BLE001
+        stacktrace = f"{kind.__qualname__}: {message}"
+    module = kind.__module__
+    qualname = kind.__qualname__
+    return {
+        "exception.type": f"{module}.{qualname}" if module and module != "builtins" else qualname,
+        "exception.message": message,
+        "exception.stacktrace": stacktrace,
+        "exception.escaped": "False",
+    }
+
+
+class SpanRecords(RecordKind):
+    """Ids, sampling and materialisation for the spans of one SDK tracer."""
+
+    def __init__(self, tracer: Any, recorder: Any) -> None:
+        from opentelemetry.sdk.trace import Event, ReadableSpan
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+        self._readable = ReadableSpan
+        self._event = Event
+        self.recorder = recorder
+        self.resource = tracer.resource
+        self.sampler = tracer.sampler
+        scope = getattr(tracer, "_instrumentation_scope", None)
+        self.scope = scope if isinstance(scope, InstrumentationScope) else None
+        self.info = getattr(tracer, "instrumentation_info", None)
+        self.limits = getattr(tracer, "_span_limits", None)
+        self.id_generator: Any = tracer.id_generator
+        flags = int(TraceFlags.SAMPLED)
+        try:
+            if self.id_generator.is_trace_id_random():
+                flags |= RANDOM_FLAG
+        except AttributeError:  # an SDK without the random-trace-id flag
+            pass
+        self.root_flags = flags
+        self._child_attributes: dict[Any, Any] = {}
+
+    # --- on the caller's thread --------------------------------------------------------------
+
+    def new_span_id(self) -> int:
+        return self.id_generator.generate_span_id()  # type: ignore[no-any-return]
+
+    def new_span(
+        self, name: str, kind: SpanKind, parent: Any, context: Any = None,
+        attributes: Any = None, links: Any = None,
+    ) -> tuple[Any, ...]:
+        """Ids, parent and sampling of a span about to start, as ``start_span`` makes them:
+        (trace id, span id, parent id or 0, parent remote, parent flags, flags, trace
+        state, the sampler's attributes for a root). ``parent``: the parent span's
+        SpanContext or None. Bit 0 of flags says whether it is sampled; an unsampled
+        span is not recorded (the caller makes a NonRecordingSpan of these ids)."""
+        if parent is not None and parent[5]:  # a valid parent: sampled as it is
+            parent_flags = parent[3]
+            flags = (parent_flags & 1) | (parent_flags & RANDOM_FLAG)
+            return (parent[0], self.new_span_id(), parent[1], parent[2], parent_flags, flags,
+                    parent[4], None)
+        generator = self.id_generator
+        trace_id = generator.generate_trace_id()
+        span_id = generator.generate_span_id()
+        # Asked on the caller's thread, as the SDK does: the sampler takes the head gate's
+        # draw from a thread-local hand-over.
+        result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+        flags = self.root_flags if result.decision.is_sampled() else self.root_flags & ~1
+        return (trace_id, span_id, 0, False, 0, flags, result.trace_state, result.attributes)
+
+    def start_span(
+        self, name: str, context: Any = None, kind: SpanKind = _INTERNAL,
+        attributes: Mapping[str, Any] | None = None, start_time: int | None = None,
+    ) -> Any:
+        """A span as ``Tracer.start_span`` would start it: a :class:`RecordSpan` when
+        sampled, else a NonRecordingSpan of the same ids."""
+        parent_span = trace.get_current_span(context)
+        parent = parent_span.get_span_context()
+        ids = self.new_span(name, kind, parent, context, attributes)
+        if not ids[5] & 1:
+            return NonRecordingSpan(span_context(ids[0], ids[1], False, ids[5], ids[6]))
+        return RecordSpan(self, name, kind, ids, attributes,
+                          start_time if start_time is not None else _time_ns())
+
+    # --- on the drain thread -----------------------------------------------------------------
+
+    def attributes(self, record: tuple[Any, ...]) -> Mapping[str, Any]:
+        """The span's own attributes (after the sampler's), in the order given."""
+        return record[S_VALUES][0]  # type: ignore[no-any-return]
+
+    def events(self, record: tuple[Any, ...]) -> Sequence[Any]:
+        return record[S_VALUES][1]  # type: ignore[no-any-return]
+
+    def links(self, record: tuple[Any, ...]) -> Sequence[Any]:
+        return record[S_VALUES][2]  # type: ignore[no-any-return]
+
+    def status(self, record: tuple[Any, ...]) -> Any:
+        return record[S_VALUES][3]
+
+    def name(self, record: tuple[Any, ...]) -> str:
+        return record[S_NAME]  # type: ignore[no-any-return]
+
+    def _sampler_attributes(self, record: tuple[Any, ...]) -> Any:
+        state = record[R_STATE]
+        key = state.get("ot") if state else None
+        cached = self._child_attributes.get(key, self)
+        if cached is not self:
+            return cached
+        parent = span_context(record[R_TRACE_ID], record[R_PARENT_ID],
+                              bool(record[R_PARENT_REMOTE]), record[S_PARENT_FLAGS], state)
+        context = trace.set_span_in_context(NonRecordingSpan(parent))
+        result = self.sampler.should_sample(
+            context, record[R_TRACE_ID], record[S_NAME], record[S_SPAN_KIND], None, None
+        )
+        attributes = result.attributes or None
+        if len(self._child_attributes) < 256:
+            self._child_attributes[key] = attributes
+        return attributes
+
+    def materialise(self, record: tuple[Any, ...]) -> Any:
+        from opentelemetry.attributes import BoundedAttributes
+
+        limits = self.limits
+        parent_id = record[R_PARENT_ID]
+        sampler_attributes = (
+            record[S_SAMPLER_ATTRS] if not parent_id else self._sampler_attributes(record)
+        )
+        max_attributes = getattr(limits, "max_span_attributes", None)
+        max_length = getattr(limits, "max_span_attribute_length", None)
+        attributes = BoundedAttributes(
+            max_attributes, sampler_attributes, immutable=False, max_value_len=max_length
+        )
+        more = self.attributes(record)
+        inner = attributes._dict
+        if (max_length is None and type(inner) is dict and type(more) is dict
+                and (max_attributes is None or len(inner) + len(more) <= max_attributes)):
+            # Values made by an instrumentor are ints, floats, bools and strs, which
+            # validation returns unchanged: straight in, as the SDK's own dict update.
+            inner.update(more)
+        else:
+            for key, value in more.items():
+                attributes[key] = value
+        events = list(self.events(record))
+        status = self.status(record)
+        error = record[S_ERROR]
+        if error is not None:
+            type_name, event_time, event_attributes = error
+            attributes["error.type"] = type_name
+            events.append(self._event(
+                "exception",
+                BoundedAttributes(
+                    getattr(limits, "max_event_attributes", None), event_attributes,
+                    max_value_len=getattr(limits, "max_attribute_length", None),
+                    immutable=True,
+                ),
+                event_time,
+            ))
+            status = Status(StatusCode.ERROR, type_name)
+        attributes._immutable = True
+        state = record[R_STATE]
+        trace_id = record[R_TRACE_ID]
+        parent = None
+        if parent_id:
+            parent = span_context(trace_id, parent_id, bool(record[R_PARENT_REMOTE]),
+                                  record[S_PARENT_FLAGS], state)
+        return self._readable(
+            name=self.name(record),
+            context=span_context(trace_id, record[R_SPAN_ID], False, record[R_FLAGS], state),
+            parent=parent,
+            resource=self.resource,
+            attributes=attributes,
+            events=tuple(events),
+            links=tuple(self.links(record)),
+            kind=record[S_SPAN_KIND],
+            instrumentation_info=self.info,
+            status=status,
+            start_time=record[R_START],
+            end_time=record[R_END],
+            instrumentation_scope=self.scope,
+        )
+
+
+_UNSET = Status(StatusCode.UNSET)
+
+
+class RecordSpan(trace.Span):
+    """A sampled span that is a record until it ends: what ``Tracer.start_span`` returns,
+    for the calls a span takes, without building an SDK span on the caller's thread.
+
+    Its values are plain lists and dicts changed by single operations, atomic under the
+    GIL; like the SDK's span, one that has ended ignores further changes. Events and the
+    exception event are made into SDK ``Event`` objects on the drain thread.
+    """
+
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_ended",
+        "_events",
+        "_ids",
+        "_kind",
+        "_links",
+        "_maker",
+        "_name",
+        "_start",
+        "_status",
+    )
+
+    def __init__(self, maker: SpanRecords, name: str, kind: SpanKind, ids: tuple[Any, ...],
+                 attributes: Mapping[str, Any] | None, start: int) -> None:
+        self._maker = maker
+        self._name = name
+        self._kind = kind
+        self._ids = ids
+        self._start = start
+        self._attributes: dict[str, Any] = dict(attributes) if attributes else {}
+        self._events: list[tuple[str, Any, int]] = []
+        self._links: list[Any] = []
+        self._status = _UNSET
+        self._ended = False
+        self._context = span_context(ids[0], ids[1], False, ids[5], ids[6])
+
+    def get_span_context(self) -> Any:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return not self._ended
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        if not self._ended:
+            self._attributes.update(attributes)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if not self._ended:
+            self._attributes[key] = value
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        if not self._ended:
+            self._events.append((name, attributes, timestamp or _time_ns()))
+
+    def add_link(self, context: Any, attributes: Any = None) -> None:
+        if not self._ended and context is not None and context.is_valid:
+            self._links.append(Link(context, attributes))
+
+    def update_name(self, name: str) -> None:
+        if not self._ended:
+            self._name = name
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        if self._ended:
+            return
+        if isinstance(status, Status):
+            if self._status.status_code is StatusCode.OK:
+                return  # as the SDK: OK is final
+            self._status = status
+        else:
+            self._status = Status(status, description)
+
+    def record_exception(self, exception: BaseException, attributes: Any = None,
+                         timestamp: int | None = None, escaped: bool = False) -> None:
+        if self._ended:
+            return
+        values = exception_attributes(exception)
+        values["exception.escaped"] = str(escaped)
+        if attributes:
+            values.update(attributes)
+        self._events.append(("exception", values, timestamp or _time_ns()))
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        ids = self._ids
+        maker = self._maker
+        maker.recorder.append((
+            _GENERIC, self._start, end_time if end_time is not None else _time_ns(),
+            ids[0], ids[1], ids[2], ids[3], ids[5], ids[6], self._name, self._kind, ids[7],
+            (maker, self._attributes, self._events, self._links, self._status),
+            None, ids[4], None,
+        ))
+
+
+class _GenericSpans(SpanRecords):
+    """Materialises :class:`RecordSpan` records with the maker that started them."""
+
+    def __init__(self) -> None:  # (a stand-in: each record names its maker)
+        pass
+
+    def materialise(self, record: tuple[Any, ...]) -> Any:
+        maker, attributes, events, links, status = record[S_VALUES]
+        event = maker._event
+        from opentelemetry.attributes import BoundedAttributes
+
+        limits = maker.limits
+        made = [
+            event(name, BoundedAttributes(
+                getattr(limits, "max_event_attributes", None), values,
+                max_value_len=getattr(limits, "max_attribute_length", None), immutable=True,
+            ), when)
+            for name, values, when in events
+        ]
+        values = (attributes, made, links, status)
+        return SpanRecords.materialise(
+            maker, (*record[:S_VALUES], values, *record[S_VALUES + 1:])
+        )
+
+
+_GENERIC = _GenericSpans()
