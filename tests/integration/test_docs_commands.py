@@ -160,7 +160,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
     for setup in ("procscope demo --db demo.db", "procscope run -- python app.py"):
         done = run(setup, template)
         assert done.returncode == 0, f"{setup}: exit {done.returncode}\n{done.stderr}"
-    traces = json.loads(run("procscope traces --db demo.db --json", template).stdout)
+    traces = json.loads(run("procscope traces --db demo.db --json", template).stdout)["traces"]
     ledger = json.loads(run("procscope state ledger --db demo.db --json", template).stdout)
     last_change_s = ledger["history"][-1]["time_ns"] // 1000 / 1e6
     instant = datetime.datetime.fromtimestamp(last_change_s + 1e-3, datetime.timezone.utc)

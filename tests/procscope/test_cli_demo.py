@@ -52,7 +52,7 @@ def test_demo_records_processes_messages_state_and_the_crash(tmp_path: Path) -> 
     assert (program.kind, program.pid, program.exit_code, program.error) == (
         "program", root_pid, 0, False
     )
-    traces = json.loads(_procscope("traces", "--db", str(db), "--json", env=env).stdout)
+    traces = json.loads(_procscope("traces", "--db", str(db), "--json", env=env).stdout)["traces"]
     # The pipeline's trace, and the one-span record of the program's end.
     assert sorted(t["root_name"] for t in traces) == ["dispatch orders", "end _demo_app.py"]
 

@@ -67,17 +67,18 @@ def test_traces_lists_a_table(cli_db, capsys, monkeypatch):
 def test_traces_filters_and_json(cli_db, capsys):
     """--errors, --min-duration, --name, --attr and --limit filter; --json is parseable."""
     assert main(["traces", "--db", cli_db, "--errors", "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
+    data = json.loads(capsys.readouterr().out)["traces"]
     assert [t["root_name"] for t in data] == ["import orders"]
     assert data[0]["has_error"] is True and data[0]["span_count"] == 2
     assert main(["traces", "--db", cli_db, "--min-duration", "1s", "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == 1
+    assert len(json.loads(capsys.readouterr().out)["traces"]) == 1
     assert main(["traces", "--db", cli_db, "--name", "check*", "--json"]) == 0
-    assert [t["root_name"] for t in json.loads(capsys.readouterr().out)] == ["checkout"]
+    assert [t["root_name"] for t in json.loads(capsys.readouterr().out)["traces"]] == ["checkout"]
     assert main(["traces", "--db", cli_db, "--attr", "job=nightly", "--json"]) == 0
-    assert [t["root_name"] for t in json.loads(capsys.readouterr().out)] == ["import orders"]
+    found = json.loads(capsys.readouterr().out)["traces"]
+    assert [t["root_name"] for t in found] == ["import orders"]
     assert main(["traces", "--db", cli_db, "--limit", "1", "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == 1
+    assert len(json.loads(capsys.readouterr().out)["traces"]) == 1
     assert main(["traces", "--db", cli_db, "--since", "2000-01-01", "--until", "2000-01-02"]) == 0
     assert capsys.readouterr().out.strip() == "no traces match"
 
@@ -160,7 +161,7 @@ def test_db_defaults_to_env_then_cwd(cli_db, tmp_path, monkeypatch, capsys):
     """Without --db, $PROCSCOPE_DB is read, else ./procscope.db."""
     monkeypatch.setenv("PROCSCOPE_DB", cli_db)
     assert main(["traces", "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == 2
+    assert len(json.loads(capsys.readouterr().out)["traces"]) == 2
     monkeypatch.delenv("PROCSCOPE_DB")
     monkeypatch.chdir(tmp_path)
     assert _output.db_path(None) == os.path.join(str(tmp_path), "procscope.db")

@@ -93,20 +93,21 @@ def test_older_schema_without_migration_is_refused(db_path, make_traces, procsco
 
 
 def test_older_schema_is_migrated_when_a_migration_exists(db_path, make_traces, monkeypatch):
-    """With a migration from version 1 registered for a version 2, a version 1 file is
-    migrated in place (in its write transaction) and keeps its spans."""
+    """With a migration from the current version registered for a next one, a file of the
+    current version is migrated in place (in its write transaction) and keeps its spans."""
     _procscope_db(db_path, make_traces)
+    current = _schema.SCHEMA_VERSION
 
     def add_notes_table(conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE notes (text TEXT)")
 
-    monkeypatch.setattr(_schema, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(_schema.MIGRATIONS, 1, add_notes_table)
+    monkeypatch.setattr(_schema, "SCHEMA_VERSION", current + 1)
+    monkeypatch.setitem(_schema.MIGRATIONS, current, add_notes_table)
     exporter = TraceDBSpanExporter(db_path)
     assert exporter.export(make_traces(1, seed=7)) is SUCCESS
     exporter.shutdown()
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == current + 1
     assert conn.execute("SELECT count(*) FROM notes").fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 12
     conn.close()

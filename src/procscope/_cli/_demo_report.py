@@ -33,7 +33,7 @@ def print_demo_report(db: str) -> int:
     status, listing = _command(["traces", "--db", db, "--json"])
     if status != 0:
         return status
-    traces = json.loads(listing)
+    traces = json.loads(listing)["traces"]
     statuses = [
         _show(["processes", "--db", db]),
         _show(["messages", "--db", db, "--queue", "orders"]),

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from procscope.core.settings import DEFAULT_DB, ENV_DB
 
+from ._losses import warn_if_incomplete
+
 if TYPE_CHECKING:
     from procscope.exporters.tracedb import TraceDB
 
@@ -91,6 +93,7 @@ def db_command(
 
     Opens ``args.db`` (exit 2 with one line if it cannot be read), closes it afterwards,
     and turns a query failing on a damaged or foreign file into exit 2 with one line too.
+    When the DB records losses, one line on stderr says the recording is incomplete.
     """
 
     def decorate(
@@ -104,7 +107,9 @@ def db_command(
             if db is None:
                 return EXIT_USAGE
             try:
-                return handler(args, db)
+                status = handler(args, db)
+                warn_if_incomplete(db)
+                return status
             except (TraceDBError, sqlite3.Error) as exc:
                 return fail(command, f"cannot read trace DB {db.path}: {exc}")
             finally:

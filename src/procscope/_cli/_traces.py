@@ -6,6 +6,7 @@ import argparse
 import time
 from typing import TYPE_CHECKING, Any
 
+from ._losses import as_json, describe, recorded_losses
 from ._output import (
     EXIT_OK,
     add_db_arguments,
@@ -63,10 +64,15 @@ def cmd_traces(args: argparse.Namespace, db: TraceDB) -> int:
         attributes=dict(args.attr or []),
         limit=args.limit,
     )
+    lost = recorded_losses(db)
     if args.json:
-        return print_json([_summary_json(s) for s in summaries])
+        return print_json(
+            {"traces": [_summary_json(s) for s in summaries], "recording": as_json(lost)}
+        )
     if not summaries:
         print("no traces match" if _filtered(args) else f"no traces in {db.path}")
+        if lost:
+            print(describe(lost))
         return EXIT_OK
     # Times of day only, when every trace is from today: the full trace id then fits
     # an 80-column terminal.
@@ -93,6 +99,8 @@ def cmd_traces(args: argparse.Namespace, db: TraceDB) -> int:
     )
     if len(summaries) == args.limit:
         print(f"(the {args.limit} newest shown; --limit N for more)")
+    if lost:
+        print(describe(lost))
     return EXIT_OK
 
 

@@ -16,6 +16,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
+from collections.abc import Callable
+from typing import Any
 
 QUEUE_FULL = "queue_full"  # a batch processor's queue was full (drop, or wait timed out)
 EXIT_FLUSH = "exit_flush"  # a child's exit flush ran out of its budget
@@ -87,3 +90,29 @@ def process_key() -> tuple[int, int]:
     wrote to a DB, even when the system reuses a pid."""
     counters = _here()
     return counters.pid, counters.start_ns
+
+
+_reporters: list[Any] = []
+
+
+def add_reporter(method: Callable[[], None]) -> None:
+    """Register a bound method that sends this process's totals where they are stored,
+    at once and without blocking (the trace DB exporter's, in a child that sends to the
+    DB owner). Held weakly: an exporter that goes away is forgotten."""
+    _reporters.append(weakref.WeakMethod(method))  # type: ignore[arg-type]
+
+
+def report_now() -> None:
+    """Send the totals now: for a process about to exit that gave up spans (its exit
+    flush ran out of budget), whose totals no later export will carry."""
+    from .guard import log_internal_error
+
+    for ref in list(_reporters):
+        method = ref()
+        if method is None:
+            _reporters.remove(ref)
+            continue
+        try:
+            method()
+        except Exception:  # noqa: BLE001 -- a process's exit must never fail for this
+            log_internal_error()

@@ -11,6 +11,7 @@ __all__ = [
     "EventRecord",
     "Happening",
     "LinkRecord",
+    "LossRecord",
     "SpanNode",
     "SpanRecord",
     "TraceDB",
@@ -21,7 +22,7 @@ __all__ = [
     "index_attributes",
 ]
 
-from ._db import TraceDB
+from ._db import LossRecord, TraceDB
 from ._exporter import TraceDBSpanExporter
 from ._query import (
     EventRecord,

@@ -20,6 +20,7 @@ by the reader, and another user's -shm breaks the owner's next run). So:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -62,7 +63,7 @@ def connect_for_reading(path: str, busy_timeout_s: float = 5.0) -> sqlite3.Conne
     if action == "create":
         conn.close()
         raise TraceDBError(path, "an empty file, not a procscope trace DB (nothing recorded yet?)")
-    if action == "migrate":
+    if action == "migrate" and version < _schema.OLDEST_READABLE_VERSION:
         conn.close()
         raise TraceDBError(
             path,
@@ -110,6 +111,22 @@ def _on_read_only_fs(path: str) -> bool:
         return bool(os.statvfs(os.path.dirname(path) or ".").f_flag & os.ST_RDONLY)
     except (OSError, AttributeError):
         return False
+
+
+@dataclasses.dataclass(frozen=True)
+class LossRecord:
+    """What one process recorded but could not deliver, for one reason (``queue_full``,
+    ``exit_flush``, ``export_failed``...; docs/tracedb.md, "Incomplete recordings")."""
+
+    pid: int
+    process_start_ns: int
+    process_name: str | None
+    reason: str
+    count: int
+    updated_ns: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 class TraceDB:
@@ -243,6 +260,20 @@ class TraceDB:
             ).fetchone()
             self._resources[resource_id] = json.loads(row[0]) if row else {}
         return self._resources[resource_id]
+
+    def losses(self) -> list[LossRecord]:
+        """Every process's losses, largest first; empty when the recording is complete
+        (or the DB predates the ``losses`` table, schema version 1)."""
+        try:
+            rows = self.conn.execute(
+                "SELECT pid, process_start_ns, process_name, reason, count, updated_ns "
+                "FROM losses WHERE count > 0 ORDER BY count DESC, pid, reason"
+            ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+        return [LossRecord(*row) for row in rows]
 
     def span_count(self) -> int:
         row = self.conn.execute("SELECT coalesce(sum(span_count), 0) FROM traces").fetchone()

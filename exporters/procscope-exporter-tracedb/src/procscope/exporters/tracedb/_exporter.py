@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -30,6 +31,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind
 
+from procscope.core import losses
 from procscope.core.guard import log_internal_error, warn_once
 from procscope.core.settings import (
     ENV_DB,
@@ -295,8 +297,11 @@ class TraceDBSpanExporter(SpanExporter):
         # this exporter either sends to an owner's relay, or is the owner and runs one.
         self._relay_to: bytes | None = None
         self._relay: _relay.RelayServer | None = None
+        # (pid, totals) of this process's losses as last stored (see _losses_to_write).
+        self._losses_written: tuple[int, dict[str, int]] = (0, {})
         self._start_relay()
         self._register_fork_handler()
+        losses.add_reporter(self._report_losses_now)
 
     def _start_relay(self) -> None:
         try:
@@ -401,6 +406,7 @@ class TraceDBSpanExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._stopped:
+            losses.count_lost(len(spans), losses.EXPORT_FAILED)
             return SpanExportResult.FAILURE
         if not spans:
             return SpanExportResult.SUCCESS
@@ -408,43 +414,84 @@ class TraceDBSpanExporter(SpanExporter):
         if self._owner == me:
             # Re-entered from the thread that is exporting: a signal handler (say, one
             # flushing at SIGTERM) interrupted our own export. Waiting for our own lock
-            # would hang the process; these spans are dropped instead.
+            # would hang the process; these spans are dropped instead (and counted).
+            losses.count_lost(len(spans), losses.EXPORT_FAILED)
             return SpanExportResult.FAILURE
         lock = self._lock
         # Bounded: another thread's batch holds the lock at most for one busy timeout.
         if not lock.acquire(timeout=self.timeout + 5.0):
             self._warn("another export of this process did not finish in time", len(spans),
                        stopping=False)  # fmt: skip
+            losses.count_lost(len(spans), losses.EXPORT_FAILED)
             return SpanExportResult.FAILURE
         try:
             self._owner = me
             if self._stopped:
+                losses.count_lost(len(spans), losses.EXPORT_FAILED)
                 return SpanExportResult.FAILURE
             return self._export_locked(spans)
         except Exception:  # noqa: BLE001 -- the guard: never into the batch processor
             log_internal_error()
+            losses.count_lost(len(spans), losses.EXPORT_FAILED)
             return SpanExportResult.FAILURE
         finally:
             self._owner = None
             lock.release()
 
+    def _losses_to_write(self, pid: int, name: str) -> tuple[dict[str, int], list[Any]]:
+        """This process's loss totals, and their rows when they changed since last
+        stored (none otherwise: nearly always, a dict copy per batch)."""
+        totals = losses.lost_by_reason()
+        if not totals or self._losses_written == (pid, totals):
+            return totals, []
+        key_pid, start_ns = losses.process_key()
+        now = time.time_ns()
+        rows = [(key_pid, start_ns, reason, count, now, name) for reason, count in totals.items()]
+        return totals, rows
+
     def _export_locked(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         pid = os.getpid()
         name = multiprocessing.current_process().name
+        totals, loss_rows = self._losses_to_write(pid, name)
         outcome = _relay.NOT_SENT
         if self._relay_to is not None:
-            outcome = self._send_to_owner(spans, pid, name)
+            outcome = self._send_to_owner(spans, pid, name, loss_rows)
             if outcome == _relay.STORED:
+                self._losses_written = (pid, totals)
                 return SpanExportResult.SUCCESS
         # Sent but not confirmed: the owner may have stored it before it died.
         skip_stored = outcome in (_relay.UNCONFIRMED, _relay.UNCONFIRMED_GONE)
-        return self._write_locked(
-            lambda writer: spans_to_batch(spans, writer, pid, name),
-            len(spans),
-            skip_stored=skip_stored,
-        )
 
-    def _send_to_owner(self, spans: Sequence[ReadableSpan], pid: int, name: str) -> str:
+        def build(writer: Writer) -> Batch:
+            batch = spans_to_batch(spans, writer, pid, name)
+            batch.losses = loss_rows
+            return batch
+
+        result = self._write_locked(build, len(spans), skip_stored=skip_stored)
+        if result == SpanExportResult.SUCCESS:
+            self._losses_written = (pid, totals)
+        return result
+
+    def _report_losses_now(self) -> None:
+        """Send this process's loss totals to the DB owner without waiting (no lock, no
+        SQLite): called when a child's exit flush gave spans up, while its own export
+        may still hold the lock. The owner of the DB stores them with its next
+        relayed batch or at its exit; a process that writes the DB itself has them
+        written with its next batch or at shutdown."""
+        address = self._relay_to
+        if address is None or self._stopped:
+            return
+        pid = os.getpid()
+        _, rows = self._losses_to_write(pid, multiprocessing.current_process().name)
+        if not rows:
+            return
+        batch = Batch()
+        batch.losses = rows
+        _relay.send(address, _relay.encode(self.path, batch, _relay.LocalIds()))
+
+    def _send_to_owner(
+        self, spans: Sequence[ReadableSpan], pid: int, name: str, loss_rows: list[Any]
+    ) -> str:
         """Hand the batch to the owner's relay and wait until it is stored (see
         _relay.py); anything but STORED means this process writes it instead."""
         address = self._relay_to
@@ -452,6 +499,7 @@ class TraceDBSpanExporter(SpanExporter):
             return _relay.NOT_SENT
         ids = _relay.LocalIds()
         batch = spans_to_batch(spans, ids, pid, name)  # type: ignore[arg-type]
+        batch.losses = loss_rows
         outcome = _relay.deliver(
             address,
             lambda ack: _relay.encode(self.path, batch, ids, ack),
@@ -510,6 +558,9 @@ class TraceDBSpanExporter(SpanExporter):
                     self._drop_writer()
             if not quiet:
                 self._warn(reason, count, stopping=False)
+        if not quiet:
+            # A relayed batch (quiet) is not lost: its sender writes it itself.
+            losses.count_lost(count, losses.EXPORT_FAILED)
         return SpanExportResult.FAILURE
 
     def _warn(self, reason: str, count: int, *, stopping: bool) -> None:
@@ -548,12 +599,25 @@ class TraceDBSpanExporter(SpanExporter):
             return
         acquired = self._lock.acquire(timeout=self.timeout + 1.0)
         try:
+            if acquired and not self._stopped:
+                self._store_last_losses()
             self._stopped = True
             if acquired:
                 self._drop_writer()
         finally:
             if acquired:
                 self._lock.release()
+
+    def _store_last_losses(self) -> None:
+        """At shutdown (the lock held): losses counted since the last batch (the last
+        spans dropped, a batch that failed) are stored in a batch of their own."""
+        pid = os.getpid()
+        _, rows = self._losses_to_write(pid, multiprocessing.current_process().name)
+        if rows:
+            try:
+                self._export_locked(())
+            except Exception:  # noqa: BLE001 -- shutdown goes on whatever happens here
+                log_internal_error()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         # Every export is committed before it returns: nothing is buffered here.

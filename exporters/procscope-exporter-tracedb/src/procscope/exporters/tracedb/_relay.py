@@ -125,6 +125,8 @@ def encode(path: str, batch: Batch, ids: LocalIds, ack: dict[str, Any] | None = 
         "span_attrs": batch.span_attrs,
         "event_attrs": batch.event_attrs,
     }
+    if batch.losses:
+        message["losses"] = batch.losses
     if ack is not None:
         message["ack"] = ack
     return json.dumps(message, separators=(",", ":"), default=str).encode("utf-8")
@@ -278,7 +280,25 @@ def build_batch(message: dict[str, Any], writer: Writer) -> Batch:
     batch.links = [(row[0], bytes.fromhex(row[1]), *row[2:]) for row in message["links"]]
     batch.span_attrs = [tuple(row) for row in message["span_attrs"]]
     batch.event_attrs = [tuple(row) for row in message["event_attrs"]]
+    batch.losses = _loss_rows(message.get("losses"))
     return batch
+
+
+def _loss_rows(rows: Any) -> list[tuple[Any, ...]]:
+    """A child's loss totals (see _schema.LOSS_UPSERT), rows of another shape left out."""
+    if not isinstance(rows, list):
+        return []
+    kept = []
+    for row in rows:
+        if (
+            isinstance(row, list)
+            and len(row) == 6
+            and all(isinstance(value, int) for value in (row[0], row[1], row[3], row[4]))
+            and isinstance(row[2], str)
+            and (row[5] is None or isinstance(row[5], str))
+        ):
+            kept.append(tuple(row))
+    return kept
 
 
 class RelayServer:

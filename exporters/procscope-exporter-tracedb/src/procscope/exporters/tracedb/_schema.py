@@ -18,6 +18,9 @@ One SQLite file holds every span of a (multi-process) program. Layout, and why:
 * ``traces``: one summary row per trace (first start, last end, span and error counts, root
   span), kept up to date by every batch with an UPSERT, so that a page of traces is an
   index range scan instead of a GROUP BY over every span.
+* ``losses`` (version 2): what each process recorded but could not deliver, by reason
+  (one row per process and reason, identified by pid and start time; counts only grow,
+  :data:`LOSS_UPSERT`). Any row means the recording is incomplete (docs/tracedb.md).
 
 The file is marked with ``PRAGMA application_id`` (so a foreign SQLite file is recognised
 and never written to) and ``PRAGMA user_version`` (the schema version).
@@ -48,7 +51,10 @@ __all__ = [
 APPLICATION_ID = 0x70736370
 
 #: The schema version written into ``PRAGMA user_version``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: The oldest version readers read as it is: each later version only added tables,
+#: which a reader treats as empty when absent (a reader never migrates).
+OLDEST_READABLE_VERSION = 1
 
 #: Attribute keys of spans that get an (key, value) index row in ``span_attrs``.
 #: Other packages may append keys at import time (before the first export).
@@ -78,7 +84,7 @@ def index_attributes(span_keys: tuple[str, ...] = (), event_keys: tuple[str, ...
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 # Tables first, indexes after: the benchmark's ceiling builds the same tables.
-TABLES = (
+TABLES: tuple[str, ...] = (
     """CREATE TABLE meta (
         key TEXT PRIMARY KEY,
         value TEXT
@@ -150,6 +156,26 @@ TABLES = (
     ) WITHOUT ROWID""",
 )
 
+LOSSES_TABLE = """CREATE TABLE losses (
+        pid INTEGER NOT NULL,
+        process_start_ns INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        updated_ns INTEGER NOT NULL,
+        process_name TEXT,
+        PRIMARY KEY (pid, process_start_ns, reason)
+    ) WITHOUT ROWID"""
+TABLES += (LOSSES_TABLE,)
+
+#: A process's running total for one reason: sent again with later batches (and by a
+#: child through the relay), so a count never goes down, whatever order rows arrive in.
+LOSS_UPSERT = (
+    "INSERT INTO losses (pid, process_start_ns, reason, count, updated_ns, process_name) "
+    "VALUES (?,?,?,?,?,?) ON CONFLICT (pid, process_start_ns, reason) DO UPDATE SET "
+    "count = max(count, excluded.count), updated_ns = max(updated_ns, excluded.updated_ns), "
+    "process_name = coalesce(process_name, excluded.process_name)"
+)
+
 INDEXES = (
     "CREATE INDEX spans_trace ON spans (trace_id)",
     "CREATE INDEX spans_start ON spans (start_ns)",
@@ -185,9 +211,15 @@ class TraceDBError(Exception):
 
 
 #: Migrations by the version they upgrade FROM; each runs inside the write transaction
-#: and must leave the schema at version + 1. Empty: version 1 is the first release.
+#: and must leave the schema at version + 1.
 Migration = Callable[[sqlite3.Connection], None]
-MIGRATIONS: dict[int, Migration] = {}
+
+
+def _add_losses_table(conn: sqlite3.Connection) -> None:
+    conn.execute(LOSSES_TABLE)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _add_losses_table}
 
 
 def trace_id_to_db(trace_id: int) -> bytes:

@@ -83,6 +83,8 @@ class Batch:
     links: list[tuple[Any, ...]] = field(default_factory=list)
     span_attrs: list[tuple[Any, ...]] = field(default_factory=list)
     event_attrs: list[tuple[Any, ...]] = field(default_factory=list)
+    # The sending process's loss totals (see _schema.LOSS_UPSERT), usually none.
+    losses: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def encode_attributes(attributes: Any) -> str | None:
@@ -497,6 +499,8 @@ class Writer:
                     [(k, v, pk + event_base) for k, v, pk in batch.event_attrs],
                 )
             conn.executemany(TRACE_UPSERT, summarise_traces(spans))
+            if batch.losses:
+                conn.executemany(_schema.LOSS_UPSERT, batch.losses)
             conn.execute("COMMIT")
         except BaseException:
             self._rollback()
@@ -562,6 +566,7 @@ def without_stored_spans(conn: sqlite3.Connection, batch: Batch) -> Batch:
         links=[row for row in batch.links if row[0] not in dropped],
         span_attrs=[row for row in batch.span_attrs if row[2] not in dropped],
         event_attrs=[row for row in batch.event_attrs if row[2] in kept_events],
+        losses=batch.losses,
     )
 
 

@@ -20,8 +20,8 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from procscope.core import head_sampling, shared_state
-from procscope.core.guard import logger
+from procscope.core import head_sampling, losses, shared_state
+from procscope.core.guard import log_internal_error, logger
 from procscope.core.settings import BadSettingError, resolve_one
 from procscope.core.threadinfo import current_thread_name
 
@@ -81,6 +81,9 @@ def _queued_spans() -> int:
         queue = getattr(getattr(processor, "_batch_processor", None), "_queue", None)
         if queue is not None:
             count += len(queue)
+        pending = getattr(processor, "pending", None)  # the recorder's records
+        if callable(pending):
+            count += int(pending())
     return count
 
 _propagator = TraceContextTextMapPropagator()
@@ -100,6 +103,10 @@ class Runtime:
     def __init__(self) -> None:
         self.tracer: Any = None
         self.provider: Any = None
+        # The spans as records (procscope.core.recorded) when the provider has procscope's
+        # recorder as its only processor and a parent-following sampler; else None, and
+        # SDK spans are made on the calling thread.
+        self.records: Any = None
         self.spans = DEFAULT_SPANS
         self.active = False
 
@@ -108,8 +115,23 @@ class Runtime:
         self.tracer = trace.get_tracer(
             "procscope.instrumentation.lifecycle", tracer_provider=tracer_provider
         )
+        self.records = _span_records(self.tracer, tracer_provider or trace.get_tracer_provider())
         self.spans = resolve_one("spans", ENV_SPANS, spans, parse_spans, DEFAULT_SPANS)
         self.active = True
+
+
+def _span_records(tracer: Any, provider: Any) -> Any:
+    from procscope.core.recorded import SpanRecords, records_allowed
+    from procscope.core.recorder import recorder_of
+
+    recorder = recorder_of(provider)
+    if recorder is None or not records_allowed(tracer):
+        return None
+    try:
+        return SpanRecords(tracer, recorder)
+    except Exception:  # noqa: BLE001 -- not an SDK tracer we know: SDK spans, as before
+        log_internal_error()
+        return None
 
 
 runtime = Runtime()
@@ -192,7 +214,11 @@ def start_span(
     ctx: otel_context.Context | None = None,
     start_time: int | None = None,
 ) -> Any:
-    span = runtime.tracer.start_span(name, context=ctx, start_time=start_time)
+    records = runtime.records
+    if records is not None:
+        span = records.start_span(name, context=ctx, start_time=start_time)
+    else:
+        span = runtime.tracer.start_span(name, context=ctx, start_time=start_time)
     # Set after the start, not passed to start_span: the SDK keeps only the attributes
     # that the sampler hands back, and a sampler that returns none would drop them all.
     if attributes:
@@ -331,6 +357,10 @@ def span_processors(limit: int = 32) -> list[Any]:
             downstream = getattr(processor, name, None)
             if downstream is not None and hasattr(downstream, "on_end"):
                 pending.append(downstream)
+        # procscope's recorder: the processors it delivers to.
+        fan_out = getattr(processor, "downstream", None)
+        if isinstance(fan_out, tuple):
+            pending.extend(p for p in fan_out if hasattr(p, "on_end"))
     return found
 
 
@@ -391,6 +421,10 @@ def flush(timeout_millis: int = EXIT_FLUSH_MILLIS) -> None:
         # the fork): what is still queued, and the batch being sent, are given up.
         left = _queued_spans()
         _abandoned[0] += left
+        # Counted with the process's other losses, and sent at once to the DB owner (no
+        # export of this process will carry them: it is about to exit).
+        losses.count_lost(left, losses.EXIT_FLUSH)
+        losses.report_now()
         logger.info(
             "procscope: exit flush out of its %d ms budget; about %d queued spans dropped",
             timeout_millis,

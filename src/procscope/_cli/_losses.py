@@ -1,0 +1,56 @@
+"""Saying that a recording is incomplete: what the DB's ``losses`` table holds.
+
+Every read command writes ONE line on stderr when the DB it reads records losses (spans
+or records that some process counted and gave up: a full queue under the ``drop``
+policy, a ``wait`` that ran out, a child's exit flush out of budget, a batch the exporter
+could not write); ``procscope traces`` also says it in its own output and its ``--json``.
+See docs/tracedb.md, "Incomplete recordings".
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from procscope.exporters.tracedb import LossRecord, TraceDB
+
+# How many (reason, pid) counts the line names; the rest are summed as "N more".
+NAMED_AT_MOST = 4
+
+
+def recorded_losses(db: TraceDB) -> list[LossRecord]:
+    """The DB's losses, largest first; none for a DB that cannot tell (never fails)."""
+    try:
+        return db.losses()
+    except sqlite3.Error:
+        return []
+
+
+def describe(records: list[LossRecord]) -> str:
+    """``recording incomplete: 12,345 records dropped (queue_full in pid 4711: 12,000;
+    exit_flush in pid 4712: 345)``."""
+    total = sum(record.count for record in records)
+    named = [f"{r.reason} in pid {r.pid}: {r.count:,}" for r in records[:NAMED_AT_MOST]]
+    rest = records[NAMED_AT_MOST:]
+    if rest:
+        named.append(f"{len(rest)} more: {sum(r.count for r in rest):,}")
+    noun = "record" if total == 1 else "records"
+    return f"recording incomplete: {total:,} {noun} dropped ({'; '.join(named)})"
+
+
+def warn_if_incomplete(db: TraceDB) -> None:
+    """The one stderr line of every read command, when the DB records losses."""
+    records = recorded_losses(db)
+    if records:
+        sys.stderr.write(f"procscope: {describe(records)}\n")
+
+
+def as_json(records: list[LossRecord]) -> dict[str, Any]:
+    """The ``recording`` field of ``--json`` outputs: complete or not, and by how much."""
+    return {
+        "complete": not records,
+        "lost": sum(record.count for record in records),
+        "losses": [record.to_dict() for record in records],
+    }
