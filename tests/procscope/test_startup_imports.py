@@ -114,3 +114,94 @@ def test_otlp_exporter_is_imported_when_configured(tmp_path: Path, run_app: Any)
     assert result.stdout.splitlines() == [
         "['opentelemetry.exporter.otlp.proto.http.trace_exporter']"
     ]
+
+
+CHILD_REPORT = (
+    "import sys\n"
+    "from procscope.core import shared_state\n"
+    "s = shared_state.get().scope_settings\n"
+    "print('child', 'opentelemetry.instrumentation.auto_instrumentation' in sys.modules,"
+    " s.level, s.sample_rate)\n"
+    "from opentelemetry import trace\n"
+    "with trace.get_tracer('child').start_as_current_span('child-span'):\n"
+    "    pass\n"
+)
+
+
+def test_python_children_skip_the_entry_point_scan_the_first_process_made(
+    tmp_path: Path,
+) -> None:
+    """Under ``procscope run``, a Python child of the program sets up with the same
+    settings and records, without OpenTelemetry's auto-instrumentation scanning every
+    installed package again (the program found procscope's entry points alone)."""
+    db = tmp_path / "t.db"
+    code = (
+        "import subprocess, sys\n"
+        f"subprocess.run([sys.executable, '-c', {CHILD_REPORT!r}], check=True)\n"
+    )
+    result = _run(
+        [
+            PROCSCOPE,
+            "run",
+            "--db",
+            str(db),
+            "--level",
+            "messages_only",
+            "--sample-rate",
+            "1",
+            "--",
+            "python",
+            "-c",
+            code,
+        ],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["child False messages_only 1.0"]
+    with sqlite3.connect(db) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM spans")}
+    assert "child-span" in names
+
+
+FAKE_INSTRUMENTOR = """
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+
+class FakeInstrumentor(BaseInstrumentor):
+    def instrumentation_dependencies(self):
+        return []
+
+    def _instrument(self, **kwargs):
+        print("fake instrumented", flush=True)
+
+    def _uninstrument(self, **kwargs):
+        pass
+"""
+
+
+def test_an_instrumentor_installed_after_the_first_process_is_loaded_in_its_children(
+    tmp_path: Path,
+) -> None:
+    """A package installed where a child finds it (a folder on PYTHONPATH) after the
+    program started is not hidden by what the program found: its instrumentor is
+    loaded in the child, as OpenTelemetry's auto-instrumentation would."""
+    (tmp_path / "pkgs").mkdir()
+    code = (
+        "import os, pathlib, subprocess, sys\n"
+        f"pathlib.Path('pkgs/fakeinst.py').write_text({FAKE_INSTRUMENTOR!r})\n"
+        "info = pathlib.Path('pkgs/fake_inst-1.0.dist-info')\n"
+        "info.mkdir()\n"
+        "(info / 'METADATA').write_text('Metadata-Version: 2.1\\nName: fake-inst\\n"
+        "Version: 1.0\\n')\n"
+        "(info / 'entry_points.txt').write_text('[opentelemetry_instrumentor]\\n"
+        "fake = fakeinst:FakeInstrumentor\\n')\n"
+        "print('program', 'PROCSCOPE_AUTOSTART' in os.environ, flush=True)\n"
+        "subprocess.run([sys.executable, '-c', 'pass'], check=True)\n"
+    )
+    result = _run(
+        [PROCSCOPE, "run", "--db", str(tmp_path / "t.db"), "--", "python", "-c", code],
+        tmp_path,
+        PYTHONPATH=str(tmp_path / "pkgs"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["program True", "fake instrumented"]

@@ -4,7 +4,7 @@
 imports this module at start-up, in the program and in every Python process it starts:
 
 * In a Python that has procscope installed, OpenTelemetry's auto-instrumentation starts,
-  which sets procscope up through its distro.
+  which sets procscope up through its distro (see procscope/_autostart.py).
 * In any other Python (another interpreter on ``PATH``, another virtual environment, a
   tool's own Python), nothing at all, silently: the process runs as it would plainly.
   (OpenTelemetry's own sitecustomize, which was used before, fails there with "Error in
@@ -39,12 +39,12 @@ def _run_the_next_sitecustomize():
 
 def _start_procscope():
     try:
-        from opentelemetry.instrumentation.auto_instrumentation import initialize
-
-        import procscope  # noqa: F401
+        # OpenTelemetry's auto-instrumentation, through procscope's distro, without
+        # scanning every installed package again when the parent process already did.
+        from procscope._autostart import start
     except ImportError:
         return  # not this Python's: run plainly
-    initialize()
+    start()
 
 
 try:

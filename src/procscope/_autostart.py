@@ -1,0 +1,180 @@
+"""Starting procscope in each Python that ``procscope run`` starts, without scanning
+every installed package each time.
+
+OpenTelemetry's auto-instrumentation (``initialize()``) reads the entry points of every
+installed package (five groups) and the metadata of each instrumentor's distribution,
+then runs the distro, the configurator and the instrumentors. A program that starts
+many Python children pays the same scan, for the same answer, in each one.
+
+The first process does it OpenTelemetry's way. When what it found is procscope's own
+distro, configurator (first of its group) and instrumentors alone, with no pre- or
+post-instrument hook, it says so in its environment (:data:`ENV_AUTOSTART`), with the
+modification times of the folders on ``sys.path`` that hold installed packages. A child
+whose package folders are unchanged then does directly what ``initialize()`` would do
+with those entry points. Anything else takes OpenTelemetry's way: another instrumentor
+installed, another distro or configurator chosen, gevent patching, a package installed
+or removed since (its folder's time changes), a folder of packages the first process
+did not see.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from ._distro import ProcscopeConfigurator, ProcscopeDistro
+from ._instrumentors import INSTRUMENTORS
+
+ENV_AUTOSTART = "PROCSCOPE_AUTOSTART"
+_GEVENT_PATCH = "OTEL_PYTHON_AUTO_INSTRUMENTATION_EXPERIMENTAL_GEVENT_PATCH"
+_DISTRO = "procscope._distro:ProcscopeDistro"
+_CONFIGURATOR = "procscope._distro:ProcscopeConfigurator"
+_PACKAGE_SUFFIXES = (".dist-info", ".egg-info", ".egg")
+# The loggers OpenTelemetry's initialize() reports through, kept for the same messages.
+_INIT_LOGGER = logging.getLogger("opentelemetry.instrumentation.auto_instrumentation")
+_LOAD_LOGGER = logging.getLogger("opentelemetry.instrumentation.auto_instrumentation._load")
+
+
+def start() -> None:
+    """Set procscope up as OpenTelemetry's auto-instrumentation would, here."""
+    names = _known_instrumentors()
+    if names is None:
+        from opentelemetry.instrumentation.auto_instrumentation import initialize
+
+        initialize()
+        _publish()
+    else:
+        _start_directly(names)
+
+
+def _procscope_chosen() -> bool:
+    """procscope's distro and configurator named, and nothing initialize() would do
+    besides (gevent patching; its own folder on PYTHONPATH, which it takes off)."""
+    theirs = os.path.join("opentelemetry", "instrumentation", "auto_instrumentation")
+    return (
+        os.environ.get("OTEL_PYTHON_DISTRO") == "procscope"
+        and os.environ.get("OTEL_PYTHON_CONFIGURATOR") == "procscope"
+        and _GEVENT_PATCH not in os.environ
+        and not any(
+            p.rstrip(os.sep).endswith(theirs)
+            for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        )
+    )
+
+
+def _package_folders() -> dict[str, int]:
+    """The entries of sys.path where installed packages' metadata can be (a folder
+    holding any, a zip file), with their modification times."""
+    found: dict[str, int] = {}
+    for entry in sys.path:
+        path = os.path.abspath(entry or os.curdir)
+        try:
+            stat = os.stat(path)
+            if os.path.isdir(path) and not any(
+                name.endswith(_PACKAGE_SUFFIXES) for name in os.listdir(path)
+            ):
+                continue
+        except OSError:
+            continue  # missing: nothing can be found there
+        found[path] = stat.st_mtime_ns
+    return found
+
+
+def _known_instrumentors() -> list[str] | None:
+    """The instrumentor names the parent found, if they still hold here; else None."""
+    raw = os.environ.get(ENV_AUTOSTART)
+    if not raw or not _procscope_chosen():
+        return None
+    try:
+        known = json.loads(raw)
+        folders, names = known["folders"], known["instrumentors"]
+        if any(folders.get(path) != mtime for path, mtime in _package_folders().items()):
+            return None
+        if all(name in INSTRUMENTORS for name in names):
+            return list(names)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        pass
+    return None
+
+
+def _publish() -> None:
+    """After OpenTelemetry's initialize(): tell children what it found, if it is
+    procscope's own entry points alone."""
+    if not _procscope_chosen():
+        return
+    try:
+        # Cached by OpenTelemetry from the scan initialize() just made.
+        from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
+        from opentelemetry.util._importlib_metadata import entry_points
+
+        def values(group: str) -> list[tuple[str, str]]:
+            return [(ep.name, ep.value) for ep in entry_points(group=group)]
+
+        if values("opentelemetry_pre_instrument") or values("opentelemetry_post_instrument"):
+            return
+        if ("procscope", _DISTRO) not in values("opentelemetry_distro"):
+            return
+        if values("opentelemetry_configurator")[:1] != [("procscope", _CONFIGURATOR)]:
+            return
+        names = []
+        for ep in entry_points(group="opentelemetry_instrumentor"):
+            module, attribute = INSTRUMENTORS.get(ep.name, ("", ""))
+            dist = getattr(ep, "dist", None)
+            if ep.value != f"{module}:{attribute}" or dist is None:
+                return
+            if get_dist_dependency_conflicts(dist) is not None:
+                return
+            names.append(ep.name)
+        os.environ[ENV_AUTOSTART] = json.dumps(
+            {"folders": _package_folders(), "instrumentors": names}
+        )
+    except Exception:  # noqa: BLE001 -- children then take OpenTelemetry's way
+        return
+
+
+class _OwnEntryPoint:
+    """One of procscope's instrumentor entry points, as the distro is handed it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.group = "opentelemetry_instrumentor"
+        self.value = "{}:{}".format(*INSTRUMENTORS[name])
+
+    def load(self) -> Any:
+        module, attribute = INSTRUMENTORS[self.name]
+        return getattr(importlib.import_module(module), attribute)
+
+
+def _start_directly(names: list[str]) -> None:
+    """What initialize() does when the entry points are procscope's alone: the distro,
+    the configurator, then each instrumentor not disabled, with the same messages."""
+    from opentelemetry.instrumentation.version import __version__
+
+    try:
+        distro = ProcscopeDistro()
+        distro.configure()
+        ProcscopeConfigurator().configure(auto_instrumentation_version=__version__)
+        raw = os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS")
+        excluded = [] if raw is None else [x.strip() for x in raw.split(",")]
+        for name in names:
+            if "*" in excluded:
+                break
+            if name in excluded:
+                _LOAD_LOGGER.debug("Instrumentation skipped for library %s", name)
+                continue
+            try:
+                distro.load_instrumentor(_OwnEntryPoint(name), skip_dep_check=True)
+                _LOAD_LOGGER.debug("Instrumented %s", name)
+            except ModuleNotFoundError as exc:
+                _LOAD_LOGGER.debug("Skipping instrumentation %s: %s", name, exc.msg)
+            except ImportError:
+                _LOAD_LOGGER.exception("Importing of %s failed, skipping it", name)
+            except Exception:
+                _LOAD_LOGGER.exception("Instrumenting of %s failed", name)
+                raise
+    except Exception:  # as initialize(): logged, the program runs on
+        _INIT_LOGGER.exception("Failed to auto initialize OpenTelemetry")
