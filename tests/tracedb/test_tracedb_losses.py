@@ -88,14 +88,16 @@ def _new_db(path: str) -> None:
         conn.close()
 
 
-def _run(tmp_path: Path, overflow: str, mode: str, hold_s: float | None) -> dict[str, Any]:
+def _run(
+    tmp_path: Path, overflow: str, mode: str, hold_s: float | None, program_text: str = PROGRAM
+) -> dict[str, Any]:
     """Run the program with the DB locked while it ends its spans. ``hold_s``: release
     the lock after that long (None: once every span is made). Returns what it printed."""
     db = str(tmp_path / "trace.db")
     if not os.path.exists(db):
         _new_db(db)
     script = tmp_path / "program.py"
-    script.write_text(PROGRAM)
+    script.write_text(program_text)
     program = subprocess.Popen(
         [sys.executable, str(script), db, mode, str(SPANS)],
         stdin=subprocess.PIPE,
@@ -249,3 +251,47 @@ def test_loss_counts_only_grow(tmp_path: Path, counts: tuple[int, int]) -> None:
         conn.execute(_schema.LOSS_UPSERT, (42, 1, "queue_full", count, count, "p"))
     conn.close()
     assert [(r.pid, r.count) for r in _losses(db)] == [(42, 5)]
+
+
+EXIT_PROGRAM = textwrap.dedent(
+    """
+    import multiprocessing as mp
+    import sys
+    import procscope
+    from opentelemetry import trace
+
+    def child(count):
+        tracer = trace.get_tracer("losses-test")
+        for _ in range(count):
+            with tracer.start_as_current_span("work"):
+                pass
+
+    if __name__ == "__main__":
+        procscope.setup(db=sys.argv[1], level="minimal", exporter="tracedb")
+        print("ready", flush=True)
+        sys.stdin.readline()  # the test holds the DB's write lock from here
+        process = mp.get_context("fork").Process(target=child, args=(int(sys.argv[3]),))
+        process.start()
+        process.join()
+        print("made", process.pid, flush=True)
+        sys.stdin.readline()
+        procscope.shutdown()
+    """
+)
+
+
+def test_a_childs_exit_flush_out_of_budget_is_counted_in_the_db(tmp_path: Path) -> None:
+    """A fork child ends while the DB is locked: its exit flush runs out of its budget,
+    and what it leaves is counted (exit_flush) and sent to the DB owner at once; the DB
+    and the CLI's line name it under the child's pid."""
+    run = _run(tmp_path, "drop", "exit", hold_s=None, program_text=EXIT_PROGRAM)
+    db, child = run["db"], run["pid"]
+    by_reason = {r.reason: r.count for r in _losses(db) if r.pid == child}
+    assert by_reason.get("exit_flush", 0) > 0, (_losses(db), run["stderr"])
+    with TraceDB(db) as reader:
+        stored = len(reader.spans(pid=child))
+    # Made by the child: its spans and its own process span. The batch it was sending
+    # when its flush gave up reaches the owner (stored), and is not counted.
+    assert stored + sum(by_reason.values()) == SPANS + 1
+    done = _cli("traces", "--db", db)
+    assert f"exit_flush in pid {child}: {by_reason['exit_flush']:,}" in done.stderr
