@@ -37,8 +37,10 @@ from typing import Any
 
 import opentelemetry.sdk.trace.export as _sdk_export
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.util._once import Once
 
 from procscope.core import losses, shared_state
+from procscope.core.guard import log_internal_error
 
 _SdkBatchProcessor: Any
 try:
@@ -111,6 +113,8 @@ def _make_lazy_class(base: Any) -> Any:
             self._queue: collections.deque[Any] = collections.deque()
             # The oldest queued span when a wait last ran out (see _no_room).
             self._stalled_on: Any = None
+            if not hasattr(self, "_bsp_reset_once"):  # emit() below uses the SDK's own
+                self._bsp_reset_once = Once()
 
         def emit(self, data: Any) -> None:
             # The SDK's emit, but for a full queue and after shutdown.
@@ -128,7 +132,16 @@ def _make_lazy_class(base: Any) -> Any:
 
         def _no_room(self) -> bool:
             """True when the span must be dropped (counted here); False once there is
-            room (after waiting, under the wait policy)."""
+            room (after waiting, under the wait policy). Never raises into the program's
+            span end."""
+            try:
+                return self._wait_for_room()
+            except Exception:  # noqa: BLE001 -- the guard: count the span, log once
+                log_internal_error()
+                losses.count_lost(1, losses.QUEUE_FULL)
+                return True
+
+        def _wait_for_room(self) -> bool:
             queue = self._queue
             oldest = queue[-1] if queue else None
             if (
