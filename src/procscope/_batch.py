@@ -138,8 +138,15 @@ def _make_lazy_class(base: Any) -> Any:
                 return self._wait_for_room()
             except Exception:  # noqa: BLE001 -- the guard: count the span, log once
                 log_internal_error()
-                losses.count_lost(1, losses.QUEUE_FULL)
+                self._dropped()
                 return True
+
+        def _dropped(self) -> None:
+            losses.count_lost(1, losses.QUEUE_FULL)
+            # The SDK's own processor metrics count it too, as the SDK's drop would.
+            drop_items = getattr(getattr(self, "_metrics", None), "drop_items", None)
+            if drop_items is not None:
+                drop_items(1)
 
         def _wait_for_room(self) -> bool:
             queue = self._queue
@@ -151,7 +158,7 @@ def _make_lazy_class(base: Any) -> Any:
                 or threading.get_ident() == self._worker_thread.ident
                 or sys.is_finalizing()
             ):
-                losses.count_lost(1, losses.QUEUE_FULL)
+                self._dropped()
                 return True
             deadline = time.monotonic() + WAIT_LIMIT_S
             pause = _FIRST_PAUSE_S
@@ -160,7 +167,7 @@ def _make_lazy_class(base: Any) -> Any:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._shutdown:
                     self._stalled_on = queue[-1] if queue else None
-                    losses.count_lost(1, losses.QUEUE_FULL)
+                    self._dropped()
                     return True
                 time.sleep(min(pause, left))
                 pause = min(pause * 2, _LONGEST_PAUSE_S)
