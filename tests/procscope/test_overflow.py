@@ -200,3 +200,29 @@ def test_a_program_and_its_children_warn_once_and_follow_configure(tmp_path: Pat
         "spawn drop",
     ]
     assert done.stderr.count("PROCSCOPE_OVERFLOW") == 1, done.stderr
+
+
+def test_configure_with_a_bad_overflow_warns_once_and_keeps_the_policy(tmp_path: Path) -> None:
+    """configure(overflow="sometimes"): one SettingWarning naming the keyword; the policy
+    in force (here the default by sample rate) stays."""
+    app = tmp_path / "app.py"
+    app.write_text(
+        "import procscope\n"
+        "from procscope.core import shared_state\n"
+        "procscope.setup(exporter='none', sample_rate=0.5)\n"
+        "procscope.configure(overflow='sometimes')\n"
+        "print(shared_state.settings().overflow)\n"
+        "procscope.shutdown()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(app)],
+        env=clean_environ(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "drop"
+    assert done.stderr.count("SettingWarning") == 1, done.stderr
+    assert "setting overflow: 'sometimes'" in done.stderr
