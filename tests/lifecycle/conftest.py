@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from procscope.core import shared_state
+from procscope.core.recorder import RecordingSpanProcessor
 from procscope.instrumentation.lifecycle import LifecycleInstrumentor
 
 
@@ -35,6 +36,7 @@ class Memory:
     exporter: InMemorySpanExporter
 
     def spans(self, kind: str | None = None) -> list[ReadableSpan]:
+        self.provider.force_flush()  # the recorder's records first (the documented flush)
         found = list(self.exporter.get_finished_spans())
         if kind is not None:
             found = [
@@ -68,7 +70,9 @@ def instrument(set_level: Any) -> Iterator[Any]:
     def switch_on(**kwargs: Any) -> Memory:
         exporter = InMemorySpanExporter()
         provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        # Spans are records made into spans off the calling thread, as in procscope's
+        # own pipeline (procscope.core.recorder).
+        provider.add_span_processor(RecordingSpanProcessor([SimpleSpanProcessor(exporter)]))
         LifecycleInstrumentor().instrument(tracer_provider=provider, **kwargs)
         made.append(Memory(provider, exporter))
         return made[-1]

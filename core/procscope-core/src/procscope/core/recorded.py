@@ -98,6 +98,30 @@ def exception_attributes(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def records_allowed(tracer: Any) -> bool:
+    """True when spans of ``tracer`` can be records: an SDK tracer (resource, id generator)
+    whose sampler samples every child of a sampled parent (procscope's, or a parent-based
+    one that keeps sampled parents' children), so that deciding a child needs no call to
+    the sampler, as the record path does not make one."""
+    if getattr(tracer, "id_generator", None) is None or getattr(tracer, "resource", None) is None:
+        return False
+    sampler = getattr(tracer, "sampler", None)
+    cls: Any = type(sampler)
+    if cls.__module__ == "procscope._sampler" and cls.__qualname__ == "AdjustableRateSampler":
+        return True
+    try:
+        from opentelemetry.sdk.trace.sampling import ParentBased, StaticSampler
+    except ImportError:  # pragma: no cover -- another SDK
+        return False
+    if not isinstance(sampler, ParentBased) or cls.should_sample is not ParentBased.should_sample:
+        return False
+    return all(
+        type(getattr(sampler, name, None)) is StaticSampler
+        and getattr(sampler, name)._decision.is_sampled()
+        for name in ("_remote_parent_sampled", "_local_parent_sampled")
+    )
+
+
 class SpanRecords(RecordKind):
     """Ids, sampling and materialisation for the spans of one SDK tracer."""
 

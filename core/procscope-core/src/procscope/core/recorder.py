@@ -95,6 +95,7 @@ class RecordingSpanProcessor:
         self.lost = 0
         self._wake_at = max(1, self.capacity // 8)
         self._shutdown = False
+        self._failure: Exception | None = None
         self._init_process_state()
         self._start_thread()
         if hasattr(os, "register_at_fork"):
@@ -218,18 +219,28 @@ class RecordingSpanProcessor:
         for record in batch:
             try:
                 span = record[R_KIND].materialise(record)
-            except Exception:
+            except Exception as exc:  # noqa: BLE001 -- one bad record must not cost the batch
                 self._lose(1, "materialise_error")
-                if raise_internal_errors():
-                    raise
-                log_internal_error()
+                self._internal_error(exc)
                 continue
             for processor in downstream:
                 try:
                     processor.on_start(span, None)
                     processor.on_end(span)
-                except Exception:  # noqa: BLE001 -- a processor's failure is its own
-                    log_internal_error()
+                except Exception as exc:  # noqa: BLE001 -- a processor's failure is its own
+                    self._internal_error(exc)
+
+    def _internal_error(self, exc: Exception) -> None:
+        # Under the test suite the first error is raised by the next force_flush, on the
+        # caller's thread: raised here it would end the drain thread and lose the rest.
+        if raise_internal_errors():
+            if self._failure is None:
+                self._failure = exc
+            return
+        try:
+            raise exc
+        except Exception:  # noqa: BLE001
+            log_internal_error()
 
     def pending(self) -> int:
         """Records appended and not yet delivered."""
@@ -259,6 +270,9 @@ class RecordingSpanProcessor:
         # Drained here, on the caller's thread, rather than waited for: the caller may be
         # an exit path that cannot wait for another thread (a signal handler, os._exit).
         self._drain(until=len(self._buffer))
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
         flushed = True
         for processor in self.downstream:
             left = int(max(0.0, deadline - time.monotonic()) * 1000)

@@ -239,29 +239,15 @@ def _blind(sampler: Any, depth: int = 0) -> bool:
     return False
 
 
-def _follows_sampled_parents(sampler: Any) -> bool:
-    """True for a sampler that samples every child of a sampled parent (parent-based)."""
-    cls = type(sampler)
-    if cls.__module__ == "procscope._sampler" and cls.__qualname__ == "AdjustableRateSampler":
-        return True
-    if ParentBased is None or not isinstance(sampler, ParentBased):
-        return False
-    if cls.should_sample is not ParentBased.should_sample:
-        return False
-    return all(
-        type(getattr(sampler, name, None)) is StaticSampler
-        and getattr(sampler, name)._decision.is_sampled()
-        for name in ("_remote_parent_sampled", "_local_parent_sampled")
-    )
-
-
 def _choose_recorder() -> None:
     """Messages become records when the tracer's provider has procscope's recorder as its
     only span processor, and its sampler never reads start attributes and follows sampled
     parents: then the record path makes the same spans the SDK path would."""
     runtime.recorder = None
     tracer = runtime.tracer
-    if sampler_reads_attributes or not _follows_sampled_parents(getattr(tracer, "sampler", None)):
+    from procscope.core.recorded import records_allowed
+
+    if sampler_reads_attributes or not records_allowed(tracer):
         return
     provider = runtime.provider
     if provider is None:
@@ -269,7 +255,7 @@ def _choose_recorder() -> None:
     from procscope.core.recorder import recorder_of
 
     recorder = recorder_of(provider)
-    if recorder is None or getattr(tracer, "id_generator", None) is None:
+    if recorder is None:
         return
     from . import _records
 
