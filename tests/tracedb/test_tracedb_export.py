@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing
 import os
 import sqlite3
 import stat
+import sys
+import warnings
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
@@ -256,3 +259,27 @@ def test_deleted_db_file_is_recreated(db_path, make_traces):
     with TraceDB(db_path) as db:
         assert db.span_count() == 12
     assert stat.S_IMODE(os.stat(db_path).st_mode) == 0o600
+
+
+def test_an_exporter_dropped_without_shutdown_closes_its_db_as_shutdown_would(db_path, make_traces):
+    """An exporter collected without shutdown() (a program or a test that forgets it) closes
+    its connection itself: the file is left in rollback-journal mode, as shutdown() leaves
+    it, and no 'unclosed database' ResourceWarning (Python 3.13) comes out of a later
+    garbage collection, in whatever code happens to run then."""
+    exporter = TraceDBSpanExporter(db_path)
+    assert exporter.export(make_traces(2)) is SpanExportResult.SUCCESS
+    unraisable: list[str] = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda report: unraisable.append(f"{report.exc_type.__name__}: "
+                                                          f"{report.exc_value}")  # fmt: skip
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            del exporter
+            gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert unraisable == []
+    with open(db_path, "rb") as handle:
+        journal_format = handle.read(20)[18]
+    assert journal_format == 1  # rollback journal (2: WAL, a connection never closed by us)

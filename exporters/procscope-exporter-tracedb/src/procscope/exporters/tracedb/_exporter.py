@@ -51,9 +51,16 @@ from ._writer import Batch, Writer, encode_attributes, file_identity, without_st
 
 DEFAULT_BUSY_TIMEOUT_S = 5.0
 
-# Writers inherited from a parent process: kept referenced forever so that garbage
-# collection never closes the parent's connection from the child (see module docstring).
+# Writers inherited from a parent process, or whose descriptors the program closed: kept
+# referenced forever so that garbage collection never closes them (see module docstring).
 _ABANDONED: list[Writer] = []
+
+
+def _set_aside(writer: Writer) -> None:
+    """Keep ``writer``'s connection open and referenced for good (never used again)."""
+    writer.set_aside = True
+    _ABANDONED.append(writer)
+
 
 _SCALAR = (str, int, float)
 
@@ -343,21 +350,21 @@ class TraceDBSpanExporter(SpanExporter):
             self._relay_to = relay.address
             relay.close()
         if self._writer is not None:
-            _ABANDONED.append(self._writer)
+            _set_aside(self._writer)
             self._writer = None
 
     def _writer_here(self) -> Writer:
         """This process's writer, opened on first use (and again after a fork)."""
         writer = self._writer
         if writer is not None and writer.pid != os.getpid():
-            _ABANDONED.append(writer)  # inherited over a fork we did not see
+            _set_aside(writer)  # inherited over a fork we did not see
             writer = self._writer = None
         if writer is not None and not writer.fds_intact():
             # The program closed our descriptors and may have reused their numbers:
             # closing the connection would close the program's files, and writing would
             # write into them. Keep the connection object alive (never closed, never
             # used) and open the DB again.
-            _ABANDONED.append(writer)
+            _set_aside(writer)
             writer = self._writer = None
         if writer is not None and file_identity(writer.path) != writer.identity:
             # The file was deleted or replaced (rm procscope.db, log rotation): writing on
@@ -580,7 +587,9 @@ class TraceDBSpanExporter(SpanExporter):
 
     def _drop_writer(self) -> None:
         writer, self._writer = self._writer, None
-        if writer is not None and writer.pid == os.getpid():
+        if writer is not None and writer.pid != os.getpid():
+            _set_aside(writer)  # a parent's: collecting it would close it here
+        elif writer is not None:
             try:
                 writer.close()
             except sqlite3.Error:

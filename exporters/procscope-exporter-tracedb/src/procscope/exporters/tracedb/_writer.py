@@ -325,6 +325,11 @@ def own_fds(before: set[str] | None, path: str) -> dict[int, tuple[int, int]]:
 class Writer:
     """One connection writing batches into one DB file (one per process)."""
 
+    # True for a connection the exporter keeps unclosed on purpose (the program closed
+    # its descriptors, or a fork child inherited it): see __del__.
+    set_aside = False
+    _closed = True  # until connected
+
     def __init__(
         self,
         path: str,
@@ -340,14 +345,15 @@ class Writer:
         wal_limit = 16 * 1024 * 1024
         if max_bytes is not None:
             wal_limit = min(wal_limit, max(max_bytes // 4, 256 * 1024))
+        self.pid = os.getpid()
         before = open_fds()
         self.conn = connect_for_writing(path, busy_timeout_s, wal_limit)
+        self._closed = False
         # SQLite opened the DB, its -wal and its -shm (WAL mode is set on connecting). A
         # program may close those descriptors (os.closerange in a child, a double close)
         # and get their numbers for files of its own: SQLite reports no error then, and
         # would write our pages into the program's files. fds_intact() checks them.
         self.fds = own_fds(before, path)
-        self.pid = os.getpid()
         self.identity = file_identity(path)
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
@@ -378,6 +384,7 @@ class Writer:
         """Close, leaving the file in rollback-journal mode when this is its last
         connection, so that readers need no -wal/-shm files (see _db.py)."""
         conn = self.conn
+        self._closed = True
         try:
             # SQLite changes the mode only when no other connection has the file open
             # (it needs the exclusive lock): with writers still running it refuses at
@@ -387,6 +394,19 @@ class Writer:
         except sqlite3.Error:
             pass
         conn.close()
+
+    def __del__(self) -> None:
+        # An exporter dropped without shutdown(), its writer with it at some later garbage
+        # collection: close as shutdown() would. Left to the connection's own collection,
+        # the file stays in WAL mode and Python 3.13 warns "unclosed database" in whatever
+        # code runs then. Never a connection set aside, nor a parent's in a fork child:
+        # its descriptors may be the program's now, or its WAL files the parent's.
+        if self._closed or self.set_aside or self.pid != os.getpid():
+            return
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 -- interpreter shutdown, say: nothing to report to
+            pass
 
     # ------------------------------------------------------------------ ids of shared rows
 
