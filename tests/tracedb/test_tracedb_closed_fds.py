@@ -6,6 +6,7 @@ DB's SQLite fds are closed under the writer and their numbers given to the progr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -70,7 +71,8 @@ def test_a_program_closing_our_fds_keeps_its_files_and_its_spans(tmp_path: str) 
         if name.startswith("mine")
     }
     assert written == {f"mine{i}.txt": 0 for i in range(8)}
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+    # closing(): a sqlite3 connection's own "with" ends a transaction, not the connection.
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         (queue_spans,) = conn.execute(
             "SELECT count(*) FROM spans WHERE name IN ('put jobs', 'get jobs')"
         ).fetchone()
