@@ -14,7 +14,8 @@ the same row, all from ONE run:
 
 ``--against REV`` adds, for every traced variant, the same run with commit REV checked
 out into a temporary git worktree and its packages first on ``PYTHONPATH`` (the editable
-install maps source folders, so REV's modules win), measured in the same rounds.
+install maps source folders, so REV's modules win), measured in the same rounds; this
+tree's traced runs then get its own source folders on ``PYTHONPATH`` likewise.
 """
 
 from __future__ import annotations
@@ -120,20 +121,33 @@ def main(argv: list[str]) -> int:
                 check=True,
             )
             old_env = {**env, "PYTHONPATH": os.pathsep.join(os.path.join(old, s) for s in SOURCES)}
+            # This tree the same way, so that both pay for the same import path.
+            env = {**env, "PYTHONPATH": os.pathsep.join(str(ROOT / s) for s in SOURCES)}
         try:
             script = os.path.join(tmp, "starts.py")
             Path(script).write_text(INNER)
-            rows = variants(os.path.join(tmp, "bench.db"), script, args.inner)
             forms = ["plain", "traced"] + (["old"] if old_env else [])
+            # One DB per form: an earlier commit may not read a newer one's schema.
+            rows_of = {
+                form: variants(os.path.join(tmp, f"{form}.db"), script, args.inner)
+                for form in forms
+            }
+            rows = rows_of["plain"]
             times: dict[tuple[str, str], list[float]] = {
                 (row.label, form): [] for row in rows for form in forms
             }
-            for _ in range(args.rounds):
-                for row in rows:
+            # Round 0 warms up (byte-code caches of a new worktree) and is not counted.
+            for round_number in range(args.rounds + 1):
+                for index, row in enumerate(rows):
                     for form in forms:
-                        command = row.plain if form == "plain" else row.traced
+                        form_row = rows_of[form][index]
+                        command = form_row.plain if form == "plain" else form_row.traced
                         form_env = old_env if form == "old" and old_env else env
-                        times[(row.label, form)].append(measure(command, form_env, tmp, row.inner))
+                        if form == "plain":
+                            form_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+                        took = measure(command, form_env, tmp, row.inner)
+                        if round_number:
+                            times[(row.label, form)].append(took)
         finally:
             if args.against:
                 subprocess.run(
