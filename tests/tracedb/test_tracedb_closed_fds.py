@@ -13,8 +13,6 @@ import sqlite3
 import subprocess
 import sys
 
-import pytest
-
 from .test_tracedb_files import PROCSCOPE
 
 _PROGRAM = """
@@ -105,12 +103,6 @@ print(json.dumps({"consecutive": second == first + 1, "retries": retries}))
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known difference (conformance/known_differences.json): the DB is opened at the "
-    "first export, among the program's descriptors; opening it at set-up fixed this but "
-    "leaked a connection under Python 3.13 and was reverted",
-)
 def test_the_dbs_descriptors_leave_no_hole_among_the_programs(tmp_path: str) -> None:
     """A descriptor the program closes after the first export leaves a hole its next two
     opens fill in order, as plainly (CPython's test_closerange needs two consecutive free

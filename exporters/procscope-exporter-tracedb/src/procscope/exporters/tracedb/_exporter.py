@@ -309,6 +309,21 @@ class TraceDBSpanExporter(SpanExporter):
         self._start_relay()
         self._register_fork_handler()
         losses.add_reporter(self._report_losses_now)
+        if self._relay_to is None:
+            self._open_now()
+
+    def _open_now(self) -> None:
+        """Open the DB at set-up, not at the first export: SQLite's three descriptors
+        then come before the program's, as the relay's socket does. Opened later, they
+        would land among the program's and leave holes where it expects consecutive free
+        numbers (CPython's test_closerange skips then). A failure here is left to the
+        first export, which reports it once."""
+        try:
+            self._writer = self._open_writer()
+        except (TraceDBError, sqlite3.Error, OSError):
+            self._writer = None
+        except Exception:  # noqa: BLE001 -- set-up must not fail because of the DB
+            log_internal_error()
 
     def _start_relay(self) -> None:
         try:
