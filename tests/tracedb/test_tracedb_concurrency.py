@@ -226,3 +226,46 @@ def test_processes_racing_to_create_the_db_all_succeed(tmp_path, make_traces):
         assert outcomes == ["SUCCESS"] * 8, (attempt, outcomes)
         with TraceDB(path) as db:
             assert db.span_count() == 80
+
+
+def _descriptors_on(path: str) -> list[str]:
+    """This process's open descriptors on the DB, its -wal or its -shm."""
+    names = {path, path + "-wal", path + "-shm"}
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") in names:
+                found.append(fd)
+        except OSError:
+            pass  # the listing's own descriptor
+    return found
+
+
+def test_exporters_set_up_at_once_in_threads_leave_no_descriptor_open(db_path, make_traces):
+    """Four exporters set up at the same moment in four threads each note only the
+    descriptors SQLite opened for their own connection. Noting another's (it appeared
+    during the open), a writer set its connection aside once that other one closed:
+    never closed again, its descriptors open for the rest of the process."""
+    import threading
+
+    barrier = threading.Barrier(4)
+    exporters: list[TraceDBSpanExporter] = []
+
+    def set_up() -> None:
+        barrier.wait()
+        exporters.append(TraceDBSpanExporter(db_path, timeout=30))
+
+    threads = [threading.Thread(target=set_up) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(exporters) == 4
+    for exporter in exporters:
+        exporter.shutdown()
+        exporters_left = [e for e in exporters if not e._stopped]
+        for other in exporters_left:  # each export checks its writer's descriptors
+            assert other.export(make_traces(1)) is SpanExportResult.SUCCESS
+    assert _descriptors_on(db_path) == []
+    with TraceDB(db_path) as db:
+        assert db.span_count() == 4 * (3 + 2 + 1)

@@ -25,6 +25,7 @@ from typing import Any
 from procscope.core.guard import warn_once
 
 from . import _schema
+from ._fds import OPENING, file_identity, open_fds, own_fds
 from ._schema import TraceDBError
 
 # json.dumps with compact separators; default=str so an odd value never fails a batch.
@@ -283,45 +284,6 @@ def _connect_once(path: str, busy_timeout_s: float, wal_limit: int) -> sqlite3.C
     return conn
 
 
-def file_identity(path: str) -> tuple[int, int] | None:
-    """(device, inode) of a file, or None if it is gone."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
-
-
-_FD_DIR = "/proc/self/fd"
-
-
-def open_fds() -> set[str] | None:
-    """The numbers of this process's open descriptors, or None where /proc cannot tell."""
-    try:
-        return set(os.listdir(_FD_DIR))
-    except OSError:
-        return None
-
-
-def own_fds(before: set[str] | None, path: str) -> dict[int, tuple[int, int]]:
-    """The descriptors opened since ``before`` on the DB, its -wal or its -shm, each with
-    the (device, inode) it refers to."""
-    after = open_fds()
-    if before is None or after is None:
-        return {}
-    files = {file_identity(path + suffix) for suffix in ("", "-wal", "-shm")} - {None}
-    fds: dict[int, tuple[int, int]] = {}
-    for name in after - before:
-        try:
-            fd = int(name)
-            info = os.fstat(fd)
-        except (ValueError, OSError):
-            continue
-        if (info.st_dev, info.st_ino) in files:
-            fds[fd] = (info.st_dev, info.st_ino)
-    return fds
-
-
 class Writer:
     """One connection writing batches into one DB file (one per process)."""
 
@@ -346,14 +308,20 @@ class Writer:
         if max_bytes is not None:
             wal_limit = min(wal_limit, max(max_bytes // 4, 256 * 1024))
         self.pid = os.getpid()
-        before = open_fds()
-        self.conn = connect_for_writing(path, busy_timeout_s, wal_limit)
-        self._closed = False
-        # SQLite opened the DB, its -wal and its -shm (WAL mode is set on connecting). A
-        # program may close those descriptors (os.closerange in a child, a double close)
-        # and get their numbers for files of its own: SQLite reports no error then, and
-        # would write our pages into the program's files. fds_intact() checks them.
-        self.fds = own_fds(before, path)
+        # One writer opens at a time in a process: own_fds() takes the descriptors that
+        # appeared on these files during the open, and another thread's writer opening
+        # beside it would have its own taken for ours too (and once that one closed them,
+        # this one would be set aside for nothing, its descriptors left open for good).
+        with OPENING:
+            before = open_fds()
+            self.conn = connect_for_writing(path, busy_timeout_s, wal_limit)
+            self._closed = False
+            # SQLite opened the DB, its -wal and its -shm (WAL mode is set on connecting).
+            # A program may close those descriptors (os.closerange in a child, a double
+            # close) and get their numbers for files of its own: SQLite reports no error
+            # then, and would write our pages into the program's files. fds_intact()
+            # checks them.
+            self.fds = own_fds(before, path)
         self.identity = file_identity(path)
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
