@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def test_program_under_procscope_run_imports_only_its_pipeline(tmp_path: Path) -
     result = _run([PROCSCOPE, "run", "--db", str(db), "--", "python", "-c", code], tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["[]"]
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         names = {row[0] for row in conn.execute("SELECT name FROM spans")}
     assert "recorded" in names
 
@@ -158,7 +159,7 @@ def test_python_children_skip_the_entry_point_scan_the_first_process_made(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["child False messages_only 1.0"]
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         names = {row[0] for row in conn.execute("SELECT name FROM spans")}
     assert "child-span" in names
 
