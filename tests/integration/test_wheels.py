@@ -170,6 +170,64 @@ def test_each_plugin_installs_and_imports_alone(wheels: dict[str, Path], otel_ve
         _run(str(otel_venv), "-m", "pip", "uninstall", "--quiet", "--yes", dist, CORE[0])
 
 
+LIFECYCLE_ALONE = """
+import multiprocessing
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+from procscope.instrumentation.lifecycle import LifecycleInstrumentor
+
+
+def work():
+    print("child instrumented", LifecycleInstrumentor().is_instrumented_by_opentelemetry)
+
+
+if __name__ == "__main__":
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
+    LifecycleInstrumentor().instrument()
+    for method in ("spawn", "forkserver"):
+        process = multiprocessing.get_context(method).Process(target=work)
+        process.start()
+        process.join()
+        print(method, process.exitcode)
+"""
+
+
+def test_lifecycle_plugin_alone_sets_up_its_children(
+    wheels: dict[str, Path], otel_venv: Path, tmp_path: Path
+) -> None:
+    """Installed alone (no procscope distribution to set a child up), the lifecycle
+    plugin still instruments its spawn and forkserver children."""
+    dist = "procscope-instrumentation-lifecycle"
+    _run(
+        str(otel_venv),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-index",
+        "--find-links",
+        str(wheels[dist].parent),
+        str(wheels[dist]),
+    )
+    try:
+        (tmp_path / "app.py").write_text(LIFECYCLE_ALONE)
+        out = _run(str(otel_venv), "app.py", cwd=tmp_path)
+    finally:
+        _run(str(otel_venv), "-m", "pip", "uninstall", "--quiet", "--yes", dist, CORE[0])
+    lines = [line for line in out.splitlines() if not line.startswith((" ", "{", "}"))]
+    assert lines == [
+        "child instrumented True",
+        "spawn 0",
+        "child instrumented True",
+        "forkserver 0",
+    ]
+
+
 def test_whole_suite_from_wheels(wheels: dict[str, Path], tmp_path: Path) -> None:
     """pip install procscope from wheels: every public name imports, the CLI and the
     auto-launch work, with no editable path anywhere."""
