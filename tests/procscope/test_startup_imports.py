@@ -59,8 +59,9 @@ def test_importing_procscope_or_core_imports_no_sdk(tmp_path: Path) -> None:
 
 def test_procscope_run_launcher_imports_no_auto_instrumentation(tmp_path: Path) -> None:
     """``procscope run`` only execs the program: the launcher imports neither
-    OpenTelemetry's auto-instrumentation nor the read commands' SQLite code. (Its imports
-    are the -X importtime lines on stderr before the program's own start.)"""
+    OpenTelemetry's auto-instrumentation, nor the read commands' SQLite code, nor what
+    ``procscope demo`` needs. (Its imports are the -X importtime lines on stderr before
+    the program's own start.)"""
     result = _run(
         [PROCSCOPE, "run", "--db", str(tmp_path / "t.db"), "--", "python", "-c", "pass"],
         tmp_path,
@@ -73,6 +74,7 @@ def test_procscope_run_launcher_imports_no_auto_instrumentation(tmp_path: Path) 
     assert "procscope._cli._run" in launcher
     assert "opentelemetry.instrumentation.auto_instrumentation" not in launcher
     assert "sqlite3" not in launcher
+    assert "subprocess" not in launcher and "pathlib" not in launcher  # procscope demo's
     assert "opentelemetry.sdk.trace" not in launcher
 
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from procscope.core.settings import (
@@ -29,6 +26,9 @@ from procscope.core.settings import (
 )
 
 EXIT_USAGE = 2
+# The procscope package's folder. os.path, not pathlib: `procscope run` only execs the
+# program, and each module it imports delays the program's start.
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 
 def auto_instrumentation_dir() -> str:
@@ -48,7 +48,7 @@ def auto_instrumentation_dir() -> str:
 def startup_dir() -> str:
     """The folder of procscope's sitecustomize: OpenTelemetry's auto-instrumentation in a
     Python that has procscope, nothing in any other (see _sitecustomize/sitecustomize.py)."""
-    return str(Path(__file__).resolve().parent.parent / "_sitecustomize")
+    return os.path.join(_PACKAGE_DIR, "_sitecustomize")
 
 
 def instrumented_environ(
@@ -169,12 +169,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
-def demo_program() -> Path:
+def demo_program() -> str:
     """The bundled example program (examples/demo.py, shipped inside the package)."""
-    return Path(__file__).resolve().parent.parent / "_demo_app.py"
+    return os.path.join(_PACKAGE_DIR, "_demo_app.py")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import subprocess
+    import tempfile
+
     from ._demo_report import print_demo_report
 
     if args.db:
@@ -197,7 +200,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     print("(one worker process is meant to crash: its traceback below is part of the demo)\n")
     sys.stdout.flush()
-    completed = subprocess.run([sys.executable, str(demo_program())], env=env, check=False)
+    completed = subprocess.run([sys.executable, demo_program()], env=env, check=False)
     print(f"\nprocscope demo: the program exited with status {completed.returncode}\n")
     sys.stdout.flush()
     if completed.returncode != 0:
