@@ -319,6 +319,9 @@ class Scope:
             self._publish_settings()
             live.capture_content = self.settings.capture_content
             live.overflow = self.settings.overflow_policy
+            for processor in self.processors:
+                if isinstance(processor, RecordingSpanProcessor):
+                    processor.overflow = self.settings.overflow_policy
             live.sample_rate = self.settings.sample_rate
             if self.sampler is not None:
                 self.sampler.set_rate(self.settings.sample_rate)

@@ -30,6 +30,7 @@ class Collect:
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.seen: list[Any] = []
         self.gate = gate
+        self.entered = threading.Event()
         self.flushed = 0
         self.shut = False
 
@@ -37,6 +38,8 @@ class Collect:
         pass
 
     def on_end(self, span: Any) -> None:
+        if not self.entered.is_set():  # (set() takes a lock: not in every fork child)
+            self.entered.set()
         if self.gate is not None:
             self.gate.wait(30)
         self.seen.append(span)
@@ -92,7 +95,7 @@ def test_drop_policy_counts_every_record_it_does_not_keep() -> None:
     recorder = RecordingSpanProcessor([sink], capacity=64, overflow="drop")
     try:
         recorder.append((ECHO, -1))  # the drain takes it and stalls in on_end
-        assert wait_until(lambda: recorder.pending() == 0)
+        assert sink.entered.wait(10) and recorder.pending() == 1
         started = time.monotonic()
         for i in range(1000):
             recorder.append((ECHO, i))
@@ -139,11 +142,11 @@ def test_wait_policy_is_bounded() -> None:
     """overflow=wait with a drain stalled for good: each append waits at most wait_limit,
     then the record is dropped and counted; the program goes on."""
     gate = threading.Event()
-    recorder = RecordingSpanProcessor([Collect(gate)], capacity=16, overflow="wait",
-                                      wait_limit=0.05)
+    stalled = Collect(gate)
+    recorder = RecordingSpanProcessor([stalled], capacity=16, overflow="wait", wait_limit=0.05)
     try:
         recorder.append((ECHO, -1))
-        assert wait_until(lambda: recorder.pending() == 0)
+        assert stalled.entered.wait(10)
         for i in range(40):
             recorder.append((ECHO, i))
         assert recorder.lost == 40 - 16

@@ -122,6 +122,7 @@ class RecordingSpanProcessor:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._drain_ident: int | None = None
+        self._in_hand = 0
         self._pid = os.getpid()
         self.append = self._append_and_start if self._shutdown is False else self._append_lost
 
@@ -160,7 +161,7 @@ class RecordingSpanProcessor:
         self._append(record)
 
     def _append_lost(self, record: tuple[Any, ...]) -> None:
-        self._lose(1, "shutdown")
+        self._lose(1, "after_shutdown")
 
     def _full(self, record: tuple[Any, ...]) -> None:
         if (
@@ -208,9 +209,13 @@ class RecordingSpanProcessor:
                 count = len(buffer) if until is None else min(len(buffer), until - delivered)
                 count = min(count, 512)
                 batch = [buffer.popleft() for _ in range(count)]
+                self._in_hand = count
                 with self._room:
                     self._room.notify_all()
-                self._deliver(batch)
+                try:
+                    self._deliver(batch)
+                finally:
+                    self._in_hand = 0
                 delivered += count
         return delivered
 
@@ -243,8 +248,8 @@ class RecordingSpanProcessor:
             log_internal_error()
 
     def pending(self) -> int:
-        """Records appended and not yet delivered."""
-        return len(self._buffer)
+        """Records appended and not yet delivered (the batch being delivered included)."""
+        return len(self._buffer) + self._in_hand
 
     # --- the SpanProcessor interface -------------------------------------------------------
 

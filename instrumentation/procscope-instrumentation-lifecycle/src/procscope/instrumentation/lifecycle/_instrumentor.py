@@ -17,7 +17,7 @@ class LifecycleInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     ``instrument(tracer_provider=None, spans=None)``: ``spans`` is ``"all"`` (a span for
     every thread, task and pool call) or ``"errors"`` (those only when they fail; context
-    still propagates); default from ``PROCSCOPE_LIFECYCLE_SPANS``, else ``"errors"``. Process
+    still propagates); default from ``PROCSCOPE_LIFECYCLE_SPANS``, else ``"all"``. Process
     spans follow the level alone (see docs/lifecycle.md).
     """
 

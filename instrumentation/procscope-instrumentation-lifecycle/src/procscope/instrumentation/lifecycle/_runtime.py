@@ -54,11 +54,11 @@ POOL_KIND = "procscope.pool.kind"
 ENV_SPANS = "PROCSCOPE_LIFECYCLE_SPANS"
 SPANS_ALL = "all"
 SPANS_ERRORS = "errors"
-# Threads and tasks get a span only when they fail, unless asked for every one: a span
-# costs about as much as starting and joining a thread, and several times an asyncio task
-# create+await (benchmarks/lifecycle), while propagating context and watching for errors
-# stays within a few percent. Process spans do not depend on this (see docs/lifecycle.md).
-DEFAULT_SPANS = SPANS_ERRORS
+# Every thread, task and pool task gets its span: as a record (procscope.core.recorder) a
+# span costs its thread a few microseconds. "errors" keeps only those that fail, for a
+# program that makes threads or tasks by the hundred thousand. Process spans do not
+# depend on this (see docs/lifecycle.md).
+DEFAULT_SPANS = SPANS_ALL
 
 # How long a child may spend flushing what it recorded before it exits (docs/lifecycle.md,
 # "Exit and shutdown budgets"). Small on purpose: with the backend down, an exporter's own
