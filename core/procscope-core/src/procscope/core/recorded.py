@@ -28,6 +28,7 @@ from opentelemetry.trace import (
     StatusCode,
     TraceFlags,
 )
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from .recorder import (
     R_DATA,
@@ -70,6 +71,8 @@ def span_context(trace_id: int, span_id: int, remote: bool, flags: int, state: A
     """A SpanContext of ids valid by construction (drawn by the id generator or taken from
     a valid context), made without SpanContext's validation: the same tuple
     ``SpanContext(...)`` returns, for a third of its cost."""
+    if state is None:
+        state = DEFAULT_TRACE_STATE  # (as SpanContext() makes it)
     return _new_tuple(SpanContext, (trace_id, span_id, remote, trace_flags(flags), state, True))
 
 
@@ -336,10 +339,15 @@ class RecordSpan(trace.Span):
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         if not self._ended:
-            self._attributes.update(attributes)
+            mine = self._attributes
+            for key, value in attributes.items():
+                # As the SDK's BoundedAttributes: a key set again moves to the end.
+                mine.pop(key, None)
+                mine[key] = value
 
     def set_attribute(self, key: str, value: Any) -> None:
         if not self._ended:
+            self._attributes.pop(key, None)
             self._attributes[key] = value
 
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
