@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from procscope.core import shared_state
+from procscope.core.recorder import RecordingSpanProcessor
 from procscope.instrumentation.state import StateInstrumentor
 
 
@@ -29,6 +30,7 @@ class Recorder:
         self.tracer = provider.get_tracer("tests.state")
 
     def spans(self) -> list[Any]:
+        self.provider.force_flush()  # the recorder's records first (the documented flush)
         return list(self.exporter.get_finished_spans())
 
     def events(self, name: str | None = None, obj: str | None = None) -> list[dict[str, Any]]:
@@ -50,6 +52,7 @@ class Recorder:
         return self.events("procscope.state.change", obj)
 
     def clear(self) -> None:
+        self.provider.force_flush()  # (records still on their way are cleared too)
         self.exporter.clear()
 
 
@@ -75,7 +78,7 @@ def recorder(live_settings: Any) -> Iterator[Recorder]:
     """The state instrumentor on, recording into memory."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(RecordingSpanProcessor([SimpleSpanProcessor(exporter)]))
     instrumentor = _instrument(provider)
     yield Recorder(exporter, provider)
     instrumentor.uninstrument()
@@ -90,7 +93,7 @@ def make_recorder(live_settings: Any) -> Iterator[Any]:
     def make(**kwargs: Any) -> Recorder:
         exporter = InMemorySpanExporter()
         provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider.add_span_processor(RecordingSpanProcessor([SimpleSpanProcessor(exporter)]))
         made.append((_instrument(provider, **kwargs), provider))
         return Recorder(exporter, provider)
 

@@ -208,23 +208,32 @@ class SpanRecords(RecordKind):
     def status(self, record: tuple[Any, ...]) -> Any:
         return record[S_VALUES][3]
 
+    def start_attributes(self, record: tuple[Any, ...]) -> Any:
+        """The attributes the span was started with (given to the sampler), or None."""
+        return record[S_VALUES][4]
+
     def name(self, record: tuple[Any, ...]) -> str:
         return record[S_NAME]  # type: ignore[no-any-return]
 
-    def _sampler_attributes(self, record: tuple[Any, ...]) -> Any:
+    def _sampler_attributes(self, record: tuple[Any, ...], start: Any = None) -> Any:
+        """What the sampler gives a sampled child: the span's start attributes (``start``)
+        with its own, in the order the SDK's span has them. Without start attributes
+        that depends only on the parent's trace state: cached by it."""
         state = record[R_STATE]
         key = state.get("ot") if state else None
-        cached = self._child_attributes.get(key, self)
-        if cached is not self:
-            return cached
+        if not start:
+            cached = self._child_attributes.get(key, self)
+            if cached is not self:
+                return cached
         parent = span_context(record[R_TRACE_ID], record[R_PARENT_ID],
                               bool(record[R_PARENT_REMOTE]), record[S_PARENT_FLAGS], state)
         context = trace.set_span_in_context(NonRecordingSpan(parent))
         result = self.sampler.should_sample(
-            context, record[R_TRACE_ID], record[S_NAME], record[S_SPAN_KIND], None, None
+            context, record[R_TRACE_ID], record[S_NAME], record[S_SPAN_KIND], start or None,
+            None,
         )
         attributes = result.attributes or None
-        if len(self._child_attributes) < 256:
+        if not start and len(self._child_attributes) < 256:
             self._child_attributes[key] = attributes
         return attributes
 
@@ -234,7 +243,8 @@ class SpanRecords(RecordKind):
         limits = self.limits
         parent_id = record[R_PARENT_ID]
         sampler_attributes = (
-            record[S_SAMPLER_ATTRS] if not parent_id else self._sampler_attributes(record)
+            record[S_SAMPLER_ATTRS] if not parent_id
+            else self._sampler_attributes(record, self.start_attributes(record))
         )
         max_attributes = getattr(limits, "max_span_attributes", None)
         max_length = getattr(limits, "max_span_attribute_length", None)
@@ -314,6 +324,7 @@ class RecordSpan(trace.Span):
         "_maker",
         "_name",
         "_start",
+        "_start_attributes",
         "_status",
     )
 
@@ -325,6 +336,7 @@ class RecordSpan(trace.Span):
         self._ids = ids
         self._start = start
         self._attributes: dict[str, Any] = dict(attributes) if attributes else {}
+        self._start_attributes = attributes
         self._events: list[tuple[str, Any, int]] = []
         self._links: list[Any] = []
         self._status = _UNSET
@@ -352,7 +364,10 @@ class RecordSpan(trace.Span):
 
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         if not self._ended:
-            self._events.append((name, attributes, timestamp or _time_ns()))
+            # Copied now, as the SDK's event does: the caller may reuse its dict.
+            self._events.append(
+                (name, dict(attributes) if attributes else attributes, timestamp or _time_ns())
+            )
 
     def add_link(self, context: Any, attributes: Any = None) -> None:
         if not self._ended and context is not None and context.is_valid:
@@ -391,7 +406,8 @@ class RecordSpan(trace.Span):
         maker.recorder.append((
             _GENERIC, self._start, end_time if end_time is not None else _time_ns(),
             ids[0], ids[1], ids[2], ids[3], ids[5], ids[6], self._name, self._kind, ids[7],
-            (maker, self._attributes, self._events, self._links, self._status),
+            (maker, self._attributes, self._events, self._links, self._status,
+             self._start_attributes),
             None, ids[4], None,
         ))
 
@@ -403,7 +419,7 @@ class _GenericSpans(SpanRecords):
         pass
 
     def materialise(self, record: tuple[Any, ...]) -> Any:
-        maker, attributes, events, links, status = record[S_VALUES]
+        maker, attributes, events, links, status, start = record[S_VALUES]
         event = maker._event
         from opentelemetry.attributes import BoundedAttributes
 
@@ -415,7 +431,7 @@ class _GenericSpans(SpanRecords):
             ), when)
             for name, values, when in events
         ]
-        values = (attributes, made, links, status)
+        values = (attributes, made, links, status, start)
         return SpanRecords.materialise(
             maker, (*record[:S_VALUES], values, *record[S_VALUES + 1:])
         )

@@ -196,6 +196,9 @@ class MessageSpans(SpanRecords):
     def status(self, record: tuple[Any, ...]) -> Any:
         return _UNSET
 
+    def start_attributes(self, record: tuple[Any, ...]) -> Any:
+        return None  # (the SDK path gives start_span none: see _core.sampler_reads_attributes)
+
 
 class SendSpans(MessageSpans):
     """Producer spans: ``_core.start_send``'s attributes."""

@@ -23,7 +23,7 @@ from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, SpanKind
 
 from procscope.core import head_sampling
-from procscope.core.guard import warn_once
+from procscope.core.guard import log_internal_error, warn_once
 from procscope.core.head_sampling import should_record, take_root_decision
 from procscope.core.settings import BadSettingError, resolve_one
 
@@ -74,6 +74,7 @@ class Runtime:
         "max_depth",
         "max_items",
         "snapshot_every",
+        "spans",
         "tracer",
     )
 
@@ -82,6 +83,10 @@ class Runtime:
         # Bumped at each instrument(): trackers from before resynchronise with a snapshot.
         self.generation = 0
         self.tracer: Any = None
+        # What starts the spans made for changes outside any span: the tracer, or
+        # procscope.core.recorded's SpanRecords when the provider has the recorder (the
+        # span is then a record until it ends).
+        self.spans: Any = None
         self.logger: Any = None
         self.log_events = False
         self.snapshot_every = DEFAULT_SNAPSHOT_EVERY
@@ -125,11 +130,26 @@ def configure(kwargs: Mapping[str, Any], version: str) -> None:
     RT.tracer = trace.get_tracer(
         "procscope.instrumentation.state", version, kwargs.get("tracer_provider")
     )
+    RT.spans = _spans_for(RT.tracer, kwargs.get("tracer_provider") or trace.get_tracer_provider())
     RT.log_events = False
     RT.logger = None
     if events == "log":
         RT.logger = _get_logger(version, kwargs.get("logger_provider"))
         RT.log_events = RT.logger is not None
+
+
+def _spans_for(tracer: Any, provider: Any) -> Any:
+    from procscope.core.recorded import SpanRecords, records_allowed
+    from procscope.core.recorder import recorder_of
+
+    recorder = recorder_of(provider)
+    if recorder is None or not records_allowed(tracer):
+        return tracer
+    try:
+        return SpanRecords(tracer, recorder)
+    except Exception:  # noqa: BLE001 -- not an SDK tracer we know: its own spans
+        log_internal_error()
+        return tracer
 
 
 def _get_logger(version: str, logger_provider: Any) -> Any:
@@ -258,7 +278,7 @@ def begin(describe: Callable[[], tuple[str, dict[str, Any]]], start_ns: int) -> 
     if not should_record():
         return None
     span_name, span_attributes = describe()
-    span = RT.tracer.start_span(
+    span = RT.spans.start_span(
         span_name,
         kind=SpanKind.INTERNAL,
         attributes=span_attributes,

@@ -226,7 +226,7 @@ def record_frame(frame: list[Any], obj: Any, method: str) -> None:
                     # resyncs.
                     tracker.pending_snapshot = tracker.pending_snapshot or "resync"
                     return
-                span = RT.tracer.start_span(
+                span = RT.spans.start_span(
                     f"{type(obj).__qualname__}.{method}",
                     kind=_INTERNAL,
                     attributes=span_attributes(tracker, name, method),
