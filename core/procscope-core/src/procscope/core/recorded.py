@@ -140,7 +140,14 @@ class SpanRecords(RecordKind):
         scope = getattr(tracer, "_instrumentation_scope", None)
         self.scope = scope if isinstance(scope, InstrumentationScope) else None
         self.info = getattr(tracer, "instrumentation_info", None)
-        self.limits = getattr(tracer, "_span_limits", None)
+        self.limits = limits = getattr(tracer, "_span_limits", None)
+        from opentelemetry.attributes import BoundedAttributes
+
+        self._bounded = BoundedAttributes
+        self.max_attributes = getattr(limits, "max_span_attributes", None)
+        self.max_length = getattr(limits, "max_span_attribute_length", None)
+        self.max_event_attributes = getattr(limits, "max_event_attributes", None)
+        self.max_event_length = getattr(limits, "max_attribute_length", None)
         self.id_generator: Any = tracer.id_generator
         flags = int(TraceFlags.SAMPLED)
         try:
@@ -238,46 +245,46 @@ class SpanRecords(RecordKind):
         return attributes
 
     def materialise(self, record: tuple[Any, ...]) -> Any:
-        from opentelemetry.attributes import BoundedAttributes
-
-        limits = self.limits
         parent_id = record[R_PARENT_ID]
         sampler_attributes = (
             record[S_SAMPLER_ATTRS] if not parent_id
             else self._sampler_attributes(record, self.start_attributes(record))
         )
-        max_attributes = getattr(limits, "max_span_attributes", None)
-        max_length = getattr(limits, "max_span_attribute_length", None)
-        attributes = BoundedAttributes(
-            max_attributes, sampler_attributes, immutable=False, max_value_len=max_length
-        )
         more = self.attributes(record)
-        inner = attributes._dict
-        if (max_length is None and type(inner) is dict and type(more) is dict
-                and (max_attributes is None or len(inner) + len(more) <= max_attributes)):
-            # Values made by an instrumentor are ints, floats, bools and strs, which
-            # validation returns unchanged: straight in, as the SDK's own dict update.
-            inner.update(more)
+        error = record[S_ERROR]
+        max_attributes = self.max_attributes
+        attributes: Any
+        if (self.max_length is None and type(more) is dict and error is None
+                and (max_attributes is None
+                     or len(sampler_attributes or ()) + len(more) <= max_attributes)):
+            # Nothing the limits would cut or drop, and values made by an instrumentor
+            # (ints, floats, bools, strs), which validation returns unchanged: a plain
+            # dict holds what a BoundedAttributes would (ReadableSpan shows either
+            # read-only, and counts no dropped attributes), without its lock.
+            if sampler_attributes:
+                attributes = dict(sampler_attributes)
+                attributes.update(more)
+            else:
+                attributes = more
         else:
+            attributes = self._bounded(max_attributes, sampler_attributes, immutable=False,
+                                       max_value_len=self.max_length)
             for key, value in more.items():
                 attributes[key] = value
-        events = list(self.events(record))
+        events = self.events(record)
         status = self.status(record)
-        error = record[S_ERROR]
         if error is not None:
             type_name, event_time, event_attributes = error
             attributes["error.type"] = type_name
-            events.append(self._event(
+            events = (*events, self._event(
                 "exception",
-                BoundedAttributes(
-                    getattr(limits, "max_event_attributes", None), event_attributes,
-                    max_value_len=getattr(limits, "max_attribute_length", None),
-                    immutable=True,
-                ),
+                self._bounded(self.max_event_attributes, event_attributes,
+                              max_value_len=self.max_event_length, immutable=True),
                 event_time,
             ))
             status = Status(StatusCode.ERROR, type_name)
-        attributes._immutable = True
+        if type(attributes) is not dict:
+            attributes._immutable = True
         state = record[R_STATE]
         trace_id = record[R_TRACE_ID]
         parent = None
@@ -290,7 +297,7 @@ class SpanRecords(RecordKind):
             parent=parent,
             resource=self.resource,
             attributes=attributes,
-            events=tuple(events),
+            events=events if type(events) is tuple else tuple(events),
             links=tuple(self.links(record)),
             kind=record[S_SPAN_KIND],
             instrumentation_info=self.info,
@@ -421,14 +428,10 @@ class _GenericSpans(SpanRecords):
     def materialise(self, record: tuple[Any, ...]) -> Any:
         maker, attributes, events, links, status, start = record[S_VALUES]
         event = maker._event
-        from opentelemetry.attributes import BoundedAttributes
-
-        limits = maker.limits
+        bounded = maker._bounded
         made = [
-            event(name, BoundedAttributes(
-                getattr(limits, "max_event_attributes", None), values,
-                max_value_len=getattr(limits, "max_attribute_length", None), immutable=True,
-            ), when)
+            event(name, bounded(maker.max_event_attributes, values,
+                                max_value_len=maker.max_event_length, immutable=True), when)
             for name, values, when in events
         ]
         values = (attributes, made, links, status, start)
