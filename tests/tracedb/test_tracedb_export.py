@@ -283,3 +283,32 @@ def test_an_exporter_dropped_without_shutdown_closes_its_db_as_shutdown_would(db
     with open(db_path, "rb") as handle:
         journal_format = handle.read(20)[18]
     assert journal_format == 1  # rollback journal (2: WAL, a connection never closed by us)
+
+
+def test_setup_does_not_wait_on_a_db_another_process_holds_locked(db_path, make_span,
+                                                                 monkeypatch):
+    """The DB owner opens the DB at set-up; when another connection holds its write lock,
+    set-up goes on at once (not after the 60 s busy timeout), and the first export after
+    the lock is freed stores the spans."""
+    import threading
+
+    from procscope.exporters.tracedb._writer import Writer
+
+    Writer(db_path).close()
+    monkeypatch.setenv("PROCSCOPE_DB_TIMEOUT", "60")
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    made = []
+    setup = threading.Thread(target=lambda: made.append(TraceDBSpanExporter(db_path)))
+    setup.start()
+    setup.join(10)  # a hang detector: set-up must not wait out the 60 s busy timeout
+    waited = setup.is_alive()
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    setup.join()
+    assert not waited, "set-up waited on the locked DB"
+    exporter = made[0]
+    assert exporter.export([make_span("after", trace_id=9, span_id=1)]) == SpanExportResult.SUCCESS
+    exporter.shutdown()
+    with TraceDB(db_path) as db:
+        assert [s.name for s in db.spans()] == ["after"]

@@ -265,6 +265,10 @@ def _add_links(batch: Batch, links: Any, span_index: int) -> None:
         )
 
 
+# How long set-up may wait to open a DB that another process holds locked (see _open_now).
+OPEN_AT_SETUP_SECONDS = 0.2
+
+
 class TraceDBSpanExporter(SpanExporter):
     """Exports finished spans to procscope's SQLite trace DB.
 
@@ -317,9 +321,15 @@ class TraceDBSpanExporter(SpanExporter):
         then come before the program's, as the relay's socket does. Opened later, they
         would land among the program's and leave holes where it expects consecutive free
         numbers (CPython's test_closerange skips then). A failure here is left to the
-        first export, which reports it once."""
+        first export, which reports it once.
+
+        Set-up waits at most OPEN_AT_SETUP_SECONDS for a DB another process holds locked
+        (creating or migrating it needs the write lock): the program must not wait on
+        the DB to start; the first export, on the export thread, waits its full timeout.
+        """
         try:
-            self._writer = self._open_writer()
+            self._writer = writer = self._open_writer(min(self.timeout, OPEN_AT_SETUP_SECONDS))
+            writer.conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         except (TraceDBError, sqlite3.Error, OSError):
             self._writer = None
         except Exception:  # noqa: BLE001 -- set-up must not fail because of the DB
@@ -390,7 +400,7 @@ class TraceDBSpanExporter(SpanExporter):
             writer = self._writer = self._open_writer()
         return writer
 
-    def _open_writer(self) -> Writer:
+    def _open_writer(self, busy_timeout_s: float | None = None) -> Writer:
         """A writer for the DB, or, when that file must not be written (others may write
         it, or it is damaged), for the first usable ``<name>.N<ext>`` beside it (N = 1..9:
         every process of the program picks the same one), with one warning."""
@@ -399,7 +409,7 @@ class TraceDBSpanExporter(SpanExporter):
             try:
                 writer = Writer(
                     candidate,
-                    busy_timeout_s=self.timeout,
+                    busy_timeout_s=self.timeout if busy_timeout_s is None else busy_timeout_s,
                     max_bytes=self.max_bytes,
                     max_age_s=self.max_age,
                 )
