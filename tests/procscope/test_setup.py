@@ -281,6 +281,26 @@ def test_retention_settings_reach_the_trace_db_exporter(run_app: Any, tmp_path: 
     assert result.stdout.strip() == "TraceDBSpanExporter 2000000 60.0"
 
 
+def test_trace_db_batches_are_larger_than_the_sdk_default_unless_configured(
+    run_app: Any,
+) -> None:
+    """The trace DB's batch processor exports 4,096 spans at a time (one transaction
+    each); other exporters keep the SDK's 512, and OTEL_BSP_* sizes still rule."""
+    code = """
+        import procscope
+        scope = procscope.setup(exporter="tracedb,console")
+        for processor in scope.processors[0].downstream:
+            batch = processor._batch_processor
+            print(type(batch._exporter).__name__, batch._max_export_batch_size)
+        """
+    out = run_app(code).stdout
+    assert "TraceDBSpanExporter 4096" in out and "ConsoleSpanExporter 512" in out
+    env = {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100"}
+    assert "TraceDBSpanExporter 100" in run_app(code, env=env).stdout
+    env = {"OTEL_BSP_MAX_QUEUE_SIZE": "1000"}
+    assert "TraceDBSpanExporter 512" in run_app(code, env=env).stdout
+
+
 def test_batch_queue_is_larger_than_the_sdk_default_unless_configured(run_app: Any) -> None:
     """procscope's batch processors buffer 8,192 spans; OTEL_BSP_MAX_QUEUE_SIZE still rules."""
     code = """

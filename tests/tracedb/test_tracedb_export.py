@@ -312,3 +312,41 @@ def test_setup_does_not_wait_on_a_db_another_process_holds_locked(db_path, make_
     exporter.shutdown()
     with TraceDB(db_path) as db:
         assert [s.name for s in db.spans()] == ["after"]
+
+
+def test_spans_of_alternating_scopes_and_resources_keep_their_own(db_path):
+    """A batch whose spans alternate between scopes and resources (messaging, state and
+    lifecycle spans in one batch; a parent's and a child's resource) stores each span
+    with its own scope and resource, in that batch and in the next."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Collect(SpanProcessor):
+        def __init__(self):
+            self.spans = []
+
+        def on_end(self, span):
+            self.spans.append(span)
+
+    collect = Collect()
+    tracers = []
+    for service in ("parent", "child"):
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        provider.add_span_processor(collect)
+        tracers += [(service, scope, provider.get_tracer(scope)) for scope in ("msg", "state")]
+    expected = {}
+    for n in range(40):
+        service, scope, tracer = tracers[n % 4 if n % 3 else (n // 3) % 4]
+        with tracer.start_as_current_span(f"s{n}"):
+            pass
+        expected[f"s{n}"] = (service, scope)
+    exporter = TraceDBSpanExporter(db_path)
+    assert exporter.export(collect.spans[:25]) is SpanExportResult.SUCCESS
+    assert exporter.export(collect.spans[25:]) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    with TraceDB(db_path) as db:
+        stored = {
+            span.name: (db.resource(span.resource_id)["service.name"], span.scope_name)
+            for span in db.spans(limit=100)
+        }
+    assert stored == expected

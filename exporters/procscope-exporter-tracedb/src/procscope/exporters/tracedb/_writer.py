@@ -72,6 +72,8 @@ TRACE_UPSERT = (
 )
 
 STATUS_ERROR = 2
+# Resource and scope objects whose row ids a writer remembers by identity.
+_IDS_BY_OBJECT_MAX = 256
 
 
 @dataclass
@@ -263,7 +265,7 @@ def _connect_once(path: str, busy_timeout_s: float, wal_limit: int) -> sqlite3.C
         # Without a limit a WAL that once grew large (a burst) keeps its size forever.
         conn.execute(f"PRAGMA journal_size_limit = {wal_limit}")
         # Checkpoint (copy the WAL into the DB) once the WAL holds about that many bytes.
-        conn.execute(f"PRAGMA wal_autocheckpoint = {max(64, min(1000, wal_limit // 4096))}")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {max(64, min(4096, wal_limit // 4096))}")
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Checked again under the write lock: another process may have created it.
@@ -329,10 +331,10 @@ class Writer:
         self._next_retention = 0.0  # check on the first batch
         self._resource_ids: dict[str, int] = {}
         self._scope_ids: dict[str, int] = {}
-        self._last_resource: Any = None
-        self._last_resource_id: int | None = None
-        self._last_scope: Any = None
-        self._last_scope_id: int | None = None
+        # Ids by the resource or scope object itself (kept referenced, so its id() is
+        # never reused): a batch alternates between a few scopes (messaging, state,
+        # lifecycle), and each key is a JSON encoding and a SHA-1.
+        self._ids_by_object: dict[int, tuple[Any, int]] = {}
         self._pending_resources: list[tuple[Any, ...]] = []
         self._pending_scopes: list[tuple[Any, ...]] = []
 
@@ -398,11 +400,17 @@ class Writer:
         """The row id of a resource, inserted once per DB (looked up by its digest)."""
         if resource is None:
             return None
-        if resource is self._last_resource:
-            return self._last_resource_id
+        known = self._ids_by_object.get(id(resource))
+        if known is not None and known[0] is resource:
+            return known[1]
         rid = self.resource_id_of(*self.resource_key(resource))
-        self._last_resource, self._last_resource_id = resource, rid
+        self._remember(resource, rid)
         return rid
+
+    def _remember(self, item: Any, row_id: int) -> None:
+        if len(self._ids_by_object) >= _IDS_BY_OBJECT_MAX:
+            self._ids_by_object.clear()  # a program making resources or scopes on the fly
+        self._ids_by_object[id(item)] = (item, row_id)
 
     def resource_id_of(self, attributes: str, schema_url: str | None) -> int:
         digest = digest_of(attributes, schema_url)
@@ -421,10 +429,11 @@ class Writer:
     def scope_id(self, scope: Any) -> int | None:
         if scope is None:
             return None
-        if scope is self._last_scope:
-            return self._last_scope_id
+        known = self._ids_by_object.get(id(scope))
+        if known is not None and known[0] is scope:
+            return known[1]
         sid = self.scope_id_of(*self.scope_key(scope))
-        self._last_scope, self._last_scope_id = scope, sid
+        self._remember(scope, sid)
         return sid
 
     def scope_id_of(
@@ -519,7 +528,7 @@ class Writer:
         # Ids looked up inside a rolled back transaction may not exist: forget them.
         self._resource_ids.clear()
         self._scope_ids.clear()
-        self._last_resource = self._last_scope = None
+        self._ids_by_object.clear()
 
     # ------------------------------------------------------------------ retention
 
