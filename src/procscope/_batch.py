@@ -29,6 +29,7 @@ processor is made; with SDKs without it the plain ``BatchSpanProcessor`` is used
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import sys
 import threading
@@ -36,10 +37,11 @@ import time
 from typing import Any
 
 import opentelemetry.sdk.trace.export as _sdk_export
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.util._once import Once
 
-from procscope.core import losses, shared_state
+from procscope.core import handoff, losses, shared_state
 from procscope.core.guard import log_internal_error
 
 _SdkBatchProcessor: Any
@@ -58,6 +60,9 @@ WAIT_LIMIT_S = 5.0
 # queue is the rare path, where a few hundred microseconds of latency do not matter.
 _FIRST_PAUSE_S = 0.0005
 _LONGEST_PAUSE_S = 0.01
+# At shutdown, no new spool file is claimed after this long (one export already under
+# way finishes; the shutdown itself is bounded by its caller).
+HANDOFF_AT_SHUTDOWN_S = 2.0
 
 
 def make_batch_span_processor(exporter: Any, **options: Any) -> BatchSpanProcessor:
@@ -113,6 +118,7 @@ def _make_lazy_class(base: Any) -> Any:
             self._queue: collections.deque[Any] = collections.deque()
             # The oldest queued span when a wait last ran out (see _no_room).
             self._stalled_on: Any = None
+            self.procscope_in_flight: list[Any] | None = None
             if not hasattr(self, "_bsp_reset_once"):  # emit() below uses the SDK's own
                 self._bsp_reset_once = Once()
 
@@ -180,6 +186,7 @@ def _make_lazy_class(base: Any) -> Any:
             self._worker_awaken = threading.Event()
             self._queue.clear()
             self._stalled_on = None
+            self.procscope_in_flight = None
             self._worker_thread = threading.Thread(
                 name=f"OtelBatch{self._exporting}RecordProcessor",
                 target=self.worker,
@@ -200,7 +207,35 @@ def _make_lazy_class(base: Any) -> Any:
                         pass
             self.emit(data)
 
+        def _export(self, batch_strategy: Any) -> None:
+            # The SDK's, but the batch being sent is kept where an exit flush out of its
+            # budget finds it (procscope.core.handoff.take_queued), and the top process's
+            # worker looks at the hand-off spool on its schedule.
+            if not hasattr(self, "_metrics"):  # an SDK older than this copy
+                base._export(self, batch_strategy)
+                return
+            with self._export_lock:
+                iteration = 0
+                while self._should_export_batch(batch_strategy, iteration):
+                    iteration += 1
+                    token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+                    count = min(self._max_export_batch_size, len(self._queue))
+                    batch = [self._queue.pop() for _ in range(count)]
+                    self._metrics.finish_items(count)
+                    self.procscope_in_flight = batch
+                    try:
+                        self._exporter.export(batch)
+                    except Exception:
+                        logging.getLogger(__name__).exception("Exception while exporting.")
+                    self.procscope_in_flight = None
+                    detach(token)
+            if threading.current_thread() is self._worker_thread and handoff.due():
+                handoff.collect(self._exporter)
+
         def shutdown(self, *args: Any, **kwargs: Any) -> Any:
+            if not self._shutdown:
+                # Any process that shuts down exports what exited children handed off.
+                handoff.collect(self._exporter, time.monotonic() + HANDOFF_AT_SHUTDOWN_S)
             if self._worker_thread.ident is None and not self._shutdown:
                 # A child that never started its worker: export here what the worker
                 # would have exported at its end; the SDK's shutdown then joins nothing.

@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
+from procscope.core import handoff
 from procscope.core.guard import warn_once
 from procscope.core.settings import Settings, warn_bad
 
@@ -167,6 +168,9 @@ def build_processors(settings: Settings) -> list[SpanProcessor]:
     """
     from procscope.core.head_sampling import set_records_every_trace
 
+    # The spool where exiting children hand off what their exit flush could not export
+    # (procscope.core.handoff): named here in the top process, inherited by children.
+    handoff.prepare(settings.db if "tracedb" in settings.exporters else None)
     processors: list[SpanProcessor] = []
     for name in settings.exporters:
         exporter = build_exporter(name, settings)

@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from procscope.core import head_sampling, losses, shared_state
+from procscope.core import handoff, head_sampling, losses, shared_state
 from procscope.core.guard import log_internal_error, logger
 from procscope.core.settings import BadSettingError, resolve_one
 from procscope.core.threadinfo import current_thread_name
@@ -62,25 +62,36 @@ DEFAULT_SPANS = SPANS_ALL
 
 # How long a child may spend flushing what it recorded before it exits (docs/lifecycle.md,
 # "Exit and shutdown budgets"). Small on purpose: with the backend down, an exporter's own
-# timeout (10 s for OTLP) made every child's exit wait 5 s. A flush cut short leaves the
-# rest to the helper thread, which dies with the process: those spans are counted in
-# exit_flush_abandoned() and reported on procscope's logger.
+# timeout (10 s for OTLP) made every child's exit wait 5 s. A flush cut short writes what
+# is left to the hand-off spool (exit_flush_handed_off()), for a survivor to export; what
+# even that cannot take is counted in exit_flush_abandoned(); one log line says both.
 EXIT_FLUSH_MILLIS = 500
+# The share of that budget kept for writing what is left to the hand-off spool.
+SPOOL_SHARE = 0.2
 _abandoned = [0]
+_handed_off = [0]
 _stuck: list[threading.Thread] = []
 
 
 def exit_flush_abandoned() -> int:
-    """Spans this process left unexported because its exit flush ran out of budget."""
+    """Spans this process left unexported because its exit flush ran out of budget,
+    and that could not be handed off either (see exit_flush_handed_off())."""
     return _abandoned[0]
+
+
+def exit_flush_handed_off() -> int:
+    """Spans this process's exit flush could not export in its budget and wrote to the
+    hand-off spool (procscope.core.handoff) for a survivor to export."""
+    return _handed_off[0]
 
 
 def _queued_spans() -> int:
     count = 0
     for processor in span_processors():
-        queue = getattr(getattr(processor, "_batch_processor", None), "_queue", None)
+        batch = getattr(processor, "_batch_processor", None)
+        queue = getattr(batch, "_queue", None)
         if queue is not None:
-            count += len(queue)
+            count += len(queue) + len(getattr(batch, "procscope_in_flight", None) or ())
         pending = getattr(processor, "pending", None)  # the recorder's records
         if callable(pending):
             count += int(pending())
@@ -175,9 +186,16 @@ def this_process_attributes(
     return attributes
 
 
+def may_draw() -> bool:
+    """Whether a new trace could be sampled now (a rate above 0, or tail mode)."""
+    return shared_state.settings().sample_rate > 0 or head_sampling.records_every_trace()
+
+
 def record_under(ctx: otel_context.Context | None) -> bool:
     """should_record() for a span whose parent is ``ctx`` (None: the current context)."""
     if ctx is not None:
+        if not ctx:  # an empty context: no span, no suppression, nothing to attach
+            return head_sampling.should_record_root()
         span_context = trace.get_current_span(ctx).get_span_context()
         if span_context.is_valid:
             return bool(span_context.trace_flags.sampled)
@@ -414,22 +432,43 @@ def flush(timeout_millis: int = EXIT_FLUSH_MILLIS) -> None:
     except RuntimeError:  # no new threads at interpreter shutdown: flush here
         force_flush(timeout_millis)
         return
-    helper.join(timeout_millis / 1000)
+    # The budget's last part is kept for writing what is left to the hand-off spool.
+    deadline = time.monotonic() + timeout_millis / 1000
+    helper.join(timeout_millis / 1000 * (1 - SPOOL_SHARE))
     if helper.is_alive():
         _stuck.append(helper)
         # Out of budget (an exporter waiting on a dead backend, a library lock held over
-        # the fork): what is still queued, and the batch being sent, are given up.
+        # the fork): what is still queued, and the batch being sent, are written to the
+        # hand-off spool for a survivor to export (local disk, within the budget's rest);
+        # what cannot be is given up.
         left = _queued_spans()
-        _abandoned[0] += left
+        handed = _hand_off(deadline)
+        lost = max(left - handed, 0)
+        _abandoned[0] += lost
+        _handed_off[0] += handed
         # Counted with the process's other losses, and sent at once to the DB owner (no
         # export of this process will carry them: it is about to exit).
-        losses.count_lost(left, losses.EXIT_FLUSH)
+        losses.count_lost(lost, losses.EXIT_FLUSH)
         losses.report_now()
         logger.info(
-            "procscope: exit flush out of its %d ms budget; about %d queued spans dropped",
+            "procscope: exit flush out of its %d ms budget; %d queued spans handed off "
+            "to %s, %d dropped",
             timeout_millis,
-            left,
+            handed,
+            handoff.directory(),
+            lost,
         )
+
+
+def _hand_off(deadline: float) -> int:
+    """Write what the batch processors still hold to the spool; returns how many spans."""
+    handed = 0
+    try:
+        for exporter, spans in handoff.take_queued(span_processors()):
+            handed += handoff.write(spans, handoff.exporter_key(exporter), deadline)
+    except Exception:  # noqa: BLE001 -- the exit goes on; what was not written is lost
+        log_internal_error()
+    return handed
 
 
 def scope_settings() -> Any:
