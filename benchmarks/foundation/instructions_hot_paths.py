@@ -12,8 +12,14 @@ the difference over N is its cost. The operations, all with ``exporter="none"``:
 
 - ``put+get, plain``: ``queue.Queue`` put+get with procscope imported but not set up;
 - ``put+get, unsampled``: the same after ``setup(sample_rate=0)``;
-- ``thread start+join``: a ``threading.Thread`` at the default ``spans=errors``, rate 0;
+- ``put+get, sampled``: the same at ``sample_rate=1`` (a send and a receive span each);
+- ``thread start+join``: a ``threading.Thread`` at rate 0 (no span);
+- ``thread start+join, sampled``: the same at rate 1 (a thread span, when the lifecycle
+  default makes one);
 - ``state change, recorded``: a traced attribute set inside a recorded span.
+
+Each run ends with ``procscope.shutdown()``, so that spans made from records by the
+recorder's thread are counted with the operations that made them.
 """
 
 from __future__ import annotations
@@ -41,12 +47,13 @@ import queue, sys, threading
 mode, n = sys.argv[1], int(sys.argv[2])
 import procscope
 if mode != "plain":
-    procscope.setup(sample_rate=1.0 if mode == "state" else 0.0, exporter="none")
-if mode in ("plain", "unsampled"):
+    sampled = mode in ("state", "sampled", "thread-sampled")
+    procscope.setup(sample_rate=1.0 if sampled else 0.0, exporter="none")
+if mode in ("plain", "unsampled", "sampled"):
     q = queue.Queue(); put, get = q.put, q.get
     for i in range(n):
         put(i); get()
-elif mode == "thread":
+elif mode in ("thread", "thread-sampled"):
     for i in range(n):
         t = threading.Thread(target=int); t.start(); t.join()
 elif mode == "state":
@@ -57,6 +64,8 @@ elif mode == "state":
     with trace.get_tracer("bench").start_as_current_span("s"):
         for i in range(n):
             counter.value = i
+if mode != "plain":
+    procscope.shutdown()  # (records made into spans are counted too)
 """
 
 CALLGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
@@ -64,7 +73,9 @@ CALLGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
 OPERATIONS = [
     ("put+get, plain", "plain", 20000),
     ("put+get, unsampled", "unsampled", 20000),
+    ("put+get, sampled", "sampled", 2000),
     ("thread start+join", "thread", 2000),
+    ("thread start+join, sampled", "thread-sampled", 1000),
     ("state change, recorded", "state", 2000),
 ]
 

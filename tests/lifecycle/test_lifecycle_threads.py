@@ -142,8 +142,10 @@ def test_level_decides_which_thread_spans_exist(
 def test_unsampled_root_gives_threads_no_span_but_one_unsampled_trace(
     memory: Any, set_level: Any
 ) -> None:
-    """At sample rate 0, no thread span, and the thread's own spans are not sampled either."""
-    set_level("full", sample_rate=0.0)
+    """A thread whose new trace the gate drops gets no span, and carries an unsampled
+    context so that what it starts is not sampled either (its children do not draw
+    again). (At rate 0 nothing can draw: no context is made, as with spans=errors.)"""
+    set_level("full", sample_rate=1e-12)
     inside: list[Any] = []
 
     def work() -> None:

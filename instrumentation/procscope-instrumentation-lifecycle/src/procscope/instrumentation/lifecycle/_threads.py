@@ -35,6 +35,7 @@ from ._runtime import (
     error_span,
     error_spans_wanted,
     every_thread_wanted,
+    may_draw,
     now_ns,
     record_under,
     runtime,
@@ -188,12 +189,22 @@ def _make_bootstrap_inner(original: Any) -> Any:
         if captured is None or not runtime.active:
             return original(self)  # type: ignore[no-any-return]
         ctx, spans_allowed = captured
-        # runtime.spans first: in the default mode, no call at all.
         if spans_allowed and runtime.spans == SPANS_ALL and every_thread_wanted():
-            return _run_with_span(original, self, ctx)
-        # The default (spans only for failures): this runs in the new thread before its
-        # starter's start() can return, so it is on the critical path of every thread
-        # start. No detach at the end: the thread's contextvars context ends with it.
+            try:
+                sampled = record_under(ctx)
+                if not sampled and may_draw():
+                    # Not sampled: its children must not draw again and record pieces of
+                    # a trace whose parent does not exist. (At rate 0 nothing draws.)
+                    ctx = unsampled_context(ctx)
+            except Exception:  # noqa: BLE001
+                log_internal_error()
+                sampled = False
+            if sampled:
+                return _run_with_span(original, self, ctx)
+        # No span of its own (not sampled, or spans only for failures): this runs in the
+        # new thread before its starter's start() can return, so it is on the critical
+        # path of every thread start. No detach at the end: the thread's contextvars
+        # context ends with it.
         failure: list[BaseException] | None = None
         started = 0
         try:
@@ -246,16 +257,13 @@ def _watch_failure(thread: threading.Thread, failure: list[BaseException]) -> No
 
 
 def _run_with_span(original: Any, thread: threading.Thread, ctx: otel_context.Context) -> None:
-    """``_bootstrap_inner`` with a span for the thread's life (spans=all)."""
+    """``_bootstrap_inner`` with a span for the thread's life (spans=all, sampled)."""
     span = None
     token = None
     failure: list[BaseException] = []
     try:
-        if record_under(ctx):
-            span = start_span(_thread_span_name(thread), _own_attributes(thread), ctx)
-            ctx = trace.set_span_in_context(span, ctx)
-        else:
-            ctx = unsampled_context(ctx)
+        span = start_span(_thread_span_name(thread), _own_attributes(thread), ctx)
+        ctx = trace.set_span_in_context(span, ctx)
         token = otel_context.attach(ctx)
         _watch_failure(thread, failure)
     except Exception:  # noqa: BLE001
