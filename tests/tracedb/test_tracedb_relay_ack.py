@@ -171,3 +171,54 @@ def test_a_batch_past_its_senders_deadline_is_stored_without_duplicates(
     with TraceDB(path) as db:
         assert sorted(s.name for s in db.spans()) == sorted(f"s{i}" for i in range(10))
         assert db.span_count() == 10
+
+
+def test_batches_queued_together_are_stored_each_row_on_its_own_span(
+    tmp_path: Any, make_span: Any
+) -> None:
+    """Batches of several children that the owner writes in one transaction keep every
+    event, link and index row on its own span, also where a late batch leaves out spans
+    the DB holds already (its row ids then have gaps)."""
+    from procscope.exporters.tracedb._exporter import spans_to_batch
+
+    path = str(tmp_path / "trace.db")
+    owner = TraceDBSpanExporter(path)
+
+    def span(child: int, n: int) -> Any:
+        return make_span(
+            f"c{child}-s{n}",
+            trace_id=100 + child,
+            span_id=n + 1,
+            attributes={"messaging.message.id": f"m{child}-{n}"},
+            events=[
+                ("procscope.state.change", 10**18 + n, {"procscope.state.object": f"o{child}-{n}"})
+            ],
+            links=[(7, 1000 * child + n, {})],
+        )
+
+    children = {child: [span(child, n) for n in range(6)] for child in range(3)}
+    assert owner.export(children[1][:3]).name == "SUCCESS"  # stored before: left out
+    messages = []
+    for child, spans in children.items():
+        ids = _relay.LocalIds()
+        batch = spans_to_batch(spans, ids, 1000 + child, f"child-{child}")  # type: ignore[arg-type]
+        ack = {"token": "t", "reply": "00", "until": time.monotonic() + (-1 if child == 1 else 60)}
+        message = _relay.decode(_relay.encode(path, batch, ids, ack), path)
+        assert message is not None
+        messages.append(message)
+    assert owner._write_relayed_all(messages) is True
+    owner.shutdown()
+    with TraceDB(path) as db:
+        assert db.span_count() == 18
+        for child in range(3):
+            for n in range(6):
+                name = f"c{child}-s{n}"
+                found = db.spans(attributes={"messaging.message.id": f"m{child}-{n}"})
+                assert [s.name for s in found] == [name]
+                [stored] = found
+                assert [e.attributes["procscope.state.object"] for e in stored.events] == [
+                    f"o{child}-{n}"
+                ]
+                assert [link.span_id for link in stored.links] == [format(1000 * child + n, "016x")]
+                by_state = db.spans(name=name)
+                assert len(by_state) == 1

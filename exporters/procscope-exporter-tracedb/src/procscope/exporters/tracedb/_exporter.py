@@ -347,7 +347,7 @@ class TraceDBSpanExporter(SpanExporter):
             self._relay_to = _relay.inherited_address(self.path)
             if self._relay_to is not None:
                 return  # a child: its owner writes
-            relay = _relay.RelayServer(self.path, weakref.WeakMethod(self._write_relayed))
+            relay = _relay.RelayServer(self.path, weakref.WeakMethod(self._write_relayed_all))
             self._relay = relay
             relay.publish()
             # An exporter dropped without shutdown() still lets its relay go.
@@ -547,9 +547,13 @@ class TraceDBSpanExporter(SpanExporter):
         return outcome
 
     def _write_relayed(self, message: dict[str, Any]) -> bool:
-        """A batch a child sent (on the relay thread of the owner); True once stored.
-        Not stored, the child writes it itself: nothing here is lost."""
-        count = len(message.get("spans") or ())
+        """A batch a child sent; True once stored (see :meth:`_write_relayed_all`)."""
+        return self._write_relayed_all([message])
+
+    def _write_relayed_all(self, messages: list[dict[str, Any]]) -> bool:
+        """Batches children sent (on the relay thread of the owner), in one transaction;
+        True once stored. Not stored, each child writes its own: nothing here is lost."""
+        count = sum(len(message.get("spans") or ()) for message in messages)
         # Bounded as export() is: another batch holds the lock at most one busy timeout.
         if not self._lock.acquire(timeout=self.timeout + 5.0):
             return False
@@ -558,13 +562,16 @@ class TraceDBSpanExporter(SpanExporter):
                 return False
 
             def build(writer: Writer) -> Batch:
-                batch = _relay.build_batch(message, writer)
-                # Under the write lock: past its deadline the child writes the batch
-                # itself (with the same check), or has died. Either way, the spans the
-                # DB does not hold yet are stored once, by whichever writes first.
-                if _relay.expired(message):
-                    batch = without_stored_spans(writer.conn, batch)
-                return batch
+                batches = []
+                for message in messages:
+                    batch = _relay.build_batch(message, writer)
+                    # Under the write lock: past its deadline the child writes the batch
+                    # itself (with the same check), or has died. Either way, the spans the
+                    # DB does not hold yet are stored once, by whichever writes first.
+                    if _relay.expired(message):
+                        batch = without_stored_spans(writer.conn, batch)
+                    batches.append(batch)
+                return _relay.merged(batches)
 
             outcome = self._write_locked(build, count, quiet=True)
             return outcome == SpanExportResult.SUCCESS

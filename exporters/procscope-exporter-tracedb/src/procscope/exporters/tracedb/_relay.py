@@ -44,6 +44,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from procscope.core.guard import log_internal_error
@@ -58,6 +59,8 @@ ENV_RELAY_ADDRESS = "_PROCSCOPE_DB_RELAY_ADDRESS"
 WIRE_VERSION = 2  # 2: batches carry an acknowledgement request
 # One datagram per batch, at most this big; a bigger batch is written by the child itself.
 MAX_DATAGRAM = 192 * 1024
+# At most this many queued batches written in one transaction by the owner.
+COALESCE_MAX = 64
 _CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _AVAILABLE = sys.platform.startswith("linux") and hasattr(socket, "SO_PASSCRED")
 
@@ -284,6 +287,26 @@ def build_batch(message: dict[str, Any], writer: Writer) -> Batch:
     return batch
 
 
+def merged(batches: Sequence[Batch]) -> Batch:
+    """One batch of several queued together (row ids renumbered: each batch's are
+    relative to itself)."""
+    if len(batches) == 1:
+        return batches[0]
+    out = Batch()
+    span_base = event_base = 0
+    for batch in batches:
+        out.spans += [(row[0] + span_base, *row[1:]) for row in batch.spans]
+        out.events += [(e[0] + event_base, e[1] + span_base, *e[2:]) for e in batch.events]
+        out.links += [(row[0] + span_base, *row[1:]) for row in batch.links]
+        out.span_attrs += [(k, v, pk + span_base) for k, v, pk in batch.span_attrs]
+        out.event_attrs += [(k, v, pk + event_base) for k, v, pk in batch.event_attrs]
+        out.losses += batch.losses
+        # Relative ids may have gaps (spans left out as stored already): past the largest.
+        span_base += max((row[0] for row in batch.spans), default=-1) + 1
+        event_base += max((e[0] for e in batch.events), default=-1) + 1
+    return out
+
+
 def _loss_rows(rows: Any) -> list[tuple[Any, ...]]:
     """A child's loss totals (see _schema.LOSS_UPSERT), rows of another shape left out."""
     if not isinstance(rows, list):
@@ -304,10 +327,10 @@ def _loss_rows(rows: Any) -> list[tuple[Any, ...]]:
 class RelayServer:
     """The owner's socket, and the thread that writes what children send.
 
-    ``write`` (a weak method of the exporter) is called with each decoded message on the
-    relay thread. The thread holds the server; the server holds the exporter weakly, so
-    that an exporter dropped without ``shutdown()`` is still collected (its finalizer
-    closes the relay)."""
+    ``write`` (a weak method of the exporter) is called on the relay thread with the
+    decoded messages that were queued together (one transaction). The thread holds the
+    server; the server holds the exporter weakly, so that an exporter dropped without
+    ``shutdown()`` is still collected (its finalizer closes the relay)."""
 
     def __init__(self, path: str, write: Any) -> None:
         self.path = path
@@ -344,22 +367,45 @@ class RelayServer:
                 return  # closed under us
             if not data:
                 return  # shut for reading (close()), and every queued datagram written
-            if not _sent_by_this_user(ancillary):
-                continue
+            received, ended = self._queued_behind(data, ancillary, space)
             write = self._write()
             if write is None:
                 return  # the exporter is gone
-            message = None
+            messages = []
             stored = False
             try:
-                message = decode(data, self.path)
-                if message is not None and not self._gone:
-                    stored = bool(write(message))
+                for data, ancillary in received:
+                    message = decode(data, self.path) if _sent_by_this_user(ancillary) else None
+                    if message is not None:
+                        messages.append(message)
+                if messages and not self._gone:
+                    stored = bool(write(messages))
             except Exception:  # noqa: BLE001 -- one bad datagram must not stop the relay
                 log_internal_error()
             del write
-            if message is not None:
+            for message in messages:
                 answer(sock, message.get("ack"), stored)
+            if ended:
+                return
+
+    def _queued_behind(
+        self, data: bytes, ancillary: Any, space: int
+    ) -> tuple[list[tuple[bytes, Any]], bool]:
+        """This datagram and those already queued behind it (several children sending
+        at once), to be written in one transaction: for a batch of 64 spans the commit
+        cost more than its rows. Never waits for more. True: the socket was shut."""
+        received = [(data, ancillary)]
+        while len(received) < COALESCE_MAX:
+            try:
+                data, ancillary, _, _ = self._sock.recvmsg(MAX_DATAGRAM, space, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return received, False
+            except OSError:
+                return received, True
+            if not data:
+                return received, True
+            received.append((data, ancillary))
+        return received, False
 
     def close(self, timeout: float = 5.0) -> None:
         """Refuse further sends (children then write for themselves), let the thread
