@@ -35,6 +35,7 @@ from ._runtime import (
     error_span,
     error_spans_wanted,
     every_thread_wanted,
+    may_draw,
     now_ns,
     record_under,
     runtime,
@@ -99,14 +100,16 @@ def _make_create_task(original: Any) -> Any:
             # runtime.spans first: in the default mode, no call at all.
             if runtime.spans == SPANS_ALL and every_thread_wanted() and not _asyncio_own(coro):
                 given_context = kwargs.get("context") is not None
-                parent: otel_context.Context
+                parent: otel_context.Context | None = None
                 if record_under(None):
                     # The name is known only once the task exists; set after.
                     span = start_span("task", {})
                     parent = trace.set_span_in_context(span)
-                else:
+                elif may_draw():  # (at rate 0 nothing draws: nothing to keep from it)
                     parent = unsampled_context()
-                if given_context:
+                if parent is None:
+                    pass
+                elif given_context:
                     # asyncio.run (3.11+) gives its main task a context of its own; the
                     # task's span is made current in that context, as it would be in the
                     # copy that a task without one gets.

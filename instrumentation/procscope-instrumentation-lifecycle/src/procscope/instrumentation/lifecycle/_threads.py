@@ -309,7 +309,7 @@ def run_pool_call(
             if record_under(ctx):
                 span = start_span("pool_task " + qualname(fn), _pool_attributes(fn, pool_kind), ctx)
                 ctx = trace.set_span_in_context(span, ctx)
-            else:
+            elif may_draw():  # (at rate 0 nothing draws: nothing to keep from it)
                 ctx = unsampled_context(ctx)
         started = now_ns()
         if ctx is not None:
