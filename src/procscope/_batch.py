@@ -233,8 +233,9 @@ def _make_lazy_class(base: Any) -> Any:
                 handoff.collect(self._exporter)
 
         def shutdown(self, *args: Any, **kwargs: Any) -> Any:
-            if not self._shutdown:
-                # Any process that shuts down exports what exited children handed off.
+            if not self._shutdown and handoff.survivor():
+                # The top process, or any once it is gone, exports what exited children
+                # handed off.
                 handoff.collect(self._exporter, time.monotonic() + HANDOFF_AT_SHUTDOWN_S)
             if self._worker_thread.ident is None and not self._shutdown:
                 # A child that never started its worker: export here what the worker

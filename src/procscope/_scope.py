@@ -14,7 +14,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from procscope.core import losses, shared_state
+from procscope.core import handoff, losses, shared_state
 from procscope.core.forksafe import ForkSafeLock
 from procscope.core.guard import handle_internal_errors, warn_once
 from procscope.core.recorder import RecordingSpanProcessor
@@ -45,7 +45,8 @@ SIGTERM_FLUSH_MILLIS = 5_000
 # batch processors wait up to 30 s for their worker, and an exporter up to its own timeout,
 # when the backend is down. Past the budget, what is unsent is dropped (docs/lifecycle.md).
 SHUTDOWN_SECONDS = 3.0
-# A fork child that exits through atexit: the exit flush budget of the lifecycle runtime.
+# Any other process of the program (a fork child that exits through atexit, a spawn
+# child, a Python subprocess): the exit flush budget of the lifecycle runtime.
 CHILD_SHUTDOWN_SECONDS = 0.5
 
 
@@ -108,7 +109,11 @@ def run_within(
 
 
 def _shutdown_at_exit(provider: Any, setup_pid: int) -> None:
-    seconds = SHUTDOWN_SECONDS if os.getpid() == setup_pid else CHILD_SHUTDOWN_SECONDS
+    # A spawn or forkserver child, a Python subprocess, set itself up (setup_pid is its
+    # own) but is a child of the program too: its exit flush already handed what it
+    # could not export to the top process (procscope.core.handoff).
+    top = os.getpid() == setup_pid and handoff.is_top_process()
+    seconds = SHUTDOWN_SECONDS if top else CHILD_SHUTDOWN_SECONDS
     multi = getattr(provider, "_active_span_processor", None)
     with handle_internal_errors():
         run_within(

@@ -32,6 +32,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 ENV_DIR = "PROCSCOPE_HANDOFF_DIR"
+# The top process's pid: the others export the spool only once it is gone.
+ENV_OWNER = "PROCSCOPE_HANDOFF_OWNER"
 POLL_SECONDS = 5.0
 SUFFIX = ".spans"
 CORRUPT_DIR = "corrupt"
@@ -63,6 +65,7 @@ def prepare(db_path: str | None) -> str | None:
         unique = f"{os.getuid()}-{os.getpid()}-{time.time_ns() % 10**12}"
         path = os.path.join(tempfile.gettempdir(), f"procscope-handoff-{unique}")
     os.environ[ENV_DIR] = path
+    os.environ[ENV_OWNER] = str(os.getpid())
     _state["dir"] = path
     _state["top_pid"] = os.getpid()
     return path
@@ -95,6 +98,16 @@ def directory() -> str | None:
 
 def is_top_process() -> bool:
     return _state["top_pid"] == os.getpid()
+
+
+def survivor() -> bool:
+    """Whether this process should export the spool as it shuts down: the top process
+    does; another does only when the top process is gone (else its exit would wait on
+    the backend for spans the top process will export anyway)."""
+    if is_top_process():
+        return True
+    owner = os.environ.get(ENV_OWNER, "")
+    return not owner.isdigit() or not _alive(int(owner))
 
 
 def counts() -> dict[str, int]:
