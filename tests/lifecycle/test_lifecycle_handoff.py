@@ -60,6 +60,13 @@ PROGRAM = textwrap.dedent(
             exits[method] = [time.perf_counter() - started, child.exitcode]
         print(json.dumps(exits), flush=True)
         sys.stdin.readline()  # the test lets the receiver recover
+        if sys.argv[2] == "worker":  # wait for the batch worker to empty the spool
+            spool = os.environ["PROCSCOPE_HANDOFF_DIR"]
+            for _ in range(600):
+                if not os.listdir(spool):
+                    print("spool emptied before shutdown", flush=True)
+                    break
+                time.sleep(0.1)
         procscope.shutdown()
         print("done", flush=True)
     """
@@ -117,12 +124,14 @@ def receiver() -> Iterator[tuple[str, StallingReceiver]]:
         server.server_close()
 
 
+@pytest.mark.parametrize("survivor", ["shutdown", "worker"])
 def test_children_cut_short_by_a_stalled_receiver_hand_their_spans_to_the_parent(
-    tmp_path: Path, receiver: tuple[str, StallingReceiver]
+    tmp_path: Path, receiver: tuple[str, StallingReceiver], survivor: str
 ) -> None:
     """A fork and a spawn child exit while the OTLP receiver stalls (within the budget);
-    once it recovers, the parent's shutdown exports every span of both children, each
-    once (before: all were dropped at the children's exits)."""
+    once it recovers, the parent exports every span of both children, each once: at its
+    shutdown, or before it on its batch worker's schedule (before: all were dropped at
+    the children's exits)."""
     endpoint, state = receiver
     state.stalled.set()
     program = tmp_path / "program.py"
@@ -136,7 +145,7 @@ def test_children_cut_short_by_a_stalled_receiver_hand_their_spans_to_the_parent
         TMPDIR=str(spool_parent),
     )
     proc = subprocess.Popen(
-        [sys.executable, str(program), str(tmp_path)],
+        [sys.executable, str(program), str(tmp_path), survivor],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -155,7 +164,10 @@ def test_children_cut_short_by_a_stalled_receiver_hand_their_spans_to_the_parent
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         raise AssertionError(f"hung (killed after {HANG_SECONDS} s)") from None
-    assert proc.returncode == 0 and out.strip() == "done", err
+    assert proc.returncode == 0 and out.splitlines()[-1] == "done", err
+    if survivor == "worker":
+        # A spool file is deleted only once exported: the worker exported them all.
+        assert "spool emptied before shutdown" in out, out
     assert exits is not None, err
     for method, (seconds, code) in exits.items():
         assert code == 0, (method, err)
