@@ -16,7 +16,12 @@ the temporary folder. A file ``<exporter key>.<pid>.<n>.spans`` holds length-pre
 a ``.tmp`` name and renamed when complete; a survivor claims a file by renaming it to
 ``.claimed-<its pid>`` (atomic: two survivors never both get one), exports it, then
 deletes it, or renames it back when the export failed. A claim whose process is gone is
-taken over. A file that does not decode is counted and moved to ``corrupt/``.
+taken over. A file that does not decode is counted, moved to ``corrupt/`` and reported
+once on procscope's logger.
+
+What OTLP does not carry does not come back: counts of dropped attributes, events and
+links (the spans come back with none dropped), and the trace flags (a span that was
+exported was sampled; links come back sampled too).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from .guard import warn_once
 
 ENV_DIR = "PROCSCOPE_HANDOFF_DIR"
 # The top process's pid: the others export the spool only once it is gone.
@@ -268,6 +275,11 @@ def _export_file(folder: str, claimed: str, original: str, exporter: Any) -> int
     except Exception:  # noqa: BLE001 -- undecodable: counted, set aside, never retried
         _counts["corrupt"] += 1
         aside = os.path.join(folder, CORRUPT_DIR)
+        warn_once(
+            "handoff-corrupt",
+            "procscope: a hand-off spool file could not be read; moved to %s",
+            aside,
+        )
         try:
             os.makedirs(aside, mode=0o700, exist_ok=True)
             os.rename(claimed, os.path.join(aside, original))
