@@ -313,3 +313,52 @@ def test_two_survivors_racing_for_the_spool_export_each_file_once(tmp_path: Path
         exported.extend(path.read_text().split() if path.exists() else [])
     assert sorted(exported) == sorted(f"{s.context.span_id:016x}" for s in spans)
     assert os.listdir(spool) == []
+
+
+SHUTS_DOWN = textwrap.dedent(
+    """
+    import procscope
+    procscope.setup(exporter="console")
+    procscope.shutdown()
+    """
+)
+
+
+@pytest.mark.parametrize("top_alive", [True, False])
+def test_another_process_exports_the_spool_at_shutdown_only_once_the_top_one_is_gone(
+    tmp_path: Path, top_alive: bool
+) -> None:
+    """A process of the program other than the top one leaves the spool to the top
+    process while it lives (its exit does not wait on the backend for it), and exports
+    it at its shutdown once the top process is gone."""
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+    from procscope.core import handoff
+
+    spool = tmp_path / "spool"
+    spans = _recorded_spans(1)
+    os.environ[handoff.ENV_DIR] = str(spool)
+    try:
+        key = handoff.exporter_key(ConsoleSpanExporter())
+        assert handoff.write(spans, key, deadline=float("inf")) == len(spans)
+    finally:
+        del os.environ[handoff.ENV_DIR]
+    if top_alive:
+        owner = os.getpid()
+    else:
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        owner = gone.pid
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
+    env.update({handoff.ENV_DIR: str(spool), handoff.ENV_OWNER: str(owner)})
+    done = subprocess.run(
+        [sys.executable, "-c", SHUTS_DOWN],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(tmp_path),
+        timeout=HANG_SECONDS,
+    )
+    assert done.returncode == 0, done.stderr
+    exported = done.stdout.count('"name": "child-0"')
+    assert (exported, len(os.listdir(spool))) == ((0, 1) if top_alive else (1, 0))
