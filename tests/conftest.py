@@ -1,8 +1,29 @@
-"""Shared test set-up: internal errors of procscope must fail tests, not hide."""
+"""Shared test set-up: internal errors of procscope must fail tests, not hide; and each
+test starts with this process's loss counters at zero."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+
+import pytest
 
 # Set for the whole session, so child processes started by tests inherit it too.
 os.environ["PROCSCOPE_RAISE_INTERNAL_ERRORS"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def losses_of_this_test_only() -> Iterator[None]:
+    """The loss counters belong to the whole process (a pytest worker runs many tests),
+    and a trace DB written in it stores them: a test that loses records on purpose would
+    make a later test's DB say 'recording incomplete'."""
+    from procscope.core import losses
+
+    def reset() -> None:
+        counters = losses._here()
+        with counters.lock:
+            counters.by_reason.clear()
+
+    reset()
+    yield
+    reset()

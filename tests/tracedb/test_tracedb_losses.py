@@ -280,18 +280,23 @@ EXIT_PROGRAM = textwrap.dedent(
 )
 
 
-def test_a_childs_exit_flush_out_of_budget_is_counted_in_the_db(tmp_path: Path) -> None:
+def test_a_childs_exit_flush_out_of_budget_hands_the_rest_to_the_owner(tmp_path: Path) -> None:
     """A fork child ends while the DB is locked: its exit flush runs out of its budget,
-    and what it leaves is counted (exit_flush) and sent to the DB owner at once; the DB
-    and the CLI's line name it under the child's pid."""
+    and what it could not store is handed to the DB owner (the hand-off spool,
+    docs/lifecycle.md), which stores it at its own shutdown. Nothing vanishes: what the
+    child made is stored or counted (queue_full under drop, exit_flush for what could be
+    neither stored nor handed off), and the CLI names every count."""
     run = _run(tmp_path, "drop", "exit", hold_s=None, program_text=EXIT_PROGRAM)
     db, child = run["db"], run["pid"]
     by_reason = {r.reason: r.count for r in _losses(db) if r.pid == child}
-    assert by_reason.get("exit_flush", 0) > 0, (_losses(db), run["stderr"])
     with TraceDB(db) as reader:
         stored = len(reader.spans(pid=child))
     # Made by the child: its spans and its own process span. The batch it was sending
-    # when its flush gave up reaches the owner (stored), and is not counted.
-    assert stored + sum(by_reason.values()) == SPANS + 1
+    # when its flush gave up may reach the owner twice: stored once.
+    assert stored + sum(by_reason.values()) == SPANS + 1, (by_reason, run["stderr"])
+    assert stored > 64  # more than the queue held: the rest came through the hand-off
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".handoff") and
+                [f for f in os.listdir(tmp_path / n) if not f.startswith(".")]]
     done = _cli("traces", "--db", db)
-    assert f"exit_flush in pid {child}: {by_reason['exit_flush']:,}" in done.stderr
+    for reason, count in by_reason.items():
+        assert f"{reason} in pid {child}: {count:,}" in done.stderr

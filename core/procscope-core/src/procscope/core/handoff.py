@@ -144,7 +144,9 @@ def write(spans: Sequence[Any], key: str, deadline: float) -> int:
         from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     except ImportError:
         return 0
-    name = f"{key}.{os.getpid()}.{next(_serial)}"
+    # The writer's pid and process name (hex: any text) travel in the file's name, for an
+    # exporter that stores spans under the process that made them (export_from).
+    name = f"{key}.{os.getpid()}-{_process_name().encode().hex()}.{next(_serial)}"
     temporary = os.path.join(folder, name + ".tmp")
     written = 0
     try:
@@ -268,6 +270,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _process_name() -> str:
+    try:
+        import multiprocessing
+
+        return multiprocessing.current_process().name
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+def _origin(original: str, exporter: Any) -> tuple[int, str] | None:
+    """(pid, process name) of the process that wrote ``original``, from its name."""
+    rest = original[len(exporter_key(exporter)) + 1 :]
+    segment = rest.split(".", 1)[0]
+    pid, _, name = segment.partition("-")
+    try:
+        return int(pid), bytes.fromhex(name).decode()
+    except ValueError:
+        return None
+
+
 def _export_file(folder: str, claimed: str, original: str, exporter: Any) -> int:
     try:
         with open(claimed, "rb") as source:
@@ -288,8 +310,10 @@ def _export_file(folder: str, claimed: str, original: str, exporter: Any) -> int
         return 0
     from opentelemetry.sdk.trace.export import SpanExportResult
 
+    export_from: Any = getattr(exporter, "export_from", None)
+    origin = _origin(original, exporter) if export_from is not None else None
     try:
-        result = exporter.export(spans)
+        result = exporter.export(spans) if origin is None else export_from(spans, *origin)
     except Exception:  # noqa: BLE001 -- as a failed export
         result = None
     if result is not SpanExportResult.SUCCESS:

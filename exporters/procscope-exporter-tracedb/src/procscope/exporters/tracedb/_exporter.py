@@ -442,6 +442,19 @@ class TraceDBSpanExporter(SpanExporter):
     # ------------------------------------------------------------------ SpanExporter
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._export(spans, None)
+
+    def export_from(
+        self, spans: Sequence[ReadableSpan], pid: int, process_name: str
+    ) -> SpanExportResult:
+        """Export spans that another process of the program made (``pid``, its
+        multiprocessing name): the hand-off of an exit that ran out of time
+        (procscope.core.handoff). Stored under that process, as its own export would."""
+        return self._export(spans, (pid, process_name))
+
+    def _export(
+        self, spans: Sequence[ReadableSpan], origin: tuple[int, str] | None
+    ) -> SpanExportResult:
         if self._stopped:
             losses.count_lost(len(spans), losses.EXPORT_FAILED)
             return SpanExportResult.FAILURE
@@ -466,7 +479,7 @@ class TraceDBSpanExporter(SpanExporter):
             if self._stopped:
                 losses.count_lost(len(spans), losses.EXPORT_FAILED)
                 return SpanExportResult.FAILURE
-            return self._export_locked(spans)
+            return self._export_locked(spans, origin)
         except Exception:  # noqa: BLE001 -- the guard: never into the batch processor
             log_internal_error()
             losses.count_lost(len(spans), losses.EXPORT_FAILED)
@@ -486,18 +499,26 @@ class TraceDBSpanExporter(SpanExporter):
         rows = [(key_pid, start_ns, reason, count, now, name) for reason, count in totals.items()]
         return totals, rows
 
-    def _export_locked(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        pid = os.getpid()
-        name = multiprocessing.current_process().name
-        totals, loss_rows = self._losses_to_write(pid, name)
+    def _export_locked(
+        self, spans: Sequence[ReadableSpan], origin: tuple[int, str] | None = None
+    ) -> SpanExportResult:
+        me = os.getpid()
+        my_name = multiprocessing.current_process().name
+        # The spans' process: this one, or the one that handed them off.
+        pid, name = origin if origin is not None else (me, my_name)
+        totals, loss_rows = self._losses_to_write(me, my_name)
         outcome = _relay.NOT_SENT
         if self._relay_to is not None:
             outcome = self._send_to_owner(spans, pid, name, loss_rows)
             if outcome == _relay.STORED:
-                self._losses_written = (pid, totals)
+                self._losses_written = (me, totals)
                 return SpanExportResult.SUCCESS
         # Sent but not confirmed: the owner may have stored it before it died.
-        skip_stored = outcome in (_relay.UNCONFIRMED, _relay.UNCONFIRMED_GONE)
+        # And a hand-off may hold the batch its process was sending when its exit flush
+        # ran out of time, which may have been stored too.
+        skip_stored = (
+            outcome in (_relay.UNCONFIRMED, _relay.UNCONFIRMED_GONE) or origin is not None
+        )
 
         def build(writer: Writer) -> Batch:
             batch = spans_to_batch(spans, writer, pid, name)
@@ -506,7 +527,7 @@ class TraceDBSpanExporter(SpanExporter):
 
         result = self._write_locked(build, len(spans), skip_stored=skip_stored)
         if result == SpanExportResult.SUCCESS:
-            self._losses_written = (pid, totals)
+            self._losses_written = (me, totals)
         return result
 
     def _report_losses_now(self) -> None:
