@@ -62,7 +62,7 @@ from procscope._batch import make_batch_span_processor
 from procscope.core import losses
 from procscope.core.recorder import RecordingSpanProcessor
 from procscope.exporters.tracedb import TraceDB, TraceDBSpanExporter, _schema
-from procscope.exporters.tracedb._exporter import spans_to_batch
+from procscope.exporters.tracedb._convert import spans_to_batch
 from procscope.exporters.tracedb._writer import (
     EVENT_ATTR_INSERT,
     EVENT_INSERT,

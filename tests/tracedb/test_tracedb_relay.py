@@ -187,7 +187,7 @@ def test_foreign_datagrams_are_never_written_and_the_relay_keeps_working(
     relay = owner._relay
     assert relay is not None
     other = _relay.LocalIds()
-    from procscope.exporters.tracedb._exporter import spans_to_batch
+    from procscope.exporters.tracedb._convert import spans_to_batch
 
     batch = spans_to_batch([make_span("other db", trace_id=4, span_id=4)], other, 1, "x")  # type: ignore[arg-type]
     foreign = json.loads(_relay.encode("/elsewhere.db", batch, other))

@@ -107,7 +107,7 @@ def test_a_batch_stored_twice_is_kept_once(tmp_path: Any, make_span: Any) -> Non
     exporter = TraceDBSpanExporter(path)
     assert exporter.export(spans).name == "SUCCESS"
     writer = exporter._writer_here()
-    from procscope.exporters.tracedb._exporter import spans_to_batch
+    from procscope.exporters.tracedb._convert import spans_to_batch
 
     writer.write(_relay.Batch(), build=lambda: spans_to_batch(spans, writer, 1, "x"),
                  skip_stored=True)  # fmt: skip
@@ -155,7 +155,7 @@ def test_a_batch_past_its_senders_deadline_is_stored_without_duplicates(
 ) -> None:
     """A batch still queued at the owner when its sender stopped waiting (the sender may
     have died, or be writing it itself) is stored, each span once."""
-    from procscope.exporters.tracedb._exporter import spans_to_batch
+    from procscope.exporters.tracedb._convert import spans_to_batch
 
     path = str(tmp_path / "trace.db")
     owner = TraceDBSpanExporter(path)
@@ -179,7 +179,7 @@ def test_batches_queued_together_are_stored_each_row_on_its_own_span(
     """Batches of several children that the owner writes in one transaction keep every
     event, link and index row on its own span, also where a late batch leaves out spans
     the DB holds already (its row ids then have gaps)."""
-    from procscope.exporters.tracedb._exporter import spans_to_batch
+    from procscope.exporters.tracedb._convert import spans_to_batch
 
     path = str(tmp_path / "trace.db")
     owner = TraceDBSpanExporter(path)

@@ -25,11 +25,8 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import SpanKind
 
 from procscope.core import losses
 from procscope.core.guard import log_internal_error, warn_once
@@ -44,10 +41,11 @@ from procscope.core.settings import (
     resolve_one,
 )
 
-from . import _relay, _schema
+from . import _relay
+from ._convert import spans_to_batch
 from ._db import _on_read_only_fs
 from ._schema import TraceDBError
-from ._writer import Batch, Writer, encode_attributes, file_identity, without_stored_spans
+from ._writer import Batch, Writer, file_identity, without_stored_spans
 
 DEFAULT_BUSY_TIMEOUT_S = 5.0
 
@@ -80,189 +78,6 @@ def parse_path(value: object) -> str:
     if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
         raise BadSettingError("expected a file path")
     return os.path.abspath(os.path.expanduser(os.fspath(value)))
-
-
-def _kind_value(kind: object) -> int:
-    """A span kind that is not a SpanKind (some callers pass a bare int)."""
-    value = getattr(kind, "value", kind)
-    return value if isinstance(value, int) else 0
-
-
-_READABLE_PROPERTIES = (
-    "name", "context", "kind", "parent", "start_time", "end_time", "attributes", "events",
-    "links", "resource", "status", "instrumentation_scope",
-)  # fmt: skip
-_FAST_TYPES: dict[type, bool] = {}
-_UNSET = object()
-
-
-def _reads_private_fields(cls: type) -> bool:
-    """True when ``cls`` keeps ReadableSpan's own properties, so that its private fields
-    hold exactly what the properties return (the SDK's spans; read ~10x faster)."""
-    fast = _FAST_TYPES.get(cls)
-    if fast is None:
-        fast = all(
-            getattr(cls, prop, None) is getattr(ReadableSpan, prop) for prop in _READABLE_PROPERTIES
-        )
-        _FAST_TYPES[cls] = fast
-    return fast
-
-
-def _plain(attributes: Any) -> dict[str, Any] | None:
-    """Attributes as a plain dict (the SDK's BoundedAttributes keeps one inside)."""
-    if not attributes:
-        return None
-    if type(attributes) is dict:
-        return attributes
-    inner = getattr(attributes, "_dict", None)
-    if type(inner) is dict:
-        return inner
-    return dict(attributes)
-
-
-def spans_to_batch(
-    spans: Sequence[ReadableSpan], writer: Writer, pid: int, process_name: str
-) -> Batch:
-    """The rows of a batch of finished spans (row ids relative to the batch).
-
-    This loop is the exporter's own cost per span, so it reads the SDK's private fields
-    where the span's type allows (see :func:`_reads_private_fields`), and encodes
-    attributes with a prebuilt C JSON encoder.
-    """
-    batch = Batch()
-    span_rows = batch.spans
-    span_attrs = batch.span_attrs
-    indexed_span_keys = _schema.INDEXED_SPAN_ATTRIBUTES
-    resource_id = writer.resource_id
-    scope_id = writer.scope_id
-    event_index = 0
-    # The batch's spans nearly always share one resource and few scopes: look ids up
-    # only when the object changes.
-    last_resource: Any = _UNSET
-    last_scope: Any = _UNSET
-    last_rid: int | None = None
-    last_sid: int | None = None
-    for index, span in enumerate(spans):
-        if _FAST_TYPES.get(type(span)) or _reads_private_fields(type(span)):
-            context = span._context
-            parent = span._parent
-            attributes = span._attributes
-            status = span._status
-            start = span._start_time or 0
-            end = span._end_time
-            kind = span._kind
-            name = span._name
-            resource = span._resource
-            scope = span._instrumentation_scope
-            events = span._events
-            links = span._links
-            # The SDK's BoundedList is truthy through a Python __len__; its deque is not.
-            if type(events) is BoundedList:
-                events = getattr(events, "_dq", events)
-            if type(links) is BoundedList:
-                links = getattr(links, "_dq", links)
-        else:
-            context = span.context
-            parent = span.parent
-            attributes = span.attributes
-            status = span.status
-            start = span.start_time or 0
-            end = span.end_time
-            kind = span.kind
-            name = span.name
-            resource = span.resource
-            scope = span.instrumentation_scope
-            events = span.events
-            links = span.links
-        if context is None:
-            continue
-        span_id = context.span_id
-        if span_id >= 0x8000000000000000:
-            span_id -= 0x10000000000000000
-        if parent is None:
-            parent_id = None
-        else:
-            parent_id = parent.span_id
-            if parent_id >= 0x8000000000000000:
-                parent_id -= 0x10000000000000000
-        plain = attributes._dict if type(attributes) is BoundedAttributes else _plain(attributes)
-        if resource is last_resource:
-            rid = last_rid
-        else:
-            rid = last_rid = resource_id(resource)
-            last_resource = resource
-        if scope is last_scope:
-            sid = last_sid
-        else:
-            sid = last_sid = scope_id(scope)
-            last_scope = scope
-        span_rows.append(
-            (
-                index,
-                context.trace_id.to_bytes(16, "big"),
-                span_id,
-                parent_id,
-                name,
-                kind._value_ if type(kind) is SpanKind else _kind_value(kind),
-                start,
-                end or start,
-                status.status_code._value_ if status is not None else 0,
-                status.description if status is not None else None,
-                encode_attributes(plain) if plain else None,
-                rid,
-                sid,
-                pid,
-                process_name,
-            )
-        )
-        if plain:
-            for key in indexed_span_keys:
-                value = plain.get(key)
-                if value is not None and isinstance(value, _SCALAR):
-                    span_attrs.append((key, value, index))
-        if events:
-            event_index = _add_events(batch, events, index, event_index)
-        if links:
-            _add_links(batch, links, index)
-    return batch
-
-
-def _add_events(batch: Batch, events: Any, span_index: int, event_index: int) -> int:
-    indexed_event_keys = _schema.INDEXED_EVENT_ATTRIBUTES
-    for event in events:
-        attributes = _plain(event.attributes)
-        batch.events.append(
-            (
-                event_index,
-                span_index,
-                event.name,
-                event.timestamp,
-                encode_attributes(attributes) if attributes else None,
-            )
-        )
-        if attributes:
-            for key in indexed_event_keys:
-                value = attributes.get(key)
-                if value is not None and isinstance(value, _SCALAR):
-                    batch.event_attrs.append((key, value, event_index))
-        event_index += 1
-    return event_index
-
-
-def _add_links(batch: Batch, links: Any, span_index: int) -> None:
-    for link in links:
-        linked_id = link.context.span_id
-        if linked_id >= 0x8000000000000000:
-            linked_id -= 0x10000000000000000
-        attributes = _plain(link.attributes)
-        batch.links.append(
-            (
-                span_index,
-                link.context.trace_id.to_bytes(16, "big"),
-                linked_id,
-                encode_attributes(attributes) if attributes else None,
-            )
-        )
 
 
 # How long set-up may wait to open a DB that another process holds locked (see _open_now).
