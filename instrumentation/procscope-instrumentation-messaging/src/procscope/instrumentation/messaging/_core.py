@@ -504,27 +504,38 @@ def receive(
         links=links,
         start_time=min(started_ns, now),
     )
-    more: dict[str, Any] = {} if start is not None else constants.copy()
+    # (the content is recorded once, on the send span: the consumer got the same value)
+    add_attributes(span, receive_attributes(
+        {} if start is not None else constants, carrier, _get_native_id(),
+        current_thread_name(), now, started_ns, span_pid, size,
+    ))
+    span.end(end_time=now)
+    mine = _with_span(span, current)
+    _set_current(mine)
+    _attached.set((mine, current))
+
+
+def receive_attributes(
+    constants: dict[str, Any], carrier: tuple[Any, ...], thread_id: int, thread_name: str,
+    now: int, started_ns: int, pid: int | None, size: int | None,
+) -> dict[str, Any]:
+    """A receive span's attributes (after ``constants``, the queue's), in their order."""
+    more = constants.copy()
     more.update({
         MESSAGE_ID: carrier[C_MESSAGE_ID],
-        THREAD_ID: _get_native_id(),
-        THREAD_NAME: current_thread_name(),
+        THREAD_ID: thread_id,
+        THREAD_NAME: thread_name,
         SENDER_PID: carrier[C_PID],
         SENDER_THREAD_ID: carrier[C_THREAD_ID],
         SENDER_THREAD_NAME: carrier[C_THREAD_NAME],
         WAIT_TIME: max(0, now - carrier[C_SENT_NS]) / 1e9,
         BLOCK_TIME: max(0, now - started_ns) / 1e9,
     })
-    if span_pid is not None:
-        more[PID] = span_pid
+    if pid is not None:
+        more[PID] = pid
     if size is not None:
         more[BODY_SIZE] = size
-    # (the content is recorded once, on the send span: the consumer got the same value)
-    add_attributes(span, more)
-    span.end(end_time=now)
-    mine = _with_span(span, current)
-    _set_current(mine)
-    _attached.set((mine, current))
+    return more
 
 
 def receive_unlinked(prof: Profile, started_ns: int, size: int | None) -> None:

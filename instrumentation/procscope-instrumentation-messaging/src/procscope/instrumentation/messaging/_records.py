@@ -39,24 +39,16 @@ from ._content import content_repr
 from ._core import (
     BLOCK_TIME,
     BODY_SIZE,
-    C_MESSAGE_ID,
-    C_PID,
-    C_SENT_NS,
-    C_THREAD_ID,
-    C_THREAD_NAME,
     CONTENT,
     CONTEXT_PROPAGATED,
     MESSAGE_ID,
     PID,
     QUEUE_TYPE,
-    SENDER_PID,
-    SENDER_THREAD_ID,
-    SENDER_THREAD_NAME,
     THREAD_ID,
     THREAD_NAME,
-    WAIT_TIME,
     Profile,
     body_size,
+    receive_attributes,
     runtime,
 )
 
@@ -223,23 +215,7 @@ class ReceiveSpans(MessageSpans):
     """Consumer spans of a carried message: ``_core.receive``'s attributes and links."""
 
     def attributes(self, record: tuple[Any, ...]) -> dict[str, Any]:
-        constants, carrier, thread_id, thread_name, now, started_ns, pid, size = record[S_VALUES]
-        more = constants.copy()
-        more.update({
-            MESSAGE_ID: carrier[C_MESSAGE_ID],
-            THREAD_ID: thread_id,
-            THREAD_NAME: thread_name,
-            SENDER_PID: carrier[C_PID],
-            SENDER_THREAD_ID: carrier[C_THREAD_ID],
-            SENDER_THREAD_NAME: carrier[C_THREAD_NAME],
-            WAIT_TIME: max(0, now - carrier[C_SENT_NS]) / 1e9,
-            BLOCK_TIME: max(0, now - started_ns) / 1e9,
-        })
-        if pid is not None:
-            more[PID] = pid
-        if size is not None:
-            more[BODY_SIZE] = size
-        return more
+        return receive_attributes(*record[S_VALUES])
 
     def links(self, record: tuple[Any, ...]) -> tuple[Any, ...]:
         producer, ambient = record[S_LINKED]
