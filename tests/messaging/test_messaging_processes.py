@@ -282,3 +282,26 @@ def test_hostile_messages_cross_multiprocessing_unchanged(recorder: Any) -> None
     assert sum("Unprintable(value=7)" in c for c in contents) == 3
     sizes = [s.attributes.get("messaging.message.body.size") for s in sends]
     assert sizes.count(len(huge)) == 3
+
+
+def test_raw_bytes_through_a_pipe_are_recorded_unpropagated(recorder: Any) -> None:
+    """send_bytes/recv_bytes on a Pipe (CPython's test_sendbytes under procscope failed
+    with an AttributeError in the sender): the bytes arrive unchanged, and each end has
+    its span, marked as not carrying the trace."""
+    import multiprocessing
+
+    a, b = multiprocessing.get_context("spawn").Pipe()
+    try:
+        a.send_bytes(b"abcdef", 1, 3)
+        assert b.recv_bytes() == b"bcd"
+        a.send_bytes(memoryview(b"xyz"))
+        assert b.recv_bytes() == b"xyz"
+    finally:
+        a.close()
+        b.close()
+    sends = recorder.messaging("send")
+    receives = recorder.messaging("receive")
+    assert len(sends) == len(receives) == 2
+    for span in sends + receives:
+        assert span.attributes["procscope.messaging.context_propagated"] is False
+    assert [s.attributes["messaging.message.body.size"] for s in sends] == [3, 3]

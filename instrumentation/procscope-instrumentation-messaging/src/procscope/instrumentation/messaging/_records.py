@@ -79,7 +79,7 @@ class PendingSend:
     """A producer span not yet ended: ended (once) by ``end()`` or ``_core.end_with``,
     which append its record."""
 
-    __slots__ = ("ids", "name", "start", "values")
+    __slots__ = ("extra", "ids", "name", "start", "values")
 
     def __init__(self, name: str, start: int, ids: tuple[Any, ...] | None,
                  values: tuple[Any, ...]) -> None:
@@ -87,6 +87,14 @@ class PendingSend:
         self.start = start
         self.ids = ids
         self.values = values
+        self.extra: dict[str, Any] | None = None  # set_attribute's, after the others
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """As a span's (the send_bytes path marks its span unpropagated)."""
+        if self.ids is not None:
+            if self.extra is None:
+                self.extra = {}
+            self.extra[key] = value
 
     def end(self, error: tuple[Any, ...] | None = None) -> None:
         ids = self.ids
@@ -95,7 +103,9 @@ class PendingSend:
         self.ids = None
         runtime.recorder.append((
             runtime.send_spans, self.start, _time_ns(), ids[0], ids[1], ids[2], ids[3], ids[5],
-            ids[6], self.name, _PRODUCER, ids[7], self.values, error, ids[4], None,
+            ids[6], self.name, _PRODUCER, ids[7],
+            self.values if self.extra is None else (*self.values, self.extra),
+            error, ids[4], None,
         ))
 
     def end_with(self, exc: BaseException | None) -> None:
@@ -196,7 +206,8 @@ class SendSpans(MessageSpans):
     """Producer spans: ``_core.start_send``'s attributes."""
 
     def attributes(self, record: tuple[Any, ...]) -> dict[str, Any]:
-        prof, message_id, thread_id, thread_name, pid, size, content = record[S_VALUES]
+        values = record[S_VALUES]
+        prof, message_id, thread_id, thread_name, pid, size, content = values[:7]
         more = {**prof.start, MESSAGE_ID: message_id}
         more[THREAD_ID] = thread_id
         more[THREAD_NAME] = thread_name
@@ -208,6 +219,8 @@ class SendSpans(MessageSpans):
             more[BODY_SIZE] = size
         if content is not None:
             more[CONTENT] = content_repr(content[0]) if type(content) is tuple else content
+        if len(values) > 7:
+            more.update(values[7])
         return more
 
 
