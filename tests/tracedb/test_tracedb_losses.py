@@ -291,10 +291,11 @@ def test_a_childs_exit_flush_out_of_budget_hands_the_rest_to_the_owner(tmp_path:
     by_reason = {r.reason: r.count for r in _losses(db) if r.pid == child}
     with TraceDB(db) as reader:
         stored = len(reader.spans(pid=child))
-    # Made by the child: its spans and its own process span. The batch it was sending
-    # when its flush gave up may reach the owner twice: stored once.
-    assert stored + sum(by_reason.values()) == SPANS + 1, (by_reason, run["stderr"])
-    assert stored > 64  # more than the queue held: the rest came through the hand-off
+    # Made by the child: its spans and its own process span; each is stored or counted.
+    # The batch it was sending when its flush gave up (at most 64 here) may be counted and
+    # still reach the owner: counted once too many, never missing.
+    counted = sum(by_reason.values())
+    assert SPANS + 1 <= stored + counted <= SPANS + 1 + 64, (by_reason, run["stderr"])
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".handoff") and
                 [f for f in os.listdir(tmp_path / n) if not f.startswith(".")]]
     done = _cli("traces", "--db", db)
