@@ -88,9 +88,8 @@ def run_within(
     try:
         helper = threading.Thread(target=fn, name=name, daemon=True)
         helper.start()
-    except RuntimeError:  # no new threads at interpreter shutdown: run it here
-        fn()
-        return True
+    except RuntimeError:  # no new threads at interpreter shutdown (3.12+): run it here
+        return _run_here_within(fn, max(seconds, 0.01))
     if progress is None:
         helper.join(seconds)
         return not helper.is_alive()
@@ -106,6 +105,45 @@ def run_within(
         if now - started >= seconds and (now - last_progress > window or now - started >= at_most):
             break
     return not helper.is_alive()
+
+
+class _OutOfTime(BaseException):
+    """Raised by the SIGALRM handler of _run_here_within (a BaseException: the SDK's
+    ``except Exception`` blocks must not swallow it)."""
+
+
+def _run_here_within(fn: Any, seconds: float) -> bool:
+    """``fn()`` on this thread, cut off after ``seconds`` by SIGALRM where that is ours to
+    use: the main thread, SIGALRM at its default action, no interval timer running (the
+    program's own alarm is never touched). Used at interpreter shutdown, where Python 3.12
+    and later start no new thread: there a shutdown joining an export stuck on a silent
+    backend waited for the exporter's own timeout (10 s for OTLP). Elsewhere ``fn()`` runs
+    unbounded, as before. True when it finished."""
+    usable = (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
+        and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    )
+    if not usable:
+        fn()
+        return True
+
+    def out_of_time(signum: int, frame: Any) -> None:
+        raise _OutOfTime
+
+    signal.signal(signal.SIGALRM, out_of_time)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            fn()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        return True
+    except _OutOfTime:
+        return False
+    finally:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
 
 
 def _shutdown_at_exit(provider: Any, setup_pid: int) -> None:
