@@ -272,3 +272,9 @@ def test_whole_suite_from_wheels(wheels: dict[str, Path], tmp_path: Path) -> Non
         str(bin_dir / "procscope"), "traces", "--db", str(tmp_path / "procscope.db"), "--json"
     )
     assert "from-wheels" in listing
+    # procscope demo from the wheels records what it does from a checkout: its queues are
+    # the example program's (which ships inside the package), not procscope's plumbing.
+    demo_db = tmp_path / "demo.db"
+    _run(str(bin_dir / "procscope"), "demo", "--db", str(demo_db), cwd=tmp_path)
+    messages = _run(str(bin_dir / "procscope"), "messages", "--db", str(demo_db), "--to", "ledger")
+    assert "results" in messages and "ledger:" in messages

@@ -109,13 +109,16 @@ _SITE_PACKAGES = ("site-packages" + os.sep, "dist-packages" + os.sep)
 _OURS = _dir_of(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))  # procscope/
 _MINE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _OTEL = os.sep + "opentelemetry" + os.sep
+# procscope's bundled example program (`procscope demo`) is user code that ships inside
+# the package: installed from wheels it lies under _OURS with procscope's own modules.
+_DEMO_APP = os.sep + "_demo_app.py"
 
 
 def _is_library(filename: str) -> bool:
     """Frames to skip when looking for the user code that made a queue."""
     path = os.path.normcase(filename)
     if _OURS is not None and path.startswith(_OURS):
-        return True
+        return not path.endswith(_DEMO_APP)
     if _STDLIB is not None and path.startswith(_STDLIB):
         return not any(part in path for part in _SITE_PACKAGES)
     return _OTEL in path
