@@ -554,21 +554,32 @@ def receive_unlinked(prof: Profile, started_ns: int, size: int | None) -> None:
         attributes=start,
         start_time=min(started_ns, now),
     )
-    more: dict[str, Any] = {} if start is not None else prof.start.copy()
+    add_attributes(span, unlinked_attributes(
+        {} if start is not None else prof.start, prof, _get_native_id(),
+        current_thread_name(), now, started_ns, span_pid, size,
+    ))
+    span.end(end_time=now)
+
+
+def unlinked_attributes(
+    constants: dict[str, Any], prof: Profile, thread_id: int, thread_name: str, now: int,
+    started_ns: int, pid: int | None, size: int | None,
+) -> dict[str, Any]:
+    """A raw-bytes receive span's attributes (after ``constants``), in their order."""
+    more = constants.copy()
     more.update({
-        THREAD_ID: _get_native_id(),
-        THREAD_NAME: current_thread_name(),
+        THREAD_ID: thread_id,
+        THREAD_NAME: thread_name,
         BLOCK_TIME: max(0, now - started_ns) / 1e9,
         CONTEXT_PROPAGATED: False,
     })
     if prof.queue_type is not None:
         more[QUEUE_TYPE] = prof.queue_type
-    if span_pid is not None:
-        more[PID] = span_pid
+    if pid is not None:
+        more[PID] = pid
     if size is not None:
         more[BODY_SIZE] = size
-    add_attributes(span, more)
-    span.end(end_time=now)
+    return more
 
 
 # --- the consumer's attached context -----------------------------------------------------------

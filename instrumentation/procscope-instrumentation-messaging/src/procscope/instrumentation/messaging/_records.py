@@ -37,10 +37,8 @@ from procscope.core.threadinfo import current_thread_name
 from . import _core
 from ._content import content_repr
 from ._core import (
-    BLOCK_TIME,
     BODY_SIZE,
     CONTENT,
-    CONTEXT_PROPAGATED,
     MESSAGE_ID,
     PID,
     QUEUE_TYPE,
@@ -50,6 +48,7 @@ from ._core import (
     body_size,
     receive_attributes,
     runtime,
+    unlinked_attributes,
 )
 
 _PRODUCER = SpanKind.PRODUCER
@@ -241,21 +240,8 @@ class UnlinkedSpans(MessageSpans):
     """Consumer spans of raw bytes: ``_core.receive_unlinked``'s attributes."""
 
     def attributes(self, record: tuple[Any, ...]) -> dict[str, Any]:
-        prof, thread_id, thread_name, now, started_ns, pid, size = record[S_VALUES]
-        more = prof.start.copy()
-        more.update({
-            THREAD_ID: thread_id,
-            THREAD_NAME: thread_name,
-            BLOCK_TIME: max(0, now - started_ns) / 1e9,
-            CONTEXT_PROPAGATED: False,
-        })
-        if prof.queue_type is not None:
-            more[QUEUE_TYPE] = prof.queue_type
-        if pid is not None:
-            more[PID] = pid
-        if size is not None:
-            more[BODY_SIZE] = size
-        return more
+        prof = record[S_VALUES][0]
+        return unlinked_attributes(prof.start, *record[S_VALUES])
 
 
 def install(tracer: Any, recorder: Any) -> None:
