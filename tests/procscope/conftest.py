@@ -117,3 +117,69 @@ def start_app(tmp_path: Path, write_app: Callable[[str, str], Path]) -> Callable
         )
 
     return start
+
+
+# A small real recording, made once per test session (per pytest worker) for the CLI's
+# read-command tests: a spawned worker process and a queue whose names carry terminal
+# control sequences, a message, a thread, and a traced object with an int, a long text
+# and a name with control characters.
+WEIRD = "proc\x1b]0;PWNED\x07\x1b[2J"
+LONG_NOTE = "N" * 300 + "-END"
+_RECORDED_PROGRAM = f"""
+import multiprocessing as mp
+import threading
+
+from opentelemetry import trace
+
+import procscope
+
+WEIRD = {WEIRD!r}
+
+
+class Account:
+    def __init__(self):
+        self.balance = 0
+        self.note = ""
+        self.label = ""
+
+
+def work(jobs):
+    account = procscope.trace_state(Account(), name="account")
+    message = jobs.get()
+    account.balance = 5
+    account.note = {LONG_NOTE!r}
+    account.label = message
+
+
+if __name__ == "__main__":
+    with trace.get_tracer("tests").start_as_current_span("job " + WEIRD):
+        ctx = mp.get_context("spawn")
+        jobs = procscope.name(ctx.Queue(), "jobs" + WEIRD)
+        worker = ctx.Process(target=work, args=(jobs,), name="worker" + WEIRD)
+        worker.start()
+        jobs.put("hello" + WEIRD)
+        helper = threading.Thread(target=lambda: None, name="helper")
+        helper.start()
+        helper.join()
+        worker.join()
+"""
+
+
+@pytest.fixture(scope="session")
+def recorded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trace DB recorded by `procscope run` from a small real program (see above)."""
+    folder = tmp_path_factory.mktemp("recorded")
+    app = folder / "app.py"
+    app.write_text(_RECORDED_PROGRAM)
+    db = folder / "procscope.db"
+    done = subprocess.run(
+        [str(BIN / "procscope"), "run", "--db", str(db), "--", sys.executable, str(app)],
+        cwd=folder,
+        env=clean_environ(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return db

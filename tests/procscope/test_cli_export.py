@@ -3,7 +3,7 @@ against the trace DB by parsing the files with Perfetto's and OpenTelemetry's pr
 
 One real run is recorded for the module: a fork worker and a spawn worker squaring
 numbers from a queue, a traced object, a process that crashes, a thread and asyncio
-tasks exchanging messages through an asyncio queue.
+tasks exchanging messages through an asyncio queue, two of them waiting at once.
 
 Perfetto's own trace processor cannot run here (the ``perfetto`` package downloads its
 binary at first use, and this machine reaches no such host), so the tests replay the
@@ -68,7 +68,9 @@ async def consume(queue, count):
 
 async def pipeline():
     queue = asyncio.Queue()
-    await asyncio.gather(produce(queue, 1), produce(queue, 2), consume(queue, 2))
+    # Two consumers wait at once: their receive spans overlap on the loop's thread
+    # without nesting.
+    await asyncio.gather(produce(queue, 1), produce(queue, 2), consume(queue, 1), consume(queue, 1))
 
 
 if __name__ == "__main__":
@@ -230,10 +232,12 @@ def test_perfetto_export_has_a_track_per_process_thread_and_task_and_a_slice_per
         for s in spans
         if s.attributes.get("procscope.lifecycle.kind") == "task"
     }
-    assert len(task_names) >= 3  # the pipeline and its three tasks
+    assert len(task_names) >= 4  # the pipeline and its four tasks
     named = {d.name for d in _descriptors(trace) if d.name and not d.HasField("counter")}
     assert task_names <= named
 
+    # The two receives waiting at once overlap without nesting: a lane of their own.
+    assert "MainThread (overlap 1)" in named
     assert sorted(s["name"] for s in replay["slices"]) == sorted(s.name for s in spans)
     by_id = {s["annotations"]["span_id"].string_value: s for s in replay["slices"]}
     assert set(by_id) == {s.span_id for s in spans}
@@ -333,12 +337,10 @@ def _attrs(key_values: Any) -> dict[str, Any]:
     return {kv.key: _value(kv.value) for kv in key_values}
 
 
-def test_otlp_json_export_holds_every_span_with_its_resource_scope_events_and_links(
-    recorded: Path,
-) -> None:
-    """The OTLP JSON parses into an ExportTraceServiceRequest (opentelemetry-proto) with
-    every span of the DB: ids, parent, name, kind, times, status, attributes, events,
-    links, and the resource and scope it was recorded under."""
+def _check_otlp_json(text: str, recorded: Path) -> None:
+    """Each line of ``text`` parses into an ExportTraceServiceRequest (opentelemetry-proto)
+    and together they hold every span of the DB, once: ids, parent, name, kind, times,
+    status, attributes, events, links, and the resource and scope it was recorded under."""
     from google.protobuf import json_format
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
@@ -346,29 +348,17 @@ def test_otlp_json_export_holds_every_span_with_its_resource_scope_events_and_li
 
     from procscope.exporters.tracedb import TraceDB
 
-    out = recorded.parent / "run.json"
-    result = _procscope(
-        "export",
-        "--db",
-        str(recorded),
-        "--format",
-        "otlp-json",
-        "-o",
-        str(out),
-        cwd=recorded.parent,
-    )
-    assert result.returncode == 0, result.stderr
-    text = out.read_text()
-    assert text.count("\n") == 1 and text.endswith("\n")  # one line: JSON and JSON lines
-    request = json_format.Parse(
-        json.dumps(_hex_ids_as_base64(json.loads(text))), ExportTraceServiceRequest()
-    )
     exported = {}
-    for resource_spans in request.resource_spans:
-        resource = _attrs(resource_spans.resource.attributes)
-        for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                exported[span.span_id.hex()] = (resource, scope_spans.scope, span)
+    for line in text.splitlines():
+        request = json_format.Parse(
+            json.dumps(_hex_ids_as_base64(json.loads(line))), ExportTraceServiceRequest()
+        )
+        for resource_spans in request.resource_spans:
+            resource = _attrs(resource_spans.resource.attributes)
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    assert span.span_id.hex() not in exported
+                    exported[span.span_id.hex()] = (resource, scope_spans.scope, span)
 
     with TraceDB(str(recorded)) as db:
         spans = db.spans()
@@ -398,6 +388,49 @@ def test_otlp_json_export_holds_every_span_with_its_resource_scope_events_and_li
             )
     assert any(s.status.code == 2 for _r, _s, s in exported.values())  # the crash
     assert any(len(s.links) for _r, _s, s in exported.values())  # receive -> send
+
+
+def test_otlp_json_export_holds_every_span_with_its_resource_scope_events_and_links(
+    recorded: Path,
+) -> None:
+    """A small run's OTLP JSON is one line, a JSON document (Jaeger's upload) that is also
+    JSON lines (the Collector's file format, otel-tui), holding every span of the DB with
+    its resource, scope, events and links."""
+    out = recorded.parent / "run.json"
+    result = _procscope(
+        "export",
+        "--db",
+        str(recorded),
+        "--format",
+        "otlp-json",
+        "-o",
+        str(out),
+        cwd=recorded.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    assert text.count("\n") == 1 and text.endswith("\n")
+    _check_otlp_json(text, recorded)
+
+
+def test_otlp_json_export_of_a_large_run_is_split_into_lines(
+    recorded: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past a line's budget (256 KiB of spans: the Collector's file receiver reads lines
+    of up to 1 MiB) or the writer's memory budget, spans go out in lines of their own; the
+    lines together still hold every span once. Budgets made small to split this run."""
+    from procscope._export import _otlp_json, export
+    from procscope.exporters.tracedb import TraceDB
+
+    monkeypatch.setattr(_otlp_json, "LINE_BYTES", 3000)
+    monkeypatch.setattr(_otlp_json, "BUFFERED_BYTES", 5000)
+    out = recorded.parent / "split.json"
+    with TraceDB(str(recorded)) as db:
+        counts = export(db, "otlp-json", str(out))
+    text = out.read_text()
+    assert counts["spans"] == len(_db_spans(recorded))
+    assert text.count("\n") > 5
+    _check_otlp_json(text, recorded)
 
 
 # ---------------------------------------------------------------------------- bad usage

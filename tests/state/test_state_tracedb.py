@@ -193,7 +193,7 @@ def test_cli_history_and_at(tracedb: Any) -> None:
 
     as_json = _cli("state", "cli-ledger", "--at", local.isoformat(), "--json", "--db", tracedb.path)
     data = json.loads(as_json.stdout)
-    assert data["fields"] == {"balance": "7", "limits": "{'daily': 100}"}
+    assert data["fields"] == {"balance": 7, "limits": "{'daily': 100}"}  # 7 an int
     assert data["complete"] is True
     history_json = json.loads(_cli("state", "cli-ledger", "--json", "--db", tracedb.path).stdout)
     assert [r["kind"] for r in history_json["history"]] == ["snapshot", "change", "change"]

@@ -14,6 +14,7 @@ from .._version import __version__
 from . import _run
 
 EXIT_OK = 0
+EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 
 
@@ -21,6 +22,11 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr and exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        # An argument echoed back may hold control characters or undecodable bytes.
+        message = "".join(
+            ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+            for ch in " ".join(message.split())
+        )
         sys.stderr.write(f"procscope: {message} (see 'procscope --help')\n")
         raise SystemExit(EXIT_USAGE)
 
@@ -57,6 +63,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # `procscope traces | head`: the reader went away; that is not an error of ours.
         return EXIT_OK
+    except Exception as exc:
+        # A bug of ours: one line, not a traceback (the test suite wants the traceback).
+        from procscope.core.guard import raise_internal_errors
+
+        if raise_internal_errors():
+            raise
+        sys.stderr.write(
+            f"procscope {args.command}: internal error, please report it: "
+            f"{type(exc).__name__}: {' '.join(str(exc).split())!r}\n"
+        )
+        return EXIT_INTERNAL
 
 
 def entry() -> None:

@@ -26,6 +26,7 @@ from ._output import (
     print_json,
     render_table,
     time_argument,
+    typed_value,
 )
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ def _json_row(record: Any) -> dict[str, Any]:
     data: dict[str, Any] = record.to_dict()
     data["sent"] = iso_time(record.sent_ns)
     data["received"] = iso_time(record.received_ns)
+    data["content"] = typed_value(data.get("content"))
     return data
 
 

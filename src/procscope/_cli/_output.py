@@ -2,7 +2,11 @@
 
 * :func:`add_db_arguments` and :func:`db_command`: ``--db``/``--json`` and opening the DB;
   an unreadable or foreign DB is exit status 2 with ONE line on stderr.
-* :func:`render_table` and :func:`render_tree`: text that fits the terminal's width.
+* :func:`render_table` and :func:`render_tree`: text that fits the terminal's width (on
+  a terminal only: piped or redirected output is never cut).
+* :class:`SafeOutput`, installed by :func:`db_command` on stdout: recorded text can neither
+  drive the terminal (control characters escaped) nor fail to print (glyphs fall back to
+  ASCII, other characters to ``\\x..`` escapes, in any stdout encoding).
 * :func:`format_duration`, :func:`format_time`, :func:`parse_when`, :func:`parse_duration`.
 * :func:`print_json`: machine-readable output on stdout for ``--json``.
 
@@ -20,6 +24,9 @@ A command module uses them like this::
 from __future__ import annotations
 
 import argparse
+import ast
+import codecs
+import contextlib
 import dataclasses
 import datetime as _dt
 import functools
@@ -29,6 +36,7 @@ import re
 import shutil
 import sqlite3
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -68,8 +76,10 @@ def fail(command: str, message: str) -> int:
     return EXIT_USAGE
 
 
-def one_line(text: str) -> str:
-    return " ".join(str(text).split())
+def one_line(text: object) -> str:
+    """``text`` on one line: runs of white space (newlines included) folded to one space,
+    other control characters escaped."""
+    return escape_controls(" ".join(str(text).split()))
 
 
 def open_db(given: str | None, command: str) -> TraceDB | None:
@@ -107,11 +117,16 @@ def db_command(
             if db is None:
                 return EXIT_USAGE
             try:
-                status = handler(args, db)
+                with safe_stdout():
+                    status = handler(args, db)
                 warn_if_incomplete(db)
                 return status
             except (TraceDBError, sqlite3.Error) as exc:
                 return fail(command, f"cannot read trace DB {db.path}: {exc}")
+            except UnicodeEncodeError as exc:
+                # Bytes that are not UTF-8 in an argument (argv keeps them as lone
+                # surrogates): no recorded text can hold them, nor can SQLite take them.
+                return fail(command, f"{exc.object!r} is not valid UTF-8 text")
             finally:
                 db.close()
 
@@ -139,16 +154,168 @@ def to_jsonable(value: Any) -> Any:
 
 
 def print_json(data: Any) -> int:
-    """Write ``data`` as JSON on stdout; returns EXIT_OK for ``return print_json(...)``."""
+    """Write ``data`` as JSON on stdout; returns EXIT_OK for ``return print_json(...)``.
+
+    ASCII only (``ensure_ascii``): every other character, control characters and text
+    that is not valid Unicode included, is a ``\\u`` escape, readable in any encoding."""
     sys.stdout.write(json.dumps(to_jsonable(data), indent=2, default=str) + "\n")
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- stdout
+
+# Characters that must not reach a terminal raw: C0 controls but the newline, DEL, C1
+# controls, and the invisible ones that reorder or break lines (bidi overrides, U+2028/9).
+# A recorded process name such as "proc\x1b]0;PWNED\x07" would otherwise set the
+# terminal's title or clear the screen.
+_INVISIBLE = [0x061C, 0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F)]
+_INVISIBLE += list(range(0x2066, 0x206A))
+_CONTROL_ESCAPES: dict[int, str] = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+_CONTROL_ESCAPES.update({c: f"\\u{c:04x}" for c in _INVISIBLE})
+_CONTROL_ESCAPES.update({0x09: "\\t", 0x0D: "\\r"})
+_KEEP_NEWLINES = {c: e for c, e in _CONTROL_ESCAPES.items() if c != 0x0A}
+_CONTROL_ESCAPES[0x0A] = "\\n"
+
+
+def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with control and invisible characters written as escapes (``\\x1b``)."""
+    return text.translate(_KEEP_NEWLINES if keep_newlines else _CONTROL_ESCAPES)
+
+
+# What the CLI's own glyphs become on a stdout that cannot encode them (cp1252, ascii):
+# one character for one where a column's width depends on it.
+_ASCII_GLYPHS = {
+    "├": "|",
+    "└": "`",
+    "│": "|",
+    "─": "-",
+    "…": "~",
+    "✗": "x",
+    "•": "*",
+    "→": "->",
+    "µ": "u",
+    "⏎": "~",
+}
+_GLYPH_ERRORS = "procscope-glyphs"
+
+
+def _glyph_fallback(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    bad = error.object[error.start : error.end]
+    out = "".join(
+        _ASCII_GLYPHS.get(ch) or ch.encode("ascii", "backslashreplace").decode("ascii")
+        for ch in bad
+    )
+    return out, error.end
+
+
+codecs.register_error(_GLYPH_ERRORS, _glyph_fallback)
+
+
+class SafeOutput:
+    """A text stream in front of stdout that escapes control characters and makes any
+    text printable in the stream's encoding (see :data:`_ASCII_GLYPHS`)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        try:
+            self._codec: str | None = codecs.lookup(encoding).name
+        except LookupError:
+            self._codec = "ascii"
+        if self._codec in ("utf-8", "utf-16", "utf-32"):
+            self._codec = None  # encodes every character but lone surrogates
+
+    @property
+    def encoding(self) -> str:
+        return str(getattr(self._stream, "encoding", None) or "utf-8")
+
+    def can_encode(self, text: str) -> bool:
+        if self._codec is None:
+            return True
+        try:
+            text.encode(self._codec)
+        except UnicodeEncodeError:
+            return False
+        return True
+
+    def write(self, text: str) -> int:
+        text = escape_controls(text, keep_newlines=True)
+        # Lone surrogates (undecodable bytes in argv or a file name) encode in no codec.
+        text = text.encode(self._codec or "utf-8", _GLYPH_ERRORS).decode(self._codec or "utf-8")
+        return int(self._stream.write(text))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        try:
+            return bool(self._stream.isatty())
+        except (AttributeError, ValueError):
+            return False
+
+    def fileno(self) -> int:
+        return int(self._stream.fileno())
+
+
+@contextlib.contextmanager
+def safe_stdout() -> Any:
+    """``sys.stdout`` behind a :class:`SafeOutput` for the duration."""
+    if isinstance(sys.stdout, SafeOutput):
+        yield sys.stdout
+        return
+    original = sys.stdout
+    sys.stdout = SafeOutput(original)  # type: ignore[assignment]
+    try:
+        yield sys.stdout
+    finally:
+        sys.stdout = original
+
+
+def ellipsis() -> str:
+    """The glyph for text cut short: ``…``, or ``~`` where stdout cannot print it."""
+    stream = sys.stdout
+    if isinstance(stream, SafeOutput) and not stream.can_encode("…"):
+        return "~"
+    return "…"
 
 
 # ---------------------------------------------------------------------------- text
 
 
+# Set by as_terminal(): output captured to be shown on a terminal later (procscope demo).
+_assume_terminal: bool | None = None
+
+
+def stdout_is_terminal() -> bool:
+    if _assume_terminal is not None:
+        return _assume_terminal
+    try:
+        return bool(sys.stdout.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def as_terminal(terminal: bool) -> Any:
+    """Lay text out as for a terminal (or not) whatever stdout is, for the duration."""
+    global _assume_terminal
+    before, _assume_terminal = _assume_terminal, terminal
+    try:
+        yield
+    finally:
+        _assume_terminal = before
+
+
 def terminal_width() -> int:
     return max(40, shutil.get_terminal_size((100, 24)).columns)
+
+
+def line_width() -> int:
+    """How wide a line may be: the terminal's width on a terminal; unlimited when stdout
+    is a pipe or a file (``procscope state x | grep BROKEN`` must see every character)."""
+    return terminal_width() if stdout_is_terminal() else sys.maxsize
 
 
 def truncate(text: str, width: int) -> str:
@@ -156,7 +323,8 @@ def truncate(text: str, width: int) -> str:
         return ""
     if len(text) <= width:
         return text
-    return text[: width - 1] + "…" if width > 1 else "…"
+    mark = ellipsis()
+    return text[: width - 1] + mark if width > 1 else mark
 
 
 def render_table(
@@ -167,13 +335,13 @@ def render_table(
     right: Iterable[int] = (),
     shrink: Iterable[int] | None = None,
 ) -> str:
-    """Rows as aligned columns fitting ``width`` (the terminal's by default).
+    """Rows as aligned columns fitting ``width`` (by default :func:`line_width`).
 
     When too wide, columns are cut with "…", never below their header's width (nor 4):
     those in ``shrink`` in that order (each as far as needed before the next), or by
     default the widest first. ``right``: columns aligned right (numbers).
     """
-    width = terminal_width() if width is None else width
+    width = line_width() if width is None else width
     text_rows = [["" if cell is None else one_line(str(cell)) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in text_rows:
@@ -220,20 +388,26 @@ def render_tree(
     children: Callable[[T], Sequence[T]],
     *,
     width: int | None = None,
+    wrap_details: bool = False,
 ) -> str:
     """A tree drawn with ├─ └─ │; ``label`` gives a node's line (or lines: the first
-    is the node, the others are shown under it, e.g. its events). Lines are cut to width."""
-    width = terminal_width() if width is None else width
+    is the node, the others are shown under it, e.g. its events). Lines are cut to
+    ``width`` (by default :func:`line_width`); with ``wrap_details`` the lines under a
+    node are wrapped instead, never cut. Control characters in labels are escaped."""
+    width = line_width() if width is None else width
     out: list[str] = []
 
     def walk(node: T, prefix: str, connector: str, continuation: str) -> None:
         text = label(node)
-        lines = [text] if isinstance(text, str) else list(text)
+        lines = [escape_controls(t) for t in ([text] if isinstance(text, str) else text)]
         kids = children(node)
         out.append(truncate(prefix + connector + (lines[0] if lines else ""), width))
         detail_prefix = prefix + continuation + ("│  " if kids else "   ")
         for extra in lines[1:]:
-            out.append(truncate(detail_prefix + extra, width))
+            if wrap_details:
+                out.extend(_wrap(detail_prefix, extra, width))
+            else:
+                out.append(truncate(detail_prefix + extra, width))
         for index, kid in enumerate(kids):
             last = index == len(kids) - 1
             walk(kid, prefix + continuation, "└─ " if last else "├─ ", "   " if last else "│  ")
@@ -241,6 +415,15 @@ def render_tree(
     for root in roots:
         walk(root, "", "", "")
     return "\n".join(out)
+
+
+def _wrap(prefix: str, text: str, width: int) -> list[str]:
+    """``prefix + text`` as lines of at most ``width``, each under ``prefix`` (a word
+    longer than a line is split: nothing is left out)."""
+    room = max(20, width - len(prefix))
+    if len(text) <= room:
+        return [prefix + text]
+    return [prefix + part for part in textwrap.wrap(text, room, break_on_hyphens=False)]
 
 
 def format_duration(ns: int | float | None) -> str:
@@ -320,14 +503,28 @@ def parse_when(text: str, *, now: _dt.datetime | None = None) -> int:
             f"bad time {text!r}: expected ISO 8601 (2026-01-31T12:03:05, optionally with "
             "+01:00 or Z) or a time of day (12:03:05, today)"
         ) from None
+    seconds: int | None = None
     if moment.tzinfo is None:
         # Local time: mktime applies the local UTC offset in force on that date.
-        seconds = int(time.mktime(moment.timetuple()))
-    else:
+        try:
+            seconds = int(time.mktime(moment.timetuple()))
+        except (OverflowError, ValueError, OSError):
+            moment = moment.replace(tzinfo=_dt.timezone.utc)  # far from any record: no matter
+    if seconds is None:
         epoch = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
         delta = moment.replace(microsecond=0) - epoch
         seconds = delta.days * 86400 + delta.seconds
-    return seconds * 1_000_000_000 + fraction_ns
+    # A recorded time is a signed 64-bit count of nanoseconds (1677 to 2262): a moment
+    # beyond is before or after every record, and is compared as the nearest one.
+    return clamp_int64(seconds * 1_000_000_000 + fraction_ns)
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def clamp_int64(value: int) -> int:
+    """``value`` within SQLite's integers (as any recorded number is)."""
+    return max(INT64_MIN, min(INT64_MAX, value))
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|µs|ms|s|m|min|h)?\s*$")
@@ -349,7 +546,8 @@ def parse_duration(text: str) -> int:
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"bad duration {text!r}: expected a number with ns, us, ms, s, m or h")
-    return int(float(match.group(1)) * _UNIT_NS[match.group(2)])
+    ns = float(match.group(1)) * _UNIT_NS[match.group(2)]
+    return INT64_MAX if ns >= INT64_MAX else int(ns)  # longer than anything recorded
 
 
 def parse_attribute(text: str) -> tuple[str, Any]:
@@ -364,15 +562,23 @@ def parse_attribute(text: str) -> tuple[str, Any]:
         parsed = value[1:-1]
     elif value.lower() in ("true", "false"):
         parsed = value.lower() == "true"
+    elif _INT.match(value):
+        parsed = int(value)
+        if not INT64_MIN <= parsed <= INT64_MAX:
+            raise ValueError(
+                f"bad attribute filter {text!r}: {value} is beyond any recorded integer "
+                "(64 bits); quote it to match text"
+            )
+    elif _FLOAT.match(value):
+        parsed = float(value)
     else:
-        try:
-            parsed = int(value)
-        except ValueError:
-            try:
-                parsed = float(value)
-            except ValueError:
-                parsed = value
+        parsed = value  # text, as are nan, inf and 1_000
     return key.strip(), parsed
+
+
+# Numbers as JSON writes them (what the DB holds): no "nan", "inf", "1_000" or "٣".
+_INT = re.compile(r"^-?[0-9]+$", re.ASCII)
+_FLOAT = re.compile(r"^-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$", re.ASCII)
 
 
 def time_argument(text: str) -> int:
@@ -392,15 +598,115 @@ def moment_argument(text: str) -> int:
     moment = time_argument(text)
     match = _FRACTION.match(text.strip())
     digits = len(match.group(2)) if match else 0
-    return moment + 10 ** (9 - digits) - 1
+    return clamp_int64(moment + 10 ** (9 - digits) - 1)
 
 
 def positive_int_argument(text: str) -> int:
     """argparse type for a count such as ``--limit``."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
+    value = int(text) if _INT.match(text.strip()) else 0
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, not {text!r}")
+    return min(value, INT64_MAX)  # more than there can be: all of them
+
+
+def pid_argument(text: str) -> int:
+    """argparse type for ``--pid``: a process id (a whole number that a pid can be)."""
+    value = int(text) if _INT.match(text.strip()) else -1
+    if not 0 <= value <= INT64_MAX:
+        raise argparse.ArgumentTypeError(f"expected a process id, not {text!r}")
     return value
+
+
+# ---------------------------------------------------------------------------- big trees
+
+
+@dataclasses.dataclass
+class Kept:
+    """A node kept by :func:`prune_tree`, its kept children, and how many of its
+    descendants were left out."""
+
+    node: Any
+    children: list[Kept]
+    left_out: int = 0
+
+
+def prune_tree(
+    roots: Sequence[T],
+    children: Callable[[T], Sequence[T]],
+    *,
+    match: Callable[[T], bool] | None = None,
+    max_depth: int | None = None,
+    limit: int | None = None,
+) -> tuple[list[Kept], int, int]:
+    """The part of a tree to show: ``(kept roots, nodes kept, nodes in all)``.
+
+    ``match``: only nodes it accepts, with their ancestors for context; ``max_depth``:
+    that many levels (1 = the roots); ``limit``: at most that many nodes, the first in
+    tree order. Each kept node counts the descendants it lost in ``left_out``.
+    """
+    relevant: dict[int, bool] = {}
+    sizes: dict[int, int] = {}
+
+    def survey(node: T) -> tuple[bool, int]:
+        found, size = match is None or match(node), 1
+        for kid in children(node):
+            kid_found, kid_size = survey(kid)
+            found, size = found or kid_found, size + kid_size
+        relevant[id(node)], sizes[id(node)] = found, size
+        return found, size
+
+    total = sum(survey(root)[1] for root in roots)
+    budget = [sys.maxsize if limit is None else limit]
+
+    def keep(node: T, depth: int) -> Kept | None:
+        if not relevant[id(node)] or budget[0] <= 0:
+            return None
+        budget[0] -= 1
+        kept = Kept(node, [])
+        if max_depth is None or depth < max_depth:
+            for kid in children(node):
+                child = keep(kid, depth + 1)
+                if child is not None:
+                    kept.children.append(child)
+        kept.left_out = sizes[id(node)] - 1 - sum(_kept_size(c) for c in kept.children)
+        return kept
+
+    kept_roots = [k for k in (keep(root, 1) for root in roots) if k is not None]
+    return kept_roots, sum(_kept_size(k) for k in kept_roots), total
+
+
+def _kept_size(kept: Kept) -> int:
+    return 1 + sum(_kept_size(child) for child in kept.children)
+
+
+def left_out_note(shown: int, total: int, noun: str, hints: str) -> str | None:
+    """``(40 of 1,234 spans shown; --limit N, --depth N ... for others)``, or None when
+    nothing was left out."""
+    if shown >= total:
+        return None
+    return f"({shown:,} of {total:,} {noun} shown; {hints})"
+
+
+# ---------------------------------------------------------------------------- typed values
+
+# The repr of a scalar, as the instrumentors record values (saferepr): 5, -2.5, 1e-07,
+# True, None, 'text'. Anything else (containers, objects, cut reprs) stays text.
+_SCALAR_REPR = re.compile(
+    r"^(-?[0-9]+|-?[0-9]+\.[0-9]+(e[-+][0-9]+)?|-?[0-9]+e[-+][0-9]+|True|False|None)$"
+    r"|^('([^'\\]|\\.)*'|\"([^\"\\]|\\.)*\")$",
+    re.ASCII,
+)
+_TYPED_AT_MOST = 10_000  # characters: longer reprs stay text
+
+
+def typed_value(value: Any) -> Any:
+    """A recorded repr as the scalar it shows (``"5"`` -> 5, ``"'ok'"`` -> ``"ok"``,
+    ``"None"`` -> None), for ``--json``; any other value unchanged."""
+    if not isinstance(value, str) or len(value) > _TYPED_AT_MOST:
+        return value
+    if not _SCALAR_REPR.match(value):
+        return value
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return value

@@ -20,8 +20,10 @@ from ._output import (
     format_time,
     iso_time,
     moment_argument,
+    pid_argument,
     print_json,
     render_table,
+    typed_value,
 )
 
 if TYPE_CHECKING:
@@ -73,6 +75,16 @@ def _pairs(fields: list[str], values: list[str] | None) -> list[tuple[str, str]]
     return [(f, _at(values, i) or NOT_CAPTURED) for i, f in enumerate(fields)]
 
 
+def _type_values(data: dict[str, Any]) -> None:
+    """A record's values in JSON as what they were: 5, not "5" (see typed_value)."""
+    for key in ("values", "old_values"):
+        if data.get(key) is not None:
+            data[key] = [typed_value(v) for v in data[key]]
+    data["details"] = [
+        [path, typed_value(old), typed_value(new)] for path, old, new in data.get("details") or []
+    ]
+
+
 def _unknown(db: TraceDB, name: str) -> int:
     known = db.state_objects()
     if not known:
@@ -90,6 +102,7 @@ def _history(args: argparse.Namespace, db: TraceDB) -> int:
         for record in records:
             data = record.to_dict()
             data["time"] = iso_time(record.time_ns)
+            _type_values(data)
             rows.append(data)
         return print_json({"object": args.name, "history": rows})
     pids = {r.pid for r in records}
@@ -120,6 +133,7 @@ def _state_at(args: argparse.Namespace, db: TraceDB) -> int:
         )
     if args.json:
         data = state.to_dict()
+        data["fields"] = {k: typed_value(v) for k, v in state.fields.items()}
         data["at"] = iso_time(state.at_ns)
         data["snapshot_time"] = iso_time(state.snapshot_ns)
         data["last_change_time"] = iso_time(state.last_change_ns)
@@ -166,7 +180,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--pid",
-        type=int,
+        type=pid_argument,
         help="only this process's records (a forked child keeps its parent's object names)",
     )
     add_db_arguments(parser)

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._losses import as_json, describe, recorded_losses
 from ._output import (
     EXIT_OK,
+    Kept,
     add_db_arguments,
     db_command,
     fail,
     format_duration,
     format_time,
     iso_time,
+    left_out_note,
     parse_attribute,
     parse_duration,
+    pid_argument,
     positive_int_argument,
     print_json,
+    prune_tree,
     render_table,
     render_tree,
     time_argument,
@@ -28,6 +34,7 @@ if TYPE_CHECKING:
     from procscope.exporters.tracedb import SpanNode, TraceDB, TraceSummary
 
 ERROR_MARK = "✗"
+SHOW_LIMIT = 1000  # spans `show` prints by default (it says how many it left out)
 
 
 def _duration(text: str) -> int:
@@ -133,9 +140,20 @@ def cmd_show(args: argparse.Namespace, db: TraceDB) -> int:
         return fail("show", str(exc))
     if tree is None:
         return fail("show", f"no trace {wanted} in {db.path}")
+    # --json has the whole trace unless asked otherwise; the text is bounded by default.
+    limit = args.limit if args.limit is not None or args.json else SHOW_LIMIT
+    kept, shown, total = prune_tree(
+        tree.roots,
+        lambda node: node.children,
+        match=_span_filter(args),
+        max_depth=args.depth,
+        limit=limit,
+    )
     if args.json:
-        data = tree.to_dict()
+        data = tree.summary.to_dict()
         data["start"] = iso_time(tree.summary.start_ns)
+        data["roots"] = [_kept_json(k) for k in kept]
+        data["spans_shown"], data["spans_left_out"] = shown, total - shown
         return print_json(data)
     summary = tree.summary
     errors = f", {ERROR_MARK} {summary.error_count} error(s)" if summary.has_error else ""
@@ -171,8 +189,40 @@ def cmd_show(args: argparse.Namespace, db: TraceDB) -> int:
             lines.append(text)
         return lines
 
-    print(render_tree(tree.roots, label, lambda node: node.children))
+    def kept_label(kept: Kept) -> list[str]:
+        lines = label(kept.node)
+        if kept.left_out:
+            lines.append(f"… {kept.left_out:,} span(s) below not shown")
+        return lines
+
+    print(render_tree(kept, kept_label, lambda k: k.children, wrap_details=show_attributes))
+    note = left_out_note(
+        shown, total, "spans", "--limit N, --depth N, --pid PID, --name GLOB choose which"
+    )
+    if note:
+        print(note)
     return EXIT_OK
+
+
+def _span_filter(args: argparse.Namespace) -> Callable[[SpanNode], bool] | None:
+    """The spans --pid and --name ask for (both when both are given), or None for all."""
+    if args.pid is None and args.name is None:
+        return None
+
+    def wanted(node: SpanNode) -> bool:
+        span = node.span
+        if args.pid is not None and span.pid != args.pid:
+            return False
+        return args.name is None or fnmatch.fnmatchcase(span.name, args.name)
+
+    return wanted
+
+
+def _kept_json(kept: Kept) -> dict[str, Any]:
+    data: dict[str, Any] = kept.node.span.to_dict()
+    data["children"] = [_kept_json(child) for child in kept.children]
+    data["left_out"] = kept.left_out
+    return data
 
 
 # ---------------------------------------------------------------------------- parsers
@@ -212,11 +262,31 @@ def add_parser(subparsers: Any) -> None:
         "show",
         help="one trace as a tree, with events",
         description="Show one trace as a tree of spans with their events; errors are "
-        f"marked {ERROR_MARK}. TRACE_ID may be shortened to a unique prefix.",
+        f"marked {ERROR_MARK}. TRACE_ID may be shortened to a unique prefix. On a big "
+        "trace, --depth, --pid, --name and --limit choose what to print, and the output "
+        "says how many spans it left out.",
     )
     add_db_arguments(show)
     show.add_argument("trace_id", metavar="TRACE_ID")
     show.add_argument(
-        "-a", "--attributes", action="store_true", help="also print every span's attributes"
+        "-a",
+        "--attributes",
+        action="store_true",
+        help="also print every span's attributes (whole, wrapped on a terminal)",
+    )
+    show.add_argument(
+        "--depth", type=positive_int_argument, metavar="N", help="only N levels (1: the roots)"
+    )
+    show.add_argument(
+        "--pid", type=pid_argument, help="only spans of this process (and their parents)"
+    )
+    show.add_argument(
+        "--name", metavar="GLOB", help="only spans so named, a glob (and their parents)"
+    )
+    show.add_argument(
+        "--limit",
+        type=positive_int_argument,
+        metavar="N",
+        help=f"at most N spans, in tree order (text: {SHOW_LIMIT}; --json: all)",
     )
     show.set_defaults(func=cmd_show)

@@ -1,4 +1,4 @@
-"""A trace DB as OTLP JSON: one ``ExportTraceServiceRequest``, written span by span.
+"""A trace DB as OTLP JSON: ``ExportTraceServiceRequest`` objects, one a line.
 
 The OTLP/JSON encoding (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding):
 ``resourceSpans`` / ``scopeSpans`` / ``spans``, trace and span ids as hex (not base64),
@@ -6,12 +6,14 @@ The OTLP/JSON encoding (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-
 numbers, attributes as ``{"key", "value": AnyValue}``. Resources and scopes are rebuilt
 from the DB's ``resources`` and ``scopes`` tables.
 
-The whole request is one line of JSON, so that both readers of a JSON document (Jaeger
-UI's upload) and readers of JSON lines (the Collector's file format, otel-tui) take it.
+The file is in JSON lines, OpenTelemetry's file exporter format
+(https://opentelemetry.io/docs/specs/otel/protocol/file-exporter/), one request a line,
+which the Collector's ``otlpjsonfile`` receiver (what ``otel-tui --from-json-file``
+runs) and Jaeger UI's upload read; a small run fits one line, a plain JSON document.
 
 Streaming: spans are read in start order and kept in one buffer per (resource, scope);
-a buffer of :data:`BLOCK` spans is written out as a ``resourceSpans`` entry of its own,
-so a resource may appear in several entries (OTLP allows it) and memory stays bounded.
+a buffer of :data:`LINE_BYTES` is written out as a line (a request) of its own, so a
+resource may appear in several lines, and memory stays bounded (:data:`BUFFERED_BYTES`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ from typing import IO, Any
 
 from procscope.exporters.tracedb._query import KINDS, STATUSES, SpanRecord
 
-BLOCK = 1000
+# A line (one request) is written once its spans reach this many bytes of JSON: the
+# Collector's file receiver (which otel-tui uses to read a file) reads lines of up to
+# 1 MiB by default.
+LINE_BYTES = 256 * 1024
+# Past this many bytes buffered in all, the largest buffer is written out.
+BUFFERED_BYTES = 8 * 1024 * 1024
 # OTLP's SpanKind is the SDK's plus one (0 is SPAN_KIND_UNSPECIFIED).
 _KIND = {name: index + 1 for index, name in enumerate(KINDS)}
 _STATUS = {name: index for index, name in enumerate(STATUSES)}
@@ -137,47 +144,67 @@ def _dump(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+_Key = tuple[int | None, str | None, str | None]  # resource id, scope name and version
+
+
 class OtlpJsonWriter:
-    """Writes one ExportTraceServiceRequest to a text file as it is given spans."""
+    """Writes ExportTraceServiceRequests to a text file, one a line, as it is given spans."""
 
     def __init__(self, out: IO[str], conn: sqlite3.Connection) -> None:
         self.out = out
         self.catalog = _Catalog(conn)
-        self.buffers: dict[tuple[int | None, str | None, str | None], list[str]] = {}
-        self.blocks = 0
+        self.buffers: dict[_Key, list[str]] = {}
+        self.sizes: dict[_Key, int] = {}
+        self.buffered = 0
+        self.lines = 0
         self.spans = 0
 
     def write_spans(self, spans: Iterable[SpanRecord]) -> None:
-        self.out.write('{"resourceSpans":[')
         for span in spans:
             key = (span.resource_id, span.scope_name, span.scope_version)
-            buffer = self.buffers.setdefault(key, [])
-            buffer.append(_dump(span_json(span)))
+            text = _dump(span_json(span))
+            self.buffers.setdefault(key, []).append(text)
+            self.sizes[key] = self.sizes.get(key, 0) + len(text)
+            self.buffered += len(text)
             self.spans += 1
-            if len(buffer) >= BLOCK:
+            if self.sizes[key] >= LINE_BYTES:
                 self._flush(key)
-        for key in list(self.buffers):
-            self._flush(key)
-        self.out.write("]}\n")
+            elif self.buffered >= BUFFERED_BYTES:
+                self._flush(max(self.sizes, key=self.sizes.__getitem__))
+        # What is left goes into as few lines as fit: a small run is one JSON document.
+        line: list[_Key] = []
+        size = 0
+        for key in sorted(self.buffers, key=lambda k: (k[0] or 0, k[1] or "", k[2] or "")):
+            if line and size + self.sizes[key] > LINE_BYTES:
+                self._write_line(line)
+                line, size = [], 0
+            line.append(key)
+            size += self.sizes[key]
+        if line or not self.lines:
+            self._write_line(line)
 
-    def _flush(self, key: tuple[int | None, str | None, str | None]) -> None:
-        buffer = self.buffers.pop(key, [])
-        if not buffer:
-            return
-        resource = self.catalog.resource(key[0])
-        scope = self.catalog.scope(key[1], key[2])
-        head = _dump(resource)[:-1]  # without its closing brace
-        scope_head = _dump(scope)[:-1]
-        if self.blocks:
-            self.out.write(",")
-        self.out.write(f'{head},"scopeSpans":[{scope_head},"spans":[')
-        self.out.write(",".join(buffer))
-        self.out.write("]}]}")
-        self.blocks += 1
+    def _flush(self, key: _Key) -> None:
+        self._write_line([key])
+
+    def _write_line(self, keys: list[_Key]) -> None:
+        """One request: the buffers of ``keys``, grouped by resource (given in order)."""
+        entries: list[str] = []
+        for index, key in enumerate(keys):
+            buffer = self.buffers.pop(key)
+            self.buffered -= self.sizes.pop(key)
+            scope = _dump(self.catalog.scope(key[1], key[2]))[:-1]  # without its last brace
+            scope_spans = f'{scope},"spans":[{",".join(buffer)}]}}'
+            if index and keys[index - 1][0] == key[0]:
+                entries[-1] = entries[-1][:-2] + "," + scope_spans + "]}"
+            else:
+                resource = _dump(self.catalog.resource(key[0]))[:-1]
+                entries.append(f'{resource},"scopeSpans":[{scope_spans}]}}')
+        self.out.write('{"resourceSpans":[' + ",".join(entries) + "]}\n")
+        self.lines += 1
 
 
 def write_otlp_json(spans: Iterable[SpanRecord], out: IO[str], conn: sqlite3.Connection) -> int:
-    """Write ``spans`` to ``out`` as one OTLP JSON request; returns the span count."""
+    """Write ``spans`` to ``out`` as OTLP JSON lines; returns the span count."""
     writer = OtlpJsonWriter(out, conn)
     writer.write_spans(spans)
     return writer.spans

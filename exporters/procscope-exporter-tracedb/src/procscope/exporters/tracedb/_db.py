@@ -21,7 +21,6 @@ by the reader, and another user's -shm breaks the owner's next run). So:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sqlite3
 import urllib.parse
@@ -235,7 +234,7 @@ class TraceDB:
     def find_trace_ids(self, prefix: str, limit: int = 2) -> list[str]:
         """Trace ids starting with a hex prefix (for users typing a shortened id)."""
         cleaned = prefix.strip().lower()
-        if not cleaned or any(ch not in "0123456789abcdef" for ch in cleaned):
+        if not cleaned or len(cleaned) > 32 or any(ch not in "0123456789abcdef" for ch in cleaned):
             return []
         low = bytes.fromhex(cleaned.ljust(32, "0"))
         high = bytes.fromhex(cleaned.ljust(32, "f"))
@@ -258,7 +257,7 @@ class TraceDB:
             row = self.conn.execute(
                 "SELECT attributes FROM resources WHERE resource_id = ?", (resource_id,)
             ).fetchone()
-            self._resources[resource_id] = json.loads(row[0]) if row else {}
+            self._resources[resource_id] = _query.json_object(row[0]) if row else {}
         return self._resources[resource_id]
 
     def losses(self) -> list[LossRecord]:

@@ -14,11 +14,11 @@ has no receiver. Send and receive spans may come from different processes.
 from __future__ import annotations
 
 import fnmatch
-import json
 import sqlite3
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ._query import json_object
 from ._schema import indexed_keys, span_id_from_db, trace_id_from_db
 
 MESSAGE_ID = "messaging.message.id"
@@ -154,11 +154,7 @@ def _partner(
 
 
 def _attributes(row: Any) -> dict[str, Any]:
-    try:
-        value = json.loads(row[8]) if row[8] else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+    return json_object(row[8])
 
 
 def messages(

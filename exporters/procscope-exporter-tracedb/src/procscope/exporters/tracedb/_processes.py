@@ -16,11 +16,11 @@ ended when it recorded that itself (its ``end`` span, role ``end``, kind ``progr
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ._query import json_object
 from ._schema import span_id_from_db, trace_id_from_db
 
 KIND_KEY = "procscope.lifecycle.kind"
@@ -102,7 +102,7 @@ def _load(conn: sqlite3.Connection) -> list[_Span]:
         (KIND_KEY, *PROCESS_KINDS),
     ).fetchall()
     return [
-        _Span(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8] or "{}"), r[9], r[10])
+        _Span(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json_object(r[8]), r[9], r[10])
         for r in rows
     ]
 
@@ -114,7 +114,7 @@ def _exception_message(conn: sqlite3.Connection, span_pk: int) -> str | None:
     ).fetchone()
     if row is None:
         return None
-    attrs = json.loads(row[0] or "{}")
+    attrs = json_object(row[0])
     kind, message = attrs.get("exception.type"), attrs.get("exception.message")
     return f"{kind}: {message}" if kind else message
 
@@ -212,7 +212,7 @@ def _program(
         res = conn.execute(
             "SELECT attributes FROM resources WHERE resource_id = ?", (row[3],)
         ).fetchone()
-        attrs = json.loads(res[0]) if res and res[0] else {}
+        attrs = json_object(res[0]) if res else {}
         if attrs.get("process.pid") == pid:
             name = attrs.get("service.name") or attrs.get("process.executable.name") or name
     record = ProcessRecord(

@@ -28,8 +28,26 @@ SPAN_FROM = "spans s LEFT JOIN scopes sc ON sc.scope_id = s.scope_id"
 _CHUNK = 500
 
 
-def _json(text: str | None) -> dict[str, Any]:
-    return json.loads(text) if text else {}
+# What a damaged attributes column (not a JSON object) reads as: its text, so that a
+# reader shows the damage instead of failing on the whole DB.
+DAMAGED_KEY = "procscope.damaged_json"
+
+
+def json_object(text: str | bytes | None) -> dict[str, Any]:
+    """A stored JSON object (attributes); ``{DAMAGED_KEY: text}`` when it is not one."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError, RecursionError):
+        value = None
+    if isinstance(value, dict):
+        return value
+    shown = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    return {DAMAGED_KEY: shown[:200]}
+
+
+_json = json_object
 
 
 @dataclass

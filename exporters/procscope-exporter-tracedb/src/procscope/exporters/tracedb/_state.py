@@ -22,11 +22,12 @@ its trace was dropped) is rebuilt from its changes alone and marked incomplete.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from ._query import json_object
 
 EVENT_CHANGE = "procscope.state.change"
 EVENT_SNAPSHOT = "procscope.state.snapshot"
@@ -119,7 +120,7 @@ def _record(row: tuple[Any, ...]) -> StateRecord | None:
     _pk, event_name, time_ns, attributes_json, pid, trace_id, span_id = row
     if event_name not in _STATE_EVENTS:
         return None
-    attributes = json.loads(attributes_json) if attributes_json else {}
+    attributes = json_object(attributes_json)
     kind = {
         EVENT_CHANGE: "change",
         EVENT_SNAPSHOT: "snapshot",
