@@ -14,7 +14,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from procscope.core import handoff, losses, shared_state
+from procscope.core import handoff, losses, runs, shared_state
 from procscope.core.forksafe import ForkSafeLock
 from procscope.core.guard import handle_internal_errors, warn_once
 from procscope.core.recorder import RecordingSpanProcessor
@@ -179,12 +179,15 @@ class Scope:
         self._sigterm_installed = False
         self._sigterm_pid = 0
         self._closed = False
+        self.run_attributes: dict[str, str] = {}
         # configure() and shutdown() (a fork child's exit too): new in each process.
         self._lock = ForkSafeLock()
 
     # -- building -----------------------------------------------------------------------
 
     def start(self) -> None:
+        # Joined or started before the settings are published: they carry the run id.
+        self.run_attributes = runs.begin(self.settings.capture_content)
         live = shared_state.settings()
         live.level = self.settings.level
         live.sample_rate = self.settings.sample_rate
@@ -245,7 +248,9 @@ class Scope:
         self.sampler = AdjustableRateSampler(self.settings.sample_rate)
         # Shut down at exit by procscope, within a budget, not by the SDK's unbounded hook.
         provider = TracerProvider(
-            resource=build_resource(), sampler=self.sampler, shutdown_on_exit=False
+            resource=build_resource(self.run_attributes),
+            sampler=self.sampler,
+            shutdown_on_exit=False,
         )
         atexit.register(_shutdown_at_exit, provider, os.getpid())
         provider._procscope_owned = True  # type: ignore[attr-defined]

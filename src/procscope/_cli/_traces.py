@@ -71,9 +71,10 @@ def cmd_traces(args: argparse.Namespace, db: TraceDB) -> int:
         attributes=dict(args.attr or []),
         limit=args.limit,
     )
-    lost = recorded_losses(db)
+    lost = recorded_losses(db, args.run_id)
     if args.json:
         return print_json(
+        run=args.run_id,
             {"traces": [_summary_json(s) for s in summaries], "recording": as_json(lost)}
         )
     if not summaries:
@@ -135,7 +136,8 @@ def cmd_show(args: argparse.Namespace, db: TraceDB) -> int:
             return fail("show", f"{args.trace_id!r} {reason} in {db.path}")
         wanted = found[0]
     try:
-        tree = db.trace(wanted)
+        # A trace id names one trace whatever its run: --run only when given.
+        tree = db.trace(wanted, run=args.run_id if args.run is not None else None)
     except ValueError as exc:
         return fail("show", str(exc))
     if tree is None:

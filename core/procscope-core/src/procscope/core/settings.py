@@ -283,6 +283,12 @@ class Settings:
             env[ENV_SCRUB_VALUES] = self.scrub_values
         if self.overflow is not None:
             env[ENV_OVERFLOW] = self.overflow
+        from .runs import ENV_RUN_ID, current_id
+
+        run_id = current_id()
+        if run_id is not None:
+            # Also into an env= the program gave a subprocess: one run, whatever starts it.
+            env[ENV_RUN_ID] = run_id
         return env
 
 
