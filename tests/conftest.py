@@ -27,3 +27,18 @@ def losses_of_this_test_only() -> Iterator[None]:
     reset()
     yield
     reset()
+
+
+@pytest.fixture(scope="session")
+def big_db() -> str:
+    """The path of a realistic 1,000,000-span trace DB (benchmarks/tracedb/big_db.py),
+    built once per schema and generator version into the system temp dir (about a
+    minute), then shared by every test and worker. Read it only: it is never rebuilt."""
+    import importlib.util
+
+    source = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "tracedb", "big_db.py")
+    spec = importlib.util.spec_from_file_location("procscope_bench_big_db", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return str(module.cached_big_db())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
 
 from opentelemetry.sdk.resources import (
     OsResourceDetector,
@@ -45,9 +46,10 @@ def program_name() -> str:
     return base[:-3] if base.endswith(".py") else base
 
 
-def build_resource() -> Resource:
+def build_resource(run_attributes: Mapping[str, str] | None = None) -> Resource:
     """The SDK's own resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, detectors),
-    with process and OS attributes, and the program's name as a default service name."""
+    with process and OS attributes, the program's name as a default service name, and
+    the run's id (``procscope.core.runs``)."""
     detected = get_aggregated_resources([ProcessResourceDetector(), OsResourceDetector()])
     env_names_service = bool(os.environ.get("OTEL_SERVICE_NAME", "").strip()) or (
         "service.name=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
@@ -57,7 +59,7 @@ def build_resource() -> Resource:
         # forkserver children and Python subprocesses, whose own argv says "-c", report
         # the same service: one program, one service in Jaeger or Tempo.
         os.environ["OTEL_SERVICE_NAME"] = program_name()
-    return detected.merge(Resource.create())
+    return detected.merge(Resource.create()).merge(Resource(dict(run_attributes or {})))
 
 
 def otlp_protocol() -> str:

@@ -14,21 +14,26 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from procscope.core import handoff, losses, runs, shared_state
+from procscope.core import _flight_signal, flight, handoff, losses, runs, shared_state
 from procscope.core.forksafe import ForkSafeLock
 from procscope.core.guard import handle_internal_errors, warn_once
 from procscope.core.recorder import RecordingSpanProcessor
 from procscope.core.settings import (
     ENV_CAPTURE_CONTENT,
+    ENV_FLIGHT_MEMORY,
+    ENV_FLIGHT_RECORDER,
+    ENV_FLIGHT_WINDOW,
     ENV_LEVEL,
     ENV_OVERFLOW,
     ENV_SAMPLE_RATE,
     OVERFLOW_DEFAULT_TEXT,
     Settings,
     parse_bool,
+    parse_duration,
     parse_level,
     parse_overflow,
     parse_rate,
+    parse_size,
     resolve_one,
 )
 from procscope.core.threadinfo import on_main_thread
@@ -163,6 +168,28 @@ def _shutdown_at_exit(provider: Any, setup_pid: int) -> None:
         )
 
 
+def _flight_changes(
+    settings: Settings, recorder: Any, window: Any, memory: Any, env: dict[str, str]
+) -> dict[str, Any]:
+    """configure()'s flight recorder keywords, each checked as setup() checks it."""
+    changes: dict[str, Any] = {}
+    if recorder is not None:
+        changes["flight_recorder"] = resolve_one(
+            "flight_recorder", ENV_FLIGHT_RECORDER, recorder, parse_bool,
+            settings.flight_recorder, env,
+        )
+    if window is not None:
+        changes["flight_window"] = resolve_one(
+            "flight_window", ENV_FLIGHT_WINDOW, window, parse_duration, settings.flight_window,
+            env,
+        )
+    if memory is not None:
+        changes["flight_memory"] = resolve_one(
+            "flight_memory", ENV_FLIGHT_MEMORY, memory, parse_size, settings.flight_memory, env
+        )
+    return changes
+
+
 class Scope:
     """What one ``procscope.setup()`` installed: settings, provider, processors.
 
@@ -207,6 +234,19 @@ class Scope:
             self.tracer_provider.add_span_processor(processor)
         _instrumentors.apply_level(self.settings.level, self.tracer_provider)
         self._install_sigterm_flush()
+        self._apply_flight_recorder()
+
+    def _apply_flight_recorder(self) -> None:
+        """Start or stop the flight recorder (docs/flight-recorder.md) as the settings say."""
+        settings = self.settings
+        if settings.flight_recorder_on:
+            current = flight.settings()
+            if current != (settings.flight_window, settings.flight_memory):
+                flight.start(settings.flight_window, settings.flight_memory)
+            _flight_signal.install()
+        else:
+            flight.stop()
+            _flight_signal.uninstall()
 
     def _publish_settings(self) -> None:
         """Make the settings the ones every child process starts with.
@@ -320,6 +360,9 @@ class Scope:
         sample_rate: Any = None,
         capture_content: Any = None,
         overflow: Any = None,
+        flight_recorder: Any = None,
+        flight_window: Any = None,
+        flight_memory: Any = None,
     ) -> None:
         """Change settings while the program runs; they apply to new spans."""
         live = shared_state.settings()
@@ -363,6 +406,8 @@ class Scope:
                     if self.settings.overflow is None
                     else None,
                 )
+            changes.update(_flight_changes(self.settings, flight_recorder, flight_window,
+                                           flight_memory, env))
             self.settings = Settings(**{**self.settings.__dict__, **changes})
             self._publish_settings()
             live.capture_content = self.settings.capture_content
@@ -373,6 +418,7 @@ class Scope:
             live.sample_rate = self.settings.sample_rate
             if self.sampler is not None:
                 self.sampler.set_rate(self.settings.sample_rate)
+            self._apply_flight_recorder()
             if live.level != self.settings.level:
                 live.level = self.settings.level
                 _instrumentors.apply_level(self.settings.level, self.tracer_provider)
@@ -409,6 +455,8 @@ class Scope:
         with handle_internal_errors():
             _instrumentors.uninstrument_all()
         self._remove_sigterm_flush()
+        flight.stop()
+        _flight_signal.uninstall()
         run_within(
             SHUTDOWN_SECONDS,
             self._shutdown_processors,

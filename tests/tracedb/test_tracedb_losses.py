@@ -218,7 +218,7 @@ def test_a_fork_childs_losses_reach_the_db_through_the_relay(tmp_path: Path) -> 
 
 def test_a_version_1_db_is_read_and_migrated(tmp_path: Path, make_traces: Any) -> None:
     """A DB of schema version 1 (no losses table) is read as complete, and the first
-    writer migrates it to version 2, keeping its spans."""
+    writer migrates it to the current version, keeping its spans."""
     db = str(tmp_path / "old.db")
     conn = sqlite3.connect(db, isolation_level=None)
     for statement in (*_schema.TABLES, *_schema.INDEXES):
@@ -234,7 +234,7 @@ def test_a_version_1_db_is_read_and_migrated(tmp_path: Path, make_traces: Any) -
     exporter.shutdown()
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == _schema.SCHEMA_VERSION
         assert conn.execute("SELECT count(*) FROM losses").fetchone() is not None
         assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 8
     finally:

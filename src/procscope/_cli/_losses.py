@@ -20,11 +20,12 @@ if TYPE_CHECKING:
 NAMED_AT_MOST = 4
 
 
-def recorded_losses(db: TraceDB) -> list[LossRecord]:
-    """The DB's losses, largest first; none for a DB that cannot tell (never fails)."""
+def recorded_losses(db: TraceDB, run: str | None = None) -> list[LossRecord]:
+    """The DB's losses (of ``run``), largest first; none for a DB that cannot tell
+    (never fails)."""
     try:
-        return db.losses()
-    except sqlite3.Error:
+        return db.losses(run=run)
+    except (sqlite3.Error, ValueError):
         return []
 
 
@@ -40,9 +41,10 @@ def describe(records: list[LossRecord]) -> str:
     return f"recording incomplete: {total:,} {noun} dropped ({'; '.join(named)})"
 
 
-def warn_if_incomplete(db: TraceDB) -> None:
-    """The one stderr line of every read command, when the DB records losses."""
-    records = recorded_losses(db)
+def warn_if_incomplete(db: TraceDB, run: str | None = None) -> None:
+    """The one stderr line of every read command, when the DB records losses (in the
+    run it read)."""
+    records = recorded_losses(db, run)
     if records:
         sys.stderr.write(f"procscope: {describe(records)}\n")
 

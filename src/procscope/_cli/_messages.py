@@ -64,6 +64,7 @@ def cmd_messages(args: argparse.Namespace, db: TraceDB) -> int:
         end_ns=args.until,
         limit=args.limit + 1,  # one more, to know whether there are more than shown
         newest=True,
+        run=args.run_id,
     )
     more = len(records) > args.limit
     shown = records[-args.limit :]

@@ -62,12 +62,31 @@ def db_path(given: str | None) -> str:
     return os.path.abspath(os.path.expanduser(raw))
 
 
-def add_db_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every read command takes: --db and --json."""
+def add_db_arguments(parser: argparse.ArgumentParser, *, run: bool = True) -> None:
+    """The options every read command takes: --db, --run (unless ``run`` is False) and
+    --json."""
     parser.add_argument(
         "--db", metavar="PATH", help=f"trace DB file (default: ${ENV_DB} or ./{DEFAULT_DB})"
     )
+    if run:
+        parser.add_argument(
+            "--run",
+            metavar="ID|all",
+            help="the run to read: an id from 'procscope runs' or a unique start of one, "
+            "or all (default: the latest run)",
+        )
     parser.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
+
+
+def chosen_run(args: argparse.Namespace, db: TraceDB) -> str | None:
+    """The full id of the run ``--run`` names (the latest run when not given); None for
+    ``--run all``, or a DB with no run yet. Raises UnknownRunError (a ValueError)."""
+    given = getattr(args, "run", None)
+    if given is None:
+        return db.latest_run_id()
+    if given.strip().lower() == "all":
+        return None
+    return db.resolve_run(given)
 
 
 def fail(command: str, message: str) -> int:
@@ -111,15 +130,22 @@ def db_command(
     ) -> Callable[[argparse.Namespace], int]:
         @functools.wraps(handler)
         def run(args: argparse.Namespace) -> int:
-            from procscope.exporters.tracedb import TraceDBError
+            from procscope.exporters.tracedb import TraceDBError, UnknownRunError
 
             db = open_db(getattr(args, "db", None), command)
             if db is None:
                 return EXIT_USAGE
             try:
+                if hasattr(args, "run"):
+                    try:
+                        # Every handler reads args.run_id: the run's full id, or None
+                        # for all runs.
+                        args.run_id = chosen_run(args, db)
+                    except UnknownRunError as exc:
+                        return fail(command, str(exc))
                 with safe_stdout():
                     status = handler(args, db)
-                warn_if_incomplete(db)
+                warn_if_incomplete(db, getattr(args, "run_id", None))
                 return status
             except (TraceDBError, sqlite3.Error) as exc:
                 return fail(command, f"cannot read trace DB {db.path}: {exc}")

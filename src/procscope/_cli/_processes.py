@@ -81,7 +81,7 @@ def _json_row(record: Any) -> dict[str, Any]:
 
 @db_command("processes")
 def cmd_processes(args: argparse.Namespace, db: TraceDB) -> int:
-    records = db.processes()
+    records = db.processes(run=args.run_id)
     if args.json:
         return print_json([_json_row(r) for r in records])
     if not records:

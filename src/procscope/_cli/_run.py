@@ -8,6 +8,7 @@ import shutil
 import sys
 from typing import Any
 
+from procscope.core.runs import ENV_RUN_ID
 from procscope.core.settings import (
     DEFAULT_DB,
     ENV_CAPTURE_CONTENT,
@@ -157,6 +158,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"procscope run: command not found: {command[0]}\n")
         return EXIT_USAGE
     env = instrumented_environ(dict(os.environ), **_settings_of(args))
+    # A new run, even when started from inside a recorded program: the program sets up
+    # without an inherited run id, so it starts the run and its children join it.
+    env.pop(ENV_RUN_ID, None)
     sys.stdout.flush()
     sys.stderr.flush()
     # exec, not a child process: the program then gets SIGINT and SIGTERM directly and
@@ -193,6 +197,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         db = os.path.join(tempfile.mkdtemp(prefix="procscope-demo-"), "procscope.db")
     env = instrumented_environ(dict(os.environ), db=db, exporter="tracedb", level="full")
+    env.pop(ENV_RUN_ID, None)
     env.setdefault("OTEL_SERVICE_NAME", "procscope-demo")
     print(
         "procscope demo: running the example program (examples/demo.py) under procscope, "

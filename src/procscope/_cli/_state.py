@@ -85,8 +85,8 @@ def _type_values(data: dict[str, Any]) -> None:
     ]
 
 
-def _unknown(db: TraceDB, name: str) -> int:
-    known = db.state_objects()
+def _unknown(db: TraceDB, name: str, run: str | None = None) -> int:
+    known = db.state_objects(run=run)
     if not known:
         return fail("state", f"no object state recorded in {db.path}")
     listed = ", ".join(known[:_MAX_KNOWN]) + (", ..." if len(known) > _MAX_KNOWN else "")
@@ -94,9 +94,9 @@ def _unknown(db: TraceDB, name: str) -> int:
 
 
 def _history(args: argparse.Namespace, db: TraceDB) -> int:
-    records = db.state_history(args.name, args.pid)
+    records = db.state_history(args.name, args.pid, run=args.run_id)
     if not records:
-        return _unknown(db, args.name)
+        return _unknown(db, args.name, args.run_id)
     if args.json:
         rows = []
         for record in records:
@@ -121,11 +121,12 @@ def _history(args: argparse.Namespace, db: TraceDB) -> int:
 
 
 def _state_at(args: argparse.Namespace, db: TraceDB) -> int:
-    state = db.state_at(args.name, args.at, args.pid)
+    state = db.state_at(args.name, args.at, args.pid, run=args.run_id)
     if state is None:
-        if not db.state_history(args.name):
-            return _unknown(db, args.name)
-        first = db.state_history(args.name)[0]
+        history = db.state_history(args.name, run=args.run_id)
+        if not history:
+            return _unknown(db, args.name, args.run_id)
+        first = history[0]
         return fail(
             "state",
             f"nothing recorded for {args.name!r} at or before {format_time(args.at)}; "

@@ -70,11 +70,11 @@ def cmd_traces(args: argparse.Namespace, db: TraceDB) -> int:
         min_duration_ns=args.min_duration,
         attributes=dict(args.attr or []),
         limit=args.limit,
+        run=args.run_id,
     )
     lost = recorded_losses(db, args.run_id)
     if args.json:
         return print_json(
-        run=args.run_id,
             {"traces": [_summary_json(s) for s in summaries], "recording": as_json(lost)}
         )
     if not summaries:

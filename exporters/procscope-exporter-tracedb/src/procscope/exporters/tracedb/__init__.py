@@ -12,6 +12,7 @@ __all__ = [
     "Happening",
     "LinkRecord",
     "LossRecord",
+    "Run",
     "SpanNode",
     "SpanRecord",
     "TraceDB",
@@ -19,6 +20,7 @@ __all__ = [
     "TraceDBSpanExporter",
     "TraceSummary",
     "TraceTree",
+    "UnknownRunError",
     "index_attributes",
 ]
 
@@ -33,4 +35,5 @@ from ._query import (
     TraceSummary,
     TraceTree,
 )
+from ._runs import Run, UnknownRunError
 from ._schema import SCHEMA_VERSION, TraceDBError, index_attributes

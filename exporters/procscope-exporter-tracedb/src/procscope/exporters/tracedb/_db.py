@@ -28,8 +28,9 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from . import _messages, _processes, _query, _schema, _state
+from . import _messages, _processes, _query, _runs, _schema, _state
 from ._query import Happening, SpanRecord, TraceSummary, TraceTree
+from ._runs import Run, RunFilter
 from ._schema import TraceDBError
 
 
@@ -165,6 +166,26 @@ class TraceDB:
     ) -> None:
         self.close()
 
+    # ------------------------------------------------------------------ runs
+
+    def runs(self) -> list[Run]:
+        """Every recorded run, oldest first (see ``_runs``). Spans recorded without a run
+        id (a DB older than schema version 3) make one run, ``"unknown"``."""
+        return _runs.runs(self.conn)
+
+    def latest_run_id(self) -> str | None:
+        """The id of the run that started last; None when nothing is recorded."""
+        return _runs.latest_run_id(self.conn)
+
+    def resolve_run(self, run: str) -> str:
+        """The full id of the run whose id is or starts with ``run``; raises
+        :class:`UnknownRunError` (a ValueError) if none or several match."""
+        return _runs.resolve(self.conn, run).run_id
+
+    def _run(self, run: str | None) -> RunFilter | None:
+        """The filter of ``run`` (an id or a unique prefix); None for every run."""
+        return None if run is None else _runs.resolve(self.conn, run)
+
     # ------------------------------------------------------------------ spans and traces
 
     def spans(
@@ -179,6 +200,7 @@ class TraceDB:
         attributes: Mapping[str, Any] | None = None,
         errors_only: bool = False,
         limit: int | None = None,
+        run: str | None = None,
     ) -> list[SpanRecord]:
         """Spans (with events and links) matching every filter given, by start time.
 
@@ -195,6 +217,7 @@ class TraceDB:
             process_name=process_name,
             attributes=attributes,
             errors_only=errors_only,
+            run=self._run(run),
         )
         return _query.fetch_spans(self.conn, where, params, limit=limit)
 
@@ -209,6 +232,7 @@ class TraceDB:
         attributes: Mapping[str, Any] | None = None,
         limit: int | None = 50,
         offset: int = 0,
+        run: str | None = None,
     ) -> list[TraceSummary]:
         """Traces that started in [start_ns, end_ns), newest first.
 
@@ -225,11 +249,13 @@ class TraceDB:
             attributes=attributes,
             limit=limit,
             offset=offset,
+            run=self._run(run),
         )
 
-    def trace(self, trace_id: str | bytes | int) -> TraceTree | None:
-        """One trace as a tree of spans with their events, or None if not in the DB."""
-        return _query.query_trace(self.conn, trace_id)
+    def trace(self, trace_id: str | bytes | int, run: str | None = None) -> TraceTree | None:
+        """One trace as a tree of spans with their events, or None if not in the DB (or
+        not in ``run``)."""
+        return _query.query_trace(self.conn, trace_id, self._run(run))
 
     def find_trace_ids(self, prefix: str, limit: int = 2) -> list[str]:
         """Trace ids starting with a hex prefix (for users typing a shortened id)."""
@@ -244,10 +270,12 @@ class TraceDB:
         )
         return [_schema.trace_id_from_db(row[0]) for row in rows]
 
-    def events_around(self, time_ns: int, window_ns: int = 1_000_000_000) -> list[Happening]:
+    def events_around(
+        self, time_ns: int, window_ns: int = 1_000_000_000, run: str | None = None
+    ) -> list[Happening]:
         """Span starts, span ends and events within ``window_ns`` either side of
-        ``time_ns``, across every process, in time order."""
-        return _query.query_events_around(self.conn, time_ns, window_ns)
+        ``time_ns``, across every process (of ``run``), in time order."""
+        return _query.query_events_around(self.conn, time_ns, window_ns, self._run(run))
 
     def resource(self, resource_id: int | None) -> dict[str, Any]:
         """The resource attributes a span refers to (``SpanRecord.resource_id``)."""
@@ -260,13 +288,19 @@ class TraceDB:
             self._resources[resource_id] = _query.json_object(row[0]) if row else {}
         return self._resources[resource_id]
 
-    def losses(self) -> list[LossRecord]:
-        """Every process's losses, largest first; empty when the recording is complete
-        (or the DB predates the ``losses`` table, schema version 1)."""
+    def losses(self, run: str | None = None) -> list[LossRecord]:
+        """Every process's losses (of ``run``), largest first; empty when the recording is
+        complete (or the DB predates the ``losses`` table, schema version 1)."""
+        flt = self._run(run)
+        where, params = ("", []) if flt is None else _runs.losses_filter(
+            flt, _runs.pids_of(self.conn, flt)
+        )
         try:
             rows = self.conn.execute(
                 "SELECT pid, process_start_ns, process_name, reason, count, updated_ns "
-                "FROM losses WHERE count > 0 ORDER BY count DESC, pid, reason"
+                "FROM losses WHERE count > 0" + (f" AND {where}" if where else "")
+                + " ORDER BY count DESC, pid, reason",
+                params,
             ).fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
@@ -274,15 +308,21 @@ class TraceDB:
             raise
         return [LossRecord(*row) for row in rows]
 
-    def span_count(self) -> int:
-        row = self.conn.execute("SELECT coalesce(sum(span_count), 0) FROM traces").fetchone()
+    def span_count(self, run: str | None = None) -> int:
+        flt = self._run(run)
+        where, params = ("", []) if flt is None else flt.traces("t")
+        row = self.conn.execute(
+            "SELECT coalesce(sum(t.span_count), 0) FROM traces t"
+            + (f" WHERE {where}" if where else ""),
+            params,
+        ).fetchone()
         return int(row[0])
 
     # ------------------------------------------------------------------ per instrumentor
 
-    def processes(self) -> list[Any]:
-        """The process tree, from lifecycle spans (see ``_processes``)."""
-        return _processes.processes(self.conn)
+    def processes(self, run: str | None = None) -> list[Any]:
+        """The process tree (of ``run``), from lifecycle spans (see ``_processes``)."""
+        return _processes.processes(self.conn, self._run(run))
 
     def messages(
         self,
@@ -294,6 +334,7 @@ class TraceDB:
         end_ns: int | None = None,
         limit: int | None = None,
         newest: bool = False,
+        run: str | None = None,
     ) -> list[Any]:
         """Messages with their producer and consumer spans, oldest first: the first
         ``limit``, or the last ``limit`` with ``newest`` (see ``_messages``)."""
@@ -306,17 +347,22 @@ class TraceDB:
             end_ns=end_ns,
             limit=limit,
             newest=newest,
+            run=self._run(run),
         )
 
-    def state_objects(self) -> list[str]:
+    def state_objects(self, run: str | None = None) -> list[str]:
         """The names of the objects whose state was recorded (see ``_state``)."""
-        return _state.state_objects(self.conn)
+        return _state.state_objects(self.conn, self._run(run))
 
-    def state_history(self, name: str, pid: int | None = None) -> list[_state.StateRecord]:
+    def state_history(
+        self, name: str, pid: int | None = None, run: str | None = None
+    ) -> list[_state.StateRecord]:
         """Every snapshot, change and transition of a traced object (see ``_state``)."""
-        return _state.state_history(self.conn, name, pid)
+        return _state.state_history(self.conn, name, pid, self._run(run))
 
-    def state_at(self, name: str, time: Any, pid: int | None = None) -> _state.StateAt | None:
+    def state_at(
+        self, name: str, time: Any, pid: int | None = None, run: str | None = None
+    ) -> _state.StateAt | None:
         """A traced object's state at ``time`` (epoch ns, seconds or a datetime), or None
         if nothing of it was recorded by then (see ``_state``)."""
-        return _state.state_at(self.conn, name, time, pid)
+        return _state.state_at(self.conn, name, time, pid, self._run(run))

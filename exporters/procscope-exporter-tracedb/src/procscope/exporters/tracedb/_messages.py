@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ._query import json_object
+from ._runs import RunFilter
 from ._schema import indexed_keys, span_id_from_db, trace_id_from_db
 
 MESSAGE_ID = "messaging.message.id"
@@ -118,11 +119,19 @@ _SLACK_NS = 60_000_000_000
 
 
 def _walk(
-    conn: sqlite3.Connection, start_ns: int | None, end_ns: int | None, newest: bool
+    conn: sqlite3.Connection,
+    start_ns: int | None,
+    end_ns: int | None,
+    newest: bool,
+    run: RunFilter | None = None,
 ) -> sqlite3.Cursor:
     """Producer and consumer spans in time order, streamed (the start-time index)."""
     clauses = [f"s.kind IN {_MESSAGE_KINDS}"]
     params: list[Any] = []
+    in_run, run_params = run.spans("s") if run is not None else ("", [])
+    if in_run:
+        clauses.append(in_run)
+        params.extend(run_params)
     if start_ns is not None:
         clauses.append("s.start_ns >= ?")
         params.append(int(start_ns) - _SLACK_NS)
@@ -166,6 +175,7 @@ def messages(
     end_ns: int | None = None,
     limit: int | None = None,
     newest: bool = False,
+    run: RunFilter | None = None,
 ) -> list[MessageRecord]:
     """Each message with its producer and consumer spans, processes and threads, by send time.
 
@@ -182,7 +192,7 @@ def messages(
         return []
     records: list[MessageRecord] = []
     done: set[str] = set()
-    for row in _walk(conn, start_ns, end_ns, newest):
+    for row in _walk(conn, start_ns, end_ns, newest, run):
         attributes = _attributes(row)
         message_id = attributes.get(MESSAGE_ID)
         operation = attributes.get("messaging.operation.type")

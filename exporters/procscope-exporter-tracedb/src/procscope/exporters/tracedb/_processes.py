@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ._query import json_object
+from ._runs import RunFilter
 from ._schema import span_id_from_db, trace_id_from_db
 
 KIND_KEY = "procscope.lifecycle.kind"
@@ -92,14 +93,17 @@ class _Span:
     span_pk: int
 
 
-def _load(conn: sqlite3.Connection) -> list[_Span]:
+def _load(conn: sqlite3.Connection, run: RunFilter | None) -> list[_Span]:
     marks = ",".join("?" for _ in PROCESS_KINDS)
+    in_run, run_params = run.spans("s") if run is not None else ("", [])
     rows = conn.execute(
         "SELECT s.trace_id, s.span_id, s.parent_span_id, s.name, s.start_ns, s.end_ns, "
         "s.status_code, s.status_description, s.attributes, s.pid, s.span_pk "
         "FROM span_attrs a JOIN spans s ON s.span_pk = a.span_pk "
-        f"WHERE a.key = ? AND a.value IN ({marks}) ORDER BY s.start_ns",
-        (KIND_KEY, *PROCESS_KINDS),
+        f"WHERE a.key = ? AND a.value IN ({marks})"
+        + (f" AND {in_run}" if in_run else "")
+        + " ORDER BY s.start_ns",
+        (KIND_KEY, *PROCESS_KINDS, *run_params),
     ).fetchall()
     return [
         _Span(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json_object(r[8]), r[9], r[10])
@@ -196,14 +200,15 @@ def _record(conn: sqlite3.Connection, group: _Group) -> ProcessRecord:
 
 
 def _program(
-    conn: sqlite3.Connection, pid: int, end: _Span | None = None
+    conn: sqlite3.Connection, pid: int, end: _Span | None = None, run: RunFilter | None = None
 ) -> ProcessRecord | None:
     """A row for a process nobody spawned under procscope, from the spans it exported
     (and from its own ``end`` span, when it recorded one)."""
+    in_run, run_params = run.spans("s") if run is not None else ("", [])
     row = conn.execute(
-        "SELECT min(start_ns), max(end_ns), max(process_name), max(resource_id) "
-        "FROM spans WHERE pid = ?",
-        (pid,),
+        "SELECT min(s.start_ns), max(s.end_ns), max(s.process_name), max(s.resource_id) "
+        "FROM spans s WHERE s.pid = ?" + (f" AND {in_run}" if in_run else ""),
+        (pid, *run_params),
     ).fetchone()
     if row is None or row[0] is None:
         return None
@@ -239,11 +244,12 @@ def _program(
     return record
 
 
-def processes(conn: sqlite3.Connection) -> list[ProcessRecord]:
-    """Every recorded process, in tree order (each after its parent, children by start)."""
+def processes(conn: sqlite3.Connection, run: RunFilter | None = None) -> list[ProcessRecord]:
+    """Every recorded process (of the run), in tree order (each after its parent,
+    children by start)."""
     groups: dict[tuple[bytes, int], _Group] = {}
     ends: dict[int, _Span] = {}
-    for span in _load(conn):
+    for span in _load(conn, run):
         role = span.attributes.get("procscope.lifecycle.role")
         if role == "end":  # a program's own end; the last one for a reused pid
             ends[span.pid] = span
@@ -270,7 +276,7 @@ def processes(conn: sqlite3.Connection) -> list[ProcessRecord]:
     for pid, end in ends.items():
         if pid in by_pid:
             continue  # recorded as a child already
-        program = _program(conn, pid, end)
+        program = _program(conn, pid, end, run)
         if program is not None:
             programs[pid] = program
             roots.append(program)
@@ -287,7 +293,7 @@ def processes(conn: sqlite3.Connection) -> list[ProcessRecord]:
             elif record.parent_pid in programs:
                 parent = programs[record.parent_pid]
             else:
-                parent = _program(conn, record.parent_pid)
+                parent = _program(conn, record.parent_pid, run=run)
                 if parent is not None:
                     programs[record.parent_pid] = parent
                     roots.append(parent)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ._runs import RunFilter
 from ._schema import indexed_keys, parse_trace_id, span_id_from_db, trace_id_from_db
 
 KINDS = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
@@ -308,10 +309,12 @@ def span_conditions(
     process_name: str | None = None,
     attributes: Mapping[str, Any] | None = None,
     errors_only: bool = False,
+    run: RunFilter | None = None,
 ) -> tuple[str, list[Any]]:
     """The WHERE clause (over ``spans s``) for the filters of ``TraceDB.spans``."""
     clauses: list[str] = []
     params: list[Any] = []
+    _add(clauses, params, run.spans("s") if run is not None else ("", []))
     if trace_id is not None:
         clauses.append("s.trace_id = ?")
         params.append(parse_trace_id(trace_id))
@@ -342,6 +345,12 @@ def span_conditions(
     return " AND ".join(clauses), params
 
 
+def _add(clauses: list[str], params: list[Any], condition: tuple[str, list[Any]]) -> None:
+    if condition[0]:
+        clauses.append(condition[0])
+        params.extend(condition[1])
+
+
 def summary_from_row(row: Sequence[Any]) -> TraceSummary:
     return TraceSummary(
         trace_id=trace_id_from_db(row[0]),
@@ -364,10 +373,12 @@ def query_traces(
     attributes: Mapping[str, Any] | None = None,
     limit: int | None = 50,
     offset: int = 0,
+    run: RunFilter | None = None,
 ) -> list[TraceSummary]:
     """Traces that started in [start_ns, end_ns), newest first, filtered."""
     clauses: list[str] = []
     params: list[Any] = []
+    _add(clauses, params, run.traces("t") if run is not None else ("", []))
     if start_ns is not None:
         clauses.append("t.start_ns >= ?")
         params.append(int(start_ns))
@@ -417,17 +428,20 @@ def build_tree(spans: Iterable[SpanRecord]) -> list[SpanNode]:
     return roots
 
 
-def query_trace(conn: sqlite3.Connection, trace_id: str | bytes | int) -> TraceTree | None:
-    """One trace as a tree, or None if the DB has no span of it."""
+def query_trace(
+    conn: sqlite3.Connection, trace_id: str | bytes | int, run: RunFilter | None = None
+) -> TraceTree | None:
+    """One trace as a tree, or None if the DB (or the run) has no span of it."""
     key = parse_trace_id(trace_id)
+    in_run, run_params = run.traces("traces") if run is not None else ("", [])
     # One read transaction: the summary and the spans are of the same moment even
     # while writers commit.
     conn.execute("BEGIN")
     try:
         row = conn.execute(
             "SELECT trace_id, start_ns, end_ns, span_count, error_count, root_name "
-            "FROM traces WHERE trace_id = ?",
-            (key,),
+            "FROM traces WHERE trace_id = ?" + (f" AND {in_run}" if in_run else ""),
+            (key, *run_params),
         ).fetchone()
         if row is None:
             return None
@@ -437,18 +451,24 @@ def query_trace(conn: sqlite3.Connection, trace_id: str | bytes | int) -> TraceT
     return TraceTree(summary_from_row(row), spans, build_tree(spans))
 
 
-def query_events_around(conn: sqlite3.Connection, time_ns: int, window_ns: int) -> list[Happening]:
+def query_events_around(
+    conn: sqlite3.Connection, time_ns: int, window_ns: int, run: RunFilter | None = None
+) -> list[Happening]:
     """Span starts, span ends and span events within ``window_ns`` of ``time_ns``,
-    across every process, in time order."""
+    across every process (of the run), in time order."""
     low, high = int(time_ns - window_ns), int(time_ns + window_ns)
+    # A span of the run starts within the run's range, but may end (or hold an event)
+    # after its start: the run's condition applies to the spans found, not to the times.
+    in_run, run_params = run.spans("s") if run is not None else ("", [])
     conn.execute("BEGIN")
     try:
         spans = fetch_spans(
             conn,
             "s.span_pk IN (SELECT span_pk FROM spans WHERE start_ns BETWEEN ? AND ? "
             "UNION SELECT span_pk FROM spans WHERE end_ns BETWEEN ? AND ? "
-            "UNION SELECT span_pk FROM events WHERE time_ns BETWEEN ? AND ?)",
-            (low, high, low, high, low, high),
+            "UNION SELECT span_pk FROM events WHERE time_ns BETWEEN ? AND ?)"
+            + (f" AND {in_run}" if in_run else ""),
+            (low, high, low, high, low, high, *run_params),
         )
     finally:
         conn.execute("COMMIT")

@@ -21,6 +21,12 @@ One SQLite file holds every span of a (multi-process) program. Layout, and why:
 * ``losses`` (version 2): what each process recorded but could not deliver, by reason
   (one row per process and reason, identified by pid and start time; counts only grow,
   :data:`LOSS_UPSERT`). Any row means the recording is incomplete (docs/tracedb.md).
+* runs (version 3): ``resources.run_id`` (the resource's ``procscope.run.id``) and
+  ``traces.run_id`` (the run of the trace's first stored batch), both indexed; ``runs``,
+  one row per run kept up to date by every batch (first start, last end, span and error
+  counts, :data:`RUN_UPSERT`), and ``run_pids``, the pids that stored spans in each run.
+  "Spans of run R" is then the run's time range on the start-time index, checked against
+  the run's few resource ids. Rows of older versions (no run id) make one run of their own.
 
 The file is marked with ``PRAGMA application_id`` (so a foreign SQLite file is recognised
 and never written to) and ``PRAGMA user_version`` (the schema version).
@@ -51,9 +57,9 @@ __all__ = [
 APPLICATION_ID = 0x70736370
 
 #: The schema version written into ``PRAGMA user_version``.
-SCHEMA_VERSION = 2
-#: The oldest version readers read as it is: each later version only added tables,
-#: which a reader treats as empty when absent (a reader never migrates).
+SCHEMA_VERSION = 3
+#: The oldest version readers read as it is: each later version only added tables and
+#: columns, which a reader treats as empty when absent (a reader never migrates).
 OLDEST_READABLE_VERSION = 1
 
 #: Attribute keys of spans that get an (key, value) index row in ``span_attrs``.
@@ -176,6 +182,36 @@ LOSS_UPSERT = (
     "process_name = coalesce(process_name, excluded.process_name)"
 )
 
+#: What version 3 added, for a new file and for the migration from version 2 alike.
+RUN_STATEMENTS: tuple[str, ...] = (
+    "ALTER TABLE resources ADD COLUMN run_id TEXT",
+    "ALTER TABLE traces ADD COLUMN run_id TEXT",
+    """CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        start_ns INTEGER NOT NULL,
+        end_ns INTEGER NOT NULL,
+        span_count INTEGER NOT NULL,
+        error_count INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE run_pids (
+        run_id TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        PRIMARY KEY (run_id, pid)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX resources_run ON resources (run_id)",
+    "CREATE INDEX traces_run ON traces (run_id, start_ns)",
+    "CREATE INDEX runs_start ON runs (start_ns)",
+)
+
+#: One batch's spans of one run, merged into its row (any process, any order).
+RUN_UPSERT = (
+    "INSERT INTO runs (run_id, start_ns, end_ns, span_count, error_count) VALUES (?,?,?,?,?) "
+    "ON CONFLICT (run_id) DO UPDATE SET start_ns = min(start_ns, excluded.start_ns), "
+    "end_ns = max(end_ns, excluded.end_ns), span_count = span_count + excluded.span_count, "
+    "error_count = error_count + excluded.error_count"
+)
+RUN_PID_INSERT = "INSERT OR IGNORE INTO run_pids (run_id, pid) VALUES (?,?)"
+
 INDEXES = (
     "CREATE INDEX spans_trace ON spans (trace_id)",
     "CREATE INDEX spans_start ON spans (start_ns)",
@@ -219,7 +255,12 @@ def _add_losses_table(conn: sqlite3.Connection) -> None:
     conn.execute(LOSSES_TABLE)
 
 
-MIGRATIONS: dict[int, Migration] = {1: _add_losses_table}
+def _add_runs(conn: sqlite3.Connection) -> None:
+    for statement in RUN_STATEMENTS:
+        conn.execute(statement)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _add_losses_table, 2: _add_runs}
 
 
 def trace_id_to_db(trace_id: int) -> bytes:
@@ -340,7 +381,7 @@ def check_marks(
 
 def create_schema(conn: sqlite3.Connection) -> None:
     """Create every table and index; the caller holds the write transaction."""
-    for statement in (*TABLES, *INDEXES):
+    for statement in (*TABLES, *INDEXES, *RUN_STATEMENTS):
         conn.execute(statement)
     conn.execute(
         "INSERT INTO meta (key, value) VALUES ('created_by', ?), ('created_pid', ?)",

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ._query import json_object
+from ._runs import RunFilter
 
 EVENT_CHANGE = "procscope.state.change"
 EVENT_SNAPSHOT = "procscope.state.snapshot"
@@ -172,8 +173,16 @@ def _record(row: tuple[Any, ...]) -> StateRecord | None:
 
 
 def _events_where(
-    conn: sqlite3.Connection, key: str, value: str, extra: str = "", params: Iterable[Any] = ()
+    conn: sqlite3.Connection,
+    key: str,
+    value: str,
+    extra: str = "",
+    params: Iterable[Any] = (),
+    run: RunFilter | None = None,
 ) -> list[StateRecord]:
+    in_run, run_params = run.spans("s") if run is not None else ("", [])
+    if in_run:
+        extra, params = f"{extra} AND {in_run}", (*params, *run_params)
     rows = conn.execute(
         f"SELECT {_EVENT_COLUMNS} FROM event_attrs a "
         "JOIN events e ON e.event_pk = a.event_pk "
@@ -186,17 +195,27 @@ def _events_where(
     return records
 
 
-def state_objects(conn: sqlite3.Connection) -> list[str]:
-    """The names of every object with recorded state, sorted."""
+def state_objects(conn: sqlite3.Connection, run: RunFilter | None = None) -> list[str]:
+    """The names of every object with recorded state (in the run), sorted."""
+    in_run, run_params = run.spans("s") if run is not None else ("", [])
+    if not in_run:
+        rows = conn.execute(
+            "SELECT DISTINCT value FROM event_attrs WHERE key = ? ORDER BY value", (OBJECT,)
+        ).fetchall()
+        return [str(r[0]) for r in rows]
     rows = conn.execute(
-        "SELECT DISTINCT value FROM event_attrs WHERE key = ? ORDER BY value", (OBJECT,)
+        "SELECT DISTINCT a.value FROM event_attrs a JOIN events e ON e.event_pk = a.event_pk "
+        f"JOIN spans s ON s.span_pk = e.span_pk WHERE a.key = ? AND {in_run} ORDER BY a.value",
+        (OBJECT, *run_params),
     ).fetchall()
     return [str(r[0]) for r in rows]
 
 
-def state_history(conn: sqlite3.Connection, name: str, pid: int | None = None) -> list[StateRecord]:
+def state_history(
+    conn: sqlite3.Connection, name: str, pid: int | None = None, run: RunFilter | None = None
+) -> list[StateRecord]:
     """Every recorded snapshot, change and transition of the object ``name``, in time order."""
-    records = _events_where(conn, OBJECT, name)
+    records = _events_where(conn, OBJECT, name, run=run)
     if pid is not None:
         records = [r for r in records if r.pid == pid]
     return records
@@ -205,28 +224,30 @@ def state_history(conn: sqlite3.Connection, name: str, pid: int | None = None) -
 # ---------------------------------------------------------------------------- state_at
 
 
-def _snapshots_numbered(conn: sqlite3.Connection, name: str, n: int) -> list[StateRecord]:
+def _snapshots_numbered(
+    conn: sqlite3.Connection, name: str, n: int, run: RunFilter | None = None
+) -> list[StateRecord]:
     return [
         r
         for r in _events_where(
-            conn, EPOCH, _epoch_value(name, n), "AND e.name = ?", (EVENT_SNAPSHOT,)
+            conn, EPOCH, _epoch_value(name, n), "AND e.name = ?", (EVENT_SNAPSHOT,), run
         )
         if r.kind == "snapshot"
     ]
 
 
-def _latest_number(conn: sqlite3.Connection, name: str) -> int:
+def _latest_number(conn: sqlite3.Connection, name: str, run: RunFilter | None = None) -> int:
     """The highest snapshot number recorded for ``name`` (0: none), by exponential search."""
-    if not _snapshots_numbered(conn, name, 1):
+    if not _snapshots_numbered(conn, name, 1, run):
         return 0
     low, high = 1, 2
-    while _snapshots_numbered(conn, name, high):
+    while _snapshots_numbered(conn, name, high, run):
         low, high = high, high * 2
     # Invariant: snapshot `low` exists, `high` does not (numbers are dense when nothing was
     # dropped; a gap only makes the search settle below it, which the caller tolerates).
     while high - low > 1:
         middle = (low + high) // 2
-        if _snapshots_numbered(conn, name, middle):
+        if _snapshots_numbered(conn, name, middle, run):
             low = middle
         else:
             high = middle
@@ -239,11 +260,11 @@ def _pick(snapshots: list[StateRecord], at_ns: int, pid: int | None) -> StateRec
 
 
 def _find_snapshot(
-    conn: sqlite3.Connection, name: str, at_ns: int, pid: int | None
+    conn: sqlite3.Connection, name: str, at_ns: int, pid: int | None, run: RunFilter | None = None
 ) -> StateRecord | bool | None:
     """The last snapshot at or before ``at_ns``; None if there is none; False if the
     numbering has gaps the search cannot trust (the caller then reads every event)."""
-    latest = _latest_number(conn, name)
+    latest = _latest_number(conn, name, run)
     if latest == 0:
         return None
     # Binary search for the highest number whose snapshot is at or before at_ns: snapshot
@@ -253,7 +274,7 @@ def _find_snapshot(
     steps = 0
     while high - low > 1:
         middle = (low + high) // 2
-        snapshots = _snapshots_numbered(conn, name, middle)
+        snapshots = _snapshots_numbered(conn, name, middle, run)
         if not snapshots:
             steps += 1
             if steps > _MISSING_SNAPSHOT_STEPS:
@@ -335,7 +356,11 @@ def _replay(
 
 
 def state_at(
-    conn: sqlite3.Connection, name: str, at: Any, pid: int | None = None
+    conn: sqlite3.Connection,
+    name: str,
+    at: Any,
+    pid: int | None = None,
+    run: RunFilter | None = None,
 ) -> StateAt | None:
     """The state of the object ``name`` at ``at`` (epoch ns, seconds, or a datetime), or
     None if nothing of it was recorded at or before then.
@@ -349,14 +374,16 @@ def state_at(
         # Snapshot numbers of a forked child continue its parent's: the number search
         # cannot single out one process, so read that object's events (rare: one name
         # recorded by several processes).
-        return _state_from_everything(conn, name, at_ns, pid)
-    snapshot = _find_snapshot(conn, name, at_ns, None)
+        return _state_from_everything(conn, name, at_ns, pid, run)
+    snapshot = _find_snapshot(conn, name, at_ns, None, run)
     if snapshot is False:
-        return _state_from_everything(conn, name, at_ns, pid)
+        return _state_from_everything(conn, name, at_ns, pid, run)
     assert snapshot is None or isinstance(snapshot, StateRecord)
     if snapshot is None:
         # No snapshot yet at that time: the changes before the first snapshot (epoch 0).
-        changes = _events_where(conn, EPOCH, _epoch_value(name, 0), "AND e.time_ns <= ?", (at_ns,))
+        changes = _events_where(
+            conn, EPOCH, _epoch_value(name, 0), "AND e.time_ns <= ?", (at_ns,), run
+        )
         if pid is not None:
             changes = [c for c in changes if c.pid == pid]
         if not changes:
@@ -373,6 +400,7 @@ def state_at(
                 _epoch_value(name, number),
                 "AND e.time_ns >= ? AND e.time_ns <= ?",
                 (snapshot.time_ns - 1_000_000_000, at_ns),
+                run,
             )
         )
     changes.sort(key=lambda r: (r.time_ns, r.seq))
@@ -380,9 +408,9 @@ def state_at(
 
 
 def _state_from_everything(
-    conn: sqlite3.Connection, name: str, at_ns: int, pid: int | None
+    conn: sqlite3.Connection, name: str, at_ns: int, pid: int | None, run: RunFilter | None = None
 ) -> StateAt | None:
-    records = [r for r in state_history(conn, name, pid) if r.time_ns <= at_ns]
+    records = [r for r in state_history(conn, name, pid, run) if r.time_ns <= at_ns]
     if not records:
         return None
     snapshots = [r for r in records if r.kind == "snapshot"]

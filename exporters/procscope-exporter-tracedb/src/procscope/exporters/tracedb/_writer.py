@@ -26,6 +26,7 @@ from procscope.core.guard import warn_once
 
 from . import _schema
 from ._fds import OPENING, file_identity, open_fds, own_fds
+from ._run_rows import run_id_of_resource, write_summaries
 from ._schema import TraceDBError
 
 # json.dumps with compact separators; default=str so an odd value never fails a batch.
@@ -330,6 +331,7 @@ class Writer:
         self.retention_interval_s = retention_interval_s
         self._next_retention = 0.0  # check on the first batch
         self._resource_ids: dict[str, int] = {}
+        self._run_ids: dict[int, str | None] = {}  # resource row id -> its run id
         self._scope_ids: dict[str, int] = {}
         # Ids by the resource or scope object itself (kept referenced, so its id() is
         # never reused): a batch alternates between a few scopes (messaging, state,
@@ -416,14 +418,17 @@ class Writer:
         digest = digest_of(attributes, schema_url)
         rid = self._resource_ids.get(digest)
         if rid is None:
+            run_id = run_id_of_resource(attributes)
             self.conn.execute(
-                "INSERT OR IGNORE INTO resources (digest, attributes, schema_url) VALUES (?,?,?)",
-                (digest, attributes, schema_url),
+                "INSERT OR IGNORE INTO resources (digest, attributes, schema_url, run_id) "
+                "VALUES (?,?,?,?)",
+                (digest, attributes, schema_url, run_id),
             )
             rid = self.conn.execute(
                 "SELECT resource_id FROM resources WHERE digest = ?", (digest,)
             ).fetchone()[0]
             self._resource_ids[digest] = rid
+            self._run_ids[rid] = run_id
         return rid  # type: ignore[no-any-return]
 
     def scope_id(self, scope: Any) -> int | None:
@@ -495,7 +500,7 @@ class Writer:
                     EVENT_ATTR_INSERT,
                     [(k, v, pk + event_base) for k, v, pk in batch.event_attrs],
                 )
-            conn.executemany(TRACE_UPSERT, summarise_traces(spans))
+            write_summaries(conn, spans, summarise_traces(spans), self._run_ids)
             if batch.losses:
                 conn.executemany(_schema.LOSS_UPSERT, batch.losses)
             conn.execute("COMMIT")
@@ -527,6 +532,7 @@ class Writer:
             pass  # the transaction is gone already (SQLite rolled it back itself)
         # Ids looked up inside a rolled back transaction may not exist: forget them.
         self._resource_ids.clear()
+        self._run_ids.clear()
         self._scope_ids.clear()
         self._ids_by_object.clear()
 
