@@ -62,6 +62,10 @@ def _summary_json(summary: TraceSummary) -> dict[str, Any]:
 
 @db_command("traces")
 def cmd_traces(args: argparse.Namespace, db: TraceDB) -> int:
+    if getattr(args, "recordings", False):
+        from ._recordings import list_recordings
+
+        return list_recordings(args, db)
     summaries = db.traces(
         start_ns=args.since,
         end_ns=args.until,
@@ -257,6 +261,11 @@ def add_parser(subparsers: Any) -> None:
     )
     traces.add_argument(
         "--limit", type=positive_int_argument, default=50, metavar="N", help="at most N traces (50)"
+    )
+    traces.add_argument(
+        "--recordings",
+        action="store_true",
+        help="only the flight recorder's dumps, with their reasons (docs/flight-recorder.md)",
     )
     traces.set_defaults(func=cmd_traces)
 
