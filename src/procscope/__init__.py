@@ -24,7 +24,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from procscope.core.settings import SettingWarning
 
-    from ._api import configure, name, setup, shutdown, trace_state
+    from ._api import configure, dump, name, setup, shutdown, trace_state
     from ._scope import Scope
 
 # Imported at first use, not with the package: every ``procscope.*`` import (a plugin's
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 # the API's modules bring in the OpenTelemetry SDK (tens of milliseconds).
 _LAZY = {
     "configure": "procscope._api",
+    "dump": "procscope._api",
     "name": "procscope._api",
     "setup": "procscope._api",
     "shutdown": "procscope._api",
@@ -53,6 +54,7 @@ __all__ = [
     "SettingWarning",
     "__version__",
     "configure",
+    "dump",
     "name",
     "setup",
     "shutdown",

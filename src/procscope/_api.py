@@ -35,6 +35,9 @@ def setup(
     scrub_keys: str | list[str] | None = None,
     scrub_values: str | list[str] | None = None,
     overflow: str | None = None,
+    flight_recorder: bool | str | None = None,
+    flight_window: float | str | None = None,
+    flight_memory: int | str | None = None,
 ) -> Scope:
     """Start recording: provider, processors, exporters and the instrumentors of ``level``.
 
@@ -65,6 +68,9 @@ def setup(
                 scrub_keys=scrub_keys,
                 scrub_values=scrub_values,
                 overflow=overflow,
+                flight_recorder=flight_recorder,
+                flight_window=flight_window,
+                flight_memory=flight_memory,
             )
         )
         with handle_internal_errors():
@@ -114,6 +120,9 @@ def configure(
     sample_rate: float | None = None,
     capture_content: bool | None = None,
     overflow: str | None = None,
+    flight_recorder: bool | str | None = None,
+    flight_window: float | str | None = None,
+    flight_memory: int | str | None = None,
 ) -> None:
     """Change settings while the program runs (new spans see them at once)."""
     scope = _scope
@@ -125,8 +134,20 @@ def configure(
         )
         return
     scope.configure(
-        level=level, sample_rate=sample_rate, capture_content=capture_content, overflow=overflow
+        level=level, sample_rate=sample_rate, capture_content=capture_content, overflow=overflow,
+        flight_recorder=flight_recorder, flight_window=flight_window,
+        flight_memory=flight_memory,
     )
+
+
+def dump(reason: str = "procscope.dump()") -> bool:
+    """Write the flight recorder's window out now, as one trace of spans
+    (docs/flight-recorder.md). False when the recorder is off in this process."""
+    from procscope.core import flight
+
+    with handle_internal_errors():
+        return flight.dump(str(reason))
+    return False
 
 
 def shutdown() -> None:

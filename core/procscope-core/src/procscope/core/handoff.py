@@ -131,10 +131,13 @@ def exporter_key(exporter: Any) -> str:
 # --- writing -----------------------------------------------------------------------------
 
 
-def write(spans: Sequence[Any], key: str, deadline: float) -> int:
+def write(
+    spans: Sequence[Any], key: str, deadline: float, origin: tuple[int, str] | None = None
+) -> int:
     """Write ``spans`` (finished ReadableSpans) to the spool for the exporter ``key``,
     stopping at ``deadline`` (time.monotonic()). Returns how many were written; the rest
-    are the caller's to count as lost. Never raises."""
+    are the caller's to count as lost. Never raises. ``origin``: the (pid, process name)
+    they are stored under, when not this process's (a dead child's flight recording)."""
     if not spans:
         return 0
     folder = _private_directory()
@@ -146,7 +149,8 @@ def write(spans: Sequence[Any], key: str, deadline: float) -> int:
         return 0
     # The writer's pid and process name (hex: any text) travel in the file's name, for an
     # exporter that stores spans under the process that made them (export_from).
-    name = f"{key}.{os.getpid()}-{_process_name().encode().hex()}.{next(_serial)}"
+    pid, process_name = origin or (os.getpid(), _process_name())
+    name = f"{key}.{pid}-{process_name.encode().hex()}.{next(_serial)}"
     temporary = os.path.join(folder, name + ".tmp")
     written = 0
     try:

@@ -32,12 +32,19 @@ ENV_DB_MAX_BYTES = "PROCSCOPE_DB_MAX_BYTES"
 ENV_DB_MAX_AGE = "PROCSCOPE_DB_MAX_AGE"
 ENV_SCRUB_KEYS = "PROCSCOPE_SCRUB_KEYS"
 ENV_SCRUB_VALUES = "PROCSCOPE_SCRUB_VALUES"
+ENV_FLIGHT_RECORDER = "PROCSCOPE_FLIGHT_RECORDER"
+ENV_FLIGHT_WINDOW = "PROCSCOPE_FLIGHT_WINDOW"
+ENV_FLIGHT_MEMORY = "PROCSCOPE_FLIGHT_MEMORY"
 
 DEFAULT_DB = "procscope.db"
 DEFAULT_LEVEL = "full"
 DEFAULT_SAMPLE_RATE = 1.0
 DEFAULT_CAPTURE_CONTENT = True
 DEFAULT_EXPORTERS: tuple[str, ...] = ("tracedb",)
+# The flight recorder (docs/flight-recorder.md): on by default when sample_rate < 1.
+DEFAULT_FLIGHT_WINDOW = 30.0
+DEFAULT_FLIGHT_MEMORY = 32 * 1024 * 1024
+FLIGHT_RECORDER_DEFAULT_TEXT = "the default (on when sample_rate < 1)"
 # head: sample_rate decides at the start of a trace; tail: every trace is recorded and the
 # tail-sampling processor keeps errors, abnormal ends, slow traces and sample_rate of the rest.
 SAMPLING_MODES = ("head", "tail")
@@ -136,6 +143,43 @@ def parse_positive_float(value: object) -> float:
 def parse_byte_count(value: object) -> int:
     """A positive number of bytes (a size limit)."""
     return int(parse_positive_float(value))
+
+
+def parse_duration(value: object) -> float:
+    """Seconds, as a number or with a unit: ``30``, ``30s``, ``2m``, ``500ms``."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        for unit, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+            if text.endswith(unit) and text[: -len(unit)].strip():
+                try:
+                    return parse_positive_float(text[: -len(unit)]) * scale
+                except BadSettingError:
+                    raise BadSettingError("expected a duration such as 30s") from None
+        try:
+            return parse_positive_float(text)
+        except BadSettingError:
+            raise BadSettingError("expected a duration such as 30s") from None
+    return parse_positive_float(value)
+
+
+def parse_size(value: object) -> int:
+    """Bytes, as a number or with a unit: ``33554432``, ``32MiB``, ``512KiB``, ``1GB``."""
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        units = (("kib", 1024), ("mib", 1024**2), ("gib", 1024**3), ("kb", 1000),
+                 ("mb", 1000**2), ("gb", 1000**3), ("k", 1024), ("m", 1024**2),
+                 ("g", 1024**3), ("b", 1))
+        for unit, scale in units:
+            if text.endswith(unit) and text[: -len(unit)]:
+                try:
+                    return int(parse_positive_float(text[: -len(unit)]) * scale)
+                except BadSettingError:
+                    raise BadSettingError("expected a size such as 32MiB") from None
+        try:
+            return parse_byte_count(text)
+        except BadSettingError:
+            raise BadSettingError("expected a size such as 32MiB") from None
+    return parse_byte_count(value)
 
 
 def parse_pattern(value: object) -> str:
@@ -257,6 +301,17 @@ class Settings:
     scrub_values: str | None = None
     # None: not given, so it follows sample_rate (see overflow_policy).
     overflow: str | None = None
+    # None: not given, so on when sample_rate < 1 (see flight_recorder_on).
+    flight_recorder: bool | None = None
+    flight_window: float = DEFAULT_FLIGHT_WINDOW
+    flight_memory: int = DEFAULT_FLIGHT_MEMORY
+
+    @property
+    def flight_recorder_on(self) -> bool:
+        """Whether the flight recorder runs: as given, else when sampling."""
+        if self.flight_recorder is None:
+            return self.sample_rate < 1.0
+        return self.flight_recorder
 
     @property
     def overflow_policy(self) -> str:
@@ -309,6 +364,9 @@ def resolve(
     scrub_keys: Any = None,
     scrub_values: Any = None,
     overflow: Any = None,
+    flight_recorder: Any = None,
+    flight_window: Any = None,
+    flight_memory: Any = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve every setting, warning once for each bad value."""
@@ -352,5 +410,22 @@ def resolve(
             None,
             environ,
             default_text=OVERFLOW_DEFAULT_TEXT,
+        ),
+        flight_recorder=resolve_one(
+            "flight_recorder",
+            ENV_FLIGHT_RECORDER,
+            flight_recorder,
+            parse_bool,
+            None,
+            environ,
+            default_text=FLIGHT_RECORDER_DEFAULT_TEXT,
+        ),
+        flight_window=resolve_one(
+            "flight_window", ENV_FLIGHT_WINDOW, flight_window, parse_duration,
+            DEFAULT_FLIGHT_WINDOW, environ,
+        ),
+        flight_memory=resolve_one(
+            "flight_memory", ENV_FLIGHT_MEMORY, flight_memory, parse_size,
+            DEFAULT_FLIGHT_MEMORY, environ,
         ),
     )

@@ -20,6 +20,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from procscope.core import _flight_mirror, flight
 from procscope.core.guard import log_internal_error
 from procscope.core.threadinfo import on_main_thread
 
@@ -29,6 +30,8 @@ from ._runtime import (
     EXIT_FLUSH_MILLIS,
     ExceptionRecord,
     end_with_error,
+    exception_reason,
+    flight_trigger,
     flush,
     runtime,
     set_exit_status,
@@ -38,12 +41,17 @@ from ._runtime import (
 # The process's own span; [span] or []. A list so that taking it is one atomic pop.
 _run: list[Any] = []
 _failure: list[ExceptionRecord] = []
+# True while a child's flight recorder waits for its end (flight_child_start).
+_flight_run: list[bool] = [False]
 # True in a multiprocessing.Pool worker: see _end_for_signal.
 _pool_worker: list[bool] = [False]
 _sigterm_installed = False
 # A SIGTERM-ed child flushes within the exit budget too (see _runtime.EXIT_FLUSH_MILLIS);
 # the margin lets the helper end the span before its own flush is cut.
 SIGTERM_FLUSH_SECONDS = EXIT_FLUSH_MILLIS / 1000 + 0.25
+# How long an abnormal end waits for its flight recorder dump to reach the processors
+# before the exit flush (docs/flight-recorder.md): a part of the exit budget.
+FLIGHT_EXIT_WAIT = 0.3
 
 
 def begin_run(name: str, attributes: dict[str, Any], ctx: Any, *, pool_worker: bool = False) -> Any:
@@ -53,6 +61,7 @@ def begin_run(name: str, attributes: dict[str, Any], ctx: Any, *, pool_worker: b
     _failure.clear()
     _pool_worker[0] = pool_worker
     _install_sigterm()
+    flight_child_start()
     return span
 
 
@@ -63,7 +72,7 @@ def current_run() -> Any:
 def note_failure(exc: BaseException | ExceptionRecord) -> None:
     """An unhandled exception of the process (recorded when its span ends); what is
     recorded is taken now, the exception itself is not kept."""
-    if _run and not _failure:
+    if (_run or flight.append is not None) and not _failure:
         _failure.append(exc if isinstance(exc, ExceptionRecord) else ExceptionRecord(exc))
 
 
@@ -79,6 +88,7 @@ def finish_run(
         span = None
     if span is None:
         return False
+    _flight_run[0] = False
     try:
         if _failure:
             end_with_error(span, _failure[0])
@@ -87,10 +97,61 @@ def finish_run(
         else:
             set_exit_status(span, code)
         span.end()
+        if not expected:
+            flight_at_end(code, exit_signal, _failure[0] if _failure else None,
+                          span.get_span_context())
+        if flight.append is not None:
+            _flight_mirror.stop()  # (this end wrote its own dump, or needs none)
     except Exception:  # noqa: BLE001
         log_internal_error()
     _flush_quietly()
     return True
+
+
+def flight_child_start() -> None:
+    """In a child, sampled or not: mirror its ring to disk (for a SIGKILL)."""
+    if flight.append is not None:
+        _flight_run[0] = True
+        _flight_mirror.start()
+
+
+def flight_child_end(code: int | None, exit_signal: int | None = None) -> None:
+    """The end of a child that has no process span (not sampled): its abnormal end
+    still writes the flight recorder out (finish_run does it for the others)."""
+    if not _flight_run[0]:
+        return
+    _flight_run[0] = False
+    try:
+        flight_at_end(code, exit_signal, _failure[0] if _failure else None, None)
+        _flight_mirror.stop()
+    except Exception:  # noqa: BLE001
+        log_internal_error()
+
+
+def flight_at_end(
+    code: int | None, exit_signal: int | None, failure: ExceptionRecord | None, span_context: Any
+) -> None:
+    """An abnormal end (an exception, a non-zero exit code, a signal) writes the flight
+    recorder out before the exit flush, which then exports it."""
+    if flight.append is None:
+        return
+    if failure is not None:
+        reason = exception_reason("process", failure)
+        flight.note(flight.ERROR, "process", failure.event, failure.description)
+    elif exit_signal is not None:
+        reason = f"killed by {signal_name(exit_signal)}"
+    elif code:
+        reason = f"exit code {code}"
+    else:
+        return
+    flight_trigger(reason, span_context, wait=FLIGHT_EXIT_WAIT)
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def _flush_quietly() -> None:
@@ -105,6 +166,7 @@ def forget_inherited() -> None:
     _run.clear()
     _failure.clear()
     _pool_worker[0] = False
+    _flight_run[0] = False
 
 
 # --- SIGTERM ----------------------------------------------------------------------------------
@@ -126,6 +188,8 @@ def _end_for_signal(signum: int) -> None:
     try:
         expected = _pool_worker[0] and signum == signal.SIGTERM
         if not finish_run(exit_signal=signum, expected=expected):
+            if not expected:
+                flight_child_end(None, signum)
             _program.record_end(exit_signal=signum)
             _flush_quietly()
     except Exception:  # noqa: BLE001 -- never stop the process from dying
@@ -218,6 +282,7 @@ def _make_exit(original: Any) -> Any:
         try:
             if runtime.active:
                 if not finish_run(code if isinstance(code, int) else None):
+                    flight_child_end(code if isinstance(code, int) else None)
                     _program.record_end(code if isinstance(code, int) else None)
                     _flush_quietly()
         except BaseException:  # noqa: BLE001 -- os._exit must exit, whatever happened

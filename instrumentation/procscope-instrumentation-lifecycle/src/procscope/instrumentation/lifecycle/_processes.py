@@ -29,6 +29,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from procscope.core import _flight_mirror, flight
 from procscope.core.guard import log_internal_error
 from procscope.core.naming import get_name
 from procscope.core.patched import call_as
@@ -47,6 +48,7 @@ from ._runtime import (
     TARGET,
     TERMINATED_BY_POOL,
     end_with_error,
+    flight_trigger,
     flush,
     inject,
     process_spans_wanted,
@@ -85,6 +87,13 @@ class ReapInfo:
 
 def record_reap(info: ReapInfo, child_pid: int | None, code: int | None) -> None:
     """The ``exit`` span: an instant, when the parent learnt how the child ended."""
+    if code is not None and code < 0 and flight.append is not None and runtime.active:
+        # A child killed by a signal (SIGKILL, the OOM killer) wrote nothing itself: what
+        # its ring mirrored to disk is made into spans here, and this process's own
+        # window is written out with it (docs/flight-recorder.md).
+        reason = info.reason if code == -signal.SIGTERM else None
+        if reason is None:
+            _flight_child_killed(info.name, child_pid, -code)
     if info.ctx is None or not runtime.active or not process_spans_wanted():
         return
     attributes = thread_attributes()
@@ -100,6 +109,18 @@ def record_reap(info: ReapInfo, child_pid: int | None, code: int | None) -> None
     reason = info.reason if code == -signal.SIGTERM else None
     set_exit_status(span, code, reason=reason)
     span.end()
+
+
+def _flight_child_killed(name: str, child_pid: int | None, signum: int) -> None:
+    from ._ending import signal_name
+
+    what = f"child {name} ({child_pid}) killed by {signal_name(signum)}"
+    if child_pid is not None:
+        try:
+            _flight_mirror.recover(child_pid, what, name)
+        except Exception:  # noqa: BLE001
+            log_internal_error()
+    flight_trigger(what)
 
 
 def start_method_of(proc: Any) -> str:
@@ -194,6 +215,7 @@ def _make_bootstrap(original: Any) -> Any:
         try:
             _local.in_start = False
             ctx = launch.context()
+            _ending.flight_child_start()
             if process_spans_wanted() and record_under(ctx):
                 # The parent is the process that started it (a forkserver child's OS
                 # parent is the fork server, which is not what anyone asked for).
@@ -235,8 +257,10 @@ def _make_bootstrap(original: Any) -> Any:
             try:
                 self.__dict__.pop("run", None)
                 if not _ending.finish_run(code):
-                    # No process span (messages_only, states_only): still flush what
-                    # the child recorded, before fork and forkserver children _exit.
+                    # No process span (messages_only, states_only, not sampled): still
+                    # flush what the child recorded, before fork and forkserver children
+                    # _exit (and its flight recorder's dump, if it ended badly).
+                    _ending.flight_child_end(code)
                     flush()
                 if token is not None:
                     otel_context.detach(token)

@@ -128,6 +128,7 @@ def record_end(code: int | None = None, *, exit_signal: int | None = None) -> No
     if code is None and exit_signal is None:
         code = 1 if failure is not None else (_exit_code[0] or 0)
     if not record_under(None):
+        _flight_at_end(code, exit_signal, failure, None)
         return
     name = _program_name()
     attributes = this_process_attributes("program", "end", name)
@@ -144,6 +145,14 @@ def record_end(code: int | None = None, *, exit_signal: int | None = None) -> No
         if code and failure is None:
             span.set_status(Status(StatusCode.ERROR, f"exit code {code}"))
     span.end()
+    _flight_at_end(code, exit_signal, failure, span.get_span_context())
+
+
+def _flight_at_end(code: int | None, exit_signal: int | None, failure: Any,
+                   span_context: Any) -> None:
+    from . import _ending  # (imports this module)
+
+    _ending.flight_at_end(code, exit_signal, failure, span_context)
 
 
 def _at_exit() -> None:

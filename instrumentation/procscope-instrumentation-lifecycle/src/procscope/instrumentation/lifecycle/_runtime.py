@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from procscope.core import handoff, head_sampling, losses, shared_state
+from procscope.core import flight, handoff, head_sampling, losses, shared_state
 from procscope.core.guard import log_internal_error, logger
 from procscope.core.settings import BadSettingError, resolve_one
 from procscope.core.threadinfo import current_thread_name
@@ -316,6 +316,32 @@ def set_exit_status(
             span.set_status(Status(StatusCode.ERROR, f"exit code {code}"))
 
 
+def flight_trigger(reason: str, span_context: Any = None, wait: float | None = None) -> None:
+    """Write the flight recorder's window out (docs/flight-recorder.md), if it is on."""
+    if flight.append is None:
+        return
+    try:
+        flight.dump(reason, trigger=span_context, wait=wait)
+    except Exception:  # noqa: BLE001
+        log_internal_error()
+
+
+def exception_reason(where: str, exc: BaseException | ExceptionRecord) -> str:
+    """``exception in thread worker-1: ValueError: bad``: a dump's reason."""
+    if isinstance(exc, ExceptionRecord):
+        return f"exception in {where}: {exc.description}"
+    return f"exception in {where}: {type(exc).__name__}: {_str_or_placeholder(exc)}"
+
+
+def flight_error(name: str, where: str, exc: BaseException, start_time: int) -> None:
+    """An unsampled thread or task failed: its failure into the ring, then a dump."""
+    if flight.append is None:
+        return
+    record = ExceptionRecord(exc)
+    flight.note(flight.ERROR, name, record.event, record.description)
+    flight_trigger(exception_reason(where, record))
+
+
 def error_span(
     name: str,
     attributes: dict[str, Any],
@@ -325,11 +351,13 @@ def error_span(
 ) -> None:
     """The span of a thread or task made after the fact because it failed."""
     if not record_under(ctx):
+        flight_error(name, name, exc, start_time)
         return
     attributes[ERROR_ONLY] = True
     span = start_span(name, attributes, ctx, start_time)
     end_with_error(span, exc)
     span.end()
+    flight_trigger(exception_reason(name, exc), span.get_span_context())
 
 
 # The clock itself, not a function calling it: one Python frame less per thread and task.

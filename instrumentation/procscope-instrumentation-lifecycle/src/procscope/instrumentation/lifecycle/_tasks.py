@@ -19,6 +19,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from procscope.core import flight
 from procscope.core.guard import log_internal_error
 from procscope.core.naming import get_name
 
@@ -35,6 +36,8 @@ from ._runtime import (
     error_span,
     error_spans_wanted,
     every_thread_wanted,
+    exception_reason,
+    flight_trigger,
     may_draw,
     now_ns,
     record_under,
@@ -154,6 +157,7 @@ class _SpanEnder:
             # after the loop made it (before 3.13), and a task may be renamed later.
             self.span.update_name(_span_name(task))
             self.span.set_attribute(TASK_NAME, task.get_name())
+            exc = None
             if task.cancelled():
                 self.span.set_attribute(TASK_CANCELLED, True)
             else:
@@ -161,6 +165,9 @@ class _SpanEnder:
                 if exc is not None:
                     end_with_error(self.span, exc)
             self.span.end()
+            if exc is not None:
+                flight_trigger(exception_reason(f"task {task.get_name()}", exc),
+                               self.span.get_span_context())
         except Exception:  # noqa: BLE001
             log_internal_error()
 
@@ -181,6 +188,9 @@ class _ErrorWatcher:
             if exc is not None and runtime.active:
                 attributes = _attributes(task, self.coro)
                 error_span(_span_name(task), attributes, self.ctx, self.started, exc)
+            elif flight.append is not None and runtime.active:
+                flight.note(flight.EVENT, _span_name(task), _attributes(task, self.coro),
+                            self.started)
         except Exception:  # noqa: BLE001
             log_internal_error()
         self.coro = None

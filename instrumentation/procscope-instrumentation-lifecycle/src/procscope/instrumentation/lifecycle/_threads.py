@@ -17,6 +17,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from procscope.core import flight
 from procscope.core.guard import log_internal_error
 from procscope.core.naming import get_name
 
@@ -35,6 +36,8 @@ from ._runtime import (
     error_span,
     error_spans_wanted,
     every_thread_wanted,
+    exception_reason,
+    flight_trigger,
     may_draw,
     now_ns,
     record_under,
@@ -232,6 +235,9 @@ def _make_bootstrap_inner(original: Any) -> Any:
                     if exc is not None and error_spans_wanted():
                         attributes = _own_attributes(self)
                         error_span(_thread_span_name(self), attributes, ctx, started, exc)
+                    elif flight.append is not None:
+                        flight.note(flight.EVENT, _thread_span_name(self),
+                                    _own_attributes(self), started)
                 except Exception:  # noqa: BLE001
                     log_internal_error()
 
@@ -278,6 +284,9 @@ def _run_with_span(original: Any, thread: threading.Thread, ctx: otel_context.Co
                 if failure:
                     end_with_error(span, failure[0])
                 span.end()
+                if failure:
+                    flight_trigger(exception_reason(f"thread {thread.name}", failure[0]),
+                                   span.get_span_context())
         except Exception:  # noqa: BLE001
             log_internal_error()
         failure.clear()  # held by the thread's shadowed _invoke_excepthook: see above

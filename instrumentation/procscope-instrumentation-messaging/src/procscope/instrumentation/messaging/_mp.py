@@ -23,6 +23,7 @@ import time
 from types import MethodType
 from typing import Any
 
+from procscope.core import flight as _flight
 from procscope.core.guard import log_internal_error
 
 from . import _carry, _core
@@ -39,6 +40,8 @@ from ._core import (
     release,
     state_dict,
 )
+from ._flight import MP_QUEUE_GET, MP_QUEUE_PUT, PIPE_RECV, PIPE_SEND, RECEIVE, SEND
+from ._flight import note as _flight_note
 from ._naming import (
     DEFAULT_NAME_ATTR,
     PIPE_ATTR,
@@ -112,9 +115,13 @@ def _queue_put(orig_put: Any) -> Any:
         if ctx:
             last = _core.last_context
             if (last[0] is ctx and not last[1]) or not record():
+                if _flight.append is not None:  # (the flight recorder: see _flight)
+                    _flight_note(SEND, self, MP_QUEUE_PUT, obj)
                 return orig_put(self, obj, block, timeout)
         elif not ((_live.sample_rate > 0.0 or _state_dict.get(TAIL_KEY)) and record_root()):
             # (an empty context: no span, no suppression; the draw for a new trace)
+            if _flight.append is not None:
+                _flight_note(SEND, self, MP_QUEUE_PUT, obj)
             return orig_put(self, obj, block, timeout)
         span, carrier = _start(SYSTEM_MP_QUEUE, "put", self, obj)
         if span is None:
@@ -141,6 +148,8 @@ def _queue_get(orig_get: Any) -> Any:
         if carrier is not None:
             slot.carrier = None
             _receive(carrier, SYSTEM_MP_QUEUE, "get", self, started, obj)
+        elif _flight.append is not None:
+            _flight_note(RECEIVE, self, MP_QUEUE_GET, obj)
         return obj
 
     get.__wrapped__ = orig_get  # type: ignore[attr-defined]
@@ -161,6 +170,8 @@ def _simple_get(orig_get: Any) -> Any:
         if carrier is not None:
             slot.carrier = None
             _receive(carrier, SYSTEM_MP_QUEUE, "get", self, started, obj)
+        elif _flight.append is not None:
+            _flight_note(RECEIVE, self, MP_QUEUE_GET, obj)
         return obj
 
     get.__wrapped__ = orig_get  # type: ignore[attr-defined]
@@ -169,7 +180,11 @@ def _simple_get(orig_get: Any) -> Any:
 
 def _simple_put(orig_put: Any) -> Any:
     def put(self: Any, obj: Any) -> Any:
-        if self._procscope_internal or not record():
+        if self._procscope_internal:
+            return orig_put(self, obj)
+        if not record():
+            if _flight.append is not None:
+                _flight_note(SEND, self, MP_QUEUE_PUT, obj)
             return orig_put(self, obj)
         span, carrier = _start(SYSTEM_MP_QUEUE, "put", self, obj)
         if span is None:
@@ -297,7 +312,11 @@ def _pipe(orig_pipe: Any) -> Any:
 
 def _conn_send(orig_send: Any) -> Any:
     def send(self: Any, obj: Any) -> Any:
-        if not self._procscope_pipe or not record():
+        if not self._procscope_pipe:
+            return orig_send(self, obj)
+        if not record():
+            if _flight.append is not None:
+                _flight_note(SEND, self, PIPE_SEND, obj)
             return orig_send(self, obj)
         span, carrier = _start(SYSTEM_MP_PIPE, "send", self, obj)
         if span is None:
@@ -323,6 +342,8 @@ def _conn_recv(orig_recv: Any) -> Any:
             # The receiving end's own given name, else the name the sender used.
             _receive(carrier, SYSTEM_MP_PIPE, "recv", self, started, obj,
                      destination=get_name(self) or carrier[_core.C_DESTINATION])
+        elif _flight.append is not None:
+            _flight_note(RECEIVE, self, PIPE_RECV, obj)
         return obj
 
     recv.__wrapped__ = orig_recv  # type: ignore[attr-defined]

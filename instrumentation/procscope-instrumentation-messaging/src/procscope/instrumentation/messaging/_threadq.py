@@ -17,6 +17,7 @@ import queue
 import time
 from typing import Any
 
+from procscope.core import flight as _flight
 from procscope.core.guard import log_internal_error
 
 from . import _core, _side
@@ -32,6 +33,8 @@ from ._core import (
     release,
     state_dict,
 )
+from ._flight import QUEUE_GET, QUEUE_PUT, RECEIVE, SEND
+from ._flight import note as _flight_note
 from ._naming import install_defaults, note_site
 from ._patching import Patcher, original
 
@@ -81,6 +84,8 @@ def _receive(q: Any, item: object, started: int, newest: bool) -> None:
         carrier = _side.take(q, item, newest, lock)
         if carrier is not None:
             _core.receive(carrier, prof, started)
+        elif _flight.append is not None:
+            _flight_note(RECEIVE, q, QUEUE_GET, item)
     except Exception:  # noqa: BLE001
         log_internal_error()
 
@@ -109,12 +114,16 @@ def _make_queue_methods(orig_init: Any, orig_put: Any, orig_get: Any, orig_task_
         if ctx:
             last = _core.last_context
             if last[0] is ctx and not last[1]:
+                if _flight.append is not None:  # (the flight recorder: see _flight)
+                    _flight_note(SEND, self, QUEUE_PUT, item)
                 return orig_put(self, item, block, timeout)
             if record():
                 return _send(self, item, orig_put, block, timeout)
         elif (_live.sample_rate > 0.0 or _state_dict.get(TAIL_KEY)) and record_root():
             # (an empty context: no span, no suppression; the draw for a new trace)
             return _send(self, item, orig_put, block, timeout)
+        if _flight.append is not None:
+            _flight_note(SEND, self, QUEUE_PUT, item)
         return orig_put(self, item, block, timeout)
 
     def get(self: Any, block: bool = True, timeout: float | None = None) -> Any:
@@ -127,6 +136,8 @@ def _make_queue_methods(orig_init: Any, orig_put: Any, orig_get: Any, orig_task_
         item = orig_get(self, block, timeout)
         if self._procscope_side is not None:
             _receive(self, item, started, isinstance(self, queue.LifoQueue))
+        elif _flight.append is not None:
+            _flight_note(RECEIVE, self, QUEUE_GET, item)
         return item
 
     def task_done(self: Any) -> Any:
@@ -163,7 +174,11 @@ class SimpleQueue(_queue.SimpleQueue):
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         # Internal first: an executor's work queue must not pay for the gate.
-        if not _state.enabled or self._procscope_internal or not record():
+        if not _state.enabled or self._procscope_internal:
+            return _queue.SimpleQueue.put(self, item, block, timeout)
+        if not record():
+            if _flight.append is not None:
+                _flight_note(SEND, self, QUEUE_PUT, item)
             return _queue.SimpleQueue.put(self, item, block, timeout)
         return _send(self, item, _queue.SimpleQueue.put, block, timeout)  # type: ignore[no-any-return]
 
@@ -177,6 +192,8 @@ class SimpleQueue(_queue.SimpleQueue):
         item = _queue.SimpleQueue.get(self, block, timeout)
         if self._procscope_side is not None:
             _receive(self, item, started, False)
+        elif _flight.append is not None and _state.enabled:
+            _flight_note(RECEIVE, self, QUEUE_GET, item)
         return item
 
     def get_nowait(self) -> Any:

@@ -1,0 +1,169 @@
+"""A flight recorder dump as ordinary spans, handed to the tracer provider's processors.
+
+One trace per dump: a root span ``flight recording`` (``procscope.flight.reason``, how
+many records, how many were overwritten or older than the window; linked to the span
+that failed, when there was one), and one child span per record, at the record's own
+time, thread and process, with the attributes the instrumentor's own span would carry
+(``procscope messages`` and ``state`` read them as they read any other). Every span of a
+dump carries ``procscope.flight.recorded`` and ``procscope.sampling.probability`` 1.0:
+each stands for one event (docs/sampling.md, "The flight recorder").
+
+The spans go to the provider's span processors, as the recorder's drain delivers its
+records (batch processors, the trace DB, OTLP alike), from a helper thread unless the
+caller is an exit path that waits for them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from typing import Any
+
+from .flight import F_KIND, F_THREAD, F_TIME
+
+ROOT_NAME = "flight recording"
+REASON = "procscope.flight.reason"
+RECORDS = "procscope.flight.records"
+OVERWRITTEN = "procscope.flight.overwritten"
+EXPIRED = "procscope.flight.expired"
+WINDOW = "procscope.flight.window"
+RECORDED = "procscope.flight.recorded"
+LINK = "procscope.flight.link"
+PROBABILITY = "procscope.sampling.probability"
+THREAD_ID = "thread.id"
+THREAD_NAME = "thread.name"
+PID = "process.pid"
+SCOPE_NAME = "procscope.flight"
+
+
+def new_ids() -> tuple[int, int]:
+    return random.getrandbits(128) or 1, random.getrandbits(64) or 1
+
+
+def _thread_names(records: list[tuple[Any, ...]]) -> dict[int, str]:
+    names: dict[int, str] = {}
+    for thread in threading.enumerate():
+        native = getattr(thread, "native_id", None)
+        if native is not None:
+            names[native] = thread.name
+    return names
+
+
+class Dump:
+    """One dump's records and what its spans need."""
+
+    def __init__(
+        self, reason: str, trace_id: int, root_id: int, trigger: Any,
+        records: list[tuple[Any, ...]], overwritten: int, expired: int, window: float,
+        root: bool = True, pid: int | None = None, thread_names: dict[int, str] | None = None,
+    ) -> None:
+        self.reason = reason
+        self.trace_id = trace_id
+        self.root_id = root_id
+        self.trigger = trigger
+        self.records = records
+        self.overwritten = overwritten
+        self.expired = expired
+        self.window = window
+        self.root = root
+        self.pid = os.getpid() if pid is None else pid
+        self.thread_names = thread_names
+        self.ended = time.time_ns()
+
+    def spans(self, resource: Any) -> list[Any]:
+        """The dump's spans (its root first, when it has one)."""
+        from opentelemetry.sdk.trace import Event, ReadableSpan
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+        from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+        from .recorded import span_context
+
+        scope = InstrumentationScope(SCOPE_NAME)
+        trace_id, root_id = self.trace_id, self.root_id
+        parent = span_context(trace_id, root_id, False, 1, None)
+        names = self.thread_names if self.thread_names is not None else _thread_names(
+            self.records)
+        generate = random.getrandbits
+        pid = self.pid
+        spans: list[Any] = []
+        if self.root:
+            links: tuple[Any, ...] = ()
+            trigger = self.trigger
+            if trigger is not None and getattr(trigger, "is_valid", False):
+                links = (Link(trigger, {LINK: "trigger"}),)
+            start = self.records[0][F_TIME] if self.records else self.ended
+            spans.append(ReadableSpan(
+                name=ROOT_NAME,
+                context=parent,
+                parent=None,
+                resource=resource,
+                attributes={
+                    REASON: self.reason, RECORDS: len(self.records),
+                    OVERWRITTEN: self.overwritten, EXPIRED: self.expired,
+                    WINDOW: self.window, PID: pid, RECORDED: True, PROBABILITY: 1.0,
+                },
+                links=links,
+                kind=SpanKind.INTERNAL,
+                start_time=min(start, self.ended),
+                end_time=self.ended,
+                instrumentation_scope=scope,
+            ))
+        for record in self.records:
+            made = record[F_KIND].span(record)
+            if made is None:
+                continue
+            name, kind, start, end, attributes, events, error = made
+            thread = record[F_THREAD]
+            attributes[THREAD_ID] = thread
+            attributes[THREAD_NAME] = names.get(thread) or f"thread-{thread}"
+            attributes[PID] = pid
+            attributes[RECORDED] = True
+            attributes[PROBABILITY] = 1.0
+            spans.append(ReadableSpan(
+                name=name,
+                context=span_context(trace_id, generate(64) or 1, False, 1, None),
+                parent=parent,
+                resource=resource,
+                attributes=attributes,
+                events=tuple(Event(n, a, t) for n, a, t in events) if events else (),
+                kind=kind,
+                status=Status(StatusCode.ERROR, error) if error else Status(StatusCode.UNSET),
+                start_time=start,
+                end_time=end,
+                instrumentation_scope=scope,
+            ))
+        return spans
+
+
+def _provider() -> tuple[Any, Any]:
+    from opentelemetry import trace
+
+    provider = trace.get_tracer_provider()
+    return provider, getattr(provider, "_active_span_processor", None)
+
+
+def _send(job: Dump) -> None:
+    from .guard import handle_internal_errors
+
+    with handle_internal_errors():
+        provider, processor = _provider()
+        if processor is None:
+            return
+        for span in job.spans(getattr(provider, "resource", None)):
+            processor.on_start(span, None)
+            processor.on_end(span)
+
+
+def deliver(job: Dump, wait: float | None) -> None:
+    """Make the spans and hand them over, on a helper thread (waited for ``wait`` s)."""
+    try:
+        helper = threading.Thread(target=_send, args=(job,), name="procscope-flight-dump",
+                                  daemon=True)
+        helper.start()
+    except RuntimeError:  # no new threads at interpreter shutdown: here, then
+        _send(job)
+        return
+    if wait is not None:
+        helper.join(wait)

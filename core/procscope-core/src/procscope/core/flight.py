@@ -1,0 +1,239 @@
+"""The flight recorder: the last seconds of unsampled work, written out when something fails.
+
+At a sample rate below 1 most work leaves no span. With the recorder on, each unsampled
+message sent or received, state change, and process, thread or task event still appends
+one compact record (a tuple, no SDK object) to a bounded ring of this process:
+
+    (seq, time_ns, kind, native thread id, a, b, c)
+
+``kind`` is a :class:`FlightKind`, which turns the record into span values only when the
+ring is dumped; ``a``, ``b``, ``c`` are its own (a queue and a call site, a name...). The
+ring is a ``deque`` with a ``maxlen`` derived from ``flight_memory`` (``RECORD_BYTES`` a
+record), so the oldest record goes out first and an append never allocates more; records
+older than ``flight_window`` are left out of a dump. ``seq`` counts every record, so a
+dump knows how many were overwritten before it.
+
+Hot paths read the module attributes :data:`append` and :data:`next_seq` (None while the
+recorder is off) and append ``(next_seq(), time_ns(), KIND, get_native_id(), a, b, c)``.
+
+A dump (:func:`dump`; the triggers are in ``_flight_triggers``) takes every record out of
+the ring and makes them into ordinary spans (``_flight_spans``), one trace per dump.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .settings import DEFAULT_FLIGHT_MEMORY as DEFAULT_MEMORY
+from .settings import DEFAULT_FLIGHT_WINDOW as DEFAULT_WINDOW
+
+# The estimate the memory cap is divided by: a 7-tuple (120 B), its three large ints
+# (32 B each); ``a``, ``b``, ``c`` are shared objects (a queue, a call site, a name) or
+# small ones. benchmarks/flight/bench_flight.py measures the real figure.
+RECORD_BYTES = 200
+# Triggers closer together than this make one dump (one trace): a worker's exception
+# and its abnormal exit a moment later are one story.
+MERGE_SECONDS = 1.0
+
+F_SEQ, F_TIME, F_KIND, F_THREAD, F_A, F_B, F_C = range(7)
+
+# Read by the hot paths: ``append`` is None while the recorder is off in this process.
+# ``next_seq`` is always callable (a caller that read ``append`` just before a stop()
+# still appends, to a ring no longer read: never an error in the program's thread).
+append: Callable[[tuple[Any, ...]], None] | None = None
+next_seq: Callable[[], int] = itertools.count().__next__
+
+
+class FlightKind:
+    """Turns one kind of flight record into span values, at dump time.
+
+    ``span(record)`` returns ``(name, span kind, start, end, attributes, events, error)``
+    or None to leave the record out: ``attributes`` a dict (the dump adds the thread,
+    process and flight attributes), ``events`` a list of ``(name, attributes, time)``,
+    ``error`` a status description or None.
+    """
+
+    name = "record"
+
+    def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        raise NotImplementedError
+
+
+class EventKind(FlightKind):
+    """A process, thread or task event, recorded when it ends: ``a`` the span's name,
+    ``b`` its attributes (a dict or None), ``c`` its start time (None: an instant)."""
+
+    name = "event"
+
+    def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        from opentelemetry.trace import SpanKind
+
+        end = record[F_TIME]
+        start = record[F_C] or end
+        return (record[F_A], SpanKind.INTERNAL, min(start, end), end, dict(record[F_B] or {}),
+                (), None)
+
+
+class ErrorKind(FlightKind):
+    """An exception that escaped: ``a`` the span's name, ``b`` the exception event's
+    attributes, ``c`` the status description."""
+
+    name = "error"
+
+    def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        from opentelemetry.trace import SpanKind
+
+        at = record[F_TIME]
+        event = dict(record[F_B] or {})
+        attributes = {"error.type": event.get("exception.type", "error")}
+        return (record[F_A], SpanKind.INTERNAL, at, at, attributes,
+                [("exception", event, at)], record[F_C] or "error")
+
+
+EVENT = EventKind()
+ERROR = ErrorKind()
+
+
+class _Ring:
+    """This process's ring and what a dump needs to know about it."""
+
+    def __init__(self, window: float, memory: int) -> None:
+        self.window_ns = int(window * 1e9)
+        self.memory = memory
+        self.capacity = max(64, memory // RECORD_BYTES)
+        self.records: collections.deque[tuple[Any, ...]] = collections.deque(
+            maxlen=self.capacity
+        )
+        self.counter = itertools.count()
+        self.taken_seq = -1  # the seq of the last record a dump took
+        self.pid = os.getpid()
+
+
+_ring: _Ring | None = None
+_lock = threading.Lock()
+# The last dump of this process: (monotonic time, trace id, root span id, reason).
+_last_dump: list[Any] = [0.0, 0, 0, ""]
+_counts = {"dumps": 0, "merged": 0, "records": 0, "overwritten": 0, "expired": 0}
+
+
+def note(kind: FlightKind, a: Any = None, b: Any = None, c: Any = None) -> None:
+    """Append one record (for paths that are not hot: the hot ones inline this)."""
+    add = append
+    if add is not None:
+        add((next_seq(), time.time_ns(), kind, threading.get_native_id(), a, b, c))
+
+
+def start(window: float = DEFAULT_WINDOW, memory: int = DEFAULT_MEMORY) -> None:
+    """Switch the recorder on in this process (a new, empty ring)."""
+    global _ring, append, next_seq
+    ring = _Ring(window, memory)
+    _ring = ring
+    next_seq = ring.counter.__next__
+    append = ring.records.append
+
+
+def stop() -> None:
+    """Switch the recorder off; what the ring held is dropped."""
+    global _ring, append
+    append = None
+    _ring = None
+
+
+def is_on() -> bool:
+    return append is not None
+
+
+def settings() -> tuple[float, int] | None:
+    """``(window seconds, memory bytes)`` while on, else None."""
+    ring = _ring
+    return None if ring is None else (ring.window_ns / 1e9, ring.memory)
+
+
+def _after_fork_in_child() -> None:
+    # The parent's records are the parent's: the child starts with an empty ring (the
+    # same deque, so the hot paths' bound append stays right), and a new lock (a thread
+    # of the parent may have held it at the fork).
+    global _lock
+    _lock = threading.Lock()
+    _last_dump[:] = [0.0, 0, 0, ""]
+    ring = _ring
+    if ring is not None:
+        ring.records.clear()
+        ring.taken_seq = next(ring.counter)
+        ring.pid = os.getpid()
+    from . import _flight_mirror, _flight_signal
+
+    _flight_mirror.after_fork_in_child()
+    _flight_signal.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def take() -> tuple[list[tuple[Any, ...]], int, int]:
+    """Every record now in the ring, oldest first, within the window: (records,
+    overwritten since the last take, expired: older than the window)."""
+    ring = _ring
+    if ring is None:
+        return [], 0, 0
+    records = ring.records
+    # popleft is atomic: records appended meanwhile stay for the next dump.
+    taken = [records.popleft() for _ in range(len(records))]
+    if not taken:
+        return [], 0, 0
+    overwritten = max(0, taken[0][F_SEQ] - ring.taken_seq - 1)
+    ring.taken_seq = taken[-1][F_SEQ]
+    oldest = time.time_ns() - ring.window_ns
+    expired = 0
+    while expired < len(taken) and taken[expired][F_TIME] < oldest:
+        expired += 1
+    return taken[expired:], overwritten, expired
+
+
+def counts() -> dict[str, int]:
+    """This process's dumps, merged triggers, records written, overwritten, expired."""
+    return dict(_counts)
+
+
+def dump(
+    reason: str, *, trigger: Any = None, wait: float | None = None,
+) -> bool:
+    """Write the ring out as spans, one trace (see ``_flight_spans``); False when the
+    recorder is off. ``trigger``: the SpanContext of the span that failed (linked);
+    ``wait``: seconds to wait for the spans to reach the processors (an exit path), else
+    they are made on a helper thread, off the dying one. A dump within
+    ``MERGE_SECONDS`` of the last one joins its trace."""
+    if _ring is None:
+        return False
+    from . import _flight_spans
+
+    with _lock:
+        now = time.monotonic()
+        merged = now - _last_dump[0] < MERGE_SECONDS and _last_dump[1]
+        taken, overwritten, expired = take()
+        if merged:
+            _counts["merged"] += 1
+            trace_id, root_id = _last_dump[1], _last_dump[2]
+            reason = _last_dump[3]
+        else:
+            _counts["dumps"] += 1
+            trace_id, root_id = _flight_spans.new_ids()
+        _last_dump[:] = [now, trace_id, root_id, reason]
+        _counts["records"] += len(taken)
+        _counts["overwritten"] += overwritten
+        _counts["expired"] += expired
+    if merged and not taken:
+        return True
+    job = _flight_spans.Dump(
+        reason, trace_id, root_id, None if merged else trigger, taken, overwritten, expired,
+        _ring.window_ns / 1e9 if _ring is not None else DEFAULT_WINDOW, root=not merged,
+    )
+    _flight_spans.deliver(job, wait)
+    return True
