@@ -89,15 +89,16 @@ class _Process:
 
     def __init__(self, run_id: str, pid: int, name: str, parent: _Process | None) -> None:
         self.pid, self.name, self.parent = pid, name, parent
-        self.resource = Resource(
-            {
-                "service.name": "orders-app",
-                "process.pid": pid,
-                "process.parent_pid": parent.pid if parent else pid - 1,
-                "process.command": "python app.py",
-                "procscope.run.id": run_id,
-            }
-        )
+        attributes: dict[str, Any] = {
+            "service.name": "orders-app",
+            "process.pid": pid,
+            "process.parent_pid": parent.pid if parent else pid - 1,
+            "process.command": "python app.py",
+            "procscope.run.id": run_id,
+        }
+        if parent is None:  # the process that started the run names its command
+            attributes["procscope.run.command"] = "python app.py --orders 40000"
+        self.resource = Resource(attributes)
         self.spans: list[ReadableSpan] = []
         self.thread_ids = {"MainThread": pid}
         self.process_span: SpanContext | None = None
