@@ -540,17 +540,19 @@ def parse_when(text: str, *, now: _dt.datetime | None = None) -> int:
         epoch = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
         delta = moment.replace(microsecond=0) - epoch
         seconds = delta.days * 86400 + delta.seconds
-    # A recorded time is a signed 64-bit count of nanoseconds (1677 to 2262): a moment
-    # beyond is before or after every record, and is compared as the nearest one.
-    return clamp_int64(seconds * 1_000_000_000 + fraction_ns)
+    return clamp_time(seconds * 1_000_000_000 + fraction_ns)
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# A recorded time is a signed 64-bit count of nanoseconds (1677 to 2262): a moment beyond
+# is before or after every record, and is compared as the nearest one. The margin (about
+# 104 days) leaves room for the slack some queries add to a bound.
+TIME_MIN, TIME_MAX = INT64_MIN + 2**53, INT64_MAX - 2**53
 
 
-def clamp_int64(value: int) -> int:
-    """``value`` within SQLite's integers (as any recorded number is)."""
-    return max(INT64_MIN, min(INT64_MAX, value))
+def clamp_time(ns: int) -> int:
+    """Epoch nanoseconds within what the DB can hold and compare (see TIME_MIN)."""
+    return max(TIME_MIN, min(TIME_MAX, ns))
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|µs|ms|s|m|min|h)?\s*$")
@@ -573,7 +575,7 @@ def parse_duration(text: str) -> int:
     if not match:
         raise ValueError(f"bad duration {text!r}: expected a number with ns, us, ms, s, m or h")
     ns = float(match.group(1)) * _UNIT_NS[match.group(2)]
-    return INT64_MAX if ns >= INT64_MAX else int(ns)  # longer than anything recorded
+    return TIME_MAX if ns >= TIME_MAX else int(ns)  # longer than anything recorded
 
 
 def parse_attribute(text: str) -> tuple[str, Any]:
@@ -624,7 +626,10 @@ def moment_argument(text: str) -> int:
     moment = time_argument(text)
     match = _FRACTION.match(text.strip())
     digits = len(match.group(2)) if match else 0
-    return clamp_int64(moment + 10 ** (9 - digits) - 1)
+    return clamp_time(moment + 10 ** (9 - digits) - 1)
+
+
+COUNT_MAX = 2**62  # room for a query's "one more" (LIMIT n + 1)
 
 
 def positive_int_argument(text: str) -> int:
@@ -632,7 +637,7 @@ def positive_int_argument(text: str) -> int:
     value = int(text) if _INT.match(text.strip()) else 0
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, not {text!r}")
-    return min(value, INT64_MAX)  # more than there can be: all of them
+    return min(value, COUNT_MAX)  # more than there can be: all of them
 
 
 def pid_argument(text: str) -> int:
