@@ -433,6 +433,72 @@ def test_otlp_json_export_of_a_large_run_is_split_into_lines(
     _check_otlp_json(text, recorded)
 
 
+# ---------------------------------------------------------------------------- runs
+
+SMALL_PROGRAM = """
+import queue
+
+jobs = queue.Queue()
+jobs.put(1)
+jobs.get()
+"""
+
+
+def _run_ids_in(path: Path) -> Counter[str]:
+    """How many exported spans each run id (from their resources) has."""
+    found: Counter[str] = Counter()
+    for line in path.read_text().splitlines():
+        for resource_spans in json.loads(line)["resourceSpans"]:
+            attributes = {
+                a["key"]: a["value"].get("stringValue")
+                for a in resource_spans["resource"]["attributes"]
+            }
+            for scope_spans in resource_spans["scopeSpans"]:
+                found[attributes["procscope.run.id"]] += len(scope_spans["spans"])
+    return found
+
+
+def test_export_writes_the_latest_run_or_the_one_named(tmp_path: Path) -> None:
+    """Like every read command, export reads the latest run by default, the run --run
+    names, or every run with --run all; an unknown run exits 2 with one line."""
+    from procscope.exporters.tracedb import TraceDB
+
+    (tmp_path / "app.py").write_text(SMALL_PROGRAM)
+    db = tmp_path / "two.db"
+    for _ in range(2):
+        done = _procscope("run", "--db", str(db), "--", sys.executable, "app.py", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    with TraceDB(str(db)) as trace_db:
+        runs = trace_db.runs()
+        per_run = {r.run_id: trace_db.span_count(run=r.run_id) for r in runs}
+    assert len(runs) == 2
+    first, latest = runs[0].run_id, runs[-1].run_id
+    out = tmp_path / "out.json"
+    for extra, expected in (
+        ([], {latest: per_run[latest]}),
+        (["--run", first[:8]], {first: per_run[first]}),
+        (["--run", "all"], per_run),
+    ):
+        args = ["export", "--db", str(db), "--format", "otlp-json", "-o", str(out), *extra]
+        done = _procscope(*args, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert _run_ids_in(out) == expected
+    done = _procscope(
+        "export",
+        "--db",
+        str(db),
+        "--format",
+        "perfetto",
+        "-o",
+        str(out),
+        "--run",
+        "ffffffffffff",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
+    assert "no run 'ffffffffffff'" in done.stderr
+
+
 # ---------------------------------------------------------------------------- bad usage
 
 

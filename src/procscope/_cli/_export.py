@@ -1,7 +1,8 @@
 """``procscope export``: write a recorded run as a Perfetto trace or as OTLP JSON.
 
 ``--format perfetto`` opens in ui.perfetto.dev, ``--format otlp-json`` in Jaeger's UI
-("JSON File" upload) and otel-tui (docs/export.md). The file is written whole or not at
+("JSON File" upload) and otel-tui (docs/export.md). One run, the latest unless ``--run``
+names another (``--run all``: every span of the DB). The file is written whole or not at
 all (a temporary file renamed over FILE). A bad format, a FILE that cannot be written or
 a DB that cannot be read: exit status 2 with one line on stderr.
 """
@@ -40,8 +41,14 @@ def cmd_export(args: argparse.Namespace, db: TraceDB) -> int:
     reason = _unwritable(args.output)
     if reason is not None:
         return fail("export", f"cannot write {args.output}: {reason}")
+    where: str = ""
+    params: list[Any] = []
+    if args.run_id is not None:  # the latest run by default, every run with --run all
+        from procscope.exporters.tracedb._runs import resolve
+
+        where, params = resolve(db.conn, args.run_id).spans("s")
     try:
-        counts = export(db, args.format, args.output)
+        counts = export(db, args.format, args.output, where, params)
     except OSError as exc:
         return fail("export", f"cannot write {args.output}: {exc.strerror or exc}")
     if args.json:
