@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from .flight import F_KIND, F_THREAD, F_TIME
+from .flight import EVENT, F_B, F_KIND, F_THREAD, F_TIME
 
 ROOT_NAME = "flight recording"
 REASON = "procscope.flight.reason"
@@ -43,7 +43,16 @@ def new_ids() -> tuple[int, int]:
 
 
 def _thread_names(records: list[tuple[Any, ...]]) -> dict[int, str]:
+    """Native thread id -> name: of the threads alive now, and of those whose end is in
+    ``records`` (a thread's end record carries its name). Taken on the thread that
+    triggers the dump, which may be the one about to end."""
     names: dict[int, str] = {}
+    for record in records:
+        attributes = record[F_B]
+        if record[F_KIND] is EVENT and type(attributes) is dict:
+            name = attributes.get(THREAD_NAME)
+            if type(name) is str:
+                names[record[F_THREAD]] = name
     for thread in threading.enumerate():
         native = getattr(thread, "native_id", None)
         if native is not None:
@@ -110,8 +119,12 @@ class Dump:
                 end_time=self.ended,
                 instrumentation_scope=scope,
             ))
+        own = self.pid == os.getpid()
         for record in self.records:
-            made = record[F_KIND].span(record)
+            kind = record[F_KIND]
+            if own and kind.sampled:
+                continue  # its span was made when it happened
+            made = kind.span(record)
             if made is None:
                 continue
             name, kind, start, end, attributes, events, error = made
@@ -156,6 +169,9 @@ def _send(job: Dump) -> None:
             processor.on_end(span)
 
 
+_helpers: list[threading.Thread] = []
+
+
 def deliver(job: Dump, wait: float | None) -> None:
     """Make the spans and hand them over, on a helper thread (waited for ``wait`` s)."""
     try:
@@ -165,5 +181,15 @@ def deliver(job: Dump, wait: float | None) -> None:
     except RuntimeError:  # no new threads at interpreter shutdown: here, then
         _send(job)
         return
+    _helpers[:] = [h for h in _helpers if h.is_alive()] + [helper]
     if wait is not None:
         helper.join(wait)
+
+
+def wait_for_dumps(seconds: float) -> None:
+    """Wait (at most ``seconds`` in all) for dumps still being made: before a shutdown
+    closes the processors they go to."""
+    deadline = time.monotonic() + seconds
+    for helper in list(_helpers):
+        if helper is not threading.current_thread():
+            helper.join(max(0.0, deadline - time.monotonic()))

@@ -60,6 +60,9 @@ class FlightKind:
     """
 
     name = "record"
+    # True for records of sampled work, whose spans exist: only a dead child's mirror
+    # (whose spans may not have been exported) makes them into spans.
+    sampled = False
 
     def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
         raise NotImplementedError
@@ -138,11 +141,19 @@ def start(window: float = DEFAULT_WINDOW, memory: int = DEFAULT_MEMORY) -> None:
     append = ring.records.append
 
 
+# How long stop() (procscope.shutdown) waits for dumps still being made.
+STOP_WAIT_SECONDS = 1.0
+
+
 def stop() -> None:
-    """Switch the recorder off; what the ring held is dropped."""
+    """Switch the recorder off (what the ring held is dropped), once the dumps being made
+    have reached the processors (at most ``STOP_WAIT_SECONDS``)."""
     global _ring, append
     append = None
     _ring = None
+    from . import _flight_spans
+
+    _flight_spans.wait_for_dumps(STOP_WAIT_SECONDS)
 
 
 def is_on() -> bool:
@@ -234,6 +245,7 @@ def dump(
     job = _flight_spans.Dump(
         reason, trace_id, root_id, None if merged else trigger, taken, overwritten, expired,
         _ring.window_ns / 1e9 if _ring is not None else DEFAULT_WINDOW, root=not merged,
+        thread_names=_flight_spans._thread_names(taken),
     )
     _flight_spans.deliver(job, wait)
     return True

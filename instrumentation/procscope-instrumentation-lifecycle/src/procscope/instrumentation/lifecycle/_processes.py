@@ -197,7 +197,10 @@ def _make_start(original: Any) -> Any:
                 span.set_attribute(PID, self.pid)
                 span.end()
             popen = self.__dict__.get("_popen")
-            if info is not None and info.ctx is not None and popen is not None:
+            # (An unsampled child is reaped too when the flight recorder is on: its death
+            # by a signal is a trigger.)
+            wanted = info is not None and (info.ctx is not None or flight.append is not None)
+            if wanted and popen is not None:
                 popen.__dict__[_REAP] = info
         except Exception:  # noqa: BLE001
             log_internal_error()

@@ -232,12 +232,14 @@ def _make_bootstrap_inner(original: Any) -> Any:
                         # The Thread object (and its shadowed _invoke_excepthook, which
                         # holds this list) may live on: the exception must not.
                         failure.clear()
+                    if flight.append is not None:
+                        # The thread's end (its name with it: threading has forgotten
+                        # the thread when a dump names the threads of its records).
+                        flight.note(flight.EVENT, _thread_span_name(self),
+                                    _own_attributes(self), started)
                     if exc is not None and error_spans_wanted():
                         attributes = _own_attributes(self)
                         error_span(_thread_span_name(self), attributes, ctx, started, exc)
-                    elif flight.append is not None:
-                        flight.note(flight.EVENT, _thread_span_name(self),
-                                    _own_attributes(self), started)
                 except Exception:  # noqa: BLE001
                     log_internal_error()
 

@@ -15,11 +15,14 @@ import contextvars
 import time
 from typing import Any
 
+from procscope.core import flight as _flight
 from procscope.core.guard import log_internal_error
 
 from . import _core, _side
 from ._carry import Hop
 from ._core import SYSTEM_ASYNCIO, attached_get, record, release
+from ._flight import ASYNC_GET, ASYNC_PUT, RECEIVE, SEND
+from ._flight import note as _flight_note
 from ._naming import install_defaults, note_site
 from ._patching import Patcher, original
 
@@ -59,6 +62,8 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any, orig_ge
                     _side.add(self, item, carrier)
         except Exception:  # noqa: BLE001
             log_internal_error()
+            if _flight.append is not None:  # (the flight recorder: see _flight)
+                _flight_note(SEND, self, ASYNC_PUT, item)
         if span is None:
             return orig_put_nowait(self, item)
         try:
@@ -85,6 +90,8 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any, orig_ge
                 if carrier is not None:
                     _core.receive(carrier, _core.profile(self, SYSTEM_ASYNCIO, "get", "receive",
                                                          queue_type=False), started)
+                elif _flight.append is not None:
+                    _flight_note(RECEIVE, self, ASYNC_GET, item)
             except Exception:  # noqa: BLE001
                 log_internal_error()
         return item
@@ -101,6 +108,8 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any, orig_ge
     def task_done(self: Any) -> Any:
         if attached_get() is not None:
             _release()
+        elif _flight.append is not None:
+            _flight_note(RECEIVE, self, ASYNC_GET, item)
         return orig_task_done(self)
 
     methods = {"__init__": __init__, "put_nowait": put_nowait, "get_nowait": get_nowait,

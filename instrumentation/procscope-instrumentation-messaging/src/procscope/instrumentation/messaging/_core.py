@@ -30,6 +30,7 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
+from procscope.core import flight as _flight
 from procscope.core import head_sampling, shared_state
 
 try:  # (this package needs only the API; the SDK's samplers are recognised when present)
@@ -492,6 +493,10 @@ def receive(
         runtime.records.receive(carrier, parent, ambient if own_trace else None, current,
                                 span_name, constants, now, started_ns, size)
         return
+    if _flight.append is not None:  # (for a child killed before its span is exported)
+        from ._flight import note_sampled_receive
+
+        note_sampled_receive(span_name, constants, carrier)
     links = [Link(parent)]
     if own_trace:
         links.append(Link(ambient, {"procscope.messaging.link": "consumer"}))

@@ -93,6 +93,34 @@ SEND = MessageKind(SpanKind.PRODUCER)
 RECEIVE = MessageKind(SpanKind.CONSUMER)
 
 
+class SampledReceiveKind(flight.FlightKind):
+    """A sampled message received: its span exists already, so a process's own dump
+    leaves it out (``sampled``); but a child killed by a signal may die before its span
+    is exported, so its mirror keeps it, with the message's own id (the trace DB shows
+    one message, whichever of the two arrives)."""
+
+    name = "sampled receive"
+    sampled = True
+
+    def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        span_name, constants = record[F_A]
+        carrier = record[F_B]
+        at = record[F_TIME]
+        attributes = _core.receive_attributes(constants, carrier, 0, "", at, at, None, None)
+        del attributes[_core.THREAD_ID], attributes[_core.THREAD_NAME]  # (the dump's)
+        return (span_name, SpanKind.CONSUMER, at, at, attributes, (), None)
+
+
+SAMPLED_RECEIVE = SampledReceiveKind()
+
+
+def note_sampled_receive(span_name: str, constants: dict[str, Any], carrier: Any) -> None:
+    add = flight.append
+    if add is not None:
+        add((flight.next_seq(), _time_ns(), SAMPLED_RECEIVE, _native_id(),
+             (span_name, constants), carrier, None))
+
+
 def note(kind: MessageKind, target: Any, site: tuple[str, str, str], item: Any) -> None:
     """Append an unsampled message's record, when the recorder is on (the hottest callers
     inline this)."""

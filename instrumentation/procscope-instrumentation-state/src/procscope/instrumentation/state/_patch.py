@@ -27,11 +27,13 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
+from procscope.core import flight as _flight
 from procscope.core.guard import log_internal_error
 from procscope.core.patched import keep_identity
 
 from ._diff import MISSING, freeze
 from ._fastwrap import exact_wrapper
+from ._flight import note_assignment
 from ._runtime import (
     LAST_CONTEXT,
     OTHER,
@@ -318,6 +320,15 @@ def _quiet(tracker: Tracker) -> bool:
     return True
 
 
+def _flight_assignment(tracker: Tracker, obj: Any, name: str, value: Any) -> None:
+    """An assignment in a trace head sampling dropped, for the flight recorder."""
+    if type(name) is not str or (tracker.fields is not None and name not in tracker.fields):
+        return
+    if attribute_kind(type(obj), name)[0] == SKIP:
+        return
+    note_assignment(tracker, obj, name, value, "(set)")
+
+
 def _before_change(obj: Any, name: str) -> tuple[Any, ...] | None:
     """What the hook needs after the assignment: (tracker, frame, kind, old), or None."""
     oid = id(obj)
@@ -421,6 +432,8 @@ def _make_setattr(orig: Any) -> Any:
                 tracker = None
                 if call[2] == 1 and call[0] is context_get():  # 1: UNSAMPLED
                     tracker = trackers_get(id(self))
+                    if tracker is not None and _flight.append is not None:
+                        _flight_assignment(tracker, self, name, value)
                     # Already to resync: nothing more to note, whatever the attribute.
                     if tracker is not None and tracker.pending_snapshot is None:
                         per_class = kinds_get(type(self))

@@ -13,6 +13,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
+from procscope.core import flight as _flight
 from procscope.core import shared_state
 from procscope.core.guard import log_internal_error
 from procscope.core.head_sampling import should_record
@@ -37,6 +38,7 @@ from ._events import (
     _time_ns,
     add_event,
 )
+from ._flight import note_changes, note_event
 from ._runtime import RT, SPAN_KEY, Target, context_get, current_span
 from ._tracker import (
     Tracker,
@@ -223,8 +225,10 @@ def record_frame(frame: list[Any], obj: Any, method: str) -> None:
             if span is None or not span.is_recording():
                 if not should_record():
                     # Not sampled: the state moved on unseen; the next recorded change
-                    # resyncs.
+                    # resyncs. (The flight recorder, when on, keeps the change.)
                     tracker.pending_snapshot = tracker.pending_snapshot or "resync"
+                    if _flight.append is not None:
+                        note_event(tracker, name, attributes)
                     return
                 span = RT.spans.start_span(
                     f"{type(obj).__qualname__}.{method}",
@@ -273,6 +277,8 @@ def _record_scalars_on(
         if target is None:
             # Not sampled: the state moved on unseen; the next recorded change resyncs.
             tracker.pending_snapshot = tracker.pending_snapshot or "resync"
+            if _flight.append is not None:
+                note_changes(tracker, obj, method, list(zip(fields, olds, news, seqs)))
             return
         span = target.span
     try:

@@ -23,6 +23,7 @@ import time
 import weakref
 from typing import Any
 
+from procscope.core import flight as _flight
 from procscope.core import shared_state
 from procscope.core.forksafe import ForkSafeLock, held_in_forked_child
 from procscope.core.naming import get_name
@@ -459,6 +460,10 @@ def record_changes(
     if target is None:
         # Not sampled: the state moved on unseen; the next recorded change resynchronises.
         tracker.pending_snapshot = tracker.pending_snapshot or "resync"
+        if _flight.append is not None:  # (the flight recorder keeps it: see _flight)
+            from ._flight import note_changes
+
+            note_changes(tracker, obj, method, changed)
         return
     try:
         _emit_change(tracker, obj, name, method, changed, target)
