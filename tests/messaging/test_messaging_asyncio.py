@@ -111,3 +111,73 @@ def test_asyncio_queue_semantics_are_unchanged(recorder: Any) -> None:
     asyncio.run(main())
     errors = [s for s in recorder.messaging("send") if s.status.status_code.name == "ERROR"]
     assert [s.attributes["error.type"] for s in errors] == ["QueueFull"]
+
+
+def _task_names_of_messages(provider: Any, flush: Any) -> list[tuple[str, str]]:
+    """Two named tasks pass two messages through an asyncio.Queue: (operation, task name)
+    of each messaging span, as recorded."""
+    from procscope.instrumentation.messaging import MessagingInstrumentor
+
+    instrumentor = MessagingInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+
+        async def main() -> None:
+            q: asyncio.Queue[int] = asyncio.Queue()
+
+            async def produce() -> None:
+                for i in range(2):
+                    await q.put(i)
+
+            async def consume() -> None:
+                for _ in range(2):
+                    await q.get()
+
+            await asyncio.gather(
+                asyncio.create_task(consume(), name="consumer-7"),
+                asyncio.create_task(produce(), name="producer-3"),
+            )
+
+        asyncio.run(main())
+        q_outside: asyncio.Queue[int] = asyncio.Queue()
+        q_outside.put_nowait(1)  # no running loop: no task to name
+        q_outside.get_nowait()
+    finally:
+        instrumentor.uninstrument()
+    return [
+        (s.attributes["messaging.operation.type"], s.attributes.get("procscope.task.name"))
+        for s in flush()
+        if "messaging.operation.type" in (s.attributes or {})
+    ]
+
+
+@pytest.mark.parametrize("path", ["records", "sdk spans"])
+def test_messages_name_the_task_that_sent_and_received_them(live_settings: Any, path: str) -> None:
+    """Send and receive spans of an asyncio queue carry their task's name (none outside a
+    task), through the recorder and through plain SDK spans alike."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from procscope.core.recorder import RecordingSpanProcessor
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    processor: Any = SimpleSpanProcessor(exporter)
+    if path == "records":
+        processor = RecordingSpanProcessor([processor])
+    provider.add_span_processor(processor)
+
+    def flush() -> list[Any]:
+        provider.force_flush()
+        return list(exporter.get_finished_spans())
+
+    try:
+        found = _task_names_of_messages(provider, flush)
+    finally:
+        provider.shutdown()
+    assert sorted(found, key=str) == sorted(
+        [("send", "producer-3")] * 2 + [("receive", "consumer-7")] * 2
+        + [("send", None), ("receive", None)],
+        key=str,
+    )

@@ -110,7 +110,10 @@ def test_cli_lists_messages_as_a_table_and_as_json(recorded: tuple[Path, int]) -
     assert any("jobs" in line and f"SpawnProcess-1:{child}" in line for line in lines)
     data = json.loads(_cli("messages", "--db", str(db), "--json", "--from", str(child)).stdout)
     assert [d["queue"] for d in data] == ["done"]
-    assert data[0]["receiver"]["process_name"] == "MainProcess" and data[0]["sent"]
+    # The receiver, the program at the top, by its one name (as `processes` calls it).
+    receiver = data[0]["receiver"]
+    assert receiver["process_name"] == "program" and data[0]["sent"]
+    assert receiver["actor"] == f"program:{receiver['pid']}"
     # The FROM column's own form, name:pid, is accepted back.
     same = _cli("messages", "--db", str(db), "--json", "--from", f"SpawnProcess-1:{child}")
     assert [d["queue"] for d in json.loads(same.stdout)] == ["done"]

@@ -89,7 +89,8 @@ def test_show_prints_the_tree_with_events_and_errors(cli_db, capsys, monkeypatch
     assert main(["show", "--db", cli_db, format(0xB2, "032x")[:31]]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"trace {format(0xB2, '032x')}: import orders, 2 span(s)")
-    assert out[1].startswith("import orders  1.50 s  @+0 ns  pid ")
+    # Each span by its actor name: the process's name, its pid (its exporter's here).
+    assert out[1] == f"import orders  1.50 s  @+0 ns  MainProcess:{os.getpid()}"
     assert out[2].startswith("└─ parse row  3.0 ms  @+1.0 ms")
     assert out[2].endswith("✗ ERROR: ValueError: bad row")
     assert out[3].strip().startswith("• ✗ exception @+3.0 ms  exception.type='ValueError'")

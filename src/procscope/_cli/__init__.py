@@ -46,9 +46,9 @@ def build_parser(only_run: bool = False) -> argparse.ArgumentParser:
     # The read commands (SQLite, the DB's queries, output formatting) are imported only
     # when one may be run: ``procscope run`` execs the program at once, and what it
     # imports here delays every traced program's start.
-    from . import _export, _messages, _processes, _runs, _state, _traces
+    from . import _export, _messages, _processes, _runs, _state, _timeline, _traces
 
-    for module in (_runs, _traces, _processes, _messages, _state, _export):
+    for module in (_runs, _traces, _processes, _messages, _timeline, _state, _export):
         module.add_parser(subparsers)
     from . import _dump
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from procscope.exporters.tracedb import _state as _tracedb_state
+
 from ._output import (
     EXIT_OK,
     add_db_arguments,
@@ -29,50 +31,9 @@ from ._output import (
 if TYPE_CHECKING:
     from procscope.exporters.tracedb import TraceDB
 
-NOT_CAPTURED = "(not captured)"
+NOT_CAPTURED = _tracedb_state.NOT_CAPTURED
+_what = _tracedb_state.describe  # what one record changed: "field: old → new; ..."
 _MAX_KNOWN = 10  # object names listed when NAME matches none
-
-
-def _what(record: Any) -> str:
-    """What one record changed, as ``field: old → new; ...``."""
-    if record.kind == "snapshot":
-        pairs = _pairs(record.fields, record.values)
-        return f"snapshot ({record.snapshot_reason}): " + ", ".join(f"{k}={v}" for k, v in pairs)
-    parts: list[str] = []
-    if record.kind == "transition":
-        t = record.transition or {}
-        passed = t.get("conditions_passed")
-        verdict = (
-            "" if passed is None else (" (conditions passed)" if passed else " (conditions failed)")
-        )
-        return f"{t.get('source')} → {t.get('destination')}{verdict}"
-    nested = {path for path, _old, _new in record.details}
-    detailed_fields = {path.split("[")[0].split(".")[0].split("{")[0] for path in nested}
-    for i, field in enumerate(record.fields):
-        if field in detailed_fields:
-            continue
-        old = _at(record.old_values, i)
-        new = _at(record.values, i)
-        if old is None and new is None:
-            parts.append(field)
-        else:
-            parts.append(f"{field}: {old or '?'} → {new or '?'}")
-    for path, old, new in record.details:
-        if old is None and new is None:
-            parts.append(path)
-        else:
-            parts.append(f"{path}: {old} → {new}")
-    return "; ".join(parts)
-
-
-def _at(values: list[str] | None, index: int) -> str | None:
-    if values is None or index >= len(values):
-        return None
-    return values[index]
-
-
-def _pairs(fields: list[str], values: list[str] | None) -> list[tuple[str, str]]:
-    return [(f, _at(values, i) or NOT_CAPTURED) for i, f in enumerate(fields)]
 
 
 def _type_values(data: dict[str, Any]) -> None:

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from procscope.exporters.tracedb import span_actor
+
 from ._losses import as_json, describe, recorded_losses
 from ._output import (
     EXIT_OK,
@@ -146,6 +148,8 @@ def cmd_show(args: argparse.Namespace, db: TraceDB) -> int:
         return fail("show", str(exc))
     if tree is None:
         return fail("show", f"no trace {wanted} in {db.path}")
+    # Each span's process, thread or task by its one name (as messages and timeline say).
+    names = db.process_names(run=args.run_id if args.run is not None else None)
     # --json has the whole trace unless asked otherwise; the text is bounded by default.
     limit = args.limit if args.limit is not None or args.json else SHOW_LIMIT
     kept, shown, total = prune_tree(
@@ -158,7 +162,7 @@ def cmd_show(args: argparse.Namespace, db: TraceDB) -> int:
     if args.json:
         data = tree.summary.to_dict()
         data["start"] = iso_time(tree.summary.start_ns)
-        data["roots"] = [_kept_json(k) for k in kept]
+        data["roots"] = [_kept_json(k, names) for k in kept]
         data["spans_shown"], data["spans_left_out"] = shown, total - shown
         return print_json(data)
     summary = tree.summary
@@ -178,7 +182,7 @@ def cmd_show(args: argparse.Namespace, db: TraceDB) -> int:
             parts.append(f"[{span.kind.lower()}]")
         parts.append(format_duration(span.duration_ns))
         parts.append(f"@+{format_duration(span.start_ns - origin)}")
-        parts.append(f"pid {span.pid}" + (f" {span.process_name}" if span.process_name else ""))
+        parts.append(span_actor(span.pid, span.process_name, span.attributes, names))
         if span.is_error:
             parts.append(
                 f"{ERROR_MARK} ERROR"
@@ -224,9 +228,11 @@ def _span_filter(args: argparse.Namespace) -> Callable[[SpanNode], bool] | None:
     return wanted
 
 
-def _kept_json(kept: Kept) -> dict[str, Any]:
-    data: dict[str, Any] = kept.node.span.to_dict()
-    data["children"] = [_kept_json(child) for child in kept.children]
+def _kept_json(kept: Kept, names: dict[int, str]) -> dict[str, Any]:
+    span = kept.node.span
+    data: dict[str, Any] = span.to_dict()
+    data["actor"] = span_actor(span.pid, span.process_name, span.attributes, names)
+    data["children"] = [_kept_json(child, names) for child in kept.children]
     data["left_out"] = kept.left_out
     return data
 

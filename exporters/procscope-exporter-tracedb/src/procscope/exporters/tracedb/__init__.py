@@ -15,15 +15,20 @@ __all__ = [
     "Run",
     "SpanNode",
     "SpanRecord",
+    "TimelineEntry",
     "TraceDB",
     "TraceDBError",
     "TraceDBSpanExporter",
     "TraceSummary",
     "TraceTree",
+    "UnknownActorError",
     "UnknownRunError",
+    "actor_name",
     "index_attributes",
+    "span_actor",
 ]
 
+from ._actors import actor_name, span_actor
 from ._db import LossRecord, TraceDB
 from ._exporter import TraceDBSpanExporter
 from ._query import (
@@ -37,3 +42,4 @@ from ._query import (
 )
 from ._runs import Run, UnknownRunError
 from ._schema import SCHEMA_VERSION, TraceDBError, index_attributes
+from ._timeline import TimelineEntry, UnknownActorError

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from . import _messages, _processes, _query, _runs, _schema, _state
+from . import _messages, _processes, _query, _runs, _schema, _state, _timeline
 from ._query import Happening, SpanRecord, TraceSummary, TraceTree
 from ._runs import Run, RunFilter
 from ._schema import TraceDBError
@@ -324,6 +324,38 @@ class TraceDB:
         """The process tree (of ``run``), from lifecycle spans (see ``_processes``)."""
         return _processes.processes(self.conn, self._run(run))
 
+    def process_names(self, run: str | None = None) -> dict[int, str]:
+        """pid -> the one name of each process of ``run`` (see ``_actors``): what
+        ``actor_name`` takes to name a process, a thread or a task everywhere alike."""
+        flt = self._run(run)
+        return _timeline.all_names(self.conn, _processes.processes(self.conn, flt), flt)
+
+    def timeline(
+        self,
+        who: str,
+        run: str | None = None,
+        around: Any = None,
+        last: int | None = None,
+    ) -> list[_timeline.TimelineEntry]:
+        """Everything that happened to one process, thread or task of ``run``, oldest
+        first (see ``_timeline``): WHO is ``name``, ``pid``, ``name:pid``, then
+        ``/thread`` or ``/task``. ``around`` (epoch ns, seconds or a datetime) keeps the
+        entries within 2 s of it; ``last`` the last N. Raises UnknownActorError (a
+        ValueError) when WHO names no actor, or several."""
+        flt = self._run(run)
+        command = None
+        if flt is not None:
+            command = next((r.command for r in _runs.runs(self.conn) if r.run_id == flt.run_id),
+                           None)
+        at = None if around is None else _state.to_ns(around)
+        return _timeline.timeline(self.conn, who, flt, at, last, command)[1]
+
+    def actor(self, who: str, run: str | None = None) -> str:
+        """The full actor name of WHO (as :meth:`timeline` resolves it)."""
+        flt = self._run(run)
+        names = _timeline.all_names(self.conn, _processes.processes(self.conn, flt), flt)
+        return _timeline.resolve_actor(self.conn, who, flt, names).name
+
     def messages(
         self,
         *,
@@ -337,7 +369,8 @@ class TraceDB:
         run: str | None = None,
     ) -> list[Any]:
         """Messages with their producer and consumer spans, oldest first: the first
-        ``limit``, or the last ``limit`` with ``newest`` (see ``_messages``)."""
+        ``limit``, or the last ``limit`` with ``newest`` (see ``_messages``). Each end
+        names its process by its one name (``MessageEnd.actor``)."""
         return _messages.messages(
             self.conn,
             queue=queue,
@@ -348,6 +381,7 @@ class TraceDB:
             limit=limit,
             newest=newest,
             run=self._run(run),
+            names=self.process_names(run),
         )
 
     def state_objects(self, run: str | None = None) -> list[str]:

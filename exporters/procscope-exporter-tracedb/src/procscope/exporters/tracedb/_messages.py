@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import fnmatch
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ._actors import TASK_NAME, actor_name
 from ._query import json_object
 from ._runs import RunFilter
 from ._schema import indexed_keys, span_id_from_db, trace_id_from_db
@@ -39,13 +41,11 @@ class MessageEnd:
     start_ns: int
     end_ns: int
     error: str | None = None
+    task_name: str | None = None
 
     def who(self) -> str:
-        """``process-name:pid``, then ``/thread-name`` unless the main thread, for tables."""
-        process = f"{self.process_name}:{self.pid}" if self.process_name else str(self.pid)
-        if self.thread_name and self.thread_name != "MainThread":
-            return f"{process}/{self.thread_name}"
-        return process
+        """The actor: ``name:pid``, then ``/task`` or ``/thread`` (not the main thread)."""
+        return actor_name(self.process_name, self.pid, self.thread_name, self.task_name)
 
 
 @dataclass
@@ -66,7 +66,11 @@ class MessageRecord:
     content: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for side, end in (("sender", self.sender), ("receiver", self.receiver)):
+            if end is not None:
+                data[side]["actor"] = end.who()
+        return data
 
 
 def _end(row: sqlite3.Row | tuple[Any, ...], attributes: dict[str, Any]) -> MessageEnd:
@@ -84,14 +88,18 @@ def _end(row: sqlite3.Row | tuple[Any, ...], attributes: dict[str, Any]) -> Mess
         start_ns=int(start_ns),
         end_ns=int(end_ns),
         error=error,
+        task_name=attributes.get(TASK_NAME),
     )
 
 
 def _matches(pattern: str, end: MessageEnd | None) -> bool:
     if end is None:
         return False
-    # Also "name:pid", as the FROM and TO columns of `procscope messages` print it.
-    candidates = [str(end.pid), end.process_name, end.thread_name, f"{end.process_name}:{end.pid}"]
+    # Also the actor's name ("name:pid/task"), as the FROM and TO columns print it.
+    candidates = [
+        str(end.pid), end.process_name, end.thread_name, end.task_name,
+        actor_name(end.process_name, end.pid), end.who(),
+    ]
     glob = any(ch in pattern for ch in "*?[")
     for candidate in candidates:
         if candidate is None:
@@ -176,6 +184,7 @@ def messages(
     limit: int | None = None,
     newest: bool = False,
     run: RunFilter | None = None,
+    names: Mapping[int, str] | None = None,
 ) -> list[MessageRecord]:
     """Each message with its producer and consumer spans, processes and threads, by send time.
 
@@ -211,6 +220,10 @@ def messages(
             continue
         done.add(message_id)
         record = _record(message_id, group)
+        for end in (record.sender, record.receiver):
+            if end is not None and names:
+                # Each process by its one name (see _actors), before the filters match.
+                end.process_name = names.get(end.pid) or end.process_name
         if start_ns is not None and record.sent_ns < start_ns:
             continue
         if end_ns is not None and record.sent_ns >= end_ns:

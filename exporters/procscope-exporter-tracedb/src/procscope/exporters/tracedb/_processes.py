@@ -20,6 +20,7 @@ import sqlite3
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ._actors import actor_name
 from ._query import json_object
 from ._runs import RunFilter
 from ._schema import span_id_from_db, trace_id_from_db
@@ -70,8 +71,14 @@ class ProcessRecord:
     def ended(self) -> bool:
         return self.exit_code is not None or self.exit_signal is not None
 
+    @property
+    def actor(self) -> str:
+        """Its name everywhere: ``name:pid`` (see ``_actors``)."""
+        return actor_name(self.name, self.pid)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["actor"] = self.actor
         data.pop("children")
         data["duration_ns"] = self.duration_ns
         data["children_pids"] = [child.pid for child in self.children]

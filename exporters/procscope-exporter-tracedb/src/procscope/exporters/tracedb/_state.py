@@ -36,6 +36,7 @@ EVENT_TRANSITION = "procscope.state.transition"
 OBJECT = "procscope.state.object"
 EPOCH = "procscope.state.epoch"
 ABSENT = "<absent>"
+NOT_CAPTURED = "(not captured)"
 
 _STATE_EVENTS = (EVENT_CHANGE, EVENT_SNAPSHOT, EVENT_TRANSITION)
 _EVENT_COLUMNS = "e.event_pk, e.name, e.time_ns, e.attributes, s.pid, s.trace_id, s.span_id"
@@ -111,6 +112,48 @@ def to_ns(when: Any) -> int:
     if isinstance(when, _dt.datetime):
         return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
     raise TypeError("a time is epoch nanoseconds (int), seconds (float) or a datetime")
+
+
+def describe(record: StateRecord) -> str:
+    """What one record changed, as ``field: old → new; ...``."""
+    if record.kind == "snapshot":
+        pairs = _pairs(record.fields, record.values)
+        return f"snapshot ({record.snapshot_reason}): " + ", ".join(f"{k}={v}" for k, v in pairs)
+    parts: list[str] = []
+    if record.kind == "transition":
+        t = record.transition or {}
+        passed = t.get("conditions_passed")
+        verdict = (
+            "" if passed is None else (" (conditions passed)" if passed else " (conditions failed)")
+        )
+        return f"{t.get('source')} → {t.get('destination')}{verdict}"
+    nested = {path for path, _old, _new in record.details}
+    detailed_fields = {path.split("[")[0].split(".")[0].split("{")[0] for path in nested}
+    for i, name in enumerate(record.fields):
+        if name in detailed_fields:
+            continue
+        old = _at(record.old_values, i)
+        new = _at(record.values, i)
+        if old is None and new is None:
+            parts.append(name)
+        else:
+            parts.append(f"{name}: {old or '?'} → {new or '?'}")
+    for path, old, new in record.details:
+        if old is None and new is None:
+            parts.append(path)
+        else:
+            parts.append(f"{path}: {old} → {new}")
+    return "; ".join(parts)
+
+
+def _at(values: list[str] | None, index: int) -> str | None:
+    if values is None or index >= len(values):
+        return None
+    return values[index]
+
+
+def _pairs(fields: list[str], values: list[str] | None) -> list[tuple[str, str]]:
+    return [(f, _at(values, i) or NOT_CAPTURED) for i, f in enumerate(fields)]
 
 
 def _epoch_value(name: str, n: int) -> str:

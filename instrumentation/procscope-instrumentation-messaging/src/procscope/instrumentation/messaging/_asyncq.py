@@ -34,6 +34,16 @@ _get_started: contextvars.ContextVar[int] = contextvars.ContextVar(
 )
 
 
+def _task_name() -> str | None:
+    """The running asyncio task's name (None outside a task): the end of a message in
+    the trace DB is then ``process:pid/Task-6``, not the loop's thread shared by all."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop
+        return None
+    return None if task is None else task.get_name()
+
+
 def _release() -> None:
     try:
         release()
@@ -58,6 +68,9 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any, orig_ge
             if not self._procscope_internal and type(item) is not Hop:
                 prof = _core.profile(self, SYSTEM_ASYNCIO, "put", "send")
                 span, carrier = _core.start_send(prof, item, local=True)
+                task = _task_name() if span is not None else None
+                if task is not None:
+                    span.set_attribute(_core.TASK_NAME, task)
                 if carrier is not None:
                     _side.add(self, item, carrier)
         except Exception:  # noqa: BLE001
@@ -89,7 +102,8 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any, orig_ge
                 carrier = _side.take(self, item, isinstance(self, asyncio.LifoQueue))
                 if carrier is not None:
                     _core.receive(carrier, _core.profile(self, SYSTEM_ASYNCIO, "get", "receive",
-                                                         queue_type=False), started)
+                                                         queue_type=False), started,
+                                  task=_task_name())
                 elif _flight.append is not None:
                     _flight_note(RECEIVE, self, ASYNC_GET, item)
             except Exception:  # noqa: BLE001

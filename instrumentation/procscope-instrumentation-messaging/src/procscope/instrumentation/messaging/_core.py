@@ -59,6 +59,8 @@ CONTENT = "procscope.messaging.content"
 SENDER_PID = "procscope.messaging.sender.pid"
 SENDER_THREAD_ID = "procscope.messaging.sender.thread.id"
 SENDER_THREAD_NAME = "procscope.messaging.sender.thread.name"
+# The asyncio task that sent or received (the lifecycle's task spans use the same key).
+TASK_NAME = "procscope.task.name"
 RECEIVER_PID = "procscope.messaging.receiver.pid"
 WAIT_TIME = "procscope.messaging.wait_time"
 BLOCK_TIME = "procscope.messaging.block_time"
@@ -461,6 +463,7 @@ def receive(
     started_ns: int,
     size: int | None = None,
     destination: str | None = None,
+    task: str | None = None,
 ) -> None:
     """Record the consumer side of a carried message and attach its context.
 
@@ -469,7 +472,8 @@ def receive(
     spans. Its context is then attached to the calling thread or task until its next get
     (or task_done): whatever the consumer does with the message belongs to that trace.
     ``prof``: the queue's ``profile(target, system, operation, "receive", False)``;
-    ``destination``: a name of the receiving end's own that overrides the queue's (pipes).
+    ``destination``: a name of the receiving end's own that overrides the queue's (pipes);
+    ``task``: the receiving asyncio task's name.
     """
     now = _time_ns()
     if not started_ns:
@@ -491,7 +495,7 @@ def receive(
     own_trace = ambient.is_valid and ambient.trace_id != parent.trace_id
     if runtime.recorder is not None:
         runtime.records.receive(carrier, parent, ambient if own_trace else None, current,
-                                span_name, constants, now, started_ns, size)
+                                span_name, constants, now, started_ns, size, task)
         return
     if _flight.append is not None:  # (for a child killed before its span is exported)
         from ._flight import note_sampled_receive
@@ -512,7 +516,7 @@ def receive(
     # (the content is recorded once, on the send span: the consumer got the same value)
     add_attributes(span, receive_attributes(
         {} if start is not None else constants, carrier, _get_native_id(),
-        current_thread_name(), now, started_ns, span_pid, size,
+        current_thread_name(), now, started_ns, span_pid, size, task,
     ))
     span.end(end_time=now)
     mine = _with_span(span, current)
@@ -522,7 +526,7 @@ def receive(
 
 def receive_attributes(
     constants: dict[str, Any], carrier: tuple[Any, ...], thread_id: int, thread_name: str,
-    now: int, started_ns: int, pid: int | None, size: int | None,
+    now: int, started_ns: int, pid: int | None, size: int | None, task: str | None = None,
 ) -> dict[str, Any]:
     """A receive span's attributes (after ``constants``, the queue's), in their order."""
     more = constants.copy()
@@ -540,6 +544,8 @@ def receive_attributes(
         more[PID] = pid
     if size is not None:
         more[BODY_SIZE] = size
+    if task is not None:
+        more[TASK_NAME] = task
     return more
 
 

@@ -148,6 +148,7 @@ def start_send(
 def receive(
     carrier: tuple[Any, ...], parent: Any, ambient: Any, current: Any, span_name: str,
     constants: dict[str, Any], now: int, started_ns: int, size: int | None,
+    task: str | None = None,
 ) -> None:
     """_core.receive's record path: the consumer span as a record, its context attached.
     ``ambient``: the consumer's own trace's context, to link back to, or None."""
@@ -159,7 +160,7 @@ def receive(
         runtime.receive_spans, min(started_ns, now), now, parent[0], span_id, parent[1],
         parent[2], flags, state, span_name, _CONSUMER, None,
         (constants, carrier, _core._get_native_id(), current_thread_name(), now, started_ns,
-         _core.span_pid, size),
+         _core.span_pid, size, task),
         None, parent_flags, (parent, ambient),
     ))
     mine = _core._with_span(NonRecordingSpan(span_context(parent[0], span_id, False, flags, state)),
