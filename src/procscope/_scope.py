@@ -38,7 +38,7 @@ from procscope.core.settings import (
 )
 from procscope.core.threadinfo import on_main_thread
 
-from . import _instrumentors
+from . import _instrumentors, _run_notice
 from ._pipeline import build_processors, build_resource
 from ._sampler import AdjustableRateSampler
 
@@ -166,6 +166,8 @@ def _shutdown_at_exit(provider: Any, setup_pid: int) -> None:
             lambda: queued_spans([multi]),
             SHUTDOWN_MAX_SECONDS,
         )
+        if top:
+            _run_notice.announce(runs.current_id())
 
 
 def _flight_changes(
@@ -215,6 +217,7 @@ class Scope:
     def start(self) -> None:
         # Joined or started before the settings are published: they carry the run id.
         self.run_attributes = runs.begin(self.settings.capture_content)
+        _run_notice.claim(self.settings.db, self.settings.exporters)
         live = shared_state.settings()
         live.level = self.settings.level
         live.sample_rate = self.settings.sample_rate

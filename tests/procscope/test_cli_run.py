@@ -159,3 +159,61 @@ def test_spans_land_in_the_trace_db_by_default(run_app: Any, tmp_path: Path) -> 
     from procscope.exporters.tracedb import TraceDB
 
     assert "into-the-db" in [span.name for span in TraceDB(str(tmp_path / "run.db")).spans()]
+
+
+_TWO_PROCESSES = """
+import multiprocessing as mp
+
+if __name__ == "__main__":
+    child = mp.get_context("spawn").Process(target=print, args=("child",))
+    child.start()
+    child.join()
+"""
+
+
+def _run_on_a_terminal(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
+    """Run ``command`` with stdin, stdout and stderr on a pseudo-terminal; its output."""
+    import os
+    import pty
+    import subprocess
+
+    main_fd, side_fd = pty.openpty()
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdin=side_fd, stdout=side_fd, stderr=side_fd
+    )
+    os.close(side_fd)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:  # EIO: every holder of the terminal's other side is gone
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main_fd)
+    return process.wait(timeout=60), b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_run_says_where_it_recorded_on_a_terminal_only(write_app: Any, tmp_path: Path) -> None:
+    """On a terminal, procscope run ends with one line on stderr naming the DB and a
+    command that shows the run (once, not once per process); piped, it says nothing."""
+    import subprocess
+
+    from .conftest import clean_environ
+
+    app = write_app(_TWO_PROCESSES)
+    env = clean_environ()
+    command = [PROCSCOPE, "run", "--db", "told.db", "--", "python", str(app)]
+    status, output = _run_on_a_terminal(command, tmp_path, env)
+    assert status == 0, output
+    told = [line for line in output.splitlines() if line.startswith("procscope: recorded")]
+    assert len(told) == 1, output
+    assert f"recorded into {tmp_path / 'told.db'} (run " in told[0]
+    shown_by = told[0].split("see it with: ")[1].strip()
+    runs = subprocess.run(
+        shown_by, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert runs.returncode == 0 and str(app) in runs.stdout, runs.stderr
+    piped = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert piped.returncode == 0 and "procscope: recorded" not in piped.stderr + piped.stdout

@@ -26,6 +26,9 @@ from procscope.core.settings import (
     parse_sampling_mode,
 )
 
+from .._run_notice import ENV_RUN_NOTICE
+from ._invocation import procscope_command
+
 EXIT_USAGE = 2
 # The procscope package's folder. os.path, not pathlib: `procscope run` only execs the
 # program, and each module it imports delays the program's start.
@@ -161,6 +164,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     # A new run, even when started from inside a recorded program: the program sets up
     # without an inherited run id, so it starts the run and its children join it.
     env.pop(ENV_RUN_ID, None)
+    env.pop(ENV_RUN_NOTICE, None)
+    if _stderr_is_terminal():
+        # The program's top process says where it recorded when it ends (_run_notice).
+        env[ENV_RUN_NOTICE] = procscope_command()
     sys.stdout.flush()
     sys.stderr.flush()
     # exec, not a child process: the program then gets SIGINT and SIGTERM directly and
@@ -171,6 +178,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"procscope run: cannot run {command[0]}: {exc.strerror}\n")
         return EXIT_USAGE
     return 0  # not reached
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def demo_program() -> str:
