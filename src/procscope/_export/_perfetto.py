@@ -53,6 +53,7 @@ _A_BOOL, _A_INT, _A_DOUBLE, _A_STRING, _A_NAME = 2, 4, 5, 6, 10
 SLICE_BEGIN, SLICE_END, INSTANT, COUNTER = 1, 2, 3, 4
 _SEQ_INCREMENTAL_STATE_CLEARED = 1
 SEQUENCE_ID = 0x70736370  # any constant: every packet is on this one sequence
+_SEQUENCE_FIELD = _wire.uint(_P_SEQUENCE_ID, SEQUENCE_ID)
 
 _KINDS_PRODUCER, _KINDS_CONSUMER = "PRODUCER", "CONSUMER"
 MESSAGE_ID = "messaging.message.id"
@@ -71,8 +72,36 @@ def _uuid(*parts: object) -> int:
     return int.from_bytes(digest, "big") >> 1 or 1  # positive, non-zero
 
 
+# Encoded annotations of names and values that repeat (a span's kind, its queue, its
+# thread's name...), and encoded annotation names; bounded.
+_ANNOTATIONS: dict[tuple[str, Any], bytes] = {}
+_NAMES: dict[str, bytes] = {}
+_CACHE_LIMIT = 50_000
+_CACHED_TEXT = 64  # longer strings are rarely repeated
+
+
 def _annotation(name: str, value: Any) -> bytes:
-    body = _wire.string(_A_NAME, name)
+    """A DebugAnnotation field: ``name`` and ``value`` (an int, float, bool or text;
+    anything else as JSON text)."""
+    cacheable = (isinstance(value, str) and len(value) <= _CACHED_TEXT) or isinstance(
+        value, bool
+    )
+    if cacheable:
+        found = _ANNOTATIONS.get((name, value))
+        if found is not None:
+            return found
+    encoded = _wire.message(_E_ANNOTATION, _annotation_body(name, value))
+    if cacheable and len(_ANNOTATIONS) < _CACHE_LIMIT:
+        _ANNOTATIONS[(name, value)] = encoded
+    return encoded
+
+
+def _annotation_body(name: str, value: Any) -> bytes:
+    body = _NAMES.get(name)
+    if body is None:
+        body = _wire.string(_A_NAME, name)
+        if len(_NAMES) < _CACHE_LIMIT:
+            _NAMES[name] = body
     if isinstance(value, bool):
         body += _wire.boolean(_A_BOOL, value)
     elif isinstance(value, int) and _INT64[0] <= value <= _INT64[1]:
@@ -83,7 +112,7 @@ def _annotation(name: str, value: Any) -> bytes:
         body += _wire.string(_A_STRING, value)
     else:
         body += _wire.string(_A_STRING, json.dumps(value, default=str))
-    return _wire.message(_E_ANNOTATION, body)
+    return body
 
 
 def _number(text: Any) -> float | None:
@@ -145,6 +174,7 @@ class PerfettoWriter:
         self.counters: dict[tuple[int, str, str], int] = {}
         self.recent: dict[str, tuple[Any, ...]] = {}  # span id -> track key
         self.counts = {"slices": 0, "flows": 0, "instants": 0, "counters": 0, "packets": 0}
+        self._track_fields: dict[int, bytes] = {}  # track uuid -> its encoded field
         self._first = True
 
     # ------------------------------------------------------------------ packets
@@ -153,7 +183,7 @@ class PerfettoWriter:
         head = b""
         if timestamp is not None:
             head = _wire.uint(_P_TIMESTAMP, timestamp)
-        head += _wire.uint(_P_SEQUENCE_ID, SEQUENCE_ID)
+        head += _SEQUENCE_FIELD
         if self._first:
             head += _wire.uint(_P_FLAGS, _SEQ_INCREMENTAL_STATE_CLEARED)
             head += _wire.boolean(_P_FIRST_ON_SEQUENCE, True)
@@ -162,7 +192,10 @@ class PerfettoWriter:
         self.counts["packets"] += 1
 
     def _event(self, timestamp: int, kind: int, track: int, extra: bytes = b"") -> None:
-        body = _wire.uint(_E_TYPE, kind) + _wire.uint(_E_TRACK, track) + extra
+        track_field = self._track_fields.get(track)
+        if track_field is None:
+            track_field = self._track_fields[track] = _wire.uint(_E_TRACK, track)
+        body = _wire.uint(_E_TYPE, kind) + track_field + extra
         self._packet(_wire.message(_P_TRACK_EVENT, body), timestamp)
 
     def _descriptor(self, body: bytes) -> None:

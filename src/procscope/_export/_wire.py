@@ -23,45 +23,59 @@ _FIXED = struct.Struct("<Q")
 _U64 = (1 << 64) - 1
 
 
+# Every varint below 2**14 (field keys, lengths, small values), made once: encoding is
+# most of an export's time, and nearly every varint in a trace is one of these.
+_SMALL = [bytes((v,)) for v in range(0x80)] + [
+    bytes(((v & 0x7F) | 0x80, v >> 7)) for v in range(0x80, 0x4000)
+]
+
+
+# 14 bits at a time, both bytes marked "more follows": for the large values (timestamps
+# in nanoseconds, track ids) that take 9 or 10 bytes.
+_MORE = [bytes(((v & 0x7F) | 0x80, (v >> 7) | 0x80)) for v in range(0x4000)]
+
+
 def varint(value: int) -> bytes:
     """A base-128 varint; a negative int64 is written as its 64-bit two's complement."""
+    if 0 <= value < 0x4000:
+        return _SMALL[value]
     value &= _U64
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    parts = []
+    while value >= 0x4000:
+        parts.append(_MORE[value & 0x3FFF])
+        value >>= 14
+    parts.append(_SMALL[value])
+    return b"".join(parts)
 
 
 def key(number: int, wire_type: int) -> bytes:
-    return varint((number << 3) | wire_type)
+    """A field's key (field numbers below 2048: a table lookup)."""
+    return _SMALL[(number << 3) | wire_type]
 
 
 def uint(number: int, value: int) -> bytes:
     """An int32/int64/uint32/uint64/enum field (varint)."""
-    return key(number, _VARINT) + varint(value)
+    return _SMALL[number << 3] + varint(value)
 
 
 def boolean(number: int, value: bool) -> bytes:
-    return key(number, _VARINT) + (b"\x01" if value else b"\x00")
+    return _SMALL[number << 3] + (b"\x01" if value else b"\x00")
 
 
 def double(number: int, value: float) -> bytes:
-    return key(number, _FIXED64) + _DOUBLE.pack(value)
+    return _SMALL[(number << 3) | _FIXED64] + _DOUBLE.pack(value)
 
 
 def fixed64(number: int, value: int) -> bytes:
-    return key(number, _FIXED64) + _FIXED.pack(value & _U64)
+    return _SMALL[(number << 3) | _FIXED64] + _FIXED.pack(value & _U64)
 
 
 def string(number: int, value: str) -> bytes:
     # "replace": a lone surrogate (from a recorded repr) must not stop the export.
-    return message(number, value.encode("utf-8", "replace"))
+    body = value.encode("utf-8", "replace")
+    return _SMALL[(number << 3) | _LENGTH] + varint(len(body)) + body
 
 
 def message(number: int, body: bytes) -> bytes:
     """A nested message (or raw bytes): length-prefixed."""
-    return key(number, _LENGTH) + varint(len(body)) + body
+    return _SMALL[(number << 3) | _LENGTH] + varint(len(body)) + body
