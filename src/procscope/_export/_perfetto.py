@@ -83,9 +83,7 @@ _CACHED_TEXT = 64  # longer strings are rarely repeated
 def _annotation(name: str, value: Any) -> bytes:
     """A DebugAnnotation field: ``name`` and ``value`` (an int, float, bool or text;
     anything else as JSON text)."""
-    cacheable = (isinstance(value, str) and len(value) <= _CACHED_TEXT) or isinstance(
-        value, bool
-    )
+    cacheable = (isinstance(value, str) and len(value) <= _CACHED_TEXT) or isinstance(value, bool)
     if cacheable:
         found = _ANNOTATIONS.get((name, value))
         if found is not None:
