@@ -41,6 +41,10 @@ _LOAD_LOGGER = logging.getLogger("opentelemetry.instrumentation.auto_instrumenta
 
 def start() -> None:
     """Set procscope up as OpenTelemetry's auto-instrumentation would, here."""
+    from ._mcp import is_server_process
+
+    if is_server_process():
+        return  # `procscope mcp` records nothing of itself (see is_server_process)
     names = _known_instrumentors()
     if names is None:
         from opentelemetry.instrumentation.auto_instrumentation import initialize

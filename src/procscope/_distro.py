@@ -49,6 +49,10 @@ class ProcscopeDistro(BaseDistro):
             logging.getLogger(_AUTO_LOAD_LOGGER).addFilter(_OurChoiceOfConfigurator())
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        from ._mcp import is_server_process
+
+        if is_server_process():
+            return  # `procscope mcp` records nothing of itself, nor patches anything
         if entry_point.name in INSTRUMENTORS:
             from ._api import current_scope
 
@@ -83,6 +87,9 @@ class ProcscopeConfigurator:
 
     def _configure(self, **kwargs: Any) -> None:
         from ._api import setup
+        from ._mcp import is_server_process
 
+        if is_server_process():
+            return  # `procscope mcp` records nothing of itself (see is_server_process)
         with handle_internal_errors():
             setup()

@@ -53,6 +53,9 @@ def build_parser(only_run: bool = False) -> argparse.ArgumentParser:
     from . import _dump
 
     _dump.add_parser(subparsers)
+    from . import _mcp
+
+    _mcp.add_parser(subparsers)
     return parser
 
 
