@@ -209,3 +209,19 @@ def test_ellipsis_glyph_follows_the_stdout_encoding() -> None:
     finally:
         sys.stdout = original
     assert _output.truncate("abcdef", 4) == "abc…"
+
+
+def test_timeline_last_says_what_it_left_out(
+    recorded_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """timeline --last N prints the last N entries and says how many it left out; its
+    --json counts them too."""
+    db = ["--db", str(recorded_db)]
+    status, out, err = _run(["timeline", "app", *db, "--json"], capsys)
+    assert status == 0, err
+    total = len(json.loads(out)["entries"])
+    assert total >= 3
+    status, out, _ = _run(["timeline", "app", *db, "--last", "2"], capsys)
+    assert status == 0 and f"(2 of {total} entries shown; the last;" in out.splitlines()[-1]
+    status, out, _ = _run(["timeline", "app", *db, "--last", "2", "--json"], capsys)
+    assert json.loads(out)["entries_left_out"] == total - 2

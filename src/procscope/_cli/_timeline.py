@@ -20,6 +20,7 @@ from ._output import (
     format_duration,
     format_time,
     iso_time,
+    left_out_note,
     moment_argument,
     one_line,
     positive_int_argument,
@@ -45,16 +46,25 @@ def cmd_timeline(args: argparse.Namespace, db: TraceDB) -> int:
 
     try:
         who = db.actor(args.who, run=args.run_id)
-        entries = db.timeline(args.who, run=args.run_id, around=args.around, last=args.last)
+        found = db.timeline(args.who, run=args.run_id, around=args.around)
     except UnknownActorError as exc:
         return fail("timeline", str(exc))
+    # --last here, not in the query: the output says how many entries it left out.
+    entries = found[-args.last :] if args.last else found
     if args.json:
         rows = []
         for entry in entries:
             data = entry.to_dict()
             data["time"] = iso_time(entry.time_ns)
             rows.append(data)
-        return print_json({"actor": who, "run": args.run_id, "entries": rows})
+        return print_json(
+            {
+                "actor": who,
+                "run": args.run_id,
+                "entries": rows,
+                "entries_left_out": len(found) - len(entries),
+            }
+        )
     print(f"timeline of {who}" + (f" (run {args.run_id})" if args.run_id else ""))
     if not entries:
         print("nothing recorded" + (" around that time" if args.around is not None else ""))
@@ -78,6 +88,9 @@ def cmd_timeline(args: argparse.Namespace, db: TraceDB) -> int:
                 ["", "", "", "  " + one_line(line)] for line in _stack_tail(entry.stack)
             )
     print(render_table(["TIME", "WHAT", "BY", "DETAILS"], rows_text, shrink=(3, 2)))
+    note = left_out_note(len(entries), len(found), "entries", "the last; --last N for more")
+    if note:
+        print(note)
     return EXIT_OK
 
 
