@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sqlite3
@@ -67,9 +68,11 @@ def _run_program(db: str, folder: str) -> None:
 
 
 def _read_commands(db: str) -> list[list[str]]:
+    """Every read command of the contract, on the program's DB."""
     conn = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True)
     try:
         trace = conn.execute("SELECT hex(trace_id) FROM traces LIMIT 1").fetchone()[0].lower()
+        pid = conn.execute("SELECT pid FROM spans LIMIT 1").fetchone()[0]
     finally:
         conn.close()
     return [
@@ -79,7 +82,15 @@ def _read_commands(db: str) -> list[list[str]]:
         ["processes", "--db", db],
         ["messages", "--db", db],
         ["state", "account", "--db", db],
+        ["state", "account", "--at", "2262-01-01", "--db", db],
+        ["runs", "--db", db],
+        ["timeline", str(pid), "--db", db],
     ]
+
+
+def _digest(path: str) -> str:
+    with open(path, "rb") as file:
+        return hashlib.sha256(file.read()).hexdigest()
 
 
 def _listing(folder: str) -> dict[str, tuple[int, int, int]]:
@@ -103,11 +114,12 @@ def test_read_commands_leave_the_folder_as_they_found_it(shared_folder: str) -> 
     """After a program has finished, every read command runs and no -wal/-shm appears."""
     db = os.path.join(shared_folder, "procscope.db")
     _run_program(db, shared_folder)
-    before = _listing(shared_folder)
+    before, digest = _listing(shared_folder), _digest(db)
     for command in _read_commands(db):
         done = subprocess.run([PROCSCOPE, *command], capture_output=True, text=True, check=False)
         assert done.returncode == 0, (command, done.stderr)
         assert _listing(shared_folder) == before, command
+        assert _digest(db) == digest, command  # not a byte changed
 
 
 def test_a_db_left_in_wal_mode_is_read_without_new_files(shared_folder: str) -> None:
@@ -120,11 +132,45 @@ def test_a_db_left_in_wal_mode_is_read_without_new_files(shared_folder: str) -> 
     conn.close()  # the last connection: SQLite removes its -wal and -shm, WAL mode stays
     with open(db, "rb") as file:
         assert file.read(20)[18] == 2  # WAL mode in the header
-    before = _listing(shared_folder)
+    for leftover in (db + "-wal", db + "-shm"):
+        if os.path.exists(leftover):
+            os.remove(leftover)
+    before, digest = _listing(shared_folder), _digest(db)
     for command in _read_commands(db):
         done = subprocess.run([PROCSCOPE, *command], capture_output=True, text=True, check=False)
         assert done.returncode == 0, (command, done.stderr)
         assert _listing(shared_folder) == before, command
+        assert _digest(db) == digest, command
+
+
+def test_a_db_whose_writer_is_alive_is_read(db_path: str, make_span: Any) -> None:
+    """While a writer holds the DB open in WAL mode (its -wal and -shm exist, a span is
+    committed), every read command reads it, the span included."""
+    exporter = TraceDBSpanExporter(db_path)
+    try:
+        assert exporter.export([make_span("while-alive", trace_id=7, span_id=7)]).name == "SUCCESS"
+        assert os.path.exists(db_path + "-wal")
+        for command in (
+            ["traces"],
+            ["show", format(7, "032x")],
+            ["processes"],
+            ["messages"],
+            ["runs"],
+            ["timeline", str(os.getpid())],
+        ):
+            done = subprocess.run(
+                [PROCSCOPE, *command, "--db", db_path], capture_output=True, text=True, check=False
+            )
+            assert done.returncode == 0, (command, done.stderr)
+        listing = subprocess.run(
+            [PROCSCOPE, "traces", "--db", db_path, "--run", "all"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert "while-alive" in listing.stdout
+    finally:
+        exporter.shutdown()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a command as another user")
