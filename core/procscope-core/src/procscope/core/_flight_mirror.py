@@ -51,16 +51,19 @@ def start() -> None:
     except RuntimeError:
         return
     _state["thread"] = thread
+    flight.mirrored = True
 
 
 def after_fork_in_child() -> None:
     _state["pid"] = 0
     _state["thread"] = None
+    flight.mirrored = False
 
 
 def stop() -> None:
     """Stop mirroring and remove this process's files (an end that dumped or was fine)."""
     _state["stop"] = True
+    flight.mirrored = False
     forget(os.getpid())
 
 

@@ -48,6 +48,9 @@ F_SEQ, F_TIME, F_KIND, F_THREAD, F_A, F_B, F_C = range(7)
 # still appends, to a ring no longer read: never an error in the program's thread).
 append: Callable[[tuple[Any, ...]], None] | None = None
 next_seq: Callable[[], int] = itertools.count().__next__
+# True while this process's ring is mirrored to disk (a child: _flight_mirror). Records
+# of sampled work are kept only then, for a parent to recover if the child is killed.
+mirrored = False
 
 
 class FlightKind:

@@ -145,41 +145,44 @@ def parse_byte_count(value: object) -> int:
     return int(parse_positive_float(value))
 
 
+def _with_unit(
+    value: object, units: tuple[tuple[str, float], ...], parse: Callable[[object], Any],
+    expected: str,
+) -> float:
+    """A positive number, alone or followed by one of ``units`` (scaled by it)."""
+    if not isinstance(value, str):
+        return float(parse(value))
+    text = value.strip().lower().replace(" ", "")
+    for unit, scale in units:
+        if text.endswith(unit) and text[: -len(unit)]:
+            text, factor = text[: -len(unit)], scale
+            break
+    else:
+        factor = 1.0
+    try:
+        return parse_positive_float(text) * factor
+    except BadSettingError:
+        raise BadSettingError(f"expected {expected}") from None
+
+
+_DURATION_UNITS = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
+_SIZE_UNITS = (
+    ("kib", 1024.0), ("mib", 1024.0**2), ("gib", 1024.0**3), ("kb", 1e3), ("mb", 1e6),
+    ("gb", 1e9), ("k", 1024.0), ("m", 1024.0**2), ("g", 1024.0**3), ("b", 1.0),
+)
+
+
 def parse_duration(value: object) -> float:
     """Seconds, as a number or with a unit: ``30``, ``30s``, ``2m``, ``500ms``."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        for unit, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
-            if text.endswith(unit) and text[: -len(unit)].strip():
-                try:
-                    return parse_positive_float(text[: -len(unit)]) * scale
-                except BadSettingError:
-                    raise BadSettingError("expected a duration such as 30s") from None
-        try:
-            return parse_positive_float(text)
-        except BadSettingError:
-            raise BadSettingError("expected a duration such as 30s") from None
-    return parse_positive_float(value)
+    return _with_unit(value, _DURATION_UNITS, parse_positive_float, "a duration such as 30s")
 
 
 def parse_size(value: object) -> int:
     """Bytes, as a number or with a unit: ``33554432``, ``32MiB``, ``512KiB``, ``1GB``."""
-    if isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        units = (("kib", 1024), ("mib", 1024**2), ("gib", 1024**3), ("kb", 1000),
-                 ("mb", 1000**2), ("gb", 1000**3), ("k", 1024), ("m", 1024**2),
-                 ("g", 1024**3), ("b", 1))
-        for unit, scale in units:
-            if text.endswith(unit) and text[: -len(unit)]:
-                try:
-                    return int(parse_positive_float(text[: -len(unit)]) * scale)
-                except BadSettingError:
-                    raise BadSettingError("expected a size such as 32MiB") from None
-        try:
-            return parse_byte_count(text)
-        except BadSettingError:
-            raise BadSettingError("expected a size such as 32MiB") from None
-    return parse_byte_count(value)
+    size = int(_with_unit(value, _SIZE_UNITS, parse_byte_count, "a size such as 32MiB"))
+    if size < 1:
+        raise BadSettingError("expected a size such as 32MiB")
+    return size
 
 
 def parse_pattern(value: object) -> str:

@@ -108,11 +108,14 @@ def finish_run(
     return True
 
 
-def flight_child_start() -> None:
-    """In a child, sampled or not: mirror its ring to disk (for a SIGKILL)."""
+def flight_child_start(mirror: bool = True) -> None:
+    """In a child, sampled or not: its abnormal end is a trigger, and its ring is
+    mirrored to disk (for a SIGKILL). Not in an ``os.fork`` child (``mirror`` False): the
+    mirror's thread would be a thread that the plain child does not have."""
     if flight.append is not None:
         _flight_run[0] = True
-        _flight_mirror.start()
+        if mirror:
+            _flight_mirror.start()
 
 
 def flight_child_end(code: int | None, exit_signal: int | None = None) -> None:

@@ -412,6 +412,7 @@ def _make_fork(original: Any) -> Any:
 
 def _in_fork_child(ctx: Any) -> None:
     _forked.clear()
+    _ending.flight_child_start(mirror=False)
     if ctx is None:
         return
     if process_spans_wanted() and record_under(ctx):

@@ -493,14 +493,14 @@ def receive(
     ambient = _get_span(current).get_span_context()
     # The consumer was inside a trace of its own: keep a way back to it.
     own_trace = ambient.is_valid and ambient.trace_id != parent.trace_id
+    if _flight.mirrored:  # (for a child killed before its span is exported)
+        from ._flight import note_sampled_receive
+
+        note_sampled_receive(span_name, constants, carrier)
     if runtime.recorder is not None:
         runtime.records.receive(carrier, parent, ambient if own_trace else None, current,
                                 span_name, constants, now, started_ns, size, task)
         return
-    if _flight.append is not None:  # (for a child killed before its span is exported)
-        from ._flight import note_sampled_receive
-
-        note_sampled_receive(span_name, constants, carrier)
     links = [Link(parent)]
     if own_trace:
         links.append(Link(ambient, {"procscope.messaging.link": "consumer"}))

@@ -21,7 +21,7 @@ from procscope.core import flight, shared_state
 from procscope.core.flight import F_A, F_B, F_C, F_TIME
 
 from . import _semconv as sc
-from ._diff import SCALARS, freeze, value_repr
+from ._diff import MISSING, SCALARS, freeze, value_repr
 
 _live = shared_state.settings()
 _time_ns = time.time_ns
@@ -74,7 +74,7 @@ def note_assignment(tracker: Any, obj: Any, field: str, value: Any, method: str)
     add = flight.append
     if add is None:
         return
-    if type(value) not in SCALARS:
+    if type(value) not in SCALARS and value is not MISSING:
         from ._runtime import RT
 
         value = freeze(value, RT.max_depth, RT.max_items)

@@ -348,13 +348,21 @@ def _before_change(obj: Any, name: str) -> tuple[Any, ...] | None:
     if kind[0] == SKIP or (tracker.fields is not None and name not in tracker.fields):
         return None
     if frame is None and _quiet(tracker):
-        return None
+        # Not recorded; the flight recorder, when on, keeps the new value (see _flight).
+        return (_FLIGHT, tracker, kind) if _flight.append is not None else None
     return (tracker, frame, kind, read_kind(obj, name, kind))
+
+
+# The first item of _before_change's answer for a change only the flight recorder keeps.
+_FLIGHT = object()
 
 
 def _after_change(obj: Any, name: str, pending: tuple[Any, ...], method: str) -> None:
     if pending[0] is None:
         _lazy_tracker(obj, method, None)
+        return
+    if pending[0] is _FLIGHT:
+        note_assignment(pending[1], obj, name, read_kind(obj, name, pending[2]), method)
         return
     tracker, frame, kind, old = pending
     # Read back rather than trust the value given: the class's own __setattr__ may

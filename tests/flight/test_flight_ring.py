@@ -1,0 +1,112 @@
+"""The ring's bounds (its window and its memory cap), and a trigger during a fork."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .conftest import cli, contents_received_by, run_program
+
+BOUNDS = """
+import queue
+import sys
+import time
+
+import procscope
+
+procscope.setup(sample_rate=0.01, db=sys.argv[1], flight_window=sys.argv[2],
+                flight_memory=sys.argv[3])
+jobs = procscope.name(queue.Queue(), "jobs")
+for i in range(int(sys.argv[4])):
+    jobs.put(i)
+for i in range(int(sys.argv[4])):
+    jobs.get()
+    if i == 99 and sys.argv[5] == "pause":
+        time.sleep(1.0)
+procscope.dump("bounds")
+procscope.shutdown()
+"""
+
+
+def _recording(db: Path) -> dict[str, int]:
+    (recording,) = cli("traces", "--db", str(db), "--recordings")["recordings"]
+    return recording  # type: ignore[no-any-return]
+
+
+def test_records_older_than_the_window_are_left_out(tmp_path: Path) -> None:
+    """With a 0.5 s window, the 100 messages before a 1 s pause are left out of the dump
+    (counted as expired), the 100 after it are in."""
+    db = tmp_path / "flight.db"
+    done = run_program(tmp_path, BOUNDS, str(db), "0.5s", "32MiB", "200", "pause")
+    assert done.returncode == 0, done.stderr
+    received = [int(c) for c in contents_received_by(db, "MainProcess")]
+    unsampled_before = [c for c in received if c < 100]
+    assert [c for c in received if c >= 100] == list(range(100, 200))
+    assert len(unsampled_before) < 10  # only the sampled ones, whose spans were made
+    assert _recording(db)["expired"] >= 280  # 200 puts and 100 gets
+
+
+def test_the_memory_cap_keeps_the_newest_records_and_counts_the_others(tmp_path: Path) -> None:
+    """A ring capped at 64 KiB (327 records of 200 B) holds the newest puts and gets of
+    5,000 messages; the rest are counted as overwritten."""
+    db = tmp_path / "flight.db"
+    done = run_program(tmp_path, BOUNDS, str(db), "30s", "64KiB", "5000", "none")
+    assert done.returncode == 0, done.stderr
+    recording = _recording(db)
+    assert recording["records"] <= 64 * 1024 // 200
+    assert recording["records"] + recording["overwritten"] >= 2 * 5000 - 200
+    received = [int(c) for c in contents_received_by(db, "MainProcess")]
+    newest = [c for c in received if c >= 5000 - 100]
+    assert newest == list(range(5000 - 100, 5000))
+
+
+DURING_FORK = """
+import os
+import queue
+import sys
+import threading
+import time
+
+import procscope
+
+procscope.setup(sample_rate=0.01, db=sys.argv[1])
+jobs = procscope.name(queue.Queue(), "jobs")
+stop = threading.Event()
+
+
+def keep_dumping():
+    while not stop.is_set():
+        jobs.put(1)
+        jobs.get()
+        procscope.dump("while forking")
+
+
+dumper = threading.Thread(target=keep_dumping)
+dumper.start()
+for n in range(20):
+    pid = os.fork()
+    if pid == 0:
+        jobs.put(n)
+        jobs.get()
+        os._exit(3 if n % 2 else 0)  # (3: an abnormal end, the child's own trigger)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) in (0, 3), status
+stop.set()
+dumper.join()
+procscope.shutdown()
+print("done")
+"""
+
+
+def test_a_trigger_during_a_fork_neither_blocks_nor_breaks_the_child(tmp_path: Path) -> None:
+    """A thread dumping without pause while the main thread forks twenty children (half
+    of which end with exit code 3, a trigger of their own): every child ends, the
+    program ends, and the children's dumps hold the child's own message, not the
+    parent's records."""
+    db = tmp_path / "flight.db"
+    done = run_program(tmp_path, DURING_FORK, str(db))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["done"]
+    recordings = cli("traces", "--db", str(db), "--recordings")["recordings"]
+    children = [r for r in recordings if r["reason"] == "exit code 3"]
+    assert len(children) == 10
+    assert all(r["records"] <= 3 for r in children)
