@@ -146,6 +146,9 @@ def test_json_gives_recorded_scalars_their_type(
     assert fields["balance"] == 5 and fields["label"] == "hello" + WEIRD
     status, out, _ = _run(["messages", "--json", "--db", str(recorded_db)], capsys)
     assert [m["content"] for m in json.loads(out)] == ["hello" + WEIRD]
+    status, out, _ = _run(["timeline", "app", "--json", "--db", str(recorded_db)], capsys)
+    sent = [e["content"] for e in json.loads(out)["entries"] if e["kind"] == "sent"]
+    assert sent == ["hello" + WEIRD]
 
 
 def test_typed_value_types_scalar_reprs_only() -> None:

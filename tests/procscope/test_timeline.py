@@ -168,7 +168,7 @@ def test_timeline_of_the_crashed_worker_says_what_it_did_before_it_crashed(crawl
     parent = entries[0]["peer"]
     assert parent.startswith("crawl:") and "target __main__.downloader" in entries[0]["text"]
     received = [e for e in entries if e["kind"] == "received"]
-    assert received and received[-1]["content"] == "'https://bad/3'"
+    assert received and received[-1]["content"] == "https://bad/3"  # the text, typed
     assert all(e["queue"] == "urls" and e["peer"] == parent for e in received)
     (exception,) = [e for e in entries if e["kind"] == "exception"]
     assert exception["text"] == "RuntimeError: cannot parse https://bad/3"

@@ -26,6 +26,7 @@ from ._output import (
     positive_int_argument,
     print_json,
     render_table,
+    typed_value,
 )
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ def cmd_timeline(args: argparse.Namespace, db: TraceDB) -> int:
         for entry in entries:
             data = entry.to_dict()
             data["time"] = iso_time(entry.time_ns)
+            data["content"] = typed_value(data.get("content"))  # 5, not "5"
             rows.append(data)
         return print_json(
             {
