@@ -95,6 +95,12 @@ def test_any_stdout_encoding_prints_with_ascii_glyphs(recorded_db: Path, encodin
     show = outputs[1]
     assert "`- " in show and "├" not in show
     assert "->" in outputs[4]  # state's "old -> new"
+    for command in ("show", "processes"):  # their --help names the ✗ mark
+        done = subprocess.run(
+            [str(BIN / "procscope"), command, "--help"], env=env, capture_output=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert "marked x" in " ".join(done.stdout.decode(encoding).split())
 
 
 def _trace_id_from_subprocess(db: Path, env: dict[str, str]) -> str:

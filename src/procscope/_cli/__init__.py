@@ -61,7 +61,15 @@ def build_parser(only_run: bool = False) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(only_run=bool(words) and words[0] in ("run", "demo")).parse_args(argv)
+    only_run = bool(words) and words[0] in ("run", "demo")
+    parser = build_parser(only_run=only_run)
+    if only_run:
+        args = parser.parse_args(argv)
+    else:
+        from ._output import safe_stdout
+
+        with safe_stdout():  # --help holds glyphs (✗) that some encodings cannot print
+            args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -284,6 +284,10 @@ class SafeOutput:
     def fileno(self) -> int:
         return int(self._stream.fileno())
 
+    def __getattr__(self, name: str) -> Any:
+        # Anything else a caller may look up on sys.stdout (errors, closed, ...).
+        return getattr(self._stream, name)
+
 
 @contextlib.contextmanager
 def safe_stdout() -> Any:
