@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from procscope._cli import _output, build_parser, main
 
-# Commands that do more than read the DB (start programs, serve, signal a pid, write a
-# file) are not fuzzed here.
-NOT_READ_COMMANDS = {"run", "demo", "dump", "ui", "mcp", "export"}
+# Commands that do more than read the DB (start programs, serve, signal a pid) are not
+# fuzzed here; export is, always writing into the test's folder.
+NOT_READ_COMMANDS = {"run", "demo", "dump", "ui", "mcp"}
 
 FUZZ = settings(
     max_examples=500,
@@ -84,6 +84,8 @@ def _value_strategy(action: argparse.Action, known: list[str]) -> st.SearchStrat
     """Values for one option, from what its parser expects; ``known``: ids and names
     found in the DB, drawn often so that the commands go past their first check."""
     convert = getattr(action.type, "__name__", "")
+    if action.choices:
+        return st.one_of(st.sampled_from(sorted(action.choices)), _TEXT)
     if convert in ("time_argument", "moment_argument"):
         return st.one_of(_TIME, _NUMBER)
     if convert in ("positive_int_argument", "pid_argument", "int"):
@@ -111,9 +113,9 @@ COMMANDS = _read_commands()
 
 
 @st.composite
-def _command_line(draw: Callable[..., Any], db: str, known: list[str]) -> list[str]:
+def _command_line(draw: Callable[..., Any], db: str, known: list[str], out: str) -> list[str]:
     """One read command with its positionals and a random choice of its options (each
-    given one time in three)."""
+    given one time in three, a required one always); a file to write is ``out``."""
     name = draw(st.sampled_from(sorted(COMMANDS)))
     argv = [name]
     options: list[str] = []
@@ -122,10 +124,12 @@ def _command_line(draw: Callable[..., Any], db: str, known: list[str]) -> list[s
             continue
         if not action.option_strings:  # a positional: always given
             argv.append(draw(_value_strategy(action, known)))
-        elif draw(st.integers(0, 2)) == 0:
+        elif action.required or draw(st.integers(0, 2)) == 0:
             flag = draw(st.sampled_from(action.option_strings))
             if action.nargs == 0:
                 options.append(flag)
+            elif action.dest == "output":
+                options += [flag, out]
             else:
                 options += [flag, draw(_value_strategy(action, known))]
     return [*argv, *options, "--db", db]
@@ -186,11 +190,11 @@ def damaged_db(recorded_db: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def test_the_fuzz_covers_every_read_command() -> None:
     """The fuzz finds the read commands in the parser (runs and timeline included once
     they exist): at least those the contract had before them."""
-    assert {"traces", "show", "processes", "messages", "state"} <= set(COMMANDS)
+    assert {"traces", "show", "processes", "messages", "state", "export"} <= set(COMMANDS)
 
 
 def test_every_option_of_every_read_command_works_or_exits_2(
-    recorded_db: Path, damaged_db: Path
+    recorded_db: Path, damaged_db: Path, tmp_path: Path
 ) -> None:
     """Random options and values for every read command, on a real DB and on one with
     damaged rows: exit 0, or 2 with one line on stderr; never a traceback."""
@@ -200,7 +204,7 @@ def test_every_option_of_every_read_command_works_or_exits_2(
     @FUZZ
     @given(
         st.sampled_from([str(recorded_db), str(damaged_db)]).flatmap(
-            lambda db: _command_line(db, known)
+            lambda db: _command_line(db, known, str(tmp_path / "export.out"))
         )
     )
     def check(argv: list[str]) -> None:
