@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from mcp import types
@@ -20,7 +21,7 @@ from procscope._version import __version__
 
 from . import _errors, _sql, _tools_flow, _tools_spans, _tools_state, _tools_timeline
 from ._reader import Reader
-from ._shape import RESULT_CHARS, bounded
+from ._shape import RESULT_CHARS, bounded, iso
 from ._spec import Tool, ToolInputError
 
 TOOLS: dict[str, Tool] = {
@@ -34,7 +35,7 @@ TOOLS: dict[str, Tool] = {
         *_sql.TOOLS,
     )
 }
-# The list each result's size bound cuts first.
+# The list each result's size bound cuts first, and how to ask for what it cut.
 _MAIN_LIST = {
     "list_runs": "runs",
     "process_tree": "processes",
@@ -46,6 +47,30 @@ _MAIN_LIST = {
     "search_spans": "spans",
     "query": "rows",
 }
+
+
+def _after(items: list[Any], key: str) -> str:
+    """The instant just after the last shown item's ``key`` time (ISO, for since=)."""
+    from procscope._cli._output import parse_when
+
+    return str(iso(parse_when(items[-1][key]) + 1)) if items else "(the same since)"
+
+
+_HINTS: dict[str, Callable[[list[Any]], str]] = {
+    "messages": lambda shown: f"the next page: the same call with since='{_after(shown, 'sent')}'",
+    "search_spans": lambda shown: (
+        f"the next page: the same call with since='{_after(shown, 'start')}'"
+    ),
+    "state_history": lambda shown: (
+        f"earlier ones: the same call with until='{shown[0]['time'] if shown else ''}'"
+    ),
+    "timeline": lambda shown: (
+        f"earlier entries: around='{shown[0]['time'] if shown else ''}' (2 s either side)"
+    ),
+    "get_trace": lambda shown: "a smaller depth",
+    "query": lambda shown: "fewer columns, or LIMIT/OFFSET",
+}
+
 
 INSTRUCTIONS = (
     "procscope recorded how a concurrent Python program's processes, threads, asyncio "
@@ -68,7 +93,12 @@ def call(reader: Reader, name: str, arguments: dict[str, Any] | None) -> types.C
         return _error(f"no tool {name!r}; the tools are: {', '.join(TOOLS)}")
     try:
         data = tool.handler(reader, **tool.arguments(arguments))
-        text = bounded(data, _MAIN_LIST.get(name), "a narrower call")
+        text = bounded(
+            data,
+            _MAIN_LIST.get(name),
+            _HINTS.get(name, "a smaller limit"),
+            keep_last=name in ("timeline", "state_history"),  # what led up to the end
+        )
     except ToolInputError as exc:
         return _error(str(exc))
     except (sqlite3.Error, OSError) as exc:

@@ -9,6 +9,7 @@ were not shown and how to ask for them (a narrower filter, a later ``since``...)
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 #: The most characters of JSON a tool returns.
@@ -87,32 +88,42 @@ def left_out(data: dict[str, Any], key: str, total: int | None, hint: str) -> No
     }
 
 
-def bounded(data: dict[str, Any], key: str | None, hint: str) -> str:
+def bounded(
+    data: dict[str, Any],
+    key: str | None,
+    hint: str | Callable[[list[Any]], str],
+    *,
+    keep_last: bool = False,
+) -> str:
     """``data`` as JSON of at most :data:`RESULT_CHARS` characters: items are dropped from
-    the end of ``data[key]`` (the largest prefix that fits is kept) and counted in
-    ``left_out``. Returns the JSON text; ``data`` is changed to match it."""
+    the end of ``data[key]`` (the largest prefix that fits is kept; with ``keep_last``,
+    from its start: the largest suffix) and counted in ``left_out``, whose hint is
+    ``hint`` (or ``hint(shown items)``). Returns the JSON text; ``data`` is changed to
+    match it."""
     text = encode(data)
     if len(text) <= RESULT_CHARS or key is None or not isinstance(data.get(key), list):
         return text if len(text) <= RESULT_CHARS else _cut_hard(data, text)
     items = data[key]
     previous = data.get("left_out")
-    total = previous["total"] if previous else None
-    if total is None:
-        total = None if previous else len(items)
+    # The total the tool knew, else what it had (and more when it said so).
+    total = len(items) if previous is None else previous["total"]
+
+    def cut(n: int) -> None:
+        shown = (items[len(items) - n :] if n else []) if keep_last else items[:n]
+        data[key] = shown
+        data.pop("left_out", None)
+        why = f" (this answer was cut at {RESULT_CHARS:,} characters)"
+        left_out(data, key, total, (hint(shown) if callable(hint) else hint) + why)
+
     low, high = 0, len(items)
     while low < high:  # the largest prefix that fits, by bisection
         middle = (low + high + 1) // 2
-        data[key] = items[:middle]
-        left_out(data, key, total, hint + " (results are cut at "
-                 f"{RESULT_CHARS:,} characters)")  # fmt: skip
+        cut(middle)
         if len(encode(data)) <= RESULT_CHARS:
             low = middle
         else:
             high = middle - 1
-    data[key] = items[:low]
-    left_out(data, key, total, hint + f" (results are cut at {RESULT_CHARS:,} characters)")
-    if previous and "left_out" not in data:
-        data["left_out"] = previous
+    cut(low)
     text = encode(data)
     return text if len(text) <= RESULT_CHARS else _cut_hard(data, text)
 

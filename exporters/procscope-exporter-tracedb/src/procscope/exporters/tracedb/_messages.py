@@ -207,6 +207,18 @@ def messages(
         operation = attributes.get("messaging.operation.type")
         if not isinstance(message_id, str) or message_id in done:
             continue
+        # What the filters below would drop anyway, dropped before looking up the other
+        # end: the walk's slack reaches 60 s before `start_ns`, and a lookup per message
+        # there made a `since` in a large run cost seconds.
+        if queue is not None and not _queue_matches(queue, str(attributes.get(DESTINATION, ""))):
+            continue
+        if operation == "send" and (
+            (start_ns is not None and row[4] < start_ns)
+            or (end_ns is not None and row[4] >= end_ns)
+        ):
+            continue  # a send's message is sent when its span starts
+        if operation == "receive" and start_ns is not None and row[5] < start_ns:
+            continue  # received before start_ns: sent before it too
         if operation == "send":
             group: dict[str, Any] = {"send": (row, attributes)}
             receive = _partner(conn, message_id, row[0], "receive")
