@@ -275,6 +275,12 @@ def test_whole_suite_from_wheels(wheels: dict[str, Path], tmp_path: Path) -> Non
     # procscope demo from the wheels records what it does from a checkout: its queues are
     # the example program's (which ships inside the package), not procscope's plumbing.
     demo_db = tmp_path / "demo.db"
-    _run(str(bin_dir / "procscope"), "demo", "--db", str(demo_db), cwd=tmp_path)
+    demo = _run(str(bin_dir / "procscope"), "demo", "--db", str(demo_db), cwd=tmp_path)
     messages = _run(str(bin_dir / "procscope"), "messages", "--db", str(demo_db), "--to", "ledger")
     assert "results" in messages and "ledger:" in messages
+    # The commands it ends with work as printed: this environment's procscope by its path.
+    ending = demo.split("Ask more questions of the same recording, for example:\n")[1]
+    pasted = [line.strip() for line in ending.splitlines() if line.startswith("  ")]
+    assert pasted and all(c.startswith(f"{bin_dir / 'procscope'} ") for c in pasted)
+    for command in pasted:
+        assert _run("bash", "-c", command, cwd=tmp_path).strip(), command
