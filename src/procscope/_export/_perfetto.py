@@ -18,21 +18,26 @@ What goes where (https://perfetto.dev/docs/reference/synthetic-track-event):
   (``exit code 1``, ``killed by signal 9 (SIGKILL)``; ``reaped: ...`` when the parent saw
   it) on the process's track.
 
+A span goes on its task's track when it descends from the task's span, except a receive
+span: its parent is the send, in another flow of control, so it goes on its thread's.
+
 Memory stays bounded whatever the DB's size: spans are read page by page in start order
-(see ``_source``), and only the open slices of each lane, the tracks and a bounded map
-from recent span ids to their tracks are kept. END packets are written when the lane's
-next slice begins (or at the end), so they can come later in the file than their time:
-Perfetto's trace processor sorts packets by timestamp before it reads them, keeping the
-file's order between equal timestamps, which is why a lane's ENDs are written innermost
-first.
+(see ``_source``), and only the open slices of each lane, the tracks of threads and of
+tasks not ended yet, and a bounded map from recent span ids to their tracks are kept.
+END packets are written when the lane's next slice begins (or at the end), so they can
+come later in the file than their time: Perfetto's trace processor sorts packets by
+timestamp before it reads them, keeping the file's order between equal timestamps, which
+is why a lane's ENDs are written innermost first.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import math
 import signal
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import IO, Any
 
@@ -170,7 +175,9 @@ class PerfettoWriter:
         self.processes: dict[int, int] = {}  # pid -> track uuid
         self.tracks: dict[tuple[Any, ...], _Track] = {}
         self.counters: dict[tuple[int, str, str], int] = {}
-        self.recent: dict[str, tuple[Any, ...]] = {}  # span id -> track key
+        # span id -> track key, oldest first (an OrderedDict pops its oldest in O(1)).
+        self.recent: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
+        self.task_ends: list[tuple[int, tuple[Any, ...]]] = []  # heap of (end, task key)
         self.counts = {"slices": 0, "flows": 0, "instants": 0, "counters": 0, "packets": 0}
         self._track_fields: dict[int, bytes] = {}  # track uuid -> its encoded field
         self._first = True
@@ -259,11 +266,17 @@ class PerfettoWriter:
         tid = attrs.get("thread.id")
         tid = tid if isinstance(tid, int) else None
         parent_key = self.recent.get(span.parent_span_id or "")
-        if parent_key is not None and parent_key[1] != span.pid:
+        if parent_key is not None and (
+            parent_key[1] != span.pid or parent_key not in self.tracks or span.kind == "CONSUMER"
+        ):
+            # A receive's parent is its send, in another flow of control (another task,
+            # thread or process): it goes on its own thread's track.
             parent_key = None
         if attrs.get("procscope.lifecycle.kind") == "task":
             label = str(attrs.get("procscope.task.name") or span.name)
-            return ("task", span.pid, span.span_id), label, tid
+            key = ("task", span.pid, span.span_id)
+            heapq.heappush(self.task_ends, (span.end_ns, key))
+            return key, label, tid
         if parent_key is not None and parent_key[0] == "task":
             task = self.tracks[parent_key]
             if tid is None or task.thread_id is None or tid == task.thread_id:
@@ -297,11 +310,21 @@ class PerfettoWriter:
         for span in group:
             self._write_span(span)
 
+    def _end_tasks(self, now_ns: int) -> None:
+        """Forget the tracks of tasks that ended before ``now_ns`` (their slices ended):
+        spans starting later are not theirs, and a run may have a task per request."""
+        while self.task_ends and self.task_ends[0][0] < now_ns:
+            _end, key = heapq.heappop(self.task_ends)
+            track = self.tracks.pop(key, None)
+            for lane in track.lanes if track else ():
+                self._close(lane, None)
+
     def _write_span(self, span: SpanRecord) -> None:
+        self._end_tasks(span.start_ns)
         key, label, tid = self._key_for(span)
         track = self._track(key, span, label, tid)
         if len(self.recent) >= RECENT_SPANS:
-            del self.recent[next(iter(self.recent))]
+            self.recent.popitem(last=False)
         self.recent[span.span_id] = key
         lane = self._lane(key, track, span)
         attrs = span.attributes
