@@ -143,6 +143,10 @@ def _walk(
     if start_ns is not None:
         clauses.append("s.start_ns >= ?")
         params.append(int(start_ns) - _SLACK_NS)
+        # Of the spans in the slack, only a receive still waiting at start_ns can belong
+        # to a message sent after it: the rest are left to SQLite, not parsed and dropped.
+        clauses.append(f"(s.start_ns >= ? OR (s.kind = {_MESSAGE_KINDS[1]} AND s.end_ns >= ?))")
+        params.extend((int(start_ns), int(start_ns)))
     if end_ns is not None:
         clauses.append("s.start_ns < ?")
         params.append(int(end_ns) + _SLACK_NS)
