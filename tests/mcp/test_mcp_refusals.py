@@ -27,7 +27,7 @@ def _bytes_of(db: Path) -> dict[str, str]:
 BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ("no_such_tool", {}, "the tools are: list_runs"),
     ("timeline", {}, "who is required"),
-    ("timeline", {"who": "nobody-at-all"}, "Pass one of:"),
+    ("timeline", {"who": "nobody-at-all"}, "ledger:"),
     ("timeline", {"who": "ledger", "last": "many"}, "last: expected a whole number"),
     ("timeline", {"who": "ledger", "last": 0}, "from 1 to 300"),
     ("timeline", {"who": "ledger", "around": "half past noon"}, "expected ISO 8601"),

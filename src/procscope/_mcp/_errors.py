@@ -20,6 +20,8 @@ import re
 import time
 from typing import Any
 
+from procscope.exporters.tracedb._actors import process_names
+
 from ._reader import Reader
 from ._shape import clip, clip_stack, iso, left_out
 from ._spec import RUN, Param, Tool, ToolInputError
@@ -59,9 +61,9 @@ def _is_process_end(span: Any) -> bool:
     )
 
 
-def _process_ends(reader: Reader, run_id: str | None, crashes: dict[int, Any]) -> list[dict]:
+def _process_ends(records: list[Any], crashes: dict[int, Any]) -> list[dict]:
     items = []
-    for record in reader.db().processes(run=run_id):
+    for record in records:
         if not record.error:
             continue
         item: dict[str, Any] = {
@@ -89,7 +91,7 @@ def _error_spans(reader: Reader, run_id: str | None) -> tuple[list[Any], int]:
     return spans, len(failed)
 
 
-def _groups(spans: list[Any]) -> list[dict[str, Any]]:
+def _groups(spans: list[Any], names: dict[int, str]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str, str], dict[str, Any]] = {}
     for span in sorted(spans, key=lambda s: s.start_ns):
         exception = _exception(span)
@@ -104,10 +106,10 @@ def _groups(spans: list[Any]) -> list[dict[str, Any]]:
                 "error": clip(span.status_description) or "ERROR",
                 "exception": exception,
                 "count": 1,
-                "who": who(span),
+                "who": who(span, names),
                 "time": iso(span.end_ns),
                 "last_time": iso(span.end_ns),
-                "actors": {who(span).split("/")[0]},
+                "actors": {who(span, names).split("/")[0]},
                 "trace_id": span.trace_id,
                 "span_id": span.span_id,
                 "_ns": (exception or {}).get("time_ns") or span.end_ns,
@@ -115,7 +117,7 @@ def _groups(spans: list[Any]) -> list[dict[str, Any]]:
         else:
             group["count"] += 1
             group["last_time"] = iso(span.end_ns)
-            group["actors"].add(who(span).split("/")[0])
+            group["actors"].add(who(span, names).split("/")[0])
     out = []
     for group in groups.values():
         actors = sorted(group.pop("actors"))
@@ -141,7 +143,7 @@ def _add_context(
             item["before_it"] = f"not fetched (time limit): {hint}"
             continue
         before = [e for e in entries if e.time_ns <= at][-BEFORE:]
-        item["before_it"] = [entry_item(e) for e in before]
+        item["before_it"] = [entry_item(e, item["who"]) for e in before]
         item["more_context"] = hint
 
 
@@ -157,8 +159,10 @@ def find_errors(reader: Reader, run: str | None, limit: int | None) -> dict[str,
                 exception = _exception(span)
                 if exception:
                     crashes[span.pid] = exception
-        ends = _process_ends(reader, run_id, crashes)
-    groups = _groups([s for s in spans if not _is_process_end(s)])
+        records = reader.db().processes(run=run_id)
+        ends = _process_ends(records, crashes)
+    names = process_names(records)
+    groups = _groups([s for s in spans if not _is_process_end(s)], names)
     ends.sort(key=lambda i: i["_ns"])
     groups.sort(key=lambda g: (-g["count"], g["_ns"]))
     items = (ends + groups)[:wanted]

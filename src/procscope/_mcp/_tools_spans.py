@@ -4,6 +4,7 @@ attribute and time)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ._reader import Reader
@@ -25,29 +26,29 @@ _SAID = frozenset(
 )  # fmt: skip
 
 
-def who(span: Any) -> str:
+def who(span: Any, names: Mapping[int, str]) -> str:
     """The actor that made the span, named as every procscope command names it
-    (``name:pid``, ``name:pid/thread``, ``name:pid/Task-6``)."""
-    from procscope.exporters.tracedb import actor_name
+    (``name:pid``, ``name:pid/thread``, ``name:pid/Task-6``; ``names``: pid -> the
+    process's one name, from :func:`process_names`)."""
+    from procscope.exporters.tracedb import span_actor
 
-    attributes = span.attributes
-    thread, task = attributes.get("thread.name"), attributes.get("procscope.task.name")
-    return actor_name(
-        span.process_name,
-        span.pid,
-        thread if isinstance(thread, str) else None,
-        task if isinstance(task, str) else None,
-    )
+    return span_actor(span.pid, span.process_name, span.attributes, names)
 
 
-def span_item(span: Any, *, events: bool = True) -> dict[str, Any]:
+def process_names(reader: Reader, run_id: str | None) -> dict[int, str]:
+    from procscope.exporters.tracedb._actors import process_names as names_of
+
+    return names_of(reader.db().processes(run=run_id))
+
+
+def span_item(span: Any, names: Mapping[int, str], *, events: bool = True) -> dict[str, Any]:
     item: dict[str, Any] = compact(
         {
             "span_id": span.span_id,
             "parent_span_id": span.parent_span_id,
             "name": span.name,
             "kind": span.kind,
-            "who": who(span),
+            "who": who(span, names),
             "start": iso(span.start_ns),
             "duration_ms": ms(span.duration_ns),
         }
@@ -88,8 +89,12 @@ def get_trace(reader: Reader, trace_id: str, depth: int | None) -> dict[str, Any
         wanted = matches[0]
     with reader.deadline():
         tree = db.trace(wanted)
-    if tree is None:
-        raise ToolInputError(f"no trace {wanted} in this DB; trace ids come from other tools")
+        if tree is None:
+            raise ToolInputError(f"no trace {wanted} in this DB; trace ids come from other tools")
+        row = db.conn.execute(
+            "SELECT run_id FROM traces WHERE trace_id = ?", (bytes.fromhex(wanted),)
+        ).fetchone()
+        names = process_names(reader, row[0] if row and row[0] else reader.run(None))
     items: list[dict[str, Any]] = []
     deeper = 0
 
@@ -99,7 +104,7 @@ def get_trace(reader: Reader, trace_id: str, depth: int | None) -> dict[str, Any
             deeper += 1 + _count(node.children)
             return
         if len(items) < MAX_TRACE_SPANS:
-            item = span_item(node.span)
+            item = span_item(node.span, names)
             item["depth"] = level
             items.append(item)
         for child in node.children:
@@ -115,7 +120,7 @@ def get_trace(reader: Reader, trace_id: str, depth: int | None) -> dict[str, Any
         "duration_ms": ms(summary.duration_ns),
         "span_count": summary.span_count,
         "error_spans": summary.error_count,
-        "processes": sorted({who(s).split("/")[0] for s in tree.spans})[:50],
+        "processes": sorted({who(s, names).split("/")[0] for s in tree.spans})[:50],
         "spans": items,
         "order": "depth first: each span after its parent (depth 0 = a root)",
     }
@@ -183,7 +188,8 @@ def search_spans(
         except ToolInputError:
             break  # out of time in this window: answer with what was found before it
         cursor = upper
-    items = [span_item(s, events=False) | {"trace_id": s.trace_id} for s in found[:wanted]]
+    names = process_names(reader, run_id)
+    items = [span_item(s, names, events=False) | {"trace_id": s.trace_id} for s in found[:wanted]]
     data: dict[str, Any] = {"run": run_id or "all", "spans": items}
     if len(found) > wanted:
         left_out(

@@ -14,14 +14,15 @@ MAX_ENTRIES = 300
 DEFAULT_LAST = 60
 
 
-def entry_item(entry: Any) -> dict[str, Any]:
-    """One timeline entry, compact: empty fields left out."""
+def entry_item(entry: Any, who: str | None = None) -> dict[str, Any]:
+    """One timeline entry, compact: empty fields left out, and the actor when it is
+    ``who`` (the one whose timeline it is)."""
     item: dict[str, Any] = {
         "time": iso(entry.time_ns),
         "kind": entry.kind,
         "text": clip(entry.text),
     }
-    if entry.actor:
+    if entry.actor and entry.actor != who:
         item["actor"] = entry.actor
     for key in ("peer", "queue"):
         value = getattr(entry, key)
@@ -48,10 +49,10 @@ def entries_of(reader: Reader, who: str, run_id: str | None, around_ns: int | No
     try:
         return reader.db().timeline(who, run=run_id, around=around_ns, last=last)
     except UnknownActorError as exc:
-        shown = ", ".join(exc.candidates[:40])
-        raise ToolInputError(
-            f"who: {exc}. Pass one of: {shown}" if shown else f"who: {exc}"
-        ) from None
+        message = f"who: {exc}"
+        if exc.candidates and exc.candidates[0] not in message:
+            message += ". Pass one of: " + ", ".join(exc.candidates[:40])
+        raise ToolInputError(message) from None
 
 
 def timeline(
@@ -67,7 +68,7 @@ def timeline(
     data: dict[str, Any] = {
         "run": run_id or "all",
         "who": actor,
-        "entries": [entry_item(e) for e in shown],
+        "entries": [entry_item(e, actor) for e in shown],
         "order": "oldest first" + (f"; the last {wanted} entries" if wanted else ""),
     }
     if around_ns is not None:
