@@ -233,7 +233,7 @@ def test_the_inputs_that_gave_tracebacks(recorded_db: Path, argv: list[str]) -> 
     _assert_works_or_one_line([*argv, "--db", str(recorded_db)])
 
 
-def test_every_read_command_reads_a_damaged_db(damaged_db: Path) -> None:
+def test_every_read_command_reads_a_damaged_db(damaged_db: Path, tmp_path: Path) -> None:
     """Each read command on a DB with damaged JSON rows exits 0 (the damage shown as
     procscope.damaged_json) or 2 with one line."""
     status, out, _ = _run(["traces", "--db", str(damaged_db), "--json"])
@@ -247,6 +247,8 @@ def test_every_read_command_reads_a_damaged_db(damaged_db: Path) -> None:
         ["messages"],
         ["state", "account"],
         ["state", "account", "--at", "2262-01-01"],
+        ["export", "--format", "otlp-json", "-o", str(tmp_path / "out.json")],
+        ["export", "--format", "perfetto", "-o", str(tmp_path / "out.perfetto")],
     ):
         _assert_works_or_one_line([*argv, "--db", str(damaged_db)])
     status, out, _ = _run(["show", trace_id, "-a", "--db", str(damaged_db)])

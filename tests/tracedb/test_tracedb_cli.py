@@ -202,3 +202,41 @@ def test_durations_tables_and_trees_render_readably():
         [("a", [("b", []), ("c", [("d", [])])])], lambda n: n[0], lambda n: n[1], width=40
     )
     assert tree.splitlines() == ["a", "├─ b", "└─ c", "   └─ d"]
+
+
+def test_show_prints_a_chain_thousands_of_spans_deep(db_path, make_span, capsys):
+    """A trace nested 1,500 spans deep (a chain of messages, each handler sending the
+    next) is shown, not a RecursionError: the text keeps the first 1,000 and says where
+    it cut; --json has every span once, the deepest moved up to start new roots."""
+    start = time.time_ns()
+    depth = 1500
+    chain = [
+        make_span(
+            f"hop {i}",
+            trace_id=0xC4,
+            span_id=i + 1,
+            parent_id=i if i else None,
+            start_ns=start + i * 1000,
+            duration_ns=500,
+        )
+        for i in range(depth)
+    ]
+    exporter = TraceDBSpanExporter(db_path)
+    assert exporter.export(chain) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    trace_id = format(0xC4, "032x")
+    assert main(["show", trace_id, "--db", db_path]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("(1,000 of 1,500 spans shown;")
+    assert lines[-2].endswith("… 500 span(s) below not shown")  # under hop 999, where it cut
+    assert main(["show", trace_id, "--db", db_path, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    found, stack = [], list(data["roots"])
+    while stack:
+        span = stack.pop()
+        found.append(span["name"])
+        stack.extend(span["children"])
+    assert sorted(found) == sorted(f"hop {i}" for i in range(depth))
+    assert (
+        data["spans_shown"] == depth and data["subtrees_moved_to_roots"] == len(data["roots"]) - 1
+    )

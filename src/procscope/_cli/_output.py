@@ -426,8 +426,10 @@ def render_tree(
     node are wrapped instead, never cut. Control characters in labels are escaped."""
     width = line_width() if width is None else width
     out: list[str] = []
-
-    def walk(node: T, prefix: str, connector: str, continuation: str) -> None:
+    # A loop, not recursion: a chain of messages can nest spans thousands deep.
+    stack: list[tuple[T, str, str, str]] = [(root, "", "", "") for root in reversed(roots)]
+    while stack:
+        node, prefix, connector, continuation = stack.pop()
         text = label(node)
         lines = [escape_controls(t) for t in ([text] if isinstance(text, str) else text)]
         kids = children(node)
@@ -438,12 +440,16 @@ def render_tree(
                 out.extend(_wrap(detail_prefix, extra, width))
             else:
                 out.append(truncate(detail_prefix + extra, width))
-        for index, kid in enumerate(kids):
+        for index in range(len(kids) - 1, -1, -1):
             last = index == len(kids) - 1
-            walk(kid, prefix + continuation, "└─ " if last else "├─ ", "   " if last else "│  ")
-
-    for root in roots:
-        walk(root, "", "", "")
+            stack.append(
+                (
+                    kids[index],
+                    prefix + continuation,
+                    "└─ " if last else "├─ ",
+                    "   " if last else "│  ",
+                )
+            )
     return "\n".join(out)
 
 
@@ -677,41 +683,40 @@ def prune_tree(
 
     ``match``: only nodes it accepts, with their ancestors for context; ``max_depth``:
     that many levels (1 = the roots); ``limit``: at most that many nodes, the first in
-    tree order. Each kept node counts the descendants it lost in ``left_out``.
+    tree order. Each kept node counts, in ``left_out``, the nodes under its children
+    that were not kept (with those children): where the tree was cut.
     """
+    # Loops, not recursion: a chain of messages can nest spans thousands deep.
+    order: list[T] = []  # every node, parents before their children
+    pending = list(reversed(roots))
+    while pending:
+        node = pending.pop()
+        order.append(node)
+        pending.extend(reversed(children(node)))
     relevant: dict[int, bool] = {}
     sizes: dict[int, int] = {}
-
-    def survey(node: T) -> tuple[bool, int]:
-        found, size = match is None or match(node), 1
-        for kid in children(node):
-            kid_found, kid_size = survey(kid)
-            found, size = found or kid_found, size + kid_size
-        relevant[id(node)], sizes[id(node)] = found, size
-        return found, size
-
-    total = sum(survey(root)[1] for root in roots)
-    budget = [sys.maxsize if limit is None else limit]
-
-    def keep(node: T, depth: int) -> Kept | None:
-        if not relevant[id(node)] or budget[0] <= 0:
-            return None
-        budget[0] -= 1
-        kept = Kept(node, [])
+    for node in reversed(order):  # children before their parents
+        kids = children(node)
+        relevant[id(node)] = (match is None or match(node)) or any(relevant[id(k)] for k in kids)
+        sizes[id(node)] = 1 + sum(sizes[id(k)] for k in kids)
+    budget = sys.maxsize if limit is None else limit
+    kept_roots: list[Kept] = []
+    kept_of: dict[int, Kept] = {}
+    # Pre-order with each node's depth and the Kept of its parent (None for a root).
+    walk: list[tuple[T, int, Kept | None]] = [(root, 1, None) for root in reversed(roots)]
+    while walk and budget > 0:
+        node, depth, parent = walk.pop()
+        if not relevant[id(node)]:
+            continue
+        budget -= 1
+        kept = kept_of[id(node)] = Kept(node, [])
+        (kept_roots if parent is None else parent.children).append(kept)
         if max_depth is None or depth < max_depth:
-            for kid in children(node):
-                child = keep(kid, depth + 1)
-                if child is not None:
-                    kept.children.append(child)
-        kept.left_out = sizes[id(node)] - 1 - sum(_kept_size(c) for c in kept.children)
-        return kept
-
-    kept_roots = [k for k in (keep(root, 1) for root in roots) if k is not None]
-    return kept_roots, sum(_kept_size(k) for k in kept_roots), total
-
-
-def _kept_size(kept: Kept) -> int:
-    return 1 + sum(_kept_size(child) for child in kept.children)
+            walk.extend((kid, depth + 1, kept) for kid in reversed(children(node)))
+    for kept in kept_of.values():
+        # Counted where they were cut off: the subtrees of children not kept.
+        kept.left_out = sum(sizes[id(k)] for k in children(kept.node) if id(k) not in kept_of)
+    return kept_roots, len(kept_of), sum(sizes[id(root)] for root in roots)
 
 
 def left_out_note(shown: int, total: int, noun: str, hints: str) -> str | None:

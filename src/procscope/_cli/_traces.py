@@ -162,7 +162,7 @@ def cmd_show(args: argparse.Namespace, db: TraceDB) -> int:
     if args.json:
         data = tree.summary.to_dict()
         data["start"] = iso_time(tree.summary.start_ns)
-        data["roots"] = [_kept_json(k, names) for k in kept]
+        data["roots"], data["subtrees_moved_to_roots"] = _kept_json(kept, names)
         data["spans_shown"], data["spans_left_out"] = shown, total - shown
         return print_json(data)
     summary = tree.summary
@@ -228,13 +228,29 @@ def _span_filter(args: argparse.Namespace) -> Callable[[SpanNode], bool] | None:
     return wanted
 
 
-def _kept_json(kept: Kept, names: dict[int, str]) -> dict[str, Any]:
-    span = kept.node.span
-    data: dict[str, Any] = span.to_dict()
-    data["actor"] = span_actor(span.pid, span.process_name, span.attributes, names)
-    data["children"] = [_kept_json(child, names) for child in kept.children]
-    data["left_out"] = kept.left_out
-    return data
+# JSON nests children in their parent; a chain of messages can nest spans thousands deep,
+# deeper than a JSON encoder (or reader) recurses. A span this deep starts a new root
+# (its parent_span_id says where it belongs).
+JSON_NESTING = 200
+
+
+def _kept_json(kept: list[Kept], names: dict[int, str]) -> tuple[list[dict[str, Any]], int]:
+    """The kept tree as JSON data, and how many subtrees were moved up to be roots."""
+    roots: list[dict[str, Any]] = []
+    moved = 0
+    stack: list[tuple[Kept, list[dict[str, Any]], int]] = [(k, roots, 1) for k in reversed(kept)]
+    while stack:  # a loop, not recursion (see JSON_NESTING)
+        node, siblings, depth = stack.pop()
+        if depth > JSON_NESTING:
+            siblings, depth, moved = roots, 1, moved + 1
+        span = node.node.span
+        data: dict[str, Any] = span.to_dict()
+        data["actor"] = span_actor(span.pid, span.process_name, span.attributes, names)
+        data["children"] = []
+        data["left_out"] = node.left_out
+        siblings.append(data)
+        stack.extend((child, data["children"], depth + 1) for child in reversed(node.children))
+    return roots, moved
 
 
 # ---------------------------------------------------------------------------- parsers

@@ -24,7 +24,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import IO, Any
 
-from procscope.exporters.tracedb._query import KINDS, STATUSES, SpanRecord
+from procscope.exporters.tracedb._query import KINDS, STATUSES, SpanRecord, json_object
 
 # A line (one request) is written once its spans reach this many bytes of JSON: the
 # Collector's file receiver (which otel-tui uses to read a file) reads lines of up to
@@ -112,7 +112,7 @@ class _Catalog:
             ).fetchone()
             entry: dict[str, Any] = {"resource": {"attributes": []}}
             if row is not None:
-                entry["resource"]["attributes"] = attributes(json.loads(row[0] or "{}"))
+                entry["resource"]["attributes"] = attributes(json_object(row[0]))
                 if row[1]:
                     entry["schemaUrl"] = row[1]
             self.resources[resource_id] = entry
@@ -133,7 +133,7 @@ class _Catalog:
                 if row[1]:
                     entry["scope"]["version"] = row[1]
                 if row[3]:
-                    entry["scope"]["attributes"] = attributes(json.loads(row[3]))
+                    entry["scope"]["attributes"] = attributes(json_object(row[3]))
                 if row[2]:
                     entry["schemaUrl"] = row[2]
             self.scopes[key] = entry
