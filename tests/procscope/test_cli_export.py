@@ -211,8 +211,13 @@ def test_perfetto_export_has_a_track_per_process_thread_and_task_and_a_slice_per
     processes = {
         d.process.pid: d.process.process_name for d in _descriptors(trace) if d.HasField("process")
     }
-    assert processes == {s.pid: s.process_name for s in spans}
-    assert {"MainProcess", "forked", "spawned", "crasher"} <= set(processes.values())
+    # Each process by its one name, as `procscope processes` shows it.
+    from procscope.exporters.tracedb import TraceDB
+
+    with TraceDB(str(recorded)) as db:
+        names = {r.pid: r.name for r in db.processes()}
+    assert processes == {s.pid: names.get(s.pid) or s.process_name for s in spans}
+    assert {"app", "forked", "spawned", "crasher"} <= set(processes.values())
 
     threads = {
         (d.thread.pid, d.thread.tid, d.thread.thread_name)
@@ -272,6 +277,13 @@ def test_perfetto_export_draws_messages_as_flows_and_state_as_counters(recorded:
     assert len(sent) >= 10 and received <= sent
     assert set(replay["flows_started"]) == sent
     assert set(replay["flows_ended"]) == received
+    # The same messages as `procscope messages` lists: an arrow for each.
+    from procscope.exporters.tracedb import TraceDB
+
+    with TraceDB(str(recorded)) as db:
+        messages = db.messages()
+    assert {int(m.message_id, 16) for m in messages} == sent
+    assert {int(m.message_id, 16) for m in messages if m.receiver is not None} == received
 
     # Counters: one value per numeric field of each snapshot and change, in order.
     tracks = {d.uuid: d.name for d in _descriptors(trace) if d.HasField("counter")}

@@ -47,8 +47,14 @@ def cmd_export(args: argparse.Namespace, db: TraceDB) -> int:
         from procscope.exporters.tracedb._runs import resolve
 
         where, params = resolve(db.conn, args.run_id).spans("s")
+    names = None
+    if args.format == "perfetto":
+        from procscope.exporters.tracedb._actors import process_names
+
+        # Each process by its one name, as every command shows it.
+        names = process_names(db.processes(run=args.run_id))
     try:
-        counts = export(db, args.format, args.output, where, params)
+        counts = export(db, args.format, args.output, where, params, names)
     except OSError as exc:
         return fail("export", f"cannot write {args.output}: {exc.strerror or exc}")
     if args.json:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._otlp_json import write_otlp_json
@@ -30,10 +30,16 @@ __all__ = ["FORMATS", "export"]
 
 
 def export(
-    db: TraceDB, fmt: str, path: str, where: str = "", params: Sequence[Any] = ()
+    db: TraceDB,
+    fmt: str,
+    path: str,
+    where: str = "",
+    params: Sequence[Any] = (),
+    process_names: Mapping[int, str] | None = None,
 ) -> dict[str, int]:
     """Write the spans matching ``where`` (SQL over ``spans s``; all when empty) to
     ``path`` in format ``fmt``, atomically; returns what was written, counted.
+    ``process_names`` (pid -> name) names Perfetto's process tracks.
 
     Raises ``ValueError`` for an unknown format and ``OSError`` when the file cannot be
     written (nothing is left behind then)."""
@@ -47,7 +53,7 @@ def export(
         spans = iter_spans(db, where, params)
         if fmt == "perfetto":
             with os.fdopen(handle, "wb", buffering=1 << 20) as out:
-                counts = write_perfetto(spans, out)
+                counts = write_perfetto(spans, out, process_names)
         else:
             with os.fdopen(handle, "w", encoding="utf-8", buffering=1 << 20) as out:
                 counts = {"spans": write_otlp_json(spans, out, db.conn)}

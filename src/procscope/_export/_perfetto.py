@@ -38,7 +38,7 @@ import json
 import math
 import signal
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
 from procscope.exporters.tracedb._query import SpanRecord
@@ -170,8 +170,9 @@ class _Track:
 class PerfettoWriter:
     """Writes packets to a binary file as it is given spans in start order."""
 
-    def __init__(self, out: IO[bytes]) -> None:
+    def __init__(self, out: IO[bytes], process_names: Mapping[int, str] | None = None) -> None:
         self.out = out
+        self.process_names = process_names or {}
         self.processes: dict[int, int] = {}  # pid -> track uuid
         self.tracks: dict[tuple[Any, ...], _Track] = {}
         self.counters: dict[tuple[int, str, str], int] = {}
@@ -209,9 +210,12 @@ class PerfettoWriter:
     # ------------------------------------------------------------------ tracks
 
     def process_track(self, pid: int, name: str | None) -> int:
+        """The process's track: named by its one name (``process_names``, as every
+        command names it), else ``name``."""
         uuid = self.processes.get(pid)
         if uuid is None:
             uuid = self.processes[pid] = _uuid("process", pid)
+            name = self.process_names.get(pid) or name
             process = _wire.uint(_PROC_PID, pid)
             if name:
                 process += _wire.string(_PROC_NAME, name)
@@ -441,8 +445,11 @@ def _began_after_send(span: SpanRecord) -> bool:
     return span.start_ns >= sent_ns + _CLOCK_SLACK_NS
 
 
-def write_perfetto(spans: Iterable[SpanRecord], out: IO[bytes]) -> dict[str, int]:
-    """Write ``spans`` (in start order) to ``out`` as a Perfetto trace; returns counts."""
-    writer = PerfettoWriter(out)
+def write_perfetto(
+    spans: Iterable[SpanRecord], out: IO[bytes], process_names: Mapping[int, str] | None = None
+) -> dict[str, int]:
+    """Write ``spans`` (in start order) to ``out`` as a Perfetto trace; returns counts.
+    ``process_names``: pid -> the name to show for it."""
+    writer = PerfettoWriter(out, process_names)
     writer.write_spans(spans)
     return writer.counts
