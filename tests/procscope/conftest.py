@@ -120,9 +120,9 @@ def start_app(tmp_path: Path, write_app: Callable[[str, str], Path]) -> Callable
 
 
 # A small real recording, made once per test session (per pytest worker) for the CLI's
-# read-command tests: a spawned worker process and a queue whose names carry terminal
-# control sequences, a message, a thread, and a traced object with an int, a long text
-# and a name with control characters.
+# read-command tests: a spawned worker process (with a child of its own) and a queue
+# whose names carry terminal control sequences, a message, a thread, and a traced object
+# with an int, a long text and a name with control characters.
 WEIRD = "proc\x1b]0;PWNED\x07\x1b[2J"
 LONG_NOTE = "N" * 300 + "-END"
 _RECORDED_PROGRAM = f"""
@@ -143,7 +143,14 @@ class Account:
         self.label = ""
 
 
+def rest():
+    pass
+
+
 def work(jobs):
+    grandchild = mp.get_context("spawn").Process(target=rest, name="grandchild")
+    grandchild.start()
+    grandchild.join()
     account = procscope.trace_state(Account(), name="account")
     message = jobs.get()
     account.balance = 5

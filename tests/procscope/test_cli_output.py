@@ -234,3 +234,15 @@ def test_timeline_last_says_what_it_left_out(
     assert status == 0 and f"(2 of {total} entries shown; the last;" in out.splitlines()[-1]
     status, out, _ = _run(["timeline", "app", *db, "--last", "2", "--json"], capsys)
     assert json.loads(out)["entries_left_out"] == total - 2
+
+
+def test_the_process_tree_is_drawn_with_spaces(
+    recorded_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """processes draws a grandchild under its parent with the tree's lines and spaces
+    (the indentation was shown as \\x00 escapes once control characters were escaped)."""
+    status, out, err = _run(["processes", "--db", str(recorded_db)], capsys)
+    assert status == 0, err
+    (line,) = [line for line in out.splitlines() if "grandchild" in line]
+    assert line.startswith("   └─ grandchild"), out
+    assert "\\x00" not in out

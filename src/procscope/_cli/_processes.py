@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 ERROR_MARK = "✗"
 # The table helper folds runs of spaces (cells are one line each); the tree's indentation
 # is drawn with this stand-in and turned back into spaces once the table is laid out.
-_PAD = "\x00"
+_PAD = "\ue000"  # private use: never in a name, and not a control character (escaped)
 
 
 def signal_name(number: int) -> str:
