@@ -520,6 +520,7 @@ def test_export_writes_the_latest_run_or_the_one_named(tmp_path: Path) -> None:
         (["--format", "chrome", "-o", "{dir}/x"], "invalid choice: 'chrome'"),
         (["--format", "perfetto", "-o", "{dir}/missing/x"], "no such directory"),
         (["--format", "otlp-json", "-o", "{dir}"], "it is a directory"),
+        (["--format", "perfetto", "-o", "{dir}/app.db"], "it is the trace DB's own file"),
         (["--format", "perfetto", "-o", "{dir}/x", "--db", "{dir}/none.db"], "no such file"),
         (["--format", "perfetto", "-o", "{dir}/x", "--db", "{dir}/app.py"], "not a SQLite file"),
     ],
@@ -527,10 +528,12 @@ def test_export_writes_the_latest_run_or_the_one_named(tmp_path: Path) -> None:
 def test_export_bad_arguments_exit_2_with_one_line(
     recorded: Path, args: list[str], reason: str
 ) -> None:
-    """A bad format, a FILE that cannot be written, a DB that cannot be read: exit 2,
-    one line on stderr saying why, and no file left behind."""
+    """A bad format, a FILE that cannot be written (or the trace DB itself), a DB that
+    cannot be read: exit 2, one line on stderr saying why, no file left behind, and the
+    DB untouched."""
     folder = recorded.parent
     before = set(os.listdir(folder))
+    db_bytes = recorded.read_bytes()
     words = [a.format(dir=folder) for a in args]
     if "--db" not in words:
         words += ["--db", str(recorded)]
@@ -540,3 +543,4 @@ def test_export_bad_arguments_exit_2_with_one_line(
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and reason in lines[0], result.stderr
     assert set(os.listdir(folder)) == before
+    assert recorded.read_bytes() == db_bytes

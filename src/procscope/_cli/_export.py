@@ -21,12 +21,17 @@ if TYPE_CHECKING:
 FORMATS = ("perfetto", "otlp-json")
 
 
-def _unwritable(path: str) -> str | None:
+def _unwritable(path: str, db_path: str) -> str | None:
     """Why FILE cannot be written, checked before the DB is read; None when it can."""
     target = os.path.abspath(path)
     folder = os.path.dirname(target)
     if os.path.isdir(target):
         return "it is a directory"
+    # The export replaces FILE: never the trace DB itself, nor the files SQLite keeps
+    # beside it.
+    for own in (db_path, db_path + "-wal", db_path + "-shm", db_path + "-journal"):
+        if target == own or (os.path.exists(target) and _same_file(target, own)):
+            return "it is the trace DB's own file"
     if not os.path.isdir(folder):
         return f"no such directory {folder}"
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -34,11 +39,18 @@ def _unwritable(path: str) -> str | None:
     return None
 
 
+def _same_file(one: str, other: str) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except OSError:
+        return False
+
+
 @db_command("export")
 def cmd_export(args: argparse.Namespace, db: TraceDB) -> int:
     from procscope._export import export
 
-    reason = _unwritable(args.output)
+    reason = _unwritable(args.output, db.path)
     if reason is not None:
         return fail("export", f"cannot write {args.output}: {reason}")
     where: str = ""
