@@ -454,6 +454,38 @@ def _of_actor(spans: list[SpanRecord], actor: Actor) -> list[SpanRecord]:
     return [s for s in spans if s.span_id in mine]
 
 
+def _window(
+    conn: sqlite3.Connection,
+    where: str,
+    params: list[Any],
+    around: int | None,
+    last: int | None,
+    factor: int,
+) -> tuple[tuple[str, list[Any]], int | None]:
+    """The actor's spans that can hold entries within AROUND_NS of ``around``, or the
+    ``last`` ones (about ``factor`` spans per entry wanted), and the time from which
+    every entry is read (None: not cut). An entry is at its span's start or at one of
+    its events, so within the span's extent."""
+    if around is not None:
+        return (
+            (f"{where} AND s.start_ns <= ? AND s.end_ns >= ?",
+             [*params, around + AROUND_NS, around - AROUND_NS]),
+            None,
+        )  # fmt: skip
+    if last is not None and last > 0:
+        row = conn.execute(
+            f"SELECT s.start_ns FROM spans s WHERE {where} "
+            "ORDER BY s.start_ns DESC LIMIT 1 OFFSET ?",
+            [*params, last * factor],
+        ).fetchone()
+        if row is not None:
+            return (
+                (f"{where} AND (s.start_ns >= ? OR s.end_ns >= ?)", [*params, row[0], row[0]]),
+                int(row[0]),
+            )
+    return (where, params), None
+
+
 def timeline(
     conn: sqlite3.Connection,
     who: str,
@@ -475,14 +507,24 @@ def timeline(
         if in_run:
             where += f" AND {in_run}"
             params += run_params
-        spans = _of_actor(_query.fetch_spans(conn, where, params), actor)
-        entries: list[TimelineEntry] = []
-        if actor.thread is None and actor.task is None:
-            for record in records:
-                if record.pid == actor.pid:
-                    entries.extend(_lifecycle_entries(record, names, me, command))
-        for span in spans:
-            entries.extend(_span_entries(conn, span, names))
+        # around/last read only the spans that can make entries there (a main process
+        # has hundreds of thousands: reading all took seconds). Every entry at or after
+        # the cut is then read; when fewer than `last` are (a thread's entries among its
+        # process's spans), the window is widened.
+        factor = 4
+        while True:
+            narrowed, cut = _window(conn, where, params, around, last, factor)
+            spans = _of_actor(_query.fetch_spans(conn, *narrowed), actor)
+            entries: list[TimelineEntry] = []
+            if actor.thread is None and actor.task is None:
+                for record in records:
+                    if record.pid == actor.pid:
+                        entries.extend(_lifecycle_entries(record, names, me, command))
+            for span in spans:
+                entries.extend(_span_entries(conn, span, names))
+            if cut is None or last is None or sum(e.time_ns >= cut for e in entries) >= last:
+                break
+            factor *= 8
     finally:
         conn.execute("COMMIT")
     order = {"started": 0, "ended": 2}
