@@ -262,13 +262,19 @@ def test_perfetto_export_draws_messages_as_flows_and_state_as_counters(recorded:
     the traced object a counter holding its recorded values, and the crash and every
     process's exit are instants."""
     out = recorded.parent / "flows.pftrace"
-    result = _procscope(
-        "export", "--db", str(recorded), "--format", "perfetto", "-o", str(out), cwd=recorded.parent
-    )
+    args = ["export", "--db", str(recorded), "--format", "perfetto", "-o", str(out), "--json"]
+    result = _procscope(*args, cwd=recorded.parent)
     assert result.returncode == 0, result.stderr
     spans = _db_spans(recorded)
     trace = _perfetto(out)
     replay = _replay(trace)
+    # --json says what was written.
+    said = json.loads(result.stdout)
+    assert (said["format"], said["file"], said["slices"]) == ("perfetto", str(out), len(spans))
+    assert (said["flows"], said["counters"]) == (
+        len(replay["flows_started"]),
+        len(replay["counters"]),
+    )
 
     sent = {int(s.attributes["messaging.message.id"], 16) for s in spans if s.kind == "PRODUCER"}
     received = {
