@@ -326,6 +326,52 @@ def test_perfetto_export_draws_messages_as_flows_and_state_as_counters(recorded:
     assert crash_tracks == {"crasher"}
 
 
+def test_slices_nest_per_lane_when_spans_start_together_or_overlap(tmp_path: Path) -> None:
+    """Spans of one thread that start at the same instant are placed longest first (the
+    parent encloses its child whatever their order in the DB); a span that overlaps
+    another without nesting goes on an overlap lane; each slice keeps its times."""
+    from procscope._export._perfetto import write_perfetto
+    from procscope.exporters.tracedb import SpanRecord
+
+    def span(span_id: str, start: int, end: int) -> SpanRecord:
+        attributes = {"thread.id": 7, "thread.name": "worker"}
+        return SpanRecord(
+            "ab" * 16,
+            span_id,
+            None,
+            span_id,
+            "INTERNAL",
+            start,
+            end,
+            "UNSET",
+            None,
+            attributes,
+            pid=7,
+            process_name="p",
+        )
+
+    spans = [  # in start order, as the DB gives them; a child before its parent
+        span("child", 100, 150),
+        span("parent", 100, 300),
+        span("overlapping", 200, 400),
+        span("instant", 400, 400),
+        span("after", 400, 500),
+    ]
+    out = tmp_path / "lanes.pftrace"
+    with out.open("wb") as handle:
+        counts = write_perfetto(spans, handle)
+    trace = _perfetto(out)
+    replay = _replay(trace)
+    assert counts["slices"] == 5
+    got = {s["annotations"]["span_id"].string_value: s for s in replay["slices"]}
+    assert {k: (v["begin"], v["end"]) for k, v in got.items()} == {
+        s.span_id: (s.start_ns, s.end_ns) for s in spans
+    }
+    lanes = {d.uuid: d.name or d.thread.thread_name for d in _descriptors(trace)}
+    assert lanes[got["child"]["track"]] == lanes[got["parent"]["track"]] == "worker"
+    assert lanes[got["overlapping"]["track"]] == "worker (overlap 1)"
+
+
 # ---------------------------------------------------------------------------- OTLP JSON
 
 
