@@ -39,6 +39,8 @@ def calls(info: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         ("process_tree", {"run": "all"}),
         ("timeline", {"who": crashed}),
         ("timeline", {"who": crashed, "around": middle}),
+        ("timeline", {"who": str(run["main"]["pid"])}),  # the busiest: 125,000 spans a run
+        ("timeline", {"who": str(run["main"]["pid"]), "around": middle}),
         ("messages", {}),
         ("messages", {"queue": "results", "since": middle}),
         ("messages", {"to": crashed}),

@@ -188,7 +188,7 @@ def search_spans(
         except ToolInputError:
             break  # out of time in this window: answer with what was found before it
         cursor = upper
-    names = process_names(reader, run_id)
+    names = process_names(reader, run_id) if found else {}
     items = [span_item(s, names, events=False) | {"trace_id": s.trace_id} for s in found[:wanted]]
     data: dict[str, Any] = {"run": run_id or "all", "spans": items}
     if len(found) > wanted:
