@@ -2,11 +2,13 @@
 
 * :func:`add_db_arguments` and :func:`db_command`: ``--db``/``--json`` and opening the DB;
   an unreadable or foreign DB is exit status 2 with ONE line on stderr.
-* :func:`render_table` and :func:`render_tree`: text that fits the terminal's width (on
-  a terminal only: piped or redirected output is never cut).
-* :class:`SafeOutput`, installed by :func:`db_command` on stdout: recorded text can neither
-  drive the terminal (control characters escaped) nor fail to print (glyphs fall back to
-  ASCII, other characters to ``\\x..`` escapes, in any stdout encoding).
+* :func:`render_table`, and from ``_trees`` :func:`render_tree`: text that fits the
+  terminal's width (on a terminal only: piped or redirected output is never cut);
+  :func:`prune_tree` and :func:`left_out_note` for big trees and lists.
+* ``_stdout``'s :class:`SafeOutput`, installed by :func:`db_command` on stdout: recorded
+  text can neither drive the terminal (control characters escaped) nor fail to print
+  (glyphs fall back to ASCII, other characters to ``\\x..`` escapes, in any encoding).
+* :func:`typed_value`: a recorded repr as the scalar it shows, for ``--json``.
 * :func:`format_duration`, :func:`format_time`, :func:`parse_when`, :func:`parse_duration`.
 * :func:`print_json`: machine-readable output on stdout for ``--json``.
 
@@ -25,33 +27,41 @@ from __future__ import annotations
 
 import argparse
 import ast
-import codecs
-import contextlib
 import dataclasses
 import datetime as _dt
 import functools
 import json
 import os
 import re
-import shutil
 import sqlite3
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from procscope.core.settings import DEFAULT_DB, ENV_DB
 
 from ._losses import warn_if_incomplete
+
+# Re-exported: the command modules import every helper from here.
+from ._stdout import (  # noqa: F401
+    SafeOutput,
+    as_terminal,
+    ellipsis,
+    escape_controls,
+    line_width,
+    safe_stdout,
+    stdout_is_terminal,
+    terminal_width,
+    truncate,
+)
+from ._trees import Kept, left_out_note, prune_tree, render_tree  # noqa: F401
 
 if TYPE_CHECKING:
     from procscope.exporters.tracedb import TraceDB
 
 EXIT_OK = 0
 EXIT_USAGE = 2
-
-T = TypeVar("T")
 
 # ---------------------------------------------------------------------------- the DB
 
@@ -188,175 +198,6 @@ def print_json(data: Any) -> int:
     return EXIT_OK
 
 
-# ---------------------------------------------------------------------------- stdout
-
-# Characters that must not reach a terminal raw: C0 controls but the newline, DEL, C1
-# controls, and the invisible ones that reorder or break lines (bidi overrides, U+2028/9).
-# A recorded process name such as "proc\x1b]0;PWNED\x07" would otherwise set the
-# terminal's title or clear the screen.
-_INVISIBLE = [0x061C, 0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F)]
-_INVISIBLE += list(range(0x2066, 0x206A))
-_CONTROL_ESCAPES: dict[int, str] = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
-_CONTROL_ESCAPES.update({c: f"\\u{c:04x}" for c in _INVISIBLE})
-_CONTROL_ESCAPES.update({0x09: "\\t", 0x0D: "\\r"})
-_KEEP_NEWLINES = {c: e for c, e in _CONTROL_ESCAPES.items() if c != 0x0A}
-_CONTROL_ESCAPES[0x0A] = "\\n"
-
-
-def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
-    """``text`` with control and invisible characters written as escapes (``\\x1b``)."""
-    return text.translate(_KEEP_NEWLINES if keep_newlines else _CONTROL_ESCAPES)
-
-
-# What the CLI's own glyphs become on a stdout that cannot encode them (cp1252, ascii):
-# one character for one where a column's width depends on it.
-_ASCII_GLYPHS = {
-    "├": "|",
-    "└": "`",
-    "│": "|",
-    "─": "-",
-    "…": "~",
-    "✗": "x",
-    "•": "*",
-    "→": "->",
-    "µ": "u",
-    "⏎": "~",
-}
-_GLYPH_ERRORS = "procscope-glyphs"
-
-
-def _glyph_fallback(error: UnicodeError) -> tuple[str, int]:
-    if not isinstance(error, UnicodeEncodeError):
-        raise error
-    bad = error.object[error.start : error.end]
-    out = "".join(
-        _ASCII_GLYPHS.get(ch) or ch.encode("ascii", "backslashreplace").decode("ascii")
-        for ch in bad
-    )
-    return out, error.end
-
-
-codecs.register_error(_GLYPH_ERRORS, _glyph_fallback)
-
-
-class SafeOutput:
-    """A text stream in front of stdout that escapes control characters and makes any
-    text printable in the stream's encoding (see :data:`_ASCII_GLYPHS`)."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-        encoding = getattr(stream, "encoding", None) or "utf-8"
-        try:
-            self._codec: str | None = codecs.lookup(encoding).name
-        except LookupError:
-            self._codec = "ascii"
-        if self._codec in ("utf-8", "utf-16", "utf-32"):
-            self._codec = None  # encodes every character but lone surrogates
-
-    @property
-    def encoding(self) -> str:
-        return str(getattr(self._stream, "encoding", None) or "utf-8")
-
-    def can_encode(self, text: str) -> bool:
-        if self._codec is None:
-            return True
-        try:
-            text.encode(self._codec)
-        except UnicodeEncodeError:
-            return False
-        return True
-
-    def write(self, text: str) -> int:
-        text = escape_controls(text, keep_newlines=True)
-        # Lone surrogates (undecodable bytes in argv or a file name) encode in no codec.
-        text = text.encode(self._codec or "utf-8", _GLYPH_ERRORS).decode(self._codec or "utf-8")
-        return int(self._stream.write(text))
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def isatty(self) -> bool:
-        try:
-            return bool(self._stream.isatty())
-        except (AttributeError, ValueError):
-            return False
-
-    def fileno(self) -> int:
-        return int(self._stream.fileno())
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything else a caller may look up on sys.stdout (errors, closed, ...).
-        return getattr(self._stream, name)
-
-
-@contextlib.contextmanager
-def safe_stdout() -> Any:
-    """``sys.stdout`` behind a :class:`SafeOutput` for the duration."""
-    if isinstance(sys.stdout, SafeOutput):
-        yield sys.stdout
-        return
-    original = sys.stdout
-    sys.stdout = SafeOutput(original)  # type: ignore[assignment]
-    try:
-        yield sys.stdout
-    finally:
-        sys.stdout = original
-
-
-def ellipsis() -> str:
-    """The glyph for text cut short: ``…``, or ``~`` where stdout cannot print it."""
-    stream = sys.stdout
-    if isinstance(stream, SafeOutput) and not stream.can_encode("…"):
-        return "~"
-    return "…"
-
-
-# ---------------------------------------------------------------------------- text
-
-
-# Set by as_terminal(): output captured to be shown on a terminal later (procscope demo).
-_assume_terminal: bool | None = None
-
-
-def stdout_is_terminal() -> bool:
-    if _assume_terminal is not None:
-        return _assume_terminal
-    try:
-        return bool(sys.stdout.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
-@contextlib.contextmanager
-def as_terminal(terminal: bool) -> Any:
-    """Lay text out as for a terminal (or not) whatever stdout is, for the duration."""
-    global _assume_terminal
-    before, _assume_terminal = _assume_terminal, terminal
-    try:
-        yield
-    finally:
-        _assume_terminal = before
-
-
-def terminal_width() -> int:
-    return max(40, shutil.get_terminal_size((100, 24)).columns)
-
-
-def line_width() -> int:
-    """How wide a line may be: the terminal's width on a terminal; unlimited when stdout
-    is a pipe or a file (``procscope state x | grep BROKEN`` must see every character)."""
-    return terminal_width() if stdout_is_terminal() else sys.maxsize
-
-
-def truncate(text: str, width: int) -> str:
-    if width <= 0:
-        return ""
-    if len(text) <= width:
-        return text
-    mark = ellipsis()
-    return text[: width - 1] + mark if width > 1 else mark
-
-
 def render_table(
     headers: Sequence[str],
     rows: Iterable[Sequence[Any]],
@@ -410,56 +251,6 @@ def render_table(
     out = [line(list(headers))]
     out.extend(line(row) for row in text_rows)
     return "\n".join(out)
-
-
-def render_tree(
-    roots: Sequence[T],
-    label: Callable[[T], str | Sequence[str]],
-    children: Callable[[T], Sequence[T]],
-    *,
-    width: int | None = None,
-    wrap_details: bool = False,
-) -> str:
-    """A tree drawn with ├─ └─ │; ``label`` gives a node's line (or lines: the first
-    is the node, the others are shown under it, e.g. its events). Lines are cut to
-    ``width`` (by default :func:`line_width`); with ``wrap_details`` the lines under a
-    node are wrapped instead, never cut. Control characters in labels are escaped."""
-    width = line_width() if width is None else width
-    out: list[str] = []
-    # A loop, not recursion: a chain of messages can nest spans thousands deep.
-    stack: list[tuple[T, str, str, str]] = [(root, "", "", "") for root in reversed(roots)]
-    while stack:
-        node, prefix, connector, continuation = stack.pop()
-        text = label(node)
-        lines = [escape_controls(t) for t in ([text] if isinstance(text, str) else text)]
-        kids = children(node)
-        out.append(truncate(prefix + connector + (lines[0] if lines else ""), width))
-        detail_prefix = prefix + continuation + ("│  " if kids else "   ")
-        for extra in lines[1:]:
-            if wrap_details:
-                out.extend(_wrap(detail_prefix, extra, width))
-            else:
-                out.append(truncate(detail_prefix + extra, width))
-        for index in range(len(kids) - 1, -1, -1):
-            last = index == len(kids) - 1
-            stack.append(
-                (
-                    kids[index],
-                    prefix + continuation,
-                    "└─ " if last else "├─ ",
-                    "   " if last else "│  ",
-                )
-            )
-    return "\n".join(out)
-
-
-def _wrap(prefix: str, text: str, width: int) -> list[str]:
-    """``prefix + text`` as lines of at most ``width``, each under ``prefix`` (a word
-    longer than a line is split: nothing is left out)."""
-    room = max(20, width - len(prefix))
-    if len(text) <= room:
-        return [prefix + text]
-    return [prefix + part for part in textwrap.wrap(text, room, break_on_hyphens=False)]
 
 
 def format_duration(ns: int | float | None) -> str:
@@ -656,75 +447,6 @@ def pid_argument(text: str) -> int:
     if not 0 <= value <= INT64_MAX:
         raise argparse.ArgumentTypeError(f"expected a process id, not {text!r}")
     return value
-
-
-# ---------------------------------------------------------------------------- big trees
-
-
-@dataclasses.dataclass
-class Kept:
-    """A node kept by :func:`prune_tree`, its kept children, and how many of its
-    descendants were left out."""
-
-    node: Any
-    children: list[Kept]
-    left_out: int = 0
-
-
-def prune_tree(
-    roots: Sequence[T],
-    children: Callable[[T], Sequence[T]],
-    *,
-    match: Callable[[T], bool] | None = None,
-    max_depth: int | None = None,
-    limit: int | None = None,
-) -> tuple[list[Kept], int, int]:
-    """The part of a tree to show: ``(kept roots, nodes kept, nodes in all)``.
-
-    ``match``: only nodes it accepts, with their ancestors for context; ``max_depth``:
-    that many levels (1 = the roots); ``limit``: at most that many nodes, the first in
-    tree order. Each kept node counts, in ``left_out``, the nodes under its children
-    that were not kept (with those children): where the tree was cut.
-    """
-    # Loops, not recursion: a chain of messages can nest spans thousands deep.
-    order: list[T] = []  # every node, parents before their children
-    pending = list(reversed(roots))
-    while pending:
-        node = pending.pop()
-        order.append(node)
-        pending.extend(reversed(children(node)))
-    relevant: dict[int, bool] = {}
-    sizes: dict[int, int] = {}
-    for node in reversed(order):  # children before their parents
-        kids = children(node)
-        relevant[id(node)] = (match is None or match(node)) or any(relevant[id(k)] for k in kids)
-        sizes[id(node)] = 1 + sum(sizes[id(k)] for k in kids)
-    budget = sys.maxsize if limit is None else limit
-    kept_roots: list[Kept] = []
-    kept_of: dict[int, Kept] = {}
-    # Pre-order with each node's depth and the Kept of its parent (None for a root).
-    walk: list[tuple[T, int, Kept | None]] = [(root, 1, None) for root in reversed(roots)]
-    while walk and budget > 0:
-        node, depth, parent = walk.pop()
-        if not relevant[id(node)]:
-            continue
-        budget -= 1
-        kept = kept_of[id(node)] = Kept(node, [])
-        (kept_roots if parent is None else parent.children).append(kept)
-        if max_depth is None or depth < max_depth:
-            walk.extend((kid, depth + 1, kept) for kid in reversed(children(node)))
-    for kept in kept_of.values():
-        # Counted where they were cut off: the subtrees of children not kept.
-        kept.left_out = sum(sizes[id(k)] for k in children(kept.node) if id(k) not in kept_of)
-    return kept_roots, len(kept_of), sum(sizes[id(root)] for root in roots)
-
-
-def left_out_note(shown: int, total: int, noun: str, hints: str) -> str | None:
-    """``(40 of 1,234 spans shown; --limit N, --depth N ... for others)``, or None when
-    nothing was left out."""
-    if shown >= total:
-        return None
-    return f"({shown:,} of {total:,} {noun} shown; {hints})"
 
 
 # ---------------------------------------------------------------------------- typed values
