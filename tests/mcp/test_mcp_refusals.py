@@ -118,16 +118,18 @@ def test_query_refuses_every_write_and_the_db_stays_byte_for_byte(
 ) -> None:
     """INSERT, UPDATE, DELETE, DROP, CREATE, ALTER, ATTACH, PRAGMA writable_schema and
     query_only, a CTE with DELETE, a second statement, BEGIN, VACUUM: each refused as a
-    tool error; the file is unchanged and a SELECT still answers."""
+    tool error; the file is unchanged, and a SELECT and PRAGMA table_info still answer."""
     db = tmp_path / "copy.db"
     shutil.copyfile(demo_db, db)
     before = _bytes_of(db)
 
-    async def script(ask: Ask) -> tuple[list[Any], Any]:
+    async def script(ask: Ask) -> tuple[list[Any], Any, Any]:
         refused = [await ask("query", sql=sql) for sql in WRITES]
-        return refused, await ask("query", sql="SELECT count(*) FROM spans")
+        described = await ask("query", sql="PRAGMA table_info(spans)")
+        return refused, await ask("query", sql="SELECT count(*) FROM spans"), described
 
-    refused, count = converse(db, script)
+    refused, count, described = converse(db, script)
+    assert [row[1] for row in described.data["rows"]][:2] == ["span_pk", "trace_id"]
     for sql, answer in zip(WRITES, refused):
         assert answer.is_error, (sql, answer.text)
     assert "read-only" in refused[0].text

@@ -103,6 +103,8 @@ def call(reader: Reader, name: str, arguments: dict[str, Any] | None) -> types.C
         return _error(str(exc))
     except (sqlite3.Error, OSError) as exc:
         return _error(f"cannot read trace DB {reader.path}: {exc}")
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\udcff") in a JSON string
+        return _error(f"{exc.object!r} is not valid UTF-8 text; send plain text")
     except Exception as exc:  # noqa: BLE001 -- a bug of ours: the server goes on
         _log.exception("procscope mcp: tool %s failed", name)
         return _error(f"internal error in procscope's MCP server, please report it: {exc!r}")

@@ -33,7 +33,8 @@ _ALLOWED.add(getattr(sqlite3, "SQLITE_RECURSIVE", 33))  # WITH RECURSIVE (Python
 def _authorize(action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
     if action in _ALLOWED:
         return sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_PRAGMA and arg1 in _READ_ONLY_PRAGMAS and arg2 is None:
+    # These only describe a table or index, whatever their argument (arg2: the table).
+    if action == sqlite3.SQLITE_PRAGMA and arg1 in _READ_ONLY_PRAGMAS:
         return sqlite3.SQLITE_OK
     return sqlite3.SQLITE_DENY
 
