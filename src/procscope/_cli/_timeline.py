@@ -20,7 +20,6 @@ from ._output import (
     format_duration,
     format_time,
     iso_time,
-    left_out_note,
     moment_argument,
     one_line,
     positive_int_argument,
@@ -47,11 +46,14 @@ def cmd_timeline(args: argparse.Namespace, db: TraceDB) -> int:
 
     try:
         who = db.actor(args.who, run=args.run_id)
-        found = db.timeline(args.who, run=args.run_id, around=args.around)
+        # One more than --last: whether earlier entries were left out, without reading
+        # them all (the query reads only the spans the last entries can be in).
+        last = args.last + 1 if args.last else None
+        found = db.timeline(args.who, run=args.run_id, around=args.around, last=last)
     except UnknownActorError as exc:
         return fail("timeline", str(exc))
-    # --last here, not in the query: the output says how many entries it left out.
     entries = found[-args.last :] if args.last else found
+    more_before = len(found) > len(entries)
     if args.json:
         rows = []
         for entry in entries:
@@ -64,7 +66,7 @@ def cmd_timeline(args: argparse.Namespace, db: TraceDB) -> int:
                 "actor": who,
                 "run": args.run_id,
                 "entries": rows,
-                "entries_left_out": len(found) - len(entries),
+                "earlier_entries_left_out": more_before,
             }
         )
     print(f"timeline of {who}" + (f" (run {args.run_id})" if args.run_id else ""))
@@ -90,9 +92,10 @@ def cmd_timeline(args: argparse.Namespace, db: TraceDB) -> int:
                 ["", "", "", "  " + one_line(line)] for line in _stack_tail(entry.stack)
             )
     print(render_table(["TIME", "WHAT", "BY", "DETAILS"], rows_text, shrink=(3, 2)))
-    note = left_out_note(len(entries), len(found), "entries", "the last; --last N for more")
-    if note:
-        print(note)
+    if more_before:
+        print(
+            f"(the last {len(entries):,} entries shown, earlier ones left out; --last N for more)"
+        )
     return EXIT_OK
 
 
