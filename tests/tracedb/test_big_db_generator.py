@@ -7,6 +7,8 @@ import importlib.util
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 from procscope.exporters.tracedb import TraceDB
@@ -56,3 +58,25 @@ def test_a_small_big_db_has_runs_processes_crashes_messages_and_state(tmp_path: 
         assert state is not None
         assert dict(state.to_dict()["fields"])["balance"] == last_change.values[0]
     assert os.path.getsize(path) > 0
+
+
+def test_parallel_workers_share_one_cached_build(tmp_path: Path) -> None:
+    """Three processes asking for the cached DB at once (as xdist workers do) get the
+    same file, built once: each sees the same inode, and nothing else is left behind."""
+    code = (
+        "import importlib.util, os, sys\n"
+        f"spec = importlib.util.spec_from_file_location('g', {str(_SOURCE)!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        f"p = m.cached_big_db(3000, folder={str(tmp_path)!r})\n"
+        "print(p, os.stat(p).st_ino)\n"
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    answers = {worker.communicate(timeout=120)[0].strip() for worker in workers}
+    assert all(worker.returncode == 0 for worker in workers)
+    assert len(answers) == 1
+    path = answers.pop().split()[0]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([Path(path).name, Path(path).name + ".json", "procscope-big-db-lock"])
