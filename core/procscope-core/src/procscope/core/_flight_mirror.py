@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from . import flight, handoff
-from .flight import F_KIND, F_SEQ, F_THREAD
+from .flight import F_A, F_CODE, F_THREAD, F_TIME, kind_of
 
 INTERVAL = 0.1
 BATCH = 2_000
@@ -77,16 +77,6 @@ def forget(pid: int) -> None:
                 pass
 
 
-def _plain(record: tuple[Any, ...], names: dict[int, str]) -> tuple[Any, ...] | None:
-    made = record[F_KIND].span(record)
-    if made is None:
-        return None
-    name, kind, start, end, attributes, events, error = made
-    thread = record[F_THREAD]
-    return (name, int(kind.value), start, end, attributes, tuple(events or ()), error, thread,
-            names.get(thread) or f"thread-{thread}")
-
-
 def _run() -> None:
     from ._flight_spans import _thread_names
 
@@ -94,7 +84,8 @@ def _run() -> None:
     path = _path(pid)
     if not path:
         return
-    last_seq = -1
+    last_time = 0
+    sites: dict[int, Any] = {}  # code -> (kind name, site_plain), made once per code
     cap = (flight.settings() or (0, flight.DEFAULT_MEMORY))[1] // 2
     while not _state["stop"] and _state["pid"] == pid:
         time.sleep(INTERVAL)
@@ -102,16 +93,43 @@ def _run() -> None:
         if ring is None:
             return
         records = list(ring.records)  # (one C call: no append runs meanwhile)
-        fresh = [r for r in records[-BATCH:] if r[F_SEQ] > last_seq]
+        # Records newer than the last tick's newest (a record's time is taken just before
+        # it is appended: a thread preempted in between for a whole tick could be missed).
+        fresh = [r for r in records[-BATCH:] if r[F_TIME] > last_time]
         if not fresh:
             continue
-        last_seq = fresh[-1][F_SEQ]
+        last_time = max(last_time, fresh[-1][F_TIME])
         try:
-            names = _thread_names(fresh)
-            chunk = marshal.dumps([p for p in (_plain(r, names) for r in fresh) if p])
-            _append(path, _LENGTH.pack(len(chunk)) + chunk, cap)
+            _append(path, _chunk(fresh, sites, _thread_names(fresh)), cap)
         except Exception:  # noqa: BLE001 -- a value marshal refuses, a full disk: skip it
             continue
+
+
+def _chunk(records: list[tuple[Any, ...]], sites: dict[int, Any],
+           names: dict[int, tuple[int | None, str]]) -> bytes:
+    """One length-prefixed chunk: (the codes' kind and site, the threads' native id and
+    name, then each record as (code, time, thread ident, its kind's plain data))."""
+    used: dict[int, Any] = {}
+    threads: dict[int, Any] = {}
+    rows = []
+    for record in records:
+        code = record[F_CODE]
+        site = used.get(code)
+        if site is None:
+            site = sites.get(code)
+            if site is None:
+                kind = kind_of(record)
+                site = sites[code] = (kind.name, kind.site_plain(code))
+            used[code] = site
+        data = flight.SITES[code][0].plain(record)
+        if data is None:
+            continue
+        ident = record[F_THREAD]
+        if ident not in threads:
+            threads[ident] = names.get(ident) or (None, f"thread-{ident}")
+        rows.append((code, record[F_TIME], ident, data))
+    body = marshal.dumps((used, threads, rows))
+    return _LENGTH.pack(len(body)) + body
 
 
 def _append(path: str, data: bytes, cap: int) -> None:
@@ -128,7 +146,8 @@ def _append(path: str, data: bytes, cap: int) -> None:
 
 
 def read(pid: int) -> list[tuple[Any, ...]]:
-    """The records a process mirrored (older file first), whole chunks only."""
+    """The records a process mirrored (older file first), whole chunks only: (kind name,
+    site, time, thread native id, thread name, plain data)."""
     path = _path(pid)
     found: list[tuple[Any, ...]] = []
     if not path:
@@ -145,23 +164,26 @@ def read(pid: int) -> list[tuple[Any, ...]]:
             if at + 4 + size > len(data):
                 break
             try:
-                found.extend(marshal.loads(data[at + 4 : at + 4 + size]))
-            except (ValueError, EOFError, TypeError):
+                used, threads, rows = marshal.loads(data[at + 4 : at + 4 + size])
+                for code, when, ident, plain in rows:
+                    kind_name, site = used[code]
+                    native, name = threads[ident]
+                    found.append((kind_name, site, when, native, name, plain))
+            except (ValueError, EOFError, TypeError, KeyError):
                 break
             at += 4 + size
     return found
 
 
 class _Recovered(flight.FlightKind):
-    """A record read back from a dead child's mirror (already span values)."""
+    """A record read back from a dead child's mirror: its own kind revives it."""
 
     name = "recovered"
 
     def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        from opentelemetry.trace import SpanKind
-
-        name, kind, start, end, attributes, events, error, _thread, _name = record[4]
-        return (name, SpanKind(kind), start, end, dict(attributes), list(events), error)
+        kind_name, site, at, _native, _name, data = record[F_A]
+        kind = flight.KINDS.get(kind_name)
+        return None if kind is None else kind.revive(site, data, at)
 
 
 _RECOVERED = _Recovered()
@@ -179,9 +201,11 @@ def recover(pid: int, reason: str, process_name: str = "", window: float | None 
         return 0
     seconds = window if window is not None else (flight.settings() or (30.0, 0))[0]
     oldest = time.time_ns() - int(seconds * 1e9)
-    kept = [p for p in plain if p[3] >= oldest]
-    records = [(i, p[3], _RECOVERED, p[7], p, None, None) for i, p in enumerate(kept)]
-    names = {p[7]: p[8] for p in kept}
+    kept = [p for p in plain if p[2] >= oldest]
+    # (a record's thread: a number of its own, for the dump's names)
+    threads = {(p[3], p[4]): n for n, p in enumerate(kept)}
+    records = [(p[2], _RECOVERED.code, threads[(p[3], p[4])], p, None, None) for p in kept]
+    names = {n: key for key, n in threads.items()}
     trace_id, root_id = _flight_spans.new_ids()
     job = _flight_spans.Dump(reason, trace_id, root_id, None, records, 0,
                              len(plain) - len(kept), seconds, pid=pid, thread_names=names)

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from .flight import EVENT, F_B, F_KIND, F_THREAD, F_TIME
+from .flight import EVENT, F_B, F_THREAD, F_TIME, kind_of
 
 ROOT_NAME = "flight recording"
 REASON = "procscope.flight.reason"
@@ -42,21 +42,22 @@ def new_ids() -> tuple[int, int]:
     return random.getrandbits(128) or 1, random.getrandbits(64) or 1
 
 
-def _thread_names(records: list[tuple[Any, ...]]) -> dict[int, str]:
-    """Native thread id -> name: of the threads alive now, and of those whose end is in
-    ``records`` (a thread's end record carries its name). Taken on the thread that
-    triggers the dump, which may be the one about to end."""
-    names: dict[int, str] = {}
+def _thread_names(records: list[tuple[Any, ...]]) -> dict[int, tuple[int | None, str]]:
+    """Thread ident -> (native id, name): of the threads alive now, and of those whose end
+    is in ``records`` (a thread's end record carries its native id and name). Taken on
+    the thread that triggers the dump, which may be the one about to end."""
+    names: dict[int, tuple[int | None, str]] = {}
     for record in records:
+        if len(record) <= F_B or kind_of(record) is not EVENT:
+            continue  # (a message's record is shorter)
         attributes = record[F_B]
-        if record[F_KIND] is EVENT and type(attributes) is dict:
+        if type(attributes) is dict:
             name = attributes.get(THREAD_NAME)
             if type(name) is str:
-                names[record[F_THREAD]] = name
+                names[record[F_THREAD]] = (attributes.get(THREAD_ID), name)
     for thread in threading.enumerate():
-        native = getattr(thread, "native_id", None)
-        if native is not None:
-            names[native] = thread.name
+        if thread.ident is not None:
+            names[thread.ident] = (getattr(thread, "native_id", None), thread.name)
     return names
 
 
@@ -66,7 +67,8 @@ class Dump:
     def __init__(
         self, reason: str, trace_id: int, root_id: int, trigger: Any,
         records: list[tuple[Any, ...]], overwritten: int, expired: int, window: float,
-        root: bool = True, pid: int | None = None, thread_names: dict[int, str] | None = None,
+        root: bool = True, pid: int | None = None,
+        thread_names: dict[int, tuple[int | None, str]] | None = None,
     ) -> None:
         self.reason = reason
         self.trace_id = trace_id
@@ -121,16 +123,17 @@ class Dump:
             ))
         own = self.pid == os.getpid()
         for record in self.records:
-            kind = record[F_KIND]
+            kind = kind_of(record)
             if own and kind.sampled:
                 continue  # its span was made when it happened
             made = kind.span(record)
             if made is None:
                 continue
             name, kind, start, end, attributes, events, error = made
-            thread = record[F_THREAD]
-            attributes[THREAD_ID] = thread
-            attributes[THREAD_NAME] = names.get(thread) or f"thread-{thread}"
+            native, thread_name = names.get(record[F_THREAD]) or (None, "")
+            if native is not None:
+                attributes[THREAD_ID] = native
+            attributes[THREAD_NAME] = thread_name or f"thread-{record[F_THREAD]}"
             attributes[PID] = pid
             attributes[RECORDED] = True
             attributes[PROBABILITY] = 1.0

@@ -4,17 +4,21 @@ At a sample rate below 1 most work leaves no span. With the recorder on, each un
 message sent or received, state change, and process, thread or task event still appends
 one compact record (a tuple, no SDK object) to a bounded ring of this process:
 
-    (seq, time_ns, kind, native thread id, a, b, c)
+    (time_ns, code, thread ident, a, b, c)    (a message: (time_ns, code, ident, item))
 
-``kind`` is a :class:`FlightKind`, which turns the record into span values only when the
-ring is dumped; ``a``, ``b``, ``c`` are its own (a queue and a call site, a name...). The
+``code`` names a :class:`FlightKind`, which turns the record into span values only when
+the ring is dumped, and what the record is about (a queue and its call site); ``a``,
+``b``, ``c`` are the kind's own. The
 ring is a ``deque`` with a ``maxlen`` derived from ``flight_memory`` (``RECORD_BYTES`` a
 record), so the oldest record goes out first and an append never allocates more; records
 older than ``flight_window`` are left out of a dump. ``seq`` counts every record, so a
 dump knows how many were overwritten before it.
 
-Hot paths read the module attributes :data:`append` and :data:`next_seq` (None while the
-recorder is off) and append ``(next_seq(), time_ns(), KIND, get_native_id(), a, b, c)``.
+Hot paths read the module attribute :data:`append` (None while the recorder is off),
+call :data:`count` and append ``(time_ns(), code, get_ident(), a, b, c)``: ``code`` names
+the record's :class:`FlightKind` and what it is about (:data:`SITES`); the thread's
+``threading`` ident costs a tenth of its native id (a system call), and a dump names the
+thread (native id, name) from the threads alive and the threads' end records.
 
 A dump (:func:`dump`; the triggers are in ``_flight_triggers``) takes every record out of
 the ring and makes them into ordinary spans (``_flight_spans``), one trace per dump.
@@ -27,6 +31,7 @@ import itertools
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -41,16 +46,47 @@ RECORD_BYTES = 200
 # and its abnormal exit a moment later are one story.
 MERGE_SECONDS = 1.0
 
-F_SEQ, F_TIME, F_KIND, F_THREAD, F_A, F_B, F_C = range(7)
+F_TIME, F_CODE, F_THREAD, F_A, F_B, F_C = range(6)
 
 # Read by the hot paths: ``append`` is None while the recorder is off in this process.
-# ``next_seq`` is always callable (a caller that read ``append`` just before a stop()
-# still appends, to a ring no longer read: never an error in the program's thread).
+# ``count`` (called once per record, its value dropped) counts what was appended, so a
+# dump knows how many records were overwritten; always callable (a caller that read
+# ``append`` just before a stop() still appends, to a ring no longer read: never an
+# error in the program's thread).
 append: Callable[[tuple[Any, ...]], None] | None = None
-next_seq: Callable[[], int] = itertools.count().__next__
+count: Callable[[], int] = itertools.count().__next__
 # True while this process's ring is mirrored to disk (a child: _flight_mirror). Records
 # of sampled work are kept only then, for a parent to recover if the child is killed.
 mirrored = False
+
+
+# Every kind by its name: a dead child's mirrored records name their kind.
+KINDS: dict[str, FlightKind] = {}
+# A record's code is an index here: (kind, a reference to what the record is about, or
+# None, and the kind's data for it). Codes, not objects, in the records: a tuple of ints
+# and strings is untracked by the garbage collector, which would otherwise walk the
+# whole ring again and again (that was most of a record's cost). Never shrinks: one
+# entry per kind, and per queue and call site for messages.
+SITES: list[tuple[FlightKind, Any, Any]] = []
+_sites_lock = threading.Lock()
+
+
+def register_site(kind: FlightKind, target: Any = None, data: Any = None) -> int:
+    """A new code for records of ``kind`` about ``target`` (held by a weak reference
+    when it takes one: a record must not keep a queue alive)."""
+    ref: Any = None
+    if target is not None:
+        try:
+            ref = weakref.ref(target)
+        except TypeError:
+            ref = lambda target=target: target  # noqa: E731 -- (no weak reference: held)
+    with _sites_lock:
+        SITES.append((kind, ref, data))
+        return len(SITES) - 1
+
+
+def kind_of(record: tuple[Any, ...]) -> FlightKind:
+    return SITES[record[F_CODE]][0]
 
 
 class FlightKind:
@@ -59,7 +95,12 @@ class FlightKind:
     ``span(record)`` returns ``(name, span kind, start, end, attributes, events, error)``
     or None to leave the record out: ``attributes`` a dict (the dump adds the thread,
     process and flight attributes), ``events`` a list of ``(name, attributes, time)``,
-    ``error`` a status description or None.
+    ``error`` a status description or None. ``plain(record)`` is what a child's disk
+    mirror keeps of it (values ``marshal`` takes), with ``site_plain(code)``, what the
+    records of one code share (written once per chunk); ``revive(site, plain, time)``
+    makes the span values again, in the survivor. By default the plain form is the span
+    values themselves; a kind whose span() is dear (messages) keeps less and makes the
+    rest at ``revive``. A kind registers itself by its ``name``, unique.
     """
 
     name = "record"
@@ -67,8 +108,29 @@ class FlightKind:
     # (whose spans may not have been exported) makes them into spans.
     sampled = False
 
+    def __init__(self) -> None:
+        KINDS[self.name] = self
+        self.code = register_site(self)  # (records whose kind needs no site of its own)
+
     def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
         raise NotImplementedError
+
+    def site_plain(self, code: int) -> Any:
+        """What records of ``code`` share, for the mirror (written once per chunk)."""
+        return None
+
+    def plain(self, record: tuple[Any, ...]) -> Any:
+        made = self.span(record)
+        if made is None:
+            return None
+        name, kind, start, end, attributes, events, error = made
+        return (name, int(kind.value), start, end, attributes, tuple(events or ()), error)
+
+    def revive(self, site: Any, plain: Any, at: int) -> tuple[Any, ...] | None:
+        from opentelemetry.trace import SpanKind
+
+        name, kind, start, end, attributes, events, error = plain
+        return (name, SpanKind(kind), start, end, dict(attributes), list(events), error)
 
 
 class EventKind(FlightKind):
@@ -117,7 +179,7 @@ class _Ring:
             maxlen=self.capacity
         )
         self.counter = itertools.count()
-        self.taken_seq = -1  # the seq of the last record a dump took
+        self.taken_count = 0  # records appended up to the last take
         self.pid = os.getpid()
 
 
@@ -129,18 +191,19 @@ _counts = {"dumps": 0, "merged": 0, "records": 0, "overwritten": 0, "expired": 0
 
 
 def note(kind: FlightKind, a: Any = None, b: Any = None, c: Any = None) -> None:
-    """Append one record (for paths that are not hot: the hot ones inline this)."""
+    """Append one record (for paths that are not hot: messages have their own)."""
     add = append
     if add is not None:
-        add((next_seq(), time.time_ns(), kind, threading.get_native_id(), a, b, c))
+        count()
+        add((time.time_ns(), kind.code, threading.get_ident(), a, b, c))
 
 
 def start(window: float = DEFAULT_WINDOW, memory: int = DEFAULT_MEMORY) -> None:
     """Switch the recorder on in this process (a new, empty ring)."""
-    global _ring, append, next_seq
+    global _ring, append, count
     ring = _Ring(window, memory)
     _ring = ring
-    next_seq = ring.counter.__next__
+    count = ring.counter.__next__
     append = ring.records.append
 
 
@@ -179,7 +242,7 @@ def _after_fork_in_child() -> None:
     ring = _ring
     if ring is not None:
         ring.records.clear()
-        ring.taken_seq = next(ring.counter)
+        ring.taken_count = appended(ring)
         ring.pid = os.getpid()
     from . import _flight_mirror, _flight_signal
 
@@ -198,17 +261,26 @@ def take() -> tuple[list[tuple[Any, ...]], int, int]:
     if ring is None:
         return [], 0, 0
     records = ring.records
-    # popleft is atomic: records appended meanwhile stay for the next dump.
+    total = appended(ring)
+    # popleft is atomic: records appended meanwhile stay for the next dump (and may be
+    # taken now without being counted yet: the count is off by those few, at most).
     taken = [records.popleft() for _ in range(len(records))]
+    overwritten = max(0, total - ring.taken_count - len(taken))
+    ring.taken_count = max(total, ring.taken_count + len(taken))
     if not taken:
-        return [], 0, 0
-    overwritten = max(0, taken[0][F_SEQ] - ring.taken_seq - 1)
-    ring.taken_seq = taken[-1][F_SEQ]
+        return [], overwritten, 0
     oldest = time.time_ns() - ring.window_ns
     expired = 0
     while expired < len(taken) and taken[expired][F_TIME] < oldest:
         expired += 1
     return taken[expired:], overwritten, expired
+
+
+def appended(ring: _Ring) -> int:
+    """How many records were appended to ``ring`` so far (its counter, not advanced)."""
+    # repr() reads it without advancing it ("count(41)"); __reduce__ would too, but
+    # itertools' pickling is deprecated from Python 3.12.
+    return int(repr(ring.counter)[6:-1])
 
 
 def counts() -> dict[str, int]:

@@ -21,7 +21,7 @@ from procscope.core.guard import log_internal_error
 from . import _core, _side
 from ._carry import Hop
 from ._core import SYSTEM_ASYNCIO, attached_get, record, release
-from ._flight import ASYNC_GET, ASYNC_PUT, RECEIVE, SEND
+from ._flight import ASYNC_GET, ASYNC_PUT
 from ._flight import note as _flight_note
 from ._naming import install_defaults, note_site
 from ._patching import Patcher, original
@@ -62,6 +62,8 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any, orig_ge
 
     def put_nowait(self: Any, item: Any) -> Any:
         if not record():
+            if _flight.append is not None:  # (the flight recorder: see _flight)
+                _flight_note(self, ASYNC_PUT, item)
             return orig_put_nowait(self, item)
         span = carrier = None
         try:
@@ -75,8 +77,6 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any, orig_ge
                     _side.add(self, item, carrier)
         except Exception:  # noqa: BLE001
             log_internal_error()
-            if _flight.append is not None:  # (the flight recorder: see _flight)
-                _flight_note(SEND, self, ASYNC_PUT, item)
         if span is None:
             return orig_put_nowait(self, item)
         try:
@@ -105,9 +105,11 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any, orig_ge
                                                          queue_type=False), started,
                                   task=_task_name())
                 elif _flight.append is not None:
-                    _flight_note(RECEIVE, self, ASYNC_GET, item)
+                    _flight_note(self, ASYNC_GET, item)
             except Exception:  # noqa: BLE001
                 log_internal_error()
+        elif _flight.append is not None:
+            _flight_note(self, ASYNC_GET, item)
         return item
 
     async def get(self: Any) -> Any:
@@ -122,8 +124,6 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any, orig_ge
     def task_done(self: Any) -> Any:
         if attached_get() is not None:
             _release()
-        elif _flight.append is not None:
-            _flight_note(RECEIVE, self, ASYNC_GET, item)
         return orig_task_done(self)
 
     methods = {"__init__": __init__, "put_nowait": put_nowait, "get_nowait": get_nowait,

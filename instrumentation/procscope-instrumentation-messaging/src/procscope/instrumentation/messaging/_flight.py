@@ -22,37 +22,66 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from procscope.core import flight
-from procscope.core.flight import F_A, F_B, F_C, F_TIME
+from procscope.core.flight import F_A, F_B, F_CODE, F_TIME
 
 from . import _core
 from ._content import content_repr
+from ._naming import set_own
 
 _IMMUTABLE = frozenset((int, float, complex, bool, str, bytes, type(None)))
+_NUMBERS = frozenset((int, float, complex, bool, type(None)))  # (kept as they are, at once)
 # Strings and bytes longer than this are known by their length only: the ring's memory
 # estimate counts a record at a couple of hundred bytes.
 _MAX_KEPT = 256
 _time_ns = time.time_ns
-_native_id = threading.get_native_id
+_ident = threading.get_ident
 
-# Call sites: (messaging system, operation, operation type).
-QUEUE_PUT = (_core.SYSTEM_QUEUE, "put", "send")
-QUEUE_GET = (_core.SYSTEM_QUEUE, "get", "receive")
-MP_QUEUE_PUT = (_core.SYSTEM_MP_QUEUE, "put", "send")
-MP_QUEUE_GET = (_core.SYSTEM_MP_QUEUE, "get", "receive")
-PIPE_SEND = (_core.SYSTEM_MP_PIPE, "send", "send")
-PIPE_RECV = (_core.SYSTEM_MP_PIPE, "recv", "receive")
-ASYNC_PUT = (_core.SYSTEM_ASYNCIO, "put", "send")
-ASYNC_GET = (_core.SYSTEM_ASYNCIO, "get", "receive")
+# Call sites, by number (a queue keeps its codes in a list indexed by them): (messaging
+# system, operation, operation type).
+QUEUE_PUT, QUEUE_GET, MP_QUEUE_PUT, MP_QUEUE_GET = 0, 1, 2, 3
+PIPE_SEND, PIPE_RECV, ASYNC_PUT, ASYNC_GET = 4, 5, 6, 7
+SITES = (
+    (_core.SYSTEM_QUEUE, "put", "send"), (_core.SYSTEM_QUEUE, "get", "receive"),
+    (_core.SYSTEM_MP_QUEUE, "put", "send"), (_core.SYSTEM_MP_QUEUE, "get", "receive"),
+    (_core.SYSTEM_MP_PIPE, "send", "send"), (_core.SYSTEM_MP_PIPE, "recv", "receive"),
+    (_core.SYSTEM_ASYNCIO, "put", "send"), (_core.SYSTEM_ASYNCIO, "get", "receive"),
+)
+# Where a queue or pipe end keeps its codes (a class default of None: see _naming).
+CODES_ATTR = "_procscope_flight"
+_types: dict[type, tuple[str, str]] = {}
 
 
 def kept(item: Any) -> Any:
-    """What a record keeps of a message: an immutable scalar itself, else its type."""
+    """What a record keeps of a message: an immutable scalar itself; else a tuple of
+    strings and ints, ("type", name) or ("len", type name, length) for a long string (a
+    tuple is never kept as a value). Only values the garbage collector need not walk."""
     cls = type(item)
     if cls in _IMMUTABLE:
         if (cls is str or cls is bytes) and len(item) > _MAX_KEPT:
-            return (cls, len(item))
+            return ("len", cls.__name__, len(item))
         return item
-    return cls
+    marker = _types.get(cls)
+    if marker is None:
+        marker = ("type", cls.__qualname__)
+        if len(_types) < 1024:
+            _types[cls] = marker
+    return marker
+
+
+def _code(target: Any, site: int) -> int:
+    """The record code of ``target``'s call site ``site`` (made at its first record)."""
+    codes = target._procscope_flight
+    if codes is None:
+        codes = [None] * len(SITES)
+        try:
+            set_own(target, CODES_ATTR, codes)
+        except (AttributeError, TypeError):
+            pass  # an object that takes no attributes: a new code each time (rare)
+    code = codes[site]
+    if code is None:
+        kind = SEND if SITES[site][2] == "send" else RECEIVE
+        code = codes[site] = flight.register_site(kind, target, SITES[site])
+    return code  # type: ignore[no-any-return]
 
 
 class MessageKind(flight.FlightKind):
@@ -61,23 +90,42 @@ class MessageKind(flight.FlightKind):
     def __init__(self, span_kind: SpanKind) -> None:
         self.span_kind = span_kind
         self.name = "send" if span_kind is SpanKind.PRODUCER else "receive"
+        super().__init__()
 
-    def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        target, site, item = record[F_A], record[F_B], record[F_C]
+    def site_plain(self, code: int) -> Any:
+        # What the dump needs of the queue, taken when first needed (its name may change
+        # later); the content is formatted at revive, in the survivor (the same
+        # program's scrubbing rules).
+        _kind, ref, site = flight.SITES[code]
+        target = ref()
+        if target is None:  # the queue is gone: its name went with it
+            return None
         system, operation, operation_type = site
         prof = _core.profile(target, system, operation, operation_type,
                              queue_type=operation_type == "send")
-        attributes = dict(prof.start)
+        return (prof.span_name, prof.start, prof.queue_type)
+
+    def plain(self, record: tuple[Any, ...]) -> Any:
+        return record[F_A]  # (the kept item: already what marshal takes)
+
+    def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        return self.revive(self.site_plain(record[F_CODE]), record[F_A], record[F_TIME])
+
+    def revive(self, site: Any, item: Any, at: int) -> tuple[Any, ...] | None:
+        if site is None:
+            return None
+        span_name, start, queue_type = site
+        attributes = dict(start)
         attributes[_core.MESSAGE_ID] = f"{random.getrandbits(64):016x}"
-        if prof.queue_type is not None:
-            attributes[_core.QUEUE_TYPE] = prof.queue_type
+        if queue_type is not None:
+            attributes[_core.QUEUE_TYPE] = queue_type
         attributes[_core.CONTEXT_PROPAGATED] = False
         size = None
-        if type(item) is tuple and len(item) == 2 and item[0] in (str, bytes):
-            size = item[1]
-            content = f"<{item[0].__name__} of {size}>"
-        elif type(item) is type:
-            content = f"<{item.__name__}>"
+        if type(item) is tuple and item[0] == "len":
+            size = item[2]
+            content = f"<{item[1]} of {size}>"
+        elif type(item) is tuple:  # ("type", name)
+            content = f"<{item[1]}>"
         else:
             size = _core.body_size(item)
             content = content_repr(item)
@@ -85,8 +133,7 @@ class MessageKind(flight.FlightKind):
             attributes[_core.BODY_SIZE] = size
         if _core.live.capture_content:
             attributes[_core.CONTENT] = content
-        at = record[F_TIME]
-        return (prof.span_name, self.span_kind, at, at, attributes, (), None)
+        return (span_name, self.span_kind, at, at, attributes, (), None)
 
 
 SEND = MessageKind(SpanKind.PRODUCER)
@@ -101,6 +148,13 @@ class SampledReceiveKind(flight.FlightKind):
 
     name = "sampled receive"
     sampled = True
+
+    def plain(self, record: tuple[Any, ...]) -> Any:
+        carrier = record[F_B]
+        return (record[F_A], carrier[:9])  # (a carrier that stayed in its process: no state)
+
+    def revive(self, site: Any, plain: Any, at: int) -> tuple[Any, ...] | None:
+        return self.span((at, self.code, 0, tuple(plain[0]), tuple(plain[1]), None))
 
     def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
         span_name, constants = record[F_A]
@@ -117,13 +171,19 @@ SAMPLED_RECEIVE = SampledReceiveKind()
 def note_sampled_receive(span_name: str, constants: dict[str, Any], carrier: Any) -> None:
     add = flight.append
     if add is not None:
-        add((flight.next_seq(), _time_ns(), SAMPLED_RECEIVE, _native_id(),
-             (span_name, constants), carrier, None))
+        flight.count()
+        add((_time_ns(), SAMPLED_RECEIVE.code, _ident(), (span_name, constants), carrier,
+             None))
 
 
-def note(kind: MessageKind, target: Any, site: tuple[str, str, str], item: Any) -> None:
-    """Append an unsampled message's record, when the recorder is on (the hottest callers
-    inline this)."""
+def note(target: Any, site: int, item: Any) -> None:
+    """Append an unsampled message's record, when the recorder is on:
+    ``(time, code, thread ident, kept item)``, nothing the garbage collector walks."""
     add = flight.append
     if add is not None and not target._procscope_internal:
-        add((flight.next_seq(), _time_ns(), kind, _native_id(), target, site, kept(item)))
+        codes = target._procscope_flight
+        code = codes[site] if codes is not None else None
+        if code is None:
+            code = _code(target, site)
+        flight.count()
+        add((_time_ns(), code, _ident(), item if type(item) in _NUMBERS else kept(item)))

@@ -40,7 +40,7 @@ from ._core import (
     release,
     state_dict,
 )
-from ._flight import MP_QUEUE_GET, MP_QUEUE_PUT, PIPE_RECV, PIPE_SEND, RECEIVE, SEND
+from ._flight import MP_QUEUE_GET, MP_QUEUE_PUT, PIPE_RECV, PIPE_SEND
 from ._flight import note as _flight_note
 from ._naming import (
     DEFAULT_NAME_ATTR,
@@ -116,12 +116,12 @@ def _queue_put(orig_put: Any) -> Any:
             last = _core.last_context
             if (last[0] is ctx and not last[1]) or not record():
                 if _flight.append is not None:  # (the flight recorder: see _flight)
-                    _flight_note(SEND, self, MP_QUEUE_PUT, obj)
+                    _flight_note(self, MP_QUEUE_PUT, obj)
                 return orig_put(self, obj, block, timeout)
         elif not ((_live.sample_rate > 0.0 or _state_dict.get(TAIL_KEY)) and record_root()):
             # (an empty context: no span, no suppression; the draw for a new trace)
             if _flight.append is not None:
-                _flight_note(SEND, self, MP_QUEUE_PUT, obj)
+                _flight_note(self, MP_QUEUE_PUT, obj)
             return orig_put(self, obj, block, timeout)
         span, carrier = _start(SYSTEM_MP_QUEUE, "put", self, obj)
         if span is None:
@@ -149,7 +149,7 @@ def _queue_get(orig_get: Any) -> Any:
             slot.carrier = None
             _receive(carrier, SYSTEM_MP_QUEUE, "get", self, started, obj)
         elif _flight.append is not None:
-            _flight_note(RECEIVE, self, MP_QUEUE_GET, obj)
+            _flight_note(self, MP_QUEUE_GET, obj)
         return obj
 
     get.__wrapped__ = orig_get  # type: ignore[attr-defined]
@@ -171,7 +171,7 @@ def _simple_get(orig_get: Any) -> Any:
             slot.carrier = None
             _receive(carrier, SYSTEM_MP_QUEUE, "get", self, started, obj)
         elif _flight.append is not None:
-            _flight_note(RECEIVE, self, MP_QUEUE_GET, obj)
+            _flight_note(self, MP_QUEUE_GET, obj)
         return obj
 
     get.__wrapped__ = orig_get  # type: ignore[attr-defined]
@@ -184,7 +184,7 @@ def _simple_put(orig_put: Any) -> Any:
             return orig_put(self, obj)
         if not record():
             if _flight.append is not None:
-                _flight_note(SEND, self, MP_QUEUE_PUT, obj)
+                _flight_note(self, MP_QUEUE_PUT, obj)
             return orig_put(self, obj)
         span, carrier = _start(SYSTEM_MP_QUEUE, "put", self, obj)
         if span is None:
@@ -316,7 +316,7 @@ def _conn_send(orig_send: Any) -> Any:
             return orig_send(self, obj)
         if not record():
             if _flight.append is not None:
-                _flight_note(SEND, self, PIPE_SEND, obj)
+                _flight_note(self, PIPE_SEND, obj)
             return orig_send(self, obj)
         span, carrier = _start(SYSTEM_MP_PIPE, "send", self, obj)
         if span is None:
@@ -343,7 +343,7 @@ def _conn_recv(orig_recv: Any) -> Any:
             _receive(carrier, SYSTEM_MP_PIPE, "recv", self, started, obj,
                      destination=get_name(self) or carrier[_core.C_DESTINATION])
         elif _flight.append is not None:
-            _flight_note(RECEIVE, self, PIPE_RECV, obj)
+            _flight_note(self, PIPE_RECV, obj)
         return obj
 
     recv.__wrapped__ = orig_recv  # type: ignore[attr-defined]

@@ -43,6 +43,7 @@ CLASS_DEFAULTS: dict[str, Any] = {
     SIDE_ATTR: None,
     PIPE_ATTR: False,
     PROFILE_ATTR: None,
+    "_procscope_flight": None,  # the flight recorder's record codes (see _flight)
 }
 
 _getattribute = object.__getattribute__

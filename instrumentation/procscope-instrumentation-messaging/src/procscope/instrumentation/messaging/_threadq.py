@@ -33,7 +33,7 @@ from ._core import (
     release,
     state_dict,
 )
-from ._flight import QUEUE_GET, QUEUE_PUT, RECEIVE, SEND
+from ._flight import QUEUE_GET, QUEUE_PUT
 from ._flight import note as _flight_note
 from ._naming import install_defaults, note_site
 from ._patching import Patcher, original
@@ -85,7 +85,7 @@ def _receive(q: Any, item: object, started: int, newest: bool) -> None:
         if carrier is not None:
             _core.receive(carrier, prof, started)
         elif _flight.append is not None:
-            _flight_note(RECEIVE, q, QUEUE_GET, item)
+            _flight_note(q, QUEUE_GET, item)
     except Exception:  # noqa: BLE001
         log_internal_error()
 
@@ -115,7 +115,7 @@ def _make_queue_methods(orig_init: Any, orig_put: Any, orig_get: Any, orig_task_
             last = _core.last_context
             if last[0] is ctx and not last[1]:
                 if _flight.append is not None:  # (the flight recorder: see _flight)
-                    _flight_note(SEND, self, QUEUE_PUT, item)
+                    _flight_note(self, QUEUE_PUT, item)
                 return orig_put(self, item, block, timeout)
             if record():
                 return _send(self, item, orig_put, block, timeout)
@@ -123,7 +123,7 @@ def _make_queue_methods(orig_init: Any, orig_put: Any, orig_get: Any, orig_task_
             # (an empty context: no span, no suppression; the draw for a new trace)
             return _send(self, item, orig_put, block, timeout)
         if _flight.append is not None:
-            _flight_note(SEND, self, QUEUE_PUT, item)
+            _flight_note(self, QUEUE_PUT, item)
         return orig_put(self, item, block, timeout)
 
     def get(self: Any, block: bool = True, timeout: float | None = None) -> Any:
@@ -137,7 +137,7 @@ def _make_queue_methods(orig_init: Any, orig_put: Any, orig_get: Any, orig_task_
         if self._procscope_side is not None:
             _receive(self, item, started, isinstance(self, queue.LifoQueue))
         elif _flight.append is not None:
-            _flight_note(RECEIVE, self, QUEUE_GET, item)
+            _flight_note(self, QUEUE_GET, item)
         return item
 
     def task_done(self: Any) -> Any:
@@ -178,7 +178,7 @@ class SimpleQueue(_queue.SimpleQueue):
             return _queue.SimpleQueue.put(self, item, block, timeout)
         if not record():
             if _flight.append is not None:
-                _flight_note(SEND, self, QUEUE_PUT, item)
+                _flight_note(self, QUEUE_PUT, item)
             return _queue.SimpleQueue.put(self, item, block, timeout)
         return _send(self, item, _queue.SimpleQueue.put, block, timeout)  # type: ignore[no-any-return]
 
@@ -193,7 +193,7 @@ class SimpleQueue(_queue.SimpleQueue):
         if self._procscope_side is not None:
             _receive(self, item, started, False)
         elif _flight.append is not None and _state.enabled:
-            _flight_note(RECEIVE, self, QUEUE_GET, item)
+            _flight_note(self, QUEUE_GET, item)
         return item
 
     def get_nowait(self) -> Any:

@@ -2,7 +2,7 @@
 
 Where head sampling leaves a change unrecorded (the tracker only notes that it must
 resynchronise later), the flight recorder, when on, keeps a record of it:
-``(seq, time, STATE, thread, tracker, object name, payload)``; the payload holds the
+``(time, STATE's code, thread, tracker, object name, payload)``; the payload holds the
 method, the fields, their change numbers, the epoch label of the moment, and the old and
 new values (frozen: they cannot change before a dump), or the change event's attributes
 when the path had already made them. A dump makes each into a span holding the usual
@@ -25,7 +25,7 @@ from ._diff import MISSING, SCALARS, freeze, value_repr
 
 _live = shared_state.settings()
 _time_ns = time.time_ns
-_native_id = threading.get_native_id
+_ident = threading.get_ident
 
 
 class StateKind(flight.FlightKind):
@@ -79,7 +79,8 @@ def note_assignment(tracker: Any, obj: Any, field: str, value: Any, method: str)
 
         value = freeze(value, RT.max_depth, RT.max_items)
     name = tracker.name_of(obj)
-    add((flight.next_seq(), _time_ns(), STATE, _native_id(), tracker, name,
+    flight.count()
+    add((_time_ns(), STATE.code, _ident(), tracker, name,
          (method, (field,), (next(tracker.counter),), _epoch(tracker, name), None, (value,))))
 
 
@@ -91,7 +92,8 @@ def note_changes(tracker: Any, obj: Any, method: str,
         return
     name = tracker.name_of(obj)
     fields = tuple(c[0] for c in changed)
-    add((flight.next_seq(), _time_ns(), STATE, _native_id(), tracker, name,
+    flight.count()
+    add((_time_ns(), STATE.code, _ident(), tracker, name,
          (method, fields, tuple(c[3] for c in changed), _epoch(tracker, name),
           tuple(c[1] for c in changed), tuple(c[2] for c in changed))))
 
@@ -100,4 +102,5 @@ def note_event(tracker: Any, name: str, attributes: dict[str, Any]) -> None:
     """A change event's attributes, made before sampling said no."""
     add = flight.append
     if add is not None:
-        add((flight.next_seq(), _time_ns(), STATE, _native_id(), tracker, name, attributes))
+        flight.count()
+        add((_time_ns(), STATE.code, _ident(), tracker, name, attributes))
