@@ -34,6 +34,8 @@ MAX_ITEMS = 100
 BEFORE = 5  # timeline entries shown before each error
 # The whole call's budget; the timelines before each item take what the rest left.
 CALL_SECONDS = 0.9
+# What is kept of it for the timelines, when the failed traces take long to read.
+READ_SHARE = 0.4
 # A run with more failed traces than this is summarised from the first ones.
 MAX_TRACES = 2_000
 _NUMBER = re.compile(r"0x[0-9a-fA-F]+|\b[0-9a-f]{8,}\b|\d+")
@@ -61,7 +63,17 @@ def _is_process_end(span: Any) -> bool:
     )
 
 
-def _process_ends(records: list[Any], crashes: dict[int, Any]) -> list[dict]:
+def _crash(reader: Reader, record: Any) -> dict[str, Any] | None:
+    """The exception recorded on the process's own span, if any."""
+    if not (record.trace_id and record.run_span_id):
+        return None
+    for span in reader.db().spans(trace_id=record.trace_id, errors_only=True):
+        if span.span_id == record.run_span_id:
+            return _exception(span)
+    return None
+
+
+def _process_ends(reader: Reader, records: list[Any]) -> list[dict[str, Any]]:
     items = []
     for record in records:
         if not record.error:
@@ -74,7 +86,7 @@ def _process_ends(records: list[Any], crashes: dict[int, Any]) -> list[dict]:
             "message": clip(record.error_message),
             "trace_id": record.trace_id,
         }
-        exception = crashes.get(record.pid) if record.pid is not None else None
+        exception = _crash(reader, record)
         if exception:
             item["exception"] = exception
         item["_ns"] = (exception or {}).get("time_ns") or record.end_ns or 0
@@ -82,13 +94,19 @@ def _process_ends(records: list[Any], crashes: dict[int, Any]) -> list[dict]:
     return items
 
 
-def _error_spans(reader: Reader, run_id: str | None) -> tuple[list[Any], int]:
+def _error_spans(reader: Reader, run_id: str | None, stop_at: float) -> tuple[list[Any], int, int]:
+    """The error spans of the run's failed traces, read until ``stop_at``: (spans, failed
+    traces, traces read)."""
     db = reader.db()
     failed = db.traces(errors_only=True, run=run_id, limit=MAX_TRACES + 1)
     spans: list[Any] = []
+    read = 0
     for summary in failed[:MAX_TRACES]:
+        if time.monotonic() > stop_at:
+            break
         spans.extend(db.spans(trace_id=summary.trace_id, errors_only=True))
-    return spans, len(failed)
+        read += 1
+    return spans, len(failed), read
 
 
 def _groups(spans: list[Any], names: dict[int, str]) -> list[dict[str, Any]]:
@@ -152,15 +170,9 @@ def find_errors(reader: Reader, run: str | None, limit: int | None) -> dict[str,
     run_id = reader.run(run)
     wanted = limit or DEFAULT_ITEMS
     with reader.deadline(advice="find_errors reads every failed trace of the run"):
-        spans, failed_traces = _error_spans(reader, run_id)
-        crashes = {}
-        for span in spans:
-            if _is_process_end(span) and span.attributes.get("procscope.lifecycle.role") != "reap":
-                exception = _exception(span)
-                if exception:
-                    crashes[span.pid] = exception
         records = reader.db().processes(run=run_id)
-        ends = _process_ends(records, crashes)
+        ends = _process_ends(reader, records)
+        spans, failed_traces, read = _error_spans(reader, run_id, stop_at - READ_SHARE)
     names = process_names(records)
     groups = _groups([s for s in spans if not _is_process_end(s)], names)
     ends.sort(key=lambda i: i["_ns"])
@@ -183,8 +195,11 @@ def find_errors(reader: Reader, run: str | None, limit: int | None) -> dict[str,
         "order": "processes that ended badly (by time), then error spans grouped by name "
         "and exception (most frequent first); before_it: the actor's last entries before it",
     }
-    if failed_traces > MAX_TRACES:
-        data["summary"]["note"] = f"only the first {MAX_TRACES} failed traces were read"
+    if read < failed_traces:
+        data["summary"]["note"] = (
+            f"the error spans of the first {read} failed traces only (time and size limits); "
+            "counts are of those"
+        )
     left_out(data, "errors", len(ends) + len(groups), "a larger limit")
     if not items:
         data["note"] = "nothing went wrong in this run (no error span, no bad exit); run='all'?"
