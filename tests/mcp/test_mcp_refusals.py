@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from .conftest import PROCSCOPE, Ask, converse, server_environ
 
 
@@ -140,22 +142,34 @@ def test_query_refuses_every_write_and_the_db_stays_byte_for_byte(
     assert count.data["rows"] == [[spans]] and spans > 0
 
 
-def test_the_server_records_nothing_of_itself_even_under_procscope_run(
-    demo_db: Path, tmp_path: Path
+@pytest.mark.parametrize("launcher", ["procscope run", "opentelemetry-instrument"])
+def test_the_server_records_nothing_of_itself_under_auto_launch(
+    demo_db: Path, tmp_path: Path, launcher: str
 ) -> None:
-    """An assistant started under ``procscope run`` starts its servers with procscope's
-    auto-launch in their environment: the server still records no span (it recorded 50
-    of its own before), into its own DB or the one it serves."""
+    """An assistant started under ``procscope run`` (or ``opentelemetry-instrument`` with
+    procscope's distro) starts its servers with the auto-launch in their environment: the
+    server still records no span (it recorded 50, and 43, of its own before), into its
+    own DB or the one it serves."""
     served = tmp_path / "served.db"
     shutil.copyfile(demo_db, served)
     before = _bytes_of(served)
     other = tmp_path / "other.db"
-    command = [PROCSCOPE, "run", "--db", str(other), "--", PROCSCOPE, "mcp", "--db", str(served)]
+    server = [PROCSCOPE, "mcp", "--db", str(served)]
+    env = server_environ()
+    if launcher == "procscope run":
+        command = [PROCSCOPE, "run", "--db", str(other), "--", *server]
+    else:
+        command = [str(Path(PROCSCOPE).parent / "opentelemetry-instrument"), *server]
+        env.update(
+            PROCSCOPE_DB=str(other),
+            OTEL_PYTHON_DISTRO="procscope",
+            OTEL_PYTHON_CONFIGURATOR="procscope",
+        )
 
     async def script(ask: Ask) -> list[Any]:
         return [await ask(tool) for tool in ("list_runs", "process_tree", "find_errors")]
 
-    answers = converse(served, script, command=command)
+    answers = converse(served, script, command=command, env=env)
     assert all(not a.is_error for a in answers)
     assert _bytes_of(served) == before
     if other.exists() and other.stat().st_size:
