@@ -18,6 +18,7 @@ its shutdown). A child that ends otherwise has its files removed.
 
 from __future__ import annotations
 
+import itertools
 import marshal
 import os
 import struct
@@ -29,6 +30,8 @@ from . import flight, handoff
 from .flight import F_A, F_CODE, F_THREAD, F_TIME, kind_of
 
 INTERVAL = 0.1
+# A message's record: (time, code, thread ident, kept item).
+MESSAGE_LENGTH = 4
 BATCH = 2_000
 _LENGTH = struct.Struct(">I")
 _state: dict[str, Any] = {"thread": None, "pid": 0, "stop": False}
@@ -92,10 +95,12 @@ def _run() -> None:
         ring = flight._ring
         if ring is None:
             return
-        records = list(ring.records)  # (one C call: no append runs meanwhile)
-        # Records newer than the last tick's newest (a record's time is taken just before
-        # it is appended: a thread preempted in between for a whole tick could be missed).
-        fresh = [r for r in records[-BATCH:] if r[F_TIME] > last_time]
+        # The newest BATCH records (one C call: no append runs meanwhile, and the ring is
+        # not copied whole), those newer than the last tick's newest (a record's time is
+        # taken just before it is appended: a thread preempted in between for a whole
+        # tick could be missed).
+        newest = list(itertools.islice(reversed(ring.records), BATCH))
+        fresh = [r for r in reversed(newest) if r[F_TIME] > last_time]
         if not fresh:
             continue
         last_time = max(last_time, fresh[-1][F_TIME])
@@ -108,26 +113,23 @@ def _run() -> None:
 def _chunk(records: list[tuple[Any, ...]], sites: dict[int, Any],
            names: dict[int, tuple[int | None, str]]) -> bytes:
     """One length-prefixed chunk: (the codes' kind and site, the threads' native id and
-    name, then each record as (code, time, thread ident, its kind's plain data))."""
+    name, then each record as (time, code, thread ident, its kind's plain data)). A
+    message's record is that already (ints, strings): it is written as it is."""
     used: dict[int, Any] = {}
-    threads: dict[int, Any] = {}
-    rows = []
-    for record in records:
-        code = record[F_CODE]
-        site = used.get(code)
+    for code in {r[F_CODE] for r in records}:
+        site = sites.get(code)
         if site is None:
-            site = sites.get(code)
-            if site is None:
-                kind = kind_of(record)
-                site = sites[code] = (kind.name, kind.site_plain(code))
-            used[code] = site
-        data = flight.SITES[code][0].plain(record)
-        if data is None:
-            continue
-        ident = record[F_THREAD]
-        if ident not in threads:
-            threads[ident] = names.get(ident) or (None, f"thread-{ident}")
-        rows.append((code, record[F_TIME], ident, data))
+            kind = flight.SITES[code][0]
+            site = sites[code] = (kind.name, kind.site_plain(code))
+        used[code] = site
+    threads = {i: names.get(i) or (None, f"thread-{i}") for i in {r[F_THREAD] for r in records}}
+    rows: list[Any] = [r for r in records if len(r) == MESSAGE_LENGTH]
+    if len(rows) < len(records):
+        for record in records:
+            if len(record) != MESSAGE_LENGTH:
+                data = kind_of(record).plain(record)
+                if data is not None:
+                    rows.append((record[F_TIME], record[F_CODE], record[F_THREAD], data))
     body = marshal.dumps((used, threads, rows))
     return _LENGTH.pack(len(body)) + body
 
@@ -165,7 +167,7 @@ def read(pid: int) -> list[tuple[Any, ...]]:
                 break
             try:
                 used, threads, rows = marshal.loads(data[at + 4 : at + 4 + size])
-                for code, when, ident, plain in rows:
+                for when, code, ident, plain in rows:
                     kind_name, site = used[code]
                     native, name = threads[ident]
                     found.append((kind_name, site, when, native, name, plain))
@@ -201,7 +203,7 @@ def recover(pid: int, reason: str, process_name: str = "", window: float | None 
         return 0
     seconds = window if window is not None else (flight.settings() or (30.0, 0))[0]
     oldest = time.time_ns() - int(seconds * 1e9)
-    kept = [p for p in plain if p[2] >= oldest]
+    kept = sorted((p for p in plain if p[2] >= oldest), key=lambda p: p[2])
     # (a record's thread: a number of its own, for the dump's names)
     threads = {(p[3], p[4]): n for n, p in enumerate(kept)}
     records = [(p[2], _RECOVERED.code, threads[(p[3], p[4])], p, None, None) for p in kept]
