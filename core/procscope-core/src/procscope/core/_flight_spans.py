@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from .flight import EVENT, F_B, F_THREAD, F_TIME, kind_of
+from .flight import EVENT, F_B, F_THREAD, F_TIME, KINDS, kind_of
 
 ROOT_NAME = "flight recording"
 REASON = "procscope.flight.reason"
@@ -92,6 +92,10 @@ class Dump:
         from .recorded import span_context
 
         scope = InstrumentationScope(SCOPE_NAME)
+        if resource is None:  # (ReadableSpan would make a default one per span, slowly)
+            from opentelemetry.sdk.resources import Resource
+
+            resource = Resource.get_empty()
         trace_id, root_id = self.trace_id, self.root_id
         parent = span_context(trace_id, root_id, False, 1, None)
         names = self.thread_names if self.thread_names is not None else _thread_names(
@@ -122,6 +126,9 @@ class Dump:
                 instrumentation_scope=scope,
             ))
         own = self.pid == os.getpid()
+        for each in list(KINDS.values()):
+            each.begin_dump()
+        unset = Status(StatusCode.UNSET)
         for record in self.records:
             kind = kind_of(record)
             if own and kind.sampled:
@@ -145,7 +152,7 @@ class Dump:
                 attributes=attributes,
                 events=tuple(Event(n, a, t) for n, a, t in events) if events else (),
                 kind=kind,
-                status=Status(StatusCode.ERROR, error) if error else Status(StatusCode.UNSET),
+                status=Status(StatusCode.ERROR, error) if error else unset,
                 start_time=start,
                 end_time=end,
                 instrumentation_scope=scope,

@@ -115,6 +115,9 @@ class FlightKind:
     def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
         raise NotImplementedError
 
+    def begin_dump(self) -> None:
+        """Called before a dump makes spans of any record (a kind may cache per dump)."""
+
     def site_plain(self, code: int) -> Any:
         """What records of ``code`` share, for the mirror (written once per chunk)."""
         return None

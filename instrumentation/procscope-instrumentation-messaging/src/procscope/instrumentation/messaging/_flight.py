@@ -90,6 +90,7 @@ class MessageKind(flight.FlightKind):
     def __init__(self, span_kind: SpanKind) -> None:
         self.span_kind = span_kind
         self.name = "send" if span_kind is SpanKind.PRODUCER else "receive"
+        self._sites: dict[int, Any] = {}  # code -> site_plain, for the dump under way
         super().__init__()
 
     def site_plain(self, code: int) -> Any:
@@ -108,8 +109,16 @@ class MessageKind(flight.FlightKind):
     def plain(self, record: tuple[Any, ...]) -> Any:
         return record[F_A]  # (the kept item: already what marshal takes)
 
+    def begin_dump(self) -> None:
+        self._sites = {}
+
     def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        return self.revive(self.site_plain(record[F_CODE]), record[F_A], record[F_TIME])
+        code = record[F_CODE]
+        sites = self._sites
+        site = sites.get(code, sites)
+        if site is sites:
+            site = sites[code] = self.site_plain(code)
+        return self.revive(site, record[F_A], record[F_TIME])
 
     def revive(self, site: Any, item: Any, at: int) -> tuple[Any, ...] | None:
         if site is None:
