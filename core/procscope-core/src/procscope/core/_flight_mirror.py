@@ -88,6 +88,7 @@ def _run() -> None:
     if not path:
         return
     last_time = 0
+    last_count = 0
     sites: dict[int, Any] = {}  # code -> (kind name, site_plain), made once per code
     cap = (flight.settings() or (0, flight.DEFAULT_MEMORY))[1] // 2
     while not _state["stop"] and _state["pid"] == pid:
@@ -95,11 +96,16 @@ def _run() -> None:
         ring = flight._ring
         if ring is None:
             return
-        # The newest BATCH records (one C call: no append runs meanwhile, and the ring is
-        # not copied whole), those newer than the last tick's newest (a record's time is
-        # taken just before it is appended: a thread preempted in between for a whole
-        # tick could be missed).
-        newest = list(itertools.islice(reversed(ring.records), BATCH))
+        # The records appended since the last tick (at most BATCH, the newest: one C call,
+        # no append runs meanwhile, and the ring is not copied whole), those newer than
+        # the last tick's newest (a record's time is taken just before it is appended: a
+        # thread preempted in between for a whole tick could be missed).
+        count = flight.appended(ring)
+        if count == last_count:
+            continue  # nothing new: an idle child's tick costs next to nothing
+        wanted = min(BATCH, count - last_count)
+        last_count = count
+        newest = list(itertools.islice(reversed(ring.records), wanted))
         fresh = [r for r in reversed(newest) if r[F_TIME] > last_time]
         if not fresh:
             continue
