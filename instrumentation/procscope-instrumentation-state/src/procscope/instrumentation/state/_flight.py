@@ -2,11 +2,13 @@
 
 Where head sampling leaves a change unrecorded (the tracker only notes that it must
 resynchronise later), the flight recorder, when on, keeps a record of it:
-``(time, STATE's code, thread, tracker, object name, payload)``; the payload holds the
-method, the fields, their change numbers, the epoch label of the moment, and the old and
-new values (frozen: they cannot change before a dump), or the change event's attributes
-when the path had already made them. A dump makes each into a span holding the usual
-``procscope.state.change`` event, which ``procscope state`` reads.
+``(time, STATE's code, thread, class name, object name, payload)``: names, not the
+tracker, so that the record (strings, ints and tuples of them) is not walked by the
+garbage collector. The payload holds the method, the fields, their change numbers, the
+epoch label of the moment, and the old and new values (frozen: they cannot change before
+a dump), or the change event's attributes when the path had already made them. A dump
+makes each into a span holding the usual ``procscope.state.change`` event, which
+``procscope state`` reads.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class StateKind(flight.FlightKind):
     name = "state"
 
     def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        tracker, name, payload = record[F_A], record[F_B], record[F_C]
+        type_name, name, payload = record[F_A], record[F_B], record[F_C]
         if type(payload) is dict:
             attributes = dict(payload)
             method = attributes.get(sc.METHOD, "")
@@ -42,7 +44,7 @@ class StateKind(flight.FlightKind):
             method, fields, seqs, epoch, olds, news = payload
             attributes = {
                 sc.OBJECT: name,
-                sc.CLASS: tracker.type_name,
+                sc.CLASS: type_name,
                 sc.METHOD: method,
                 sc.EPOCH: epoch,
                 sc.SEQ: max(seqs),
@@ -56,8 +58,8 @@ class StateKind(flight.FlightKind):
                 attributes[sc.VALUES] = tuple(
                     value_repr(new, field) for new, field in zip(news, fields))
         at = record[F_TIME]
-        span_attributes = {sc.OBJECT: name, sc.CLASS: tracker.type_name}
-        return (f"{tracker.type_name.rpartition('.')[2]}.{method}", SpanKind.INTERNAL, at, at,
+        span_attributes = {sc.OBJECT: name, sc.CLASS: type_name}
+        return (f"{type_name.rpartition('.')[2]}.{method}", SpanKind.INTERNAL, at, at,
                 span_attributes, [(sc.EVENT_CHANGE, attributes, at)], None)
 
 
@@ -80,7 +82,7 @@ def note_assignment(tracker: Any, obj: Any, field: str, value: Any, method: str)
         value = freeze(value, RT.max_depth, RT.max_items)
     name = tracker.name_of(obj)
     flight.count()
-    add((_time_ns(), STATE.code, _ident(), tracker, name,
+    add((_time_ns(), STATE.code, _ident(), tracker.type_name, name,
          (method, (field,), (next(tracker.counter),), _epoch(tracker, name), None, (value,))))
 
 
@@ -93,7 +95,7 @@ def note_changes(tracker: Any, obj: Any, method: str,
     name = tracker.name_of(obj)
     fields = tuple(c[0] for c in changed)
     flight.count()
-    add((_time_ns(), STATE.code, _ident(), tracker, name,
+    add((_time_ns(), STATE.code, _ident(), tracker.type_name, name,
          (method, fields, tuple(c[3] for c in changed), _epoch(tracker, name),
           tuple(c[1] for c in changed), tuple(c[2] for c in changed))))
 
@@ -103,4 +105,4 @@ def note_event(tracker: Any, name: str, attributes: dict[str, Any]) -> None:
     add = flight.append
     if add is not None:
         flight.count()
-        add((_time_ns(), STATE.code, _ident(), tracker, name, attributes))
+        add((_time_ns(), STATE.code, _ident(), tracker.type_name, name, attributes))
