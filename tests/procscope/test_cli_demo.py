@@ -56,7 +56,9 @@ def test_demo_records_processes_messages_state_and_the_crash(tmp_path: Path) -> 
         0,
         False,
     )
-    traces = json.loads(_procscope("traces", "--db", str(db), "--json", env=env).stdout)["traces"]
+    traces = json.loads(
+        _procscope("traces", "--db", str(db), "--json", "--all", env=env).stdout
+    )["traces"]
     # The pipeline's trace, and the one-span record of the program's end.
     assert sorted(t["root_name"] for t in traces) == ["dispatch orders", "end _demo_app.py"]
 

@@ -117,7 +117,7 @@ def test_each_procscope_run_is_a_run_and_read_commands_show_the_latest(tmp_path:
     assert all(r["span_count"] >= 1 and r["complete"] for r in runs)
 
     def roots(*extra: str) -> set[str]:
-        done = _procscope("traces", "--db", db, "--json", *extra)
+        done = _procscope("traces", "--db", db, "--json", "--all", *extra)
         assert done.returncode == 0, done.stderr
         return {t["root_name"] for t in json.loads(done.stdout)["traces"]} & {
             "job first",

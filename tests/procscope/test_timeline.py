@@ -250,3 +250,27 @@ def test_one_name_per_process_in_every_command(crawl_db: str) -> None:
     assert len(twins) == 2 and ambiguous.stderr.count("\n") == 1
     assert all(t in ambiguous.stderr for t in twins)
     assert _cli("timeline", "nobody", "--db", crawl_db).returncode == 2
+
+
+def test_traces_lists_stories_and_counts_one_span_fragments_by_name(crawl_db: str) -> None:
+    """`procscope traces` lists traces of several spans (and any with an error), and sums
+    up the one-span ones by root name in one line; --all lists them all, and --json
+    gives the groups under "fragments"."""
+    everything = json.loads(
+        _cli("traces", "--db", crawl_db, "--all", "--json", "--limit", "1000").stdout
+    )["traces"]
+    data = json.loads(_cli("traces", "--db", crawl_db, "--json", "--limit", "1000").stdout)
+    stories, fragments = data["traces"], data["fragments"]
+    singles = [t for t in everything if t["span_count"] == 1 and not t["has_error"]]
+    assert singles and stories
+    assert all(t["span_count"] > 1 or t["has_error"] for t in stories)
+    assert len(stories) + len(singles) == len(everything)
+    assert sum(f["count"] for f in fragments) == len(singles)
+    counts: dict[str, int] = {}
+    for single in singles:
+        counts[single["root_name"]] = counts.get(single["root_name"], 0) + 1
+    assert {f["root_name"]: f["count"] for f in fragments} == counts
+    text = _cli("traces", "--db", crawl_db, "--limit", "1000").stdout.splitlines()
+    assert text[-1].startswith(f"and {len(singles)} one-span traces, not listed: ")
+    assert "Frontier.__setattr__ (" in text[-1]
+    assert len(text) == 1 + len(stories) + 1  # header, stories, the fragments line

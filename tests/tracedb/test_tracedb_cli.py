@@ -51,10 +51,15 @@ def cli_db(db_path, make_span):
 
 
 def test_traces_lists_a_table(cli_db, capsys, monkeypatch):
-    """`procscope traces` prints a header and one row per trace, errors marked, exit 0."""
+    """`procscope traces` prints a header and one row per trace, errors marked, exit 0;
+    one-span traces are counted by name below the table unless --all."""
     monkeypatch.setenv("COLUMNS", "100")
     assert main(["traces", "--db", cli_db]) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert lines[2:] == ["and 1 one-span trace, not listed: checkout (1) (--all lists them)"]
+    assert main(["traces", "--db", cli_db, "--all"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
     assert lines[0].split() == ["TRACE", "ID", "ROOT", "START", "DURATION", "SPANS", "ERRORS"]
     assert lines[1].startswith(format(0xB2, "032x")) and "import orders" in lines[1]
     assert "1.50 s" in lines[1] and "✗ 1" in lines[1]
@@ -161,7 +166,7 @@ def test_bad_time_option_exits_2(cli_db):
 def test_db_defaults_to_env_then_cwd(cli_db, tmp_path, monkeypatch, capsys):
     """Without --db, $PROCSCOPE_DB is read, else ./procscope.db."""
     monkeypatch.setenv("PROCSCOPE_DB", cli_db)
-    assert main(["traces", "--json"]) == 0
+    assert main(["traces", "--json", "--all"]) == 0
     assert len(json.loads(capsys.readouterr().out)["traces"]) == 2
     monkeypatch.delenv("PROCSCOPE_DB")
     monkeypatch.chdir(tmp_path)

@@ -68,6 +68,10 @@ def cmd_traces(args: argparse.Namespace, db: TraceDB) -> int:
         from ._recordings import list_recordings
 
         return list_recordings(args, db)
+    # Stories, not fragments: one-span traces without an error (a state change or a
+    # message outside any span of the program's) are summed up by name below the table,
+    # unless --all, or a --name/--attr that asks for them.
+    grouped = not (args.all or args.name or args.attr)
     summaries = db.traces(
         start_ns=args.since,
         end_ns=args.until,
@@ -77,14 +81,24 @@ def cmd_traces(args: argparse.Namespace, db: TraceDB) -> int:
         attributes=dict(args.attr or []),
         limit=args.limit,
         run=args.run_id,
+        min_spans=2 if grouped else None,
     )
+    fragments = []
+    if grouped and not args.errors and args.min_duration is None:
+        fragments = db.trace_fragments(start_ns=args.since, end_ns=args.until, run=args.run_id)
     lost = recorded_losses(db, args.run_id)
     if args.json:
         return print_json(
-            {"traces": [_summary_json(s) for s in summaries], "recording": as_json(lost)}
+            {
+                "traces": [_summary_json(s) for s in summaries],
+                "fragments": [f.to_dict() for f in fragments],
+                "recording": as_json(lost),
+            }
         )
     if not summaries:
         print("no traces match" if _filtered(args) else f"no traces in {db.path}")
+        if fragments:
+            print(_fragments_line(fragments))
         if lost:
             print(describe(lost))
         return EXIT_OK
@@ -113,9 +127,30 @@ def cmd_traces(args: argparse.Namespace, db: TraceDB) -> int:
     )
     if len(summaries) == args.limit:
         print(f"(the {args.limit} newest shown; --limit N for more)")
+    if fragments:
+        print(_fragments_line(fragments))
     if lost:
         print(describe(lost))
     return EXIT_OK
+
+
+_FRAGMENT_NAMES = 5  # root names the fragments line names; the rest are counted
+
+
+def _fragments_line(fragments: list[Any]) -> str:
+    """``and 1,204 one-span traces, not listed: Frontier.record (1,000), put urls (204)
+    (--all lists them)``."""
+    total = sum(f.count for f in fragments)
+    shown = fragments if len(fragments) <= _FRAGMENT_NAMES + 1 else fragments[:_FRAGMENT_NAMES]
+    named = [f"{f.root_name or '(root not recorded)'} ({f.count:,})" for f in shown]
+    rest = fragments[len(shown) :]
+    if rest:
+        named.append(f"{len(rest)} other names ({sum(f.count for f in rest):,})")
+    noun = "trace" if total == 1 else "traces"
+    return (
+        f"and {total:,} one-span {noun}, not listed: {', '.join(named)} "
+        "(--all lists them)"
+    )
 
 
 def _filtered(args: argparse.Namespace) -> bool:
@@ -271,6 +306,11 @@ def add_parser(subparsers: Any) -> None:
     traces.add_argument("--until", type=time_argument, metavar="TIME", help="traces started before")
     traces.add_argument("--name", help="root span name (a glob such as 'worker*' allowed)")
     traces.add_argument("--errors", action="store_true", help="only traces with an error")
+    traces.add_argument(
+        "--all",
+        action="store_true",
+        help="list one-span traces too (by default they are counted by name below the table)",
+    )
     traces.add_argument(
         "--min-duration", type=_duration, metavar="DUR", help="at least this long (250ms, 2s)"
     )

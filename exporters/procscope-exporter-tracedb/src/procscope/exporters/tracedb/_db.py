@@ -233,11 +233,13 @@ class TraceDB:
         limit: int | None = 50,
         offset: int = 0,
         run: str | None = None,
+        min_spans: int | None = None,
     ) -> list[TraceSummary]:
         """Traces that started in [start_ns, end_ns), newest first.
 
         ``name`` is the root span's name (a glob allowed); ``attributes``: some span of
-        the trace has each of these attribute values.
+        the trace has each of these attribute values; ``min_spans``: only traces of at
+        least that many spans, or with an error.
         """
         return _query.query_traces(
             self.conn,
@@ -250,6 +252,21 @@ class TraceDB:
             limit=limit,
             offset=offset,
             run=self._run(run),
+            min_spans=min_spans,
+        )
+
+    def trace_fragments(
+        self,
+        *,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        run: str | None = None,
+    ) -> list[_query.FragmentGroup]:
+        """One-span traces without an error (of ``run``, started in [start_ns, end_ns)),
+        counted by root name, the most numerous first: what ``procscope traces`` sums up
+        instead of listing (``traces(min_spans=2)`` lists the rest)."""
+        return _query.query_fragments(
+            self.conn, start_ns=start_ns, end_ns=end_ns, run=self._run(run)
         )
 
     def trace(self, trace_id: str | bytes | int, run: str | None = None) -> TraceTree | None:

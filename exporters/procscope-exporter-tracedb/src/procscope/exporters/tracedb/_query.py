@@ -374,11 +374,16 @@ def query_traces(
     limit: int | None = 50,
     offset: int = 0,
     run: RunFilter | None = None,
+    min_spans: int | None = None,
 ) -> list[TraceSummary]:
-    """Traces that started in [start_ns, end_ns), newest first, filtered."""
+    """Traces that started in [start_ns, end_ns), newest first, filtered. ``min_spans``:
+    only traces of at least that many spans, or with an error."""
     clauses: list[str] = []
     params: list[Any] = []
     _add(clauses, params, run.traces("t") if run is not None else ("", []))
+    if min_spans is not None:
+        clauses.append("(t.span_count >= ? OR t.error_count > 0)")
+        params.append(int(min_spans))
     if start_ns is not None:
         clauses.append("t.start_ns >= ?")
         params.append(int(start_ns))
@@ -413,6 +418,47 @@ def query_traces(
     if limit is not None:
         sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
     return [summary_from_row(row) for row in conn.execute(sql, params)]
+
+
+@dataclass
+class FragmentGroup:
+    """One-span traces without an error that share a root name, counted together
+    (``TraceDB.trace_fragments``): fragments, not stories, such as the state change or
+    the message of a program that wraps no span around its work."""
+
+    root_name: str | None
+    count: int
+    first_start_ns: int
+    last_start_ns: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def query_fragments(
+    conn: sqlite3.Connection,
+    *,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    run: RunFilter | None = None,
+) -> list[FragmentGroup]:
+    """One-span traces without an error that started in [start_ns, end_ns), grouped by
+    root name, the most numerous first."""
+    clauses = ["t.span_count = 1", "t.error_count = 0"]
+    params: list[Any] = []
+    _add(clauses, params, run.traces("t") if run is not None else ("", []))
+    if start_ns is not None:
+        clauses.append("t.start_ns >= ?")
+        params.append(int(start_ns))
+    if end_ns is not None:
+        clauses.append("t.start_ns < ?")
+        params.append(int(end_ns))
+    rows = conn.execute(
+        "SELECT t.root_name, count(*), min(t.start_ns), max(t.start_ns) FROM traces t "
+        f"WHERE {' AND '.join(clauses)} GROUP BY t.root_name ORDER BY count(*) DESC, t.root_name",
+        params,
+    )
+    return [FragmentGroup(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
 
 def build_tree(spans: Iterable[SpanRecord]) -> list[SpanNode]:
