@@ -185,6 +185,8 @@ def test_timeline_of_the_crashed_worker_says_what_it_did_before_it_crashed(crawl
     assert "exited with code 1" in lines[-2]
     assert lines[-1].startswith("(the last 3 entries shown, earlier ones left out;")
     assert "started by" not in text.stdout  # --last 3: the start is left out
+    # The stack is the program's: procscope's own wrapper frame is left out of the text.
+    assert "in downloader" in text.stdout and "run_and_watch" not in text.stdout
 
 
 def test_timeline_around_a_time_and_of_the_killed_worker(crawl_db: str) -> None:
@@ -263,6 +265,8 @@ def test_traces_lists_stories_and_counts_one_span_fragments_by_name(crawl_db: st
     stories, fragments = data["traces"], data["fragments"]
     singles = [t for t in everything if t["span_count"] == 1 and not t["has_error"]]
     assert singles and stories
+    # Every trace has its root recorded, the workers' messages included (default settings).
+    assert all(t["root_name"] for t in everything)
     assert all(t["span_count"] > 1 or t["has_error"] for t in stories)
     assert len(stories) + len(singles) == len(everything)
     assert sum(f["count"] for f in fragments) == len(singles)

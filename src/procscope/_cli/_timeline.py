@@ -33,10 +33,24 @@ if TYPE_CHECKING:
 
 ERROR_MARK = "✗"
 _STACK_LINES = 12  # the last lines of a stack shown under an exception (--json has all)
+_OWN_FRAMES = "/procscope/instrumentation/"
 
 
 def _stack_tail(stack: str) -> list[str]:
-    lines = [line for line in stack.rstrip().splitlines() if line.strip()]
+    """The stack's last lines, without procscope's own frames (the wrapper that watches a
+    process's target for its exception: a frame and its source line)."""
+    lines: list[str] = []
+    skip_next = False
+    for line in stack.rstrip().splitlines():
+        if skip_next:
+            skip_next = False
+            if not line.lstrip().startswith("File "):
+                continue
+        if line.lstrip().startswith("File ") and _OWN_FRAMES in line.replace("\\", "/"):
+            skip_next = True
+            continue
+        if line.strip():
+            lines.append(line)
     return lines[-_STACK_LINES:]
 
 
