@@ -195,10 +195,15 @@ _counts = {"dumps": 0, "merged": 0, "records": 0, "overwritten": 0, "expired": 0
 
 def note(kind: FlightKind, a: Any = None, b: Any = None, c: Any = None) -> None:
     """Append one record (for paths that are not hot: messages have their own)."""
-    add = append
-    if add is not None:
-        count()
-        add((time.time_ns(), kind.code, threading.get_ident(), a, b, c))
+    try:
+        add = append
+        if add is not None:
+            count()
+            add((time.time_ns(), kind.code, threading.get_ident(), a, b, c))
+    except Exception:  # noqa: BLE001 -- nothing of ours may reach the program
+        from .guard import log_internal_error
+
+        log_internal_error()
 
 
 def start(window: float = DEFAULT_WINDOW, memory: int = DEFAULT_MEMORY) -> None:

@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind
 
 from procscope.core import flight
 from procscope.core.flight import F_A, F_B, F_CODE, F_TIME
+from procscope.core.guard import log_internal_error
 
 from . import _core
 from ._content import content_repr
@@ -178,21 +179,27 @@ SAMPLED_RECEIVE = SampledReceiveKind()
 
 
 def note_sampled_receive(span_name: str, constants: dict[str, Any], carrier: Any) -> None:
-    add = flight.append
-    if add is not None:
-        flight.count()
-        add((_time_ns(), SAMPLED_RECEIVE.code, _ident(), (span_name, constants), carrier,
-             None))
+    try:
+        add = flight.append
+        if add is not None:
+            flight.count()
+            add((_time_ns(), SAMPLED_RECEIVE.code, _ident(), (span_name, constants), carrier,
+                 None))
+    except Exception:  # noqa: BLE001
+        log_internal_error()
 
 
 def note(target: Any, site: int, item: Any) -> None:
     """Append an unsampled message's record, when the recorder is on:
     ``(time, code, thread ident, kept item)``, nothing the garbage collector walks."""
-    add = flight.append
-    if add is not None and not target._procscope_internal:
-        codes = target._procscope_flight
-        code = codes[site] if codes is not None else None
-        if code is None:
-            code = _code(target, site)
-        flight.count()
-        add((_time_ns(), code, _ident(), item if type(item) in _NUMBERS else kept(item)))
+    try:  # (called outside the wrappers' guards: nothing of ours may reach the program)
+        add = flight.append
+        if add is not None and not target._procscope_internal:
+            codes = target._procscope_flight
+            code = codes[site] if codes is not None else None
+            if code is None:
+                code = _code(target, site)
+            flight.count()
+            add((_time_ns(), code, _ident(), item if type(item) in _NUMBERS else kept(item)))
+    except Exception:  # noqa: BLE001
+        log_internal_error()
