@@ -220,3 +220,55 @@ def test_the_recorder_off_writes_nothing(tmp_path: Path) -> None:
     assert len(contents_received_by(db, "worker")) < 50
     assert not os.path.exists(str(db) + ".handoff") or not any(
         name.startswith("flight-") for name in os.listdir(str(db) + ".handoff"))
+
+
+ENDINGS = """
+import multiprocessing as mp
+import queue
+import sys
+import time
+
+import procscope
+
+
+def wait_forever(jobs, ready):
+    for _ in range(10):
+        jobs.get()
+    ready.set()
+    time.sleep(60)
+
+
+if __name__ == "__main__":
+    procscope.setup(sample_rate=0.01, db=sys.argv[1])
+    jobs = mp.Queue()
+    ready = mp.Event()
+    child = mp.Process(target=wait_forever, args=(jobs, ready), name="sleeper")
+    child.start()
+    for i in range(10):
+        jobs.put(i)
+    ready.wait(30)
+    child.terminate()  # SIGTERM
+    child.join()
+    time.sleep(1.2)  # (apart from the parent's dump for the child)
+    local = queue.Queue()
+    for i in range(20):
+        local.put(i)
+        local.get()
+    raise RuntimeError("the program gives up")
+"""
+
+
+def test_sigterm_and_the_programs_own_exception_are_written_out(tmp_path: Path) -> None:
+    """A child ended by SIGTERM writes its own recording (its ten messages) and its
+    parent one for it; the program's own unhandled exception writes the program's."""
+    db = tmp_path / "flight.db"
+    done = run_program(tmp_path, ENDINGS, str(db))
+    assert done.returncode == 1 and "the program gives up" in done.stderr
+    reasons = sorted((r["process_name"], r["reason"]) for r in cli(
+        "traces", "--db", str(db), "--recordings")["recordings"])
+    assert len(reasons) == 3
+    assert reasons[0][0] == "MainProcess" and "child sleeper" in reasons[0][1]
+    assert "killed by SIGTERM" in reasons[0][1]
+    assert reasons[1] == ("MainProcess", "exception in process: RuntimeError: the program gives up")
+    assert reasons[2] == ("sleeper", "killed by SIGTERM")
+    assert contents_received_by(db, "sleeper") == [str(i) for i in range(10)]
