@@ -180,6 +180,9 @@ def _send(job: Dump) -> None:
 
 
 _helpers: list[threading.Thread] = []
+# Several threads may dump at once (triggers merged into one recording): the list of
+# helpers to wait for must not lose one of them to a concurrent update.
+_helpers_lock = threading.Lock()
 
 
 def deliver(job: Dump, wait: float | None) -> None:
@@ -191,7 +194,8 @@ def deliver(job: Dump, wait: float | None) -> None:
     except RuntimeError:  # no new threads at interpreter shutdown: here, then
         _send(job)
         return
-    _helpers[:] = [h for h in _helpers if h.is_alive()] + [helper]
+    with _helpers_lock:
+        _helpers[:] = [h for h in _helpers if h.is_alive()] + [helper]
     if wait is not None:
         helper.join(wait)
 
@@ -200,6 +204,8 @@ def wait_for_dumps(seconds: float) -> None:
     """Wait (at most ``seconds`` in all) for dumps still being made: before a shutdown
     closes the processors they go to."""
     deadline = time.monotonic() + seconds
-    for helper in list(_helpers):
+    with _helpers_lock:
+        helpers = list(_helpers)
+    for helper in helpers:
         if helper is not threading.current_thread():
             helper.join(max(0.0, deadline - time.monotonic()))

@@ -20,10 +20,11 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from procscope.core import flight, shared_state
-from procscope.core.flight import F_A, F_B, F_C, F_TIME
+from procscope.core.flight import F_A, F_B, F_C, F_CODE, F_THREAD, F_TIME
 
 from . import _semconv as sc
 from ._diff import MISSING, SCALARS, freeze, value_repr
+from ._tracker import KINDS, SKIP, attribute_kind
 
 _live = shared_state.settings()
 _time_ns = time.time_ns
@@ -40,6 +41,10 @@ class StateKind(flight.FlightKind):
         if type(payload) is dict:
             attributes = dict(payload)
             method = attributes.get(sc.METHOD, "")
+        elif len(payload) == 4:  # one assignment (note_assignment): field, seq, epoch, value
+            field, seq, epoch, value = payload
+            return self.span((record[F_TIME], record[F_CODE], record[F_THREAD], type_name,
+                              name, ("(set)", (field,), (seq,), epoch, None, (value,))))
         else:
             method, fields, seqs, epoch, olds, news = payload
             attributes = {
@@ -71,19 +76,31 @@ def _epoch(tracker: Any, name: str) -> str:
     return tracker.epoch_label if name == tracker.last_name else f"{name}/0"
 
 
-def note_assignment(tracker: Any, obj: Any, field: str, value: Any, method: str) -> None:
-    """An assignment in a trace head sampling dropped (the old value is not known)."""
+def note_assignment(tracker: Any, obj: Any, field: Any, value: Any) -> None:
+    """An assignment in a trace head sampling dropped (the old value is not known):
+    (field, change number, epoch, new value), the usual cases inlined (every unsampled
+    assignment of a traced object comes here while the recorder is on)."""
     add = flight.append
-    if add is None:
+    if add is None or type(field) is not str:
+        return
+    fields = tracker.fields
+    if fields is not None and field not in fields:
+        return
+    per_class = KINDS.get(type(obj))
+    kind = per_class.get(field) if per_class is not None else None
+    if kind is None:
+        kind = attribute_kind(type(obj), field)
+    if kind[0] == SKIP:
         return
     if type(value) not in SCALARS and value is not MISSING:
         from ._runtime import RT
 
         value = freeze(value, RT.max_depth, RT.max_items)
-    name = tracker.name_of(obj)
+    name = tracker.given_name or tracker.name_of(obj)
+    epoch = tracker.epoch_label if name == tracker.last_name else name + "/0"
     flight.count()
     add((_time_ns(), STATE.code, _ident(), tracker.type_name, name,
-         (method, (field,), (next(tracker.counter),), _epoch(tracker, name), None, (value,))))
+         (field, next(tracker.counter), epoch, value)))
 
 
 def note_changes(tracker: Any, obj: Any, method: str,

@@ -320,15 +320,6 @@ def _quiet(tracker: Tracker) -> bool:
     return True
 
 
-def _flight_assignment(tracker: Tracker, obj: Any, name: str, value: Any) -> None:
-    """An assignment in a trace head sampling dropped, for the flight recorder."""
-    if type(name) is not str or (tracker.fields is not None and name not in tracker.fields):
-        return
-    if attribute_kind(type(obj), name)[0] == SKIP:
-        return
-    note_assignment(tracker, obj, name, value, "(set)")
-
-
 def _before_change(obj: Any, name: str) -> tuple[Any, ...] | None:
     """What the hook needs after the assignment: (tracker, frame, kind, old), or None."""
     oid = id(obj)
@@ -362,7 +353,7 @@ def _after_change(obj: Any, name: str, pending: tuple[Any, ...], method: str) ->
         _lazy_tracker(obj, method, None)
         return
     if pending[0] is _FLIGHT:
-        note_assignment(pending[1], obj, name, read_kind(obj, name, pending[2]), method)
+        note_assignment(pending[1], obj, name, read_kind(obj, name, pending[2]))
         return
     tracker, frame, kind, old = pending
     # Read back rather than trust the value given: the class's own __setattr__ may
@@ -441,7 +432,7 @@ def _make_setattr(orig: Any) -> Any:
                 if call[2] == 1 and call[0] is context_get():  # 1: UNSAMPLED
                     tracker = trackers_get(id(self))
                     if tracker is not None and _flight.append is not None:
-                        _flight_assignment(tracker, self, name, value)
+                        note_assignment(tracker, self, name, value)
                     # Already to resync: nothing more to note, whatever the attribute.
                     if tracker is not None and tracker.pending_snapshot is None:
                         per_class = kinds_get(type(self))
