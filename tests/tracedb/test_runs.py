@@ -178,3 +178,24 @@ def test_a_version_2_db_reads_as_one_run_then_is_migrated(tmp_path: Path) -> Non
         assert [t.root_name for t in db.traces(run="unknown")] == ["old job"]
         assert [t.root_name for t in db.traces(run=RUN_A)] == ["job 1"]
         assert {s.name for s in db.spans(run="unknown")} == {"old job", "old step"}
+
+
+def test_a_run_whose_traces_retention_deleted_is_no_longer_listed(db_path: str) -> None:
+    """Pruning by age deletes the old run's traces, and its row with them; the newer run
+    stays listed with its counts."""
+    from procscope.exporters.tracedb import _retention
+
+    _export(
+        db_path,
+        _trace(_resource(RUN_A, 1, "old"), 1, T0),
+        _trace(_resource(RUN_B, 2, "new"), 2, T0 + 3600 * 10**9),
+    )
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        now = T0 + 3601 * 10**9
+        assert _retention.prune(conn, max_bytes=None, max_age_s=60, now_ns=now) == 1
+    finally:
+        conn.close()
+    with TraceDB(db_path) as db:
+        assert [(r.run_id, r.span_count) for r in db.runs()] == [(RUN_B, 2)]
+        assert db.latest_run_id() == RUN_B

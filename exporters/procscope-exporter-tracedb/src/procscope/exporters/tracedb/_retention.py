@@ -17,6 +17,7 @@ from ._schema import indexed_keys
 
 # Prune below the limit, not just to it, so that the next batches do not each prune again.
 SIZE_TARGET = 0.8
+SIZE_ROUNDS = 3
 _CHUNK = 400  # trace ids per DELETE (SQLite's default limit is 999 bound variables)
 
 
@@ -45,6 +46,21 @@ def delete_traces(conn: sqlite3.Connection, trace_ids: Sequence[bytes]) -> None:
                 f"DELETE FROM {table} WHERE span_pk IN (SELECT span_pk FROM temp.prune_spans)"
             )
         conn.execute(f"DELETE FROM traces WHERE trace_id IN ({marks})", chunk)
+
+
+def forget_empty_runs(conn: sqlite3.Connection) -> None:
+    """Drop the rows of runs whose traces are all gone (schema version 3 and later)."""
+    try:
+        conn.execute(
+            "DELETE FROM runs WHERE run_id NOT IN "
+            "(SELECT DISTINCT run_id FROM traces WHERE run_id IS NOT NULL)"
+        )
+        conn.execute(
+            "DELETE FROM run_pids WHERE run_id NOT IN (SELECT run_id FROM runs)"
+        )
+    except sqlite3.OperationalError as exc:
+        if "no such" not in str(exc):
+            raise
 
 
 def _delete_index_rows(conn: sqlite3.Connection) -> None:
@@ -102,23 +118,32 @@ def prune(
             ]
             delete_traces(conn, old)
             deleted += len(old)
-        if max_bytes is not None:
+        # Spans' share of the pages is estimated from the bytes per span, which the
+        # file's fixed pages (every table's and index's root) and half-empty pages left by
+        # the deletes make an underestimate: measured again, up to SIZE_ROUNDS times.
+        for _round in range(SIZE_ROUNDS if max_bytes is not None else 0):
+            assert max_bytes is not None
             used = used_bytes(conn)
-            if used > max_bytes:
-                total = conn.execute("SELECT coalesce(sum(span_count), 0) FROM traces").fetchone()
-                bytes_per_span = used / max(1, int(total[0]))
-                spans_to_free = (used - max_bytes * SIZE_TARGET) / bytes_per_span
-                victims: list[bytes] = []
-                freed = 0
-                for trace_id, count in conn.execute(
-                    "SELECT trace_id, span_count FROM traces ORDER BY start_ns"
-                ):
-                    if freed >= spans_to_free:
-                        break
-                    victims.append(trace_id)
-                    freed += count
-                delete_traces(conn, victims)
-                deleted += len(victims)
+            if used <= (max_bytes if _round == 0 else max_bytes * SIZE_TARGET):
+                break
+            total = conn.execute("SELECT coalesce(sum(span_count), 0) FROM traces").fetchone()
+            bytes_per_span = used / max(1, int(total[0]))
+            spans_to_free = (used - max_bytes * SIZE_TARGET) / bytes_per_span
+            victims: list[bytes] = []
+            freed = 0
+            for trace_id, count in conn.execute(
+                "SELECT trace_id, span_count FROM traces ORDER BY start_ns"
+            ):
+                if freed >= spans_to_free:
+                    break
+                victims.append(trace_id)
+                freed += count
+            if not victims:
+                break
+            delete_traces(conn, victims)
+            deleted += len(victims)
+        if deleted:
+            forget_empty_runs(conn)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
