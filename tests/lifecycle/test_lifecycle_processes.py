@@ -125,7 +125,9 @@ def run_spans_of(pid):
         assert rows[name].run_span_id is not None, name
     killed = rows["SIGKILL"]
     assert (killed.exit_signal, killed.exit_code, killed.error) == (9, None, True)
-    assert killed.run_span_id is None  # it could not record its own end: the parent did
+    # It could not record its own span: the parent recorded it at the reap, under the id
+    # the child gave it (what the child exported keeps its parent).
+    assert killed.run_span_id is not None
     termed = rows["SIGTERM"]
     assert (termed.exit_signal, termed.error) == (15, True)
     # SIGTERM: the child ended its own process span and flushed before dying.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,11 +119,17 @@ if __name__ == "__main__":
 @pytest.fixture(scope="module")
 def crawl_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The crawler recorded once by `procscope run` at default settings."""
-    folder = tmp_path_factory.mktemp("crawler")
-    (folder / "crawl.py").write_text(CRAWLER)
-    db = str(folder / "crawl.db")
+    db, stderr = _record(tmp_path_factory.mktemp("crawler"), CRAWLER)
+    assert "cannot parse https://bad/3" in stderr  # the downloader's own traceback
+    return db
+
+
+def _record(folder: Path, program: str, *args: str) -> tuple[str, str]:
+    """Run ``program`` under `procscope run` in ``folder``: (the DB, its stderr)."""
+    (folder / "app.py").write_text(program)
+    db = str(folder / "app.db")
     done = subprocess.run(
-        [str(BIN / "procscope"), "run", "--db", db, "--", sys.executable, "crawl.py"],
+        [str(BIN / "procscope"), "run", "--db", db, "--", sys.executable, "app.py", *args],
         cwd=folder,
         env=clean_environ(),
         capture_output=True,
@@ -131,8 +138,7 @@ def crawl_db(tmp_path_factory: pytest.TempPathFactory) -> str:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "cannot parse https://bad/3" in done.stderr  # the downloader's own traceback
-    return db
+    return db, done.stderr
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -166,7 +172,7 @@ def test_timeline_of_the_crashed_worker_says_what_it_did_before_it_crashed(crawl
     assert kinds[0] == "started" and kinds[-1] == "ended"
     assert [e["time_ns"] for e in entries] == sorted(e["time_ns"] for e in entries)
     parent = entries[0]["peer"]
-    assert parent.startswith("crawl:") and "target __main__.downloader" in entries[0]["text"]
+    assert parent.startswith("app:") and "target __main__.downloader" in entries[0]["text"]
     received = [e for e in entries if e["kind"] == "received"]
     assert received and received[-1]["content"] == "https://bad/3"  # the text, typed
     assert all(e["queue"] == "urls" and e["peer"] == parent for e in received)
@@ -196,10 +202,10 @@ def test_timeline_around_a_time_and_of_the_killed_worker(crawl_db: str) -> None:
         victim = reader.timeline("victim")
         assert victim[-1].kind == "ended" and "SIGKILL" in victim[-1].text
         assert victim[0].kind == "started"
-        whole = reader.timeline("crawl")
+        whole = reader.timeline("app")
         # 2 s before the middle of the program's life: the first half of its entries.
         at = (whole[0].time_ns + whole[-1].time_ns) // 2 - 2 * 10**9
-        early = reader.timeline("crawl", around=at)
+        early = reader.timeline("app", around=at)
     assert early == [e for e in whole if abs(e.time_ns - at) <= 2 * 10**9]
     assert 0 < len(early) < len(whole) and early[0].kind == "started"
 
@@ -278,3 +284,54 @@ def test_traces_lists_stories_and_counts_one_span_fragments_by_name(crawl_db: st
     assert text[-1].startswith(f"and {len(singles)} one-span traces, not listed: ")
     assert "Frontier.__setattr__ (" in text[-1]
     assert len(text) == 1 + len(stories) + 1  # header, stories, the fragments line
+
+
+_KILLED = """
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+
+from opentelemetry import trace
+
+
+def worker(out):
+    out.put("hello from the worker")
+    trace.get_tracer_provider().force_flush()  # its message is stored before it dies
+    open("flushed", "w").close()
+    time.sleep(60)
+
+
+if __name__ == "__main__":
+    ctx = mp.get_context(sys.argv[1])
+    out = ctx.Queue()
+    child = ctx.Process(target=worker, args=(out,), name="doomed")
+    child.start()
+    out.get()
+    while not os.path.exists("flushed"):
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_killed_workers_spans_keep_a_recorded_parent(tmp_path: Path, method: str) -> None:
+    """A worker SIGKILLed after it exported a message never ends its own process span:
+    its parent records it at the reap, under the id the worker gave it, so the message
+    hangs under 'process doomed' in the trace (no orphan) and processes shows it once."""
+    db, _stderr = _record(tmp_path, _KILLED, method)
+    with TraceDB(db) as reader:
+        (sent,) = [m for m in reader.messages() if m.content == "'hello from the worker'"]
+        tree = reader.trace(sent.trace_id)
+        assert tree is not None
+        by_id = {s.span_id: s for s in tree.spans}
+        send = by_id[sent.sender.span_id]
+        parent = by_id[send.parent_span_id]
+        assert parent.name == "process doomed" and parent.is_error
+        assert parent.attributes["procscope.lifecycle.recorded_by"] == "parent"
+        assert parent.attributes["procscope.process.exit.signal"] == 9
+        assert [r.span.name for r in tree.roots] == ["spawn doomed"]
+        (doomed,) = [p for p in reader.processes() if p.name == "doomed"]
+        assert doomed.exit_signal == 9 and doomed.run_span_id == parent.span_id

@@ -189,12 +189,16 @@ class SpanRecords(RecordKind):
     def start_span(
         self, name: str, context: Any = None, kind: SpanKind = _INTERNAL,
         attributes: Mapping[str, Any] | None = None, start_time: int | None = None,
+        span_id: int | None = None,
     ) -> Any:
         """A span as ``Tracer.start_span`` would start it: a :class:`RecordSpan` when
-        sampled, else a NonRecordingSpan of the same ids."""
+        sampled, else a NonRecordingSpan of the same ids. ``span_id``: the id to give it
+        instead of a new one (a process's span, whose id its parent can tell)."""
         parent_span = trace.get_current_span(context)
         parent = parent_span.get_span_context()
         ids = self.new_span(name, kind, parent, context, attributes)
+        if span_id:
+            ids = (ids[0], span_id, *ids[2:])
         if not ids[5] & 1:
             return NonRecordingSpan(span_context(ids[0], ids[1], False, ids[5], ids[6]))
         return RecordSpan(self, name, kind, ids, attributes,

@@ -54,9 +54,12 @@ SIGTERM_FLUSH_SECONDS = EXIT_FLUSH_MILLIS / 1000 + 0.25
 FLIGHT_EXIT_WAIT = 0.3
 
 
-def begin_run(name: str, attributes: dict[str, Any], ctx: Any, *, pool_worker: bool = False) -> Any:
+def begin_run(
+    name: str, attributes: dict[str, Any], ctx: Any, *, pool_worker: bool = False,
+    span_id: int | None = None,
+) -> Any:
     """Start this process's span and make SIGTERM end it; returns the span."""
-    span = start_span(name, attributes, ctx)
+    span = start_span(name, attributes, ctx, span_id=span_id)
     _run[:] = [span]
     _failure.clear()
     _pool_worker[0] = pool_worker

@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from multiprocessing import pool as mp_pool
 from multiprocessing import popen_fork, process
 from typing import Any
@@ -43,6 +44,7 @@ from ._runtime import (
     PID,
     PROCESS_DAEMON,
     PROCESS_NAME,
+    RECORDED_BY,
     ROLE,
     START_METHOD,
     TARGET,
@@ -51,6 +53,7 @@ from ._runtime import (
     flight_trigger,
     flush,
     inject,
+    process_span_id,
     process_spans_wanted,
     record_under,
     runtime,
@@ -74,13 +77,14 @@ _local = threading.local()
 class ReapInfo:
     """What the parent needs to record a child's end when it reaps it."""
 
-    __slots__ = ("ctx", "kind", "method", "name", "reason")
+    __slots__ = ("ctx", "kind", "method", "name", "reason", "started_ns")
 
     def __init__(self, ctx: Any, name: str, method: str, kind: str) -> None:
         self.ctx = ctx
         self.name = name
         self.method = method
         self.kind = kind
+        self.started_ns = time.time_ns()
         # Set by the parent just before it terminates the child on purpose (a pool).
         self.reason: str | None = None
 
@@ -108,6 +112,26 @@ def record_reap(info: ReapInfo, child_pid: int | None, code: int | None) -> None
     # The mark explains only the signal its pool sent; any other end is the child's own.
     reason = info.reason if code == -signal.SIGTERM else None
     set_exit_status(span, code, reason=reason)
+    span.end()
+    if code is not None and code < 0 and code != -signal.SIGTERM and info.kind == "process":
+        _stand_in_for_killed(info, child_pid, code)
+
+
+def _stand_in_for_killed(info: ReapInfo, child_pid: int | None, code: int) -> None:
+    """The ``process`` span of a child killed by a signal other than SIGTERM (which the
+    child handles and records itself): it never ended its own, so the parent records it,
+    under the id the child gave it (process_span_id), from the child's start to now. What
+    the child exported before it died then has its parent in the trace DB."""
+    span_id = process_span_id(info.ctx)
+    if not span_id or runtime.records is None:
+        return
+    attributes: dict[str, Any] = {KIND: "process", ROLE: "run", PROCESS_NAME: info.name,
+                                  PARENT_PID: os.getpid(), START_METHOD: info.method,
+                                  RECORDED_BY: "parent"}
+    if child_pid is not None:
+        attributes[PID] = child_pid
+    span = start_span("process " + info.name, attributes, info.ctx, info.started_ns, span_id)
+    set_exit_status(span, code)
     span.end()
 
 
@@ -232,6 +256,7 @@ def _make_bootstrap(original: Any) -> Any:
                     attributes,
                     ctx,
                     pool_worker=launch.target == POOL_WORKER_TARGET,
+                    span_id=process_span_id(ctx),
                 )
                 ctx = trace.set_span_in_context(span, ctx)
             if ctx is not None:

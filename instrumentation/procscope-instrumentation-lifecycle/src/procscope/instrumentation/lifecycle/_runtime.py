@@ -29,6 +29,8 @@ from procscope.core.threadinfo import current_thread_name
 KIND = "procscope.lifecycle.kind"
 ROLE = "procscope.lifecycle.role"
 ERROR_ONLY = "procscope.lifecycle.error_only"
+# "parent" on a child's process span that its parent recorded for it (the child killed).
+RECORDED_BY = "procscope.lifecycle.recorded_by"
 PID = "process.pid"
 PARENT_PID = "process.parent_pid"
 COMMAND_ARGS = "process.command_args"
@@ -231,10 +233,13 @@ def start_span(
     attributes: dict[str, Any],
     ctx: otel_context.Context | None = None,
     start_time: int | None = None,
+    span_id: int | None = None,
 ) -> Any:
+    """A lifecycle span; ``span_id`` (honoured under procscope's recorder only) is the id
+    to give it instead of a new one."""
     records = runtime.records
     if records is not None:
-        span = records.start_span(name, context=ctx, start_time=start_time)
+        span = records.start_span(name, context=ctx, start_time=start_time, span_id=span_id)
     else:
         span = runtime.tracer.start_span(name, context=ctx, start_time=start_time)
     # Set after the start, not passed to start_span: the SDK keeps only the attributes
@@ -292,6 +297,18 @@ def end_with_error(
         span.record_exception(exc)
         description = description or f"{type(exc).__name__}: {exc}"
     span.set_status(Status(StatusCode.ERROR, description))
+
+
+def process_span_id(ctx: Any) -> int:
+    """The id of the ``process`` span of a child started under the spawn span current in
+    ``ctx`` (0: none): drawn from the spawn span's random id by a fixed bijection, so that
+    the child and its parent both know it. A parent that sees the child killed (SIGKILL:
+    the child's own span is never exported) records it then, and what the child did
+    export keeps a recorded parent."""
+    spawn = trace.get_current_span(ctx).get_span_context()
+    if not spawn.is_valid:
+        return 0
+    return ((spawn.span_id * 0x9E3779B97F4A7C15) ^ 0x5851F42D4C957F2D) & 0xFFFFFFFFFFFFFFFF or 1
 
 
 def set_exit_status(
