@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,19 @@ def test_each_procscope_run_is_a_run_and_read_commands_show_the_latest(tmp_path:
     unknown = _procscope("processes", "--db", db, "--run", "nope")
     assert unknown.returncode == 2
     assert unknown.stderr.count("\n") == 1 and "no run 'nope'" in unknown.stderr
+
+
+def test_a_shell_running_two_programs_under_procscope_run_is_one_run(tmp_path: Path) -> None:
+    """`procscope run -- sh -c "python app.py a; python app.py b"`: both programs are one
+    run, whose command is the one given to procscope run (each used to start its own)."""
+    app, db = tmp_path / "app.py", str(tmp_path / "shell.db")
+    app.write_text(_APP)
+    script = f"{sys.executable} {app} a; {sys.executable} {app} b"
+    done = _procscope("run", "--db", db, "--", "sh", "-c", script)
+    assert done.returncode == 0, done.stderr
+
+    runs = json.loads(_procscope("runs", "--db", db, "--json").stdout)["runs"]
+    assert len(runs) == 1
+    assert runs[0]["command"] == f"sh -c '{script}'"
+    traces = json.loads(_procscope("traces", "--db", db, "--json", "--all").stdout)["traces"]
+    assert {t["root_name"] for t in traces} >= {"job a", "job b"}

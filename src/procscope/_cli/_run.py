@@ -8,7 +8,7 @@ import shutil
 import sys
 from typing import Any
 
-from procscope.core.runs import ENV_RUN_ID
+from procscope.core.runs import ENV_RUN_COMMAND, ENV_RUN_ID, command_text, new_run_id
 from procscope.core.settings import (
     DEFAULT_DB,
     ENV_CAPTURE_CONTENT,
@@ -161,9 +161,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"procscope run: command not found: {command[0]}\n")
         return EXIT_USAGE
     env = instrumented_environ(dict(os.environ), **_settings_of(args))
-    # A new run, even when started from inside a recorded program: the program sets up
-    # without an inherited run id, so it starts the run and its children join it.
-    env.pop(ENV_RUN_ID, None)
+    # A new run, even when started from inside a recorded program, and ONE run for all the
+    # command starts: a shell running two Python programs in turn hands both the same id.
+    # The first process to set up records the command (procscope.core.runs).
+    env[ENV_RUN_ID] = new_run_id()
+    env[ENV_RUN_COMMAND] = command_text(command)
     env.pop(ENV_RUN_NOTICE, None)
     if _stderr_is_terminal():
         # The program's top process says where it recorded when it ends (_run_notice).
