@@ -52,6 +52,10 @@ def test_a_worker_that_raises_leaves_its_last_messages(tmp_path: Path, start_met
     assert contents_received_by(db, "worker") == [str(i) for i in range(301)]
     rows = cli("messages", "--db", str(db), "--to", "worker", "--limit", "1000")
     assert {row["queue"] for row in rows} == {"jobs"}
+    # The one-command answer: the worker's timeline ends with the items it took.
+    timeline = cli("timeline", "worker", "--db", str(db), "--last", "40")["entries"]
+    taken = [e["content"] for e in timeline if e["kind"] == "received"]
+    assert taken[-3:] == [298, 299, 300]
     history = cli("state", "tally#1", "--db", str(db))["history"]
     lasts = [c["values"][0] for c in history if c["kind"] == "change" and c["fields"] == ["last"]]
     assert [str(v) for v in lasts][-300:] == [str(i) for i in range(1, 301)]

@@ -308,7 +308,8 @@ def _message_entry(
         kind, time_ns = "sent", span.start_ns
     else:
         peer, send_attrs = _peer(conn, span, "send", names)
-        content = send_attrs.get(_CONTENT)
+        # A flight recording's receive holds its own content: its send was not recorded.
+        content = send_attrs.get(_CONTENT, span.attributes.get(_CONTENT))
         text = f"received from {queue}" + (f": {_short(content)}" if content is not None else "")
         text += f" ← {peer}" if peer else ""
         kind, time_ns = "received", span.end_ns
