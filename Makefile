@@ -12,7 +12,7 @@ PYPROJECTS := pyproject.toml $(wildcard core/*/pyproject.toml instrumentation/*/
 PACKAGES := $(dir $(wildcard core/*/pyproject.toml instrumentation/*/pyproject.toml processors/*/pyproject.toml exporters/*/pyproject.toml))
 PYTEST_WORKERS ?= 2
 
-.PHONY: test lint typecheck unit demo bench conformance test-all test-e2e wheels clean venv
+.PHONY: browser test lint typecheck unit demo bench conformance test-all test-e2e wheels clean venv
 
 venv: $(STAMP)
 
@@ -28,7 +28,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-unit: $(STAMP)
+# The viewer's browser tests (tests/ui) drive Debian's Chromium: installed when missing
+# (as root, quietly), never downloaded by Playwright itself.
+browser:
+	@test -x /usr/bin/chromium || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq chromium >/dev/null) || echo "make browser: could not install chromium"; }
+
+unit: $(STAMP) browser
 	PROCSCOPE_RAISE_INTERNAL_ERRORS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) -q $(PYTEST_ARGS)
 
 test: lint typecheck unit

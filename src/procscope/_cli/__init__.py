@@ -50,6 +50,9 @@ def build_parser(only_run: bool = False) -> argparse.ArgumentParser:
 
     for module in (_runs, _traces, _processes, _messages, _timeline, _state, _export):
         module.add_parser(subparsers)
+    from . import _ui
+
+    _ui.add_parser(subparsers)
     from . import _dump
 
     _dump.add_parser(subparsers)
