@@ -142,3 +142,35 @@ def test_procscope_ui_serves_until_ctrl_c(demo_db: str) -> None:
     )
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "cannot read trace DB" in bad.stderr
+
+
+def test_a_million_span_run_is_sent_aggregated(big_db: str) -> None:
+    """On the 1,000,000-span DB, the latest run's whole window comes as per-process
+    counts per bucket (adding up to the run's span starts), not as spans; its task lanes
+    are shared so that the lanes stay few."""
+    from procscope._ui import Viewer
+    from procscope._ui._lanes import MAX_TASK_LANES
+
+    with TraceDB(big_db) as db:
+        run = db.latest_run_id()
+    viewer = Viewer(big_db, run)
+    try:
+        overview = viewer.get("/api/overview", {})
+        threads = [lane for lane in overview["lanes"] if lane["kind"] == "thread"]
+        tasks = [lane for lane in overview["lanes"] if lane["kind"] == "task"]
+        assert tasks and len(tasks) <= MAX_TASK_LANES * (len(threads) + 1)
+        assert sum(lane["tasks"] for lane in tasks) > len(tasks)
+        window = viewer.get(
+            "/api/window", {"start": "0", "end": str(overview["duration"]), "px": "1000"}
+        )
+        assert window["mode"] == "density"
+        assert all(len(d["counts"]) == 1000 for d in window["density"])
+        t0 = int(overview["t0_ns"])
+        with TraceDB(big_db) as db:
+            (starts,) = db.conn.execute(
+                "SELECT count(*) FROM spans WHERE start_ns >= ? AND start_ns < ?",
+                (t0, t0 + overview["duration"]),
+            ).fetchone()
+        assert sum(sum(d["counts"]) for d in window["density"]) == starts
+    finally:
+        viewer.close()

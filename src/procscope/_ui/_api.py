@@ -112,7 +112,9 @@ class Viewer:
                 raise ApiError(404, f"no single run matches {run_id[:40]!r}")
             t0, t1 = int(match[0]["start_ns"]), int(match[0]["end_ns"])
         threshold, rows = long_spans(db.conn, t0, t1)
-        scope = Scope(t0=t0, t1=t1, lanes=Lanes(db.conn, db), long_ns=threshold, long=rows)
+        scope = Scope(
+            t0=t0, t1=t1, lanes=Lanes(db.conn, db, between=(t0, t1)), long_ns=threshold, long=rows
+        )
         with self._scope_lock:
             return self._scopes.setdefault(run_id, scope)
 

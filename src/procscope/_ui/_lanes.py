@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 KIND_KEY = "procscope.lifecycle.kind"
+#: Task lanes per thread at most: tasks share lanes (first free lane by time, then the one
+#: that frees first), as a program may run a task per request (100,000 lanes otherwise).
+MAX_TASK_LANES = 32
 STATUS_ERROR = 2
 
 
@@ -38,12 +41,13 @@ class Lane:
     #: what ended it: "exit 1", "signal 9", "RuntimeError: ...", for the lane's end mark
     end_mark: str | None = None
     thread_id: int | None = None
+    #: tasks drawn on a task lane (they share lanes past MAX_TASK_LANES per thread)
+    tasks: int = 1
+    first_label: str | None = None
     children: list[Lane] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("children")
-        return data
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "children"}
 
 
 def _end_mark(record: Any) -> str | None:
@@ -59,10 +63,19 @@ def _end_mark(record: Any) -> str | None:
 class Lanes:
     """Every lane of one DB (or one run), and which lane a span belongs on."""
 
-    def __init__(self, conn: sqlite3.Connection, db: Any, pids: set[int] | None = None) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        db: Any,
+        pids: set[int] | None = None,
+        between: tuple[int, int] = (-(2**63), 2**63 - 1),
+    ) -> None:
+        self._between = between
         self.by_id: dict[str, Lane] = {}
         self._roots: list[Lane] = []
         self._task_lanes: dict[int, str] = {}  # span_id (stored form) of a task span -> lane
+        self._task_span_lanes: dict[int, str] = {}  # span_pk of a task span -> lane
+        self._slots: dict[str, list[Lane]] = {}  # thread lane -> its task lanes
         #: lanes made while placing spans (threads without a ``thread`` span), for the
         #: caller to send to the page; it empties the list after each window
         self.new_lanes: list[str] = []
@@ -122,8 +135,9 @@ class Lanes:
         rows = conn.execute(
             "SELECT s.span_pk, s.span_id, s.name, s.start_ns, s.end_ns, s.status_code, "
             "s.attributes, s.pid, a.value FROM span_attrs a JOIN spans s ON s.span_pk = a.span_pk "
-            "WHERE a.key = ? AND a.value IN ('thread', 'task') ORDER BY s.start_ns",
-            (KIND_KEY,),
+            "WHERE a.key = ? AND a.value IN ('thread', 'task') AND s.start_ns BETWEEN ? AND ? "
+            "ORDER BY s.start_ns",
+            (KIND_KEY, *self._between),
         ).fetchall()
         for span_pk, span_id, name, start, end, status, attributes, pid, kind in rows:
             if pids is not None and pid not in pids:
@@ -151,22 +165,43 @@ class Lanes:
                 )
             else:
                 host = self.thread_lane(pid, thread_id, thread_name)
-                lane = self._add(
-                    Lane(
-                        id=f"k{span_pk}",
-                        kind="task",
-                        label=str(attrs.get("procscope.task.name") or name.removeprefix("task ")),
-                        pid=pid,
-                        parent=host,
-                        depth=self.by_id[host].depth + 1,
-                        start_ns=start,
-                        end_ns=end,
-                        span=span_pk,
-                        error=status == STATUS_ERROR,
-                        thread_id=thread_id,
-                    )
-                )
+                label = str(attrs.get("procscope.task.name") or name.removeprefix("task "))
+                lane = self._task_slot(host, span_pk, label, start, end, status == STATUS_ERROR)
                 self._task_lanes[int(span_id)] = lane.id
+                self._task_span_lanes[span_pk] = lane.id
+
+    def _task_slot(
+        self, host: str, span_pk: int, label: str, start: int, end: int, error: bool
+    ) -> Lane:
+        """The task lane a task (in start order) is drawn on: a free one of its thread's,
+        a new one while under :data:`MAX_TASK_LANES`, else the one that frees first."""
+        slots = self._slots.setdefault(host, [])
+        free = [lane for lane in slots if (lane.end_ns or 0) <= start]
+        if free or len(slots) >= MAX_TASK_LANES:
+            lane = free[0] if free else min(slots, key=lambda lane: lane.end_ns or 0)
+            lane.tasks += 1
+            lane.label = f"{lane.first_label} (+{lane.tasks - 1} more tasks)"
+            lane.end_ns = max(lane.end_ns or 0, end)
+            lane.error = lane.error or error
+            lane.span = None
+            return lane
+        lane = self._add(
+            Lane(
+                id=f"k{span_pk}",
+                kind="task",
+                label=label,
+                pid=self.by_id[host].pid,
+                parent=host,
+                depth=self.by_id[host].depth + 1,
+                start_ns=start,
+                end_ns=end,
+                span=span_pk,
+                error=error,
+                first_label=label,
+            )
+        )
+        slots.append(lane)
+        return lane
 
     # ------------------------------------------------------------------ placing spans
 
@@ -187,8 +222,8 @@ class Lanes:
         self, pid: int, attributes: dict[str, Any], parent_span_id: int | None, span_pk: int
     ) -> str:
         """The lane a span is drawn on (a task's own span and the spans it made: its lane)."""
-        if self.by_id.get(f"k{span_pk}") is not None:
-            return f"k{span_pk}"
+        if span_pk in self._task_span_lanes:
+            return self._task_span_lanes[span_pk]
         if parent_span_id is not None and parent_span_id in self._task_lanes:
             return self._task_lanes[parent_span_id]
         if attributes.get(KIND_KEY) in ("process", "subprocess", "program"):
