@@ -104,6 +104,7 @@ class Viewer:
             scope = self._scopes.get(run_id)
         if scope is not None:
             return scope
+        scope_run = None
         if run_id == ALL_RUNS:
             t0, t1 = _extent(db.conn)
         else:
@@ -111,9 +112,14 @@ class Viewer:
             if len(match) != 1:
                 raise ApiError(404, f"no single run matches {run_id[:40]!r}")
             t0, t1 = int(match[0]["start_ns"]), int(match[0]["end_ns"])
+            scope_run = str(match[0]["run_id"])
         threshold, rows = long_spans(db.conn, t0, t1)
         scope = Scope(
-            t0=t0, t1=t1, lanes=Lanes(db.conn, db, between=(t0, t1)), long_ns=threshold, long=rows
+            t0=t0,
+            t1=t1,
+            lanes=Lanes(db.conn, db, between=(t0, t1), run=scope_run),
+            long_ns=threshold,
+            long=rows,
         )
         with self._scope_lock:
             return self._scopes.setdefault(run_id, scope)
@@ -150,7 +156,7 @@ class Viewer:
             "t0_ns": str(scope.t0),
             "duration": scope.t1 - scope.t0,
             "lanes": lanes,
-            "objects": db.state_objects(),
+            "objects": _objects(db, run or self.default_run),
             "losses": [loss.to_dict() for loss in db.losses()],
         }
 
@@ -194,6 +200,13 @@ _ROUTES = {
     "/api/cursor": Viewer.cursor,
     "/api/search": Viewer.search,
 }
+
+
+def _objects(db: Any, run: str | None) -> list[str]:
+    """The traced objects of ``run`` (every run's for ``all``)."""
+    if run is None or run == ALL_RUNS:
+        return list(db.state_objects())
+    return list(db.state_objects(run))
 
 
 def _extent(conn: Any) -> tuple[int, int]:

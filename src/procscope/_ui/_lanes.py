@@ -69,8 +69,10 @@ class Lanes:
         db: Any,
         pids: set[int] | None = None,
         between: tuple[int, int] = (-(2**63), 2**63 - 1),
+        run: str | None = None,
     ) -> None:
         self._between = between
+        self._run = run
         self.by_id: dict[str, Lane] = {}
         self._roots: list[Lane] = []
         self._task_lanes: dict[int, str] = {}  # span_id (stored form) of a task span -> lane
@@ -94,7 +96,7 @@ class Lanes:
 
     def _load(self, conn: sqlite3.Connection, db: Any, pids: set[int] | None) -> None:
         seen: set[int] = set()
-        for record in db.processes():
+        for record in db.processes(self._run) if self._run else db.processes():
             if record.pid is None or (pids is not None and record.pid not in pids):
                 continue
             parent = f"p{record.parent_pid}" if record.parent_pid in seen else None
@@ -117,9 +119,10 @@ class Lanes:
         # Processes that exported spans but have no lifecycle record (no lifecycle
         # instrumentor, or a DB from another exporter): a lane each, at the top level.
         # pids come from the (pid, start_ns) index one at a time: a skip scan, not a
-        # DISTINCT over every span.
+        # DISTINCT over every span. For one run, its processes are the runs API's; a span
+        # of another pid still gets a lane when a window shows it (lane_for).
         pid = -(2**63)
-        while True:
+        while self._run is None:
             row = conn.execute(
                 "SELECT pid, process_name FROM spans WHERE pid > ? ORDER BY pid LIMIT 1", (pid,)
             ).fetchone()
