@@ -4,9 +4,12 @@ paths: the whole suite together, and each plugin alone beside the OpenTelemetry 
 from __future__ import annotations
 
 import email
+import re
+import signal
 import subprocess
 import sys
 import textwrap
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -284,3 +287,27 @@ def test_whole_suite_from_wheels(wheels: dict[str, Path], tmp_path: Path) -> Non
     assert pasted and all(c.startswith(f"{bin_dir / 'procscope'} ") for c in pasted)
     for command in pasted:
         assert _run("bash", "-c", command, cwd=tmp_path).strip(), command
+    # The viewer's page and assets ship in the wheel: procscope ui serves them from there.
+    _assert_ui_serves_its_assets(bin_dir / "procscope", demo_db)
+
+
+def _assert_ui_serves_its_assets(procscope: Path, db: Path) -> None:
+    with subprocess.Popen(
+        [str(procscope), "ui", "--db", str(db), "--port", "0", "--no-browser"],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as server:
+        _fetch_assets(server)
+
+
+def _fetch_assets(server: subprocess.Popen[str]) -> None:
+    try:
+        assert server.stdout is not None
+        found = re.search(r"at (http://127\.0\.0\.1:\d+)/?", server.stdout.readline())
+        assert found, "procscope ui printed no URL"
+        for path in ("/", "/static/viewer.js", "/static/viewer.css"):
+            with urllib.request.urlopen(found.group(1) + path, timeout=30) as reply:
+                assert reply.status == 200 and reply.read(), path
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
