@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
 from procscope.instrumentation.state import trace_state
@@ -27,6 +28,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_at_a_time_copied_from_the_history_includes_that_record(tracedb: Any) -> None:
     """--at with the first record's printed time (ms) rebuilds it; a second before it fails."""
     counter = trace_state(Counter(), name="precise", fields=["count"])
+    # The change must fall in a later millisecond than the snapshot, or the snapshot's
+    # printed millisecond rightly includes it too (seen under load: count 1).
+    time.sleep(0.005)
     counter.bump()
     tracedb.flush().close()
     history = _cli("state", "precise", "--db", tracedb.path)
