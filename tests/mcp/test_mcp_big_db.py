@@ -77,13 +77,16 @@ def test_every_tool_answers_a_million_spans_within_its_size_bound(big_db: str) -
     kinds = [e["kind"] for e in errors["errors"]]
     assert kinds[:3] == ["process ended badly"] * 3
     assert errors["errors"][0]["exception"]["type"] == "RuntimeError"
-    failing = errors["errors"][-1]
-    assert failing["span"] == "Account.apply"
-    if "note" in errors["summary"]:  # a busy machine: the failed traces read in time
-        assert 0 < failing["count"] < run["failed_calls"]
+    failed_spans = [e for e in errors["errors"] if "span" in e]
+    if "note" in errors["summary"]:
+        # A busy machine: only the failed traces read within the time budget are there
+        # (maybe none), and the note says so.
+        assert all(0 < e["count"] < run["failed_calls"] for e in failed_spans)
     else:
-        assert failing["count"] == run["failed_calls"]
-    assert failing["exception"]["type"] == "ValueError"
+        assert [e["count"] for e in failed_spans] == [run["failed_calls"]]
+    for failing in failed_spans:
+        assert failing["span"] == "Account.apply"
+        assert failing["exception"]["type"] == "ValueError"
 
     trace = a["trace"].data
     assert trace["span_count"] == len(trace["spans"]) and trace["error_spans"] >= 1

@@ -82,7 +82,9 @@ def test_an_assistant_finds_why_a_pricer_crashed(demo_db: Path) -> None:
     story = answers["timeline"]
     assert story["who"] == crash["who"]
     kinds = [e["kind"] for e in story["entries"]]
-    assert kinds[0] == "started" and "received" in kinds and "sent" in kinds
+    # It received the poisoned order at least; whether it priced (sent) one before is
+    # up to which pricer the queue served first.
+    assert kinds[0] == "started" and "received" in kinds
     assert story["entries"][-1]["text"].startswith("exited with code 1")
 
     trace = answers["trace"]

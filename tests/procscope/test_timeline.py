@@ -251,7 +251,9 @@ def test_one_name_per_process_in_every_command(crawl_db: str) -> None:
         return [node["actor"], *(a for child in node["children"] for a in walk(child))]
 
     show_actors = {a for root in json.loads(shown.stdout)["roots"] for a in walk(root)}
-    assert show_actors <= set(actors.values())
+    # A span run by a thread or task is named name:pid/Thread-1 or name:pid/Task-1: its
+    # process part is the process's one name (which spans the trace holds varies by run).
+    assert {a.split("/", 1)[0] for a in show_actors} <= set(actors.values())
     ambiguous = _cli("timeline", "twin", "--db", crawl_db)
     assert ambiguous.returncode == 2
     twins = sorted(a for a in actors.values() if a.startswith("twin:"))
