@@ -46,9 +46,18 @@ def start() -> None:
     """Start mirroring this process's ring (a child's), once per process."""
     if flight.append is None or _state["pid"] == os.getpid():
         return
+    # Imported here, not in the thread: a thread importing it while another thread (or,
+    # in a fork child, the parent's thread that forked mid-import) holds it half made
+    # got ImportError "partially initialized module" (seen in test_multiprocessing_fork).
+    try:
+        from ._flight_spans import _thread_names
+    except ImportError:
+        return
     _state["pid"] = os.getpid()
     _state["stop"] = False
-    thread = threading.Thread(target=_run, name="procscope-flight-mirror", daemon=True)
+    thread = threading.Thread(
+        target=_run, args=(_thread_names,), name="procscope-flight-mirror", daemon=True
+    )
     try:
         thread.start()
     except RuntimeError:
@@ -80,9 +89,7 @@ def forget(pid: int) -> None:
                 pass
 
 
-def _run() -> None:
-    from ._flight_spans import _thread_names
-
+def _run(_thread_names: Any) -> None:
     pid = os.getpid()
     path = _path(pid)
     if not path:

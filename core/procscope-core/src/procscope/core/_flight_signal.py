@@ -41,7 +41,7 @@ def start_time(pid: int) -> str | None:
 def catches(pid: int, signum: int) -> bool:
     """Whether ``/proc/<pid>/status`` says the process has a handler for ``signum``."""
     try:
-        with open(f"/proc/{pid}/status") as source:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as source:
             for line in source:
                 if line.startswith("SigCgt:"):
                     return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
@@ -54,7 +54,7 @@ def _write_marker() -> None:
     folder = marker_dir()
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)
-        with open(os.path.join(folder, str(os.getpid())), "w") as out:
+        with open(os.path.join(folder, str(os.getpid())), "w", encoding="ascii") as out:
             out.write(start_time(os.getpid()) or "")
     except OSError:
         pass
@@ -117,7 +117,7 @@ def ask(pid: int) -> str | None:
     if SIGNAL is None:
         return "this system has no SIGUSR2"
     try:
-        with open(os.path.join(marker_dir(), str(pid))) as source:
+        with open(os.path.join(marker_dir(), str(pid)), encoding="ascii") as source:
             started = source.read().strip()
     except OSError:
         return "no process of this user with procscope's flight recorder has that pid"

@@ -185,17 +185,33 @@ _helpers: list[threading.Thread] = []
 _helpers_lock = threading.Lock()
 
 
+def _send_then_forget(job: Dump) -> None:
+    try:
+        _send(job)
+    finally:
+        # A finished helper must not stay referenced: a test runner that counts the
+        # Thread objects still alive in threading._dangling (CPython's regrtest) would
+        # report the program's environment as changed.
+        with _helpers_lock:
+            me = threading.current_thread()
+            _helpers[:] = [h for h in _helpers if h is not me]
+
+
 def deliver(job: Dump, wait: float | None) -> None:
     """Make the spans and hand them over, on a helper thread (waited for ``wait`` s)."""
+    helper = threading.Thread(
+        target=_send_then_forget, args=(job,), name="procscope-flight-dump", daemon=True
+    )
+    # Listed before it starts, so that its own removal at its end cannot come first.
+    with _helpers_lock:
+        _helpers.append(helper)
     try:
-        helper = threading.Thread(target=_send, args=(job,), name="procscope-flight-dump",
-                                  daemon=True)
         helper.start()
     except RuntimeError:  # no new threads at interpreter shutdown: here, then
+        with _helpers_lock:
+            _helpers.remove(helper)
         _send(job)
         return
-    with _helpers_lock:
-        _helpers[:] = [h for h in _helpers if h.is_alive()] + [helper]
     if wait is not None:
         helper.join(wait)
 
