@@ -351,6 +351,18 @@ def _add(clauses: list[str], params: list[Any], condition: tuple[str, list[Any]]
         params.extend(condition[1])
 
 
+def _add_started_in(
+    clauses: list[str], params: list[Any], start_ns: int | None, end_ns: int | None
+) -> None:
+    """Traces (alias ``t``) that started in [start_ns, end_ns); None leaves a side open."""
+    if start_ns is not None:
+        clauses.append("t.start_ns >= ?")
+        params.append(int(start_ns))
+    if end_ns is not None:
+        clauses.append("t.start_ns < ?")
+        params.append(int(end_ns))
+
+
 def summary_from_row(row: Sequence[Any]) -> TraceSummary:
     return TraceSummary(
         trace_id=trace_id_from_db(row[0]),
@@ -384,12 +396,7 @@ def query_traces(
     if min_spans is not None:
         clauses.append("(t.span_count >= ? OR t.error_count > 0)")
         params.append(int(min_spans))
-    if start_ns is not None:
-        clauses.append("t.start_ns >= ?")
-        params.append(int(start_ns))
-    if end_ns is not None:
-        clauses.append("t.start_ns < ?")
-        params.append(int(end_ns))
+    _add_started_in(clauses, params, start_ns, end_ns)
     if name is not None:
         clauses.append("t.root_name GLOB ?" if any(c in name for c in "*?[") else "t.root_name = ?")
         params.append(name)
@@ -447,12 +454,7 @@ def query_fragments(
     clauses = ["t.span_count = 1", "t.error_count = 0"]
     params: list[Any] = []
     _add(clauses, params, run.traces("t") if run is not None else ("", []))
-    if start_ns is not None:
-        clauses.append("t.start_ns >= ?")
-        params.append(int(start_ns))
-    if end_ns is not None:
-        clauses.append("t.start_ns < ?")
-        params.append(int(end_ns))
+    _add_started_in(clauses, params, start_ns, end_ns)
     rows = conn.execute(
         "SELECT t.root_name, count(*), min(t.start_ns), max(t.start_ns) FROM traces t "
         f"WHERE {' AND '.join(clauses)} GROUP BY t.root_name ORDER BY count(*) DESC, t.root_name",
