@@ -9,7 +9,6 @@ run unless given ``--run ID`` (a unique start of an id is enough) or ``--run all
 from __future__ import annotations
 
 import argparse
-import signal
 from typing import TYPE_CHECKING, Any
 
 from ._output import (
@@ -22,6 +21,7 @@ from ._output import (
     print_json,
     render_table,
 )
+from ._processes import signal_name
 
 if TYPE_CHECKING:
     from procscope.exporters.tracedb import Run, TraceDB
@@ -30,10 +30,7 @@ if TYPE_CHECKING:
 def exit_text(run: Run) -> str:
     """``0``, ``1``, ``SIGKILL``, or ``?`` when the run's first process recorded no end."""
     if run.exit_signal:
-        try:
-            return signal.Signals(run.exit_signal).name
-        except ValueError:
-            return f"signal {run.exit_signal}"
+        return signal_name(run.exit_signal)
     return "?" if run.exit_code is None else str(run.exit_code)
 
 
