@@ -26,7 +26,7 @@ import os
 import sys
 from typing import Any
 
-from ._distro import ProcscopeConfigurator, ProcscopeDistro
+from ._configurator import ProcscopeConfigurator, configure_environment
 from ._instrumentors import INSTRUMENTORS
 
 ENV_AUTOSTART = "PROCSCOPE_AUTOSTART"
@@ -55,17 +55,17 @@ def start() -> None:
         _start_directly(names)
 
 
-def _procscope_chosen() -> bool:
+def _procscope_chosen(environ: Any = None) -> bool:
     """procscope's distro and configurator named, and nothing initialize() would do
     besides (gevent patching; its own folder on PYTHONPATH, which it takes off)."""
+    env = os.environ if environ is None else environ
     theirs = os.path.join("opentelemetry", "instrumentation", "auto_instrumentation")
     return (
-        os.environ.get("OTEL_PYTHON_DISTRO") == "procscope"
-        and os.environ.get("OTEL_PYTHON_CONFIGURATOR") == "procscope"
-        and _GEVENT_PATCH not in os.environ
+        env.get("OTEL_PYTHON_DISTRO") == "procscope"
+        and env.get("OTEL_PYTHON_CONFIGURATOR") == "procscope"
+        and _GEVENT_PATCH not in env
         and not any(
-            p.rstrip(os.sep).endswith(theirs)
-            for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+            p.rstrip(os.sep).endswith(theirs) for p in env.get("PYTHONPATH", "").split(os.pathsep)
         )
     )
 
@@ -113,31 +113,60 @@ def _publish() -> None:
     try:
         # Cached by OpenTelemetry from the scan initialize() just made.
         from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
-        from opentelemetry.util._importlib_metadata import entry_points
 
-        def values(group: str) -> list[tuple[str, str]]:
-            return [(ep.name, ep.value) for ep in entry_points(group=group)]
-
-        if values("opentelemetry_pre_instrument") or values("opentelemetry_post_instrument"):
-            return
-        if ("procscope", _DISTRO) not in values("opentelemetry_distro"):
-            return
-        if values("opentelemetry_configurator")[:1] != [("procscope", _CONFIGURATOR)]:
-            return
-        names = []
-        for ep in entry_points(group="opentelemetry_instrumentor"):
-            module, attribute = INSTRUMENTORS.get(ep.name, ("", ""))
-            dist = getattr(ep, "dist", None)
-            if ep.value != f"{module}:{attribute}" or dist is None:
-                return
-            if get_dist_dependency_conflicts(dist) is not None:
-                return
-            names.append(ep.name)
-        os.environ[ENV_AUTOSTART] = json.dumps(
-            {"folders": _package_folders(), "instrumentors": names}
-        )
+        value = _own_entry_points_only(lambda dist: get_dist_dependency_conflicts(dist) is None)
     except Exception:  # noqa: BLE001 -- children then take OpenTelemetry's way
         return
+    if value is not None:
+        os.environ[ENV_AUTOSTART] = value
+
+
+def publish_for(env: dict[str, str]) -> None:
+    """In ``procscope run``'s launcher: the same word for the program it starts, so that
+    the program too skips OpenTelemetry's distro machinery and entry-point scan (the
+    launcher runs from the same installation; a program on another interpreter sees
+    other package folders and takes OpenTelemetry's way). Without OpenTelemetry's
+    dependency checker (packaging): a distribution that names an ``instruments`` extra
+    is left to it."""
+    if not _procscope_chosen(env):
+        return
+    try:
+        value = _own_entry_points_only(_declares_no_instruments)
+    except Exception:  # noqa: BLE001 -- the program then takes OpenTelemetry's way
+        return
+    if value is not None:
+        env[ENV_AUTOSTART] = value
+
+
+def _declares_no_instruments(dist: Any) -> bool:
+    """No requirement of ``dist`` under the ``instruments`` extras that OpenTelemetry's
+    dependency check reads (procscope's instrumentors declare none)."""
+    return not any("instruments" in req for req in (dist.requires or ()) if "extra" in req)
+
+
+def _own_entry_points_only(no_conflicts: Any) -> str | None:
+    """The word for children (folders and instrumentor names) when the installed entry
+    points are procscope's distro, configurator (first of its group) and instrumentors
+    alone, with no pre- or post-instrument hook; else None."""
+    from opentelemetry.util._importlib_metadata import entry_points
+
+    def values(group: str) -> list[tuple[str, str]]:
+        return [(ep.name, ep.value) for ep in entry_points(group=group)]
+
+    if values("opentelemetry_pre_instrument") or values("opentelemetry_post_instrument"):
+        return None
+    if ("procscope", _DISTRO) not in values("opentelemetry_distro"):
+        return None
+    if values("opentelemetry_configurator")[:1] != [("procscope", _CONFIGURATOR)]:
+        return None
+    names = []
+    for ep in entry_points(group="opentelemetry_instrumentor"):
+        module, attribute = INSTRUMENTORS.get(ep.name, ("", ""))
+        dist = getattr(ep, "dist", None)
+        if ep.value != f"{module}:{attribute}" or dist is None or not no_conflicts(dist):
+            return None
+        names.append(ep.name)
+    return json.dumps({"folders": _package_folders(), "instrumentors": names})
 
 
 class _OwnEntryPoint:
@@ -155,15 +184,23 @@ class _OwnEntryPoint:
 
 def _start_directly(names: list[str]) -> None:
     """What initialize() does when the entry points are procscope's alone: the distro,
-    the configurator, then each instrumentor not disabled, with the same messages."""
+    the configurator, then each instrumentor not disabled, with the same messages.
+
+    The configurator's setup() switches procscope's instrumentors on as the level asks,
+    and procscope's distro then skips each of them (``ProcscopeDistro.load_instrumentor``):
+    so the distro object, whose base class costs about 80 ms of imports, is made only
+    when setup() did not run.
+    """
     from opentelemetry.instrumentation.version import __version__
 
+    from ._api import current_scope
+
     try:
-        distro = ProcscopeDistro()
-        distro.configure()
+        configure_environment()
         ProcscopeConfigurator().configure(auto_instrumentation_version=__version__)
         raw = os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS")
         excluded = [] if raw is None else [x.strip() for x in raw.split(",")]
+        distro: Any = None
         for name in names:
             if "*" in excluded:
                 break
@@ -171,7 +208,12 @@ def _start_directly(names: list[str]) -> None:
                 _LOAD_LOGGER.debug("Instrumentation skipped for library %s", name)
                 continue
             try:
-                distro.load_instrumentor(_OwnEntryPoint(name), skip_dep_check=True)
+                if current_scope() is None:
+                    if distro is None:
+                        from ._distro import ProcscopeDistro
+
+                        distro = ProcscopeDistro()
+                    distro.load_instrumentor(_OwnEntryPoint(name), skip_dep_check=True)
                 _LOAD_LOGGER.debug("Instrumented %s", name)
             except ModuleNotFoundError as exc:
                 _LOAD_LOGGER.debug("Skipping instrumentation %s: %s", name, exc.msg)

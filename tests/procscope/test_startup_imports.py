@@ -80,8 +80,9 @@ def test_procscope_run_launcher_imports_no_auto_instrumentation(tmp_path: Path) 
 
 def test_program_under_procscope_run_imports_only_its_pipeline(tmp_path: Path) -> None:
     """With the trace DB (the default exporter), the program imports no OTLP, gRPC or
-    protobuf code, nor the SDK's metrics and logs (which procscope does not use), and its
-    spans are recorded in the DB."""
+    protobuf code, nor the SDK's metrics and logs (which procscope does not use), nor
+    OpenTelemetry's auto-instrumentation and distro machinery (the launcher found
+    procscope's entry points alone), and its spans are recorded in the DB."""
     db = tmp_path / "t.db"
     prefixes = (
         "grpc",
@@ -90,6 +91,8 @@ def test_program_under_procscope_run_imports_only_its_pipeline(tmp_path: Path) -
         "opentelemetry.sdk.metrics",
         "opentelemetry.sdk._logs",
         "opentelemetry.sdk._configuration",
+        "opentelemetry.instrumentation.auto_instrumentation",
+        "opentelemetry.instrumentation.distro",
     )
     code = LOADED.format(prefixes=prefixes) + (
         "from opentelemetry import trace\n"
@@ -208,3 +211,27 @@ def test_an_instrumentor_installed_after_the_first_process_is_loaded_in_its_chil
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["program True", "fake instrumented"]
+
+
+def test_an_instrumentor_installed_before_the_run_is_loaded_in_the_program(
+    tmp_path: Path,
+) -> None:
+    """When another instrumentor is installed where the program finds it, the program
+    takes OpenTelemetry's way and loads it, beside procscope's."""
+    pkgs = tmp_path / "pkgs"
+    pkgs.mkdir()
+    (pkgs / "fakeinst.py").write_text(FAKE_INSTRUMENTOR)
+    info = pkgs / "fake_inst-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-inst\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[opentelemetry_instrumentor]\nfake = fakeinst:FakeInstrumentor\n"
+    )
+    code = "import os\nprint('program', 'PROCSCOPE_AUTOSTART' in os.environ, flush=True)\n"
+    result = _run(
+        [PROCSCOPE, "run", "--db", str(tmp_path / "t.db"), "--", "python", "-c", code],
+        tmp_path,
+        PYTHONPATH=str(pkgs),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["fake instrumented", "program False"]

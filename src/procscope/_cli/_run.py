@@ -88,6 +88,9 @@ def instrumented_environ(
     ours, theirs = startup_dir(), auto_instrumentation_dir()
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p not in ("", ours, theirs)]
     env["PYTHONPATH"] = os.pathsep.join([ours, *paths])
+    from .._autostart import publish_for
+
+    publish_for(env)
     return env
 
 
