@@ -28,14 +28,14 @@ SETUP = (
 
 WALK = SETUP + """
 import inspect, json, pickle, re, sys, types
-from procscope.instrumentation.lifecycle import LifecycleInstrumentor
-from procscope.instrumentation.messaging import MessagingInstrumentor
+from procscope.instrumentation.lifecycle import _switch as lifecycle
+from procscope.instrumentation.messaging import _switch as messaging
 
 def patch_table():
     # (owner, name, original) for every name the instrumentors replaced; a name they
     # added (a queue class's __reduce_ex__) has no original and is left out.
-    rows = [tuple(row) for row in LifecycleInstrumentor()._patches._saved]
-    for family in MessagingInstrumentor()._families:
+    rows = [tuple(row) for row in lifecycle.PATCHES._saved]
+    for family in messaging.FAMILIES:
         for owner, name, original, _ in family._patcher._saved:
             if not isinstance(owner, dict) and name in owner.__dict__ and (
                     type(original).__name__ != "object"):

@@ -316,3 +316,34 @@ def test_batch_queue_is_larger_than_the_sdk_default_unless_configured(run_app: A
     assert refused.returncode == 0, refused.stderr
     assert "queue 8192" in refused.stdout
     assert refused.stderr.count("OTEL_BSP_MAX_QUEUE_SIZE") == 1
+
+
+def test_setup_imports_no_instrumentor_base_and_the_classes_still_switch(run_app: Any) -> None:
+    """setup() switches procscope's plugins without importing OpenTelemetry's
+    BaseInstrumentor (tens of milliseconds in every process); the public instrumentor
+    classes, imported later, see what setup() switched on and can switch it off."""
+    result = run_app(
+        """
+        import queue, sys
+        import procscope
+        procscope.setup(exporter="none")
+        print("base", "opentelemetry.instrumentation.instrumentor" in sys.modules)
+        print("patched", hasattr(queue.Queue.put, "__wrapped__"))
+        from procscope.instrumentation.messaging import MessagingInstrumentor
+        print("on", MessagingInstrumentor().is_instrumented_by_opentelemetry)
+        MessagingInstrumentor().uninstrument()
+        print("on", MessagingInstrumentor().is_instrumented_by_opentelemetry)
+        print("patched", hasattr(queue.Queue.put, "__wrapped__"))
+        MessagingInstrumentor().instrument()
+        print("patched", hasattr(queue.Queue.put, "__wrapped__"))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "base False",
+        "patched True",
+        "on True",
+        "on False",
+        "patched False",
+        "patched True",
+    ]

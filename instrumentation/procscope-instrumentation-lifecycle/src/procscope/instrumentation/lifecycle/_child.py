@@ -97,18 +97,18 @@ def ensure_instrumented(
     builder the parent registered in procscope.core (``builders``), if found here."""
     import os
 
-    from ._instrumentor import LifecycleInstrumentor
+    from . import _switch
     from ._runtime import ENV_SPANS
 
-    if LifecycleInstrumentor().is_instrumented_by_opentelemetry:
+    if _switch.is_on():
         # Forked from a set-up process, or set up at start by sitecustomize.
         return
     # The parent's choice, also for the processes this child starts.
     os.environ[ENV_SPANS] = spans
     if settings is not None and child.set_up_like_parent(settings, builders):
-        if LifecycleInstrumentor().is_instrumented_by_opentelemetry:
+        if _switch.is_on():
             return
-    LifecycleInstrumentor().instrument(spans=spans)
+    _switch.instrument(spans=spans)
 
 
 class PoolCall:

@@ -22,69 +22,26 @@ with wrappers that only pass through. See docs/state.md.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Collection, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-
-from . import _runtime
 from ._patch import patch_class, trace_instance
-from ._runtime import RT
-from ._transitions import TransitionsInstrumentor
-from .package import __version__, _instruments, _instruments_transitions
+from .package import __version__
+
+if TYPE_CHECKING:
+    from ._instrumentor import StateInstrumentor, TransitionsInstrumentor
 
 __all__ = ["StateInstrumentor", "TransitionsInstrumentor", "__version__", "trace_state"]
 
-_logger = logging.getLogger("procscope")
 
+def __getattr__(name: str) -> Any:
+    # Imported at first use: their base class costs tens of milliseconds of imports
+    # that procscope.setup(), which switches the plugin through ._switch, does not need.
+    if name in ("StateInstrumentor", "TransitionsInstrumentor"):
+        from . import _instrumentor
 
-class StateInstrumentor(BaseInstrumentor):  # type: ignore[misc]
-    """Switches state recording on and off (entry point ``procscope_state``).
-
-    Keywords of :meth:`instrument` (each also an environment variable):
-    ``tracer_provider``; ``snapshot_every`` (``PROCSCOPE_STATE_SNAPSHOT_EVERY``, default
-    100 changes); ``events`` (``PROCSCOPE_STATE_EVENTS``: ``span``, the default, or ``log``
-    for LogRecord events, with ``logger_provider``); ``max_depth`` and ``max_items``
-    (``PROCSCOPE_STATE_MAX_DEPTH``/``_MAX_ITEMS``: how deep and how large nested
-    containers are diffed, default 3 and 1000).
-    """
-
-    _owns_transitions = False
-
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return _instruments
-
-    def _instrument(self, **kwargs: Any) -> None:
-        from ._transitions import _Switch
-
-        _runtime.configure(kwargs, __version__)
-        RT.generation += 1
-        RT.active = True
-        _Switch.owns_runtime = False  # the runtime is this instrumentor's from now on
-        self._instrument_transitions(kwargs)
-
-    def _instrument_transitions(self, kwargs: dict[str, Any]) -> None:
-        from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
-
-        conflict = get_dependency_conflicts(_instruments_transitions)
-        if conflict is not None:
-            # As auto-launch does for a library that is absent: a debug line, no error.
-            _logger.debug("procscope: transitions not recorded: %s", conflict)
-            return
-        transitions = TransitionsInstrumentor()
-        if transitions.is_instrumented_by_opentelemetry:
-            return
-        transitions.instrument(skip_dep_check=True, tracer_provider=kwargs.get("tracer_provider"))
-        type(self)._owns_transitions = True
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        RT.active = False
-        if type(self)._owns_transitions:
-            type(self)._owns_transitions = False
-            transitions = TransitionsInstrumentor()
-            if transitions.is_instrumented_by_opentelemetry:
-                transitions.uninstrument()
+        return getattr(_instrumentor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _fields_of(fields: Any) -> frozenset[str] | None:

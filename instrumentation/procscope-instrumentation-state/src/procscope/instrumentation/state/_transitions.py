@@ -16,10 +16,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Collection
 from typing import Any
-
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from procscope.core import shared_state
 from procscope.core.guard import log_internal_error
@@ -29,7 +26,6 @@ from . import _semconv as sc
 from ._diff import freeze, value_repr
 from ._runtime import RT, begin
 from ._tracker import TRACKERS, Tracker, class_name, lock_of
-from .package import _instruments_transitions
 
 _logger = logging.getLogger("procscope")
 
@@ -296,49 +292,44 @@ def _targets() -> list[tuple[Any, Any]]:
     return found
 
 
-class TransitionsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
-    """Records the transitions of every ``transitions`` state machine.
-
-    Switched on by :class:`~procscope.instrumentation.state.StateInstrumentor` when the
-    library is installed; usable alone too (it then configures the state runtime).
-    """
-
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return _instruments_transitions
-
-    def _instrument(self, **kwargs: Any) -> None:
-        if RT.tracer is None:
-            from . import _runtime
-            from .package import __version__
-
-            _runtime.configure(kwargs, __version__)
-            RT.active = True
-            _Switch.owns_runtime = True
-        for cls, factory in _targets():
-            current = cls.__dict__.get("execute")
-            if current is not None and not hasattr(current, "_procscope_original"):
-                cls.execute = factory(current)
-        for cls in _machine_classes():
-            current = cls.__dict__.get("add_model")
-            if current is not None and not hasattr(current, "_procscope_original"):
-                cls.add_model = _wrap_add_model(current)
-        _Switch.on = True
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        _Switch.on = False
-        if _Switch.owns_runtime:
-            _Switch.owns_runtime = False
-            RT.active = False
-        for cls, _factory in _targets():
-            current = cls.__dict__.get("execute")
-            original = getattr(current, "_procscope_original", None)
-            if original is not None:
-                cls.execute = original
-        for cls in _machine_classes():
-            current = cls.__dict__.get("add_model")
-            original = getattr(current, "_procscope_original", None)
-            if original is not None:
-                cls.add_model = original
+def is_on() -> bool:
+    return _Switch.on
 
 
-__all__ = ["TransitionsInstrumentor"]
+def instrument(**kwargs: Any) -> None:
+    """Wrap every transition's ``execute`` and every machine's ``add_model``; switches the
+    state runtime on too when nothing else did (used without the state instrumentor)."""
+    if RT.tracer is None:
+        from . import _runtime
+        from .package import __version__
+
+        _runtime.configure(kwargs, __version__)
+        RT.active = True
+        _Switch.owns_runtime = True
+    for cls, factory in _targets():
+        current = cls.__dict__.get("execute")
+        if current is not None and not hasattr(current, "_procscope_original"):
+            cls.execute = factory(current)
+    for cls in _machine_classes():
+        current = cls.__dict__.get("add_model")
+        if current is not None and not hasattr(current, "_procscope_original"):
+            cls.add_model = _wrap_add_model(current)
+    _Switch.on = True
+
+
+def uninstrument(**_: Any) -> None:
+    """Put the originals back."""
+    _Switch.on = False
+    if _Switch.owns_runtime:
+        _Switch.owns_runtime = False
+        RT.active = False
+    for cls, _factory in _targets():
+        current = cls.__dict__.get("execute")
+        original = getattr(current, "_procscope_original", None)
+        if original is not None:
+            cls.execute = original
+    for cls in _machine_classes():
+        current = cls.__dict__.get("add_model")
+        original = getattr(current, "_procscope_original", None)
+        if original is not None:
+            cls.add_model = original
