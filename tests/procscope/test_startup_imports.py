@@ -81,8 +81,9 @@ def test_procscope_run_launcher_imports_no_auto_instrumentation(tmp_path: Path) 
 def test_program_under_procscope_run_imports_only_its_pipeline(tmp_path: Path) -> None:
     """With the trace DB (the default exporter), the program imports no OTLP, gRPC or
     protobuf code, nor the SDK's metrics and logs (which procscope does not use), nor
-    OpenTelemetry's auto-instrumentation and distro machinery (the launcher found
-    procscope's entry points alone), and its spans are recorded in the DB."""
+    OpenTelemetry's auto-instrumentation, distro and instrumentor machinery (the launcher
+    found procscope's entry points alone), nor the trace DB's query side, and its spans
+    are recorded in the DB."""
     db = tmp_path / "t.db"
     prefixes = (
         "grpc",
@@ -93,6 +94,9 @@ def test_program_under_procscope_run_imports_only_its_pipeline(tmp_path: Path) -
         "opentelemetry.sdk._configuration",
         "opentelemetry.instrumentation.auto_instrumentation",
         "opentelemetry.instrumentation.distro",
+        "opentelemetry.instrumentation.instrumentor",
+        "procscope.exporters.tracedb._db",
+        "procscope.exporters.tracedb._query",
     )
     code = LOADED.format(prefixes=prefixes) + (
         "from opentelemetry import trace\n"

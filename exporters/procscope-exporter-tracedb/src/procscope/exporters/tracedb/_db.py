@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from . import _messages, _processes, _query, _runs, _schema, _state, _timeline
+from ._fds import on_read_only_fs as _on_read_only_fs
 from ._query import Happening, SpanRecord, TraceSummary, TraceTree
 from ._runs import Run, RunFilter
 from ._schema import TraceDBError
@@ -104,13 +105,6 @@ def _needs_immutable(path: str) -> bool:
         return os.path.getsize(path + "-wal") == 0 and not os.path.exists(path + "-shm")
     except OSError:
         return True  # no -wal file
-
-
-def _on_read_only_fs(path: str) -> bool:
-    try:
-        return bool(os.statvfs(os.path.dirname(path) or ".").f_flag & os.ST_RDONLY)
-    except (OSError, AttributeError):
-        return False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,7 +43,7 @@ from procscope.core.settings import (
 
 from . import _relay
 from ._convert import spans_to_batch
-from ._db import _on_read_only_fs
+from ._fds import on_read_only_fs as _on_read_only_fs
 from ._schema import TraceDBError
 from ._writer import Batch, Writer, file_identity, without_stored_spans
 

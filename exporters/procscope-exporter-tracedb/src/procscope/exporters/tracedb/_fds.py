@@ -54,3 +54,11 @@ def own_fds(before: set[str] | None, path: str) -> dict[int, tuple[int, int]]:
         if (info.st_dev, info.st_ino) in files:
             fds[fd] = (info.st_dev, info.st_ino)
     return fds
+
+
+def on_read_only_fs(path: str) -> bool:
+    """Whether the file system holding ``path``'s folder is mounted read-only."""
+    try:
+        return bool(os.statvfs(os.path.dirname(path) or ".").f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
