@@ -217,12 +217,8 @@ def test_an_instrumentor_installed_after_the_first_process_is_loaded_in_its_chil
     assert result.stdout.splitlines() == ["program True", "fake instrumented"]
 
 
-def test_an_instrumentor_installed_before_the_run_is_loaded_in_the_program(
-    tmp_path: Path,
-) -> None:
-    """When another instrumentor is installed where the program finds it, the program
-    takes OpenTelemetry's way and loads it, beside procscope's."""
-    pkgs = tmp_path / "pkgs"
+def _fake_instrumentor_package(pkgs: Path) -> Path:
+    """A folder holding an installed package with an OpenTelemetry instrumentor."""
     pkgs.mkdir()
     (pkgs / "fakeinst.py").write_text(FAKE_INSTRUMENTOR)
     info = pkgs / "fake_inst-1.0.dist-info"
@@ -231,6 +227,15 @@ def test_an_instrumentor_installed_before_the_run_is_loaded_in_the_program(
     (info / "entry_points.txt").write_text(
         "[opentelemetry_instrumentor]\nfake = fakeinst:FakeInstrumentor\n"
     )
+    return pkgs
+
+
+def test_an_instrumentor_installed_before_the_run_is_loaded_in_the_program(
+    tmp_path: Path,
+) -> None:
+    """When another instrumentor is installed where the program finds it, the program
+    takes OpenTelemetry's way and loads it, beside procscope's."""
+    pkgs = _fake_instrumentor_package(tmp_path / "pkgs")
     code = "import os\nprint('program', 'PROCSCOPE_AUTOSTART' in os.environ, flush=True)\n"
     result = _run(
         [PROCSCOPE, "run", "--db", str(tmp_path / "t.db"), "--", "python", "-c", code],
@@ -239,3 +244,32 @@ def test_an_instrumentor_installed_before_the_run_is_loaded_in_the_program(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["fake instrumented", "program False"]
+
+
+def test_the_launcher_reuses_its_answer_while_the_package_folders_are_unchanged(
+    tmp_path: Path,
+) -> None:
+    """The launcher keeps its entry-point answer in the user's cache folder: a second
+    ``procscope run`` reads it instead of scanning (no importlib.metadata in the
+    launcher), and the program still skips OpenTelemetry's scan; a cache that does not
+    match the package folders is not trusted."""
+    code = "import os\nprint('fast', bool(os.environ.get('PROCSCOPE_AUTOSTART')))\n"
+    command = [PROCSCOPE, "run", "--db", str(tmp_path / "t.db"), "--", "python", "-c", code]
+    cache = tmp_path / "cache"
+    first = _run(command, tmp_path, XDG_CACHE_HOME=str(cache))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == ["fast True"]
+    (answer,) = (cache / "procscope").iterdir()
+    second = _run(command, tmp_path, XDG_CACHE_HOME=str(cache), PYTHONPROFILEIMPORTTIME="1")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines() == ["fast True"]
+    lines = second.stderr.splitlines()
+    launcher_end = next(i for i, line in enumerate(lines) if line.endswith("| procscope._cli"))
+    assert not any(line.endswith("| importlib.metadata") for line in lines[:launcher_end])
+    # A stale answer (a package folder the cache does not know): scanned again, and the
+    # instrumentor found there is loaded in the program.
+    answer.write_text('{"folders": {}, "instrumentors": []}')
+    pkgs = _fake_instrumentor_package(tmp_path / "pkgs")
+    third = _run(command, tmp_path, XDG_CACHE_HOME=str(cache), PYTHONPATH=str(pkgs))
+    assert third.returncode == 0, third.stderr
+    assert third.stdout.splitlines() == ["fake instrumented", "fast False"]
