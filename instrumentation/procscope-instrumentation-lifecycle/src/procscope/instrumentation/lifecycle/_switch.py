@@ -12,12 +12,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _ending, _processes, _program, _subprocess, _tasks, _threads
+from procscope.core.post_import import when_imported
+
+from . import _ending, _processes, _program, _subprocess, _threads
 from ._patching import Patches
 from ._runtime import runtime
 
 PATCHES = Patches()
 _on = False
+_cancel_tasks: Any = None
+
+
+def _instrument_tasks(_asyncio: Any) -> None:
+    # Imported with asyncio, not before: most programs never import asyncio (~15 ms).
+    from . import _tasks
+
+    if _on:
+        _tasks.instrument(PATCHES)
 
 
 def is_on() -> bool:
@@ -26,13 +37,12 @@ def is_on() -> bool:
 
 def instrument(tracer_provider: Any = None, spans: Any = None, **_: Any) -> None:
     """Patch what the lifecycle instrumentation patches (idempotent)."""
-    global _on
+    global _on, _cancel_tasks
     if _on:
         return
     runtime.configure(tracer_provider, spans)
     try:
         _threads.instrument(PATCHES)
-        _tasks.instrument(PATCHES)
         _processes.instrument(PATCHES)
         _subprocess.instrument(PATCHES)
         _ending.instrument(PATCHES)
@@ -42,6 +52,7 @@ def instrument(tracer_provider: Any = None, spans: Any = None, **_: Any) -> None
         runtime.active = False
         raise
     _on = True
+    _cancel_tasks = when_imported("asyncio", _instrument_tasks)
     _subprocess.start_from_environment()
     if _ending.current_run() is None:
         # Not a child with its own process span: the program at the top, whose end
@@ -53,10 +64,13 @@ def instrument(tracer_provider: Any = None, spans: Any = None, **_: Any) -> None
 
 def uninstrument(**_: Any) -> None:
     """Restore everything patched (idempotent)."""
-    global _on
+    global _on, _cancel_tasks
     if not _on:
         return
     _on = False
+    if _cancel_tasks is not None:
+        _cancel_tasks()
+        _cancel_tasks = None
     runtime.active = False
     PATCHES.restore_all()
     _processes.uninstrument()

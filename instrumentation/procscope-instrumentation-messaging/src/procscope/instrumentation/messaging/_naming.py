@@ -132,16 +132,20 @@ def _is_internal(filename: str) -> bool:
 
 def _factory_files() -> frozenset[str]:
     """The modules between a user's call and ``__init__``: the classes and their factories."""
-    import asyncio.queues
     import multiprocessing.connection
     import multiprocessing.context
     import multiprocessing.managers
     import multiprocessing.queues
     import queue
 
-    modules = (queue, asyncio.queues, multiprocessing.queues, multiprocessing.context,
+    modules = (queue, multiprocessing.queues, multiprocessing.context,
                multiprocessing.connection, multiprocessing.managers)
-    return frozenset(m.__file__ for m in modules if m.__file__)
+    files = {m.__file__ for m in modules if m.__file__}
+    if queue.__file__:
+        # asyncio's queues, named without importing asyncio (~15 ms, and most programs
+        # never import it): beside queue.py in the standard library.
+        files.add(os.path.join(os.path.dirname(queue.__file__), "asyncio", "queues.py"))
+    return frozenset(files)
 
 
 _FACTORIES = _factory_files()

@@ -9,12 +9,15 @@ import logging
 import re
 from typing import Any
 
+from procscope.core.post_import import when_imported
+
 from . import _runtime, _transitions
 from ._runtime import RT
 from .package import __version__, _instruments_transitions
 
 _logger = logging.getLogger("procscope")
 _on = False
+_cancel_transitions: Any = None
 # Whether the transitions recorder was switched on by this switch (and so is switched
 # off with it), rather than by the program through TransitionsInstrumentor.
 _owns_transitions = False
@@ -39,10 +42,13 @@ def instrument(**kwargs: Any) -> None:
 
 
 def uninstrument(**_: Any) -> None:
-    global _on, _owns_transitions
+    global _on, _owns_transitions, _cancel_transitions
     if not _on:
         return
     _on = False
+    if _cancel_transitions is not None:
+        _cancel_transitions()
+        _cancel_transitions = None
     RT.active = False
     if _owns_transitions:
         _owns_transitions = False
@@ -75,13 +81,24 @@ def _release(version: str) -> tuple[int, ...]:
 
 
 def _instrument_transitions(kwargs: dict[str, Any]) -> None:
-    global _owns_transitions
-    missing = transitions_missing()
-    if missing is not None:
-        # As auto-launch does for a library that is absent: a debug line, no error.
-        _logger.debug("procscope: transitions not recorded: %s", missing)
+    """Record the transitions library once the program imports it (now, if it has):
+    importing it here would cost every process its import (~15 ms, asyncio included)."""
+    global _cancel_transitions
+    provider = kwargs.get("tracer_provider")
+
+    def instrument_now(_transitions_module: Any) -> None:
+        global _owns_transitions
+        if not _on or _transitions._Switch.on:
+            return
+        missing = transitions_missing()
+        if missing is not None:
+            # As auto-launch does for a library that is absent: a debug line, no error.
+            _logger.debug("procscope: transitions not recorded: %s", missing)
+            return
+        _transitions.instrument(tracer_provider=provider)
+        _owns_transitions = True
+
+    if importlib.util.find_spec("transitions") is None:
+        _logger.debug("procscope: transitions not recorded: transitions is not installed")
         return
-    if _transitions._Switch.on:
-        return
-    _transitions.instrument(tracer_provider=kwargs.get("tracer_provider"))
-    _owns_transitions = True
+    _cancel_transitions = when_imported("transitions", instrument_now)
