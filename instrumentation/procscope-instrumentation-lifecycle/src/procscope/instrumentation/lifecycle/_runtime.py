@@ -70,6 +70,16 @@ DEFAULT_SPANS = SPANS_ALL
 EXIT_FLUSH_MILLIS = 500
 # The share of that budget kept for writing what is left to the hand-off spool.
 SPOOL_SHARE = 0.2
+# At full recall (the recorder's overflow policy "wait": a debugging run wants complete
+# data) into the trace DB alone, the flush goes on past the budget for as long as it makes
+# progress, up to PROGRESS_CAP_S in all, as the program's own shutdown does: a busy child's
+# backlog is written rather than counted lost. "No progress" is a whole slice in which
+# neither a record became a span nor a span was exported; a slice outlasts the DB's busy
+# timeout (an export may wait that long for the write lock that another process holds
+# while it writes). Another exporter (OTLP to a backend that may be down) keeps the
+# budget: its leftovers go to the hand-off spool.
+PROGRESS_SLICE_S = 6.0
+PROGRESS_CAP_S = 30.0
 _abandoned = [0]
 _handed_off = [0]
 _stuck: list[threading.Thread] = []
@@ -88,16 +98,22 @@ def exit_flush_handed_off() -> int:
 
 
 def _queued_spans() -> int:
-    count = 0
+    return sum(_queued_by_stage())
+
+
+def _queued_by_stage() -> tuple[int, int]:
+    """(spans in the batch processors' queues and exports, records not yet made spans)."""
+    queued = records = 0
     for processor in span_processors():
         batch = getattr(processor, "_batch_processor", None)
         queue = getattr(batch, "_queue", None)
         if queue is not None:
-            count += len(queue) + len(getattr(batch, "procscope_in_flight", None) or ())
+            queued += len(queue) + len(getattr(batch, "procscope_in_flight", None) or ())
         pending = getattr(processor, "pending", None)  # the recorder's records
         if callable(pending):
-            count += int(pending())
-    return count
+            records += int(pending())
+    return queued, records
+
 
 _propagator = TraceContextTextMapPropagator()
 
@@ -469,17 +485,21 @@ def flush(timeout_millis: int = EXIT_FLUSH_MILLIS) -> None:
         # An earlier exit flush of this process (a child ends twice: its span, then
         # os._exit) is still stuck on the same export: do not spend the budget again.
         return
+    patient = _waits_for_room()
+    flush_millis = int(PROGRESS_CAP_S * 1000) if patient else timeout_millis
     try:
         helper = threading.Thread(
-            target=force_flush, args=(timeout_millis,), name="procscope-exit-flush", daemon=True
+            target=force_flush, args=(flush_millis,), name="procscope-exit-flush", daemon=True
         )
         helper.start()
     except RuntimeError:  # no new threads at interpreter shutdown: flush here
         force_flush(timeout_millis)
         return
-    # The budget's last part is kept for writing what is left to the hand-off spool.
-    deadline = time.monotonic() + timeout_millis / 1000
     helper.join(timeout_millis / 1000 * (1 - SPOOL_SHARE))
+    if helper.is_alive() and patient:
+        _wait_while_progress(helper)
+    # The budget's last part is kept for writing what is left to the hand-off spool.
+    deadline = time.monotonic() + timeout_millis / 1000 * SPOOL_SHARE
     if helper.is_alive():
         _stuck.append(helper)
         # Out of budget (an exporter waiting on a dead backend, a library lock held over
@@ -503,6 +523,38 @@ def flush(timeout_millis: int = EXIT_FLUSH_MILLIS) -> None:
             handoff.directory(),
             lost,
         )
+
+
+def _waits_for_room() -> bool:
+    """True at full recall (the recorder's overflow policy is "wait") when every batch
+    processor exports to the trace DB (local disk: slow at worst, never down)."""
+    processors = span_processors()
+    exporters = [
+        getattr(getattr(p, "_batch_processor", None), "_exporter", None) for p in processors
+    ]
+    return (
+        any(getattr(p, "overflow", None) == "wait" for p in processors)
+        and all(
+            type(e).__module__.startswith("procscope.exporters.tracedb")
+            for e in exporters
+            if e is not None
+        )
+        and any(e is not None for e in exporters)
+    )
+
+
+def _wait_while_progress(helper: threading.Thread) -> None:
+    """Wait for the flush while what is queued keeps shrinking, up to the cap."""
+    give_up = time.monotonic() + PROGRESS_CAP_S
+    queued, records = _queued_by_stage()
+    while helper.is_alive() and time.monotonic() < give_up:
+        helper.join(PROGRESS_SLICE_S)
+        now_queued, now_records = _queued_by_stage()
+        # Progress at either stage: records made into spans, or spans exported (a record
+        # made a span moves from one count to the other, so their sum can stand still).
+        if now_queued >= queued and now_records >= records:
+            return  # no progress in a whole slice: stalled
+        queued, records = now_queued, now_records
 
 
 def _hand_off(deadline: float) -> int:
