@@ -48,6 +48,9 @@ from ._schema import TraceDBError
 from ._writer import Batch, Writer, file_identity, without_stored_spans
 
 DEFAULT_BUSY_TIMEOUT_S = 5.0
+# How many times a batch is written when the DB stays locked for a whole busy timeout
+# (several processes writing big batches at once) before it is counted lost.
+LOCKED_ATTEMPTS = 3
 
 # Writers inherited from a parent process, or whose descriptors the program closed: kept
 # referenced forever so that garbage collection never closes them (see module docstring).
@@ -421,8 +424,18 @@ class TraceDBSpanExporter(SpanExporter):
         writes it itself when this fails (no 'batch lost' warning)."""
         try:
             writer = self._writer_here()
-            writer.write(Batch(), build=lambda: build(writer), skip_stored=skip_stored)
-            return SpanExportResult.SUCCESS
+            for attempt in range(LOCKED_ATTEMPTS):
+                try:
+                    writer.write(Batch(), build=lambda: build(writer), skip_stored=skip_stored)
+                    return SpanExportResult.SUCCESS
+                except sqlite3.OperationalError as exc:
+                    # Other processes held the write lock for a whole busy timeout: many
+                    # busy writers, not a fault. Tried again, a few times, rather than lose
+                    # the batch; a relayed batch (quiet) is not retried: its sender is
+                    # waiting, and writes it itself.
+                    if quiet or attempt == LOCKED_ATTEMPTS - 1 or "locked" not in str(exc):
+                        raise
+            raise AssertionError("not reached")  # pragma: no cover
         except TraceDBError as exc:
             if exc.permanent:
                 self._stopped = True
