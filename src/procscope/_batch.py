@@ -38,7 +38,7 @@ from typing import Any
 
 import opentelemetry.sdk.trace.export as _sdk_export
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 from opentelemetry.util._once import Once
 
 from procscope.core import handoff, losses, shared_state
@@ -52,10 +52,13 @@ except ImportError:  # an older SDK: no lazy start
 
 _making = threading.Lock()
 
-# How long a thread ending a span waits for room in a full queue under the "wait" policy
-# before the span is dropped and counted: long enough to ride out a slow batch (the trace
-# DB's busy timeout is 5 s), short enough that a stalled exporter cannot stop the program.
+# How long a thread ending a span waits for room in a full queue under the "wait" policy,
+# with no batch taken by the exporter meanwhile, before the span is dropped and counted:
+# long enough to ride out a slow batch (the trace DB's busy timeout is 5 s), short enough
+# that a stalled exporter cannot stop the program. While batches do leave, the thread waits
+# on, up to PROGRESS_WAIT_CAP_S in all (the recorder's PROGRESS_WAIT_CAP).
 WAIT_LIMIT_S = 5.0
+PROGRESS_WAIT_CAP_S = 60.0
 # Polling for room: the SDK's worker signals nothing when it takes a batch, and a full
 # queue is the rare path, where a few hundred microseconds of latency do not matter.
 _FIRST_PAUSE_S = 0.0005
@@ -119,6 +122,7 @@ def _make_lazy_class(base: Any) -> Any:
             # The oldest queued span when a wait last ran out (see _no_room).
             self._stalled_on: Any = None
             self.procscope_in_flight: list[Any] | None = None
+            self.procscope_last_export_ok = True  # the last export's outcome
             if not hasattr(self, "_bsp_reset_once"):  # emit() below uses the SDK's own
                 self._bsp_reset_once = Once()
 
@@ -166,11 +170,22 @@ def _make_lazy_class(base: Any) -> Any:
             ):
                 self._dropped()
                 return True
-            deadline = time.monotonic() + WAIT_LIMIT_S
+            # An exporter that says how long one export can take at most (the trace DB:
+            # its busy timeout times its attempts) is not stalled before that.
+            limit = max(WAIT_LIMIT_S, float(getattr(self._exporter, "longest_export_s", 0)))
+            now = time.monotonic()
+            deadline, give_up = now + limit, now + PROGRESS_WAIT_CAP_S
             pause = _FIRST_PAUSE_S
             while len(queue) >= self._max_queue_size:
                 self._worker_awaken.set()
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                if queue and queue[-1] is not oldest and self.procscope_last_export_ok:
+                    # The exporter stored a batch: progress, so the no-progress limit
+                    # starts again (the cap still holds). A batch taken and failed (a
+                    # backend down) is no progress.
+                    oldest = queue[-1]
+                    deadline = now + limit
+                left = min(deadline, give_up) - now
                 if left <= 0 or self._shutdown:
                     self._stalled_on = queue[-1] if queue else None
                     self._dropped()
@@ -187,6 +202,7 @@ def _make_lazy_class(base: Any) -> Any:
             self._queue.clear()
             self._stalled_on = None
             self.procscope_in_flight = None
+            self.procscope_last_export_ok = True
             self._worker_thread = threading.Thread(
                 name=f"OtelBatch{self._exporting}RecordProcessor",
                 target=self.worker,
@@ -224,8 +240,10 @@ def _make_lazy_class(base: Any) -> Any:
                     self._metrics.finish_items(count)
                     self.procscope_in_flight = batch
                     try:
-                        self._exporter.export(batch)
+                        result = self._exporter.export(batch)
+                        self.procscope_last_export_ok = result == SpanExportResult.SUCCESS
                     except Exception:
+                        self.procscope_last_export_ok = False
                         logging.getLogger(__name__).exception("Exception while exporting.")
                     self.procscope_in_flight = None
                     detach(token)

@@ -130,6 +130,28 @@ def test_wait_gives_up_on_a_stalled_exporter_and_counts(
     assert exporter.exported + lost[losses.QUEUE_FULL] == made
 
 
+class DeclaredSlowExporter(SlowExporter):
+    """Each export takes longer than the wait limit, within what it says it may take."""
+
+    longest_export_s = 2.0
+
+
+def test_wait_rides_out_an_exporter_slower_than_the_limit_but_working(
+    overflow_policy: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """wait: an exporter whose batches each take longer than the wait limit, but no
+    longer than it declares (the trace DB's longest_export_s), is slow, not stalled:
+    every span is exported, nothing counted."""
+    from procscope import _batch
+
+    monkeypatch.setattr(_batch, "WAIT_LIMIT_S", 0.05)
+    shared_state.settings().overflow = "wait"
+    exporter = DeclaredSlowExporter(pause=0.15)
+    made, lost = _record(exporter, 200, threads=2, queue=32)
+    assert lost == {}
+    assert exporter.exported == made
+
+
 def test_overflow_defaults_follow_the_sample_rate() -> None:
     """Unset: wait at full recall, drop when sampling; given, it is kept either way."""
     assert resolve(environ={}).overflow_policy == "wait"

@@ -43,10 +43,13 @@ R_PARENT_REMOTE, R_FLAGS, R_STATE, R_DATA = 6, 7, 8, 9
 
 OVERFLOW_POLICIES = ("wait", "drop")
 DEFAULT_CAPACITY = 32_768
-# How long an appending thread waits for room under the "wait" policy before the record
-# is dropped and counted: long enough to ride out a slow export, short enough that a
-# stalled exporter cannot stop the program.
+# How long an appending thread waits for room under the "wait" policy, with no record
+# leaving the buffer meanwhile, before the record is dropped and counted: long enough to
+# ride out a slow export, short enough that a stalled exporter cannot stop the program.
+# While records do leave (the export is slow but working) the thread waits on, up to
+# PROGRESS_WAIT_CAP in all: at full recall the program runs at the pace of its recording.
 DEFAULT_WAIT_LIMIT = 5.0
+PROGRESS_WAIT_CAP = 60.0
 # The drain runs at least this often, and sooner when the buffer is an eighth full.
 DRAIN_INTERVAL = 0.05
 
@@ -172,14 +175,18 @@ class RecordingSpanProcessor:
         ):
             self._lose(1, "buffer_full")
             return
-        deadline = time.monotonic() + self.wait_limit
+        now = time.monotonic()
+        deadline, give_up = now + self.wait_limit, now + PROGRESS_WAIT_CAP
         with self._room:
             self._wake.set()
             while len(self._buffer) >= self.capacity:
-                left = deadline - time.monotonic()
+                left = min(deadline, give_up) - time.monotonic()
                 if left <= 0 or not self._room.wait(left):
                     self._lose(1, "buffer_full")
                     return
+                # Woken by the drain taking a batch: progress, so the no-progress limit
+                # starts again (the cap still holds).
+                deadline = time.monotonic() + self.wait_limit
         self._buffer.append(record)
 
     def _lose(self, count: int, reason: str) -> None:

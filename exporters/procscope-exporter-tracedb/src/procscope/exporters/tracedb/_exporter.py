@@ -50,7 +50,7 @@ from ._writer import Batch, Writer, file_identity, without_stored_spans
 DEFAULT_BUSY_TIMEOUT_S = 5.0
 # How many times a batch is written when the DB stays locked for a whole busy timeout
 # (several processes writing big batches at once) before it is counted lost.
-LOCKED_ATTEMPTS = 3
+LOCKED_ATTEMPTS = 6
 
 # Writers inherited from a parent process, or whose descriptors the program closed: kept
 # referenced forever so that garbage collection never closes them (see module docstring).
@@ -100,6 +100,13 @@ class TraceDBSpanExporter(SpanExporter):
     #: export is one transaction, and at the SDK's 512 its commit cost about a third of
     #: the write (docs/performance.md).
     preferred_batch_size = 4096
+
+    @property
+    def longest_export_s(self) -> float:
+        """The longest one export can take when the DB is locked by other writers (each
+        attempt waits one busy timeout), plus a margin for the write itself: procscope's
+        batch processor does not take a slower export for a stalled exporter."""
+        return self.timeout * LOCKED_ATTEMPTS + 5.0
 
     def __init__(
         self,
@@ -286,8 +293,8 @@ class TraceDBSpanExporter(SpanExporter):
             losses.count_lost(len(spans), losses.EXPORT_FAILED)
             return SpanExportResult.FAILURE
         lock = self._lock
-        # Bounded: another thread's batch holds the lock at most for one busy timeout.
-        if not lock.acquire(timeout=self.timeout + 5.0):
+        # Bounded: another thread's batch holds the lock at most for one export.
+        if not lock.acquire(timeout=self.longest_export_s):
             self._warn("another export of this process did not finish in time", len(spans),
                        stopping=False)  # fmt: skip
             losses.count_lost(len(spans), losses.EXPORT_FAILED)
