@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from opentelemetry import context
+from opentelemetry import context, trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -97,19 +97,21 @@ def workload(tracer: Any) -> None:
     asyncio.run(main())
 
 
-def run(sampler: Any, recorded: bool) -> list[Any]:
-    """The workload's spans under one provider; instrumentors on for it alone."""
+def run(sampler: Any, recorded: bool, work: Callable[[Any], None] = workload,
+        recorder: Any = RecordingSpanProcessor) -> list[Any]:
+    """The spans of ``work`` under one provider; instrumentors on for it alone.
+    ``recorder``: the recorder class, when ``recorded``."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=sampler)
     processor: Any = SimpleSpanProcessor(exporter)
-    provider.add_span_processor(RecordingSpanProcessor([processor]) if recorded else processor)
+    provider.add_span_processor(recorder([processor]) if recorded else processor)
     for instrumentor in INSTRUMENTORS:
         instrumentor().instrument(tracer_provider=provider, spans="all")
     # An empty context to start from: a get leaves its message's context attached to the
     # thread (docs/messaging.md), which would make the next run's first send its child.
     token = context.attach(context.Context())
     try:
-        workload(provider.get_tracer("tests.recorded"))
+        work(provider.get_tracer("tests.recorded"))
         provider.force_flush()
     finally:
         context.detach(token)
@@ -180,3 +182,80 @@ def test_records_become_the_spans_the_sdk_path_made(
     kinds = {(s.attributes or {}).get("procscope.lifecycle.kind") for s in sdk}
     assert {"thread", "task", "pool_task"} <= kinds
     assert described(records) == described(sdk)
+
+
+class KeepingPlainSpans(RecordingSpanProcessor):
+    """A recorder that also keeps the plain span of every record it delivers."""
+
+    plains: list[tuple[Any, ...]] = []  # (of the latest one made)
+
+    def __init__(self, downstream: Any) -> None:
+        KeepingPlainSpans.plains = self.plains = []
+        super().__init__(downstream)
+
+    def _deliver(self, batch: list[tuple[Any, ...]]) -> None:
+        self.plains.extend(record[0].plain(record) for record in batch)
+        super()._deliver(batch)
+
+
+def plain_workload(tracer: Any) -> None:
+    """The workload, plus raw bytes through a pipe (an unlinked receive) and a span of
+    the program's own kind made by the recorder's tracer: events, a link, a list value."""
+    import multiprocessing
+
+    workload(tracer)
+
+    def annotate() -> None:
+        span = trace.get_current_span()  # the thread's span, a record until it ends
+        span.set_attribute("sizes", [1, 2, 3])
+        span.add_event("checkpoint", {"step": 1})
+        span.add_link(span.get_span_context(), {"why": "itself"})
+
+    thread = threading.Thread(target=annotate, name="annotate")
+    thread.start()
+    thread.join()
+    left, right = multiprocessing.Pipe()
+    left.send_bytes(b"raw")
+    right.recv_bytes()
+    left.close()
+    right.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_plain_spans_survive_marshal_and_make_the_same_spans(live: Any) -> None:
+    """Every record kind's plain span (sends, receives with links, unlinked receives,
+    thread/task/state spans with events, errors) goes through marshal unchanged, and the
+    ReadableSpan made from it is the span the recorder delivered."""
+    import marshal
+
+    from procscope.core.recorded import (
+        P_ATTRIBUTES,
+        P_EVENTS,
+        P_KIND,
+        P_LINKS,
+        P_NAME,
+        P_SPAN_ID,
+        P_STATUS_CODE,
+        readable_from_plain,
+    )
+
+    all_spans = run(AdjustableRateSampler(0.999999), True, plain_workload, KeepingPlainSpans)
+    plains = KeepingPlainSpans.plains
+    recorded = {p[P_SPAN_ID] for p in plains}
+    spans = [s for s in all_spans if s.context.span_id in recorded]
+    assert len(plains) == len(spans) > 15
+    for plain in plains:
+        assert marshal.loads(marshal.dumps(plain)) == plain
+    names = {(p[P_NAME], p[P_KIND]) for p in plains}
+    assert any(name.startswith("recv_bytes ") and kind == 4 for name, kind in names)  # unlinked
+    assert any(p[P_LINKS] for p in plains)
+    assert any(p[P_EVENTS] for p in plains)
+    assert any(p[P_STATUS_CODE] == 2 and p[P_EVENTS][-1][0] == "exception" for p in plains)
+    assert all(type(p[P_ATTRIBUTES]) is dict for p in plains)
+    annotated = [p for p in plains if p[P_ATTRIBUTES].get("sizes")]
+    assert [(p[P_ATTRIBUTES]["sizes"], p[P_EVENTS][0][:2], p[P_LINKS][0][4])
+            for p in annotated] == [((1, 2, 3), ("checkpoint", {"step": 1}), {"why": "itself"})]
+    by_id = {s.context.span_id: s for s in spans}
+    remade = [readable_from_plain(marshal.loads(marshal.dumps(p)), by_id[p[P_SPAN_ID]].resource,
+                                  by_id[p[P_SPAN_ID]].instrumentation_scope) for p in plains]
+    assert described(remade) == described(spans)

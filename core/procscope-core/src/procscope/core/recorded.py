@@ -10,6 +10,30 @@ takes the calls a span takes (attributes, events, status, end) and appends its r
 when it ends.
 
 A span record is ``R_*`` of the recorder followed by ``S_*`` below.
+
+The plain span
+--------------
+:meth:`SpanRecords.plain` gives the span a record becomes as a tuple of values ``marshal``
+can carry (ints, floats, strs, bytes, bools, None, and tuples, lists and dicts of them):
+no SDK object, so a child process can ship it and the trace DB can store it without a
+``ReadableSpan``. Its fields (``P_*``):
+
+- ``P_NAME`` (str), ``P_KIND`` (the SpanKind's int value)
+- ``P_TRACE_ID``, ``P_SPAN_ID``, ``P_PARENT_ID`` (ints; parent 0: a root),
+  ``P_PARENT_REMOTE`` (bool), ``P_FLAGS`` (the span's trace flags, int)
+- ``P_STATE``: the trace state as its W3C ``tracestate`` header, or None when empty
+- ``P_START``, ``P_END``: times in ns since the epoch
+- ``P_STATUS_CODE`` (the StatusCode's int value), ``P_STATUS_DESCRIPTION`` (str or None)
+- ``P_ATTRIBUTES``: a dict, the sampler's attributes first, in the SDK span's order, the
+  span limits (count, value length) applied
+- ``P_EVENTS``: ``((name, attributes dict, time_ns), ...)``, event limits applied
+- ``P_LINKS``: ``((trace_id, span_id, flags, state header or None, attributes or None,
+  is_remote), ...)``
+- ``P_PARENT_FLAGS``: the parent's trace flags (0 for a root)
+
+:func:`readable_from_plain` makes the ``ReadableSpan`` of a plain span; ``materialise``
+is exactly that of ``plain``, so the two cannot differ. Not carried: the counts of
+attributes, events and links the limits dropped.
 """
 
 from __future__ import annotations
@@ -50,6 +74,11 @@ from .recorder import (
 # need (kind-specific) or None.
 S_NAME, S_SPAN_KIND, S_SAMPLER_ATTRS, S_VALUES = R_DATA, R_DATA + 1, R_DATA + 2, R_DATA + 3
 S_ERROR, S_PARENT_FLAGS, S_LINKED = R_DATA + 4, R_DATA + 5, R_DATA + 6
+
+# The plain span's fields (see the module's docstring).
+P_NAME, P_KIND, P_TRACE_ID, P_SPAN_ID, P_PARENT_ID, P_PARENT_REMOTE = 0, 1, 2, 3, 4, 5
+P_FLAGS, P_STATE, P_START, P_END, P_STATUS_CODE, P_STATUS_DESCRIPTION = 6, 7, 8, 9, 10, 11
+P_ATTRIBUTES, P_EVENTS, P_LINKS, P_PARENT_FLAGS = 12, 13, 14, 15
 
 RANDOM_FLAG = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
 _INTERNAL = SpanKind.INTERNAL
@@ -248,68 +277,161 @@ class SpanRecords(RecordKind):
             self._child_attributes[key] = attributes
         return attributes
 
-    def materialise(self, record: tuple[Any, ...]) -> Any:
+    def plain(self, record: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The span ``record`` becomes, as plain values (``P_*``)."""
+        return self._plain(record, self.events(record), self.status(record), True)
+
+    def _plain(self, record: tuple[Any, ...], events: Any, status: Any,
+               checked: bool) -> tuple[Any, ...]:
+        """``plain`` of ``record`` with its events as (name, attributes, time) and its
+        Status. ``checked``: its attribute values are known valid (made by an
+        instrumentor: ints, floats, bools, strs); else they are validated as the SDK's
+        span validates them (a list becomes a tuple, an invalid value is dropped)."""
         parent_id = record[R_PARENT_ID]
         sampler_attributes = (
             record[S_SAMPLER_ATTRS] if not parent_id
             else self._sampler_attributes(record, self.start_attributes(record))
         )
         more = self.attributes(record)
+        if not checked:
+            more = dict(self._bounded(None, more, max_value_len=self.max_length))
         error = record[S_ERROR]
         max_attributes = self.max_attributes
         attributes: Any
-        if (self.max_length is None and type(more) is dict and error is None
+        if (self.max_length is None and type(more) is dict
                 and (max_attributes is None
-                     or len(sampler_attributes or ()) + len(more) <= max_attributes)):
-            # Nothing the limits would cut or drop, and values made by an instrumentor
-            # (ints, floats, bools, strs), which validation returns unchanged: a plain
-            # dict holds what a BoundedAttributes would (ReadableSpan shows either
-            # read-only, and counts no dropped attributes), without its lock.
+                     or len(sampler_attributes or ()) + len(more) + 1 <= max_attributes)):
+            # Nothing the limits would cut or drop, and valid values, which validation
+            # returns unchanged: a plain dict holds what a BoundedAttributes would.
             if sampler_attributes:
                 attributes = dict(sampler_attributes)
                 attributes.update(more)
             else:
                 attributes = more
+            if error is not None:
+                attributes.pop("error.type", None)  # (a key set again moves to the end)
+                attributes["error.type"] = error[0]
         else:
-            attributes = self._bounded(max_attributes, sampler_attributes, immutable=False,
-                                       max_value_len=self.max_length)
+            bounded = self._bounded(max_attributes, sampler_attributes, immutable=False,
+                                    max_value_len=self.max_length)
             for key, value in more.items():
-                attributes[key] = value
-        events = self.events(record)
-        status = self.status(record)
+                bounded[key] = value
+            if error is not None:
+                bounded["error.type"] = error[0]
+            attributes = dict(bounded)
+        if events:
+            bounded_attributes = self._bounded
+            most, longest = self.max_event_attributes, self.max_event_length
+            events = tuple(
+                (name, dict(bounded_attributes(most, values, max_value_len=longest)), when)
+                for name, values, when in events
+            )
         if error is not None:
             type_name, event_time, event_attributes = error
-            attributes["error.type"] = type_name
-            events = (*events, self._event(
-                "exception",
-                self._bounded(self.max_event_attributes, event_attributes,
-                              max_value_len=self.max_event_length, immutable=True),
-                event_time,
-            ))
-            status = Status(StatusCode.ERROR, type_name)
-        if type(attributes) is not dict:
-            attributes._immutable = True
-        state = record[R_STATE]
-        trace_id = record[R_TRACE_ID]
-        parent = None
-        if parent_id:
-            parent = span_context(trace_id, parent_id, bool(record[R_PARENT_REMOTE]),
-                                  record[S_PARENT_FLAGS], state)
-        return self._readable(
-            name=self.name(record),
-            context=span_context(trace_id, record[R_SPAN_ID], False, record[R_FLAGS], state),
-            parent=parent,
-            resource=self.resource,
-            attributes=attributes,
-            events=events if type(events) is tuple else tuple(events),
-            links=tuple(self.links(record)),
-            kind=record[S_SPAN_KIND],
-            instrumentation_info=self.info,
-            status=status,
-            start_time=record[R_START],
-            end_time=record[R_END],
-            instrumentation_scope=self.scope,
+            events = (*events, ("exception", dict(self._bounded(
+                self.max_event_attributes, event_attributes,
+                max_value_len=self.max_event_length)), event_time))
+            code, description = 2, type_name
+        else:
+            code, description = status.status_code.value, status.description
+        links = self.links(record)
+        if links:
+            links = tuple(
+                (c.trace_id, c.span_id, int(c.trace_flags), state_header(c.trace_state),
+                 dict(link.attributes) if link.attributes is not None else None,
+                 c.is_remote)
+                for link in links for c in (link.context,)
+            )
+        return (
+            self.name(record), record[S_SPAN_KIND].value, record[R_TRACE_ID],
+            record[R_SPAN_ID], parent_id, bool(record[R_PARENT_REMOTE]), record[R_FLAGS],
+            state_header(record[R_STATE]), record[R_START], record[R_END], code, description,
+            attributes, events if type(events) is tuple else tuple(events), links or (),
+            int(record[S_PARENT_FLAGS]) if parent_id else 0,  # (a TraceFlags from a context)
         )
+
+    def materialise(self, record: tuple[Any, ...]) -> Any:
+        return readable_from_plain(self.plain(record), self.resource, self.scope, self.info)
+
+
+def state_header(state: Any) -> str | None:
+    """A TraceState as its W3C header, or None when there is none or it is empty."""
+    return state.to_header() if state else None
+
+
+_STATES: dict[str, Any] = {}
+
+
+def trace_state(header: str | None) -> Any:
+    """The TraceState of a header :func:`state_header` made (parsed once per header)."""
+    if not header:
+        return DEFAULT_TRACE_STATE
+    state = _STATES.get(header)
+    if state is None:
+        from opentelemetry.trace.span import TraceState
+
+        state = TraceState.from_header([header])
+        if len(_STATES) < 1024:
+            _STATES[header] = state
+    return state
+
+
+_KINDS = {kind.value: kind for kind in SpanKind}
+_STATUSES: dict[tuple[int, str | None], Status] = {}
+_sdk: Any = None
+
+
+def readable_from_plain(plain: tuple[Any, ...], resource: Any, scope: Any,
+                        info: Any = None) -> Any:
+    """The ``ReadableSpan`` of a plain span (see the module's docstring), of ``resource``
+    and instrumentation ``scope`` (``info``: the deprecated InstrumentationInfo)."""
+    global _sdk
+    if _sdk is None:
+        from opentelemetry.attributes import BoundedAttributes
+        from opentelemetry.sdk.trace import Event, ReadableSpan
+
+        _sdk = (ReadableSpan, Event, BoundedAttributes)
+    readable, event, bounded = _sdk
+    state = trace_state(plain[P_STATE])
+    trace_id = plain[P_TRACE_ID]
+    parent_id = plain[P_PARENT_ID]
+    parent = None
+    if parent_id:
+        parent = span_context(trace_id, parent_id, plain[P_PARENT_REMOTE],
+                              plain[P_PARENT_FLAGS], state)
+    events = plain[P_EVENTS]
+    if events:
+        # Read-only, as the SDK's events' attributes are (the limits are applied already).
+        events = tuple(event(name, bounded(None, values, immutable=True), when)
+                       for name, values, when in events)
+    links = plain[P_LINKS]
+    if links:
+        links = tuple(
+            Link(span_context(link_trace, link_span, remote, flags, trace_state(header)),
+                 values)
+            for link_trace, link_span, flags, header, values, remote in links
+        )
+    key = (plain[P_STATUS_CODE], plain[P_STATUS_DESCRIPTION])
+    status = _STATUSES.get(key)
+    if status is None:
+        status = Status(StatusCode(key[0]), key[1])
+        if len(_STATUSES) < 256:
+            _STATUSES[key] = status
+    return readable(
+        name=plain[P_NAME],
+        context=span_context(trace_id, plain[P_SPAN_ID], False, plain[P_FLAGS], state),
+        parent=parent,
+        resource=resource,
+        attributes=plain[P_ATTRIBUTES],
+        events=events,
+        links=links,
+        kind=_KINDS[plain[P_KIND]],
+        instrumentation_info=info,
+        status=status,
+        start_time=plain[P_START],
+        end_time=plain[P_END],
+        instrumentation_scope=scope,
+    )
 
 
 _UNSET = Status(StatusCode.UNSET)
@@ -429,19 +551,17 @@ class _GenericSpans(SpanRecords):
     def __init__(self) -> None:  # (a stand-in: each record names its maker)
         pass
 
-    def materialise(self, record: tuple[Any, ...]) -> Any:
+    def plain(self, record: tuple[Any, ...]) -> tuple[Any, ...]:
         maker, attributes, events, links, status, start = record[S_VALUES]
-        event = maker._event
-        bounded = maker._bounded
-        made = [
-            event(name, bounded(maker.max_event_attributes, values,
-                                max_value_len=maker.max_event_length, immutable=True), when)
-            for name, values, when in events
-        ]
-        values = (attributes, made, links, status, start)
-        return SpanRecords.materialise(
-            maker, (*record[:S_VALUES], values, *record[S_VALUES + 1:])
+        values = (attributes, events, links, status, start)
+        # The program may have set any value on its span: validated as the SDK would.
+        return maker._plain(
+            (*record[:S_VALUES], values, *record[S_VALUES + 1:]), events, status, False
         )
+
+    def materialise(self, record: tuple[Any, ...]) -> Any:
+        maker = record[S_VALUES][0]
+        return readable_from_plain(self.plain(record), maker.resource, maker.scope, maker.info)
 
 
 _GENERIC = _GenericSpans()
