@@ -4,7 +4,8 @@ test starts with this process's loss counters at zero."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -42,3 +43,33 @@ def big_db() -> str:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return str(module.cached_big_db())
+
+
+@pytest.fixture(scope="session")
+def instrumented_run() -> Any:
+    """``run(provider, work)``: ``work(tracer)`` with procscope's instrumentors on for
+    ``provider`` alone (every span kind: spans="all"), from an empty context (a get
+    leaves its message's context attached to the thread, docs/messaging.md, which would
+    make a later run's first send its child), then flushed and shut down."""
+    from opentelemetry import context
+
+    from procscope.instrumentation.lifecycle import LifecycleInstrumentor
+    from procscope.instrumentation.messaging import MessagingInstrumentor
+    from procscope.instrumentation.state import StateInstrumentor
+
+    instrumentors = (MessagingInstrumentor, LifecycleInstrumentor, StateInstrumentor)
+
+    def run(provider: Any, work: Callable[[Any], None]) -> None:
+        for instrumentor in instrumentors:
+            instrumentor().instrument(tracer_provider=provider, spans="all")
+        token = context.attach(context.Context())
+        try:
+            work(provider.get_tracer("tests.recorded"))
+            provider.force_flush()
+        finally:
+            context.detach(token)
+            for instrumentor in instrumentors:
+                instrumentor().uninstrument()
+            provider.shutdown()
+
+    return run

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from opentelemetry import context, trace
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -22,9 +22,6 @@ import procscope
 from procscope._sampler import AdjustableRateSampler
 from procscope.core import shared_state
 from procscope.core.recorder import RecordingSpanProcessor
-from procscope.instrumentation.lifecycle import LifecycleInstrumentor
-from procscope.instrumentation.messaging import MessagingInstrumentor
-from procscope.instrumentation.state import StateInstrumentor
 
 # Values that differ from run to run whatever the path: ids, clocks, thread numbers.
 VOLATILE = {
@@ -32,7 +29,6 @@ VOLATILE = {
     "thread.id", "procscope.messaging.sender.thread.id", "exception.stacktrace",
     "procscope.state.duration",
 }
-INSTRUMENTORS = (MessagingInstrumentor, LifecycleInstrumentor, StateInstrumentor)
 
 
 @procscope.trace_state
@@ -97,28 +93,21 @@ def workload(tracer: Any) -> None:
     asyncio.run(main())
 
 
-def run(sampler: Any, recorded: bool, work: Callable[[Any], None] = workload,
-        recorder: Any = RecordingSpanProcessor) -> list[Any]:
-    """The spans of ``work`` under one provider; instrumentors on for it alone.
-    ``recorder``: the recorder class, when ``recorded``."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(sampler=sampler)
-    processor: Any = SimpleSpanProcessor(exporter)
-    provider.add_span_processor(recorder([processor]) if recorded else processor)
-    for instrumentor in INSTRUMENTORS:
-        instrumentor().instrument(tracer_provider=provider, spans="all")
-    # An empty context to start from: a get leaves its message's context attached to the
-    # thread (docs/messaging.md), which would make the next run's first send its child.
-    token = context.attach(context.Context())
-    try:
-        work(provider.get_tracer("tests.recorded"))
-        provider.force_flush()
-    finally:
-        context.detach(token)
-        for instrumentor in INSTRUMENTORS:
-            instrumentor().uninstrument()
-        provider.shutdown()
-    return list(exporter.get_finished_spans())
+@pytest.fixture
+def run(instrumented_run: Any) -> Callable[..., list[Any]]:
+    """``run(sampler, recorded, work=workload, recorder=RecordingSpanProcessor)``: the
+    spans of ``work`` under one provider, made as records (by ``recorder``) or not."""
+
+    def spans(sampler: Any, recorded: bool, work: Callable[[Any], None] = workload,
+              recorder: Any = RecordingSpanProcessor) -> list[Any]:
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(sampler=sampler)
+        processor: Any = SimpleSpanProcessor(exporter)
+        provider.add_span_processor(recorder([processor]) if recorded else processor)
+        instrumented_run(provider, work)
+        return list(exporter.get_finished_spans())
+
+    return spans
 
 
 def numbered(value: Any) -> Any:
@@ -172,7 +161,7 @@ def live() -> Iterator[Any]:
     pytest.param(lambda: AdjustableRateSampler(0.999999), id="procscope-probability"),
 ])
 def test_records_become_the_spans_the_sdk_path_made(
-    live: Any, make_sampler: Callable[[], Any]
+    live: Any, run: Any, make_sampler: Callable[[], Any]
 ) -> None:
     """Same names, kinds, parents, attributes (in order), events, links, status, trace
     state and flags, whether spans are made on the calling thread or as records."""
@@ -222,7 +211,7 @@ def plain_workload(tracer: Any) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_plain_spans_survive_marshal_and_make_the_same_spans(live: Any) -> None:
+def test_plain_spans_survive_marshal_and_make_the_same_spans(live: Any, run: Any) -> None:
     """Every record kind's plain span (sends, receives with links, unlinked receives,
     thread/task/state spans with events, errors) goes through marshal unchanged, and the
     ReadableSpan made from it is the span the recorder delivered."""

@@ -153,10 +153,7 @@ def spans_to_batch(
             )
         )
         if plain:
-            for key in indexed_span_keys:
-                value = plain.get(key)
-                if value is not None and isinstance(value, _SCALAR):
-                    span_attrs.append((key, value, index))
+            _index(span_attrs, indexed_span_keys, plain, index)
         if events:
             event_index = _add_events(batch, events, index, event_index)
         if links:
@@ -164,26 +161,19 @@ def spans_to_batch(
     return batch
 
 
+def _index(rows: list[Any], keys: Any, attributes: dict[str, Any], row: int) -> None:
+    """The index rows (key, value, row) of the indexed keys ``attributes`` has a scalar for."""
+    for key in keys:
+        value = attributes.get(key)
+        if value is not None and isinstance(value, _SCALAR):
+            rows.append((key, value, row))
+
+
 def _add_events(batch: Batch, events: Any, span_index: int, event_index: int) -> int:
-    indexed_event_keys = _schema.INDEXED_EVENT_ATTRIBUTES
-    for event in events:
-        attributes = _plain(event.attributes)
-        batch.events.append(
-            (
-                event_index,
-                span_index,
-                event.name,
-                event.timestamp,
-                encode_attributes(attributes) if attributes else None,
-            )
-        )
-        if attributes:
-            for key in indexed_event_keys:
-                value = attributes.get(key)
-                if value is not None and isinstance(value, _SCALAR):
-                    batch.event_attrs.append((key, value, event_index))
-        event_index += 1
-    return event_index
+    return _add_plain_events(
+        batch, [(e.name, _plain(e.attributes), e.timestamp) for e in events], span_index,
+        event_index,
+    )
 
 
 def _add_links(batch: Batch, links: Any, span_index: int) -> None:
@@ -200,3 +190,60 @@ def _add_links(batch: Batch, links: Any, span_index: int) -> None:
                 encode_attributes(attributes) if attributes else None,
             )
         )
+
+
+def plain_to_batch(
+    plains: Sequence[tuple[Any, ...]], writer: Writer, pid: int, process_name: str,
+    resource: Any, scope: Any, batch: Batch | None = None,
+) -> Batch:
+    """The rows of plain spans (``procscope.core.recorded``'s ``P_*`` tuples) of one
+    ``resource`` and instrumentation ``scope``: exactly the rows :func:`spans_to_batch`
+    gives for the ReadableSpans made of them (same order, same JSON text, same index
+    rows), without making those. ``batch``: add to it (row ids going on from its own)."""
+    if batch is None:
+        batch = Batch()
+    span_rows = batch.spans
+    span_attrs = batch.span_attrs
+    indexed_span_keys = _schema.INDEXED_SPAN_ATTRIBUTES
+    rid = writer.resource_id(resource)
+    sid = writer.scope_id(scope)
+    index = len(span_rows)
+    event_index = len(batch.events)
+    append = span_rows.append
+    for (name, kind, trace_id, span_id, parent_id, _remote, _flags, _state, start, end,
+         code, description, attributes, events, links, _parent_flags) in plains:
+        if span_id >= 0x8000000000000000:
+            span_id -= 0x10000000000000000
+        if not parent_id:
+            parent_id = None
+        elif parent_id >= 0x8000000000000000:
+            parent_id -= 0x10000000000000000
+        append((
+            index, trace_id.to_bytes(16, "big"), span_id, parent_id, name, kind, start or 0,
+            end or start or 0, code, description,
+            encode_attributes(attributes) if attributes else None, rid, sid, pid, process_name,
+        ))  # fmt: skip
+        if attributes:
+            _index(span_attrs, indexed_span_keys, attributes, index)
+        if events:
+            event_index = _add_plain_events(batch, events, index, event_index)
+        if links:
+            for trace, linked_id, _flags, _state, values, _remote in links:
+                if linked_id >= 0x8000000000000000:
+                    linked_id -= 0x10000000000000000
+                batch.links.append((index, trace.to_bytes(16, "big"), linked_id,
+                                    encode_attributes(values) if values else None))
+        index += 1
+    return batch
+
+
+def _add_plain_events(batch: Batch, events: Any, span_index: int, event_index: int) -> int:
+    """:func:`_add_events` for a plain span's (name, attributes, time) tuples."""
+    indexed_event_keys = _schema.INDEXED_EVENT_ATTRIBUTES
+    for name, attributes, when in events:
+        batch.events.append((event_index, span_index, name, when,
+                             encode_attributes(attributes) if attributes else None))
+        if attributes:
+            _index(batch.event_attrs, indexed_event_keys, attributes, event_index)
+        event_index += 1
+    return event_index
