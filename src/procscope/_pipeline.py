@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 from opentelemetry.sdk.resources import (
     OsResourceDetector,
@@ -156,6 +157,22 @@ def _batch_processor(exporter: SpanExporter) -> BatchSpanProcessor:
             max_export_batch_size=512,
             export_timeout_millis=30000,
         )
+
+
+def record_sink(settings: Settings, processors: list[SpanProcessor]) -> Any:
+    """The trace DB's record sink (``TraceDBSpanExporter.write_records``) when the trace
+    DB behind one batch processor is all the recorder delivers to (head sampling, no
+    other exporter): then records go from the recorder's drain straight into the DB as
+    plain spans, without ReadableSpans or the batch processor's queue. Else None."""
+    if settings.sampling == "tail" or list(settings.exporters) != ["tracedb"]:
+        return None
+    if len(processors) != 1:
+        return None
+    processor: Any = processors[0]
+    exporter = getattr(processor, "span_exporter", None) or getattr(
+        getattr(processor, "_batch_processor", None), "_exporter", None
+    )
+    return getattr(exporter, "write_records", None)
 
 
 def build_processors(settings: Settings) -> list[SpanProcessor]:

@@ -39,7 +39,7 @@ from procscope.core.settings import (
 from procscope.core.threadinfo import on_main_thread
 
 from . import _instrumentors, _run_notice
-from ._pipeline import build_processors, build_resource
+from ._pipeline import build_processors, build_resource, record_sink
 from ._sampler import AdjustableRateSampler
 
 _logger = logging.getLogger("procscope")
@@ -229,9 +229,11 @@ class Scope:
         self.tracer_provider = self._install_provider()
         # One recorder in front of the exporters' processors: instrumentors append
         # records, its drain thread makes them into spans (procscope.core.recorder).
+        processors = build_processors(self.settings)
         self.processors = [RecordingSpanProcessor(
-            build_processors(self.settings),
+            processors,
             overflow=getattr(self.settings, "overflow_policy", None) or "wait",
+            sink=record_sink(self.settings, processors),
         )]
         for processor in self.processors:
             self.tracer_provider.add_span_processor(processor)

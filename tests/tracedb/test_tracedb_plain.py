@@ -84,9 +84,9 @@ def procscope_current_span() -> Any:
 class Keeping(RecordingSpanProcessor):
     """A recorder keeping each delivered record's plain span, resource and scope."""
 
-    def __init__(self, downstream: Any) -> None:
+    def __init__(self, downstream: Any, sink: Any = None) -> None:
         self.kept: list[tuple[Any, Any, Any]] = []
-        super().__init__(downstream)
+        super().__init__(downstream, sink=sink)
 
     def _deliver(self, batch: list[tuple[Any, ...]]) -> None:
         for record in batch:
@@ -198,3 +198,63 @@ def test_plain_spans_stored_answer_as_their_spans_do(recorded: Any, tmp_path: An
     assert first == second
     traces, trees, messages, states, *_ = first
     assert len(traces) >= 4 and all(trees) and len(messages) >= 2 and states
+
+
+def stored_shape(path: str) -> list[Any]:
+    """What a DB holds, ids and times aside: spans by name and kind, events, links."""
+    with TraceDB(path) as db:
+        spans = db.spans()
+    return sorted(
+        (s.name.split("-")[0], s.kind, s.parent_span_id is None, len(s.events), len(s.links))
+        for s in spans
+    )
+
+
+def sink_run(instrumented_run: Any, path: str, *, stopped: bool = False) -> int:
+    """``work`` recorded through a recorder whose record sink is a trace DB exporter
+    (no processors); returns how many records were appended."""
+    from procscope.exporters.tracedb import TraceDBSpanExporter
+
+    exporter = TraceDBSpanExporter(path)
+    if stopped:
+        exporter.shutdown()
+    recorder = Keeping([], sink=exporter.write_records)
+    provider = TracerProvider(sampler=AdjustableRateSampler(0.999999))
+    provider.add_span_processor(recorder)  # type: ignore[arg-type]
+    instrumented_run(provider, work)
+    exporter.shutdown()
+    return len(recorder.kept)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_record_sink_stores_what_the_processors_store(
+    instrumented_run: Any, recorded: Any, tmp_path: Any
+) -> None:
+    """Records given to the trace DB as plain spans (the direct route) are stored as the
+    spans the processors' route stores, and nothing is counted lost."""
+    from procscope.core import losses
+
+    spans, _ = recorded
+    by_spans = str(tmp_path / "spans.db")
+    writer = Writer(by_spans)
+    try:
+        writer.write(Batch(), build=lambda: spans_to_batch(spans, writer, 1, "MainProcess"))
+    finally:
+        writer.close()
+    direct = str(tmp_path / "direct.db")
+    assert sink_run(instrumented_run, direct) == len(spans)
+    assert stored_shape(direct) == stored_shape(by_spans)
+    assert not losses.lost_by_reason()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_record_sink_that_cannot_store_counts_every_record(
+    instrumented_run: Any, tmp_path: Any
+) -> None:
+    """Records the trace DB can no longer take (its exporter shut down) are counted lost
+    (export_failed), one for each."""
+    from procscope.core import losses
+
+    made = sink_run(instrumented_run, str(tmp_path / "stopped.db"), stopped=True)
+    assert made >= 10
+    assert losses.lost_by_reason() == {losses.EXPORT_FAILED: made}

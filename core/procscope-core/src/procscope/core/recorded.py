@@ -169,6 +169,7 @@ class SpanRecords(RecordKind):
         scope = getattr(tracer, "_instrumentation_scope", None)
         self.scope = scope if isinstance(scope, InstrumentationScope) else None
         self.info = getattr(tracer, "instrumentation_info", None)
+        self._origin = (self.resource, self.scope)
         self.limits = limits = getattr(tracer, "_span_limits", None)
         from opentelemetry.attributes import BoundedAttributes
 
@@ -352,6 +353,9 @@ class SpanRecords(RecordKind):
 
     def materialise(self, record: tuple[Any, ...]) -> Any:
         return readable_from_plain(self.plain(record), self.resource, self.scope, self.info)
+
+    def origin(self, record: tuple[Any, ...]) -> tuple[Any, Any]:
+        return self._origin
 
 
 def state_header(state: Any) -> str | None:
@@ -558,6 +562,9 @@ class _GenericSpans(SpanRecords):
         return maker._plain(
             (*record[:S_VALUES], values, *record[S_VALUES + 1:]), events, status, False
         )
+
+    def origin(self, record: tuple[Any, ...]) -> tuple[Any, Any]:
+        return record[S_VALUES][0]._origin  # type: ignore[no-any-return]
 
     def materialise(self, record: tuple[Any, ...]) -> Any:
         maker = record[S_VALUES][0]

@@ -7,7 +7,9 @@ buffer: about a microsecond. A drain thread turns records into ordinary
 ``ReadableSpan`` objects (names, kinds, attributes, events, links, status, times) and
 hands them to the span processors behind :class:`RecordingSpanProcessor`, which is
 installed on the tracer provider in their place. Spans that the program makes itself go
-through that processor synchronously, as before.
+through that processor synchronously, as before. With a record sink (the trace DB, when
+it is the only consumer), the drain gives it records' plain spans instead, no
+``ReadableSpan`` made (see ``sink``).
 
 A record is a tuple (see ``R_*``): who turns it into a span (its :class:`RecordKind`),
 start and end times, trace id, span id, parent span id (0 for a root), whether the parent
@@ -52,6 +54,10 @@ DEFAULT_WAIT_LIMIT = 5.0
 PROGRESS_WAIT_CAP = 60.0
 # The drain runs at least this often, and sooner when the buffer is an eighth full.
 DRAIN_INTERVAL = 0.05
+# Records per delivery: to processors (each span queued for a batch processor), or to a
+# record sink, where a delivery is one transaction and a commit's cost is spread over it.
+DOWNSTREAM_BATCH = 512
+SINK_BATCH = 4096
 
 
 class RecordKind:
@@ -63,6 +69,14 @@ class RecordKind:
     """
 
     def materialise(self, record: tuple[Any, ...]) -> Any:
+        raise NotImplementedError
+
+    def plain(self, record: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The span as plain values (``procscope.core.recorded``), for a record sink."""
+        raise NotImplementedError
+
+    def origin(self, record: tuple[Any, ...]) -> tuple[Any, Any]:
+        """(resource, instrumentation scope) of the span: one tuple object per pair."""
         raise NotImplementedError
 
 
@@ -90,8 +104,17 @@ class RecordingSpanProcessor:
         capacity: int = DEFAULT_CAPACITY,
         overflow: str = "wait",
         wait_limit: float = DEFAULT_WAIT_LIMIT,
+        sink: Any = None,
     ) -> None:
         self.downstream = tuple(downstream)
+        # A record sink takes records' plain spans instead of downstream taking their
+        # ReadableSpans: ``sink(items)``, items (plain span, (resource, scope)) in order,
+        # stores them before it returns, counts what it could not store, never raises.
+        # Given only when downstream would do nothing else with them (the trace DB
+        # behind procscope's batch processor, alone); the program's own spans still go
+        # downstream.
+        self.sink = sink
+        self._batch_size = SINK_BATCH if sink is not None else DOWNSTREAM_BATCH
         self.capacity = max(16, int(capacity))
         self.overflow = overflow if overflow in OVERFLOW_POLICIES else "wait"
         self.wait_limit = wait_limit
@@ -214,7 +237,7 @@ class RecordingSpanProcessor:
             buffer = self._buffer
             while buffer and (until is None or delivered < until):
                 count = len(buffer) if until is None else min(len(buffer), until - delivered)
-                count = min(count, 512)
+                count = min(count, self._batch_size)
                 batch = [buffer.popleft() for _ in range(count)]
                 self._in_hand = count
                 with self._room:
@@ -227,6 +250,9 @@ class RecordingSpanProcessor:
         return delivered
 
     def _deliver(self, batch: list[tuple[Any, ...]]) -> None:
+        if self.sink is not None:
+            self._deliver_to_sink(batch)
+            return
         downstream = self.downstream
         for record in batch:
             try:
@@ -241,6 +267,21 @@ class RecordingSpanProcessor:
                     processor.on_end(span)
                 except Exception as exc:  # noqa: BLE001 -- a processor's failure is its own
                     self._internal_error(exc)
+
+    def _deliver_to_sink(self, batch: list[tuple[Any, ...]]) -> None:
+        items = []
+        for record in batch:
+            try:
+                kind = record[R_KIND]
+                items.append((kind.plain(record), kind.origin(record)))
+            except Exception as exc:  # noqa: BLE001 -- one bad record must not cost the batch
+                self._lose(1, "materialise_error")
+                self._internal_error(exc)
+        try:
+            self.sink(items)
+        except Exception as exc:  # noqa: BLE001 -- (a sink counts its own failures)
+            self._lose(len(items), "export_failed")
+            self._internal_error(exc)
 
     def _internal_error(self, exc: Exception) -> None:
         # Under the test suite the first error is raised by the next force_flush, on the

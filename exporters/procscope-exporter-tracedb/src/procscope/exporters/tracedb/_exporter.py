@@ -42,7 +42,7 @@ from procscope.core.settings import (
 )
 
 from . import _relay
-from ._convert import spans_to_batch
+from ._convert import plain_to_batch, spans_to_batch
 from ._fds import on_read_only_fs as _on_read_only_fs
 from ._schema import TraceDBError
 from ._writer import Batch, Writer, file_identity, without_stored_spans
@@ -85,6 +85,10 @@ def parse_path(value: object) -> str:
 
 # How long set-up may wait to open a DB that another process holds locked (see _open_now).
 OPEN_AT_SETUP_SECONDS = 0.2
+
+
+def _same_origin(one: tuple[Any, Any], other: tuple[Any, Any]) -> bool:
+    return one is other or (one[0] is other[0] and one[1] is other[1])
 
 
 class TraceDBSpanExporter(SpanExporter):
@@ -280,34 +284,62 @@ class TraceDBSpanExporter(SpanExporter):
     def _export(
         self, spans: Sequence[ReadableSpan], origin: tuple[int, str] | None
     ) -> SpanExportResult:
-        if self._stopped:
-            losses.count_lost(len(spans), losses.EXPORT_FAILED)
-            return SpanExportResult.FAILURE
-        if not spans:
+        if not spans and not self._stopped:
             return SpanExportResult.SUCCESS
+        return self._under_lock(len(spans), lambda: self._export_locked(spans, origin))
+
+    def write_records(self, items: Sequence[tuple[Any, Any]]) -> None:
+        """Store plain spans straight from the recorder's drain (its record sink, see
+        procscope.core.recorder): ``items`` are (plain span, (resource, scope)) pairs, in
+        the order recorded. One transaction; a batch that cannot be stored is counted
+        lost as an export's is. Never raises."""
+        if not items:
+            return
+        count = len(items)
+
+        def make(writer: Any, pid: int, name: str) -> Batch:
+            batch = Batch()
+            start = 0
+            for end in range(1, count + 1):
+                # Runs of one resource and scope (compared by identity: the record kinds
+                # of one tracer share its objects).
+                if end == count or not _same_origin(items[end][1], items[start][1]):
+                    resource, scope = items[start][1]
+                    plains = [plain for plain, _ in items[start:end]]
+                    plain_to_batch(plains, writer, pid, name, resource, scope, batch)
+                    start = end
+            return batch
+
+        self._under_lock(count, lambda: self._store_locked(make, count))
+
+    def _under_lock(self, count: int, work: Any) -> SpanExportResult:
+        """``work()`` holding the exporter's lock; ``count`` spans lost when it cannot."""
+        if self._stopped:
+            losses.count_lost(count, losses.EXPORT_FAILED)
+            return SpanExportResult.FAILURE
         me = threading.get_ident()
         if self._owner == me:
             # Re-entered from the thread that is exporting: a signal handler (say, one
             # flushing at SIGTERM) interrupted our own export. Waiting for our own lock
             # would hang the process; these spans are dropped instead (and counted).
-            losses.count_lost(len(spans), losses.EXPORT_FAILED)
+            losses.count_lost(count, losses.EXPORT_FAILED)
             return SpanExportResult.FAILURE
         lock = self._lock
         # Bounded: another thread's batch holds the lock at most for one export.
         if not lock.acquire(timeout=self.longest_export_s):
-            self._warn("another export of this process did not finish in time", len(spans),
+            self._warn("another export of this process did not finish in time", count,
                        stopping=False)  # fmt: skip
-            losses.count_lost(len(spans), losses.EXPORT_FAILED)
+            losses.count_lost(count, losses.EXPORT_FAILED)
             return SpanExportResult.FAILURE
         try:
             self._owner = me
             if self._stopped:
-                losses.count_lost(len(spans), losses.EXPORT_FAILED)
+                losses.count_lost(count, losses.EXPORT_FAILED)
                 return SpanExportResult.FAILURE
-            return self._export_locked(spans, origin)
+            return work()  # type: ignore[no-any-return]
         except Exception:  # noqa: BLE001 -- the guard: never into the batch processor
             log_internal_error()
-            losses.count_lost(len(spans), losses.EXPORT_FAILED)
+            losses.count_lost(count, losses.EXPORT_FAILED)
             return SpanExportResult.FAILURE
         finally:
             self._owner = None
@@ -327,6 +359,16 @@ class TraceDBSpanExporter(SpanExporter):
     def _export_locked(
         self, spans: Sequence[ReadableSpan], origin: tuple[int, str] | None = None
     ) -> SpanExportResult:
+        return self._store_locked(
+            lambda writer, pid, name: spans_to_batch(spans, writer, pid, name), len(spans),
+            origin,
+        )
+
+    def _store_locked(
+        self, make: Any, count: int, origin: tuple[int, str] | None = None
+    ) -> SpanExportResult:
+        """Store the batch ``make(writer, pid, process name)`` gives (``count`` spans):
+        sent to the DB owner from a child, else written here (the lock held)."""
         me = os.getpid()
         my_name = multiprocessing.current_process().name
         # The spans' process: this one, or the one that handed them off.
@@ -334,7 +376,7 @@ class TraceDBSpanExporter(SpanExporter):
         totals, loss_rows = self._losses_to_write(me, my_name)
         outcome = _relay.NOT_SENT
         if self._relay_to is not None:
-            outcome = self._send_to_owner(spans, pid, name, loss_rows)
+            outcome = self._send_to_owner(make, pid, name, loss_rows)
             if outcome == _relay.STORED:
                 self._losses_written = (me, totals)
                 return SpanExportResult.SUCCESS
@@ -346,11 +388,11 @@ class TraceDBSpanExporter(SpanExporter):
         )
 
         def build(writer: Writer) -> Batch:
-            batch = spans_to_batch(spans, writer, pid, name)
+            batch: Batch = make(writer, pid, name)
             batch.losses = loss_rows
             return batch
 
-        result = self._write_locked(build, len(spans), skip_stored=skip_stored)
+        result = self._write_locked(build, count, skip_stored=skip_stored)
         if result == SpanExportResult.SUCCESS:
             self._losses_written = (me, totals)
         return result
@@ -372,16 +414,14 @@ class TraceDBSpanExporter(SpanExporter):
         batch.losses = rows
         _relay.send(address, _relay.encode(self.path, batch, _relay.LocalIds()))
 
-    def _send_to_owner(
-        self, spans: Sequence[ReadableSpan], pid: int, name: str, loss_rows: list[Any]
-    ) -> str:
+    def _send_to_owner(self, make: Any, pid: int, name: str, loss_rows: list[Any]) -> str:
         """Hand the batch to the owner's relay and wait until it is stored (see
         _relay.py); anything but STORED means this process writes it instead."""
         address = self._relay_to
         if address is None:
             return _relay.NOT_SENT
         ids = _relay.LocalIds()
-        batch = spans_to_batch(spans, ids, pid, name)  # type: ignore[arg-type]
+        batch = make(ids, pid, name)
         batch.losses = loss_rows
         outcome = _relay.deliver(
             address,
