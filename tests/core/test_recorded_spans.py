@@ -248,3 +248,28 @@ def test_plain_spans_survive_marshal_and_make_the_same_spans(live: Any, run: Any
     remade = [readable_from_plain(marshal.loads(marshal.dumps(p)), by_id[p[P_SPAN_ID]].resource,
                                   by_id[p[P_SPAN_ID]].instrumentation_scope) for p in plains]
     assert described(remade) == described(spans)
+
+
+@pytest.mark.parametrize(("most", "longest"), [(None, None), (3, None), (None, 4), (128, None)])
+def test_attributes_of_plain_spans_are_cleaned_as_the_sdk_cleans_them(
+    most: Any, longest: Any
+) -> None:
+    """Whatever a program sets on a span (lists, mixed tuples, bytes, None, an object, a
+    bad key, long strings, too many), the plain span holds what the SDK's
+    BoundedAttributes would: the shortcut for values needing no change changes nothing."""
+    from opentelemetry.attributes import BoundedAttributes
+
+    from procscope.core.recorded import SpanRecords
+
+    maker = SpanRecords(TracerProvider().get_tracer("tests.clean"), None)
+    cases: list[dict[Any, Any]] = [
+        {"a": 1, "b": 2.5, "c": "text", "d": True},
+        {"list": [1, 2], "mixed": (1, "x"), "bytes": b"raw", "none": None, "t": ("p", "q")},
+        {"object": object(), 5: "number key", "": "empty key", "long": "abcdefgh"},
+        {f"k{n}": n for n in range(6)},
+        {"nested": {"inner": [1]}, "tuple": (1.5, 2.5)},
+    ]
+    for values in cases:
+        expected = dict(BoundedAttributes(most, dict(values), max_value_len=longest))
+        cleaned = maker._clean(values, most, longest)
+        assert list(cleaned.items()) == list(expected.items()), values

@@ -295,7 +295,7 @@ class SpanRecords(RecordKind):
         )
         more = self.attributes(record)
         if not checked:
-            more = dict(self._bounded(None, more, max_value_len=self.max_length))
+            more = self._clean(more, None, self.max_length)
         error = record[S_ERROR]
         max_attributes = self.max_attributes
         attributes: Any
@@ -321,17 +321,17 @@ class SpanRecords(RecordKind):
                 bounded["error.type"] = error[0]
             attributes = dict(bounded)
         if events:
-            bounded_attributes = self._bounded
+            clean = self._clean
             most, longest = self.max_event_attributes, self.max_event_length
             events = tuple(
-                (name, dict(bounded_attributes(most, values, max_value_len=longest)), when)
+                (name, clean(values, most, longest) if values else {}, when)
                 for name, values, when in events
             )
         if error is not None:
             type_name, event_time, event_attributes = error
-            events = (*events, ("exception", dict(self._bounded(
-                self.max_event_attributes, event_attributes,
-                max_value_len=self.max_event_length)), event_time))
+            events = (*events, ("exception", self._clean(
+                event_attributes, self.max_event_attributes, self.max_event_length,
+            ), event_time))
             code, description = 2, type_name
         else:
             code, description = status.status_code.value, status.description
@@ -350,6 +350,25 @@ class SpanRecords(RecordKind):
             attributes, events if type(events) is tuple else tuple(events), links or (),
             int(record[S_PARENT_FLAGS]) if parent_id else 0,  # (a TraceFlags from a context)
         )
+
+    def _clean(self, values: Mapping[str, Any], most: int | None,
+               longest: int | None) -> dict[str, Any]:
+        """``values`` as the SDK's ``BoundedAttributes(most, values, max_value_len=
+        longest)`` holds them (invalid ones dropped, lists made tuples, strings cut, the
+        oldest beyond ``most`` dropped), as a new dict: at once when there is nothing
+        to change, as nearly always (BoundedAttributes takes about 4 us for ten)."""
+        if longest is None and (most is None or len(values) <= most):
+            plain = _PLAIN_VALUES
+            for key, value in values.items():
+                if type(key) is not str or not key:
+                    break
+                if type(value) not in plain and (
+                    type(value) is not tuple or any(type(item) not in plain for item in value)
+                ):
+                    break
+            else:
+                return dict(values)
+        return dict(self._bounded(most, values, max_value_len=longest))
 
     def materialise(self, record: tuple[Any, ...]) -> Any:
         return readable_from_plain(self.plain(record), self.resource, self.scope, self.info)
@@ -381,6 +400,8 @@ def trace_state(header: str | None) -> Any:
 
 
 _KINDS = {kind.value: kind for kind in SpanKind}
+# Attribute values the SDK's validation keeps as they are.
+_PLAIN_VALUES = frozenset((str, int, float, bool, bytes, type(None)))
 _STATUSES: dict[tuple[int, str | None], Status] = {}
 _sdk: Any = None
 
