@@ -18,7 +18,12 @@ interleaved, medians:
   * end to end: the instrumented program's records, made into spans by the recorder's
     drain thread, through procscope's batch processor into the exporter, until all are
     committed (checked: every span in the DB, nothing counted lost); against the same
-    pipeline with an exporter that drops everything.
+    pipeline with an exporter that drops everything;
+  * the direct route (the trace DB as procscope's only consumer): plain spans -> rows ->
+    SQLite (``write_records``, the record sink, batches of 4,096, pre-built plain spans);
+    and end to end, records -> the recorder's drain -> plain spans -> the record sink,
+    into the DB (checked: every record stored, nothing counted lost) and into a sink that
+    drops them. ``--only ingest`` runs the ingest table alone.
 
 Sustained: the same ``export()`` into a copy of the 1,000,000-span query DB, against a
 fresh DB (a DB this large makes the indexes with random keys cost more).
@@ -239,13 +244,75 @@ def via_records(count: int, exporter: SpanExporter) -> tuple[float, int]:
     )
     counted = _Count()
     provider.add_span_processor(RecordingSpanProcessor([counted, batch]))
+    elapsed = timed_workload(provider, count)
+    return counted.spans / elapsed, counted.spans
+
+
+def timed_workload(provider: Any, count: int) -> float:
+    """Seconds :func:`run_workload` takes on ``provider`` (it ends with a force_flush:
+    everything delivered), which is then shut down. Checked: nothing counted lost."""
     lost_before = sum(losses.lost_by_reason().values())
     started = time.perf_counter()
-    run_workload(provider, count)  # ends with a force_flush: every span exported
+    run_workload(provider, count)
     elapsed = time.perf_counter() - started
     provider.shutdown()
     assert sum(losses.lost_by_reason().values()) == lost_before, losses.lost_by_reason()
-    return counted.spans / elapsed, counted.spans
+    return elapsed
+
+
+def plain_items(count: int) -> list[Any]:
+    """The workload's records as the recorder gives them to a record sink: (plain span,
+    (resource, scope)) pairs."""
+    items: list[Any] = []
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
+    provider.add_span_processor(RecordingSpanProcessor([], sink=items.extend))  # type: ignore[arg-type]
+    run_workload(provider, count)
+    provider.shutdown()
+    return items
+
+
+def via_plains(items: list[Any], folder: str) -> float:
+    """Plain spans -> rows -> SQLite: ``write_records`` (the record sink) in batches of
+    4,096, as the recorder's drain gives them; checked: all stored, none lost."""
+    exporter = TraceDBSpanExporter(os.path.join(folder, f"plain-{time.perf_counter_ns()}.db"))
+    exporter.write_records(items[:1])  # open and create the file outside the timing
+    rest = items[1:]
+    lost_before = sum(losses.lost_by_reason().values())
+    started = time.perf_counter()
+    for start in range(0, len(rest), BATCH):
+        exporter.write_records(rest[start : start + BATCH])
+    elapsed = time.perf_counter() - started
+    exporter.shutdown()
+    assert sum(losses.lost_by_reason().values()) == lost_before, losses.lost_by_reason()
+    with TraceDB(exporter.path) as db:
+        assert db.span_count() == len(items), (db.span_count(), len(items))
+    return len(rest) / elapsed
+
+
+def via_direct(count: int, folder: str | None) -> float:
+    """Spans/s from the instrumented workload's first record to the last one stored by
+    the direct route: the recorder's drain gives plain spans to the trace DB's record
+    sink (``folder`` None: to a sink that drops them). Checked: every record stored,
+    none counted lost."""
+    stored = [0]
+    write: Callable[[Any], None] = lambda items: None  # noqa: E731
+    exporter = None
+    if folder is not None:
+        exporter = TraceDBSpanExporter(os.path.join(folder, f"direct-{time.perf_counter_ns()}.db"))
+        write = exporter.write_records
+
+    def sink(items: list[Any]) -> None:
+        stored[0] += len(items)
+        write(items)
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
+    provider.add_span_processor(RecordingSpanProcessor([], sink=sink))  # type: ignore[arg-type]
+    elapsed = timed_workload(provider, count)
+    if exporter is not None:
+        exporter.shutdown()
+        with TraceDB(exporter.path) as db:
+            assert db.span_count() == stored[0], (db.span_count(), stored[0])
+    return stored[0] / elapsed
 
 
 class _Count(SpanProcessor):
@@ -259,8 +326,13 @@ class _Count(SpanProcessor):
 def bench_ingest(count: int, rounds: int) -> list[tuple[str, float, str]]:
     spans = recorded_spans(count)
     results: dict[str, list[float]] = {
-        k: [] for k in ("ceiling_spans", "ceiling_all", "export", "export_512", "drop", "db")
+        k: []
+        for k in (
+            "ceiling_spans", "ceiling_all", "export", "export_512", "drop", "db", "plains",
+            "direct_drop", "direct",
+        )
     }
+    items = plain_items(count)
     with tempfile.TemporaryDirectory() as folder:
         batches = rows_of(spans, folder)
         for n in range(rounds):  # interleaved: each round runs every variant once
@@ -274,6 +346,9 @@ def bench_ingest(count: int, rounds: int) -> list[tuple[str, float, str]]:
             with TraceDB(exporter.path) as db:
                 assert db.span_count() == delivered, (db.span_count(), delivered)
             results["db"].append(rate)
+            results["plains"].append(via_plains(items, folder))
+            results["direct_drop"].append(via_direct(count, None))
+            results["direct"].append(via_direct(count, folder))
     med = {k: statistics.median(v) for k, v in results.items()}
 
     def of_ceilings(rate: float) -> str:
@@ -301,6 +376,15 @@ def bench_ingest(count: int, rounds: int) -> list[tuple[str, float, str]]:
             "records -> recorder -> batch processor -> trace DB, none lost",
             med["db"],
             f"{med['db'] / med['drop']:.2f} of dropping; {of_ceilings(med['db'])}",
+        ),
+        ("plain spans -> rows -> SQLite (write_records)", med["plains"],
+         of_ceilings(med["plains"])),
+        ("records -> recorder -> plain spans, sink dropping all", med["direct_drop"], "-"),
+        (
+            "records -> trace DB, direct (every span stored, none lost)",
+            med["direct"],
+            f"{med['direct'] / med['direct_drop']:.2f} of dropping; "
+            f"{of_ceilings(med['direct'])}",
         ),
     ]
 
@@ -493,7 +577,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--spans", type=int, default=1_000_000, help="spans in the query DB")
     parser.add_argument("--ingest-spans", type=int, default=20_000, help="spans per ingest run")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved ingest rounds")
-    parser.add_argument("--only", choices=("relay",), help="run this case alone")
+    parser.add_argument("--only", choices=("relay", "ingest"), help="run this case alone")
     args = parser.parse_args(argv)
     print(f"Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}")
     if args.only == "relay":
@@ -506,6 +590,8 @@ def main(argv: list[str]) -> int:
     print(f"{'path':<{width}}  {'spans/s':>10}  ratio")
     for label, rate, ratio in ingest:
         print(f"{label:<{width}}  {rate:>10,.0f}  {ratio}")
+    if args.only == "ingest":
+        return 0
     print_relay(args.ingest_spans, args.rounds)
 
     rows, facts = bench_queries(args.spans)
