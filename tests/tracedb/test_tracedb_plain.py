@@ -18,7 +18,11 @@ from procscope._sampler import AdjustableRateSampler
 from procscope.core import shared_state
 from procscope.core.recorder import RecordingSpanProcessor
 from procscope.exporters.tracedb import TraceDB
-from procscope.exporters.tracedb._convert import plain_to_batch, spans_to_batch
+from procscope.exporters.tracedb._convert import (
+    origins_to_batch,
+    plain_to_batch,
+    spans_to_batch,
+)
 from procscope.exporters.tracedb._writer import Batch, Writer
 
 
@@ -156,9 +160,12 @@ def test_plain_spans_make_the_rows_their_spans_make(recorded: Any, tmp_path: Any
     try:
         from_spans = spans_to_batch(spans, writer, os.getpid(), "MainProcess")
         from_plains = plain_batch(kept, writer, os.getpid(), "MainProcess")
+        pairs = [(plain, (resource, scope)) for plain, resource, scope in kept]
+        from_pairs = origins_to_batch(pairs, writer, os.getpid(), "MainProcess")
     finally:
         writer.close()
     assert from_plains == from_spans
+    assert from_pairs == from_spans
     assert from_spans.events and from_spans.links and from_spans.span_attrs
     assert any(row[8] == 2 for row in from_spans.spans)  # an error
     assert any('"sizes":[3,4]' in (row[10] or "") for row in from_spans.spans)

@@ -5,7 +5,8 @@ Used by the exporter on its own spans and by the relay's owner on a child's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import repeat
 from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
@@ -200,18 +201,45 @@ def plain_to_batch(
     ``resource`` and instrumentation ``scope``: exactly the rows :func:`spans_to_batch`
     gives for the ReadableSpans made of them (same order, same JSON text, same index
     rows), without making those. ``batch``: add to it (row ids going on from its own)."""
-    if batch is None:
-        batch = Batch()
+    ids = (writer.resource_id(resource), writer.scope_id(scope))
+    return _plain_rows(plains, repeat(ids), pid, process_name,
+                       Batch() if batch is None else batch)  # fmt: skip
+
+
+def origins_to_batch(
+    items: Sequence[tuple[tuple[Any, ...], tuple[Any, Any]]], writer: Writer, pid: int,
+    process_name: str,
+) -> Batch:
+    """The rows of (plain span, (resource, scope)) pairs, as procscope's recorder gives
+    them to a record sink: :func:`plain_to_batch` of each, in one batch, in order."""
+    known: dict[int, tuple[Any, tuple[int | None, int | None]]] = {}
+    ids = []
+    for _, origin in items:
+        # Few origins (a tracer's record kinds share one pair): looked up once each.
+        found = known.get(id(origin))
+        if found is None:
+            resource, scope = origin
+            found = known[id(origin)] = (
+                origin, (writer.resource_id(resource), writer.scope_id(scope))
+            )
+        ids.append(found[1])
+    return _plain_rows([plain for plain, _ in items], ids, pid, process_name, Batch())
+
+
+def _plain_rows(
+    plains: Iterable[tuple[Any, ...]], ids: Iterable[tuple[int | None, int | None]], pid: int,
+    process_name: str, batch: Batch,
+) -> Batch:
+    """Adds the rows of ``plains`` to ``batch``, each with its (resource id, scope id)."""
     span_rows = batch.spans
     span_attrs = batch.span_attrs
     indexed_span_keys = _schema.INDEXED_SPAN_ATTRIBUTES
-    rid = writer.resource_id(resource)
-    sid = writer.scope_id(scope)
     index = len(span_rows)
     event_index = len(batch.events)
     append = span_rows.append
     for (name, kind, trace_id, span_id, parent_id, _remote, _flags, _state, start, end,
-         code, description, attributes, events, links, _parent_flags) in plains:
+         code, description, attributes, events, links, _parent_flags), (rid, sid) in zip(
+            plains, ids):
         if span_id >= 0x8000000000000000:
             span_id -= 0x10000000000000000
         if not parent_id:

@@ -42,7 +42,7 @@ from procscope.core.settings import (
 )
 
 from . import _relay
-from ._convert import plain_to_batch, spans_to_batch
+from ._convert import origins_to_batch, spans_to_batch
 from ._fds import on_read_only_fs as _on_read_only_fs
 from ._schema import TraceDBError
 from ._writer import Batch, Writer, file_identity, without_stored_spans
@@ -85,10 +85,6 @@ def parse_path(value: object) -> str:
 
 # How long set-up may wait to open a DB that another process holds locked (see _open_now).
 OPEN_AT_SETUP_SECONDS = 0.2
-
-
-def _same_origin(one: tuple[Any, Any], other: tuple[Any, Any]) -> bool:
-    return one is other or (one[0] is other[0] and one[1] is other[1])
 
 
 class TraceDBSpanExporter(SpanExporter):
@@ -298,17 +294,7 @@ class TraceDBSpanExporter(SpanExporter):
         count = len(items)
 
         def make(writer: Any, pid: int, name: str) -> Batch:
-            batch = Batch()
-            start = 0
-            for end in range(1, count + 1):
-                # Runs of one resource and scope (compared by identity: the record kinds
-                # of one tracer share its objects).
-                if end == count or not _same_origin(items[end][1], items[start][1]):
-                    resource, scope = items[start][1]
-                    plains = [plain for plain, _ in items[start:end]]
-                    plain_to_batch(plains, writer, pid, name, resource, scope, batch)
-                    start = end
-            return batch
+            return origins_to_batch(items, writer, pid, name)
 
         self._under_lock(count, lambda: self._store_locked(make, count))
 
