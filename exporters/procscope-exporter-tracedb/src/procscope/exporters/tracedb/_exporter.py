@@ -41,7 +41,7 @@ from procscope.core.settings import (
     resolve_one,
 )
 
-from . import _relay
+from . import _relay, _ship
 from ._convert import origins_to_batch, spans_to_batch
 from ._fds import on_read_only_fs as _on_read_only_fs
 from ._schema import TraceDBError
@@ -296,7 +296,14 @@ class TraceDBSpanExporter(SpanExporter):
         def make(writer: Any, pid: int, name: str) -> Batch:
             return origins_to_batch(items, writer, pid, name)
 
-        self._under_lock(count, lambda: self._store_locked(make, count))
+        def ship(pid: int, name: str, loss_rows: list[Any]) -> str:
+            # From a child, the plain spans go to the owner, which makes the rows (_ship.py).
+            address = self._relay_to
+            assert address is not None
+            return _ship.deliver(address, self.path, items, pid, name, loss_rows,
+                                 self.timeout + 1.0)  # fmt: skip
+
+        self._under_lock(count, lambda: self._store_locked(make, count, ship=ship))
 
     def _under_lock(self, count: int, work: Any) -> SpanExportResult:
         """``work()`` holding the exporter's lock; ``count`` spans lost when it cannot."""
@@ -351,10 +358,11 @@ class TraceDBSpanExporter(SpanExporter):
         )
 
     def _store_locked(
-        self, make: Any, count: int, origin: tuple[int, str] | None = None
+        self, make: Any, count: int, origin: tuple[int, str] | None = None, ship: Any = None
     ) -> SpanExportResult:
         """Store the batch ``make(writer, pid, process name)`` gives (``count`` spans):
-        sent to the DB owner from a child, else written here (the lock held)."""
+        sent to the DB owner from a child (by ``ship(pid, name, loss rows)`` when given:
+        a relay outcome), else written here (the lock held)."""
         me = os.getpid()
         my_name = multiprocessing.current_process().name
         # The spans' process: this one, or the one that handed them off.
@@ -362,7 +370,12 @@ class TraceDBSpanExporter(SpanExporter):
         totals, loss_rows = self._losses_to_write(me, my_name)
         outcome = _relay.NOT_SENT
         if self._relay_to is not None:
-            outcome = self._send_to_owner(make, pid, name, loss_rows)
+            if ship is None:
+                outcome = self._send_to_owner(make, pid, name, loss_rows)
+            else:
+                outcome = ship(pid, name, loss_rows)
+                if outcome in (_relay.GONE, _relay.UNCONFIRMED_GONE):
+                    self._relay_to = None  # the owner has ended: from now on, write here
             if outcome == _relay.STORED:
                 self._losses_written = (me, totals)
                 return SpanExportResult.SUCCESS

@@ -28,7 +28,9 @@ Nothing is ever lost for the relay's sake, and nothing foreign gets in:
 * the owner's shutdown first shuts the socket for reading, so that a send after that point
   fails (and the child writes itself), then writes what was already queued;
 * only datagrams sent by processes of the same user (``SCM_CREDENTIALS``, checked by the
-  kernel) for the same DB path are written; they are JSON, never pickles.
+  kernel) for the same DB path are written; they are JSON rows, or plain spans in
+  ``marshal`` form (_ship.py: the recorder's records, made into rows by the owner), never
+  pickles.
 
 Linux only (abstract socket addresses, ``SO_PASSCRED``); elsewhere every process writes
 for itself. ``PROCSCOPE_DB_RELAY=0`` turns it off.
@@ -269,6 +271,10 @@ def decode(payload: bytes, path: str) -> dict[str, Any] | None:
 def build_batch(message: dict[str, Any], writer: Writer) -> Batch:
     """The batch a child sent, with its resources and scopes looked up in this DB (under
     the write lock: called by :meth:`Writer.write`)."""
+    if "plain" in message:
+        from . import _ship  # imports this module
+
+        return _ship.build_batch(message, writer)
     rids = [
         writer.resource_id_of(attributes, schema_url)
         for attributes, schema_url in message["resources"]
@@ -283,7 +289,7 @@ def build_batch(message: dict[str, Any], writer: Writer) -> Batch:
     batch.links = [(row[0], bytes.fromhex(row[1]), *row[2:]) for row in message["links"]]
     batch.span_attrs = [tuple(row) for row in message["span_attrs"]]
     batch.event_attrs = [tuple(row) for row in message["event_attrs"]]
-    batch.losses = _loss_rows(message.get("losses"))
+    batch.losses = loss_rows(message.get("losses"))
     return batch
 
 
@@ -307,7 +313,7 @@ def merged(batches: Sequence[Batch]) -> Batch:
     return out
 
 
-def _loss_rows(rows: Any) -> list[tuple[Any, ...]]:
+def loss_rows(rows: Any) -> list[tuple[Any, ...]]:
     """A child's loss totals (see _schema.LOSS_UPSERT), rows of another shape left out."""
     if not isinstance(rows, list):
         return []
@@ -375,7 +381,9 @@ class RelayServer:
             stored = False
             try:
                 for data, ancillary in received:
-                    message = decode(data, self.path) if _sent_by_this_user(ancillary) else None
+                    message = (
+                        _decode_any(data, self.path) if _sent_by_this_user(ancillary) else None
+                    )
                     if message is not None:
                         messages.append(message)
                 if messages and not self._gone:
@@ -433,6 +441,15 @@ class RelayServer:
             self._sock.close()
         except OSError:
             pass
+
+
+def _decode_any(data: bytes, path: str) -> dict[str, Any] | None:
+    """A child's batch of either form: rows as JSON, or plain spans (_ship.py)."""
+    from . import _ship  # imports this module
+
+    if data.startswith(_ship.MAGIC):
+        return _ship.decode(data, path)
+    return decode(data, path)
 
 
 def _sent_by_this_user(ancillary: list[tuple[int, int, bytes]]) -> bool:
