@@ -59,6 +59,40 @@ def test_the_memory_cap_keeps_the_newest_records_and_counts_the_others(tmp_path:
     assert newest == list(range(5000 - 100, 5000))
 
 
+def test_a_dump_larger_than_the_batch_queue_is_stored_whole(tmp_path: Path) -> None:
+    """A dump of 24,000 records (more than the 8,192 spans the batch processor's queue
+    holds) reaches the trace DB whole: every one of the 12,000 messages taken is in
+    `procscope messages`, in order (the batch processor's queue dropped two thirds)."""
+    db = tmp_path / "flight.db"
+    done = run_program(tmp_path, BOUNDS, str(db), "30s", "32MiB", "12000", "none")
+    assert done.returncode == 0, done.stderr
+    assert _recording(db)["records"] >= 2 * 12000 - 600  # (sampled ones are spans)
+    received = [int(c) for c in contents_received_by(db, "MainProcess")]
+    assert received == list(range(12000))
+
+
+def test_a_large_dump_through_the_processors_is_stored_whole(tmp_path: Path) -> None:
+    """With a span processor of the program's own beside procscope's (so the dump goes
+    to the processors as ReadableSpans, not straight into the DB), a dump of 24,000
+    records still reaches the DB whole: every message taken is in `procscope messages`."""
+    source = BOUNDS.replace(
+        "jobs = procscope.name(",
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import (\n"
+        "    InMemorySpanExporter)\n"
+        "mine = InMemorySpanExporter()\n"
+        "trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(mine))\n"
+        "jobs = procscope.name(",
+    ).replace("procscope.shutdown()", "procscope.shutdown()\nprint(len(mine.get_finished_spans()))")
+    db = tmp_path / "flight.db"
+    done = run_program(tmp_path, source, str(db), "30s", "32MiB", "12000", "none")
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) >= 2 * 12000 - 600  # (the program's own got them)
+    received = [int(c) for c in contents_received_by(db, "MainProcess")]
+    assert received == list(range(12000))
+
+
 DURING_FORK = """
 import os
 import queue

@@ -84,51 +84,43 @@ class Dump:
         self.ended = time.time_ns()
 
     def spans(self, resource: Any) -> list[Any]:
-        """The dump's spans (its root first, when it has one)."""
-        from opentelemetry.sdk.trace import Event, ReadableSpan
-        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-        from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+        """The dump's spans as ReadableSpans (its root first, when it has one)."""
+        from .recorded import readable_from_plain
 
-        from .recorded import span_context
+        resource, scope = _origin(resource)
+        return [readable_from_plain(plain, resource, scope) for plain in self.plains()]
 
-        scope = InstrumentationScope(SCOPE_NAME)
-        if resource is None:  # (ReadableSpan would make a default one per span, slowly)
-            from opentelemetry.sdk.resources import Resource
+    def plains(self) -> list[tuple[Any, ...]]:
+        """The dump's spans as plain spans (``procscope.core.recorded``'s ``P_*``
+        values), its root first when it has one: what a record sink stores without a
+        ReadableSpan, and what :meth:`spans` makes ReadableSpans of."""
+        from .recorded import state_header
 
-            resource = Resource.get_empty()
         trace_id, root_id = self.trace_id, self.root_id
-        parent = span_context(trace_id, root_id, False, 1, None)
         names = self.thread_names if self.thread_names is not None else _thread_names(
             self.records)
         generate = random.getrandbits
         pid = self.pid
-        spans: list[Any] = []
+        plains: list[tuple[Any, ...]] = []
         if self.root:
             links: tuple[Any, ...] = ()
             trigger = self.trigger
             if trigger is not None and getattr(trigger, "is_valid", False):
-                links = (Link(trigger, {LINK: "trigger"}),)
+                links = ((trigger.trace_id, trigger.span_id, int(trigger.trace_flags),
+                          state_header(trigger.trace_state), {LINK: "trigger"},
+                          bool(trigger.is_remote)),)
             start = self.records[0][F_TIME] if self.records else self.ended
-            spans.append(ReadableSpan(
-                name=ROOT_NAME,
-                context=parent,
-                parent=None,
-                resource=resource,
-                attributes={
-                    REASON: self.reason, RECORDS: len(self.records),
-                    OVERWRITTEN: self.overwritten, EXPIRED: self.expired,
-                    WINDOW: self.window, PID: pid, RECORDED: True, PROBABILITY: 1.0,
-                },
-                links=links,
-                kind=SpanKind.INTERNAL,
-                start_time=min(start, self.ended),
-                end_time=self.ended,
-                instrumentation_scope=scope,
-            ))
+            attributes = {
+                REASON: self.reason, RECORDS: len(self.records),
+                OVERWRITTEN: self.overwritten, EXPIRED: self.expired,
+                WINDOW: self.window, PID: pid, RECORDED: True, PROBABILITY: 1.0,
+            }
+            plains.append((ROOT_NAME, _INTERNAL, trace_id, root_id, 0, False, 1, None,
+                           min(start, self.ended), self.ended, 0, None, attributes, (), links,
+                           0))
         own = self.pid == os.getpid()
         for each in list(KINDS.values()):
             each.begin_dump()
-        unset = Status(StatusCode.UNSET)
         for record in self.records:
             kind = kind_of(record)
             if own and kind.sampled:
@@ -136,7 +128,7 @@ class Dump:
             made = kind.span(record)
             if made is None:
                 continue
-            name, kind, start, end, attributes, events, error = made
+            name, span_kind, start, end, attributes, events, error = made
             native, thread_name = names.get(record[F_THREAD]) or (None, "")
             if native is not None:
                 attributes[THREAD_ID] = native
@@ -144,20 +136,34 @@ class Dump:
             attributes[PID] = pid
             attributes[RECORDED] = True
             attributes[PROBABILITY] = 1.0
-            spans.append(ReadableSpan(
-                name=name,
-                context=span_context(trace_id, generate(64) or 1, False, 1, None),
-                parent=parent,
-                resource=resource,
-                attributes=attributes,
-                events=tuple(Event(n, a, t) for n, a, t in events) if events else (),
-                kind=kind,
-                status=Status(StatusCode.ERROR, error) if error else unset,
-                start_time=start,
-                end_time=end,
-                instrumentation_scope=scope,
+            plains.append((
+                name, span_kind.value, trace_id, generate(64) or 1, root_id, False, 1, None,
+                start, end, 2 if error else 0, error or None, attributes,
+                tuple(events) if events else (), (), 1,
             ))
-        return spans
+        return plains
+
+
+_INTERNAL = 0  # (SpanKind.INTERNAL's value)
+# One (resource, scope) pair per resource: a record sink groups spans by its identity.
+_origins: dict[int, tuple[Any, Any]] = {}
+
+
+def _origin(resource: Any) -> tuple[Any, Any]:
+    """The (resource, instrumentation scope) of a dump's spans."""
+    if resource is None:  # (ReadableSpan would make a default one per span, slowly)
+        from opentelemetry.sdk.resources import Resource
+
+        resource = Resource.get_empty()
+    origin = _origins.get(id(resource))
+    if origin is None or origin[0] is not resource:
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+        origin = (resource, InstrumentationScope(SCOPE_NAME))
+        if len(_origins) > 8:
+            _origins.clear()
+        _origins[id(resource)] = origin
+    return origin
 
 
 def _provider() -> tuple[Any, Any]:
@@ -167,6 +173,24 @@ def _provider() -> tuple[Any, Any]:
     return provider, getattr(provider, "_active_span_processor", None)
 
 
+# Plain spans a record sink is given at once (one transaction each).
+SINK_BATCH = 4096
+# Spans handed to the processors between two flushes (below any batch queue's size),
+# and how long one flush may take.
+PACE = 1024
+PACE_FLUSH_MS = 30_000
+
+
+def _sink(processor: Any) -> Any:
+    """The record sink of the provider's one processor, procscope's recorder, when it
+    has one (the trace DB is then all the pipeline delivers to: procscope._pipeline's
+    record_sink), else None: other processors take ReadableSpans."""
+    processors = getattr(processor, "_span_processors", None)
+    if processors is None or len(processors) != 1:
+        return None
+    return getattr(processors[0], "sink", None)
+
+
 def _send(job: Dump) -> None:
     from .guard import handle_internal_errors
 
@@ -174,9 +198,25 @@ def _send(job: Dump) -> None:
         provider, processor = _provider()
         if processor is None:
             return
-        for span in job.spans(getattr(provider, "resource", None)):
+        resource = getattr(provider, "resource", None)
+        sink = _sink(processor)
+        if sink is not None:
+            # Straight into the trace DB as plain spans: no ReadableSpan, no batch
+            # processor queue (a 100,000-record dump: about 1.2 s -> see performance.md).
+            origin = _origin(resource)
+            plains = job.plains()
+            for at in range(0, len(plains), SINK_BATCH):
+                sink([(plain, origin) for plain in plains[at:at + SINK_BATCH]])
+            return
+        # A batch processor drops what its queue cannot hold (OpenTelemetry's default
+        # 2,048 spans, procscope's 8,192): a dump larger than that lost the rest. On this
+        # helper thread the dump can wait for the queue to empty, every PACE spans.
+        spans = job.spans(resource)
+        for done, span in enumerate(spans, 1):
             processor.on_start(span, None)
             processor.on_end(span)
+            if done % PACE == 0 and done < len(spans):
+                processor.force_flush(PACE_FLUSH_MS)
 
 
 _helpers: list[threading.Thread] = []
