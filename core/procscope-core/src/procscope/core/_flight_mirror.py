@@ -34,7 +34,10 @@ INTERVAL = 0.1
 MESSAGE_LENGTH = 4
 BATCH = 2_000
 _LENGTH = struct.Struct(">I")
-_state: dict[str, Any] = {"thread": None, "pid": 0, "stop": False}
+# "fd": the mirror file, opened before the child runs the program's code and kept
+# open: opened at each tick, the child's count of open files changed while its code ran
+# (CPython's test_child_fd_inflation, forkserver, saw one file more now and then).
+_state: dict[str, Any] = {"thread": None, "pid": 0, "stop": False, "fd": None}
 
 
 def _path(pid: int) -> str | None:
@@ -53,23 +56,45 @@ def start() -> None:
         from ._flight_spans import _thread_names
     except ImportError:
         return
+    path = _path(os.getpid())
+    if not path:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:
+        return
     _state["pid"] = os.getpid()
     _state["stop"] = False
+    _state["fd"] = fd
     thread = threading.Thread(
-        target=_run, args=(_thread_names,), name="procscope-flight-mirror", daemon=True
+        target=_run, args=(_thread_names, path, fd), name="procscope-flight-mirror",
+        daemon=True,
     )
     try:
         thread.start()
     except RuntimeError:
+        _close(fd)
         return
     _state["thread"] = thread
     flight.mirrored = True
 
 
 def after_fork_in_child() -> None:
+    # The parent's mirror file is the parent's (its thread, which writes it, is not
+    # here): closed, not inherited.
+    fd, _state["fd"] = _state["fd"], None
+    if fd is not None:
+        _close(fd)
     _state["pid"] = 0
     _state["thread"] = None
     flight.mirrored = False
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def stop() -> None:
@@ -89,11 +114,20 @@ def forget(pid: int) -> None:
                 pass
 
 
-def _run(_thread_names: Any) -> None:
+def _run(_thread_names: Any, path: str, fd: int) -> None:
+    # The file is closed by this thread alone, when it stops: closed by stop() on
+    # another thread, its number could be reused by the program's next open() and this
+    # thread's next write would land in the program's file.
+    try:
+        _mirror(_thread_names, path, fd)
+    finally:
+        if _state["fd"] == fd and _state["pid"] == os.getpid():
+            _state["fd"] = None
+            _close(fd)
+
+
+def _mirror(_thread_names: Any, path: str, fd: int) -> None:
     pid = os.getpid()
-    path = _path(pid)
-    if not path:
-        return
     last_time = 0
     last_count = 0
     sites: dict[int, Any] = {}  # code -> (kind name, site_plain), made once per code
@@ -118,7 +152,7 @@ def _run(_thread_names: Any) -> None:
             continue
         last_time = max(last_time, fresh[-1][F_TIME])
         try:
-            _append(path, _chunk(fresh, sites, _thread_names(fresh)), cap)
+            _append(path, fd, _chunk(fresh, sites, _thread_names(fresh)), cap)
         except Exception:  # noqa: BLE001 -- a value marshal refuses, a full disk: skip it
             continue
 
@@ -147,17 +181,20 @@ def _chunk(records: list[tuple[Any, ...]], sites: dict[int, Any],
     return _LENGTH.pack(len(body)) + body
 
 
-def _append(path: str, data: bytes, cap: int) -> None:
+def _append(path: str, fd: int, data: bytes, cap: int) -> None:
     try:
-        if os.path.getsize(path) > cap:
+        if os.fstat(fd).st_size > cap:
+            # The full file becomes the one before; a new file takes the same fd number
+            # (dup2), so the process's count of open files is the same after as before.
             os.replace(path, path + ".old")
+            new = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.dup2(new, fd, inheritable=False)
+            finally:
+                os.close(new)
     except OSError:
         pass
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+    os.write(fd, data)
 
 
 def read(pid: int) -> list[tuple[Any, ...]]:

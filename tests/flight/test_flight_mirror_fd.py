@@ -1,0 +1,56 @@
+"""A child's open files do not change while its code runs, with the mirror on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import run_program
+
+COUNTING = """
+import multiprocessing as mp
+import os
+import queue
+import sys
+import time
+
+import procscope
+
+
+def count_files(results):
+    # (named: an unnamed queue is named from its source line, a file read once, when
+    # its first sampled message becomes a span)
+    jobs = procscope.name(queue.Queue(), "jobs")
+    counts = set()
+    deadline = time.monotonic() + 1.0
+    n = 0
+    while time.monotonic() < deadline:  # ten mirror ticks, each with new records
+        jobs.put(n)
+        jobs.get()
+        n += 1
+        counts.add(len(os.listdir("/proc/self/fd")))
+    results.put(sorted(counts))
+
+
+if __name__ == "__main__":
+    procscope.setup(sample_rate=0.01, db=sys.argv[1])
+    ctx = mp.get_context(sys.argv[2])
+    results = ctx.Queue()
+    child = ctx.Process(target=count_files, args=(results,))
+    child.start()
+    print(results.get(timeout=60))
+    child.join()
+    procscope.shutdown()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_childs_open_files_stay_the_same_while_it_runs(tmp_path: Path, method: str) -> None:
+    """A child at rate 0.01, its ring mirrored to disk every 100 ms, counts its open
+    files thousands of times in a second of messages: always the same number (the mirror
+    keeps its file open rather than opening it at each tick)."""
+    done = run_program(tmp_path, COUNTING, str(tmp_path / "flight.db"), method)
+    assert done.returncode == 0, done.stderr
+    assert len(eval(done.stdout.strip().splitlines()[-1])) == 1, done.stdout
