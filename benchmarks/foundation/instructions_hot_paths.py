@@ -13,6 +13,9 @@ the difference over N is its cost. The operations, all with ``exporter="none"``:
 - ``put+get, plain``: ``queue.Queue`` put+get with procscope imported but not set up;
 - ``put+get, unsampled``: the same after ``setup(sample_rate=0)``;
 - ``put+get, sampled``: the same at ``sample_rate=1`` (a send and a receive span each);
+- ``put+get, sampled, caller``: the same, counting the program's thread alone (the
+  recorder's thread, which makes the records into spans, left out; the program ends with
+  ``os._exit`` so that no flush runs on it): what a recorded event costs its caller;
 - ``thread start+join``: a ``threading.Thread`` at rate 0 (no span);
 - ``thread start+join, sampled``: the same at rate 1 (a thread span, when the lifecycle
   default makes one);
@@ -43,13 +46,13 @@ SOURCES = [
 ]
 
 WORKLOAD = """
-import queue, sys, threading
+import os, queue, sys, threading
 mode, n = sys.argv[1], int(sys.argv[2])
 import procscope
 if mode != "plain":
-    sampled = mode in ("state", "sampled", "thread-sampled")
+    sampled = mode in ("state", "sampled", "sampled-caller", "thread-sampled")
     procscope.setup(sample_rate=1.0 if sampled else 0.0, exporter="none")
-if mode in ("plain", "unsampled", "sampled"):
+if mode in ("plain", "unsampled", "sampled", "sampled-caller"):
     q = queue.Queue(); put, get = q.put, q.get
     for i in range(n):
         put(i); get()
@@ -64,6 +67,9 @@ elif mode == "state":
     with trace.get_tracer("bench").start_as_current_span("s"):
         for i in range(n):
             counter.value = i
+if mode == "sampled-caller":
+    sys.stdout.flush()
+    os._exit(0)  # (no flush on this thread: see the docstring)
 if mode != "plain":
     procscope.shutdown()  # (records made into spans are counted too)
 """
@@ -74,6 +80,7 @@ OPERATIONS = [
     ("put+get, plain", "plain", 20000),
     ("put+get, unsampled", "unsampled", 20000),
     ("put+get, sampled", "sampled", 2000),
+    ("put+get, sampled, caller", "sampled-caller", 2000),
     ("thread start+join", "thread", 2000),
     ("thread start+join, sampled", "thread-sampled", 1000),
     ("state change, recorded", "state", 2000),
@@ -84,6 +91,8 @@ def instructions(script: str, mode: str, n: int, pythonpath: str | None) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
+    if mode.endswith("-caller"):
+        return main_thread_instructions(script, mode, n, env)
     done = subprocess.run(
         [*CALLGRIND, sys.executable, script, mode, str(n)],
         capture_output=True,
@@ -95,6 +104,26 @@ def instructions(script: str, mode: str, n: int, pythonpath: str | None) -> int:
     if match is None:
         raise SystemExit(f"no instruction count from callgrind:\n{done.stderr}")
     return int(match.group(1))
+
+
+def main_thread_instructions(script: str, mode: str, n: int, env: dict[str, str]) -> int:
+    """The instructions of the program's first thread alone (callgrind writes one
+    profile per thread; the first is the main thread's)."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, "callgrind.out")
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+             f"--callgrind-out-file={out}", sys.executable, script, mode, str(n)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
+        with open(out + "-01") as file:
+            for line in file:
+                if line.startswith(("summary:", "totals:")):
+                    return int(line.split()[1])
+    raise SystemExit(f"no instruction count for the main thread of {mode}")
 
 
 def per_op(script: str, mode: str, n: int, pythonpath: str | None) -> float:

@@ -273,3 +273,59 @@ def test_attributes_of_plain_spans_are_cleaned_as_the_sdk_cleans_them(
         expected = dict(BoundedAttributes(most, dict(values), max_value_len=longest))
         cleaned = maker._clean(values, most, longest)
         assert list(cleaned.items()) == list(expected.items()), values
+
+
+def queue_workload(tracer: Any) -> None:
+    """One thread: a root send and receive, then a send and a receive inside a span."""
+    jobs: queue.Queue[Any] = queue.Queue()
+    jobs.put(1)
+    jobs.get()
+    with tracer.start_as_current_span("request"):
+        jobs.put("two")
+        jobs.get()
+
+
+class CountingIds:
+    """A program's own id generator: ids counted up from 1000 (a custom generator)."""
+
+    def __init__(self) -> None:
+        self.given: list[int] = []
+
+    def _next(self) -> int:
+        self.given.append(1000 + len(self.given))
+        return self.given[-1]
+
+    generate_span_id = generate_trace_id = _next
+
+    def is_trace_id_random(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("custom", [False, True], ids=["sdk-generator", "custom-generator"])
+def test_records_take_their_ids_where_the_sdk_path_takes_them(
+    live: Any, instrumented_run: Any, custom: bool
+) -> None:
+    """With the SDK's generator and the same random seed, records get the very ids the SDK
+    path's spans get; with a generator of the program's, every id is one it gave."""
+    import random
+
+    def ids(recorded: bool) -> tuple[list[tuple[int, int]], list[int]]:
+        generator: Any = CountingIds() if custom else None
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(id_generator=generator)
+        processor: Any = SimpleSpanProcessor(exporter)
+        if recorded:
+            processor = RecordingSpanProcessor([processor])
+        provider.add_span_processor(processor)
+        random.seed(12)
+        instrumented_run(provider, queue_workload)
+        spans = sorted(exporter.get_finished_spans(), key=lambda s: s.context.span_id)
+        return ([(s.context.trace_id, s.context.span_id) for s in spans],
+                generator.given if custom else [])
+
+    sdk, _ = ids(recorded=False)
+    records, given = ids(recorded=True)
+    assert len(records) == 5
+    assert records == sdk
+    if custom:
+        assert {span_id for _, span_id in records} <= set(given)

@@ -38,6 +38,7 @@ attributes, events and links the limits dropped.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -84,8 +85,14 @@ RANDOM_FLAG = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
 _INTERNAL = SpanKind.INTERNAL
 _time_ns = time.time_ns
 _new_tuple = tuple.__new__
+_getrandbits = random.getrandbits
 _FLAGS: dict[int, TraceFlags] = {}
 _SPAN_KEY: Any = getattr(getattr(trace, "propagation", None), "_SPAN_KEY", None)
+
+
+def _random_span_id() -> int:
+    """``RandomIdGenerator.generate_span_id()``, one call shallower."""
+    return _getrandbits(64) or _random_span_id()
 
 
 def trace_flags(value: int) -> TraceFlags:
@@ -159,6 +166,7 @@ class SpanRecords(RecordKind):
 
     def __init__(self, tracer: Any, recorder: Any) -> None:
         from opentelemetry.sdk.trace import Event, ReadableSpan
+        from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
         self._readable = ReadableSpan
@@ -179,6 +187,12 @@ class SpanRecords(RecordKind):
         self.max_event_attributes = getattr(limits, "max_event_attributes", None)
         self.max_event_length = getattr(limits, "max_attribute_length", None)
         self.id_generator: Any = tracer.id_generator
+        # The SDK's own generator is random.getrandbits until the id is not 0: drawn here
+        # directly (the same numbers from the same random state, a call fewer per id). A
+        # generator of the program's (a subclass too) is always asked.
+        self._sdk_ids = type(self.id_generator) is RandomIdGenerator
+        if self._sdk_ids:
+            self.new_span_id = _random_span_id  # type: ignore[method-assign]
         flags = int(TraceFlags.SAMPLED)
         try:
             if self.id_generator.is_trace_id_random():
@@ -208,8 +222,12 @@ class SpanRecords(RecordKind):
             return (parent[0], self.new_span_id(), parent[1], parent[2], parent_flags, flags,
                     parent[4], None)
         generator = self.id_generator
-        trace_id = generator.generate_trace_id()
-        span_id = generator.generate_span_id()
+        if self._sdk_ids:  # (in the SDK's order: the trace id first)
+            trace_id = _getrandbits(128) or generator.generate_trace_id()
+            span_id = _getrandbits(64) or generator.generate_span_id()
+        else:
+            trace_id = generator.generate_trace_id()
+            span_id = generator.generate_span_id()
         # Asked on the caller's thread, as the SDK does: the sampler takes the head gate's
         # draw from a thread-local hand-over.
         result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)

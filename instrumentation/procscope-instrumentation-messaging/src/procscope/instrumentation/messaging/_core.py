@@ -38,6 +38,7 @@ try:  # (this package needs only the API; the SDK's samplers are recognised when
 except ImportError:  # pragma: no cover -- another SDK
     ParentBased = StaticSampler = TraceIdRatioBased = None  # type: ignore[assignment,misc]
 from procscope.core.guard import log_internal_error
+from procscope.core.recorded import span_context as _span_context
 from procscope.core.threadinfo import current_thread_name
 
 from ._content import content_repr
@@ -310,8 +311,12 @@ class Profile:
 def profile(target: Any, system: str, operation: str, operation_type: str,
             queue_type: bool = True) -> Profile:
     """The constants of ``target``'s sampled ``operation`` (cached on ``target``)."""
-    profiles = own(target, PROFILE_ATTR)
-    given = own(target, NAME_ATTR)
+    try:  # (own() inlined: twice per put and per get)
+        profiles = _own_attr(target, PROFILE_ATTR)
+        given = _own_attr(target, NAME_ATTR)
+    except AttributeError:
+        profiles = None
+        given = own(target, NAME_ATTR)
     if profiles is not None:
         found = profiles.get(operation)
         if found is not None and found.given is given:
@@ -336,6 +341,7 @@ def profile(target: Any, system: str, operation: str, operation_type: str,
 # --- carriers and spans -------------------------------------------------------------------------
 
 _get_native_id = threading.get_native_id
+_own_attr = object.__getattribute__  # (as _naming.own, without its call)
 _get_span = trace.get_current_span
 _with_span = trace.set_span_in_context
 
@@ -442,12 +448,11 @@ def end_with(span: Any, exc: BaseException | None) -> None:
 
 def producer_context(carrier: tuple[Any, ...]) -> SpanContext:
     if len(carrier) > C_CONTEXT:  # (an in-process carrier)
-        return SpanContext(
-            trace_id=carrier[C_TRACE_ID],
-            span_id=carrier[C_SPAN_ID],
-            is_remote=False,
-            trace_flags=TraceFlags(carrier[C_FLAGS]),
-            trace_state=carrier[C_CONTEXT],
+        # Its ids are a sampled span's of this process, valid by construction: made
+        # without SpanContext's validation (the same tuple).
+        return _span_context(
+            carrier[C_TRACE_ID], carrier[C_SPAN_ID], False, carrier[C_FLAGS],
+            carrier[C_CONTEXT],
         )
     return SpanContext(
         trace_id=carrier[C_TRACE_ID],

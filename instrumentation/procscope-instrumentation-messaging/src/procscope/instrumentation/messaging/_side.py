@@ -26,6 +26,8 @@ from procscope.core.forksafe import held_in_forked_child
 
 from ._naming import SIDE_ATTR, own, set_own
 
+_own_attr = object.__getattribute__  # (as own(), without its call: on every sampled put/get)
+
 _delattr = object.__delattr__
 
 # Guards the maps of queues that have no lock of their own (SimpleQueue); queue.Queue
@@ -62,7 +64,10 @@ def _new_fallback_lock() -> None:
 
 def add(queue: Any, item: object, carrier: tuple[Any, ...], lock: Any = None) -> None:
     with lock if lock is not None and not lock.locked() else lock_of(queue):
-        side = own(queue, SIDE_ATTR)
+        try:
+            side = _own_attr(queue, SIDE_ATTR)
+        except AttributeError:
+            side = None
         if side is None:
             side = {}
             set_own(queue, SIDE_ATTR, side)
@@ -95,7 +100,10 @@ def discard(queue: Any, item: object, carrier: tuple[Any, ...]) -> None:
 def take(queue: Any, item: object, newest: bool = False, lock: Any = None) -> Any:
     """The carrier that came with ``item``, removed from the map; None if it had none."""
     with lock if lock is not None and not lock.locked() else lock_of(queue):
-        side = own(queue, SIDE_ATTR)
+        try:
+            side = _own_attr(queue, SIDE_ATTR)
+        except AttributeError:
+            side = None
         if not side:
             return None
         entries = side.get(id(item))
