@@ -135,33 +135,19 @@ def test_when_the_owner_is_gone_the_child_writes_its_plain_spans_itself(
         assert db.span_count() == len(items)
 
 
-ROUND_TRIP = textwrap.dedent(
-    """
-    import multiprocessing as mp, sys
+ROUND_TRIP = Path(__file__).parents[2] / "benchmarks" / "messaging" / "round_trip.py"
+ENV = {k: v for k, v in os.environ.items() if not k.startswith(("PROCSCOPE_", "_PROCSCOPE"))}
 
-    def worker(inq, outq):
-        while True:
-            x = inq.get()
-            if x is None:
-                break
-            outq.put(x * 2)
 
-    if __name__ == "__main__":
-        mp.set_start_method(sys.argv[1])
-        n = int(sys.argv[2])
-        inq, outq = mp.Queue(), mp.Queue()
-        workers = [mp.Process(target=worker, args=(inq, outq)) for _ in range(2)]
-        for w in workers:
-            w.start()
-        for i in range(n):
-            inq.put(i)
-        for w in workers:
-            inq.put(None)
-        assert sum(outq.get() for _ in range(n)) == n * (n - 1)
-        for w in workers:
-            w.join()
-    """
-)
+def _procscope_run(script: Path, method: str, n: int) -> str:
+    """``procscope run`` of ``script`` (METHOD N) at its defaults; the trace DB's path."""
+    db = str(script.with_suffix(".db"))
+    run = subprocess.run(
+        [PROCSCOPE, "run", "--db", db, "--", sys.executable, str(script), method, str(n)],
+        env=ENV, capture_output=True, text=True, timeout=60, cwd=script.parent,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    return db
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
@@ -171,14 +157,8 @@ def test_the_round_trip_stores_every_message_with_both_ends(method: str, tmp_pat
     receiver, and `procscope traces` reports no incomplete recording."""
     n = 1500
     script = tmp_path / "round_trip.py"
-    script.write_text(ROUND_TRIP)
-    db = str(tmp_path / "rt.db")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROCSCOPE_", "_PROCSCOPE"))}
-    run = subprocess.run(
-        [PROCSCOPE, "run", "--db", db, "--", sys.executable, str(script), method, str(n)],
-        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
+    script.write_text(ROUND_TRIP.read_text())
+    db, env = _procscope_run(script, method, n), ENV
     listed = subprocess.run(
         [PROCSCOPE, "messages", "--db", db, "--json", "--limit", str(10 * n)],
         env=env, capture_output=True, text=True, timeout=60, check=True,
@@ -194,3 +174,58 @@ def test_the_round_trip_stores_every_message_with_both_ends(method: str, tmp_pat
         [PROCSCOPE, "traces", "--db", db], env=env, capture_output=True, text=True, timeout=60
     )
     assert traces.returncode == 0 and "incomplete" not in traces.stderr, traces.stderr
+
+
+KILLED = textwrap.dedent(
+    """
+    import multiprocessing as mp, os, signal, sys, time
+    from opentelemetry import trace
+
+    def worker(first, rest, ready, n):
+        for i in range(n):
+            first.put(i)
+        first.close()
+        first.join_thread()  # every item is in the pipe
+        trace.get_tracer_provider().force_flush()  # these n sends are stored
+        for i in range(n, 2 * n):
+            rest.put(i)  # not flushed when the child is killed
+        ready.set()
+        time.sleep(60)
+
+    if __name__ == "__main__":
+        mp.set_start_method(sys.argv[1])
+        n = int(sys.argv[2])
+        first, rest, ready = mp.Queue(), mp.Queue(), mp.Event()
+        child = mp.Process(target=worker, args=(first, rest, ready, n), name="Doomed")
+        child.start()
+        ready.wait(60)
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        for _ in range(n):
+            first.get(timeout=60)
+    """
+)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_child_killed_mid_run_keeps_what_it_shipped(method: str, tmp_path: Path) -> None:
+    """A child SIGKILLed after a flush: every message it sent before the flush is stored
+    (with the program's receive), and `procscope processes` says it was killed; what it
+    recorded after the flush is gone with it (no process can count it)."""
+    n = 300
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED)
+    db, env = _procscope_run(script, method, n), ENV
+    listed = subprocess.run(
+        [PROCSCOPE, "messages", "--db", db, "--json", "--from", "Doomed", "--limit", "10000"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    sent = json.loads(listed.stdout)
+    contents = {m["content"] for m in sent}
+    assert set(range(n)) <= contents <= set(range(2 * n))
+    processes = subprocess.run(
+        [PROCSCOPE, "processes", "--db", db], env=env, capture_output=True, text=True,
+        timeout=60, check=True,
+    )  # fmt: skip
+    doomed = [line for line in processes.stdout.splitlines() if "Doomed" in line]
+    assert doomed and "SIGKILL" in doomed[0], processes.stdout

@@ -1,0 +1,118 @@
+"""Issue 12's mp round trip, end to end: the parent puts N ints on a
+``multiprocessing.Queue``, two workers double them onto a result queue, the parent sums
+the results and joins the workers. Plain, then under ``procscope run`` at its defaults
+(full recall, trace DB), with fork, spawn and forkserver workers.
+
+Reported per start method (medians over the rounds): the time inside the program (from
+the workers' start to their join: their exit flush included), the wall time of the whole
+command, and what a user reads back: messages that ``procscope messages`` lists with
+both their sender and receiver, of the 2N+2 sent, and the line ``procscope traces``
+prints on stderr when the recording is incomplete (none expected).
+
+    python benchmarks/messaging/bench_round_trip.py [--n 20000] [--rounds 1] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROGRAM = Path(__file__).with_name("round_trip.py")
+METHODS = ("fork", "spawn", "forkserver")
+BIN = Path(sys.executable).with_name("procscope")
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PROCSCOPE", "_PROCSCOPE"))}
+
+
+def _inside(stderr: str) -> float:
+    for line in stderr.splitlines():
+        if line.startswith("inside "):
+            return float(line.split()[1])
+    raise RuntimeError(f"the program failed:\n{stderr}")
+
+
+def one_run(folder: Path, method: str, n: int, traced: bool) -> dict[str, object]:
+    """One run of the program; for a traced one, what the DB holds."""
+    script = PROGRAM
+    db = folder / f"rt-{method}.db"
+    for stale in folder.glob(f"rt-{method}.db*"):
+        stale.unlink() if stale.is_file() else None
+    command = [sys.executable, str(script), method, str(n)]
+    if traced:
+        command = [str(BIN), "run", "--db", str(db), "--", *command]
+    env = _clean_env()
+    started = time.perf_counter()
+    run = subprocess.run(command, env=env, capture_output=True, text=True, cwd=folder)
+    wall = time.perf_counter() - started
+    result: dict[str, object] = {"inside": _inside(run.stderr), "wall": wall}
+    if traced:
+        listed = subprocess.run(
+            [str(BIN), "messages", "--db", str(db), "--json", "--limit", str(10 * n)],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        messages = json.loads(listed.stdout)
+        result["both_ends"] = sum(1 for m in messages if m["sender"] and m["receiver"])
+        traces = subprocess.run(
+            [str(BIN), "traces", "--db", str(db), "--limit", "1"],
+            env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        incomplete = [line for line in traces.stderr.splitlines() if "incomplete" in line]
+        result["incomplete"] = incomplete[0] if incomplete else ""
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20000, help="ints sent (20000)")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (1)")
+    parser.add_argument("--quick", action="store_true", help="5,000 ints, one round")
+    args = parser.parse_args()
+    n = 5000 if args.quick else args.n
+    rounds = 1 if args.quick else max(1, args.rounds)
+    results: dict[tuple[str, bool], list[dict[str, object]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-round-trip-") as tmp:
+        folder = Path(tmp)
+        for _ in range(rounds):
+            for method in METHODS:
+                for traced in (False, True):
+                    results.setdefault((method, traced), []).append(
+                        one_run(folder, method, n, traced)
+                    )
+    try:
+        load = f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        load = "?"
+    print(f"mp round trip, {n:,} ints, 2 workers, {rounds} round(s), median; load {load}")
+    print()
+    print("| start method | plain inside / wall | procscope run inside / wall | "
+          "messages with both ends | incomplete? |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- |")
+    for method in METHODS:
+        plain_runs, traced_runs = results[(method, False)], results[(method, True)]
+
+        def median(runs: list[dict[str, object]], key: str) -> float:
+            return statistics.median(float(run[key]) for run in runs)  # type: ignore[arg-type]
+
+        both = min(int(run["both_ends"]) for run in traced_runs)  # type: ignore[call-overload]
+        incomplete = "; ".join(str(run["incomplete"]) for run in traced_runs if run["incomplete"])
+        inside, wall = median(plain_runs, "inside"), median(plain_runs, "wall")
+        traced_inside, traced_wall = median(traced_runs, "inside"), median(traced_runs, "wall")
+        print(
+            f"| {method} | {inside:.2f} s / {wall:.2f} s "
+            f"| {traced_inside:.2f} s / {traced_wall:.2f} s ({traced_inside / inside:.0f}x inside) "
+            f"| {both:,} of {2 * n + 2:,} (fewest) | {incomplete or 'no'} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
