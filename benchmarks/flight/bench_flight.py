@@ -1,7 +1,8 @@
 """The flight recorder (issue 13): what it adds to unsampled work, what a record weighs,
 how long a dump takes to reach the trace DB, and the reference pipeline at 0.01.
 
-    python benchmarks/flight/bench_flight.py [--quick]
+    python benchmarks/flight/bench_flight.py [--quick] [--only put_get,memory,dump,pipeline]
+        [--pipeline-rounds N]
 
 1. Unsampled put+get on ``queue.Queue`` at ``sample_rate=0`` with the recorder off
    (``PROCSCOPE_FLIGHT_RECORDER=off``) and on (the default below 1): each round runs both
@@ -11,12 +12,14 @@ how long a dump takes to reach the trace DB, and the reference pipeline at 0.01.
    ring (the tuples and their ints; the queue and the call site are shared). Goal: at
    most 200 B.
 3. A dump of 100,000 records (50,000 unsampled put+get) into a fresh trace DB: the time
-   to make the spans (on the dump's helper thread) and the time until they are in the DB
-   (``force_flush``). Goal: at most 0.5 s.
+   until the dump's helper thread is done (with the trace DB alone, it writes the spans
+   itself) and until they are in the DB (``force_flush``), and how many spans the DB
+   then holds (a dump's spans lost on the way would show here). Goal: at most 0.5 s.
 4. The messaging benchmark's reference pipeline (``bench_messaging.py``'s pipeline round:
    producer thread and process, two consumer processes, ~50 us of work per message) at
    ``sample_rate=0.01`` with the recorder off and on, CPU time of all processes, rounds
-   interleaved. Goal: at most +2 %.
+   interleaved (9, or ``--pipeline-rounds``); the quartiles of the per-round ratios show
+   the machine's noise beside the median. Goal: at most +2 %.
 """
 
 from __future__ import annotations
@@ -86,7 +89,9 @@ made = time.perf_counter() - started
 scope.force_flush(600_000)
 stored = time.perf_counter() - started
 procscope.shutdown()
-print(json.dumps({"records": count, "made": made, "stored": stored}))
+import sqlite3
+spans = sqlite3.connect(db).execute("SELECT count(*) FROM spans").fetchone()[0]
+print(json.dumps({"records": count, "made": made, "stored": stored, "spans": spans}))
 """
 
 
@@ -131,16 +136,19 @@ def bench_dump() -> list[list[str]]:
     made = statistics.median(t["made"] for t in times)
     stored = statistics.median(t["stored"] for t in times)
     records = times[0]["records"]
+    spans = min(t["spans"] for t in times)
     return [
-        [f"dump of {records:,.0f} records: spans made (helper thread)", f"{made:.2f} s", ""],
+        [f"dump of {records:,.0f} records: helper thread done", f"{made:.2f} s", ""],
         [f"dump of {records:,.0f} records: in the trace DB", f"{stored:.2f} s",
-         f"median of {len(times)}"],
+         f"median of {len(times)}; {spans:,.0f} spans stored (fewest of the runs)"],
     ]
 
 
 def bench_pipeline() -> list[list[str]]:
     messages = 2_000 if QUICK else 6_000
     rounds = 3 if QUICK else 9
+    if "--pipeline-rounds" in sys.argv:
+        rounds = int(sys.argv[sys.argv.index("--pipeline-rounds") + 1])
     loops = int(subprocess.run([sys.executable, "-c", (
         f"import sys; sys.argv=['x']; sys.path.insert(0, {os.path.dirname(MESSAGING)!r}); "
         "import bench_messaging as b; print(b.calibrate())")],
@@ -166,11 +174,24 @@ def bench_pipeline() -> list[list[str]]:
         [f"pipeline CPU at 0.01, {messages} messages, recorder on",
          f"{statistics.median(cpus['on']) * 1e3:.0f} ms",
          f"{(statistics.median(ratios) - 1) * 100:+.1f} % (median of {rounds} rounds)"],
+        ["pipeline CPU on/off, per round: quartiles", "",
+         " / ".join(f"{(q - 1) * 100:+.1f} %" for q in _quartiles(ratios))],
     ]
 
 
+def _quartiles(values: list[float]) -> list[float]:
+    """The lower quartile, median and upper quartile of ``values`` (the spread of the
+    per-round ratios says how far the median can be trusted)."""
+    if len(values) < 2:
+        return [values[0]] * 3
+    return statistics.quantiles(values, n=4)
+
+
 def main() -> int:
-    rows = bench_put_get() + bench_memory() + bench_dump() + bench_pipeline()
+    parts = {"put_get": bench_put_get, "memory": bench_memory, "dump": bench_dump,
+             "pipeline": bench_pipeline}
+    only = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else parts
+    rows = [row for name in parts if name in only for row in parts[name]()]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     print("\nflight recorder")
     for row in rows:
