@@ -152,16 +152,21 @@ def _mirror(_thread_names: Any, path: str, fd: int) -> None:
             continue
         last_time = max(last_time, fresh[-1][F_TIME])
         try:
-            _append(path, fd, _chunk(fresh, sites, _thread_names(fresh)), cap)
+            _append(path, fd, _chunk(fresh, sites, _thread_names), cap)
         except Exception:  # noqa: BLE001 -- a value marshal refuses, a full disk: skip it
             continue
 
 
-def _chunk(records: list[tuple[Any, ...]], sites: dict[int, Any],
-           names: dict[int, tuple[int | None, str]]) -> bytes:
+def _chunk(records: list[tuple[Any, ...]], sites: dict[int, Any], thread_names: Any) -> bytes:
     """One length-prefixed chunk: (the codes' kind and site, the threads' native id and
     name, then each record as (time, code, thread ident, its kind's plain data)). A
-    message's record is that already (ints, strings): it is written as it is."""
+    message's record is that already (ints, strings): it is written as it is.
+    ``thread_names(records)``: the threads' names (_flight_spans._thread_names)."""
+    rows: list[Any] = [r for r in records if len(r) == MESSAGE_LENGTH]
+    # Only the other records can name a thread that has ended (its end record): the
+    # names are looked for in those alone, not in every message (a pass less per record).
+    others = [r for r in records if len(r) != MESSAGE_LENGTH] if len(rows) < len(records) else []
+    names = thread_names(others)
     used: dict[int, Any] = {}
     for code in {r[F_CODE] for r in records}:
         site = sites.get(code)
@@ -170,13 +175,10 @@ def _chunk(records: list[tuple[Any, ...]], sites: dict[int, Any],
             site = sites[code] = (kind.name, kind.site_plain(code))
         used[code] = site
     threads = {i: names.get(i) or (None, f"thread-{i}") for i in {r[F_THREAD] for r in records}}
-    rows: list[Any] = [r for r in records if len(r) == MESSAGE_LENGTH]
-    if len(rows) < len(records):
-        for record in records:
-            if len(record) != MESSAGE_LENGTH:
-                data = kind_of(record).plain(record)
-                if data is not None:
-                    rows.append((record[F_TIME], record[F_CODE], record[F_THREAD], data))
+    for record in others:
+        data = kind_of(record).plain(record)
+        if data is not None:
+            rows.append((record[F_TIME], record[F_CODE], record[F_THREAD], data))
     body = marshal.dumps((used, threads, rows))
     return _LENGTH.pack(len(body)) + body
 
