@@ -119,8 +119,11 @@ class Dump:
                            min(start, self.ended), self.ended, 0, None, attributes, (), links,
                            0))
         own = self.pid == os.getpid()
-        for each in list(KINDS.values()):
+        kinds = list(KINDS.values())
+        for each in kinds:
             each.begin_dump()
+        for each in kinds:
+            each.see_dump(self.records)
         for record in self.records:
             kind = kind_of(record)
             if own and kind.sampled:
@@ -206,6 +209,7 @@ def _send(job: Dump) -> None:
             origin = _origin(resource)
             plains = job.plains()
             for at in range(0, len(plains), SINK_BATCH):
+                _handed[0] += 1
                 sink([(plain, origin) for plain in plains[at:at + SINK_BATCH]])
             return
         # A batch processor drops what its queue cannot hold (OpenTelemetry's default
@@ -216,6 +220,7 @@ def _send(job: Dump) -> None:
             processor.on_start(span, None)
             processor.on_end(span)
             if done % PACE == 0 and done < len(spans):
+                _handed[0] += 1
                 processor.force_flush(PACE_FLUSH_MS)
 
 
@@ -256,12 +261,29 @@ def deliver(job: Dump, wait: float | None) -> None:
         helper.join(wait)
 
 
+# Spans of dumps handed on so far (by chunk): a wait sees whether dumps make progress.
+_handed = [0]
+# How long a wait goes on at most while the dumps make progress.
+PROGRESS_WAIT_SECONDS = 30.0
+
+
 def wait_for_dumps(seconds: float) -> None:
-    """Wait (at most ``seconds`` in all) for dumps still being made: before a shutdown
-    closes the processors they go to."""
-    deadline = time.monotonic() + seconds
-    with _helpers_lock:
-        helpers = list(_helpers)
-    for helper in helpers:
-        if helper is not threading.current_thread():
-            helper.join(max(0.0, deadline - time.monotonic()))
+    """Wait for dumps still being made, before a shutdown closes the processors they go
+    to: until ``seconds`` pass in which no dump handed on any span (a large dump on a
+    busy machine takes seconds, and stopping it midway lost the rest), at most
+    ``PROGRESS_WAIT_SECONDS``."""
+    start = time.monotonic()
+    deadline = start + seconds
+    handed = _handed[0]
+    while True:
+        with _helpers_lock:
+            helpers = [h for h in _helpers if h is not threading.current_thread()]
+        if not helpers:
+            return
+        now = time.monotonic()
+        if _handed[0] != handed:  # progress: a new slice of ``seconds``
+            handed = _handed[0]
+            deadline = now + seconds
+        if now >= min(deadline, start + PROGRESS_WAIT_SECONDS):
+            return
+        helpers[0].join(min(0.1, max(0.0, deadline - now)))

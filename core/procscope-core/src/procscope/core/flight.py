@@ -118,6 +118,10 @@ class FlightKind:
     def begin_dump(self) -> None:
         """Called before a dump makes spans of any record (a kind may cache per dump)."""
 
+    def see_dump(self, records: list[tuple[Any, ...]]) -> None:
+        """Called with all the dump's records after ``begin_dump`` (a kind may relate
+        records to each other, as messages pair a put with its get)."""
+
     def site_plain(self, code: int) -> Any:
         """What records of ``code`` share, for the mirror (written once per chunk)."""
         return None
@@ -221,7 +225,8 @@ STOP_WAIT_SECONDS = 1.0
 
 def stop() -> None:
     """Switch the recorder off (what the ring held is dropped), once the dumps being made
-    have reached the processors (at most ``STOP_WAIT_SECONDS``)."""
+    have reached the processors (``STOP_WAIT_SECONDS`` without progress, see
+    ``_flight_spans.wait_for_dumps``)."""
     global _ring, append
     append = None
     _ring = None

@@ -8,12 +8,18 @@ a dump: anything else is known by its type. Nothing is formatted on the caller's
 the queue's name, its constant attributes and the content (scrubbed, and only under
 ``capture_content``) are made when the ring is dumped.
 
-An unsampled message carries nothing to its receiver, so a send and its receive are two
-messages to ``procscope messages``: one with no receiver, one with no sender.
+An unsampled message carries nothing to its receiver. Where both ends are in one dump, on
+a ``queue.Queue`` or an ``asyncio.Queue`` (first in, first out, in one process), the dump
+pairs them: the n-th get of the window took the put the queue's size at the dump points
+to, checked against the items kept; a paired put and get share their message id, so
+``procscope messages`` shows one message with its sender and receiver. Otherwise (other
+queues, pipes, a put or a get outside the window, a mismatch) they are two messages:
+one with no receiver, one with no sender.
 """
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
 import time
@@ -112,6 +118,12 @@ class MessageKind(flight.FlightKind):
 
     def begin_dump(self) -> None:
         self._sites = {}
+        if self.span_kind is SpanKind.PRODUCER:
+            _paired.clear()
+
+    def see_dump(self, records: list[tuple[Any, ...]]) -> None:
+        if self.span_kind is SpanKind.PRODUCER:  # (once per dump, for both kinds)
+            _pair(records)
 
     def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
         code = record[F_CODE]
@@ -119,7 +131,13 @@ class MessageKind(flight.FlightKind):
         site = sites.get(code, sites)
         if site is sites:
             site = sites[code] = self.site_plain(code)
-        return self.revive(site, record[F_A], record[F_TIME])
+
+        made = self.revive(site, record[F_A], record[F_TIME])
+        if made is not None and _paired:
+            shared = _paired.get(id(record))
+            if shared is not None:
+                made[4][_core.MESSAGE_ID] = shared
+        return made
 
     def revive(self, site: Any, item: Any, at: int) -> tuple[Any, ...] | None:
         if site is None:
@@ -148,6 +166,50 @@ class MessageKind(flight.FlightKind):
 
 SEND = MessageKind(SpanKind.PRODUCER)
 RECEIVE = MessageKind(SpanKind.CONSUMER)
+# The dump under way's paired records: id(record) -> the message id its put and get share.
+_paired: dict[int, str] = {}
+def _fifo(target: Any) -> bool:
+    """A queue whose items leave in the order they came, within one process."""
+    cls = type(target)
+    return cls is queue.Queue or (cls.__module__ == "asyncio.queues" and cls.__name__ == "Queue")
+
+
+def _pair(records: list[tuple[Any, ...]]) -> None:
+    """Pair the puts and gets of each FIFO queue in ``records`` (see the docstring)."""
+    ends: dict[int, tuple[Any, list[Any], list[Any]]] = {}
+    sites = flight.SITES
+    for record in records:
+        if len(record) != 4:
+            continue  # (not a message)
+        kind, ref, _site = sites[record[F_CODE]]
+        if kind is not SEND and kind is not RECEIVE:
+            continue
+        target = ref()
+        if target is None or not _fifo(target):
+            continue
+        entry = ends.get(id(target))
+        if entry is None:
+            entry = ends[id(target)] = (target, [], [])
+        entry[1 if kind is SEND else 2].append(record)
+    for target, puts, gets in ends.values():
+        if not puts or not gets:
+            continue
+        try:
+            waiting = target.qsize()
+        except Exception:  # noqa: BLE001 -- a queue that cannot say: not paired
+            continue
+        # Items already in the queue when the window began: the first gets took those.
+        before = waiting - len(puts) + len(gets)
+        pairs = []
+        if before >= 0:
+            for n, get in enumerate(gets):
+                if 0 <= n - before < len(puts):
+                    pairs.append((puts[n - before], get))
+        if not pairs or any(put[F_A] != get[F_A] or put[F_TIME] > get[F_TIME]
+                            for put, get in pairs):
+            continue  # (appends since the take, or a queue used otherwise: left unpaired)
+        for put, get in pairs:
+            _paired[id(put)] = _paired[id(get)] = f"{random.getrandbits(64):016x}"
 
 
 class SampledReceiveKind(flight.FlightKind):

@@ -1,0 +1,61 @@
+"""A recorded receive names its sender where both ends are in one dump."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .conftest import cli, run_program
+
+PAIRS = """
+import queue
+import sys
+import threading
+
+import procscope
+
+procscope.setup(sample_rate=0.01, db=sys.argv[1])
+jobs = procscope.name(queue.Queue(), "jobs")
+for i in range(5):
+    jobs.put(-1)  # (taken before the window below: their puts are not in the dump)
+for i in range(5):
+    jobs.get()
+procscope.dump("before")  # (a dump takes its records out of the ring)
+jobs.put(-2)  # (in the queue when the window begins: its put is in the dump's window)
+procscope.dump("just one put")
+
+
+def consume():
+    while jobs.get() != 299:
+        pass
+
+
+consumer = threading.Thread(target=consume, name="consumer")
+consumer.start()
+for i in range(300):
+    jobs.put(i)
+consumer.join()
+jobs.put(300)  # (never taken: a message with no receiver)
+procscope.dump("pairs")
+procscope.shutdown()
+"""
+
+
+def test_a_recorded_receive_names_its_sender(tmp_path: Path) -> None:
+    """At rate 0.01, a thread takes 300 messages from a queue.Queue and the program
+    dumps: `procscope messages --to consumer` shows each of the 300 with its sender
+    (MainThread) and receiver (consumer); the message put and never taken has no
+    receiver; the one already in the queue before is not given a wrong sender."""
+    db = tmp_path / "flight.db"
+    done = run_program(tmp_path, PAIRS, str(db))
+    assert done.returncode == 0, done.stderr
+    rows = cli("messages", "--db", str(db), "--queue", "jobs", "--limit", "100000")
+    taken = {int(r["content"]): r for r in rows
+             if r["receiver"] and r["receiver"]["thread_name"] == "consumer"}
+    assert sorted(taken) == [-2, *range(300)]
+    for n in range(300):
+        assert taken[n]["sender"] is not None, taken[n]
+        assert taken[n]["sender"]["thread_name"] == "MainThread"
+    # -2's put was in an earlier dump: its get is not paired with another put.
+    assert taken[-2]["sender"] is None
+    (last,) = [r for r in rows if int(r["content"]) == 300]
+    assert last["receiver"] is None and last["sender"]["thread_name"] == "MainThread"
