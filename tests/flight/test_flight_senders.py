@@ -59,3 +59,43 @@ def test_a_recorded_receive_names_its_sender(tmp_path: Path) -> None:
     assert taken[-2]["sender"] is None
     (last,) = [r for r in rows if int(r["content"]) == 300]
     assert last["receiver"] is None and last["sender"]["thread_name"] == "MainThread"
+
+
+ASYNC_PAIRS = """
+import asyncio
+import sys
+
+import procscope
+
+procscope.setup(sample_rate=0.01, db=sys.argv[1])
+
+
+async def main():
+    jobs = procscope.name(asyncio.Queue(), "tasks")
+
+    async def consume():
+        for _ in range(200):
+            await jobs.get()
+
+    consumer = asyncio.create_task(consume(), name="consumer")
+    for i in range(200):
+        await jobs.put(i)
+        await asyncio.sleep(0)
+    await consumer
+    procscope.dump("pairs")
+
+
+asyncio.run(main())
+procscope.shutdown()
+"""
+
+
+def test_a_recorded_asyncio_receive_names_its_sender(tmp_path: Path) -> None:
+    """At rate 0.01, a task takes 200 messages from an asyncio.Queue: after a dump each
+    of them shows its sender and its receiver in `procscope messages`."""
+    db = tmp_path / "flight.db"
+    done = run_program(tmp_path, ASYNC_PAIRS, str(db))
+    assert done.returncode == 0, done.stderr
+    rows = cli("messages", "--db", str(db), "--queue", "tasks", "--limit", "100000")
+    assert sorted(int(r["content"]) for r in rows) == list(range(200))
+    assert all(r["sender"] is not None and r["receiver"] is not None for r in rows)
