@@ -176,12 +176,14 @@ def _fifo(target: Any) -> bool:
 
 def _pair(records: list[tuple[Any, ...]]) -> None:
     """Pair the puts and gets of each FIFO queue in ``records`` (see the docstring)."""
+    by_code: dict[int, list[tuple[Any, ...]]] = {}
+    for record in records:  # (one pass, grouped by code: a queue's put and get codes)
+        if len(record) == 4:  # (a message)
+            by_code.setdefault(record[F_CODE], []).append(record)
     ends: dict[int, tuple[Any, list[Any], list[Any]]] = {}
     sites = flight.SITES
-    for record in records:
-        if len(record) != 4:
-            continue  # (not a message)
-        kind, ref, _site = sites[record[F_CODE]]
+    for code, group in by_code.items():
+        kind, ref, _site = sites[code]
         if kind is not SEND and kind is not RECEIVE:
             continue
         target = ref()
@@ -190,9 +192,15 @@ def _pair(records: list[tuple[Any, ...]]) -> None:
         entry = ends.get(id(target))
         if entry is None:
             entry = ends[id(target)] = (target, [], [])
-        entry[1 if kind is SEND else 2].append(record)
-    for target, puts, gets in ends.values():
-        if not puts or not gets:
+        side = entry[1 if kind is SEND else 2]
+        # One code a site (the queue keeps its codes), so a group is in the ring's order;
+        # a second code for one side would mix orders: not paired (see _code).
+        side.append(None if side else group)
+    for target, put_groups, get_groups in ends.values():
+        if len(put_groups) != 1 or len(get_groups) != 1:
+            continue
+        puts, gets = put_groups[0], get_groups[0]
+        if puts is None or gets is None:
             continue
         try:
             waiting = target.qsize()
@@ -200,16 +208,15 @@ def _pair(records: list[tuple[Any, ...]]) -> None:
             continue
         # Items already in the queue when the window began: the first gets took those.
         before = waiting - len(puts) + len(gets)
-        pairs = []
-        if before >= 0:
-            for n, get in enumerate(gets):
-                if 0 <= n - before < len(puts):
-                    pairs.append((puts[n - before], get))
-        if not pairs or any(put[F_A] != get[F_A] or put[F_TIME] > get[F_TIME]
-                            for put, get in pairs):
-            continue  # (appends since the take, or a queue used otherwise: left unpaired)
-        for put, get in pairs:
-            _paired[id(put)] = _paired[id(get)] = f"{random.getrandbits(64):016x}"
+        if before < 0 or before >= len(gets):
+            continue
+        paired = gets[before:][: len(puts)]
+        for put, get in zip(puts, paired):
+            if put[F_A] != get[F_A] or put[F_TIME] > get[F_TIME]:
+                break  # (appends since the take, or a queue used otherwise: unpaired)
+        else:
+            for put, get in zip(puts, paired):
+                _paired[id(put)] = _paired[id(get)] = f"{random.getrandbits(64):016x}"
 
 
 class SampledReceiveKind(flight.FlightKind):
