@@ -1,7 +1,7 @@
 """Instructions per hot-path operation, this tree against an earlier commit, counted by
 callgrind (repeatable on a noisy machine, unlike time).
 
-Not run by ``make bench`` (it needs valgrind and takes about two minutes):
+Not run by ``make bench`` (it needs valgrind and takes five to eight minutes):
 
     .venv/bin/python benchmarks/foundation/instructions_hot_paths.py --against REV
 
