@@ -99,3 +99,25 @@ def test_a_recorded_asyncio_receive_names_its_sender(tmp_path: Path) -> None:
     rows = cli("messages", "--db", str(db), "--queue", "tasks", "--limit", "100000")
     assert sorted(int(r["content"]) for r in rows) == list(range(200))
     assert all(r["sender"] is not None and r["receiver"] is not None for r in rows)
+
+
+def test_a_sampled_threads_recorded_receives_keep_its_name(tmp_path: Path) -> None:
+    """The consumer's own span is sampled (started at rate 1, the rest at 0.01): its
+    receives of unsampled messages are in the dump, and `procscope messages` names their
+    receiver by the thread's name, not by an ident (threading forgets an ended thread)."""
+    program = PAIRS.replace(
+        'consumer = threading.Thread(target=consume, name="consumer")\nconsumer.start()',
+        "procscope.configure(sample_rate=1.0)\n"
+        'consumer = threading.Thread(target=consume, name="consumer")\n'
+        "consumer.start()\n"
+        "procscope.configure(sample_rate=0.01)",
+    )
+    assert program != PAIRS
+    db = tmp_path / "flight.db"
+    done = run_program(tmp_path, program, str(db))
+    assert done.returncode == 0, done.stderr
+    rows = cli("messages", "--db", str(db), "--queue", "jobs", "--limit", "100000")
+    consumed = {int(r["content"]): r["receiver"] for r in rows if int(r["content"]) >= 0}
+    assert sorted(n for n, receiver in consumed.items() if receiver) == list(range(300))
+    names = {consumed[n]["thread_name"] for n in range(300)}
+    assert names == {"consumer"}, names

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from .flight import EVENT, F_B, F_THREAD, F_TIME, KINDS, kind_of
+from .flight import F_B, F_THREAD, F_TIME, KINDS, EventKind, kind_of
 
 ROOT_NAME = "flight recording"
 REASON = "procscope.flight.reason"
@@ -48,7 +48,7 @@ def _thread_names(records: list[tuple[Any, ...]]) -> dict[int, tuple[int | None,
     the thread that triggers the dump, which may be the one about to end."""
     names: dict[int, tuple[int | None, str]] = {}
     for record in records:
-        if len(record) <= F_B or kind_of(record) is not EVENT:
+        if len(record) <= F_B or not isinstance(kind_of(record), EventKind):
             continue  # (a message's record is shorter)
         attributes = record[F_B]
         if type(attributes) is dict:

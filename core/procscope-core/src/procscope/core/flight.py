@@ -171,7 +171,18 @@ class ErrorKind(FlightKind):
                 [("exception", event, at)], record[F_C] or "error")
 
 
+class SampledEventKind(EventKind):
+    """The end of sampled work (a thread whose span exists): kept so that a dump can name
+    the thread of the unsampled records it made (its unsampled messages), since
+    threading forgets a thread once it ends; not made into a span of its own, except from
+    a dead child's mirror."""
+
+    name = "sampled_event"
+    sampled = True
+
+
 EVENT = EventKind()
+SAMPLED_EVENT = SampledEventKind()
 ERROR = ErrorKind()
 
 

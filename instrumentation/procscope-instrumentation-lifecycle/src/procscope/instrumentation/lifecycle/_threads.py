@@ -269,6 +269,7 @@ def _run_with_span(original: Any, thread: threading.Thread, ctx: otel_context.Co
     span = None
     token = None
     failure: list[BaseException] = []
+    started = now_ns()
     try:
         span = start_span(_thread_span_name(thread), _own_attributes(thread), ctx)
         ctx = trace.set_span_in_context(span, ctx)
@@ -286,6 +287,11 @@ def _run_with_span(original: Any, thread: threading.Thread, ctx: otel_context.Co
                 if failure:
                     end_with_error(span, failure[0])
                 span.end()
+                if flight.append is not None:
+                    # Its name, for a dump that holds its unsampled messages (see
+                    # flight.SampledEventKind): not a span of its own there.
+                    flight.note(flight.SAMPLED_EVENT, _thread_span_name(thread),
+                                _own_attributes(thread), started)
                 if failure:
                     flight_trigger(exception_reason(f"thread {thread.name}", failure[0]),
                                    span.get_span_context())
