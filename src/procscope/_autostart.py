@@ -141,7 +141,7 @@ def publish_for(env: dict[str, str]) -> None:
     except (OSError, ValueError, TypeError, KeyError):
         pass  # none yet, or unreadable: scan
     try:
-        value = _own_entry_points_only(_declares_no_instruments)
+        value = _own_entry_points_only(_declares_no_instruments, folders)
     except Exception:  # noqa: BLE001 -- the program then takes OpenTelemetry's way
         return
     if value is not None:
@@ -178,7 +178,7 @@ def _declares_no_instruments(dist: Any) -> bool:
     return not any("instruments" in req for req in (dist.requires or ()) if "extra" in req)
 
 
-def _own_entry_points_only(no_conflicts: Any) -> str | None:
+def _own_entry_points_only(no_conflicts: Any, folders: dict[str, int] | None = None) -> str | None:
     """The word for children (folders and instrumentor names) when the installed entry
     points are procscope's distro, configurator (first of its group) and instrumentors
     alone, with no pre- or post-instrument hook; else None."""
@@ -200,7 +200,9 @@ def _own_entry_points_only(no_conflicts: Any) -> str | None:
         if ep.value != f"{module}:{attribute}" or dist is None or not no_conflicts(dist):
             return None
         names.append(ep.name)
-    return json.dumps({"folders": _package_folders(), "instrumentors": names})
+    if folders is None:
+        folders = _package_folders()
+    return json.dumps({"folders": folders, "instrumentors": names})
 
 
 class _OwnEntryPoint:
