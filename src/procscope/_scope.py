@@ -460,6 +460,13 @@ class Scope:
         with handle_internal_errors():
             _instrumentors.uninstrument_all()
         self._remove_sigterm_flush()
+        if flight.is_on():
+            # Recorded spans still buffered may have failed: triggers, while it is on.
+            for processor in self.processors:
+                deliver = getattr(processor, "deliver_pending", None)
+                if deliver is not None:
+                    with handle_internal_errors():
+                        deliver()
         flight.stop()
         _flight_signal.uninstall()
         run_within(

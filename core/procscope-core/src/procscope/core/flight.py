@@ -20,8 +20,9 @@ the record's :class:`FlightKind` and what it is about (:data:`SITES`); the threa
 ``threading`` ident costs a tenth of its native id (a system call), and a dump names the
 thread (native id, name) from the threads alive and the threads' end records.
 
-A dump (:func:`dump`; the triggers are in ``_flight_triggers``) takes every record out of
-the ring and makes them into ordinary spans (``_flight_spans``), one trace per dump.
+A dump (:func:`dump`; a span's error triggers one from ``_flight_triggers``) takes every
+record out of the ring and makes them into ordinary spans (``_flight_spans``), one trace
+per dump.
 """
 
 from __future__ import annotations
@@ -206,6 +207,24 @@ _lock = threading.Lock()
 # The last dump of this process: (monotonic time, trace id, root span id, reason).
 _last_dump: list[Any] = [0.0, 0, 0, ""]
 _counts = {"dumps": 0, "merged": 0, "records": 0, "overwritten": 0, "expired": 0}
+# The ids of the last spans whose failure has a trigger of its own (``claim``, and
+# ``dump(trigger=...)``): a failed thread, task or process triggers with its own reason,
+# and its span's error, seen again as it ends or becomes a span (_flight_triggers), must
+# not trigger again (on another thread, maybe before the owner's own trigger).
+_triggered: collections.deque[int] = collections.deque(maxlen=64)
+
+
+def claim(span_context: Any) -> None:
+    """The failure of this span triggers a dump of its own: its error is no trigger.
+    Called before the span ends."""
+    span_id = getattr(span_context, "span_id", None)
+    if span_id:
+        _triggered.append(span_id)
+
+
+def was_triggered(span_id: int) -> bool:
+    """Whether the span ``span_id`` has a trigger of its own (among the last 64)."""
+    return span_id in _triggered
 
 
 def note(kind: FlightKind, a: Any = None, b: Any = None, c: Any = None) -> None:
@@ -324,6 +343,7 @@ def dump(
         return False
     from . import _flight_spans
 
+    claim(trigger)
     with _lock:
         now = time.monotonic()
         merged = now - _last_dump[0] < MERGE_SECONDS and _last_dump[1]

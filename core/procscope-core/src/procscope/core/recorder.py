@@ -35,9 +35,23 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.trace import StatusCode
+
+from . import _flight_triggers, flight
 from .guard import log_internal_error, raise_internal_errors
 
 _logger = logging.getLogger("procscope")
+_ERROR = StatusCode.ERROR
+
+
+def _failed(span: Any) -> bool:
+    """Whether ``span`` (a ReadableSpan, or what a kind made) has an ERROR status."""
+    return getattr(getattr(span, "status", None), "status_code", None) is _ERROR
+
+
+def _plain_failed(plain: Any) -> bool:
+    """Whether a plain span (``recorded.P_*``; P_STATUS_CODE is 10) has an ERROR status."""
+    return type(plain) is tuple and len(plain) > 10 and plain[10] == 2
 
 # Record layout (a tuple; kinds may add fields after R_DATA).
 R_KIND, R_START, R_END, R_TRACE_ID, R_SPAN_ID, R_PARENT_ID = 0, 1, 2, 3, 4, 5
@@ -58,6 +72,9 @@ DRAIN_INTERVAL = 0.05
 # record sink, where a delivery is one transaction and a commit's cost is spread over it.
 DOWNSTREAM_BATCH = 512
 SINK_BATCH = 4096
+# How long a flush or shutdown that meets a failed recorded span waits for the flight
+# recorder's dump it triggers (see _fire).
+FLIGHT_CALLER_WAIT = 1.0
 
 
 class RecordKind:
@@ -149,6 +166,9 @@ class RecordingSpanProcessor:
         self._thread: threading.Thread | None = None
         self._drain_ident: int | None = None
         self._in_hand = 0
+        # Recorded spans that failed in the batch being drained (flight recorder triggers,
+        # made when the drain lets go of its lock: see _fire). Used under that lock only.
+        self._failures: list[Any] = []
         self._pid = os.getpid()
         self.append = self._append_and_start if self._shutdown is False else self._append_lost
 
@@ -247,7 +267,19 @@ class RecordingSpanProcessor:
                 finally:
                     self._in_hand = 0
                 delivered += count
+            failures, self._failures = self._failures, []
+        if failures:
+            self._fire(failures)
         return delivered
+
+    def _fire(self, failures: list[Any]) -> None:
+        """The flight recorder's triggers for recorded spans that failed, made after the
+        drain's lock is released: a dump's helper flushes this processor, which drains.
+        On a caller's thread (a flush, an exit, a shutdown) the dump is waited for, up to
+        ``FLIGHT_CALLER_WAIT`` s, so that it reaches the processors before they close."""
+        wait = None if threading.get_ident() == self._drain_ident else FLIGHT_CALLER_WAIT
+        for failure in failures:
+            _flight_triggers.fire(failure, wait)
 
     def _deliver(self, batch: list[tuple[Any, ...]]) -> None:
         if self.sink is not None:
@@ -267,13 +299,19 @@ class RecordingSpanProcessor:
                     processor.on_end(span)
                 except Exception as exc:  # noqa: BLE001 -- a processor's failure is its own
                     self._internal_error(exc)
+            # A recorded span's error triggers the flight recorder (after the batch).
+            if flight.append is not None and _failed(span):
+                self._failures.append(_flight_triggers.span_failure(span))
 
     def _deliver_to_sink(self, batch: list[tuple[Any, ...]]) -> None:
         items = []
         for record in batch:
             try:
                 kind = record[R_KIND]
-                items.append((kind.plain(record), kind.origin(record)))
+                item = (kind.plain(record), kind.origin(record))
+                items.append(item)
+                if flight.append is not None and _plain_failed(item[0]):
+                    self._failures.append(_flight_triggers.plain_failure(*item))
             except Exception as exc:  # noqa: BLE001 -- one bad record must not cost the batch
                 self._lose(1, "materialise_error")
                 self._internal_error(exc)
@@ -295,6 +333,14 @@ class RecordingSpanProcessor:
         except Exception:  # noqa: BLE001
             log_internal_error()
 
+    def deliver_pending(self) -> None:
+        """Deliver every record appended before this call, on this thread, without
+        flushing ``downstream`` (a shutdown, before the flight recorder stops: a failed
+        recorded span still buffered is a trigger)."""
+        if os.getpid() != self._pid:  # a fork child before its at-fork hook ran
+            self._after_fork_in_child()
+        self._drain(until=len(self._buffer))
+
     def pending(self) -> int:
         """Records appended and not yet delivered (the batch being delivered included)."""
         return len(self._buffer) + self._in_hand
@@ -314,6 +360,11 @@ class RecordingSpanProcessor:
     def on_end(self, span: Any) -> None:
         for processor in self.downstream:
             processor.on_end(span)
+        # The program's span (or procscope's, where spans are not records) on its own
+        # thread: a flight recorder trigger when it failed (a global read and an identity
+        # test while the recorder is on; span_failed never raises).
+        if flight.append is not None and _failed(span):
+            _flight_triggers.span_failed(span)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Deliver every record appended before this call, then flush ``downstream``."""
@@ -343,6 +394,11 @@ class RecordingSpanProcessor:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=DEFAULT_WAIT_LIMIT)
         self._drain()
+        # Dumps still being made (a failure just before the end) reach the processors
+        # before they close.
+        from . import _flight_spans
+
+        _flight_spans.wait_for_dumps(FLIGHT_CALLER_WAIT)
         for processor in self.downstream:
             processor.shutdown()
 

@@ -95,6 +95,8 @@ def finish_run(
     try:
         if _failure:
             end_with_error(span, _failure[0])
+            if not expected:
+                flight.claim(span.get_span_context())  # (its trigger: flight_at_end)
         if exit_signal is not None:
             set_exit_status(span, -exit_signal, expected=expected)
         else:

@@ -28,6 +28,7 @@ import sys
 import threading
 from typing import Any
 
+from procscope.core import flight
 from procscope.core.guard import log_internal_error
 from procscope.core.threadinfo import on_main_thread
 
@@ -137,6 +138,7 @@ def record_end(code: int | None = None, *, exit_signal: int | None = None) -> No
 
     if failure is not None:
         end_with_error(span, failure)
+        flight.claim(span.get_span_context())  # (its trigger: _flight_at_end)
     if exit_signal is not None:
         span.set_attribute(EXIT_SIGNAL, exit_signal)
         span.set_status(Status(StatusCode.ERROR, f"killed by signal {exit_signal}"))

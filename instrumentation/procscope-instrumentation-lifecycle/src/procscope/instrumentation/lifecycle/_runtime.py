@@ -389,6 +389,7 @@ def error_span(
     attributes[ERROR_ONLY] = True
     span = start_span(name, attributes, ctx, start_time)
     end_with_error(span, exc)
+    flight.claim(span.get_span_context())  # (its trigger is below)
     span.end()
     flight_trigger(exception_reason(name, exc), span.get_span_context())
 

@@ -164,6 +164,7 @@ class _SpanEnder:
                 exc = _unretrieved_exception(task)
                 if exc is not None:
                     end_with_error(self.span, exc)
+                    flight.claim(self.span.get_span_context())  # (its trigger is below)
             self.span.end()
             if exc is not None:
                 flight_trigger(exception_reason(f"task {task.get_name()}", exc),

@@ -286,6 +286,7 @@ def _run_with_span(original: Any, thread: threading.Thread, ctx: otel_context.Co
             if span is not None:
                 if failure:
                     end_with_error(span, failure[0])
+                    flight.claim(span.get_span_context())  # (its trigger is below)
                 span.end()
                 if flight.append is not None:
                     # Its name, for a dump that holds its unsampled messages (see
