@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -102,8 +103,10 @@ def plain_rate(script: str) -> float:
 
 def main() -> int:
     wanted = sys.argv[1:]  # labels to run (all when none), e.g. "put+get"
-    script = os.path.join(HERE, ".instructions_workload.py")
-    with open(script, "w") as file:
+    # A file of its own (two runs side by side must not share one); beside the project,
+    # so that the workload imports the same tree.
+    fd, script = tempfile.mkstemp(prefix=".instructions_workload_", suffix=".py", dir=HERE)
+    with os.fdopen(fd, "w") as file:
         file.write(WORKLOAD)
     try:
         rate = plain_rate(script)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import _queue
 import queue
+import threading
 import time
 from typing import Any
 
@@ -33,12 +34,13 @@ from ._core import (
     release,
     state_dict,
 )
-from ._flight import QUEUE_GET, QUEUE_PUT
+from ._flight import _NUMBERS, QUEUE_GET, QUEUE_PUT, kept
 from ._flight import note as _flight_note
 from ._naming import install_defaults, note_site
 from ._patching import Patcher, original
 
 _time_ns = time.time_ns
+_ident = threading.get_ident
 _context_get = context_get
 _live = live
 _state_dict = state_dict
@@ -113,17 +115,20 @@ def _make_queue_methods(orig_init: Any, orig_put: Any, orig_get: Any, orig_task_
         ctx = _context_get()
         if ctx:
             last = _core.last_context
-            if last[0] is ctx and not last[1]:
-                if _flight.append is not None:  # (the flight recorder: see _flight)
-                    _flight_note(self, QUEUE_PUT, item)
-                return orig_put(self, item, block, timeout)
-            if record():
+            if (last[0] is not ctx or last[1]) and record():
                 return _send(self, item, orig_put, block, timeout)
         elif (_live.sample_rate > 0.0 or _state_dict.get(TAIL_KEY)) and record_root():
             # (an empty context: no span, no suppression; the draw for a new trace)
             return _send(self, item, orig_put, block, timeout)
-        if _flight.append is not None:
-            _flight_note(self, QUEUE_PUT, item)
+        add = _flight.append
+        if add is not None:  # the flight recorder (see _flight.note), inline: no call
+            codes = self._procscope_flight
+            code = None if codes is None else codes[QUEUE_PUT]
+            if code is None or self._procscope_internal:
+                _flight_note(self, QUEUE_PUT, item)
+            else:
+                _flight.count()
+                add((_time_ns(), code, _ident(), item if type(item) in _NUMBERS else kept(item)))
         return orig_put(self, item, block, timeout)
 
     def get(self: Any, block: bool = True, timeout: float | None = None) -> Any:
@@ -136,8 +141,16 @@ def _make_queue_methods(orig_init: Any, orig_put: Any, orig_get: Any, orig_task_
         item = orig_get(self, block, timeout)
         if self._procscope_side is not None:
             _receive(self, item, started, isinstance(self, queue.LifoQueue))
-        elif _flight.append is not None:
-            _flight_note(self, QUEUE_GET, item)
+            return item
+        add = _flight.append
+        if add is not None:  # (as in put)
+            codes = self._procscope_flight
+            code = None if codes is None else codes[QUEUE_GET]
+            if code is None or self._procscope_internal:
+                _flight_note(self, QUEUE_GET, item)
+            else:
+                _flight.count()
+                add((_time_ns(), code, _ident(), item if type(item) in _NUMBERS else kept(item)))
         return item
 
     def task_done(self: Any) -> Any:

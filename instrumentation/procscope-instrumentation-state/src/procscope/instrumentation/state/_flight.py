@@ -76,20 +76,23 @@ def _epoch(tracker: Any, name: str) -> str:
     return tracker.epoch_label if name == tracker.last_name else f"{name}/0"
 
 
-def note_assignment(tracker: Any, obj: Any, field: Any, value: Any) -> None:
+def note_assignment(tracker: Any, obj: Any, field: Any, value: Any,
+                    kind: tuple[int, Any] | None = None) -> None:
     """An assignment in a trace head sampling dropped (the old value is not known):
     (field, change number, epoch, new value), the usual cases inlined (every unsampled
-    assignment of a traced object comes here while the recorder is on)."""
+    assignment of a traced object comes here while the recorder is on). ``kind``: the
+    attribute's kind, when the caller has already looked it up."""
     add = flight.append
     if add is None or type(field) is not str:
         return
     fields = tracker.fields
     if fields is not None and field not in fields:
         return
-    per_class = KINDS.get(type(obj))
-    kind = per_class.get(field) if per_class is not None else None
     if kind is None:
-        kind = attribute_kind(type(obj), field)
+        per_class = KINDS.get(type(obj))
+        kind = per_class.get(field) if per_class is not None else None
+        if kind is None:
+            kind = attribute_kind(type(obj), field)
     if kind[0] == SKIP:
         return
     if type(value) not in SCALARS and value is not MISSING:

@@ -431,17 +431,21 @@ def _make_setattr(orig: Any) -> Any:
                 tracker = None
                 if call[2] == 1 and call[0] is context_get():  # 1: UNSAMPLED
                     tracker = trackers_get(id(self))
-                    if tracker is not None and _flight.append is not None:
-                        note_assignment(tracker, self, name, value)
-                    # Already to resync: nothing more to note, whatever the attribute.
-                    if tracker is not None and tracker.pending_snapshot is None:
+                    # Already to resync and no flight recorder: nothing more to note,
+                    # whatever the attribute (the attribute's kind is not even looked up).
+                    if tracker is not None and (
+                        tracker.pending_snapshot is None or _flight.append is not None
+                    ):
                         per_class = kinds_get(type(self))
                         kind = per_class.get(name) if per_class is not None else None
-                        if kind is None or kind[0] != IN_DICT or tracker.fields is not None:
-                            tracker = None  # not a plain field: the long way (_before_change)
-                        else:
-                            # _quiet(), its usual case inlined: record nothing, resync later.
-                            tracker.pending_snapshot = "resync"
+                        if _flight.append is not None:
+                            note_assignment(tracker, self, name, value, kind)
+                        if tracker.pending_snapshot is None:
+                            if kind is None or kind[0] != IN_DICT or tracker.fields is not None:
+                                tracker = None  # not a plain field: the long way
+                            else:
+                                # _quiet(), its usual case inlined: resync later.
+                                tracker.pending_snapshot = "resync"
                 if tracker is None:
                     pending = _before_change(self, name)
         except Exception:  # noqa: BLE001 -- the guard logs it
