@@ -17,6 +17,7 @@ import multiprocessing as mp
 import queue
 import sys
 import threading
+import time
 
 import procscope
 from opentelemetry import context, trace
@@ -199,3 +200,48 @@ def test_the_recorder_off_makes_no_recording(tmp_path: Path) -> None:
     assert recordings(db) == []
     traces = cli("traces", "--db", str(db))["traces"]
     assert [t["error_count"] for t in traces if t["trace_id"] == TRACE_ID] == [1]
+
+
+UNSAMPLED = PRELUDE.replace("-01\"", "-00\"") + """
+
+def work(lock):
+    pass
+
+
+def request():
+    tasks = procscope.name(queue.PriorityQueue(), "tasks")
+    tasks.put((1, {"job": 1}))
+    try:
+        tasks.put((1, {"job": 2}))  # (dicts do not compare)
+    except TypeError as exc:
+        print(type(exc).__name__, flush=True)
+    time.sleep(1.2)  # (apart from the first: triggers within 1 s make one recording)
+    worker = mp.get_context("spawn").Process(target=work, args=(threading.Lock(),),
+                                             name="worker")
+    try:
+        worker.start()  # (a lock cannot be pickled for the spawned child)
+    except TypeError as exc:
+        print(type(exc).__name__, flush=True)
+
+
+if __name__ == "__main__":
+    handle_on_a_thread(request)
+"""
+
+
+def test_procscopes_unsampled_operations_that_raise_are_written_out(tmp_path: Path) -> None:
+    """In a request that arrived unsampled (no span is made), a PriorityQueue put of items
+    that do not compare and a spawn Process whose argument cannot be pickled raise out
+    of the program's call: each writes a recording named after the span it would have
+    had, the first holding the jobs taken before it."""
+    db = tmp_path / "flight.db"
+    done = run_program(tmp_path, UNSAMPLED, str(db))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["TypeError", "TypeError"]
+    found = sorted(recordings(db), key=lambda r: str(r["start"]))
+    assert [r["reason"] for r in found] == [
+        "exception in span put tasks: TypeError: '<' not supported between instances of "
+        "'dict' and 'dict'",
+        "exception in span spawn worker: TypeError: cannot pickle '_thread.lock' object",
+    ]
+    assert contents_received_by(db, "handler") == [str(i) for i in range(40)]

@@ -30,6 +30,7 @@ Nothing here raises into the program: errors are logged once (``guard``).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from . import flight
@@ -59,6 +60,39 @@ def _exception_text(events: Any, scope: Any) -> str | None:
                 return None
             return f"{kind}: {attributes.get('exception.message', '')}"
     return None
+
+
+def _flow_control(exc: BaseException) -> bool:
+    """queue.Full/Empty, asyncio.QueueFull/QueueEmpty (asyncio only when imported)."""
+    import queue
+
+    if isinstance(exc, (queue.Full, queue.Empty)):
+        return True
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and isinstance(exc, (asyncio.QueueFull, asyncio.QueueEmpty))
+
+
+def operation_failed(name: str, exc: BaseException) -> None:
+    """An unsampled operation of procscope's (its span, ``name``, not made: the trace was
+    not sampled) raised ``exc`` out of the program's call: the failure goes into the ring
+    (a dump shows it as the span's error), then a dump, as a sampled span's error would
+    make. Flow control (a full or empty queue), ``SystemExit`` and ``GeneratorExit`` are
+    no failures. Called from the instrumentors' ``except`` around the original call,
+    only while the recorder is on: nothing is added to a call that does not raise."""
+    try:
+        if flight.append is None or isinstance(exc, (SystemExit, GeneratorExit)):
+            return
+        if _flow_control(exc):
+            return
+        from .recorded import exception_attributes
+
+        event = exception_attributes(exc)  # (its type and message as a span's would be)
+        event["exception.escaped"] = "True"
+        text = f"{event['exception.type']}: {event['exception.message']}"
+        flight.note(flight.ERROR, name, event, text)
+        flight.dump(f"exception in span {name}: {text}")
+    except Exception:  # noqa: BLE001 -- nothing of ours may reach the program
+        log_internal_error()
 
 
 def fire(failure: tuple[str, str, Any] | None, wait: float | None = None) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from procscope.core import _flight_mirror, flight
+from procscope.core import _flight_mirror, _flight_triggers, flight
 from procscope.core.guard import log_internal_error
 from procscope.core.naming import get_name
 from procscope.core.patched import call_as
@@ -187,6 +187,7 @@ def _make_start(original: Any) -> Any:
             return original(self)  # type: ignore[no-any-return]
         span = None
         info = None
+        name = "process"
         try:
             name = get_name(self) or self.name
             method = start_method_of(self)
@@ -212,6 +213,8 @@ def _make_start(original: Any) -> Any:
             if span is not None:
                 end_with_error(span, exc)
                 span.end()
+            elif flight.append is not None:  # (unsampled: no span, the recorder's trigger)
+                _flight_triggers.operation_failed("spawn " + name, exc)
             raise
         finally:
             _local.in_start = False

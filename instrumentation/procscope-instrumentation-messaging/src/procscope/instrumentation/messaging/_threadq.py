@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any
 
+from procscope.core import _flight_triggers
 from procscope.core import flight as _flight
 from procscope.core.guard import log_internal_error
 
@@ -92,6 +93,20 @@ def _receive(q: Any, item: object, started: int, newest: bool) -> None:
         log_internal_error()
 
 
+def _put_failed(q: Any, exc: Exception) -> None:
+    """An unsampled put raised (a PriorityQueue's items that do not compare, a subclass's
+    _put; queue.Full is flow control): the flight recorder's trigger, named as its span
+    would be."""
+    try:
+        if q._procscope_internal:
+            return
+        name = _core.profile(q, SYSTEM_QUEUE, "put", "send").span_name
+    except Exception:  # noqa: BLE001
+        log_internal_error()
+        return
+    _flight_triggers.operation_failed(name, exc)
+
+
 def _release() -> None:
     try:
         release()
@@ -129,7 +144,12 @@ def _make_queue_methods(orig_init: Any, orig_put: Any, orig_get: Any, orig_task_
             else:
                 _flight.count()
                 add((_time_ns(), code, _ident(), item if type(item) in _NUMBERS else kept(item)))
-        return orig_put(self, item, block, timeout)
+        try:  # (no cost without an exception from 3.11; a failed put is a flight trigger)
+            return orig_put(self, item, block, timeout)
+        except Exception as exc:
+            if add is not None:
+                _put_failed(self, exc)
+            raise
 
     def get(self: Any, block: bool = True, timeout: float | None = None) -> Any:
         if attached_get() is not None:
