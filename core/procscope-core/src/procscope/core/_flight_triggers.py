@@ -82,7 +82,7 @@ def operation_failed(name: str, exc: BaseException) -> None:
     try:
         if flight.append is None or isinstance(exc, (SystemExit, GeneratorExit)):
             return
-        if _flow_control(exc):
+        if _flow_control(exc) or flight.just_dumped():
             return
         from .recorded import exception_attributes
 
@@ -103,7 +103,7 @@ def fire(failure: tuple[str, str, Any] | None, wait: float | None = None) -> Non
         return
     try:
         name, text, context = failure
-        if not flight.was_triggered(context.span_id):
+        if not flight.was_triggered(context.span_id) and not flight.just_dumped():
             flight.dump(f"exception in span {name}: {text}", trigger=context, wait=wait)
     except Exception:  # noqa: BLE001 -- nothing of ours may reach the program
         log_internal_error()

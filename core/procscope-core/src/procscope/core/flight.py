@@ -222,6 +222,18 @@ def claim(span_context: Any) -> None:
         _triggered.append(span_id)
 
 
+def just_dumped() -> bool:
+    """Whether this process dumped less than ``MERGE_SECONDS`` ago; if so, counted as a
+    merged trigger. A span's error then adds nothing to that recording: in a storm of
+    failing spans a dump per span (a take of the ring and a helper thread, about 140 us
+    each) would cost the program more than the recording is worth; what comes after
+    stays in the ring for the next one."""
+    if time.monotonic() - _last_dump[0] < MERGE_SECONDS:
+        _counts["merged"] += 1
+        return True
+    return False
+
+
 def was_triggered(span_id: int) -> bool:
     """Whether the span ``span_id`` has a trigger of its own (among the last 64)."""
     return span_id in _triggered
