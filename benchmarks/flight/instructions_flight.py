@@ -12,7 +12,11 @@ Each operation runs N times and 0 times in the same interpreter, with
 - ``put+get``: a ``queue.Queue`` put+get (two records with the recorder on);
 - ``put+get, multiprocessing``: a ``multiprocessing.Queue`` put+get (two records);
 - ``state change``: a traced object's attribute set in an unsampled trace (one record);
-- ``thread start+join``: a ``threading.Thread`` (its end: one record).
+- ``thread start+join``: a ``threading.Thread`` (its end: one record);
+- ``put+get in a child (mirrored)``: the ``put+get`` above in a fork child, where the
+  recorder also copies its ring to disk every 100 ms (``_flight_mirror``): the
+  instructions of both processes, the mirror's thread included. Minus the ``put+get``
+  row, what the mirror adds a record.
 
 The time column converts instructions with the rate of the uninstrumented put+get
 (``plain``, procscope imported, not set up), measured by wall clock in the same run.
@@ -58,6 +62,15 @@ elif mode == "state":
 elif mode == "thread":
     for i in range(n):
         t = threading.Thread(target=int); t.start(); t.join()
+elif mode == "child":
+    import time
+    def work(n):
+        q = queue.Queue(); put, get = q.put, q.get
+        for i in range(n):
+            put(i); get()
+        time.sleep(0.35)  # (the mirror's last ticks copy what is left)
+    child = multiprocessing.get_context("fork").Process(target=work, args=(n,))
+    child.start(); child.join()
 if mode != "plain":
     procscope.shutdown()
 """
@@ -67,6 +80,7 @@ OPERATIONS = [
     ("put+get, multiprocessing", "mp", 5000, 2),
     ("state change, unsampled trace", "state", 5000, 1),
     ("thread start+join", "thread", 1000, 1),
+    ("put+get in a child (mirrored)", "child", 5000, 2),
 ]
 
 
@@ -75,10 +89,12 @@ def instructions(script: str, mode: str, n: int, flight: str) -> int:
     env["PROCSCOPE_FLIGHT_RECORDER"] = flight
     done = subprocess.run([*CALLGRIND, sys.executable, script, mode, str(n)],
                           capture_output=True, text=True, env=env, check=True)
-    for line in done.stderr.splitlines():
-        if "Collected" in line:
-            return int(line.split(":")[-1].strip())
-    raise SystemExit(f"no instruction count from callgrind:\n{done.stderr}")
+    # Every process's count (a fork child prints its own): their sum.
+    counts = [int(line.split(":")[-1].strip()) for line in done.stderr.splitlines()
+              if "Collected" in line]
+    if not counts:
+        raise SystemExit(f"no instruction count from callgrind:\n{done.stderr}")
+    return sum(counts)
 
 
 def per_op(script: str, mode: str, n: int, flight: str) -> float:

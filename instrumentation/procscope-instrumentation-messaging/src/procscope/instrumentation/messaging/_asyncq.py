@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import threading
 import time
 from typing import Any
 
@@ -21,12 +22,13 @@ from procscope.core.guard import log_internal_error
 from . import _core, _side
 from ._carry import Hop
 from ._core import SYSTEM_ASYNCIO, attached_get, record, release
-from ._flight import ASYNC_GET, ASYNC_PUT
+from ._flight import _NUMBERS, ASYNC_GET, ASYNC_PUT, kept
 from ._flight import note as _flight_note
 from ._naming import install_defaults, note_site
 from ._patching import Patcher, original
 
 _time_ns = time.time_ns
+_ident = threading.get_ident
 
 # When the current task's pending get() began, for the block time of its get_nowait().
 _get_started: contextvars.ContextVar[int] = contextvars.ContextVar(
@@ -62,8 +64,16 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any, orig_ge
 
     def put_nowait(self: Any, item: Any) -> Any:
         if not record():
-            if _flight.append is not None:  # (the flight recorder: see _flight)
-                _flight_note(self, ASYNC_PUT, item)
+            add = _flight.append
+            if add is not None:  # the flight recorder (see _flight.note), inline: no call
+                codes = self._procscope_flight
+                code = None if codes is None else codes[ASYNC_PUT]
+                if code is None or self._procscope_internal:
+                    _flight_note(self, ASYNC_PUT, item)
+                else:
+                    _flight.count()
+                    add((_time_ns(), code, _ident(), item if type(item) in _NUMBERS
+                         else kept(item)))
             return orig_put_nowait(self, item)
         span = carrier = None
         try:
@@ -108,8 +118,16 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any, orig_ge
                     _flight_note(self, ASYNC_GET, item)
             except Exception:  # noqa: BLE001
                 log_internal_error()
-        elif _flight.append is not None:
-            _flight_note(self, ASYNC_GET, item)
+            return item
+        add = _flight.append
+        if add is not None:  # (as in put_nowait)
+            codes = self._procscope_flight
+            code = None if codes is None else codes[ASYNC_GET]
+            if code is None or self._procscope_internal:
+                _flight_note(self, ASYNC_GET, item)
+            else:
+                _flight.count()
+                add((_time_ns(), code, _ident(), item if type(item) in _NUMBERS else kept(item)))
         return item
 
     async def get(self: Any) -> Any:
