@@ -1,20 +1,26 @@
 """Unsampled messages in the flight recorder's ring (``procscope.core.flight``).
 
 A put, send, get or recv that head sampling left unrecorded appends one record:
-``(seq, time, SEND or RECEIVE, thread, queue or pipe end, site, item or None)``. ``site``
-is the call site's constant ``(system, operation)``; the item is kept only when it is an
-immutable scalar (a number, a short string or bytes), whose content cannot change before
-a dump: anything else is known by its type. Nothing is formatted on the caller's thread:
-the queue's name, its constant attributes and the content (scrubbed, and only under
+``(time, code, thread ident, kept item)`` (a multiprocessing receive's adds the stamp's
+time and sender, see :class:`MultiprocessingKind`). ``code`` names the queue and the
+call site (``(system, operation)``); the item is kept only when it is an immutable
+scalar (a number, a short string or bytes), whose content cannot change before a dump:
+anything else is known by its type. Nothing is formatted on the caller's thread: the
+queue's name, its constant attributes and the content (scrubbed, and only under
 ``capture_content``) are made when the ring is dumped.
 
-An unsampled message carries nothing to its receiver. Where both ends are in one dump, on
-a ``queue.Queue`` or an ``asyncio.Queue`` (first in, first out, in one process), the dump
+An unsampled message through a ``multiprocessing`` queue or pipe carries its sender's
+stamp (the time it was sent, the sender's pid and thread native id: 18 bytes after its
+pickle, see ``_carry.StampingPickler``), which the receive's record keeps: a receiver's
+dump names the sender, and both ends make the message id from the sender's pid and that
+time (the send record's own), so two dumps show one message. Otherwise an unsampled
+message carries nothing to its receiver. Where both ends are in one dump, on a
+``queue.Queue`` or an ``asyncio.Queue`` (first in, first out, in one process), the dump
 pairs them: the n-th get of the window took the put the queue's size at the dump points
 to, checked against the items kept; a paired put and get share their message id, so
 ``procscope messages`` shows one message with its sender and receiver. Otherwise (other
-queues, pipes, a put or a get outside the window, a mismatch) they are two messages:
-one with no receiver, one with no sender.
+queues, a put or a get outside the window, a mismatch) they are two messages: one with
+no receiver, one with no sender.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from procscope.core.flight import F_A, F_B, F_CODE, F_TIME
 from procscope.core.guard import log_internal_error
 
 from . import _core
+from ._carry import Stamped
 from ._content import content_repr
 from ._naming import set_own
 
@@ -53,6 +60,9 @@ SITES = (
     (_core.SYSTEM_MP_PIPE, "send", "send"), (_core.SYSTEM_MP_PIPE, "recv", "receive"),
     (_core.SYSTEM_ASYNCIO, "put", "send"), (_core.SYSTEM_ASYNCIO, "get", "receive"),
 )
+# multiprocessing's sites, whose other end is in another process: their records are
+# MP_SEND's and MP_RECEIVE's (the kept item with what joins the two ends).
+_MP_SITES = frozenset((MP_QUEUE_PUT, MP_QUEUE_GET, PIPE_SEND, PIPE_RECV))
 # Where a queue or pipe end keeps its codes (a class default of None: see _naming).
 CODES_ATTR = "_procscope_flight"
 _types: dict[type, tuple[str, str]] = {}
@@ -86,7 +96,10 @@ def _code(target: Any, site: int) -> int:
             pass  # an object that takes no attributes: a new code each time (rare)
     code = codes[site]
     if code is None:
-        kind = SEND if SITES[site][2] == "send" else RECEIVE
+        if site in _MP_SITES:
+            kind: MessageKind = MP_SEND if SITES[site][2] == "send" else MP_RECEIVE
+        else:
+            kind = SEND if SITES[site][2] == "send" else RECEIVE
         code = codes[site] = flight.register_site(kind, target, SITES[site])
     return code  # type: ignore[no-any-return]
 
@@ -94,9 +107,9 @@ def _code(target: Any, site: int) -> int:
 class MessageKind(flight.FlightKind):
     """Messages sent (a producer span) or received (a consumer span)."""
 
-    def __init__(self, span_kind: SpanKind) -> None:
+    def __init__(self, span_kind: SpanKind, name: str | None = None) -> None:
         self.span_kind = span_kind
-        self.name = "send" if span_kind is SpanKind.PRODUCER else "receive"
+        self.name = name or ("send" if span_kind is SpanKind.PRODUCER else "receive")
         self._sites: dict[int, Any] = {}  # code -> site_plain, for the dump under way
         super().__init__()
 
@@ -166,6 +179,74 @@ class MessageKind(flight.FlightKind):
 
 SEND = MessageKind(SpanKind.PRODUCER)
 RECEIVE = MessageKind(SpanKind.CONSUMER)
+
+
+class MultiprocessingKind(MessageKind):
+    """A multiprocessing message, whose other end is another process. A send's record is
+    a message's; a receive's is ``(time, code, thread ident, kept item, time sent, sender)``
+    with the stamp the message brought (time sent and ``(pid, thread native id)``, both
+    None without one). Both ends make the message id from the sender's pid and the time
+    it sent (the send record's own time), so the sender's dump and the receiver's give
+    one message without a word between them."""
+
+    def site_plain(self, code: int) -> Any:
+        site = super().site_plain(code)
+        # (with the pid of the process whose records these are: a dead child's, revived
+        # by its parent, make their ids with the child's)
+        return None if site is None else (*site, _core._pid)
+
+    def plain(self, record: tuple[Any, ...]) -> Any:
+        if self.span_kind is SpanKind.PRODUCER:
+            return record[F_A]
+        return record[F_A:]  # (kept item, time sent, sender)
+
+    def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if self.span_kind is SpanKind.PRODUCER:
+            return super().span(record)
+        code = record[F_CODE]
+        sites = self._sites
+        site = sites.get(code, sites)
+        if site is sites:
+            site = sites[code] = self.site_plain(code)
+        return self.revive(site, record[F_A:], record[F_TIME])
+
+    def revive(self, site: Any, item: Any, at: int) -> tuple[Any, ...] | None:
+        if site is None:
+            return None
+        if self.span_kind is SpanKind.PRODUCER:
+            made = super().revive(site[:3], item, at)
+            if made is not None:
+                made[4][_core.MESSAGE_ID] = message_id(site[3], at)
+            return made
+        kept_item, sent, sender = item
+        made = super().revive(site[:3], kept_item, at)
+        if made is None or sent is None:
+            return made
+        attributes = made[4]
+        pid, thread_id = sender
+        attributes[_core.MESSAGE_ID] = message_id(pid, sent)
+        attributes[_core.SENDER_PID] = pid
+        if thread_id:
+            attributes[_core.SENDER_THREAD_ID] = thread_id
+        attributes[_core.WAIT_TIME] = max(0, at - sent) / 1e9
+        return made
+
+
+MP_SEND = MultiprocessingKind(SpanKind.PRODUCER, "multiprocessing send")
+MP_RECEIVE = MultiprocessingKind(SpanKind.CONSUMER, "multiprocessing receive")
+
+
+def message_id(pid: int, sent: int) -> str:
+    """A stamped message's id, as both of its ends make it (hex, as a span's ids): one
+    for each time a process sends (the clock is read once a send, and a thread takes
+    longer than a nanosecond between two), mixed so that ids of other processes differ."""
+    return f"{((pid * 0x9E3779B97F4A7C15) ^ (sent * 0xBF58476D1CE4E5B9)) & _MASK:016x}"
+
+
+_MASK = 0xFFFF_FFFF_FFFF_FFFF
+# The senders of stamped messages received, each (pid, thread native id) made one tuple
+# that every record of theirs shares (a record keeps a reference, not a copy).
+_senders: dict[tuple[int, int], tuple[int, int]] = {}
 # The dump under way's paired records: id(record) -> the message id its put and get share.
 _paired: dict[int, str] = {}
 def _fifo(target: Any) -> bool:
@@ -270,5 +351,53 @@ def note(target: Any, site: int, item: Any) -> None:
                 code = _code(target, site)
             flight.count()
             add((_time_ns(), code, _ident(), item if type(item) in _NUMBERS else kept(item)))
+    except Exception:  # noqa: BLE001
+        log_internal_error()
+
+
+def _site_code(target: Any, site: int) -> int:
+    codes = target._procscope_flight
+    code = codes[site] if codes is not None else None
+    return _code(target, site) if code is None else code  # type: ignore[no-any-return]
+
+
+def send_stamped(target: Any, site: int, item: Any) -> Any:
+    """A multiprocessing send's record, when the recorder is on (a message's record);
+    returns what to send: the item in a :class:`~._carry.Stamped` envelope with the
+    record's time (the item itself if ours failed)."""
+    try:
+        add = flight.append
+        if add is not None and not target._procscope_internal:
+            code = _site_code(target, site)
+            ident = _ident()
+            now = _time_ns()
+            flight.count()
+            add((now, code, ident, item if type(item) in _NUMBERS else kept(item)))
+            return Stamped((item, ident, now))
+    except Exception:  # noqa: BLE001
+        log_internal_error()
+    return item
+
+
+def note_received(target: Any, site: int, item: Any, stamp: Any) -> None:
+    """A multiprocessing receive's record, when the recorder is on: ``(time, code, thread
+    ident, kept item, time sent, sender)``, from ``stamp`` (time sent, sender pid, sender
+    thread native id), the one the message brought, or None (then None, None)."""
+    try:
+        add = flight.append
+        if add is not None and not target._procscope_internal:
+            code = _site_code(target, site)
+            if stamp is not None:
+                sent, pid, native = stamp
+                sender = _senders.get((pid, native))
+                if sender is None:
+                    sender = (pid, native)
+                    if len(_senders) < 1024:
+                        _senders[sender] = sender
+            else:
+                sent = sender = None
+            flight.count()
+            add((_time_ns(), code, _ident(), item if type(item) in _NUMBERS else kept(item),
+                 sent, sender))
     except Exception:  # noqa: BLE001
         log_internal_error()

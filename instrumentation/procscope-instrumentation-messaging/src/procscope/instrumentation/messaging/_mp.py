@@ -27,6 +27,7 @@ from procscope.core import flight as _flight
 from procscope.core.guard import log_internal_error
 
 from . import _carry, _core
+from ._carry import STAMP_LENGTH
 from ._core import (
     SYSTEM_MANAGER,
     SYSTEM_MP_PIPE,
@@ -41,7 +42,8 @@ from ._core import (
     state_dict,
 )
 from ._flight import MP_QUEUE_GET, MP_QUEUE_PUT, PIPE_RECV, PIPE_SEND
-from ._flight import note as _flight_note
+from ._flight import note_received as _flight_received
+from ._flight import send_stamped as _flight_send
 from ._naming import (
     DEFAULT_NAME_ATTR,
     PIPE_ATTR,
@@ -116,12 +118,12 @@ def _queue_put(orig_put: Any) -> Any:
             last = _core.last_context
             if (last[0] is ctx and not last[1]) or not record():
                 if _flight.append is not None:  # (the flight recorder: see _flight)
-                    _flight_note(self, MP_QUEUE_PUT, obj)
+                    obj = _flight_send(self, MP_QUEUE_PUT, obj)
                 return orig_put(self, obj, block, timeout)
         elif not ((_live.sample_rate > 0.0 or _state_dict.get(TAIL_KEY)) and record_root()):
             # (an empty context: no span, no suppression; the draw for a new trace)
             if _flight.append is not None:
-                _flight_note(self, MP_QUEUE_PUT, obj)
+                obj = _flight_send(self, MP_QUEUE_PUT, obj)
             return orig_put(self, obj, block, timeout)
         span, carrier = _start(SYSTEM_MP_QUEUE, "put", self, obj)
         if span is None:
@@ -147,9 +149,12 @@ def _queue_get(orig_get: Any) -> Any:
         carrier = slot.carrier
         if carrier is not None:
             slot.carrier = None
-            _receive(carrier, SYSTEM_MP_QUEUE, "get", self, started, obj)
+            if len(carrier) != STAMP_LENGTH:
+                _receive(carrier, SYSTEM_MP_QUEUE, "get", self, started, obj)
+            elif _flight.append is not None:  # (an unsampled message's sender stamp)
+                _flight_received(self, MP_QUEUE_GET, obj, carrier)
         elif _flight.append is not None:
-            _flight_note(self, MP_QUEUE_GET, obj)
+            _flight_received(self, MP_QUEUE_GET, obj, None)
         return obj
 
     get.__wrapped__ = orig_get  # type: ignore[attr-defined]
@@ -169,9 +174,12 @@ def _simple_get(orig_get: Any) -> Any:
         carrier = slot.carrier
         if carrier is not None:
             slot.carrier = None
-            _receive(carrier, SYSTEM_MP_QUEUE, "get", self, started, obj)
+            if len(carrier) != STAMP_LENGTH:
+                _receive(carrier, SYSTEM_MP_QUEUE, "get", self, started, obj)
+            elif _flight.append is not None:  # (an unsampled message's sender stamp)
+                _flight_received(self, MP_QUEUE_GET, obj, carrier)
         elif _flight.append is not None:
-            _flight_note(self, MP_QUEUE_GET, obj)
+            _flight_received(self, MP_QUEUE_GET, obj, None)
         return obj
 
     get.__wrapped__ = orig_get  # type: ignore[attr-defined]
@@ -184,7 +192,7 @@ def _simple_put(orig_put: Any) -> Any:
             return orig_put(self, obj)
         if not record():
             if _flight.append is not None:
-                _flight_note(self, MP_QUEUE_PUT, obj)
+                obj = _flight_send(self, MP_QUEUE_PUT, obj)
             return orig_put(self, obj)
         span, carrier = _start(SYSTEM_MP_QUEUE, "put", self, obj)
         if span is None:
@@ -236,6 +244,8 @@ def _queue_feed(orig_feed: Any) -> Any:
         def on_feeder_error(e: Any, obj: Any) -> Any:
             if type(obj) is _carry.Carried:
                 obj = obj.message
+            elif type(obj) is _carry.Stamped:
+                obj = obj[0]
             return onerror(e, obj)
 
         args = (*args[:onerror_index], on_feeder_error, *args[onerror_index + 1 :])
@@ -316,7 +326,7 @@ def _conn_send(orig_send: Any) -> Any:
             return orig_send(self, obj)
         if not record():
             if _flight.append is not None:
-                _flight_note(self, PIPE_SEND, obj)
+                obj = _flight_send(self, PIPE_SEND, obj)
             return orig_send(self, obj)
         span, carrier = _start(SYSTEM_MP_PIPE, "send", self, obj)
         if span is None:
@@ -338,12 +348,12 @@ def _conn_recv(orig_recv: Any) -> Any:
         started = _time_ns()
         obj = orig_recv(self)
         carrier = _carry.take()
-        if carrier is not None:
+        if carrier is not None and len(carrier) != STAMP_LENGTH:
             # The receiving end's own given name, else the name the sender used.
             _receive(carrier, SYSTEM_MP_PIPE, "recv", self, started, obj,
                      destination=get_name(self) or carrier[_core.C_DESTINATION])
-        elif _flight.append is not None:
-            _flight_note(self, PIPE_RECV, obj)
+        elif _flight.append is not None:  # (unsampled: a sender stamp, or nothing)
+            _flight_received(self, PIPE_RECV, obj, carrier)
         return obj
 
     recv.__wrapped__ = orig_recv  # type: ignore[attr-defined]
@@ -504,6 +514,11 @@ class MultiprocessingMessaging:
                 original(mp_queues.Queue, "_reset"), original(base, "send_bytes"),
                 original(base, "recv_bytes")))
         p.patch(mp_connection, "Pipe", _pipe(mp_connection.Pipe))
+        # The pickler the queues and connections look up at each message: it puts an
+        # unsampled message's sender stamp after its pickle (see _carry.StampingPickler).
+        for module in (mp_queues, mp_connection):
+            if getattr(module, "_ForkingPickler", None) is mp_reduction.ForkingPickler:
+                p.patch(module, "_ForkingPickler", _carry.StampingPickler)
         p.patch(base, "send", _conn_send(original(base, "send")))
         p.patch(base, "recv", _conn_recv(original(base, "recv")))
         p.patch(base, "send_bytes", _conn_send_bytes(original(base, "send_bytes")))

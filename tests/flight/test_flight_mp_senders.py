@@ -1,0 +1,165 @@
+"""At a rate of 0.01, a worker's recorded multiprocessing receives name their sender.
+
+An unsampled message through a multiprocessing queue or pipe carries a small stamp (the
+sender's pid, thread and a message number) when the flight recorder is on, so a dead
+worker's dump says who sent what it took, and a sender's own dump joins it as one message.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import cli, run_program
+
+N = 40
+CHANNELS = ("jobs", "simple", "pipe")
+
+WORKER = """
+import multiprocessing as mp
+import os
+import sys
+import threading
+
+import procscope
+
+N = {n}
+
+
+def work(jobs, simple, reader):
+    for i in range(N):
+        jobs.get()
+        simple.get()
+        reader.recv()
+    raise ValueError("the worker gives up")
+
+
+if __name__ == "__main__":
+    procscope.setup(sample_rate=0.01, db=sys.argv[1])
+    ctx = mp.get_context(sys.argv[2])
+    jobs = procscope.name(ctx.Queue(), "jobs")
+    simple = procscope.name(ctx.SimpleQueue(), "simple")
+    reader, writer = ctx.Pipe(duplex=False)
+    procscope.name(reader, "pipe")
+    procscope.name(writer, "pipe")
+    worker = ctx.Process(target=work, args=(jobs, simple, reader), name="worker")
+    worker.start()
+    for i in range(N):
+        jobs.put(i)
+        simple.put(f"s{i}")
+        writer.send((i, "p"))
+    worker.join()
+    if sys.argv[3] == "dump":
+        procscope.dump("the parent looks too")
+    procscope.shutdown()
+    print(os.getpid(), threading.main_thread().native_id)
+    sys.exit(0 if worker.exitcode == 1 else 5)
+""".replace("{n}", str(N))
+
+
+def _run(tmp_path: Path, start_method: str, parent_dumps: bool) -> tuple[Path, int, int]:
+    db = tmp_path / "flight.db"
+    done = run_program(tmp_path, WORKER, str(db), start_method,
+                       "dump" if parent_dumps else "no")
+    assert done.returncode == 0, done.stderr
+    pid, thread_id = done.stdout.split()[-2:]
+    return db, int(pid), int(thread_id)
+
+
+def _by_channel(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    channels: dict[str, list[dict[str, Any]]] = {}
+    for row in sorted(rows, key=lambda row: row["received_ns"] or 0):
+        channels.setdefault(row["queue"], []).append(row)
+    return channels
+
+
+def test_a_dead_worker_s_receives_name_the_parent(tmp_path: Path, start_method: str) -> None:
+    """Only the worker dumps (it raised): each message it took from a Queue, a SimpleQueue
+    and a Pipe is shown with FROM the parent's process and thread, in order."""
+    db, parent, main_thread = _run(tmp_path, start_method, parent_dumps=False)
+    rows = cli("messages", "--db", str(db), "--to", "worker", "--limit", "1000")
+    channels = _by_channel(rows)
+    assert sorted(channels) == sorted(CHANNELS)
+    assert [str(r["content"]) for r in channels["jobs"]] == [str(i) for i in range(N)]
+    assert [str(r["content"]) for r in channels["simple"]] == [f"s{i}" for i in range(N)]
+    assert len(channels["pipe"]) == N
+    for row in rows:
+        assert row["sender"] is not None, row
+        assert (row["sender"]["pid"], row["sender"]["thread_id"]) == (parent, main_thread)
+    # The worker waited for them: the stamp brings the time each was sent.
+    assert all(row["wait_ns"] is not None and row["wait_ns"] >= 0 for row in rows)
+
+
+def test_both_dumps_make_one_message_each(tmp_path: Path, start_method: str) -> None:
+    """The parent dumps too, after the worker died: each put and its get are ONE message
+    with both ends (sender the parent's main process, receiver the worker), none left
+    with one end only."""
+    db, parent, main_thread = _run(tmp_path, start_method, parent_dumps=True)
+    rows = [r for r in cli("messages", "--db", str(db), "--limit", "1000")
+            if r["queue"] in CHANNELS]
+    assert len(rows) == len(CHANNELS) * N
+    for row in rows:
+        assert row["sender"] is not None and row["receiver"] is not None, row
+        assert row["sender"]["span_id"], row  # (the parent's own send span, not a stamp)
+        sender = row["sender"]
+        assert (sender["process_name"], sender["pid"]) == ("MainProcess", parent)
+        assert (sender["thread_id"], sender["thread_name"]) == (main_thread, "MainThread")
+        assert row["receiver"]["process_name"] == "worker"
+    recordings = cli("traces", "--db", str(db), "--recordings")["recordings"]
+    assert sorted(r["process_name"] for r in recordings) == ["MainProcess", "worker"]
+
+
+BYTES = """
+import json, multiprocessing as mp, pickle, threading
+import procscope
+from multiprocessing.reduction import ForkingPickler
+
+
+def failures():
+    reader, writer = mp.Pipe(duplex=False)
+    try:
+        writer.send(lambda: 1)
+    except Exception as exc:
+        pipe = type(exc).__name__
+    failed = []
+    q = mp.Queue()
+    q._on_queue_feeder_error = lambda e, obj: failed.append([type(e).__name__, obj is lock])
+    lock = threading.Lock()
+    q.put(lock)
+    q.put("next")
+    return [pipe, failed, q.get(timeout=10)]
+
+
+plain = failures()
+procscope.setup(sample_rate=0.0, exporter="none")
+out = {"plain": plain, "traced": failures()}
+reader, writer = mp.Pipe(duplex=False)
+message = {"a": [1, 2.5, "x"], "b": None}
+writer.send(message)
+wire = reader.recv_bytes()
+out["plain_wire"] = wire == bytes(ForkingPickler.dumps(message))
+out["arrives_equal"] = pickle.loads(wire) == message
+writer.send(message)
+got = reader.recv()
+out["received"] = [type(got).__name__, got == message]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("recorder", ["off", "on"])
+def test_a_stamped_message_arrives_as_sent(tmp_path: Path, recorder: str) -> None:
+    """Through a Pipe and a Queue at rate 0: the receiver gets the message itself (same
+    type, equal), an unpicklable one fails as it does without procscope (at once for a
+    pipe; in the feeder, which hands the queue's hook the object that was put); with the
+    recorder off the bytes on the wire are exactly plain pickle's."""
+    done = run_program(tmp_path, BYTES, PROCSCOPE_FLIGHT_RECORDER=recorder)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["plain_wire"] is (recorder == "off")  # (on: the stamp travels along)
+    assert out["arrives_equal"] is True
+    assert out["received"] == ["dict", True]
+    assert out["traced"] == out["plain"]
+    assert out["traced"][1:] == [[["TypeError", True]], "next"]
