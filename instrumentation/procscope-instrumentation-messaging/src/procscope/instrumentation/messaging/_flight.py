@@ -1,11 +1,11 @@
 """Unsampled messages in the flight recorder's ring (``procscope.core.flight``).
 
 A put, send, get or recv that head sampling left unrecorded appends one record:
-``(time, code, thread ident, kept item)`` (a multiprocessing receive's adds the stamp's
-time and sender, see :class:`MultiprocessingKind`). ``code`` names the queue and the
-call site (``(system, operation)``); the item is kept only when it is an immutable
-scalar (a number, a short string or bytes), whose content cannot change before a dump:
-anything else is known by its type. Nothing is formatted on the caller's thread: the
+``(time, code, thread ident, kept item)`` (a stamped multiprocessing receive's keeps
+``(kept item, time sent, sender)``, see :class:`MultiprocessingKind`). ``code`` names
+the queue and the call site (``(system, operation)``); the item is kept only when it is
+an immutable scalar (a number, a short string or bytes), whose content cannot change
+before a dump: anything else is known by its type. Nothing is formatted on the caller's thread: the
 queue's name, its constant attributes and the content (scrubbed, and only under
 ``capture_content``) are made when the ring is dumped.
 
@@ -59,10 +59,14 @@ SITES = (
     (_core.SYSTEM_MP_QUEUE, "put", "send"), (_core.SYSTEM_MP_QUEUE, "get", "receive"),
     (_core.SYSTEM_MP_PIPE, "send", "send"), (_core.SYSTEM_MP_PIPE, "recv", "receive"),
     (_core.SYSTEM_ASYNCIO, "put", "send"), (_core.SYSTEM_ASYNCIO, "get", "receive"),
+    (_core.SYSTEM_MP_QUEUE, "get", "receive"), (_core.SYSTEM_MP_PIPE, "recv", "receive"),
 )
+# A multiprocessing receive of a message that brought its sender's stamp has a site (a
+# code) of its own: its records are MP_RECEIVE's, the others plain RECEIVE's.
+MP_QUEUE_GET_STAMPED, PIPE_RECV_STAMPED = 8, 9
 # multiprocessing's sites, whose other end is in another process: their records are
 # MP_SEND's and MP_RECEIVE's (the kept item with what joins the two ends).
-_MP_SITES = frozenset((MP_QUEUE_PUT, MP_QUEUE_GET, PIPE_SEND, PIPE_RECV))
+_MP_SITES = frozenset((MP_QUEUE_PUT, PIPE_SEND, MP_QUEUE_GET_STAMPED, PIPE_RECV_STAMPED))
 # Where a queue or pipe end keeps its codes (a class default of None: see _naming).
 CODES_ATTR = "_procscope_flight"
 _types: dict[type, tuple[str, str]] = {}
@@ -183,32 +187,18 @@ RECEIVE = MessageKind(SpanKind.CONSUMER)
 
 class MultiprocessingKind(MessageKind):
     """A multiprocessing message, whose other end is another process. A send's record is
-    a message's; a receive's is ``(time, code, thread ident, kept item, time sent, sender)``
-    with the stamp the message brought (time sent and ``(pid, thread native id)``, both
-    None without one). Both ends make the message id from the sender's pid and the time
-    it sent (the send record's own time), so the sender's dump and the receiver's give
-    one message without a word between them."""
+    a message's; a stamped receive's keeps ``(kept item, time sent, sender)``, the stamp
+    the message brought (sender: ``(pid, thread native id)``, one tuple per sender). Both
+    ends make the message id from the sender's pid and the time it sent (the send
+    record's own time), so the sender's dump and the receiver's give one message without
+    a word between them. (A record of four items: a child's mirror writes those as they
+    are, without a call per record.)"""
 
     def site_plain(self, code: int) -> Any:
         site = super().site_plain(code)
         # (with the pid of the process whose records these are: a dead child's, revived
         # by its parent, make their ids with the child's)
         return None if site is None else (*site, _core._pid)
-
-    def plain(self, record: tuple[Any, ...]) -> Any:
-        if self.span_kind is SpanKind.PRODUCER:
-            return record[F_A]
-        return record[F_A:]  # (kept item, time sent, sender)
-
-    def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        if self.span_kind is SpanKind.PRODUCER:
-            return super().span(record)
-        code = record[F_CODE]
-        sites = self._sites
-        site = sites.get(code, sites)
-        if site is sites:
-            site = sites[code] = self.site_plain(code)
-        return self.revive(site, record[F_A:], record[F_TIME])
 
     def revive(self, site: Any, item: Any, at: int) -> tuple[Any, ...] | None:
         if site is None:
@@ -218,17 +208,15 @@ class MultiprocessingKind(MessageKind):
             if made is not None:
                 made[4][_core.MESSAGE_ID] = message_id(site[3], at)
             return made
-        kept_item, sent, sender = item
+        kept_item, sent, (pid, thread_id) = item
         made = super().revive(site[:3], kept_item, at)
-        if made is None or sent is None:
-            return made
-        attributes = made[4]
-        pid, thread_id = sender
-        attributes[_core.MESSAGE_ID] = message_id(pid, sent)
-        attributes[_core.SENDER_PID] = pid
-        if thread_id:
-            attributes[_core.SENDER_THREAD_ID] = thread_id
-        attributes[_core.WAIT_TIME] = max(0, at - sent) / 1e9
+        if made is not None:
+            attributes = made[4]
+            attributes[_core.MESSAGE_ID] = message_id(pid, sent)
+            attributes[_core.SENDER_PID] = pid
+            if thread_id:
+                attributes[_core.SENDER_THREAD_ID] = thread_id
+            attributes[_core.WAIT_TIME] = max(0, at - sent) / 1e9
         return made
 
 
@@ -379,25 +367,23 @@ def send_stamped(target: Any, site: int, item: Any) -> Any:
     return item
 
 
-def note_received(target: Any, site: int, item: Any, stamp: Any) -> None:
-    """A multiprocessing receive's record, when the recorder is on: ``(time, code, thread
-    ident, kept item, time sent, sender)``, from ``stamp`` (time sent, sender pid, sender
-    thread native id), the one the message brought, or None (then None, None)."""
+def note_received(target: Any, site: int, item: Any, stamp: tuple[int, int, int]) -> None:
+    """A stamped multiprocessing receive's record (``site``: a ``*_STAMPED`` one), when
+    the recorder is on: ``(time, code, thread ident, (kept item, time sent, sender))``,
+    from ``stamp``, the one the message brought: (time sent, sender pid, sender thread
+    native id)."""
     try:
         add = flight.append
         if add is not None and not target._procscope_internal:
             code = _site_code(target, site)
-            if stamp is not None:
-                sent, pid, native = stamp
-                sender = _senders.get((pid, native))
-                if sender is None:
-                    sender = (pid, native)
-                    if len(_senders) < 1024:
-                        _senders[sender] = sender
-            else:
-                sent = sender = None
+            sent, pid, native = stamp
+            sender = _senders.get((pid, native))
+            if sender is None:
+                sender = (pid, native)
+                if len(_senders) < 1024:
+                    _senders[sender] = sender
             flight.count()
-            add((_time_ns(), code, _ident(), item if type(item) in _NUMBERS else kept(item),
-                 sent, sender))
+            add((_time_ns(), code, _ident(),
+                 (item if type(item) in _NUMBERS else kept(item), sent, sender)))
     except Exception:  # noqa: BLE001
         log_internal_error()

@@ -41,7 +41,15 @@ from ._core import (
     release,
     state_dict,
 )
-from ._flight import MP_QUEUE_GET, MP_QUEUE_PUT, PIPE_RECV, PIPE_SEND
+from ._flight import (
+    MP_QUEUE_GET,
+    MP_QUEUE_GET_STAMPED,
+    MP_QUEUE_PUT,
+    PIPE_RECV,
+    PIPE_RECV_STAMPED,
+    PIPE_SEND,
+)
+from ._flight import note as _flight_note
 from ._flight import note_received as _flight_received
 from ._flight import send_stamped as _flight_send
 from ._naming import (
@@ -152,9 +160,9 @@ def _queue_get(orig_get: Any) -> Any:
             if len(carrier) != STAMP_LENGTH:
                 _receive(carrier, SYSTEM_MP_QUEUE, "get", self, started, obj)
             elif _flight.append is not None:  # (an unsampled message's sender stamp)
-                _flight_received(self, MP_QUEUE_GET, obj, carrier)
+                _flight_received(self, MP_QUEUE_GET_STAMPED, obj, carrier)
         elif _flight.append is not None:
-            _flight_received(self, MP_QUEUE_GET, obj, None)
+            _flight_note(self, MP_QUEUE_GET, obj)
         return obj
 
     get.__wrapped__ = orig_get  # type: ignore[attr-defined]
@@ -177,9 +185,9 @@ def _simple_get(orig_get: Any) -> Any:
             if len(carrier) != STAMP_LENGTH:
                 _receive(carrier, SYSTEM_MP_QUEUE, "get", self, started, obj)
             elif _flight.append is not None:  # (an unsampled message's sender stamp)
-                _flight_received(self, MP_QUEUE_GET, obj, carrier)
+                _flight_received(self, MP_QUEUE_GET_STAMPED, obj, carrier)
         elif _flight.append is not None:
-            _flight_received(self, MP_QUEUE_GET, obj, None)
+            _flight_note(self, MP_QUEUE_GET, obj)
         return obj
 
     get.__wrapped__ = orig_get  # type: ignore[attr-defined]
@@ -353,7 +361,10 @@ def _conn_recv(orig_recv: Any) -> Any:
             _receive(carrier, SYSTEM_MP_PIPE, "recv", self, started, obj,
                      destination=get_name(self) or carrier[_core.C_DESTINATION])
         elif _flight.append is not None:  # (unsampled: a sender stamp, or nothing)
-            _flight_received(self, PIPE_RECV, obj, carrier)
+            if carrier is None:
+                _flight_note(self, PIPE_RECV, obj)
+            else:
+                _flight_received(self, PIPE_RECV_STAMPED, obj, carrier)
         return obj
 
     recv.__wrapped__ = orig_recv  # type: ignore[attr-defined]
