@@ -47,26 +47,38 @@ if __name__ == "__main__":
     procscope.name(writer, "pipe")
     worker = ctx.Process(target=work, args=(jobs, simple, reader), name="worker")
     worker.start()
+    # The feeder lives on until the parent's dump: a dump names a thread that has ended
+    # by its ident, which a thread started later may have been given again.
+    done = threading.Event()
+    feeder = threading.Thread(
+        target=lambda: ([simple.put(f"s{i}") for i in range(N)], done.wait(60)), name="feeder")
+    feeder.start()
     for i in range(N):
         jobs.put(i)
-        simple.put(f"s{i}")
         writer.send((i, "p"))
     worker.join()
     if sys.argv[3] == "dump":
         procscope.dump("the parent looks too")
+    done.set()
+    feeder.join()
     procscope.shutdown()
-    print(os.getpid(), threading.main_thread().native_id)
+    print(os.getpid(), threading.main_thread().native_id, feeder.native_id)
     sys.exit(0 if worker.exitcode == 1 else 5)
 """.replace("{n}", str(N))
 
 
-def _run(tmp_path: Path, start_method: str, parent_dumps: bool) -> tuple[Path, int, int]:
+def _run(
+    tmp_path: Path, start_method: str, parent_dumps: bool
+) -> tuple[Path, int, dict[str, tuple[int, str]]]:
     db = tmp_path / "flight.db"
     done = run_program(tmp_path, WORKER, str(db), start_method,
                        "dump" if parent_dumps else "no")
     assert done.returncode == 0, done.stderr
-    pid, thread_id = done.stdout.split()[-2:]
-    return db, int(pid), int(thread_id)
+    pid, main_thread, feeder = (int(n) for n in done.stdout.split()[-3:])
+    # Each channel's sending thread: (native id, name).
+    threads = {"jobs": (main_thread, "MainThread"), "pipe": (main_thread, "MainThread"),
+               "simple": (feeder, "feeder")}
+    return db, pid, threads
 
 
 def _by_channel(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -78,8 +90,9 @@ def _by_channel(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 def test_a_dead_worker_s_receives_name_the_parent(tmp_path: Path, start_method: str) -> None:
     """Only the worker dumps (it raised): each message it took from a Queue, a SimpleQueue
-    and a Pipe is shown with FROM the parent's process and thread, in order."""
-    db, parent, main_thread = _run(tmp_path, start_method, parent_dumps=False)
+    and a Pipe is shown with FROM the parent's process and sending thread (its main
+    thread, or a thread named feeder), in order."""
+    db, parent, threads = _run(tmp_path, start_method, parent_dumps=False)
     rows = cli("messages", "--db", str(db), "--to", "worker", "--limit", "1000")
     channels = _by_channel(rows)
     assert sorted(channels) == sorted(CHANNELS)
@@ -87,8 +100,10 @@ def test_a_dead_worker_s_receives_name_the_parent(tmp_path: Path, start_method: 
     assert [str(r["content"]) for r in channels["simple"]] == [f"s{i}" for i in range(N)]
     assert len(channels["pipe"]) == N
     for row in rows:
-        assert row["sender"] is not None, row
-        assert (row["sender"]["pid"], row["sender"]["thread_id"]) == (parent, main_thread)
+        sender = row["sender"]
+        assert sender is not None, row
+        assert sender["pid"] == parent
+        assert (sender["thread_id"], sender["thread_name"]) == threads[row["queue"]]
     # The worker waited for them: the stamp brings the time each was sent.
     assert all(row["wait_ns"] is not None and row["wait_ns"] >= 0 for row in rows)
 
@@ -97,7 +112,7 @@ def test_both_dumps_make_one_message_each(tmp_path: Path, start_method: str) -> 
     """The parent dumps too, after the worker died: each put and its get are ONE message
     with both ends (sender the parent's main process, receiver the worker), none left
     with one end only."""
-    db, parent, main_thread = _run(tmp_path, start_method, parent_dumps=True)
+    db, parent, threads = _run(tmp_path, start_method, parent_dumps=True)
     rows = [r for r in cli("messages", "--db", str(db), "--limit", "1000")
             if r["queue"] in CHANNELS]
     assert len(rows) == len(CHANNELS) * N
@@ -106,7 +121,7 @@ def test_both_dumps_make_one_message_each(tmp_path: Path, start_method: str) -> 
         assert row["sender"]["span_id"], row  # (the parent's own send span, not a stamp)
         sender = row["sender"]
         assert (sender["process_name"], sender["pid"]) == ("MainProcess", parent)
-        assert (sender["thread_id"], sender["thread_name"]) == (main_thread, "MainThread")
+        assert (sender["thread_id"], sender["thread_name"]) == threads[row["queue"]]
         assert row["receiver"]["process_name"] == "worker"
     recordings = cli("traces", "--db", str(db), "--recordings")["recordings"]
     assert sorted(r["process_name"] for r in recordings) == ["MainProcess", "worker"]

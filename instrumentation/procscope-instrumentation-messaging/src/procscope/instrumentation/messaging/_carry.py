@@ -72,17 +72,23 @@ class Carried:
 
 
 # An unsampled message's sender stamp, when the flight recorder is on in the sender
-# (see _flight): (time sent, sender pid, sender thread's native id or 0). It travels
-# after the message's own pickle, which pickle.loads reads up to its STOP opcode and no
-# further: a receiver without procscope gets the message from the same bytes, and the
-# pickle holds no reference to procscope (a global costs an import lookup on each side,
-# about 1 us). 18 bytes a message, fixed: a pipe's buffer holds nearly as many messages
-# as before. Every pickle ends with STOP ('.'), never with _MAGIC's last byte.
-_STAMP = struct.Struct("<qII")
+# (see _flight). It travels after the message's own pickle, which pickle.loads reads up
+# to its STOP opcode and no further: a receiver without procscope gets the message from
+# the same bytes, and the pickle holds no reference to procscope (a global costs an
+# import lookup on each side, about 1 us). Laid out as: the sending thread's name
+# (UTF-8, only when it is not "MainThread"), then _STAMP (time sent, sender pid, the
+# thread's native id or 0, the name's length: _MAIN for none, _UNKNOWN for a thread that
+# ended before its message was pickled), then _MAGIC. 19 bytes from the main thread: a
+# pipe's buffer holds nearly as many messages as before. Every pickle ends with STOP
+# ('.'), never with _MAGIC's last byte.
+_STAMP = struct.Struct("<qIIB")
 _MAGIC = b"\xb5\x17"
-_STAMP_SIZE = _STAMP.size + len(_MAGIC)
-# In the carrier slot, a stamp is the 3-tuple (a sampled message's carrier has 9 or 10).
-STAMP_LENGTH = 3
+_TAIL = _STAMP.size + len(_MAGIC)
+_MAIN, _UNKNOWN, _LONGEST = 0, 255, 254
+MAIN_THREAD = "MainThread"
+# In the carrier slot a stamp is (time sent, pid, native id, thread name or None): four
+# items (a sampled message's carrier has 9 or 10).
+STAMP_LENGTH = 4
 _UINT32 = 1 << 32
 
 
@@ -90,22 +96,34 @@ class Stamped(tuple):  # type: ignore[type-arg]
     """``(message, thread ident, time sent)``: an unsampled message on its way to a
     multiprocessing queue or pipe, with what its stamp is made of. A tuple, made without
     a Python ``__init__``: the caller's thread pays for little more than the tuple. The
-    thread's native id is looked up when :class:`StampingPickler` pickles it, which for
-    ``multiprocessing.Queue`` is the feeder thread's work, not the caller's."""
+    thread's name and native id are looked up when :class:`StampingPickler` pickles it,
+    which for ``multiprocessing.Queue`` is the feeder thread's work, not the caller's."""
 
     __slots__ = ()
 
-    def stamp(self) -> tuple[int, int, int]:
+    def thread(self) -> tuple[int, str | None]:
+        """(native id or 0, name or None) of the sending thread, if it is still alive."""
         thread = threading._active.get(self[1])  # type: ignore[attr-defined]
-        native = getattr(thread, "native_id", None)  # (None: the thread has ended)
+        if thread is None:
+            return 0, None
+        native = thread.native_id
         if type(native) is not int or not 0 < native < _UINT32:
             native = 0
-        return (self[2], _core._pid, native)
+        return native, thread.name
+
+    def stamp(self) -> bytes:
+        native, name = self.thread()
+        if name is None:
+            return _STAMP.pack(self[2], _core._pid, native, _UNKNOWN) + _MAGIC
+        if name == MAIN_THREAD:
+            return _STAMP.pack(self[2], _core._pid, native, _MAIN) + _MAGIC
+        encoded = name.encode("utf-8", "replace")[:_LONGEST]
+        return encoded + _STAMP.pack(self[2], _core._pid, native, len(encoded)) + _MAGIC
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled by a pickler other than ours (the queue was uninstrumented between the
         # put and the feeder's pickling): the way a sampled message travels.
-        return (_restore, (self.stamp(), self[0]))
+        return (_restore, ((self[2], _core._pid, *self.thread()), self[0]))
 
 
 class StampingPickler(ForkingPickler):
@@ -120,13 +138,21 @@ class StampingPickler(ForkingPickler):
             return _dumps(obj, protocol)
         buf = io.BytesIO()
         ForkingPickler(buf, protocol).dump(obj[0])  # (an unpicklable one fails as plain)
-        buf.write(_STAMP.pack(*obj.stamp()) + _MAGIC)
+        buf.write(obj.stamp())
         return buf.getbuffer()
 
     @staticmethod
     def loads(data: Any, /, **kwargs: Any) -> Any:  # type: ignore[override]
-        if len(data) > _STAMP_SIZE and data[-1] == 0x17 and data[-2] == 0xB5:
-            _slot.carrier = _STAMP.unpack_from(data, len(data) - _STAMP_SIZE)
+        end = len(data)
+        if end > _TAIL and data[-1] == 0x17 and data[-2] == 0xB5:
+            sent, pid, native, length = _STAMP.unpack_from(data, end - _TAIL)
+            if length == _MAIN:
+                name: str | None = MAIN_THREAD
+            elif length == _UNKNOWN:
+                name = None
+            else:
+                name = bytes(data[end - _TAIL - length : end - _TAIL]).decode("utf-8", "replace")
+            _slot.carrier = (sent, pid, native, name)
         return _loads(data, **kwargs)
 
 

@@ -10,8 +10,8 @@ queue's name, its constant attributes and the content (scrubbed, and only under
 ``capture_content``) are made when the ring is dumped.
 
 An unsampled message through a ``multiprocessing`` queue or pipe carries its sender's
-stamp (the time it was sent, the sender's pid and thread native id: 18 bytes after its
-pickle, see ``_carry.StampingPickler``), which the receive's record keeps: a receiver's
+stamp (the time it was sent, the sender's pid, thread native id and name, after its
+pickle: see ``_carry.StampingPickler``), which the receive's record keeps: a receiver's
 dump names the sender, and both ends make the message id from the sender's pid and that
 time (the send record's own), so two dumps show one message. Otherwise an unsampled
 message carries nothing to its receiver. Where both ends are in one dump, on a
@@ -188,7 +188,8 @@ RECEIVE = MessageKind(SpanKind.CONSUMER)
 class MultiprocessingKind(MessageKind):
     """A multiprocessing message, whose other end is another process. A send's record is
     a message's; a stamped receive's keeps ``(kept item, time sent, sender)``, the stamp
-    the message brought (sender: ``(pid, thread native id)``, one tuple per sender). Both
+    the message brought (sender: ``(pid, thread native id, thread name)``, one tuple per
+    sending thread). Both
     ends make the message id from the sender's pid and the time it sent (the send
     record's own time), so the sender's dump and the receiver's give one message without
     a word between them. (A record of four items: a child's mirror writes those as they
@@ -208,7 +209,7 @@ class MultiprocessingKind(MessageKind):
             if made is not None:
                 made[4][_core.MESSAGE_ID] = message_id(site[3], at)
             return made
-        kept_item, sent, (pid, thread_id) = item
+        kept_item, sent, (pid, thread_id, thread_name) = item
         made = super().revive(site[:3], kept_item, at)
         if made is not None:
             attributes = made[4]
@@ -216,6 +217,8 @@ class MultiprocessingKind(MessageKind):
             attributes[_core.SENDER_PID] = pid
             if thread_id:
                 attributes[_core.SENDER_THREAD_ID] = thread_id
+            if thread_name is not None:
+                attributes[_core.SENDER_THREAD_NAME] = thread_name
             attributes[_core.WAIT_TIME] = max(0, at - sent) / 1e9
         return made
 
@@ -232,9 +235,9 @@ def message_id(pid: int, sent: int) -> str:
 
 
 _MASK = 0xFFFF_FFFF_FFFF_FFFF
-# The senders of stamped messages received, each (pid, thread native id) made one tuple
-# that every record of theirs shares (a record keeps a reference, not a copy).
-_senders: dict[tuple[int, int], tuple[int, int]] = {}
+# The senders of stamped messages received, each (pid, thread native id, name) made one
+# tuple that every record of theirs shares (a record keeps a reference, not a copy).
+_senders: dict[tuple[int, int, str | None], tuple[int, int, str | None]] = {}
 # The dump under way's paired records: id(record) -> the message id its put and get share.
 _paired: dict[int, str] = {}
 def _fifo(target: Any) -> bool:
@@ -367,19 +370,19 @@ def send_stamped(target: Any, site: int, item: Any) -> Any:
     return item
 
 
-def note_received(target: Any, site: int, item: Any, stamp: tuple[int, int, int]) -> None:
+def note_received(target: Any, site: int, item: Any, stamp: tuple[Any, ...]) -> None:
     """A stamped multiprocessing receive's record (``site``: a ``*_STAMPED`` one), when
     the recorder is on: ``(time, code, thread ident, (kept item, time sent, sender))``,
     from ``stamp``, the one the message brought: (time sent, sender pid, sender thread
-    native id)."""
+    native id, its name or None)."""
     try:
         add = flight.append
         if add is not None and not target._procscope_internal:
             code = _site_code(target, site)
-            sent, pid, native = stamp
-            sender = _senders.get((pid, native))
+            sent, pid, native, name = stamp
+            sender = _senders.get((pid, native, name))
             if sender is None:
-                sender = (pid, native)
+                sender = (pid, native, name)
                 if len(_senders) < 1024:
                     _senders[sender] = sender
             flight.count()
