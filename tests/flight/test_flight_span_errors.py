@@ -222,6 +222,12 @@ def request():
         worker.start()  # (a lock cannot be pickled for the spawned child)
     except TypeError as exc:
         print(type(exc).__name__, flush=True)
+    time.sleep(1.2)
+    sending, _ = mp.Pipe()
+    try:
+        sending.send(threading.Lock())
+    except TypeError as exc:
+        print(type(exc).__name__, flush=True)
 
 
 if __name__ == "__main__":
@@ -231,17 +237,21 @@ if __name__ == "__main__":
 
 def test_procscopes_unsampled_operations_that_raise_are_written_out(tmp_path: Path) -> None:
     """In a request that arrived unsampled (no span is made), a PriorityQueue put of items
-    that do not compare and a spawn Process whose argument cannot be pickled raise out
-    of the program's call: each writes a recording named after the span it would have
-    had, the first holding the jobs taken before it."""
+    that do not compare, a spawn Process whose argument cannot be pickled and a Pipe
+    send of a lock raise out of the program's call: each writes a recording named after
+    the span it would have had, the first holding the jobs taken before it."""
     db = tmp_path / "flight.db"
     done = run_program(tmp_path, UNSAMPLED, str(db))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["TypeError", "TypeError"]
+    assert done.stdout.split() == ["TypeError", "TypeError", "TypeError"]
     found = sorted(recordings(db), key=lambda r: str(r["start"]))
-    assert [r["reason"] for r in found] == [
+    reasons = [str(r["reason"]) for r in found]
+    assert reasons[:2] == [
         "exception in span put tasks: TypeError: '<' not supported between instances of "
         "'dict' and 'dict'",
         "exception in span spawn worker: TypeError: cannot pickle '_thread.lock' object",
     ]
+    assert reasons[2].startswith("exception in span send "), reasons
+    assert reasons[2].endswith(": TypeError: cannot pickle '_thread.lock' object")
+    assert len(reasons) == 3
     assert contents_received_by(db, "handler") == [str(i) for i in range(40)]

@@ -23,6 +23,7 @@ import time
 from types import MethodType
 from typing import Any
 
+from procscope.core import _flight_triggers
 from procscope.core import flight as _flight
 from procscope.core.guard import log_internal_error
 
@@ -74,6 +75,17 @@ _slot = _carry.slot
 _PROXY_QUEUE_TYPES = frozenset(("Queue", "JoinableQueue"))
 _PROXY_PUTS = frozenset(("put", "put_nowait"))
 _PROXY_GETS = frozenset(("get", "get_nowait"))
+
+
+def _send_failed(conn: Any, exc: Exception) -> None:
+    """An unsampled Pipe send raised, with the recorder on: its trigger, named as the
+    send's span would be (_flight_triggers.operation_failed)."""
+    try:
+        name = _core.profile(conn, SYSTEM_MP_PIPE, "send", "send").span_name
+    except Exception:  # noqa: BLE001
+        log_internal_error()
+        return
+    _flight_triggers.operation_failed(name, exc)
 
 
 def _release() -> None:
@@ -335,6 +347,11 @@ def _conn_send(orig_send: Any) -> Any:
         if not record():
             if _flight.append is not None:
                 obj = _flight_send(self, PIPE_SEND, obj)
+                try:  # (no cost without an exception from 3.11)
+                    return orig_send(self, obj)
+                except Exception as exc:  # (an object that cannot be pickled...)
+                    _send_failed(self, exc)
+                    raise
             return orig_send(self, obj)
         span, carrier = _start(SYSTEM_MP_PIPE, "send", self, obj)
         if span is None:
