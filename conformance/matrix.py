@@ -58,7 +58,9 @@ PROFILES: dict[str, dict[str, Any]] = {
              "test_timeout": 240.0},
     # A hang costs its timeout: 45 s is over ten times the slowest test of these suites
     # here, and keeps the subset within 5 minutes with a hang or two.
-    "ci": {"suites": list(CI_SUITES), "configs": ["plain", "defaults", "max"],
+    # rate-0.01 too: below rate 1 the flight recorder is on, and an unsampled
+    # multiprocessing message carries its sender's stamp (docs/flight-recorder.md).
+    "ci": {"suites": list(CI_SUITES), "configs": ["plain", "defaults", "max", "rate-0.01"],
            "where": ["copy"], "test_timeout": 45.0},
 }
 
