@@ -254,4 +254,8 @@ def test_procscopes_unsampled_operations_that_raise_are_written_out(tmp_path: Pa
     assert reasons[2].startswith("exception in span send "), reasons
     assert reasons[2].endswith(": TypeError: cannot pickle '_thread.lock' object")
     assert len(reasons) == 3
+    for recording in found:  # (each links to the request's trace, though not stored)
+        shown = cli("show", str(recording["trace_id"]), "--db", str(db))
+        links = [link for root in shown["roots"] for link in root["links"]]
+        assert [link["trace_id"] for link in links] == [TRACE_ID]
     assert contents_received_by(db, "handler") == [str(i) for i in range(40)]

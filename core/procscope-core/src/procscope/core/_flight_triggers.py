@@ -90,7 +90,13 @@ def operation_failed(name: str, exc: BaseException) -> None:
         event["exception.escaped"] = "True"
         text = f"{event['exception.type']}: {event['exception.message']}"
         flight.note(flight.ERROR, name, event, text)
-        flight.dump(f"exception in span {name}: {text}")
+        # Linked to the unsampled trace the operation was in, when it has ids (a request
+        # that arrived with a traceparent): other services' records name that trace.
+        from opentelemetry import trace
+
+        current = trace.get_current_span().get_span_context()
+        flight.dump(f"exception in span {name}: {text}",
+                    trigger=current if current.is_valid else None)
     except Exception:  # noqa: BLE001 -- nothing of ours may reach the program
         log_internal_error()
 
