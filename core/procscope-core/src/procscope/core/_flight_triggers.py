@@ -3,9 +3,11 @@
 Any span that reaches procscope's recorder (``recorder.RecordingSpanProcessor``) with an
 ERROR status and an ``exception`` event is a trigger: the program's own spans in the
 processor's ``on_end``, on the thread that ended them; procscope's recorded spans (its
-messaging, state and lifecycle spans) on the recorder's drain thread, as they become
-spans. The reason names the span and its exception, as the other triggers do:
-``exception in span handle: ValueError: boom``; the recording links to the span.
+messaging and lifecycle spans; its state spans record no exceptions) on the recorder's
+drain thread, as they become spans. The reason names the span and its exception, as the
+other triggers do: ``exception in span handle: ValueError: boom``; the recording links
+to the span. An unsampled operation of procscope's has no span: the instrumentors call
+``operation_failed`` from an ``except`` around the program's call instead.
 
 The callers check only that the recorder is on and the status is ERROR (a global read
 and an identity test a span); everything else is done here, for failed spans alone.
@@ -14,9 +16,11 @@ Not triggers:
 
 - a dump's own spans (scope ``procscope.flight``), whose error records are failures
   already written out: they would make dumps of dumps;
-- a span whose owner triggered a dump for it already (a failed thread, task or process
-  triggers with its own reason, before its span ends: ``flight.dump`` keeps the ids of
-  the spans it was given);
+- a span whose owner triggers a dump for it with its own reason (a failed thread, task
+  or process: ``flight.claim`` before its span ends, and ``flight.dump`` keeps the ids
+  of the spans it was given);
+- anything less than a second after this process's last dump (``flight.just_dumped``):
+  one recording per burst, without a take of the ring and a thread per failing span;
 - an ERROR status without an exception (a process's exit code, a signal): no exception
   escaped; the abnormal end has its own trigger; nor ``SystemExit`` or ``GeneratorExit``
   (an exit, whose code is the process's own trigger when it is not 0; a generator
