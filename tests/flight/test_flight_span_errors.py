@@ -259,3 +259,49 @@ def test_procscopes_unsampled_operations_that_raise_are_written_out(tmp_path: Pa
         links = [link for root in shown["roots"] for link in root["links"]]
         assert [link["trace_id"] for link in links] == [TRACE_ID]
     assert contents_received_by(db, "handler") == [str(i) for i in range(40)]
+
+
+IN_A_CHILD = """
+import multiprocessing as mp
+import sys
+
+import procscope
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+
+def work(jobs):
+    for _ in range(30):
+        jobs.get()
+    incoming = TraceContextTextMapPropagator().extract(
+        {"traceparent": "00-TRACE_ID-b7ad6b7169203331-01"})
+    try:
+        with trace.get_tracer("app").start_as_current_span("handle", context=incoming):
+            raise ValueError("boom in the worker")
+    except ValueError:
+        pass  # (and the worker ends well, at once)
+
+
+if __name__ == "__main__":
+    procscope.setup(sample_rate=0.01, db=sys.argv[1])
+    ctx = mp.get_context(sys.argv[2])
+    jobs = procscope.name(ctx.Queue(), "jobs")
+    for i in range(30):
+        jobs.put(i)
+    worker = ctx.Process(target=work, args=(jobs,), name="worker")
+    worker.start()
+    worker.join()
+    procscope.shutdown()
+    sys.exit(worker.exitcode)
+""".replace("TRACE_ID", TRACE_ID)
+
+
+def test_a_workers_span_that_raises_is_written_out(tmp_path: Path, start_method: str) -> None:
+    """A worker process's own span raises in a sampled trace and the worker ends well
+    at once: the worker's recording names the span and holds the 30 jobs it took."""
+    db = tmp_path / "flight.db"
+    done = run_program(tmp_path, IN_A_CHILD, str(db), start_method)
+    assert done.returncode == 0, done.stderr
+    assert [(r["process_name"], r["reason"]) for r in recordings(db)] == [
+        ("worker", "exception in span handle: ValueError: boom in the worker")]
+    assert contents_received_by(db, "worker") == [str(i) for i in range(30)]
