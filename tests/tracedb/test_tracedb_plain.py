@@ -19,6 +19,7 @@ from procscope.core import shared_state
 from procscope.core.recorder import RecordingSpanProcessor
 from procscope.exporters.tracedb import TraceDB
 from procscope.exporters.tracedb._convert import (
+    numbered_batch,
     origins_to_batch,
     plain_to_batch,
     spans_to_batch,
@@ -265,3 +266,62 @@ def test_a_record_sink_that_cannot_store_counts_every_record(
     made = sink_run(instrumented_run, str(tmp_path / "stopped.db"), stopped=True)
     assert made >= 10
     assert losses.lost_by_reason() == {losses.EXPORT_FAILED: made}
+
+
+def table_rows(path: str) -> dict[str, list[Any]]:
+    """Every row of every table of a trace DB, in order."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        tables = [name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        rows = {}
+        for table in tables:
+            columns = len(conn.execute(f"PRAGMA table_info({table})").fetchall())
+            order = ", ".join(str(n) for n in range(1, columns + 1))
+            rows[table] = conn.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
+        return rows
+    finally:
+        conn.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_bulk_write_stores_the_rows_of_a_batch(recorded: Any, tmp_path: Any) -> None:
+    """Plain spans written in bulk (a flight recorder dump's route, rows numbered under the
+    write lock) leave every table exactly as the ReadableSpans made of them, written as a
+    batch, do: every record kind, and odd attributes (a NaN, a tuple, an index key with
+    an int and a str value)."""
+    from procscope.core.recorded import readable_from_plain
+
+    _, kept = recorded
+    odd = []
+    for number, (plain, resource, scope) in enumerate(kept[:4]):
+        attributes = {"messaging.message.id": number if number % 2 else f"m{number}",
+                      "ratio": float("nan"), "sizes": (1, 2)}
+        odd.append(((*plain[:3], plain[3] ^ 1, *plain[4:12], attributes, *plain[13:]),
+                    resource, scope))
+    kept = kept + odd
+    by_batch, by_bulk = str(tmp_path / "batch.db"), str(tmp_path / "bulk.db")
+    writer = Writer(by_batch)
+    try:
+        spans = [readable_from_plain(plain, resource, scope) for plain, resource, scope in kept]
+        writer.write(Batch(), build=lambda: spans_to_batch(spans, writer, 7, "MainProcess"))
+    finally:
+        writer.close()
+    writer = Writer(by_bulk)
+    try:
+        start = 0
+        for end in range(1, len(kept) + 1):  # (one origin a call, as a dump has)
+            if end == len(kept) or kept[end][1:] != kept[start][1:]:
+                run = [plain for plain, _, _ in kept[start:end]]
+                _, resource, scope = kept[start]
+                writer.write(Batch(), build=lambda run=run, r=resource, s=scope: numbered_batch(
+                    run, writer, 7, "MainProcess", r, s))
+                start = end
+    finally:
+        writer.close()
+    expected, got = table_rows(by_batch), table_rows(by_bulk)
+    assert got == expected
+    assert len(expected["spans"]) == len(kept) and expected["events"] and expected["links"]
+    assert any('"ratio":"nan"' in (row[10] or "") for row in expected["spans"])

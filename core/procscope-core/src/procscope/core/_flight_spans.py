@@ -178,6 +178,11 @@ def _provider() -> tuple[Any, Any]:
 
 # Plain spans a record sink is given at once (one transaction each).
 SINK_BATCH = 4096
+# Plain spans the trace DB's bulk writer is given at once (one transaction each, its
+# rows made under the write lock): fewer, larger transactions write a dump faster, but
+# each holds the DB's write lock (other processes' writers wait) and shutdown's wait
+# for dumps sees progress only between two.
+BULK_BATCH = 16384
 # Spans handed to the processors between two flushes (below any batch queue's size),
 # and how long one flush may take.
 PACE = 1024
@@ -205,12 +210,18 @@ def _send(job: Dump) -> None:
         sink = _sink(processor)
         if sink is not None:
             # Straight into the trace DB as plain spans: no ReadableSpan, no batch
-            # processor queue (a 100,000-record dump: about 1.2 s -> see performance.md).
+            # processor queue (see performance.md, "Flight recorder").
             origin = _origin(resource)
             plains = job.plains()
-            for at in range(0, len(plains), SINK_BATCH):
+            bulk = getattr(getattr(sink, "__self__", None), "write_plains", None)
+            if bulk is None:
+                for at in range(0, len(plains), SINK_BATCH):
+                    _handed[0] += 1
+                    sink([(plain, origin) for plain in plains[at:at + SINK_BATCH]])
+                return
+            for at in range(0, len(plains), BULK_BATCH):
                 _handed[0] += 1
-                sink([(plain, origin) for plain in plains[at:at + SINK_BATCH]])
+                bulk(plains[at:at + BULK_BATCH], origin)
             return
         # A batch processor drops what its queue cannot hold (OpenTelemetry's default
         # 2,048 spans, procscope's 8,192): a dump larger than that lost the rest. On this

@@ -15,7 +15,9 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind
 
 from . import _schema
-from ._writer import Batch, Writer, encode_attributes
+from ._writer import Batch, Writer, _c_encode, encode_attributes
+
+_join = "".join
 
 _SCALAR = (str, int, float)
 
@@ -226,33 +228,64 @@ def origins_to_batch(
     return _plain_rows([plain for plain, _ in items], ids, pid, process_name, Batch())
 
 
+def numbered_batch(
+    plains: Sequence[tuple[Any, ...]], writer: Writer, pid: int, process_name: str,
+    resource: Any, scope: Any,
+) -> Batch:
+    """:func:`plain_to_batch`'s rows numbered from ``writer``'s next free ids (a
+    ``Batch.numbered``, which the writer copies no more): call it under the write lock, as
+    a :meth:`Writer.write` ``build``. A flight recorder dump's route: large batches of one
+    resource and scope."""
+    ids = (writer.resource_id(resource), writer.scope_id(scope))
+    return _plain_rows(plains, repeat(ids), pid, process_name, Batch(numbered=True),
+                       first=writer.span_base, first_event=writer.event_base)  # fmt: skip
+
+
 def _plain_rows(
     plains: Iterable[tuple[Any, ...]], ids: Iterable[tuple[int | None, int | None]], pid: int,
-    process_name: str, batch: Batch,
+    process_name: str, batch: Batch, first: int | None = None, first_event: int | None = None,
 ) -> Batch:
-    """Adds the rows of ``plains`` to ``batch``, each with its (resource id, scope id)."""
+    """Adds the rows of ``plains`` to ``batch``, each with its (resource id, scope id),
+    numbered on from the batch's own rows, or from ``first`` and ``first_event``."""
     span_rows = batch.spans
-    span_attrs = batch.span_attrs
+    add_index = batch.span_attrs.append
     indexed_span_keys = _schema.INDEXED_SPAN_ATTRIBUTES
-    index = len(span_rows)
-    event_index = len(batch.events)
+    index = len(span_rows) if first is None else first
+    event_index = len(batch.events) if first_event is None else first_event
     append = span_rows.append
+    encode = _c_encode
+    last_trace: Any = None
+    trace_bytes = b""
     for (name, kind, trace_id, span_id, parent_id, _remote, _flags, _state, start, end,
          code, description, attributes, events, links, _parent_flags), (rid, sid) in zip(
             plains, ids):
+        if trace_id != last_trace:  # (runs of spans share a trace: converted once)
+            last_trace, trace_bytes = trace_id, trace_id.to_bytes(16, "big")
         if span_id >= 0x8000000000000000:
             span_id -= 0x10000000000000000
         if not parent_id:
             parent_id = None
         elif parent_id >= 0x8000000000000000:
             parent_id -= 0x10000000000000000
-        append((
-            index, trace_id.to_bytes(16, "big"), span_id, parent_id, name, kind, start or 0,
-            end or start or 0, code, description,
-            encode_attributes(attributes) if attributes else None, rid, sid, pid, process_name,
-        ))  # fmt: skip
+        text = None
         if attributes:
-            _index(span_attrs, indexed_span_keys, attributes, index)
+            # encode_attributes and _index, inline (a dump makes hundreds of thousands).
+            if encode is not None and type(attributes) is dict:
+                try:
+                    text = _join(encode(attributes, 0))
+                except ValueError:  # a NaN or infinity: encode_attributes spells them
+                    text = encode_attributes(attributes)
+            else:
+                text = encode_attributes(attributes)
+            get = attributes.get
+            for key in indexed_span_keys:
+                value = get(key)
+                if value is not None and isinstance(value, _SCALAR):
+                    add_index((key, value, index))
+        append((
+            index, trace_bytes, span_id, parent_id, name, kind, start or 0, end or start or 0,
+            code, description, text, rid, sid, pid, process_name,
+        ))  # fmt: skip
         if events:
             event_index = _add_plain_events(batch, events, index, event_index)
         if links:

@@ -42,7 +42,7 @@ from procscope.core.settings import (
 )
 
 from . import _relay, _ship
-from ._convert import origins_to_batch, spans_to_batch
+from ._convert import numbered_batch, origins_to_batch, spans_to_batch
 from ._fds import on_read_only_fs as _on_read_only_fs
 from ._schema import TraceDBError
 from ._writer import Batch, Writer, file_identity, without_stored_spans
@@ -304,6 +304,29 @@ class TraceDBSpanExporter(SpanExporter):
                                  self.timeout + 1.0)  # fmt: skip
 
         self._under_lock(count, lambda: self._store_locked(make, count, ship=ship))
+
+    def write_plains(self, plains: Sequence[tuple[Any, ...]], origin: tuple[Any, Any]) -> None:
+        """Store many plain spans of one (resource, scope) ``origin`` in one transaction:
+        a flight recorder dump (``procscope.core._flight_spans``), its rows made under the
+        write lock (_convert.numbered_batch). From a child that sends to the DB owner, as
+        :meth:`write_records` does. Never raises."""
+        if not plains:
+            return
+        if self._relay_to is not None:
+            self.write_records([(plain, origin) for plain in plains])
+            return
+        count = len(plains)
+        resource, scope = origin
+
+        def make(writer: Any, pid: int, name: str) -> Batch:
+            return numbered_batch(plains, writer, pid, name, resource, scope)
+
+        def write_here(pid: int, name: str, loss_rows: list[Any]) -> str:
+            # (Never sent to the owner's relay, whatever happens meanwhile: a batch this
+            # large does not fit one datagram, and a child writes those itself.)
+            return _relay.NOT_SENT
+
+        self._under_lock(count, lambda: self._store_locked(make, count, ship=write_here))
 
     def _under_lock(self, count: int, work: Any) -> SpanExportResult:
         """``work()`` holding the exporter's lock; ``count`` spans lost when it cannot."""

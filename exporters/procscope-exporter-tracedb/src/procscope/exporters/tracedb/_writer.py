@@ -89,6 +89,9 @@ class Batch:
     event_attrs: list[tuple[Any, ...]] = field(default_factory=list)
     # The sending process's loss totals (see _schema.LOSS_UPSERT), usually none.
     losses: list[tuple[Any, ...]] = field(default_factory=list)
+    # True when the rows carry their final ``span_pk``/``event_pk`` already (built under
+    # the write lock from :attr:`Writer.span_base`/``event_base``): not shifted again.
+    numbered: bool = False
 
 
 def encode_attributes(attributes: Any) -> str | None:
@@ -339,6 +342,8 @@ class Writer:
         self._ids_by_object: dict[int, tuple[Any, int]] = {}
         self._pending_resources: list[tuple[Any, ...]] = []
         self._pending_scopes: list[tuple[Any, ...]] = []
+        # The first free span_pk and event_pk of the batch being written (see write()).
+        self.span_base = self.event_base = 1
 
     def fds_intact(self) -> bool:
         """True while every descriptor SQLite opened for us still refers to our files
@@ -472,34 +477,35 @@ class Writer:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # The next free row ids, read under the write lock (no other writer can take
+            # them before the commit): ``build`` may number its rows from them.
+            span_base = self.span_base = conn.execute(
+                "SELECT coalesce(max(span_pk), 0) + 1 FROM spans").fetchone()[0]
+            event_base = self.event_base = conn.execute(
+                "SELECT coalesce(max(event_pk), 0) + 1 FROM events").fetchone()[0]
             if build is not None:
                 batch = build()
             if skip_stored:
                 batch = without_stored_spans(conn, batch)
-            span_base = conn.execute("SELECT coalesce(max(span_pk), 0) + 1 FROM spans").fetchone()[
-                0
-            ]
-            event_base = conn.execute(
-                "SELECT coalesce(max(event_pk), 0) + 1 FROM events"
-            ).fetchone()[0]
-            spans = [(row[0] + span_base, *row[1:]) for row in batch.spans]
+            if batch.numbered:
+                spans = batch.spans
+                events, links = batch.events, batch.links
+                span_attrs, event_attrs = batch.span_attrs, batch.event_attrs
+            else:
+                spans = [(row[0] + span_base, *row[1:]) for row in batch.spans]
+                events = [(e[0] + event_base, e[1] + span_base, *e[2:]) for e in batch.events]
+                links = [(r[0] + span_base, *r[1:]) for r in batch.links]
+                span_attrs = [(k, v, pk + span_base) for k, v, pk in batch.span_attrs]
+                event_attrs = [(k, v, pk + event_base) for k, v, pk in batch.event_attrs]
             conn.executemany(SPAN_INSERT, spans)
-            if batch.events:
-                conn.executemany(
-                    EVENT_INSERT,
-                    [(e[0] + event_base, e[1] + span_base, *e[2:]) for e in batch.events],
-                )
-            if batch.links:
-                conn.executemany(LINK_INSERT, [(r[0] + span_base, *r[1:]) for r in batch.links])
-            if batch.span_attrs:
-                conn.executemany(
-                    SPAN_ATTR_INSERT, [(k, v, pk + span_base) for k, v, pk in batch.span_attrs]
-                )
-            if batch.event_attrs:
-                conn.executemany(
-                    EVENT_ATTR_INSERT,
-                    [(k, v, pk + event_base) for k, v, pk in batch.event_attrs],
-                )
+            if events:
+                conn.executemany(EVENT_INSERT, events)
+            if links:
+                conn.executemany(LINK_INSERT, links)
+            if span_attrs:
+                conn.executemany(SPAN_ATTR_INSERT, span_attrs)
+            if event_attrs:
+                conn.executemany(EVENT_ATTR_INSERT, event_attrs)
             write_summaries(conn, spans, summarise_traces(spans), self._run_ids)
             if batch.losses:
                 conn.executemany(_schema.LOSS_UPSERT, batch.losses)
@@ -570,6 +576,7 @@ def without_stored_spans(conn: sqlite3.Connection, batch: Batch) -> Batch:
         span_attrs=[row for row in batch.span_attrs if row[2] not in dropped],
         event_attrs=[row for row in batch.event_attrs if row[2] in kept_events],
         losses=batch.losses,
+        numbered=batch.numbered,
     )
 
 
