@@ -32,7 +32,7 @@ from ._naming import own, set_own
 class _Slot(threading.local):
     # A class-level default: reading it on a thread that never unpickled a carried
     # message builds no AttributeError.
-    carrier: tuple[Any, ...] | None = None
+    carrier: tuple[Any, ...] | bytes | None = None
 
 
 # The carrier of the message unpickled last in this thread (one slot, overwritten):
@@ -51,7 +51,8 @@ def clear() -> None:
     _slot.carrier = None
 
 
-def take() -> tuple[Any, ...] | None:
+def take() -> tuple[Any, ...] | bytes | None:
+    """The carrier (a tuple) or the sender stamp (bytes) unpickled last, taken."""
     carrier = _slot.carrier
     if carrier is not None:
         _slot.carrier = None
@@ -80,16 +81,14 @@ class Carried:
 # thread's native id or 0, the name's length: _MAIN for none, _UNKNOWN for a thread that
 # ended before its message was pickled), then _MAGIC. 19 bytes from the main thread: a
 # pipe's buffer holds nearly as many messages as before. Every pickle ends with STOP
-# ('.'), never with _MAGIC's last byte.
+# ('.'), never with _MAGIC's last byte. The receiver keeps these bytes as they came (in
+# the carrier slot: bytes, where a sampled message's carrier is a tuple), and reads them
+# only at a dump (read_stamp).
 _STAMP = struct.Struct("<qIIB")
 _MAGIC = b"\xb5\x17"
 _TAIL = _STAMP.size + len(_MAGIC)
 _MAIN, _UNKNOWN, _LONGEST = 0, 255, 254
 MAIN_THREAD = "MainThread"
-# In the carrier slot a stamp is (time sent, pid, native id, thread name or None): four
-# items (a sampled message's carrier has 9 or 10).
-STAMP_LENGTH = 4
-_UINT32 = 1 << 32
 
 
 class Stamped(tuple):  # type: ignore[type-arg]
@@ -101,20 +100,13 @@ class Stamped(tuple):  # type: ignore[type-arg]
 
     __slots__ = ()
 
-    def thread(self) -> tuple[int, str | None]:
-        """(native id or 0, name or None) of the sending thread, if it is still alive."""
-        thread = threading._active.get(self[1])  # type: ignore[attr-defined]
-        if thread is None:
-            return 0, None
-        native = thread.native_id
-        if type(native) is not int or not 0 < native < _UINT32:
-            native = 0
-        return native, thread.name
-
     def stamp(self) -> bytes:
-        native, name = self.thread()
-        if name is None:
-            return _STAMP.pack(self[2], _core._pid, native, _UNKNOWN) + _MAGIC
+        thread = threading._active.get(self[1])  # type: ignore[attr-defined]
+        if thread is None:  # (the thread has ended)
+            return _STAMP.pack(self[2], _core._pid, 0, _UNKNOWN) + _MAGIC
+        # (a native id is a 32-bit tid on Linux; wider elsewhere, it is cut, not refused)
+        native = (thread.native_id or 0) & 0xFFFF_FFFF
+        name = thread.name
         if name == MAIN_THREAD:
             return _STAMP.pack(self[2], _core._pid, native, _MAIN) + _MAGIC
         encoded = name.encode("utf-8", "replace")[:_LONGEST]
@@ -123,7 +115,17 @@ class Stamped(tuple):  # type: ignore[type-arg]
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled by a pickler other than ours (the queue was uninstrumented between the
         # put and the feeder's pickling): the way a sampled message travels.
-        return (_restore, ((self[2], _core._pid, *self.thread()), self[0]))
+        return (_restore, (self.stamp(), self[0]))
+
+
+def read_stamp(stamp: bytes) -> tuple[int, int, int, str | None]:
+    """(time sent, sender pid, sender thread native id or 0, its name or None)."""
+    sent, pid, native, length = _STAMP.unpack_from(stamp, len(stamp) - _TAIL)
+    if length == _MAIN:
+        return sent, pid, native, MAIN_THREAD
+    if length == _UNKNOWN:
+        return sent, pid, native, None
+    return sent, pid, native, stamp[:length].decode("utf-8", "replace")
 
 
 class StampingPickler(ForkingPickler):
@@ -132,8 +134,8 @@ class StampingPickler(ForkingPickler):
     ``loads`` notes a stamp it finds in the carrier slot. Anything else is pickled and
     unpickled exactly as by ``ForkingPickler``."""
 
-    @classmethod
-    def dumps(cls, obj: Any, protocol: int | None = None) -> Any:
+    @staticmethod
+    def dumps(obj: Any, protocol: int | None = None) -> Any:  # type: ignore[override]
         if type(obj) is not Stamped:
             return _dumps(obj, protocol)
         buf = io.BytesIO()
@@ -145,14 +147,9 @@ class StampingPickler(ForkingPickler):
     def loads(data: Any, /, **kwargs: Any) -> Any:  # type: ignore[override]
         end = len(data)
         if end > _TAIL and data[-1] == 0x17 and data[-2] == 0xB5:
-            sent, pid, native, length = _STAMP.unpack_from(data, end - _TAIL)
-            if length == _MAIN:
-                name: str | None = MAIN_THREAD
-            elif length == _UNKNOWN:
-                name = None
-            else:
-                name = bytes(data[end - _TAIL - length : end - _TAIL]).decode("utf-8", "replace")
-            _slot.carrier = (sent, pid, native, name)
+            named = data[-3] % _UNKNOWN  # (the name's length: 0 for _MAIN and _UNKNOWN)
+            # (bytes of bytes is the same object; of a memoryview, a copy of the stamp)
+            _slot.carrier = bytes(data[end - _TAIL - named :])
         return _loads(data, **kwargs)
 
 

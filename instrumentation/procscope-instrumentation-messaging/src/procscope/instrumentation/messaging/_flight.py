@@ -38,7 +38,7 @@ from procscope.core.flight import F_A, F_B, F_CODE, F_TIME
 from procscope.core.guard import log_internal_error
 
 from . import _core
-from ._carry import Stamped
+from ._carry import Stamped, read_stamp
 from ._content import content_repr
 from ._naming import set_own
 
@@ -187,9 +187,8 @@ RECEIVE = MessageKind(SpanKind.CONSUMER)
 
 class MultiprocessingKind(MessageKind):
     """A multiprocessing message, whose other end is another process. A send's record is
-    a message's; a stamped receive's keeps ``(kept item, time sent, sender)``, the stamp
-    the message brought (sender: ``(pid, thread native id, thread name)``, one tuple per
-    sending thread). Both
+    a message's; a stamped receive's keeps ``(kept item, stamp)``, the stamp's bytes as
+    the message brought them (``_carry.read_stamp`` reads them at the dump). Both
     ends make the message id from the sender's pid and the time it sent (the send
     record's own time), so the sender's dump and the receiver's give one message without
     a word between them. (A record of four items: a child's mirror writes those as they
@@ -209,7 +208,8 @@ class MultiprocessingKind(MessageKind):
             if made is not None:
                 made[4][_core.MESSAGE_ID] = message_id(site[3], at)
             return made
-        kept_item, sent, (pid, thread_id, thread_name) = item
+        kept_item, stamp = item
+        sent, pid, thread_id, thread_name = read_stamp(stamp)
         made = super().revive(site[:3], kept_item, at)
         if made is not None:
             attributes = made[4]
@@ -235,9 +235,6 @@ def message_id(pid: int, sent: int) -> str:
 
 
 _MASK = 0xFFFF_FFFF_FFFF_FFFF
-# The senders of stamped messages received, each (pid, thread native id, name) made one
-# tuple that every record of theirs shares (a record keeps a reference, not a copy).
-_senders: dict[tuple[int, int, str | None], tuple[int, int, str | None]] = {}
 # The dump under way's paired records: id(record) -> the message id its put and get share.
 _paired: dict[int, str] = {}
 def _fifo(target: Any) -> bool:
@@ -370,23 +367,16 @@ def send_stamped(target: Any, site: int, item: Any) -> Any:
     return item
 
 
-def note_received(target: Any, site: int, item: Any, stamp: tuple[Any, ...]) -> None:
+def note_received(target: Any, site: int, item: Any, stamp: Any) -> None:
     """A stamped multiprocessing receive's record (``site``: a ``*_STAMPED`` one), when
-    the recorder is on: ``(time, code, thread ident, (kept item, time sent, sender))``,
-    from ``stamp``, the one the message brought: (time sent, sender pid, sender thread
-    native id, its name or None)."""
+    the recorder is on: ``(time, code, thread ident, (kept item, stamp))``, ``stamp`` the
+    bytes the message brought."""
     try:
         add = flight.append
         if add is not None and not target._procscope_internal:
             code = _site_code(target, site)
-            sent, pid, native, name = stamp
-            sender = _senders.get((pid, native, name))
-            if sender is None:
-                sender = (pid, native, name)
-                if len(_senders) < 1024:
-                    _senders[sender] = sender
             flight.count()
             add((_time_ns(), code, _ident(),
-                 (item if type(item) in _NUMBERS else kept(item), sent, sender)))
+                 (item if type(item) in _NUMBERS else kept(item), stamp)))
     except Exception:  # noqa: BLE001
         log_internal_error()

@@ -28,7 +28,6 @@ from procscope.core import flight as _flight
 from procscope.core.guard import log_internal_error
 
 from . import _carry, _core
-from ._carry import STAMP_LENGTH
 from ._core import (
     SYSTEM_MANAGER,
     SYSTEM_MP_PIPE,
@@ -169,7 +168,7 @@ def _queue_get(orig_get: Any) -> Any:
         carrier = slot.carrier
         if carrier is not None:
             slot.carrier = None
-            if len(carrier) != STAMP_LENGTH:
+            if type(carrier) is not bytes:
                 _receive(carrier, SYSTEM_MP_QUEUE, "get", self, started, obj)
             elif _flight.append is not None:  # (an unsampled message's sender stamp)
                 _flight_received(self, MP_QUEUE_GET_STAMPED, obj, carrier)
@@ -194,7 +193,7 @@ def _simple_get(orig_get: Any) -> Any:
         carrier = slot.carrier
         if carrier is not None:
             slot.carrier = None
-            if len(carrier) != STAMP_LENGTH:
+            if type(carrier) is not bytes:
                 _receive(carrier, SYSTEM_MP_QUEUE, "get", self, started, obj)
             elif _flight.append is not None:  # (an unsampled message's sender stamp)
                 _flight_received(self, MP_QUEUE_GET_STAMPED, obj, carrier)
@@ -373,7 +372,7 @@ def _conn_recv(orig_recv: Any) -> Any:
         started = _time_ns()
         obj = orig_recv(self)
         carrier = _carry.take()
-        if carrier is not None and len(carrier) != STAMP_LENGTH:
+        if type(carrier) is tuple:  # (a sampled message's carrier)
             # The receiving end's own given name, else the name the sender used.
             _receive(carrier, SYSTEM_MP_PIPE, "recv", self, started, obj,
                      destination=get_name(self) or carrier[_core.C_DESTINATION])
@@ -460,7 +459,7 @@ def _proxy_callmethod(orig_callmethod: Any) -> Any:
             started = _time_ns()
             obj = orig_callmethod(self, methodname, args, kwds)
             carrier = _carry.take()
-            if carrier is not None:
+            if carrier is not None and type(carrier) is not bytes:  # (bytes: a stamp)
                 _receive(carrier, SYSTEM_MANAGER, methodname, self, started, obj)
             return obj
         if methodname == "task_done" and attached_get() is not None:
