@@ -7,8 +7,9 @@ directory (``procscope.core.handoff``): ``flight-<pid>.rec`` and, once that file
 half the memory cap, ``flight-<pid>.rec.old`` (the one before). Each write is one
 length-prefixed ``marshal`` chunk of records already made into span values (names,
 attributes with content scrubbed, times), appended with one ``write``: a reader sees
-whole chunks only. At most :data:`BATCH` records a tick are copied (the newest): a child
-busier than that loses the older ones of the tick, counted as overwritten.
+whole chunks only. Every record appended since the last tick is copied (up to the ring's
+capacity: older ones were overwritten in the ring itself), in chunks of at most
+:data:`BATCH` records, so that one write stays small and the GIL is let go between them.
 
 When the parent learns that the child died by a signal, :func:`recover` reads the files
 and writes their records, as spans under the child's pid and name, to the hand-off
@@ -33,7 +34,7 @@ from .flight import F_A, F_CODE, F_THREAD, F_TIME, kind_of
 INTERVAL = 0.1
 # A message's record: (time, code, thread ident, kept item).
 MESSAGE_LENGTH = 4
-BATCH = 2_000
+BATCH = 5_000
 _LENGTH = struct.Struct(">I")
 _code_of = operator.itemgetter(F_CODE)
 _thread_of = operator.itemgetter(F_THREAD)
@@ -140,24 +141,28 @@ def _mirror(_thread_names: Any, path: str, fd: int) -> None:
         ring = flight._ring
         if ring is None:
             return
-        # The records appended since the last tick (at most BATCH, the newest: one C call,
-        # no append runs meanwhile, and the ring is not copied whole), those newer than
-        # the last tick's newest (a record's time is taken just before it is appended: a
-        # thread preempted in between for a whole tick could be missed).
+        # The records appended since the last tick (taken in one C call: no append runs
+        # meanwhile), those newer than the last tick's newest (a record's time is taken
+        # just before it is appended: a thread preempted in between for a whole tick
+        # could be missed). All of them: a busy child's copy costs in proportion to its
+        # records (about a third of what making them cost), where a cap per tick would
+        # lose the older records of every tick once the child is busier than the cap.
         count = flight.appended(ring)
         if count == last_count:
             continue  # nothing new: an idle child's tick costs next to nothing
-        wanted = min(BATCH, count - last_count)
+        wanted = min(ring.capacity, count - last_count)
         last_count = count
         newest = list(itertools.islice(reversed(ring.records), wanted))
         fresh = [r for r in reversed(newest) if r[F_TIME] > last_time]
         if not fresh:
             continue
         last_time = max(last_time, fresh[-1][F_TIME])
-        try:
-            _append(path, fd, _chunk(fresh, sites, _thread_names), cap)
-        except Exception:  # noqa: BLE001 -- a value marshal refuses, a full disk: skip it
-            continue
+        for start in range(0, len(fresh), BATCH):
+            try:
+                _append(path, fd, _chunk(fresh[start:start + BATCH], sites, _thread_names),
+                        cap)
+            except Exception:  # noqa: BLE001 -- a value marshal refuses, a full disk: skip
+                continue
 
 
 def _chunk(records: list[tuple[Any, ...]], sites: dict[int, Any], thread_names: Any) -> bytes:
@@ -254,11 +259,48 @@ class _Recovered(flight.FlightKind):
 _RECOVERED = _Recovered()
 
 
+# Spans written to the hand-off spool at a time: each chunk counts as progress for a
+# shutdown waiting for the recovery (_flight_spans.wait_for_dumps).
+RECOVER_CHUNK = 4096
+# How long a recovery may write while it makes progress (a dead child that was very busy
+# mirrored hundreds of thousands of records: seconds of encoding).
+RECOVER_SECONDS = 30.0
+
+
+def recover_later(pid: int, reason: str, process_name: str = "") -> None:
+    """:func:`recover` on a helper thread (``procscope-flight-recover``): the caller is
+    the program's thread that joined or waited for the child, which must not wait for
+    the seconds a busy child's records take. A shutdown waits for it as for a dump."""
+    from . import _flight_spans
+
+    def run() -> None:
+        from .guard import handle_internal_errors
+
+        try:
+            with handle_internal_errors():
+                recover(pid, reason, process_name)
+        finally:
+            with _flight_spans._helpers_lock:  # (forgotten once done, as dump helpers)
+                me = threading.current_thread()
+                _flight_spans._helpers[:] = [h for h in _flight_spans._helpers if h is not me]
+
+    helper = threading.Thread(target=run, name="procscope-flight-recover", daemon=True)
+    with _flight_spans._helpers_lock:
+        _flight_spans._helpers.append(helper)
+    try:
+        helper.start()
+    except RuntimeError:  # no new threads at interpreter shutdown: here, then
+        with _flight_spans._helpers_lock:
+            _flight_spans._helpers.remove(helper)
+        recover(pid, reason, process_name)
+
+
 def recover(pid: int, reason: str, process_name: str = "", window: float | None = None) -> int:
     """Make a dead child's mirrored records into a dump under its pid; returns how many."""
     from opentelemetry import trace
 
     from . import _flight_spans
+    from .recorded import readable_from_plain
 
     plain = read(pid)
     forget(pid)
@@ -275,11 +317,27 @@ def recover(pid: int, reason: str, process_name: str = "", window: float | None 
     job = _flight_spans.Dump(reason, trace_id, root_id, None, records, 0,
                              len(plain) - len(kept), seconds, pid=pid, thread_names=names)
     provider = trace.get_tracer_provider()
-    spans = job.spans(getattr(provider, "resource", None))
-    deadline = time.monotonic() + 1.0
-    for exporter in _exporters(getattr(provider, "_active_span_processor", None)):
-        handoff.write(spans, handoff.exporter_key(exporter), deadline,
-                      origin=(pid, process_name))
+    resource, scope = _flight_spans._origin(getattr(provider, "resource", None))
+    exporters = _exporters(getattr(provider, "_active_span_processor", None))
+    _flight_spans._handed[0] += 1
+    plains = job.plains()
+    deadline = time.monotonic() + RECOVER_SECONDS
+    # The top process exports the spool, but at its shutdown only for a couple of
+    # seconds: a large recovery would wait there for the next run. Where this process is
+    # the top one and the exporter stores spans under another process (the trace DB's
+    # export_from), the spans go to it directly instead.
+    top = handoff.is_top_process()
+    for start in range(0, len(plains), RECOVER_CHUNK):
+        spans = [readable_from_plain(p, resource, scope)
+                 for p in plains[start:start + RECOVER_CHUNK]]
+        for exporter in exporters:
+            export_from = getattr(exporter, "export_from", None) if top else None
+            if export_from is not None:
+                export_from(spans, pid, process_name)
+            else:
+                handoff.write(spans, handoff.exporter_key(exporter), deadline,
+                              origin=(pid, process_name))
+        _flight_spans._handed[0] += 1
     return len(kept)
 
 

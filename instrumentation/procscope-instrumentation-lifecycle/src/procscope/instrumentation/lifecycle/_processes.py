@@ -141,7 +141,7 @@ def _flight_child_killed(name: str, child_pid: int | None, signum: int) -> None:
     what = f"child {name} ({child_pid}) killed by {signal_name(signum)}"
     if child_pid is not None:
         try:
-            _flight_mirror.recover(child_pid, what, name)
+            _flight_mirror.recover_later(child_pid, what, name)
         except Exception:  # noqa: BLE001
             log_internal_error()
     flight_trigger(what)
