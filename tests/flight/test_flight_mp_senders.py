@@ -110,7 +110,7 @@ def test_a_dead_worker_s_receives_name_the_parent(tmp_path: Path, start_method: 
 
 def test_both_dumps_make_one_message_each(tmp_path: Path, start_method: str) -> None:
     """The parent dumps too, after the worker died: each put and its get are ONE message
-    with both ends (sender the parent's main process, receiver the worker), none left
+    with both ends (sender the parent's own send span, receiver the worker), none left
     with one end only."""
     db, parent, threads = _run(tmp_path, start_method, parent_dumps=True)
     rows = [r for r in cli("messages", "--db", str(db), "--limit", "1000")
@@ -120,11 +120,11 @@ def test_both_dumps_make_one_message_each(tmp_path: Path, start_method: str) -> 
         assert row["sender"] is not None and row["receiver"] is not None, row
         assert row["sender"]["span_id"], row  # (the parent's own send span, not a stamp)
         sender = row["sender"]
-        assert (sender["process_name"], sender["pid"]) == ("MainProcess", parent)
+        assert sender["pid"] == parent
         assert (sender["thread_id"], sender["thread_name"]) == threads[row["queue"]]
         assert row["receiver"]["process_name"] == "worker"
     recordings = cli("traces", "--db", str(db), "--recordings")["recordings"]
-    assert sorted(r["process_name"] for r in recordings) == ["MainProcess", "worker"]
+    assert sorted(r["pid"] == parent for r in recordings) == [False, True]  # (each end's)
 
 
 BYTES = """

@@ -20,10 +20,15 @@ exception, raised at the same place.
 from __future__ import annotations
 
 import io
+import multiprocessing.connection as mp_connection
+import multiprocessing.queues as mp_queues
+import os
 import struct
 import threading
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
+
+from procscope.core import shared_state
 
 from . import _core
 from ._naming import own, set_own
@@ -157,6 +162,52 @@ _dumps = ForkingPickler.dumps
 _loads = ForkingPickler.loads
 
 
+# The instrumentor's patcher while it instruments (see ensure_stamping), and the lock
+# under which the pickler is put in place (a first record may come from any thread).
+_stamping: list[Any] = []  # (a _patching.Patcher)
+_stamping_lock = threading.Lock()
+
+
+def _new_stamping_lock() -> None:
+    global _stamping_lock
+    _stamping_lock = threading.Lock()  # (a thread of the parent may have held it)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_stamping_lock)
+
+
+def recorder_configured() -> bool:
+    """Whether this process's settings turn the flight recorder on (procscope.setup()
+    instruments before it starts the recorder)."""
+    settings = getattr(shared_state.get(), "scope_settings", None)
+    return bool(getattr(settings, "flight_recorder_on", False))
+
+
+def start_stamping(patcher: Any) -> None:
+    """While instrumenting, ``patcher`` (the instrumentor's) puts the pickler in place
+    when it is needed (ensure_stamping); None once uninstrumented."""
+    with _stamping_lock:
+        _stamping[:] = [] if patcher is None else [patcher]
+
+
+def ensure_stamping() -> None:
+    """Make :class:`StampingPickler` the pickler the queues and connections look
+    up at each message, so that an unsampled message carries its sender's stamp after
+    its pickle and a received one's is read. Only while the flight recorder is on in this
+    process: at instrument() when the settings say so, else at its first
+    multiprocessing record (``_flight.on_first_mp_record``); with the recorder off the
+    plain pickler stays, and the bytes and costs are plain multiprocessing's. (A message
+    stamped before the pickler is in place travels as a ``Stamped``'s reduce, which any
+    receiver reads.)"""
+    with _stamping_lock:
+        if not _stamping:
+            return
+        for module in (mp_queues, mp_connection):
+            if module.__dict__.get("_ForkingPickler") is ForkingPickler:
+                _stamping[0].patch(module, "_ForkingPickler", StampingPickler)
+
+
 def _rebuild_hop(message: Any, carrier: tuple[Any, ...]) -> Hop:
     return Hop(message, carrier, outbound=False)
 
@@ -214,3 +265,4 @@ def rebuild_from_state(cls: Any, state: Any, names: dict[str, Any]) -> Any:
     except Exception:  # noqa: BLE001
         pass
     return obj
+

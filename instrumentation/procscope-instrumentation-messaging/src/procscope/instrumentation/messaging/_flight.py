@@ -29,6 +29,7 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.trace import SpanKind
@@ -67,6 +68,10 @@ MP_QUEUE_GET_STAMPED, PIPE_RECV_STAMPED = 8, 9
 # multiprocessing's sites, whose other end is in another process: their records are
 # MP_SEND's and MP_RECEIVE's (the kept item with what joins the two ends).
 _MP_SITES = frozenset((MP_QUEUE_PUT, PIPE_SEND, MP_QUEUE_GET_STAMPED, PIPE_RECV_STAMPED))
+_MP_ANY = _MP_SITES | {MP_QUEUE_GET, PIPE_RECV}
+# Called when a multiprocessing queue or pipe end makes its first record of a site (set
+# by _mp while instrumented: it puts the stamping pickler in place).
+on_first_mp_record: Callable[[], None] | None = None
 # Where a queue or pipe end keeps its codes (a class default of None: see _naming).
 CODES_ATTR = "_procscope_flight"
 _types: dict[type, tuple[str, str]] = {}
@@ -100,6 +105,8 @@ def _code(target: Any, site: int) -> int:
             pass  # an object that takes no attributes: a new code each time (rare)
     code = codes[site]
     if code is None:
+        if site in _MP_ANY and on_first_mp_record is not None:
+            on_first_mp_record()  # (the recorder is on: mp messages carry stamps)
         if site in _MP_SITES:
             kind: MessageKind = MP_SEND if SITES[site][2] == "send" else MP_RECEIVE
         else:

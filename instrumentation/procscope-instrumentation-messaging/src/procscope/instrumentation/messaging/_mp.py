@@ -28,6 +28,7 @@ from procscope.core import flight as _flight
 from procscope.core.guard import log_internal_error
 
 from . import _carry, _core
+from . import _flight as _flight_module
 from ._core import (
     SYSTEM_MANAGER,
     SYSTEM_MP_PIPE,
@@ -541,11 +542,10 @@ class MultiprocessingMessaging:
                 original(mp_queues.Queue, "_reset"), original(base, "send_bytes"),
                 original(base, "recv_bytes")))
         p.patch(mp_connection, "Pipe", _pipe(mp_connection.Pipe))
-        # The pickler the queues and connections look up at each message: it puts an
-        # unsampled message's sender stamp after its pickle (see _carry.StampingPickler).
-        for module in (mp_queues, mp_connection):
-            if getattr(module, "_ForkingPickler", None) is mp_reduction.ForkingPickler:
-                p.patch(module, "_ForkingPickler", _carry.StampingPickler)
+        _carry.start_stamping(p)
+        _flight_module.on_first_mp_record = _carry.ensure_stamping
+        if _flight.append is not None or _carry.recorder_configured():
+            _carry.ensure_stamping()
         p.patch(base, "send", _conn_send(original(base, "send")))
         p.patch(base, "recv", _conn_recv(original(base, "recv")))
         p.patch(base, "send_bytes", _conn_send_bytes(original(base, "send_bytes")))
@@ -561,4 +561,5 @@ class MultiprocessingMessaging:
         p.patch(proxy, "__reduce__", _proxy_reduce(original(proxy, "__reduce__")))
 
     def uninstrument(self) -> None:
+        _carry.start_stamping(None)
         self._patcher.restore()
