@@ -325,3 +325,48 @@ def test_a_bulk_write_stores_the_rows_of_a_batch(recorded: Any, tmp_path: Any) -
     assert got == expected
     assert len(expected["spans"]) == len(kept) and expected["events"] and expected["links"]
     assert any('"ratio":"nan"' in (row[10] or "") for row in expected["spans"])
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_bulk_write_of_many_spans_stores_every_index_row(recorded: Any, tmp_path: Any) -> None:
+    """Two runs of 100 spans of one process written in bulk (index keys every span shares
+    are written as ranges) leave every table as the same spans written as a batch do:
+    a key all share, a key one span lacks, a key whose values are 1 and 1.0."""
+    from procscope.core.recorded import readable_from_plain
+
+    _, kept = recorded
+    plain, resource, scope = kept[0]
+    runs = []
+    for index in range(2):
+        plains = []
+        for number in range(100):
+            attributes: dict[str, Any] = {"process.pid": 42, "messaging.destination.name": "jobs",
+                                          "messaging.message.id": 1.0 if number % 2 else 1}
+            if index == 1 and number == 50:
+                del attributes["messaging.destination.name"]
+            span_id = (index * 1000 + number + 1) << 40
+            plains.append((*plain[:3], span_id, *plain[4:12], attributes, (), (), plain[15]))
+        runs.append(plains)
+    by_batch, by_bulk = str(tmp_path / "batch.db"), str(tmp_path / "bulk.db")
+    writer = Writer(by_batch)
+    try:
+        spans = [readable_from_plain(p, resource, scope) for each in runs for p in each]
+        writer.write(Batch(), build=lambda: spans_to_batch(spans, writer, 7, "MainProcess"))
+    finally:
+        writer.close()
+    writer = Writer(by_bulk)
+    ranged = []
+    try:
+        for run in runs:
+            def build(run: Any = run) -> Batch:
+                batch = numbered_batch(run, writer, 7, "MainProcess", resource, scope)
+                ranged.append(sorted(key for key, *_ in batch.span_attr_ranges))
+                return batch
+
+            writer.write(Batch(), build=build)
+    finally:
+        writer.close()
+    assert ranged == [["messaging.destination.name", "process.pid"], ["process.pid"]]
+    expected, got = table_rows(by_batch), table_rows(by_bulk)
+    assert got == expected
+    assert len(expected["span_attrs"]) == 200 + 199 + 200

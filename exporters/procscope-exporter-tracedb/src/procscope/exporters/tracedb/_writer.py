@@ -60,6 +60,10 @@ EVENT_INSERT = (
 )
 LINK_INSERT = "INSERT INTO links (span_pk, trace_id, span_id, attributes) VALUES (?,?,?,?)"
 SPAN_ATTR_INSERT = "INSERT OR IGNORE INTO span_attrs (key, value, span_pk) VALUES (?,?,?)"
+SPAN_ATTR_RANGE_INSERT = (
+    "INSERT OR IGNORE INTO span_attrs (key, value, span_pk) SELECT ?1, ?2, span_pk FROM spans "
+    "WHERE span_pk BETWEEN ?3 AND ?4"
+)
 EVENT_ATTR_INSERT = "INSERT OR IGNORE INTO event_attrs (key, value, event_pk) VALUES (?,?,?)"
 # One summary row per trace, merged with what earlier batches (of any process) wrote.
 TRACE_UPSERT = (
@@ -89,6 +93,9 @@ class Batch:
     event_attrs: list[tuple[Any, ...]] = field(default_factory=list)
     # The sending process's loss totals (see _schema.LOSS_UPSERT), usually none.
     losses: list[tuple[Any, ...]] = field(default_factory=list)
+    # (key, value, first span_pk, last span_pk): every span in that range has the key
+    # with that value; its index rows are made by SQLite from the spans inserted.
+    span_attr_ranges: list[tuple[Any, ...]] = field(default_factory=list)
     # True when the rows carry their final ``span_pk``/``event_pk`` already (built under
     # the write lock from :attr:`Writer.span_base`/``event_base``): not shifted again.
     numbered: bool = False
@@ -491,12 +498,15 @@ class Writer:
                 spans = batch.spans
                 events, links = batch.events, batch.links
                 span_attrs, event_attrs = batch.span_attrs, batch.event_attrs
+                ranges = batch.span_attr_ranges
             else:
                 spans = [(row[0] + span_base, *row[1:]) for row in batch.spans]
                 events = [(e[0] + event_base, e[1] + span_base, *e[2:]) for e in batch.events]
                 links = [(r[0] + span_base, *r[1:]) for r in batch.links]
                 span_attrs = [(k, v, pk + span_base) for k, v, pk in batch.span_attrs]
                 event_attrs = [(k, v, pk + event_base) for k, v, pk in batch.event_attrs]
+                ranges = [(k, v, a + span_base, b + span_base)
+                          for k, v, a, b in batch.span_attr_ranges]  # fmt: skip
             conn.executemany(SPAN_INSERT, spans)
             if events:
                 conn.executemany(EVENT_INSERT, events)
@@ -504,6 +514,10 @@ class Writer:
                 conn.executemany(LINK_INSERT, links)
             if span_attrs:
                 conn.executemany(SPAN_ATTR_INSERT, span_attrs)
+            if ranges:
+                # (A span of the range left out as stored already is not in ``spans``'
+                # new rows, so it gets no second index row.)
+                conn.executemany(SPAN_ATTR_RANGE_INSERT, ranges)
             if event_attrs:
                 conn.executemany(EVENT_ATTR_INSERT, event_attrs)
             write_summaries(conn, spans, summarise_traces(spans), self._run_ids)
@@ -576,6 +590,7 @@ def without_stored_spans(conn: sqlite3.Connection, batch: Batch) -> Batch:
         span_attrs=[row for row in batch.span_attrs if row[2] not in dropped],
         event_attrs=[row for row in batch.event_attrs if row[2] in kept_events],
         losses=batch.losses,
+        span_attr_ranges=batch.span_attr_ranges,
         numbered=batch.numbered,
     )
 
