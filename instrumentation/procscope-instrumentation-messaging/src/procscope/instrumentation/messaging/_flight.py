@@ -350,10 +350,7 @@ def note(target: Any, site: int, item: Any) -> None:
         log_internal_error()
 
 
-def _site_code(target: Any, site: int) -> int:
-    codes = target._procscope_flight
-    code = codes[site] if codes is not None else None
-    return _code(target, site) if code is None else code  # type: ignore[no-any-return]
+_NO_CODES = (None,) * len(SITES)  # (a queue or pipe end before its first record)
 
 
 def send_stamped(target: Any, site: int, item: Any) -> Any:
@@ -363,7 +360,9 @@ def send_stamped(target: Any, site: int, item: Any) -> Any:
     try:
         add = flight.append
         if add is not None and not target._procscope_internal:
-            code = _site_code(target, site)
+            code = (target._procscope_flight or _NO_CODES)[site]  # (inline: hot)
+            if code is None:
+                code = _code(target, site)
             ident = _ident()
             now = _time_ns()
             flight.count()
@@ -381,7 +380,9 @@ def note_received(target: Any, site: int, item: Any, stamp: Any) -> None:
     try:
         add = flight.append
         if add is not None and not target._procscope_internal:
-            code = _site_code(target, site)
+            code = (target._procscope_flight or _NO_CODES)[site]  # (inline: hot)
+            if code is None:
+                code = _code(target, site)
             flight.count()
             add((_time_ns(), code, _ident(),
                  (item if type(item) in _NUMBERS else kept(item), stamp)))
