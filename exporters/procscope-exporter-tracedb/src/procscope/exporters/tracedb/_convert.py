@@ -258,20 +258,21 @@ def _take_ranges(batch: Batch, first: int) -> None:
     a tenth of its time writing a dump, less the Python tuples."""
     rows = batch.span_attrs
     spans = len(batch.spans)
-    candidates = {key for key, count in Counter(map(itemgetter(0), rows)).items()
-                  if count == spans}  # fmt: skip
-    if not candidates:
-        return
-    # (The value's type is part of it: 1, 1.0 and True are equal keys, stored apart.)
-    values: dict[str, set[tuple[type, Any]]] = {}
-    for key, value, _pk in rows:
-        if key in candidates:
-            values.setdefault(key, set()).add((type(value), value))
+    keys = list(map(itemgetter(0), rows))
+    backwards = keys[::-1]
     last = first + spans - 1
     full = set()
-    for key, distinct in values.items():
+    for key, count in Counter(keys).items():
+        if count != spans:
+            continue
+        if rows[keys.index(key)][1] != rows[-1 - backwards.index(key)][1]:
+            continue  # (its first and last values differ: a message id, say)
+        # (The value's type is part of it: 1 and 1.0 are equal keys, stored apart.)
+        distinct = {(type(value), value) for name, value, _pk in rows if name == key}
         if len(distinct) == 1:
-            ((_type, value),) = distinct
+            ((kind, value),) = distinct
+            if kind is float:
+                continue  # (0.0 and -0.0 are equal: left as rows)
             batch.span_attr_ranges.append((key, value, first, last))
             full.add(key)
     if full:
