@@ -16,7 +16,7 @@ import pytest
 from .conftest import cli, run_program
 
 N = 40
-CHANNELS = ("jobs", "simple", "pipe")
+CHANNELS = ("jobs", "simple", "pipe", "managed")
 
 WORKER = """
 import multiprocessing as mp
@@ -29,11 +29,12 @@ import procscope
 N = {n}
 
 
-def work(jobs, simple, reader):
+def work(jobs, simple, reader, managed):
     for i in range(N):
         jobs.get()
         simple.get()
         reader.recv()
+        managed.get()
     raise ValueError("the worker gives up")
 
 
@@ -45,7 +46,9 @@ if __name__ == "__main__":
     reader, writer = ctx.Pipe(duplex=False)
     procscope.name(reader, "pipe")
     procscope.name(writer, "pipe")
-    worker = ctx.Process(target=work, args=(jobs, simple, reader), name="worker")
+    manager = ctx.Manager()
+    managed = procscope.name(manager.Queue(), "managed")
+    worker = ctx.Process(target=work, args=(jobs, simple, reader, managed), name="worker")
     worker.start()
     # The feeder lives on until the parent's dump: a dump names a thread that has ended
     # by its ident, which a thread started later may have been given again.
@@ -56,11 +59,13 @@ if __name__ == "__main__":
     for i in range(N):
         jobs.put(i)
         writer.send((i, "p"))
+        managed.put(i)
     worker.join()
     if sys.argv[3] == "dump":
         procscope.dump("the parent looks too")
     done.set()
     feeder.join()
+    manager.shutdown()
     procscope.shutdown()
     print(os.getpid(), threading.main_thread().native_id, feeder.native_id)
     sys.exit(0 if worker.exitcode == 1 else 5)
@@ -77,7 +82,7 @@ def _run(
     pid, main_thread, feeder = (int(n) for n in done.stdout.split()[-3:])
     # Each channel's sending thread: (native id, name).
     threads = {"jobs": (main_thread, "MainThread"), "pipe": (main_thread, "MainThread"),
-               "simple": (feeder, "feeder")}
+               "managed": (main_thread, "MainThread"), "simple": (feeder, "feeder")}
     return db, pid, threads
 
 
@@ -89,9 +94,9 @@ def _by_channel(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 
 def test_a_dead_worker_s_receives_name_the_parent(tmp_path: Path, start_method: str) -> None:
-    """Only the worker dumps (it raised): each message it took from a Queue, a SimpleQueue
-    and a Pipe is shown with FROM the parent's process and sending thread (its main
-    thread, or a thread named feeder), in order."""
+    """Only the worker dumps (it raised): each message it took from a Queue, a SimpleQueue,
+    a Pipe and a Manager queue is shown with FROM the parent's process and sending thread
+    (its main thread, or a thread named feeder), in order."""
     db, parent, threads = _run(tmp_path, start_method, parent_dumps=False)
     rows = cli("messages", "--db", str(db), "--to", "worker", "--limit", "1000")
     channels = _by_channel(rows)

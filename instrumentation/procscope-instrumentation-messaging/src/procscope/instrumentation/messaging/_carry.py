@@ -208,12 +208,13 @@ def ensure_stamping() -> None:
                 _stamping[0].patch(module, "_ForkingPickler", StampingPickler)
 
 
-def _rebuild_hop(message: Any, carrier: tuple[Any, ...]) -> Hop:
+def _rebuild_hop(message: Any, carrier: tuple[Any, ...] | bytes) -> Hop:
     return Hop(message, carrier, outbound=False)
 
 
 class Hop:
     """A message through a Manager queue: it stays wrapped in the manager's own queue.
+    (Its carrier: a sampled message's, or an unsampled one's sender stamp.)
 
     The manager process only stores the message and hands it back, so the carrier must
     survive that stay: pickled by the producer it arrives in the manager as a ``Hop``
@@ -223,7 +224,9 @@ class Hop:
 
     __slots__ = ("carrier", "message", "outbound")
 
-    def __init__(self, message: Any, carrier: tuple[Any, ...], outbound: bool = True) -> None:
+    def __init__(
+        self, message: Any, carrier: tuple[Any, ...] | bytes, outbound: bool = True
+    ) -> None:
         self.message = message
         self.carrier = carrier
         self.outbound = outbound

@@ -39,7 +39,7 @@ from procscope.core.flight import F_A, F_B, F_CODE, F_TIME
 from procscope.core.guard import log_internal_error
 
 from . import _core
-from ._carry import Stamped, read_stamp
+from ._carry import Hop, Stamped, read_stamp
 from ._content import content_repr
 from ._naming import set_own
 
@@ -61,13 +61,17 @@ SITES = (
     (_core.SYSTEM_MP_PIPE, "send", "send"), (_core.SYSTEM_MP_PIPE, "recv", "receive"),
     (_core.SYSTEM_ASYNCIO, "put", "send"), (_core.SYSTEM_ASYNCIO, "get", "receive"),
     (_core.SYSTEM_MP_QUEUE, "get", "receive"), (_core.SYSTEM_MP_PIPE, "recv", "receive"),
+    (_core.SYSTEM_MANAGER, "put", "send"), (_core.SYSTEM_MANAGER, "get", "receive"),
+    (_core.SYSTEM_MANAGER, "get", "receive"),
 )
 # A multiprocessing receive of a message that brought its sender's stamp has a site (a
 # code) of its own: its records are MP_RECEIVE's, the others plain RECEIVE's.
 MP_QUEUE_GET_STAMPED, PIPE_RECV_STAMPED = 8, 9
+MANAGER_PUT, MANAGER_GET, MANAGER_GET_STAMPED = 10, 11, 12
 # multiprocessing's sites, whose other end is in another process: their records are
 # MP_SEND's and MP_RECEIVE's (the kept item with what joins the two ends).
-_MP_SITES = frozenset((MP_QUEUE_PUT, PIPE_SEND, MP_QUEUE_GET_STAMPED, PIPE_RECV_STAMPED))
+_MP_SITES = frozenset((MP_QUEUE_PUT, PIPE_SEND, MP_QUEUE_GET_STAMPED, PIPE_RECV_STAMPED,
+                       MANAGER_PUT, MANAGER_GET_STAMPED))
 _MP_ANY = _MP_SITES | {MP_QUEUE_GET, PIPE_RECV}
 # Called when a multiprocessing queue or pipe end makes its first record of a site (set
 # by _mp while instrumented: it puts the stamping pickler in place).
@@ -368,6 +372,20 @@ def send_stamped(target: Any, site: int, item: Any) -> Any:
             flight.count()
             add((now, code, ident, item if type(item) in _NUMBERS else kept(item)))
             return Stamped((item, ident, now))
+    except Exception:  # noqa: BLE001
+        log_internal_error()
+    return item
+
+
+def send_through_manager(proxy: Any, item: Any) -> Any:
+    """A Manager queue's put: its record, and what to send, when the recorder is on: a
+    :class:`~._carry.Hop` with the stamp, which stays wrapped in the manager's queue and
+    reaches the consumer as the message itself (the sampled way: the stamp cannot follow
+    the pickle there, the manager stores what it unpickles)."""
+    stamped = send_stamped(proxy, MANAGER_PUT, item)
+    try:
+        if type(stamped) is Stamped:
+            return Hop(item, stamped.stamp())
     except Exception:  # noqa: BLE001
         log_internal_error()
     return item

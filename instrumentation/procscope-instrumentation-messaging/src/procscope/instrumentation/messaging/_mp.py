@@ -43,6 +43,8 @@ from ._core import (
     state_dict,
 )
 from ._flight import (
+    MANAGER_GET,
+    MANAGER_GET_STAMPED,
     MP_QUEUE_GET,
     MP_QUEUE_GET_STAMPED,
     MP_QUEUE_PUT,
@@ -53,6 +55,7 @@ from ._flight import (
 from ._flight import note as _flight_note
 from ._flight import note_received as _flight_received
 from ._flight import send_stamped as _flight_send
+from ._flight import send_through_manager as _flight_manager_send
 from ._naming import (
     DEFAULT_NAME_ATTR,
     PIPE_ATTR,
@@ -460,8 +463,13 @@ def _proxy_callmethod(orig_callmethod: Any) -> Any:
             started = _time_ns()
             obj = orig_callmethod(self, methodname, args, kwds)
             carrier = _carry.take()
-            if carrier is not None and type(carrier) is not bytes:  # (bytes: a stamp)
+            if type(carrier) is tuple:  # (a sampled message's carrier)
                 _receive(carrier, SYSTEM_MANAGER, methodname, self, started, obj)
+            elif _flight.append is not None:  # (unsampled: a sender stamp, or nothing)
+                if carrier is None:
+                    _flight_note(self, MANAGER_GET, obj)
+                else:
+                    _flight_received(self, MANAGER_GET_STAMPED, obj, carrier)
             return obj
         if methodname == "task_done" and attached_get() is not None:
             _release()
@@ -472,7 +480,11 @@ def _proxy_callmethod(orig_callmethod: Any) -> Any:
 
 
 def _proxy_put(orig_callmethod: Any, proxy: Any, methodname: str, args: Any, kwds: Any) -> Any:
-    if not args or not record() or own(proxy, "_procscope_internal"):
+    if not args or own(proxy, "_procscope_internal"):
+        return orig_callmethod(proxy, methodname, args, kwds)
+    if not record():
+        if _flight.append is not None:  # (the flight recorder: see _flight)
+            args = (_flight_manager_send(proxy, args[0]), *tuple(args)[1:])
         return orig_callmethod(proxy, methodname, args, kwds)
     obj = args[0]
     span, carrier = _start(SYSTEM_MANAGER, methodname, proxy, obj)
