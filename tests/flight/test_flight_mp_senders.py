@@ -183,3 +183,55 @@ def test_a_stamped_message_arrives_as_sent(tmp_path: Path, recorder: str) -> Non
     assert out["received"] == ["dict", True]
     assert out["traced"] == out["plain"]
     assert out["traced"][1:] == [[["TypeError", True]], "next"]
+
+
+KILLED_SENDER = """
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+
+import procscope
+
+N = {n}
+
+
+def work(results):
+    for i in range(N):
+        results.put(i)
+    time.sleep(60)  # (killed while it waits)
+
+
+if __name__ == "__main__":
+    procscope.setup(sample_rate=0.01, db=sys.argv[1])
+    ctx = mp.get_context(sys.argv[2])
+    results = procscope.name(ctx.Queue(), "results")
+    worker = ctx.Process(target=work, args=(results,), name="worker")
+    worker.start()
+    for i in range(N):
+        results.get()
+    time.sleep(0.5)  # (the worker's ring reaches its disk mirror every 100 ms)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.join()
+    procscope.shutdown()
+    print(os.getpid(), worker.pid)
+""".replace("{n}", str(N))
+
+
+def test_a_killed_sender_s_messages_join_their_receives(tmp_path: Path, start_method: str) -> None:
+    """A worker that sent N results is SIGKILLed: its sends, recovered from its disk
+    mirror by the parent, and the parent's own receives (its recording of the kill) make
+    one message each, from the worker to the parent's main thread."""
+    db = tmp_path / "flight.db"
+    done = run_program(tmp_path, KILLED_SENDER, str(db), start_method)
+    assert done.returncode == 0, done.stderr
+    parent, worker = (int(n) for n in done.stdout.split()[-2:])
+    rows = [r for r in cli("messages", "--db", str(db), "--limit", "1000")
+            if r["queue"] == "results"]
+    assert sorted(int(r["content"]) for r in rows) == list(range(N))
+    for row in rows:
+        sender, receiver = row["sender"], row["receiver"]
+        assert sender is not None and receiver is not None, row
+        assert sender["span_id"] and (sender["pid"], sender["process_name"]) == (worker, "worker")
+        assert (receiver["pid"], receiver["thread_name"]) == (parent, "MainThread")
