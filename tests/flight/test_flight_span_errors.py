@@ -228,6 +228,12 @@ def request():
         sending.send(threading.Lock())
     except TypeError as exc:
         print(type(exc).__name__, flush=True)
+    time.sleep(1.2)
+    results = procscope.name(mp.SimpleQueue(), "results")
+    try:
+        results.put(threading.Lock())  # (a SimpleQueue pickles in put)
+    except TypeError as exc:
+        print(type(exc).__name__, flush=True)
 
 
 if __name__ == "__main__":
@@ -237,13 +243,14 @@ if __name__ == "__main__":
 
 def test_procscopes_unsampled_operations_that_raise_are_written_out(tmp_path: Path) -> None:
     """In a request that arrived unsampled (no span is made), a PriorityQueue put of items
-    that do not compare, a spawn Process whose argument cannot be pickled and a Pipe
-    send of a lock raise out of the program's call: each writes a recording named after
-    the span it would have had, the first holding the jobs taken before it."""
+    that do not compare, a spawn Process whose argument cannot be pickled, a Pipe send
+    and a SimpleQueue put of a lock raise out of the program's call: each writes a
+    recording named after the span it would have had, the first holding the jobs taken
+    before it."""
     db = tmp_path / "flight.db"
     done = run_program(tmp_path, UNSAMPLED, str(db))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["TypeError", "TypeError", "TypeError"]
+    assert done.stdout.split() == ["TypeError"] * 4
     found = sorted(recordings(db), key=lambda r: str(r["start"]))
     reasons = [str(r["reason"]) for r in found]
     assert reasons[:2] == [
@@ -253,7 +260,9 @@ def test_procscopes_unsampled_operations_that_raise_are_written_out(tmp_path: Pa
     ]
     assert reasons[2].startswith("exception in span send "), reasons
     assert reasons[2].endswith(": TypeError: cannot pickle '_thread.lock' object")
-    assert len(reasons) == 3
+    assert reasons[3] == "exception in span put results: TypeError: cannot pickle " \
+        "'_thread.lock' object"
+    assert len(reasons) == 4
     for recording in found:  # (each links to the request's trace, though not stored)
         shown = cli("show", str(recording["trace_id"]), "--db", str(db))
         links = [link for root in shown["roots"] for link in root["links"]]

@@ -80,11 +80,11 @@ _PROXY_PUTS = frozenset(("put", "put_nowait"))
 _PROXY_GETS = frozenset(("get", "get_nowait"))
 
 
-def _send_failed(conn: Any, exc: Exception) -> None:
-    """An unsampled Pipe send raised, with the recorder on: its trigger, named as the
-    send's span would be (_flight_triggers.operation_failed)."""
+def _send_failed(target: Any, system: str, operation: str, exc: Exception) -> None:
+    """An unsampled send (a Pipe send, a SimpleQueue put) raised, with the recorder on:
+    its trigger, named as the send's span would be (_flight_triggers.operation_failed)."""
     try:
-        name = _core.profile(conn, SYSTEM_MP_PIPE, "send", "send").span_name
+        name = _core.profile(target, system, operation, "send").span_name
     except Exception:  # noqa: BLE001
         log_internal_error()
         return
@@ -216,6 +216,11 @@ def _simple_put(orig_put: Any) -> Any:
         if not record():
             if _flight.append is not None:
                 obj = _flight_send(self, MP_QUEUE_PUT, obj)
+                try:  # (a SimpleQueue pickles in put: no cost without an exception, 3.11+)
+                    return orig_put(self, obj)
+                except Exception as exc:
+                    _send_failed(self, SYSTEM_MP_QUEUE, "put", exc)
+                    raise
             return orig_put(self, obj)
         span, carrier = _start(SYSTEM_MP_QUEUE, "put", self, obj)
         if span is None:
@@ -353,7 +358,7 @@ def _conn_send(orig_send: Any) -> Any:
                 try:  # (no cost without an exception from 3.11)
                     return orig_send(self, obj)
                 except Exception as exc:  # (an object that cannot be pickled...)
-                    _send_failed(self, exc)
+                    _send_failed(self, SYSTEM_MP_PIPE, "send", exc)
                     raise
             return orig_send(self, obj)
         span, carrier = _start(SYSTEM_MP_PIPE, "send", self, obj)
