@@ -330,8 +330,9 @@ def test_a_bulk_write_stores_the_rows_of_a_batch(recorded: Any, tmp_path: Any) -
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_bulk_write_of_many_spans_stores_every_index_row(recorded: Any, tmp_path: Any) -> None:
     """Two runs of 100 spans of one process written in bulk (index keys every span shares
-    are written as ranges) leave every table as the same spans written as a batch do:
-    a key all share, a key one span lacks, a key whose values are 1 and 1.0."""
+    are written as ranges, the columns they share into the statement) leave every table
+    as the same spans written as a batch do: a key all share, a key one span lacks, a
+    key whose values are 1 and 1.0, a process name with a quote."""
     from procscope.core.recorded import readable_from_plain
 
     _, kept = recorded
@@ -351,7 +352,7 @@ def test_a_bulk_write_of_many_spans_stores_every_index_row(recorded: Any, tmp_pa
     writer = Writer(by_batch)
     try:
         spans = [readable_from_plain(p, resource, scope) for each in runs for p in each]
-        writer.write(Batch(), build=lambda: spans_to_batch(spans, writer, 7, "MainProcess"))
+        writer.write(Batch(), build=lambda: spans_to_batch(spans, writer, 7, "Worker 'b'"))
     finally:
         writer.close()
     writer = Writer(by_bulk)
@@ -359,7 +360,7 @@ def test_a_bulk_write_of_many_spans_stores_every_index_row(recorded: Any, tmp_pa
     try:
         for run in runs:
             def build(run: Any = run) -> Batch:
-                batch = numbered_batch(run, writer, 7, "MainProcess", resource, scope)
+                batch = numbered_batch(run, writer, 7, "Worker 'b'", resource, scope)
                 ranged.append(sorted(key for key, *_ in batch.span_attr_ranges))
                 return batch
 
