@@ -106,10 +106,6 @@ class Dump:
         from .recorded import state_header
 
         trace_id, root_id = self.trace_id, self.root_id
-        # The threads alive at the trigger over those whose end is in the records.
-        names = _ended_thread_names(self.records)
-        names.update(self.thread_names if self.thread_names is not None else _thread_names(
-            self.records))
         generate = random.getrandbits
         pid = self.pid
         plains: list[tuple[Any, ...]] = []
@@ -135,6 +131,12 @@ class Dump:
             each.begin_dump()
         for each in kinds:
             each.see_dump(self.records)
+        # The threads alive at the trigger over those whose end is in the records (after
+        # see_dump: a kind may read live state, as messages read a queue's size, and the
+        # program goes on meanwhile).
+        names = _ended_thread_names(self.records)
+        names.update(self.thread_names if self.thread_names is not None else _thread_names(
+            self.records))
         # What a thread's spans add to their attributes, made once a thread (one update()
         # a span, in the order the keys were set one by one before), and span kinds'
         # values (an enum's .value is a slow property): a dump makes up to hundreds of
