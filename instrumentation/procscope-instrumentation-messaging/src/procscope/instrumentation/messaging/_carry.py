@@ -25,6 +25,7 @@ import multiprocessing.queues as mp_queues
 import os
 import struct
 import threading
+import weakref
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
@@ -82,18 +83,46 @@ class Carried:
 # to its STOP opcode and no further: a receiver without procscope gets the message from
 # the same bytes, and the pickle holds no reference to procscope (a global costs an
 # import lookup on each side, about 1 us). Laid out as: the sending thread's name
-# (UTF-8, only when it is not "MainThread"), then _STAMP (time sent, sender pid, the
-# thread's native id or 0, the name's length: _MAIN for none, _UNKNOWN for a thread that
-# ended before its message was pickled), then _MAGIC. 19 bytes from the main thread: a
-# pipe's buffer holds nearly as many messages as before. Every pickle ends with STOP
-# ('.'), never with _MAGIC's last byte. The receiver keeps these bytes as they came (in
-# the carrier slot: bytes, where a sampled message's carrier is a tuple), and reads them
-# only at a dump (read_stamp).
-_STAMP = struct.Struct("<qIIB")
+# (UTF-8, only when it is not "MainThread"), _THREAD (sender pid, the thread's native id
+# or 0, the name's length: _MAIN for none, _UNKNOWN for a thread that ended before its
+# message was pickled), then _SENT (the time it was sent, _MAGIC). 19 bytes from the
+# main thread: a pipe's buffer holds nearly as many messages as before. Every pickle
+# ends with STOP ('.'), never with _MAGIC's last byte. The receiver keeps these bytes as
+# they came (in the carrier slot: bytes, where a sampled message's carrier is a tuple),
+# and reads them only at a dump (read_stamp).
 _MAGIC = b"\xb5\x17"
-_TAIL = _STAMP.size + len(_MAGIC)
+_THREAD = struct.Struct("<IIB")
+_SENT = struct.Struct("<q2s")
+_TAIL = _THREAD.size + _SENT.size
+_LENGTH_AT = _THREAD.size - 1 - _TAIL  # (the name's length, from the end)
 _MAIN, _UNKNOWN, _LONGEST = 0, 255, 254
 MAIN_THREAD = "MainThread"
+# A sending thread's part of its stamps (name and _THREAD), by its ident: (a weak
+# reference to the thread, its name then, the bytes). Made again when the thread (an
+# ident is given again to a later thread) or its name is another; emptied in a fork
+# child (another pid, another native id).
+_threads: dict[int, tuple[Any, str, bytes]] = {}
+
+
+def _thread_part(ident: int) -> bytes:
+    thread = threading._active.get(ident)  # type: ignore[attr-defined]
+    if thread is None:  # (the thread has ended)
+        return _THREAD.pack(_core._pid, 0, _UNKNOWN)
+    name = thread.name
+    known = _threads.get(ident)
+    if known is not None and known[0]() is thread and known[1] is name:
+        return known[2]
+    # (a native id is a 32-bit tid on Linux; wider elsewhere, it is cut, not refused)
+    native = (thread.native_id or 0) & 0xFFFF_FFFF
+    if name == MAIN_THREAD:
+        part = _THREAD.pack(_core._pid, native, _MAIN)
+    else:
+        encoded = name.encode("utf-8", "replace")[:_LONGEST]
+        part = encoded + _THREAD.pack(_core._pid, native, len(encoded))
+    if len(_threads) > 1024:
+        _threads.clear()
+    _threads[ident] = (weakref.ref(thread), name, part)
+    return part
 
 
 class Stamped(tuple):  # type: ignore[type-arg]
@@ -106,16 +135,7 @@ class Stamped(tuple):  # type: ignore[type-arg]
     __slots__ = ()
 
     def stamp(self) -> bytes:
-        thread = threading._active.get(self[1])  # type: ignore[attr-defined]
-        if thread is None:  # (the thread has ended)
-            return _STAMP.pack(self[2], _core._pid, 0, _UNKNOWN) + _MAGIC
-        # (a native id is a 32-bit tid on Linux; wider elsewhere, it is cut, not refused)
-        native = (thread.native_id or 0) & 0xFFFF_FFFF
-        name = thread.name
-        if name == MAIN_THREAD:
-            return _STAMP.pack(self[2], _core._pid, native, _MAIN) + _MAGIC
-        encoded = name.encode("utf-8", "replace")[:_LONGEST]
-        return encoded + _STAMP.pack(self[2], _core._pid, native, len(encoded)) + _MAGIC
+        return _thread_part(self[1]) + _SENT.pack(self[2], _MAGIC)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled by a pickler other than ours (the queue was uninstrumented between the
@@ -125,7 +145,8 @@ class Stamped(tuple):  # type: ignore[type-arg]
 
 def read_stamp(stamp: bytes) -> tuple[int, int, int, str | None]:
     """(time sent, sender pid, sender thread native id or 0, its name or None)."""
-    sent, pid, native, length = _STAMP.unpack_from(stamp, len(stamp) - _TAIL)
+    pid, native, length = _THREAD.unpack_from(stamp, len(stamp) - _TAIL)
+    sent = _SENT.unpack_from(stamp, len(stamp) - _SENT.size)[0]
     if length == _MAIN:
         return sent, pid, native, MAIN_THREAD
     if length == _UNKNOWN:
@@ -152,7 +173,7 @@ class StampingPickler(ForkingPickler):
     def loads(data: Any, /, **kwargs: Any) -> Any:  # type: ignore[override]
         end = len(data)
         if end > _TAIL and data[-1] == 0x17 and data[-2] == 0xB5:
-            named = data[-3] % _UNKNOWN  # (the name's length: 0 for _MAIN and _UNKNOWN)
+            named = data[_LENGTH_AT] % _UNKNOWN  # (the name's length: 0 for _MAIN, _UNKNOWN)
             # (bytes of bytes is the same object; of a memoryview, a copy of the stamp)
             _slot.carrier = bytes(data[end - _TAIL - named :])
         return _loads(data, **kwargs)
@@ -168,13 +189,14 @@ _stamping: list[Any] = []  # (a _patching.Patcher)
 _stamping_lock = threading.Lock()
 
 
-def _new_stamping_lock() -> None:
+def _after_fork_in_child() -> None:
     global _stamping_lock
     _stamping_lock = threading.Lock()  # (a thread of the parent may have held it)
+    _threads.clear()  # (their stamps name the parent's pid and thread ids)
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_stamping_lock)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def recorder_configured() -> bool:
