@@ -91,6 +91,11 @@ class Dump:
         self.pid = os.getpid() if pid is None else pid
         self.thread_names = thread_names
         self.ended = time.time_ns()
+        # What the records are about (queues, pipe ends), held until the spans are made:
+        # a kind names them through weak references, on the helper thread, and a queue
+        # local to the failing thread or task is freed as it unwinds, meanwhile (its
+        # records were left out). One weak reference a site, not a record.
+        self.targets = _live_targets() if self.pid == os.getpid() else []
 
     def spans(self, resource: Any) -> list[Any]:
         """The dump's spans as ReadableSpans (its root first, when it has one)."""
@@ -166,6 +171,7 @@ class Dump:
                 start, end, 2 if error else 0, error or None, attributes,
                 tuple(events) if events else (), (), 1,
             ))
+        self.targets = []  # (named now: the program's objects are its own again)
         return plains
 
 
@@ -182,6 +188,17 @@ def _thread_attributes(
     extra[RECORDED] = True
     extra[PROBABILITY] = 1.0
     return extra
+
+
+def _live_targets() -> list[Any]:
+    """The objects of every record site still alive (see Dump.targets)."""
+    targets = []
+    for _kind, ref, _data in list(flight.SITES):
+        if ref is not None:
+            target = ref()
+            if target is not None:
+                targets.append(target)
+    return targets
 
 
 _INTERNAL = 0  # (SpanKind.INTERNAL's value)
