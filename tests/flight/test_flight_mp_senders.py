@@ -235,3 +235,38 @@ def test_a_killed_sender_s_messages_join_their_receives(tmp_path: Path, start_me
         assert sender is not None and receiver is not None, row
         assert sender["span_id"] and (sender["pid"], sender["process_name"]) == (worker, "worker")
         assert (receiver["pid"], receiver["thread_name"]) == (parent, "MainThread")
+
+
+UNPATCHED = """
+import json, os, pickle, threading, time
+import procscope
+
+procscope.setup(sample_rate=0.0, exporter="none")
+from multiprocessing.reduction import ForkingPickler
+from procscope.instrumentation.messaging import _carry
+
+# A message stamped while the stamping pickler was not in place (instrumentation turned
+# off between a put and the feeder's pickling) goes through any pickler as itself.
+message = {"a": [1, 2], "b": "x"}
+stamped = _carry.Stamped((message, threading.get_ident(), time.time_ns()))
+out = {}
+for name, dumps in (("plain", pickle.dumps), ("forking", ForkingPickler.dumps)):
+    _carry.clear()
+    got = pickle.loads(dumps(stamped))
+    stamp = _carry.take()
+    out[name] = [got == message, type(got).__name__, _carry.read_stamp(stamp)[1:]]
+out["pid"] = [os.getpid(), threading.get_native_id()]
+print(json.dumps(out))
+"""
+
+
+def test_a_stamped_message_pickled_by_another_pickler_arrives_as_itself(
+    tmp_path: Path,
+) -> None:
+    """A stamped message pickled by a pickler that is not procscope's unpickles to the
+    message itself, its stamp (pid, thread, name) noted for the receiving call."""
+    done = run_program(tmp_path, UNPATCHED)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["plain"][:2] == out["forking"][:2] == [True, "dict"]
+    assert out["plain"][2] == out["forking"][2] == [*out["pid"], "MainThread"]
