@@ -130,9 +130,14 @@ def _run(_thread_names: Any, path: str, fd: int) -> None:
             _close(fd)
 
 
+# Records looked at beyond the count of new ones: appends that land between reading the
+# count and taking the records (another thread may run in between).
+SLACK = 4096
+
+
 def _mirror(_thread_names: Any, path: str, fd: int) -> None:
     pid = os.getpid()
-    last_time = 0
+    last: tuple[Any, ...] | None = None  # the newest record copied so far
     last_count = 0
     sites: dict[int, Any] = {}  # code -> (kind name, site_plain), made once per code
     cap = (flight.settings() or (0, flight.DEFAULT_MEMORY))[1] // 2
@@ -141,28 +146,49 @@ def _mirror(_thread_names: Any, path: str, fd: int) -> None:
         ring = flight._ring
         if ring is None:
             return
-        # The records appended since the last tick (taken in one C call: no append runs
-        # meanwhile), those newer than the last tick's newest (a record's time is taken
-        # just before it is appended: a thread preempted in between for a whole tick
-        # could be missed). All of them: a busy child's copy costs in proportion to its
-        # records (about a third of what making them cost), where a cap per tick would
-        # lose the older records of every tick once the child is busier than the cap.
         count = flight.appended(ring)
         if count == last_count:
             continue  # nothing new: an idle child's tick costs next to nothing
-        wanted = min(ring.capacity, count - last_count)
+        fresh = _new_records(ring, count - last_count, last)
         last_count = count
-        newest = list(itertools.islice(reversed(ring.records), wanted))
-        fresh = [r for r in reversed(newest) if r[F_TIME] > last_time]
         if not fresh:
             continue
-        last_time = max(last_time, fresh[-1][F_TIME])
+        last = fresh[-1]
+        # All of them: a busy child's copy costs in proportion to its records (about a
+        # third of what making them cost), where a cap per tick would lose the older
+        # records of every tick once the child is busier than the cap.
         for start in range(0, len(fresh), BATCH):
             try:
                 _append(path, fd, _chunk(fresh[start:start + BATCH], sites, _thread_names),
                         cap)
             except Exception:  # noqa: BLE001 -- a value marshal refuses, a full disk: skip
                 continue
+
+
+def _new_records(ring: Any, new: int, last: tuple[Any, ...] | None) -> list[tuple[Any, ...]]:
+    """The records appended after ``last`` (the newest one copied before), oldest first;
+    about ``new`` of them, by the ring's counter.
+
+    Found by identity in the ring, not by count or time: the counter is read apart from
+    the records (an append may come in between), and a record's time is taken before
+    its append (a thread preempted there appends an older time after newer ones). The
+    newest records are taken in one C call (no append runs meanwhile); ``last`` is held
+    by this thread, so no other record has its identity. Not found: it was overwritten,
+    and everything in the ring is new."""
+    records = ring.records
+    span = min(ring.capacity, new + SLACK)
+    while True:
+        newest = list(itertools.islice(reversed(records), span))
+        if last is not None:
+            try:  # (identity alone, in C: no record's __eq__ is asked)
+                newest = newest[: operator.indexOf(map(operator.is_, newest,
+                                                       itertools.repeat(last)), True)]
+            except ValueError:
+                if len(newest) == span < ring.capacity:
+                    span = ring.capacity  # further back than the slack: the whole ring
+                    continue
+        newest.reverse()
+        return newest
 
 
 def _chunk(records: list[tuple[Any, ...]], sites: dict[int, Any], thread_names: Any) -> bytes:
