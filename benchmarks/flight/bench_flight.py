@@ -1,7 +1,7 @@
 """The flight recorder (issue 13): what it adds to unsampled work, what a record weighs,
 how long a dump takes to reach the trace DB, and the reference pipeline at 0.01.
 
-    python benchmarks/flight/bench_flight.py [--quick] [--only put_get,memory,dump,pipeline]
+    python benchmarks/flight/bench_flight.py [--quick] [--only put_get,memory,dump,pipeline,killed]
         [--pipeline-rounds N]
 
 1. Unsampled put+get on ``queue.Queue`` at ``sample_rate=0`` with the recorder off
@@ -16,6 +16,9 @@ how long a dump takes to reach the trace DB, and the reference pipeline at 0.01.
    until the dump's helper thread is done (with the trace DB alone, it writes the spans
    itself) and until they are in the DB (``force_flush``), and how many spans the DB
    then holds (a dump's spans lost on the way would show here). Goal: at most 0.5 s.
+5. A fork child SIGKILLed while it makes about 2,000 or 40,000 put+get a second (rate
+   0.01, the recorder on): how long before the kill the newest record the parent
+   recovered from the child's mirror was made. Goal: at most 200 ms.
 4. The messaging benchmark's reference pipeline (``bench_messaging.py``'s pipeline round:
    producer thread and process, two consumer processes, ~50 us of work per message) at
    ``sample_rate=0.01`` with the recorder off and on, CPU time of all processes, rounds
@@ -95,6 +98,43 @@ import sqlite3
 spans = sqlite3.connect(db).execute("SELECT count(*) FROM spans").fetchone()[0]
 print(json.dumps({"records": count, "on_thread": on_thread, "made": made, "stored": stored,
                   "spans": spans}))
+"""
+
+
+KILLED = r"""
+import json, multiprocessing as mp, os, queue, signal, sqlite3, sys, time
+import procscope
+
+def work(done, rate):
+    # About ``rate`` put+get a second (two records each), in slices of 1 ms.
+    q = procscope.name(queue.Queue(), "inbox")
+    i, per_ms = 0, max(1, rate // 1000)
+    while True:
+        deadline = time.perf_counter() + 0.001
+        for _ in range(per_ms):
+            q.put(i); q.get(); i += 1
+        done.value = i
+        while time.perf_counter() < deadline:
+            pass
+
+if __name__ == "__main__":
+    db = os.path.join(sys.argv[1], "killed.db")
+    procscope.setup(sample_rate=0.01, db=db)
+    ctx = mp.get_context("fork")
+    done = ctx.Value("q", 0, lock=False)
+    worker = ctx.Process(target=work, args=(done, int(sys.argv[2])), name="worker")
+    worker.start()
+    while done.value < 5_000:
+        time.sleep(0.01)
+    time.sleep(float(sys.argv[3]))
+    killed_ns = time.time_ns()
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.join()
+    procscope.shutdown()
+    newest, count = sqlite3.connect(db).execute(
+        "SELECT max(start_ns), count(*) FROM spans WHERE pid = ? AND kind = 4",  # CONSUMER
+        (worker.pid,)).fetchone()
+    print(json.dumps({"behind": (killed_ns - newest) / 1e9, "received": count}))
 """
 
 
@@ -194,9 +234,26 @@ def _quartiles(values: list[float]) -> list[float]:
     return statistics.quantiles(values, n=4)
 
 
+def bench_killed() -> list[list[str]]:
+    rows = []
+    for rate in (2_000, 40_000):
+        behind, received = [], []
+        for index in range(2 if QUICK else 7):
+            with tempfile.TemporaryDirectory() as folder:
+                # (killed 0.5 to 1.1 s into the run: at any point of the mirror's tick)
+                got = run(KILLED, folder, str(rate), f"{0.5 + 0.1 * index:.1f}")
+            behind.append(got["behind"])
+            received.append(got["received"])
+        rows.append([f"SIGKILLed child, {rate:,} put+get/s: newest record recovered",
+                     f"{statistics.median(behind) * 1e3:.0f} ms behind",
+                     f"median of {len(behind)}, worst {max(behind) * 1e3:.0f} ms; "
+                     f"{min(received):,} receives recovered at least"])
+    return rows
+
+
 def main() -> int:
     parts = {"put_get": bench_put_get, "memory": bench_memory, "dump": bench_dump,
-             "pipeline": bench_pipeline}
+             "pipeline": bench_pipeline, "killed": bench_killed}
     only = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else parts
     rows = [row for name in parts if name in only for row in parts[name]()]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
