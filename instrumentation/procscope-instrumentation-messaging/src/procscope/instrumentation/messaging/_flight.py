@@ -2,25 +2,25 @@
 
 A put, send, get or recv that head sampling left unrecorded appends one record:
 ``(time, code, thread ident, kept item)`` (a stamped multiprocessing receive's keeps
-``(kept item, time sent, sender)``, see :class:`MultiprocessingKind`). ``code`` names
-the queue and the call site (``(system, operation)``); the item is kept only when it is
-an immutable scalar (a number, a short string or bytes), whose content cannot change
-before a dump: anything else is known by its type. Nothing is formatted on the caller's thread: the
-queue's name, its constant attributes and the content (scrubbed, and only under
-``capture_content``) are made when the ring is dumped.
+``(kept item, stamp bytes)``, see :class:`MultiprocessingKind`). ``code`` names the
+queue and the call site (``(system, operation)``); the item is kept only when it is an
+immutable scalar (a number, a short string or bytes), whose content cannot change
+before a dump: anything else is known by its type. Nothing is formatted on the caller's
+thread: the queue's name, its constant attributes and the content (scrubbed, and only
+under ``capture_content``) are made when the ring is dumped.
 
-An unsampled message through a ``multiprocessing`` queue or pipe carries its sender's
-stamp (the time it was sent, the sender's pid, thread native id and name, after its
-pickle: see ``_carry.StampingPickler``), which the receive's record keeps: a receiver's
-dump names the sender, and both ends make the message id from the sender's pid and that
-time (the send record's own), so two dumps show one message. Otherwise an unsampled
-message carries nothing to its receiver. Where both ends are in one dump, on a
-``queue.Queue`` or an ``asyncio.Queue`` (first in, first out, in one process), the dump
-pairs them: the n-th get of the window took the put the queue's size at the dump points
-to, checked against the items kept; a paired put and get share their message id, so
-``procscope messages`` shows one message with its sender and receiver. Otherwise (other
-queues, a put or a get outside the window, a mismatch) they are two messages: one with
-no receiver, one with no sender.
+An unsampled message through a ``multiprocessing`` queue, pipe or Manager queue carries
+its sender's stamp (the time it was sent, the sender's pid, thread native id and name:
+after its pickle, see ``_carry.StampingPickler``, or in a ``_carry.Hop`` through a
+Manager), which the receive's record keeps: a receiver's dump names the sender, and both
+ends make the message id from the sender's pid and that time (the send record's own),
+so two dumps show one message. Otherwise an unsampled message carries nothing to its
+receiver. Where both ends are in one dump, on a ``queue.Queue`` or an ``asyncio.Queue``
+(first in, first out, in one process), the dump pairs them: the n-th get of the window
+took the put the queue's size at the dump points to, checked against the items kept; a
+paired put and get share their message id, so ``procscope messages`` shows one message
+with its sender and receiver. Otherwise (other queues, a put or a get outside the
+window, a mismatch) they are two messages: one with no receiver, one with no sender.
 """
 
 from __future__ import annotations
