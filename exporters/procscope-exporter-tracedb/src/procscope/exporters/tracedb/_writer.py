@@ -26,7 +26,7 @@ from typing import Any
 from procscope.core.guard import warn_once
 
 from . import _schema
-from ._dbfile import connect_for_writing
+from ._connect import connect_for_writing
 from ._fds import OPENING, file_identity, open_fds, own_fds
 from ._run_rows import run_id_of_resource, write_summaries
 
