@@ -61,9 +61,11 @@ EVENT_INSERT = (
 )
 LINK_INSERT = "INSERT INTO links (span_pk, trace_id, span_id, attributes) VALUES (?,?,?,?)"
 SPAN_ATTR_INSERT = "INSERT OR IGNORE INTO span_attrs (key, value, span_pk) VALUES (?,?,?)"
+# (plain "?" placeholders: numbered ones with a sequence of values warn from Python 3.12
+# and are an error from 3.14)
 SPAN_ATTR_RANGE_INSERT = (
-    "INSERT OR IGNORE INTO span_attrs (key, value, span_pk) SELECT ?1, ?2, span_pk FROM spans "
-    "WHERE span_pk BETWEEN ?3 AND ?4"
+    "INSERT OR IGNORE INTO span_attrs (key, value, span_pk) SELECT ?, ?, span_pk FROM spans "
+    "WHERE span_pk BETWEEN ? AND ?"
 )
 EVENT_ATTR_INSERT = "INSERT OR IGNORE INTO event_attrs (key, value, event_pk) VALUES (?,?,?)"
 # One summary row per trace, merged with what earlier batches (of any process) wrote.
@@ -458,10 +460,12 @@ def insert_spans(conn: sqlite3.Connection, spans: Sequence[tuple[Any, ...]]) -> 
         conn.executemany(SPAN_INSERT, spans)
         return
     varying = [column for column in range(15) if column not in literals]
-    slots = iter(range(1, len(varying) + 1))
-    values_sql = ",".join(literals.get(column) or f"?{next(slots)}" for column in range(15))
-    conn.executemany(f"INSERT INTO spans {_SPAN_COLUMNS} VALUES ({values_sql})",
-                     map(itemgetter(*varying), spans))  # fmt: skip
+    # Plain "?" placeholders, bound in column order (numbered ones with a sequence of
+    # values warn from Python 3.12 and are an error from 3.14).
+    values_sql = ",".join(literals.get(column) or "?" for column in range(15))
+    rows = map(itemgetter(*varying), spans) if len(varying) > 1 else (
+        (span[varying[0]],) for span in spans)
+    conn.executemany(f"INSERT INTO spans {_SPAN_COLUMNS} VALUES ({values_sql})", rows)
 
 
 def _literal(value: Any) -> str | None:
