@@ -3,7 +3,10 @@ test starts with this process's loss counters at zero."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,6 +14,11 @@ import pytest
 
 # Set for the whole session, so child processes started by tests inherit it too.
 os.environ["PROCSCOPE_RAISE_INTERNAL_ERRORS"] = "1"
+# `procscope run` caches its check of the entry points under $XDG_CACHE_HOME/procscope/:
+# the tests' runs keep theirs in a folder of this session, not in the user's ~/.cache.
+_CACHE = tempfile.mkdtemp(prefix="procscope-tests-cache-")
+os.environ["XDG_CACHE_HOME"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, True)
 
 
 @pytest.fixture(autouse=True)
