@@ -298,27 +298,13 @@ def recover_later(pid: int, reason: str, process_name: str = "") -> None:
     the program's thread that joined or waited for the child, which must not wait for
     the seconds a busy child's records take. A shutdown waits for it as for a dump."""
     from . import _flight_spans
+    from .guard import handle_internal_errors
 
     def run() -> None:
-        from .guard import handle_internal_errors
+        with handle_internal_errors():
+            recover(pid, reason, process_name)
 
-        try:
-            with handle_internal_errors():
-                recover(pid, reason, process_name)
-        finally:
-            with _flight_spans._helpers_lock:  # (forgotten once done, as dump helpers)
-                me = threading.current_thread()
-                _flight_spans._helpers[:] = [h for h in _flight_spans._helpers if h is not me]
-
-    helper = threading.Thread(target=run, name="procscope-flight-recover", daemon=True)
-    with _flight_spans._helpers_lock:
-        _flight_spans._helpers.append(helper)
-    try:
-        helper.start()
-    except RuntimeError:  # no new threads at interpreter shutdown: here, then
-        with _flight_spans._helpers_lock:
-            _flight_spans._helpers.remove(helper)
-        recover(pid, reason, process_name)
+    _flight_spans.run_helper(run, "procscope-flight-recover")
 
 
 def recover(pid: int, reason: str, process_name: str = "", window: float | None = None) -> int:

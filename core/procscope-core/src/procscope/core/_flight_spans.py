@@ -19,6 +19,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import flight
@@ -295,9 +296,9 @@ _helpers: list[threading.Thread] = []
 _helpers_lock = threading.Lock()
 
 
-def _send_then_forget(job: Dump) -> None:
+def _run_then_forget(work: Callable[[], None]) -> None:
     try:
-        _send(job)
+        work()
     finally:
         # A finished helper must not stay referenced: a test runner that counts the
         # Thread objects still alive in threading._dangling (CPython's regrtest) would
@@ -307,11 +308,10 @@ def _send_then_forget(job: Dump) -> None:
             _helpers[:] = [h for h in _helpers if h is not me]
 
 
-def deliver(job: Dump, wait: float | None) -> None:
-    """Make the spans and hand them over, on a helper thread (waited for ``wait`` s)."""
-    helper = threading.Thread(
-        target=_send_then_forget, args=(job,), name="procscope-flight-dump", daemon=True
-    )
+def run_helper(work: Callable[[], None], name: str, wait: float | None = None) -> None:
+    """Run ``work`` on a helper thread that ``wait_for_dumps`` waits for (waited for
+    ``wait`` s here); on this thread when no thread can start (interpreter shutdown)."""
+    helper = threading.Thread(target=_run_then_forget, args=(work,), name=name, daemon=True)
     # Listed before it starts, so that its own removal at its end cannot come first.
     with _helpers_lock:
         _helpers.append(helper)
@@ -320,10 +320,15 @@ def deliver(job: Dump, wait: float | None) -> None:
     except RuntimeError:  # no new threads at interpreter shutdown: here, then
         with _helpers_lock:
             _helpers.remove(helper)
-        _send(job)
+        work()
         return
     if wait is not None:
         helper.join(wait)
+
+
+def deliver(job: Dump, wait: float | None) -> None:
+    """Make the spans and hand them over, on a helper thread (waited for ``wait`` s)."""
+    run_helper(lambda: _send(job), "procscope-flight-dump", wait)
 
 
 # Spans of dumps handed on so far (by chunk): a wait sees whether dumps make progress.
