@@ -41,7 +41,7 @@ _thread_of = operator.itemgetter(F_THREAD)
 # "fd": the mirror file, opened before the child runs the program's code and kept
 # open: opened at each tick, the child's count of open files changed while its code ran
 # (CPython's test_child_fd_inflation, forkserver, saw one file more now and then).
-_state: dict[str, Any] = {"thread": None, "pid": 0, "stop": False, "fd": None}
+_state: dict[str, Any] = {"thread": None, "pid": 0, "stop": False, "fd": None, "copier": None}
 
 
 def _path(pid: int) -> str | None:
@@ -70,9 +70,9 @@ def start() -> None:
     _state["pid"] = os.getpid()
     _state["stop"] = False
     _state["fd"] = fd
+    copier = _state["copier"] = _Copier(_thread_names, path, fd)
     thread = threading.Thread(
-        target=_run, args=(_thread_names, path, fd), name="procscope-flight-mirror",
-        daemon=True,
+        target=_run, args=(copier,), name="procscope-flight-mirror", daemon=True,
     )
     try:
         thread.start()
@@ -91,6 +91,7 @@ def after_fork_in_child() -> None:
         _close(fd)
     _state["pid"] = 0
     _state["thread"] = None
+    _state["copier"] = None
     flight.mirrored = False
 
 
@@ -108,6 +109,16 @@ def stop() -> None:
     forget(os.getpid())
 
 
+def left_by(pid: int) -> bool:
+    """Whether the child ``pid`` left its mirror behind: its end did not remove it, as
+    when the dump of its end was cut short by its exit (see ``sync``)."""
+    folder = handoff.directory()
+    if not folder:
+        return False
+    path = os.path.join(folder, f"flight-{pid}.rec")
+    return os.path.exists(path) or os.path.exists(path + ".old")
+
+
 def forget(pid: int) -> None:
     path = _path(pid)
     if path:
@@ -118,16 +129,31 @@ def forget(pid: int) -> None:
                 pass
 
 
-def _run(_thread_names: Any, path: str, fd: int) -> None:
+def _run(copier: _Copier) -> None:
     # The file is closed by this thread alone, when it stops: closed by stop() on
     # another thread, its number could be reused by the program's next open() and this
     # thread's next write would land in the program's file.
     try:
-        _mirror(_thread_names, path, fd)
+        pid = copier.pid
+        while not _state["stop"] and _state["pid"] == pid:
+            time.sleep(INTERVAL)
+            copier.copy_new()
     finally:
-        if _state["fd"] == fd and _state["pid"] == os.getpid():
-            _state["fd"] = None
-            _close(fd)
+        with copier.lock:  # (not while sync() writes on another thread)
+            copier.fd = None
+            if _state["fd"] == copier.fd_number and _state["pid"] == os.getpid():
+                _state["fd"] = None
+                _close(copier.fd_number)
+
+
+def sync() -> None:
+    """Copy the records not yet mirrored, now, on this thread: a dump is about to take
+    the ring, and the records of the last tick (up to 100 ms) would otherwise reach the
+    file only through the dump, which a child's exit may cut short (then the parent makes
+    the recording from the file: see ``procscope.instrumentation.lifecycle._ending``)."""
+    copier = _state["copier"]
+    if copier is not None and copier.pid == os.getpid():
+        copier.copy_new()
 
 
 # Records looked at beyond the count of new ones: appends that land between reading the
@@ -135,34 +161,45 @@ def _run(_thread_names: Any, path: str, fd: int) -> None:
 SLACK = 4096
 
 
-def _mirror(_thread_names: Any, path: str, fd: int) -> None:
-    pid = os.getpid()
-    last: tuple[Any, ...] | None = None  # the newest record copied so far
-    last_count = 0
-    sites: dict[int, Any] = {}  # code -> (kind name, site_plain), made once per code
-    cap = (flight.settings() or (0, flight.DEFAULT_MEMORY))[1] // 2
-    while not _state["stop"] and _state["pid"] == pid:
-        time.sleep(INTERVAL)
-        ring = flight._ring
-        if ring is None:
-            return
-        count = flight.appended(ring)
-        if count == last_count:
-            continue  # nothing new: an idle child's tick costs next to nothing
-        fresh = _new_records(ring, count - last_count, last)
-        last_count = count
-        if not fresh:
-            continue
-        last = fresh[-1]
-        # All of them: a busy child's copy costs in proportion to its records (about a
-        # third of what making them cost), where a cap per tick would lose the older
-        # records of every tick once the child is busier than the cap.
-        for start in range(0, len(fresh), BATCH):
-            try:
-                _append(path, fd, _chunk(fresh[start:start + BATCH], sites, _thread_names),
-                        cap)
-            except Exception:  # noqa: BLE001 -- a value marshal refuses, a full disk: skip
-                continue
+class _Copier:
+    """Where the mirror is in the ring (the newest record copied, the counter then) and
+    its file. ``copy_new`` runs on the mirror's thread every tick, and on a dying thread
+    through :func:`sync`: under one lock, so that no record is written twice or skipped."""
+
+    def __init__(self, thread_names: Any, path: str, fd: int) -> None:
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        self.thread_names = thread_names
+        self.path = path
+        self.fd: int | None = fd
+        self.fd_number = fd
+        self.last: tuple[Any, ...] | None = None  # the newest record copied so far
+        self.last_count = 0
+        self.sites: dict[int, Any] = {}  # code -> (kind name, site_plain), made once per code
+        self.cap = (flight.settings() or (0, flight.DEFAULT_MEMORY))[1] // 2
+
+    def copy_new(self) -> None:
+        with self.lock:
+            ring = flight._ring
+            if ring is None or self.fd is None:
+                return
+            count = flight.appended(ring)
+            if count == self.last_count:
+                return  # nothing new: an idle child's tick costs next to nothing
+            fresh = _new_records(ring, count - self.last_count, self.last)
+            self.last_count = count
+            if not fresh:
+                return
+            self.last = fresh[-1]
+            # All of them: a busy child's copy costs in proportion to its records (about
+            # a third of what making them cost), where a cap per tick would lose the older
+            # records of every tick once the child is busier than the cap.
+            for start in range(0, len(fresh), BATCH):
+                try:
+                    chunk = _chunk(fresh[start:start + BATCH], self.sites, self.thread_names)
+                    _append(self.path, self.fd, chunk, self.cap)
+                except Exception:  # noqa: BLE001 -- a value marshal refuses, a full disk: skip
+                    continue
 
 
 def _new_records(ring: Any, new: int, last: tuple[Any, ...] | None) -> list[tuple[Any, ...]]:

@@ -326,9 +326,18 @@ def run_helper(work: Callable[[], None], name: str, wait: float | None = None) -
         helper.join(wait)
 
 
+DUMP_THREAD = "procscope-flight-dump"
+
+
 def deliver(job: Dump, wait: float | None) -> None:
     """Make the spans and hand them over, on a helper thread (waited for ``wait`` s)."""
-    run_helper(lambda: _send(job), "procscope-flight-dump", wait)
+    run_helper(lambda: _send(job), DUMP_THREAD, wait)
+
+
+def dump_running() -> bool:
+    """Whether a dump's spans are still being made and handed on, on a helper thread."""
+    with _helpers_lock:
+        return any(h.name == DUMP_THREAD and h.is_alive() for h in _helpers)
 
 
 # Spans of dumps handed on so far (by chunk): a wait sees whether dumps make progress.

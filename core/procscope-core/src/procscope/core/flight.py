@@ -356,6 +356,10 @@ def dump(
     from . import _flight_spans
 
     claim(trigger)
+    if mirrored:  # (a child: its newest records to its mirror first, see _flight_mirror.sync)
+        from . import _flight_mirror
+
+        _flight_mirror.sync()
     with _lock:
         now = time.monotonic()
         merged = now - _last_dump[0] < MERGE_SECONDS and _last_dump[1]

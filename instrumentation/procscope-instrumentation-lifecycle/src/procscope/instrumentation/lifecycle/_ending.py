@@ -105,11 +105,10 @@ def finish_run(
         if not expected:
             flight_at_end(code, exit_signal, _failure[0] if _failure else None,
                           span.get_span_context())
-        if flight.append is not None:
-            _flight_mirror.stop()  # (this end wrote its own dump, or needs none)
     except Exception:  # noqa: BLE001
         log_internal_error()
     _flush_quietly()
+    end_mirror()
     return True
 
 
@@ -131,7 +130,27 @@ def flight_child_end(code: int | None, exit_signal: int | None = None) -> None:
     _flight_run[0] = False
     try:
         flight_at_end(code, exit_signal, _failure[0] if _failure else None, None)
-        _flight_mirror.stop()
+    except Exception:  # noqa: BLE001
+        log_internal_error()
+
+
+def end_mirror() -> None:
+    """At a child's end, after its exit flush: remove its mirror (its ring's copy on
+    disk), unless the dump of its end is still being made. A child's exit waits only a
+    part of a second for its dump (FLIGHT_EXIT_WAIT, then the exit flush), and a full
+    ring takes seconds: the exit would cut the dump short and lose the records it had
+    not handed on yet. The mirror is then left for the parent, which makes the
+    recording from it when it reaps the child, as for a SIGKILL
+    (``_processes.record_reap``). Spans the dump had handed on before the exit may
+    then be stored twice: never lost."""
+    if not flight.mirrored:
+        return
+    try:
+        # (imported by the mirror's start already: a look-up, not an import)
+        from procscope.core import _flight_spans
+
+        if not _flight_spans.dump_running():
+            _flight_mirror.stop()
     except Exception:  # noqa: BLE001
         log_internal_error()
 
@@ -200,6 +219,7 @@ def _end_for_signal(signum: int) -> None:
                 flight_child_end(None, signum)
             _program.record_end(exit_signal=signum)
             _flush_quietly()
+            end_mirror()
     except Exception:  # noqa: BLE001 -- never stop the process from dying
         pass
 
@@ -293,6 +313,7 @@ def _make_exit(original: Any) -> Any:
                     flight_child_end(code if isinstance(code, int) else None)
                     _program.record_end(code if isinstance(code, int) else None)
                     _flush_quietly()
+                    end_mirror()
         except BaseException:  # noqa: BLE001 -- os._exit must exit, whatever happened
             pass
         original(code)

@@ -98,6 +98,12 @@ def record_reap(info: ReapInfo, child_pid: int | None, code: int | None) -> None
         reason = info.reason if code == -signal.SIGTERM else None
         if reason is None:
             _flight_child_killed(info.name, child_pid, -code)
+    elif (code is not None and child_pid is not None and flight.append is not None
+          and runtime.active and _flight_mirror.left_by(child_pid)):
+        # It ended while the dump of its end was still being made, which its exit cut
+        # short: it left its mirror for this process to make the recording from
+        # (_ending.end_mirror).
+        _flight_child_cut_off(info.name, child_pid, code)
     if info.ctx is None or not runtime.active or not process_spans_wanted():
         return
     attributes = thread_attributes()
@@ -145,6 +151,14 @@ def _flight_child_killed(name: str, child_pid: int | None, signum: int) -> None:
         except Exception:  # noqa: BLE001
             log_internal_error()
     flight_trigger(what)
+
+
+def _flight_child_cut_off(name: str, child_pid: int, code: int) -> None:
+    what = f"child {name} ({child_pid}) exit code {code}: its recording, cut short"
+    try:
+        _flight_mirror.recover_later(child_pid, what, name)
+    except Exception:  # noqa: BLE001
+        log_internal_error()
 
 
 def start_method_of(proc: Any) -> str:
@@ -293,6 +307,7 @@ def _make_bootstrap(original: Any) -> Any:
                     # _exit (and its flight recorder's dump, if it ended badly).
                     _ending.flight_child_end(code)
                     flush()
+                    _ending.end_mirror()
                 if token is not None:
                     otel_context.detach(token)
             except Exception:  # noqa: BLE001

@@ -115,8 +115,20 @@ def _code(target: Any, site: int) -> int:
             kind: MessageKind = MP_SEND if SITES[site][2] == "send" else MP_RECEIVE
         else:
             kind = SEND if SITES[site][2] == "send" else RECEIVE
-        code = codes[site] = flight.register_site(kind, target, SITES[site])
+        # With what the dump needs of the queue now (its name, its type), for a dump made
+        # after the queue is gone: a queue local to a process's target dies with the
+        # target's frame, before the dump of the process's end.
+        code = codes[site] = flight.register_site(
+            kind, target, (*SITES[site], _site_plain(target, SITES[site])))
     return code  # type: ignore[no-any-return]
+
+
+def _site_plain(target: Any, site: tuple[str, str, str]) -> tuple[Any, ...]:
+    """(span name, start attributes, queue type) of ``target``'s records at ``site``."""
+    system, operation, operation_type = site[:3]
+    prof = _core.profile(target, system, operation, operation_type,
+                         queue_type=operation_type == "send")
+    return (prof.span_name, prof.start, prof.queue_type)
 
 
 class MessageKind(flight.FlightKind):
@@ -134,12 +146,9 @@ class MessageKind(flight.FlightKind):
         # program's scrubbing rules).
         _kind, ref, site = flight.SITES[code]
         target = ref()
-        if target is None:  # the queue is gone: its name went with it
-            return None
-        system, operation, operation_type = site
-        prof = _core.profile(target, system, operation, operation_type,
-                             queue_type=operation_type == "send")
-        return (prof.span_name, prof.start, prof.queue_type)
+        if target is None:  # the queue is gone: what it was at its first record
+            return site[3]
+        return _site_plain(target, site)
 
     def plain(self, record: tuple[Any, ...]) -> Any:
         return record[F_A]  # (the kept item: already what marshal takes)
