@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,7 +19,7 @@ from opentelemetry.sdk.resources import (
     Resource,
     get_aggregated_resources,
 )
-from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -61,6 +62,58 @@ def build_resource(run_attributes: Mapping[str, str] | None = None) -> Resource:
         # the same service: one program, one service in Jaeger or Tempo.
         os.environ["OTEL_SERVICE_NAME"] = program_name()
     return detected.merge(Resource.create()).merge(Resource(dict(run_attributes or {})))
+
+
+class ProcscopeTracerProvider(TracerProvider):
+    """The SDK's TracerProvider, whose fork child renews its process-dependent resource
+    attributes without a thread pool.
+
+    In a fork child the SDK (1.40 and later) runs its process-dependent resource
+    detectors again (``_handle_fork``), through ``get_aggregated_resources``: a
+    ThreadPoolExecutor, a thread started and joined, 1 to 2 ms of every forked child's
+    start (and ``multiprocessing``'s fork is the default start method up to Python
+    3.13). With the SDK's default detectors the only one is the one that draws a new
+    ``service.instance.id``, which does no I/O and cannot block: it runs here, on the
+    forking thread, and its result is merged as the SDK merges it. With any other
+    process-dependent detector (``OTEL_EXPERIMENTAL_RESOURCE_DETECTORS``), which may
+    take time, the SDK's own way."""
+
+    def _handle_fork(self) -> None:
+        try:
+            resource = _inline_process_resource()
+        except Exception:  # noqa: BLE001 -- another SDK than expected: the SDK's way
+            resource = None
+        if resource is None:
+            super()._handle_fork()  # type: ignore[misc]
+            return
+        self._tracers_lock = threading.Lock()
+        self._update_resource(resource)  # type: ignore[attr-defined]
+
+
+def _inline_process_resource() -> Resource | None:
+    """What the SDK's ``_get_process_dependent_resource`` gives, detected on this thread,
+    when every process-dependent detector is one that cannot block; else None."""
+    from opentelemetry.sdk import resources
+
+    detectors = [
+        detector
+        for detector in resources._build_resource_detectors()  # type: ignore[attr-defined]
+        if detector.is_process_dependent()
+    ]
+    inline = getattr(resources, "ServiceInstanceIdResourceDetector", None)
+    if inline is None or any(type(detector) is not inline for detector in detectors):
+        return None
+    merged = Resource.get_empty()
+    for detector in detectors:  # (as get_aggregated_resources merges them, in order)
+        try:
+            detected = detector.detect()
+        except Exception as exc:
+            if detector.raise_on_error:
+                raise
+            _logger.warning("Exception %s in detector %s, ignoring", exc, detector)
+            detected = Resource.get_empty()
+        merged = merged.merge(detected)
+    return merged
 
 
 def otlp_protocol() -> str:

@@ -12,7 +12,6 @@ from types import FrameType
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
 
 from procscope.core import _flight_signal, flight, handoff, losses, runs, shared_state
 from procscope.core.forksafe import ForkSafeLock
@@ -39,7 +38,7 @@ from procscope.core.settings import (
 from procscope.core.threadinfo import on_main_thread
 
 from . import _instrumentors, _run_notice
-from ._pipeline import build_processors, build_resource, record_sink
+from ._pipeline import ProcscopeTracerProvider, build_processors, build_resource, record_sink
 from ._sampler import AdjustableRateSampler
 
 _logger = logging.getLogger("procscope")
@@ -292,7 +291,7 @@ class Scope:
             )
         self.sampler = AdjustableRateSampler(self.settings.sample_rate)
         # Shut down at exit by procscope, within a budget, not by the SDK's unbounded hook.
-        provider = TracerProvider(
+        provider = ProcscopeTracerProvider(
             resource=build_resource(self.run_attributes),
             sampler=self.sampler,
             shutdown_on_exit=False,

@@ -38,8 +38,11 @@ attributes, events and links the limits dropped.
 
 from __future__ import annotations
 
+import os
 import random
+import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -161,6 +164,41 @@ def records_allowed(tracer: Any) -> bool:
     )
 
 
+# Every SpanRecords, for a fork child to give them its tracers' new resource.
+_span_records: weakref.WeakSet[SpanRecords] = weakref.WeakSet()
+_renew_hook: list[bool] = []
+_renew_lock = threading.Lock()
+
+
+def _remember(kind: SpanRecords) -> None:
+    with _renew_lock:
+        _span_records.add(kind)
+        if not _renew_hook and hasattr(os, "register_at_fork"):
+            # Registered after the tracer's provider registered its own (a tracer comes
+            # from its provider): hooks in a child run in the order registered, so the
+            # provider has renewed its resource when this hook reads it.
+            os.register_at_fork(after_in_child=_renew_resources)
+            _renew_hook.append(True)
+
+
+def _renew_resources() -> None:
+    """In a fork child: the SDK's provider gives its tracers a resource of the child's
+    (a service.instance.id of its own); the child's spans are made with it."""
+    global _renew_lock
+    _renew_lock = threading.Lock()  # (a thread of the parent may have held it)
+    try:
+        for kind in list(_span_records):
+            tracer = kind._tracer()
+            resource = getattr(tracer, "resource", None)
+            if resource is not None and resource is not kind.resource:
+                kind.resource = resource
+                kind._origin = (resource, kind.scope)
+    except Exception:  # noqa: BLE001 -- a fork hook must not fail the fork
+        from .guard import log_internal_error
+
+        log_internal_error()
+
+
 class SpanRecords(RecordKind):
     """Ids, sampling and materialisation for the spans of one SDK tracer."""
 
@@ -173,6 +211,8 @@ class SpanRecords(RecordKind):
         self._event = Event
         self.recorder = recorder
         self.resource = tracer.resource
+        self._tracer = weakref.ref(tracer)
+        _remember(self)
         self.sampler = tracer.sampler
         scope = getattr(tracer, "_instrumentation_scope", None)
         self.scope = scope if isinstance(scope, InstrumentationScope) else None

@@ -1,0 +1,87 @@
+"""What a ``multiprocessing`` fork child does for procscope, beyond what it must: no
+thread pool to renew its resource, no exit flush thread when it recorded nothing. (What
+that costs is measured in benchmarks/startup; here, what the child does.)"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+# A child reports the threads started in it, by name, and its own resource's
+# service.instance.id (the provider's, as the program would read it).
+HELPERS = """
+import json, os, threading
+from opentelemetry import trace
+
+PARENT = os.getpid()
+_start = threading.Thread.start
+
+def start(self):
+    if os.getpid() != PARENT:
+        with open(f"threads-{os.getpid()}.txt", "a") as out:
+            out.write(self.name + "\\n")
+    return _start(self)
+
+threading.Thread.start = start
+
+def work(done):
+    instance = trace.get_tracer_provider().resource.attributes.get("service.instance.id")
+    done.put(json.dumps({"pid": os.getpid(), "instance": instance}))
+"""
+
+BODY = """
+import glob, multiprocessing as mp, re
+ctx = mp.get_context("fork")
+done = ctx.SimpleQueue()
+for _ in range(2):
+    child = ctx.Process(target=work, args=(done,))
+    child.start()
+    report = json.loads(done.get())
+    child.join()
+    names = []
+    for path in glob.glob(f"threads-{child.pid}.txt"):
+        names = [re.sub(r"\\d+", "N", name) for name in open(path).read().split()]
+    report["threads"] = names
+    print(json.dumps(report))
+print(json.dumps({"parent_instance": trace.get_tracer_provider().resource.attributes.get(
+    "service.instance.id")}))
+"""
+
+
+def test_an_unsampled_fork_child_starts_no_thread_but_the_sigterm_watch(run_program: Any) -> None:
+    """At sample rate 0 a fork child records nothing: it starts neither the SDK's thread
+    pool (for its resource) nor an exit flush; only the SIGTERM watch."""
+    run = run_program(
+        BODY,
+        helpers=HELPERS,
+        setup='procscope.setup(db=sys.argv[1], exporter="tracedb", sample_rate=0.0)',
+        env={"PROCSCOPE_FLIGHT_RECORDER": "off"},
+    )
+    assert run.returncode == 0, run.stderr
+    children = [line for line in run.lines if "threads" in line]
+    assert len(children) == 2
+    for child in children:
+        assert child["threads"] == ["procscope-sigterm-watch"], child
+
+
+def test_a_fork_child_gets_a_service_instance_id_of_its_own(run_program: Any) -> None:
+    """As with the SDK's own provider: each fork child's resource has a new
+    service.instance.id, and its spans in the DB carry it."""
+    run = run_program(BODY, helpers=HELPERS)
+    assert run.returncode == 0, run.stderr
+    children = [line for line in run.lines if "instance" in line]
+    parent = next(line["parent_instance"] for line in run.lines if "parent_instance" in line)
+    ids = {parent, *(child["instance"] for child in children)}
+    assert len(ids) == 3 and None not in ids, run.lines
+    with sqlite3.connect(Path(run.db_path)) as db:
+        stored = {
+            pid: json.loads(attributes).get("service.instance.id")
+            for pid, attributes in db.execute(
+                "SELECT DISTINCT s.pid, r.attributes FROM spans s "
+                "JOIN resources r ON r.resource_id = s.resource_id"
+            )
+        }
+    for child in children:
+        assert stored[child["pid"]] == child["instance"], (parent, stored, children)
