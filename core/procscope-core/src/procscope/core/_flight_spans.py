@@ -15,6 +15,8 @@ caller is an exit path that waits for them.
 
 from __future__ import annotations
 
+import bisect
+import operator
 import os
 import random
 import threading
@@ -47,7 +49,7 @@ def new_ids() -> tuple[int, int]:
 def _thread_names(records: list[tuple[Any, ...]]) -> dict[int, tuple[int | None, str]]:
     """Thread ident -> (native id, name) of the threads alive now: taken on the thread
     that triggers the dump, which may be the one about to end. (The threads whose end is
-    in ``records`` are named by :func:`_ended_thread_names`, on the dump's helper thread:
+    in ``records`` are named by :func:`_ended_threads`, on the dump's helper thread:
     a scan of every record, kept off the failing thread.)"""
     names: dict[int, tuple[int | None, str]] = {}
     for thread in threading.enumerate():
@@ -56,10 +58,15 @@ def _thread_names(records: list[tuple[Any, ...]]) -> dict[int, tuple[int | None,
     return names
 
 
-def _ended_thread_names(records: list[tuple[Any, ...]]) -> dict[int, tuple[int | None, str]]:
-    """Thread ident -> (native id, name) of the threads whose end is in ``records`` (a
-    thread's end record carries its native id and name)."""
-    names: dict[int, tuple[int | None, str]] = {}
+def _ended_threads(
+    records: list[tuple[Any, ...]],
+) -> dict[int, list[tuple[int, tuple[int | None, str]]]]:
+    """Thread ident -> [(time of its end, (native id, name))] of the threads whose end is
+    in ``records`` (a thread's end record carries its native id and name), oldest first.
+    Python gives a thread's ident again to a thread started after it ended, so one ident
+    can name several threads in a window: a record belongs to the first of them that
+    ended at or after it (or, after their last end, to the thread alive now)."""
+    ended: dict[int, list[tuple[int, tuple[int | None, str]]]] = {}
     for record in records:
         if len(record) <= F_B or not isinstance(kind_of(record), EventKind):
             continue  # (a message's record is shorter)
@@ -67,8 +74,28 @@ def _ended_thread_names(records: list[tuple[Any, ...]]) -> dict[int, tuple[int |
         if type(attributes) is dict:
             name = attributes.get(THREAD_NAME)
             if type(name) is str:
-                names[record[F_THREAD]] = (attributes.get(THREAD_ID), name)
-    return names
+                ended.setdefault(record[F_THREAD], []).append(
+                    (record[F_TIME], (attributes.get(THREAD_ID), name)))
+    for ends in ended.values():
+        ends.sort(key=_first)
+    return ended
+
+
+_first = operator.itemgetter(0)
+
+
+def _extra_at(
+    ident: int, at: int, ends: list[tuple[int, tuple[int | None, str]]],
+    alive: tuple[int | None, str] | None, pid: int, made: dict[Any, dict[str, Any]],
+) -> dict[str, Any]:
+    """The thread attributes of a record made at ``at`` by a thread ``ident`` that
+    ``ends`` lists (see :func:`_ended_threads`), made once per thread (in ``made``)."""
+    index = bisect.bisect_left(ends, at, key=_first)
+    known = ends[index][1] if index < len(ends) else alive
+    extra = made.get((ident, index))
+    if extra is None:
+        extra = made[(ident, index)] = _thread_attributes(ident, known, pid)
+    return extra
 
 
 class Dump:
@@ -140,9 +167,10 @@ class Dump:
         # The threads alive at the trigger over those whose end is in the records (after
         # see_dump: a kind may read live state, as messages read a queue's size, and the
         # program goes on meanwhile).
-        names = _ended_thread_names(self.records)
-        names.update(self.thread_names if self.thread_names is not None else _thread_names(
-            self.records))
+        ended = _ended_threads(self.records)
+        names = self.thread_names if self.thread_names is not None else _thread_names(
+            self.records)
+        by_time: dict[Any, dict[str, Any]] = {}  # (for the threads in ``ended``)
         # What a thread's spans add to their attributes, made once a thread (one update()
         # a span, in the order the keys were set one by one before), and span kinds'
         # values (an enum's .value is a slow property): a dump makes up to hundreds of
@@ -162,7 +190,14 @@ class Dump:
             ident = record[F_THREAD]
             extra = extras.get(ident)
             if extra is None:
-                extra = extras[ident] = _thread_attributes(ident, names.get(ident), pid)
+                ends = ended.get(ident)
+                alive = names.get(ident)
+                if ends is None:
+                    extra = extras[ident] = _thread_attributes(ident, alive, pid)
+                elif len(ends) == 1 and alive is None:  # (one thread had the ident)
+                    extra = extras[ident] = _thread_attributes(ident, ends[0][1], pid)
+                else:  # (several threads had it: which one, by the record's time)
+                    extra = _extra_at(ident, record[F_TIME], ends, alive, pid, by_time)
             attributes.update(extra)
             value = kind_values.get(span_kind)
             if value is None:
