@@ -85,3 +85,23 @@ def test_a_fork_child_gets_a_service_instance_id_of_its_own(run_program: Any) ->
         }
     for child in children:
         assert stored[child["pid"]] == child["instance"], (parent, stored, children)
+
+
+def test_a_fork_child_whose_only_span_is_its_own_starts_no_drain_thread(
+    run_program: Any,
+) -> None:
+    """At the defaults a child that records nothing but its own process span has it
+    delivered by its exit flush: no drain thread is started for that one record, and
+    the span is in the DB."""
+    run = run_program(BODY, helpers=HELPERS)
+    assert run.returncode == 0, run.stderr
+    children = [line for line in run.lines if "threads" in line]
+    assert len(children) == 2
+    for child in children:
+        assert child["threads"] == ["procscope-sigterm-watch", "procscope-exit-flush"], child
+    with sqlite3.connect(Path(run.db_path)) as db:
+        recorded = {
+            pid
+            for (pid,) in db.execute("SELECT pid FROM spans WHERE name LIKE 'process %'")
+        }
+    assert {child["pid"] for child in children} <= recorded

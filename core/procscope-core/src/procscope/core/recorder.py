@@ -206,6 +206,14 @@ class RecordingSpanProcessor:
                 self._start_thread()
         self._append(record)
 
+    def at_exit(self) -> None:
+        """This process is ending, and its exit flush delivers what is buffered (on the
+        flush's own thread): a record from now on starts no drain thread. A child that
+        recorded nothing before its end (an unsampled one, or one whose only span is its
+        own) started one for its last record alone: 0.1-0.5 ms in a freshly forked child."""
+        if self._thread is None and not self._shutdown:
+            self.append = self._append
+
     def _append_lost(self, record: tuple[Any, ...]) -> None:
         self._lose(1, "after_shutdown")
 

@@ -93,6 +93,9 @@ def finish_run(
         return False
     _flight_run[0] = False
     try:
+        recorder = getattr(runtime.records, "recorder", None)
+        if recorder is not None:
+            recorder.at_exit()  # (the exit flush below delivers the span's record)
         if _failure:
             end_with_error(span, _failure[0])
             if not expected:
