@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def test_a_fork_child_gets_a_service_instance_id_of_its_own(run_program: Any) ->
     parent = next(line["parent_instance"] for line in run.lines if "parent_instance" in line)
     ids = {parent, *(child["instance"] for child in children)}
     assert len(ids) == 3 and None not in ids, run.lines
-    with sqlite3.connect(Path(run.db_path)) as db:
+    with closing(sqlite3.connect(Path(run.db_path))) as db:
         stored = {
             pid: json.loads(attributes).get("service.instance.id")
             for pid, attributes in db.execute(
@@ -99,7 +100,7 @@ def test_a_fork_child_whose_only_span_is_its_own_starts_no_drain_thread(
     assert len(children) == 2
     for child in children:
         assert child["threads"] == ["procscope-sigterm-watch", "procscope-exit-flush"], child
-    with sqlite3.connect(Path(run.db_path)) as db:
+    with closing(sqlite3.connect(Path(run.db_path))) as db:
         recorded = {
             pid
             for (pid,) in db.execute("SELECT pid FROM spans WHERE name LIKE 'process %'")
