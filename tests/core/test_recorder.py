@@ -289,3 +289,38 @@ def test_a_fork_child_that_records_nothing_starts_no_thread() -> None:
         os.close(read)
     finally:
         recorder.shutdown()
+
+
+@pytest.mark.parametrize(("rate", "most"), [(0.5, 9), (1.0, None)])
+def test_below_rate_1_a_trickle_of_records_is_delivered_in_few_batches(
+    rate: float, most: int | None
+) -> None:
+    """Head sampling below 1: a record every 10 ms for a second is delivered in at most
+    one batch per 200 ms (each delivery to the trace DB is a transaction), and all of
+    it; at full recall the drain runs every 50 ms."""
+    from procscope.core import shared_state
+
+    live = shared_state.settings()
+    before = live.sample_rate
+    live.sample_rate = rate
+    batches: list[int] = []
+
+    class Counting(RecordingSpanProcessor):
+        def _deliver(self, batch: list[tuple[Any, ...]]) -> None:
+            batches.append(len(batch))
+            super()._deliver(batch)
+
+    recorder = Counting([Collect()])
+    try:
+        for i in range(100):
+            recorder.append((ECHO, i))
+            time.sleep(0.01)
+        if most is None:
+            assert len(batches) >= 5  # (about 20; fewer on a loaded machine)
+        else:
+            assert len(batches) <= most, batches
+        recorder.force_flush()
+        assert sum(batches) == 100
+    finally:
+        recorder.shutdown()
+        live.sample_rate = before

@@ -37,8 +37,9 @@ from typing import Any
 
 from opentelemetry.trace import StatusCode
 
-from . import _flight_triggers, flight
+from . import _flight_triggers, flight, shared_state
 from .guard import log_internal_error, raise_internal_errors
+from .head_sampling import records_every_trace
 
 _logger = logging.getLogger("procscope")
 _ERROR = StatusCode.ERROR
@@ -68,6 +69,14 @@ DEFAULT_WAIT_LIMIT = 5.0
 PROGRESS_WAIT_CAP = 60.0
 # The drain runs at least this often, and sooner when the buffer is an eighth full.
 DRAIN_INTERVAL = 0.05
+# The same below a sample rate of 1 (head sampling, not tail): the spans recorded then
+# come a few at a time, and each delivery to the trace DB is a transaction of its own
+# (from a child, a round trip to the DB's owner and the owner's transaction, about
+# 0.7 ms of the owner's CPU however few spans it holds). Every 50 ms that was 20 a second
+# from every busy process, for a handful of spans each; every 200 ms, a quarter of that
+# (docs/performance.md, "Flight recorder"), and what a SIGKILL can take with it (spans
+# not yet delivered) stays within the flight recorder's own 100-200 ms.
+SAMPLED_DRAIN_INTERVAL = 0.2
 # Records per delivery: to processors (each span queued for a batch processor), or to a
 # record sink, where a delivery is one transaction and a commit's cost is spread over it.
 DOWNSTREAM_BATCH = 512
@@ -248,8 +257,10 @@ class RecordingSpanProcessor:
 
     def _run(self) -> None:
         self._drain_ident = threading.get_ident()
+        live = shared_state.settings()
         while True:
-            self._wake.wait(DRAIN_INTERVAL)
+            sampled = live.sample_rate < 1.0 and not records_every_trace()
+            self._wake.wait(SAMPLED_DRAIN_INTERVAL if sampled else DRAIN_INTERVAL)
             self._wake.clear()
             try:
                 self._drain()
