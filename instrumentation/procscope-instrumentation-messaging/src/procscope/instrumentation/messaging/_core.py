@@ -308,6 +308,17 @@ class Profile:
         self.lock: Any = None  # the lock of an in-process queue's side map (_side.lock_of)
 
 
+def named_profile(given: Any, destination: str, type_name: str, system: str,
+                  operation: str, operation_type: str, queue_type: bool) -> Profile:
+    """The Profile of a queue or pipe end named ``destination``, of type ``type_name``."""
+    return Profile(given, operation, destination, {
+        SYSTEM: system,
+        OPERATION_TYPE: operation_type,
+        OPERATION_NAME: operation,
+        DESTINATION: destination,
+    }, type_name if queue_type else None)
+
+
 def profile(target: Any, system: str, operation: str, operation_type: str,
             queue_type: bool = True) -> Profile:
     """The constants of ``target``'s sampled ``operation`` (cached on ``target``)."""
@@ -321,13 +332,8 @@ def profile(target: Any, system: str, operation: str, operation_type: str,
         found = profiles.get(operation)
         if found is not None and found.given is given:
             return found  # type: ignore[no-any-return]
-    destination = name_of(target)
-    made = Profile(given, operation, destination, {
-        SYSTEM: system,
-        OPERATION_TYPE: operation_type,
-        OPERATION_NAME: operation,
-        DESTINATION: destination,
-    }, type(target).__name__ if queue_type else None)
+    made = named_profile(given, name_of(target), type(target).__name__, system, operation,
+                         operation_type, queue_type)
     try:
         if profiles is None:
             profiles = {}

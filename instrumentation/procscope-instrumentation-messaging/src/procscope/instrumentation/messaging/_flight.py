@@ -41,7 +41,7 @@ from procscope.core.guard import log_internal_error
 from . import _core
 from ._carry import Hop, Stamped, read_stamp
 from ._content import content_repr
-from ._naming import set_own
+from ._naming import made_as, name_made_as, set_own
 
 _IMMUTABLE = frozenset((int, float, complex, bool, str, bytes, type(None)))
 _NUMBERS = frozenset((int, float, complex, bool, type(None)))  # (kept as they are, at once)
@@ -98,11 +98,18 @@ def kept(item: Any) -> Any:
     return marker
 
 
+MADE_AS = len(SITES)
+
+
 def _code(target: Any, site: int) -> int:
     """The record code of ``target``'s call site ``site`` (made at its first record)."""
     codes = target._procscope_flight
     if codes is None:
+        # A code per site, then (at MADE_AS) what naming the queue needs, read once for
+        # its sites: for a dump made after the queue is gone (a queue local to a
+        # process's target dies with the target's frame, before the dump of its end).
         codes = [None] * len(SITES)
+        codes.append(made_as(target))
         try:
             set_own(target, CODES_ATTR, codes)
         except (AttributeError, TypeError):
@@ -115,19 +122,21 @@ def _code(target: Any, site: int) -> int:
             kind: MessageKind = MP_SEND if SITES[site][2] == "send" else MP_RECEIVE
         else:
             kind = SEND if SITES[site][2] == "send" else RECEIVE
-        # With what the dump needs of the queue now (its name, its type), for a dump made
-        # after the queue is gone: a queue local to a process's target dies with the
-        # target's frame, before the dump of the process's end.
-        code = codes[site] = flight.register_site(
-            kind, target, (*SITES[site], _site_plain(target, SITES[site])))
+        code = codes[site] = flight.register_site(kind, target, (*SITES[site], codes[MADE_AS]))
     return code  # type: ignore[no-any-return]
 
 
-def _site_plain(target: Any, site: tuple[str, str, str]) -> tuple[Any, ...]:
-    """(span name, start attributes, queue type) of ``target``'s records at ``site``."""
+def _site_plain(target: Any, site: tuple[Any, ...]) -> tuple[Any, ...]:
+    """(span name, start attributes, queue type) of ``target``'s records at ``site``;
+    ``target`` None: the queue is gone, named as it was at its first record."""
     system, operation, operation_type = site[:3]
-    prof = _core.profile(target, system, operation, operation_type,
-                         queue_type=operation_type == "send")
+    queue_type = operation_type == "send"
+    if target is None:
+        made = site[3]
+        prof = _core.named_profile(made[0], name_made_as(made), made[3], system, operation,
+                                   operation_type, queue_type)
+    else:
+        prof = _core.profile(target, system, operation, operation_type, queue_type=queue_type)
     return (prof.span_name, prof.start, prof.queue_type)
 
 
@@ -145,10 +154,7 @@ class MessageKind(flight.FlightKind):
         # later); the content is formatted at revive, in the survivor (the same
         # program's scrubbing rules).
         _kind, ref, site = flight.SITES[code]
-        target = ref()
-        if target is None:  # the queue is gone: what it was at its first record
-            return site[3]
-        return _site_plain(target, site)
+        return _site_plain(ref(), site)
 
     def plain(self, record: tuple[Any, ...]) -> Any:
         return record[F_A]  # (the kept item: already what marshal takes)

@@ -195,28 +195,46 @@ def default_name(obj: Any) -> str:
     name = own(obj, DEFAULT_NAME_ATTR)
     if name is not None:
         return name  # type: ignore[no-any-return]
-    site = own(obj, SITE_ATTR)
-    if site is None:
-        name = f"{type(obj).__name__}#{id(obj):x}"
-    else:
-        filename, line = site
-        variable = None
-        text = linecache.getline(filename, line)
-        match = _ASSIGNED.match(text)
-        if match:
-            variable = match.group(1)
-        else:
-            pair = _ASSIGNED_PAIR.match(text)  # the two ends of a pipe: a, b = Pipe()
-            if pair and not _several_values(text[pair.end() :]):
-                # Not for `a, b = Queue(), Queue()`: which one is which is not known here.
-                variable = f"{pair.group(1)},{pair.group(2)}"
-        where = f"{os.path.basename(filename)}:{line}"
-        name = f"{variable}@{where}" if variable else f"{type(obj).__name__}@{where}"
+    name = default_name_from(own(obj, SITE_ATTR), type(obj).__name__, id(obj))
     try:
         set_own(obj, DEFAULT_NAME_ATTR, name)
     except (AttributeError, TypeError):
         pass  # an object without attributes: made again next time
     return name
+
+
+def default_name_from(site: tuple[str, int] | None, type_name: str, ident: int) -> str:
+    """:func:`default_name` of an object of ``type_name`` made at ``site`` (or None)."""
+    if site is None:
+        return f"{type_name}#{ident:x}"
+    filename, line = site
+    variable = None
+    text = linecache.getline(filename, line)
+    match = _ASSIGNED.match(text)
+    if match:
+        variable = match.group(1)
+    else:
+        pair = _ASSIGNED_PAIR.match(text)  # the two ends of a pipe: a, b = Pipe()
+        if pair and not _several_values(text[pair.end() :]):
+            # Not for `a, b = Queue(), Queue()`: which one is which is not known here.
+            variable = f"{pair.group(1)},{pair.group(2)}"
+    where = f"{os.path.basename(filename)}:{line}"
+    return f"{variable}@{where}" if variable else f"{type_name}@{where}"
+
+
+def made_as(obj: Any) -> tuple[Any, ...]:
+    """What naming ``obj`` needs, kept apart from it (a few attribute reads): (name
+    given, default name if made, where it was made, type name, id)."""
+    return (get_name(obj), own(obj, DEFAULT_NAME_ATTR), own(obj, SITE_ATTR),
+            type(obj).__name__, id(obj))
+
+
+def name_made_as(made: tuple[Any, ...]) -> str:
+    """:func:`name_of` of an object gone, from its :func:`made_as`."""
+    given, default, site, type_name, ident = made
+    if type(given) is str:
+        return given
+    return default if default is not None else default_name_from(site, type_name, ident)
 
 
 def name_of(obj: Any) -> str:
