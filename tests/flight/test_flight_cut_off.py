@@ -24,6 +24,10 @@ def work(count):
     for i in range(count):
         q.put(i)
         q.get()
+    outbox = queue.Queue()  # (no name given: named where it was made)
+    for i in range(5):
+        outbox.put(i)
+        outbox.get()
     time.sleep(0.3)  # (the mirror's thread copies every 100 ms)
     raise RuntimeError("worker gives up")
 
@@ -48,7 +52,8 @@ MESSAGES = 20_000
 def test_a_worker_cut_off_before_its_recording_is_written_loses_no_message(
     tmp_path: Path, method: str
 ) -> None:
-    """The worker's last message is in the DB, and none before it is missing."""
+    """The worker's last message is in the DB, and none before it is missing; a queue
+    it did not name is named where it was made, as while it lived."""
     db = tmp_path / "flight.db"
     done = run_program(tmp_path, BUSY_THEN_FAILS, str(db), method, str(MESSAGES),
                        timeout=240)
@@ -59,5 +64,7 @@ def test_a_worker_cut_off_before_its_recording_is_written_loses_no_message(
     assert max(got, default=-1) == MESSAGES - 1
     missing = set(range(MESSAGES)) - got
     assert not missing, f"{len(missing)} of {MESSAGES} missing, first {sorted(missing)[:5]}"
+    outbox = cli("messages", "--db", str(db), "--queue", "outbox@program.py:*")
+    assert sorted({int(row["content"]) for row in outbox}) == list(range(5)), outbox
     reasons = [r["reason"] for r in cli("traces", "--db", str(db), "--recordings")["recordings"]]
     assert any("worker" in reason for reason in reasons), reasons
