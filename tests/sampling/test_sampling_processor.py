@@ -504,3 +504,36 @@ def test_shutdown_budget_drops_undecided_traces_counted_and_said(caplog) -> None
     assert len(exporter.get_finished_spans()) == stats.kept_traces  # passed on before the end
     assert "ran out of its shutdown budget" in caplog.text
     assert elapsed < 5  # bounded by the budget, not by 10 slow decisions
+
+
+def test_reading_the_oldest_traces_survives_an_insert_during_a_collection() -> None:
+    """A garbage collection inside the read of the buffered traces can run another
+    thread's code, which may add a trace: the read is made again, not failed (seen once
+    under load as "dictionary changed size during iteration" in the eviction)."""
+    import gc
+
+    from procscope.processors.sampling._processor import _oldest
+
+    traces = {n: f"trace-{n}" for n in range(200)}
+    collections: list[int] = []
+    added: list[int] = []
+
+    def insert(phase: str, info: dict[str, int]) -> None:
+        # The second collection of the read comes after its dict iterator is made (the
+        # first, at the view's allocation, before): the insert then breaks the iteration.
+        if phase == "start":
+            collections.append(1)
+            if len(collections) == 2:
+                added.append(1)
+                traces[10_000] = "new"
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(insert)
+    gc.set_threshold(1)
+    try:
+        got = _oldest(traces, 64)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(insert)
+    assert added, "no collection ran during the read"
+    assert got == tuple(f"trace-{n}" for n in range(64))

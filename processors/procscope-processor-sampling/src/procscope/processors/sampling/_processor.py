@@ -131,6 +131,20 @@ class _Trace(TraceData):
         self.root_ended = False
 
 
+
+def _oldest(traces: dict[int, Any], count: int | None = None) -> tuple[Any, ...]:
+    """Up to ``count`` buffered traces, oldest first (all of them when None).
+
+    Read in one C step, which an unlocked insert (on_start's new roots) cannot interleave
+    with, but for one case: a garbage collection during the read that runs a finalizer,
+    whose Python code lets another thread run. That thread's insert makes the read fail
+    ("dictionary changed size during iteration"), seen once under load: read again."""
+    while True:
+        try:
+            return tuple(traces.values() if count is None else islice(traces.values(), count))
+        except RuntimeError:
+            continue
+
 class TailSamplingProcessor(SpanProcessor):
     """Tail sampling inside the program: hold each trace's spans, decide, pass the kept on.
 
@@ -438,9 +452,8 @@ class TailSamplingProcessor(SpanProcessor):
         evicted: list[_Trace] = []
         traces = self._traces
         while traces and (self._buffered > span_goal or len(traces) > trace_goal):
-            # Oldest first, a chunk at a time: tuple(islice()) reads the dict in C, in one
-            # step that an unlocked insert (on_start's new roots) cannot interleave with.
-            for oldest in tuple(islice(traces.values(), 64)):
+            # Oldest first, a chunk at a time (see _oldest).
+            for oldest in _oldest(traces, 64):
                 if self._buffered <= span_goal and len(traces) <= trace_goal:
                     break
                 evicted.append(self._close_locked(oldest))
@@ -607,8 +620,7 @@ class TailSamplingProcessor(SpanProcessor):
                 now = time.monotonic()
                 sleep_for = self._wait
                 while self._traces:
-                    # Oldest first, a chunk read in one C step (see _evict_oldest_locked).
-                    chunk = tuple(islice(self._traces.values(), 64))
+                    chunk = _oldest(self._traces, 64)  # (oldest first)
                     for trace in chunk:
                         due = trace.first_seen + self._wait
                         if due > now:
@@ -628,7 +640,7 @@ class TailSamplingProcessor(SpanProcessor):
     # -- flushing and shutting down ------------------------------------------------------
 
     def _take_all_locked(self) -> list[_Trace]:
-        return [self._close_locked(trace) for trace in tuple(self._traces.values())]
+        return [self._close_locked(trace) for trace in _oldest(self._traces)]
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Decide every buffered trace now, then flush the next processor."""
