@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 
@@ -506,6 +507,10 @@ def test_shutdown_budget_drops_undecided_traces_counted_and_said(caplog) -> None
     assert elapsed < 5  # bounded by the budget, not by 10 slow decisions
 
 
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12),
+    reason="from 3.12 a collection runs between bytecodes, never inside a C-level read",
+)
 def test_reading_the_oldest_traces_survives_an_insert_during_a_collection() -> None:
     """A garbage collection inside the read of the buffered traces can run another
     thread's code, which may add a trace: the read is made again, not failed (seen once
