@@ -3,6 +3,7 @@ client over stdio: the answers an assistant needs to explain pricer-2's crash.""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,7 @@ def test_messages_state_search_schema_and_query_on_the_demo(demo_db: Path) -> No
     # (the two pricers answer in either order: the first change is one order's amount)
     totals = [r["changes"]["total"] for r in records[1:]]
     assert totals[0][0] == "0.0" and totals[0][1] in {"1.5", "0.75", "2.4", "2.5"}
-    assert all(before[1] == after[0] for before, after in zip(totals, totals[1:]))
+    assert all(before[1] == after[0] for before, after in itertools.pairwise(totals))
     assert totals[-1][1] == "7.15"
     assert a["state"]["state"]["orders"] == "4" and a["state"]["complete"] is True
     assert a["state"]["state"]["total"] == records[-1]["changes"]["total"][1]
