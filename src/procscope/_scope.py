@@ -13,7 +13,15 @@ from typing import Any
 
 from opentelemetry import trace
 
-from procscope.core import _flight_signal, flight, handoff, losses, runs, shared_state
+from procscope.core import (
+    _flight_signal,
+    _flight_stage,
+    flight,
+    handoff,
+    losses,
+    runs,
+    shared_state,
+)
 from procscope.core.forksafe import ForkSafeLock
 from procscope.core.guard import handle_internal_errors, warn_once
 from procscope.core.recorder import RecordingSpanProcessor
@@ -466,6 +474,12 @@ class Scope:
                 if deliver is not None:
                     with handle_internal_errors():
                         deliver()
+            if handoff.is_top_process():
+                # Recordings staged by processes that died before storing their spans,
+                # and that no parent finished (made into spans while the kinds that
+                # revive them are still registered).
+                with handle_internal_errors():
+                    _flight_stage.store_orphans()
         flight.stop()
         _flight_signal.uninstall()
         run_within(

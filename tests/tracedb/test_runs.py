@@ -170,7 +170,7 @@ def test_a_version_2_db_reads_as_one_run_then_is_migrated(tmp_path: Path) -> Non
         assert len(db.spans(run="unknown")) == 2
     _export(db_path, _trace(_resource(RUN_A, 100, "new"), 1, T0 + 10**9))
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == _schema.SCHEMA_VERSION
     conn.close()
     with TraceDB(db_path) as db:
         assert [r.run_id for r in db.runs()] == ["unknown", RUN_A]

@@ -29,16 +29,32 @@ def recorded_losses(db: TraceDB, run: str | None = None) -> list[LossRecord]:
         return []
 
 
+# A flight recording whose records are stored but not yet all made into spans (its
+# process is making them, or died doing so: its parent or the top process finishes).
+STAGED = "flight_staged"
+
+
 def describe(records: list[LossRecord]) -> str:
     """``recording incomplete: 12,345 records dropped (queue_full in pid 4711: 12,000;
-    exit_flush in pid 4712: 345)``."""
-    total = sum(record.count for record in records)
-    named = [f"{r.reason} in pid {r.pid}: {r.count:,}" for r in records[:NAMED_AT_MOST]]
-    rest = records[NAMED_AT_MOST:]
-    if rest:
-        named.append(f"{len(rest)} more: {sum(r.count for r in rest):,}")
-    noun = "record" if total == 1 else "records"
-    return f"recording incomplete: {total:,} {noun} dropped ({'; '.join(named)})"
+    exit_flush in pid 4712: 345)``, and for flight recordings not yet made into spans
+    ``100,000 flight records not yet spans (pid 4713)``."""
+    parts = []
+    dropped = [r for r in records if r.reason != STAGED]
+    if dropped:
+        total = sum(record.count for record in dropped)
+        named = [f"{r.reason} in pid {r.pid}: {r.count:,}" for r in dropped[:NAMED_AT_MOST]]
+        rest = dropped[NAMED_AT_MOST:]
+        if rest:
+            named.append(f"{len(rest)} more: {sum(r.count for r in rest):,}")
+        noun = "record" if total == 1 else "records"
+        parts.append(f"{total:,} {noun} dropped ({'; '.join(named)})")
+    staged = [r for r in records if r.reason == STAGED]
+    if staged:
+        total = sum(record.count for record in staged)
+        pids = ", ".join(str(pid) for pid in sorted({r.pid for r in staged}))
+        noun = "record" if total == 1 else "records"
+        parts.append(f"{total:,} flight {noun} not yet spans (pid {pids})")
+    return "recording incomplete: " + "; ".join(parts)
 
 
 def warn_if_incomplete(db: TraceDB, run: str | None = None) -> None:

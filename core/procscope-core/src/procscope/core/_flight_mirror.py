@@ -156,6 +156,52 @@ def sync() -> None:
         copier.copy_new()
 
 
+def sync_and_mark() -> tuple[int, int] | None:
+    """:func:`sync`, then where the mirror is: what :func:`drop_before` takes."""
+    copier = _state["copier"]
+    if copier is None or copier.pid != os.getpid():
+        return None
+    copier.copy_new()
+    with copier.lock:
+        if copier.fd is None:
+            return None
+        info = os.fstat(copier.fd)
+        return info.st_ino, info.st_size
+
+
+def drop_before(mark: tuple[int, int]) -> None:
+    """The records mirrored before ``mark`` are staged in the trace DB (a dump's, see
+    ``_flight_stage``): the mirror drops them, so that a parent recovering it after a
+    SIGKILL does not make them into spans a second time."""
+    copier = _state["copier"]
+    if copier is None or copier.pid != os.getpid():
+        return
+    with copier.lock:
+        if copier.fd is None:
+            return
+        try:
+            os.unlink(copier.path + ".old")  # (older still)
+        except OSError:
+            pass
+        inode, offset = mark
+        info = os.fstat(copier.fd)
+        if info.st_ino != inode or info.st_size <= offset:
+            if info.st_ino == inode:  # (nothing after the mark: empty it)
+                os.ftruncate(copier.fd, 0)
+            return  # (another file since: every record in it came after the mark)
+        with open(copier.path, "rb") as source:
+            source.seek(offset)
+            tail = source.read()
+        # The rest becomes the file, under the same fd number (as _append's rotation).
+        fresh = os.open(copier.path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fresh, tail)
+            os.replace(copier.path + ".new", copier.path)
+            os.dup2(fresh, copier.fd, inheritable=False)
+        finally:
+            os.close(fresh)
+
+
 # Records looked at beyond the count of new ones: appends that land between reading the
 # count and taking the records (another thread may run in between).
 SLACK = 4096
@@ -342,6 +388,34 @@ def recover_later(pid: int, reason: str, process_name: str = "") -> None:
             recover(pid, reason, process_name)
 
     _flight_spans.run_helper(run, "procscope-flight-recover")
+
+
+def store_staged_later(pid: int) -> None:
+    """On a helper thread: the spans of the recordings the dead child ``pid`` staged in
+    the trace DB and had not all stored (``_flight_stage.store_left``)."""
+    from . import _flight_spans, _flight_stage
+    from .guard import handle_internal_errors
+
+    def run() -> None:
+        with handle_internal_errors():
+            exporter = staging_exporter()
+            if exporter is not None:
+                _flight_stage.store_left(pid, exporter)
+
+    _flight_spans.run_helper(run, "procscope-flight-recover")
+
+
+def staging_exporter() -> Any:
+    """The trace DB exporter of this process's pipeline, when it has one (it stages
+    flight recordings: ``_flight_stage``), else None."""
+    from . import _flight_spans
+
+    _provider, processor = _flight_spans._provider()
+    sink = _flight_spans._sink(processor)
+    for exporter in (getattr(sink, "__self__", None), *_exporters(processor)):
+        if getattr(exporter, "staged_rows", None) is not None:
+            return exporter
+    return None
 
 
 def recover(pid: int, reason: str, process_name: str = "", window: float | None = None) -> int:

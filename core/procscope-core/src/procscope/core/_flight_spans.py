@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import flight
+from . import _flight_stage, flight
+from ._flight_stage import span_id as staged_id
 from .flight import F_B, F_CODE, F_THREAD, F_TIME, KINDS, EventKind, kind_of
 
 ROOT_NAME = "flight recording"
@@ -124,6 +125,25 @@ class Dump:
         # local to the failing thread or task is freed as it unwinds, meanwhile (its
         # records were left out). One weak reference a site, not a record.
         self.targets = _live_targets() if self.pid == os.getpid() else []
+        # Set when the records are staged in the trace DB (_flight_stage): the spans'
+        # ids then derive from it. ``links``: the root's links, when made already.
+        self.staged_key: int | None = None
+        self.links: tuple[Any, ...] | None = None
+        # Where a child's mirror was when the records were taken (_flight_mirror).
+        self.mirror_mark: tuple[int, int] | None = None
+
+    def root_links(self) -> tuple[Any, ...]:
+        """The root span's links (plain): to the span that failed, when there was one."""
+        if self.links is not None:
+            return self.links
+        trigger = self.trigger
+        if trigger is None or not getattr(trigger, "is_valid", False):
+            return ()
+        from .recorded import state_header
+
+        return ((trigger.trace_id, trigger.span_id, int(trigger.trace_flags),
+                 state_header(trigger.trace_state), {LINK: "trigger"},
+                 bool(trigger.is_remote)),)
 
     def spans(self, resource: Any) -> list[Any]:
         """The dump's spans as ReadableSpans (its root first, when it has one)."""
@@ -136,19 +156,13 @@ class Dump:
         """The dump's spans as plain spans (``procscope.core.recorded``'s ``P_*``
         values), its root first when it has one: what a record sink stores without a
         ReadableSpan, and what :meth:`spans` makes ReadableSpans of."""
-        from .recorded import state_header
-
         trace_id, root_id = self.trace_id, self.root_id
         generate = random.getrandbits
+        key = self.staged_key
         pid = self.pid
         plains: list[tuple[Any, ...]] = []
         if self.root:
-            links: tuple[Any, ...] = ()
-            trigger = self.trigger
-            if trigger is not None and getattr(trigger, "is_valid", False):
-                links = ((trigger.trace_id, trigger.span_id, int(trigger.trace_flags),
-                          state_header(trigger.trace_state), {LINK: "trigger"},
-                          bool(trigger.is_remote)),)
+            links = self.root_links()
             start = self.records[0][F_TIME] if self.records else self.ended
             attributes = {
                 REASON: self.reason, RECORDS: len(self.records),
@@ -203,7 +217,9 @@ class Dump:
             if value is None:
                 value = kind_values[span_kind] = span_kind.value
             append((
-                name, value, trace_id, generate(64) or 1, root_id, False, 1, None,
+                name, value, trace_id,
+                generate(64) or 1 if key is None else staged_id(key, record[F_TIME], ident),
+                root_id, False, 1, None,
                 start, end, 2 if error else 0, error or None, attributes,
                 tuple(events) if events else (), (), 1,
             ))
@@ -290,6 +306,21 @@ def _sink(processor: Any) -> Any:
 
 
 def _send(job: Dump) -> None:
+
+    done = [False]
+
+    def staged() -> None:  # (this dump no longer keeps a child's mirror: see end_mirror)
+        if not done[0]:
+            done[0] = True
+            _flight_stage.done_waiting()
+
+    try:
+        _send_now(job, staged)
+    finally:
+        staged()
+
+
+def _send_now(job: Dump, staged: Callable[[], None]) -> None:
     from .guard import handle_internal_errors
 
     with handle_internal_errors():
@@ -302,16 +333,34 @@ def _send(job: Dump) -> None:
             # Straight into the trace DB as plain spans: no ReadableSpan, no batch
             # processor queue (see performance.md, "Flight recorder").
             origin = _origin(resource)
+            exporter: Any = getattr(sink, "__self__", None)
+            bulk = getattr(exporter, "write_plains", None)
+            key = None
+            if (getattr(exporter, "stage_flight", None) is not None
+                    and len(job.records) > BULK_BATCH):
+                # The records in the DB first, in one row (_flight_stage): then this
+                # process may die while the spans are made, and the parent finishes.
+                # (A dump of one bulk batch or less is stored in one transaction anyway.)
+                key = _flight_stage.stage(job, exporter, origin)
+                if key is not None:
+                    _handed[0] += 1
+                    staged()
+                    if job.mirror_mark is not None and job.pid == os.getpid():
+                        from ._flight_mirror import drop_before
+
+                        drop_before(job.mirror_mark)
             plains = job.plains()
-            bulk = getattr(getattr(sink, "__self__", None), "write_plains", None)
             if bulk is None:
                 for at in range(0, len(plains), SINK_BATCH):
                     _handed[0] += 1
                     sink([(plain, origin) for plain in plains[at:at + SINK_BATCH]])
                 return
+            stored = True
             for at in range(0, len(plains), BULK_BATCH):
                 _handed[0] += 1
-                bulk(plains[at:at + BULK_BATCH], origin)
+                stored = bulk(plains[at:at + BULK_BATCH], origin) is not False and stored
+            if key is not None and stored and exporter.unstage_flight(key):
+                _flight_stage.unstaged()
             return
         # A batch processor drops what its queue cannot hold (OpenTelemetry's default
         # 2,048 spans, procscope's 8,192): a dump larger than that lost the rest. On this
@@ -366,6 +415,7 @@ DUMP_THREAD = "procscope-flight-dump"
 
 def deliver(job: Dump, wait: float | None) -> None:
     """Make the spans and hand them over, on a helper thread (waited for ``wait`` s)."""
+    _flight_stage.begin()
     run_helper(lambda: _send(job), DUMP_THREAD, wait)
 
 

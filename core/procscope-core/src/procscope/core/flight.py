@@ -356,10 +356,11 @@ def dump(
     from . import _flight_spans
 
     claim(trigger)
+    mark = None
     if mirrored:  # (a child: its newest records to its mirror first, see _flight_mirror.sync)
         from . import _flight_mirror
 
-        _flight_mirror.sync()
+        mark = _flight_mirror.sync_and_mark()
     with _lock:
         now = time.monotonic()
         merged = now - _last_dump[0] < MERGE_SECONDS and _last_dump[1]
@@ -382,5 +383,6 @@ def dump(
         _ring.window_ns / 1e9 if _ring is not None else DEFAULT_WINDOW, root=not merged,
         thread_names=_flight_spans._thread_names(taken),
     )
+    job.mirror_mark = mark
     _flight_spans.deliver(job, wait)
     return True

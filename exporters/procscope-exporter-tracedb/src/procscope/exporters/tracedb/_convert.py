@@ -210,6 +210,15 @@ def plain_to_batch(
                        Batch() if batch is None else batch)  # fmt: skip
 
 
+def plain_rows_with_ids(
+    plains: Sequence[tuple[Any, ...]], ids: tuple[int | None, int | None], pid: int,
+    process_name: str,
+) -> Batch:
+    """:func:`plain_to_batch` for a (resource id, scope id) pair already stored: a staged
+    flight recording's, made into spans by another process (_staging.py)."""
+    return _plain_rows(plains, repeat(ids), pid, process_name, Batch())
+
+
 def origins_to_batch(
     items: Sequence[tuple[tuple[Any, ...], tuple[Any, Any]]], writer: Writer, pid: int,
     process_name: str,

@@ -45,6 +45,7 @@ from . import _relay, _ship
 from ._convert import numbered_batch, origins_to_batch, spans_to_batch
 from ._fds import on_read_only_fs as _on_read_only_fs
 from ._schema import TraceDBError
+from ._staging import StagingMixin
 from ._writer import Batch, Writer, file_identity, without_stored_spans
 
 DEFAULT_BUSY_TIMEOUT_S = 5.0
@@ -87,7 +88,7 @@ def parse_path(value: object) -> str:
 OPEN_AT_SETUP_SECONDS = 0.2
 
 
-class TraceDBSpanExporter(SpanExporter):
+class TraceDBSpanExporter(StagingMixin, SpanExporter):
     """Exports finished spans to procscope's SQLite trace DB.
 
     ``path``: the DB file (default ``$PROCSCOPE_DB`` or ``./procscope.db``, made absolute).
@@ -284,13 +285,13 @@ class TraceDBSpanExporter(SpanExporter):
             return SpanExportResult.SUCCESS
         return self._under_lock(len(spans), lambda: self._export_locked(spans, origin))
 
-    def write_records(self, items: Sequence[tuple[Any, Any]]) -> None:
+    def write_records(self, items: Sequence[tuple[Any, Any]]) -> bool:
         """Store plain spans straight from the recorder's drain (its record sink, see
         procscope.core.recorder): ``items`` are (plain span, (resource, scope)) pairs, in
         the order recorded. One transaction; a batch that cannot be stored is counted
-        lost as an export's is. Never raises."""
+        lost as an export's is. True when stored. Never raises."""
         if not items:
-            return
+            return True
         count = len(items)
 
         def make(writer: Any, pid: int, name: str) -> Batch:
@@ -303,18 +304,18 @@ class TraceDBSpanExporter(SpanExporter):
             return _ship.deliver(address, self.path, items, pid, name, loss_rows,
                                  self.timeout + 1.0)  # fmt: skip
 
-        self._under_lock(count, lambda: self._store_locked(make, count, ship=ship))
+        done = self._under_lock(count, lambda: self._store_locked(make, count, ship=ship))
+        return done == SpanExportResult.SUCCESS
 
-    def write_plains(self, plains: Sequence[tuple[Any, ...]], origin: tuple[Any, Any]) -> None:
+    def write_plains(self, plains: Sequence[tuple[Any, ...]], origin: tuple[Any, Any]) -> bool:
         """Store many plain spans of one (resource, scope) ``origin`` in one transaction:
         a flight recorder dump (``procscope.core._flight_spans``), its rows made under the
         write lock (_convert.numbered_batch). From a child that sends to the DB owner, as
-        :meth:`write_records` does. Never raises."""
+        :meth:`write_records` does. True when stored. Never raises."""
         if not plains:
-            return
+            return True
         if self._relay_to is not None:
-            self.write_records([(plain, origin) for plain in plains])
-            return
+            return self.write_records([(plain, origin) for plain in plains])
         count = len(plains)
         resource, scope = origin
 
@@ -326,7 +327,8 @@ class TraceDBSpanExporter(SpanExporter):
             # large does not fit one datagram, and a child writes those itself.)
             return _relay.NOT_SENT
 
-        self._under_lock(count, lambda: self._store_locked(make, count, ship=write_here))
+        done = self._under_lock(count, lambda: self._store_locked(make, count, ship=write_here))
+        return done == SpanExportResult.SUCCESS
 
     def _under_lock(self, count: int, work: Any) -> SpanExportResult:
         """``work()`` holding the exporter's lock; ``count`` spans lost when it cannot."""

@@ -27,6 +27,10 @@ One SQLite file holds every span of a (multi-process) program. Layout, and why:
   counts, :data:`RUN_UPSERT`), and ``run_pids``, the pids that stored spans in each run.
   "Spans of run R" is then the run's time range on the start-time index, checked against
   the run's few resource ids. Rows of older versions (no run id) make one run of their own.
+* ``flight_staged`` (version 4): flight recordings (docs/flight-recorder.md) stored as
+  one compact row each (the records, ``marshal``-encoded) the moment they are dumped, and
+  removed once their spans are stored: what a process that dies meanwhile leaves for its
+  parent to make into spans. A row means a recording whose spans are not all stored yet.
 
 The file is marked with ``PRAGMA application_id`` (so a foreign SQLite file is recognised
 and never written to) and ``PRAGMA user_version`` (the schema version).
@@ -57,7 +61,7 @@ __all__ = [
 APPLICATION_ID = 0x70736370
 
 #: The schema version written into ``PRAGMA user_version``.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: The oldest version readers read as it is: each later version only added tables and
 #: columns, which a reader treats as empty when absent (a reader never migrates).
 OLDEST_READABLE_VERSION = 1
@@ -203,6 +207,26 @@ RUN_STATEMENTS: tuple[str, ...] = (
     "CREATE INDEX runs_start ON runs (start_ns)",
 )
 
+#: What version 4 added (a new file and the migration from version 3 alike). ``staged_key``
+#: is chosen by the process that stages the recording (its spans' ids derive from it).
+FLIGHT_STAGED_TABLE = """CREATE TABLE flight_staged (
+        staged_key INTEGER PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        process_name TEXT,
+        trace_id BLOB NOT NULL,
+        reason TEXT NOT NULL,
+        records INTEGER NOT NULL,
+        staged_ns INTEGER NOT NULL,
+        resource_id INTEGER,
+        scope_id INTEGER,
+        body BLOB NOT NULL
+    )"""
+FLIGHT_STAGE_INSERT = (
+    "INSERT OR REPLACE INTO flight_staged (staged_key, pid, process_name, trace_id, reason, "
+    "records, staged_ns, resource_id, scope_id, body) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+FLIGHT_UNSTAGE = "DELETE FROM flight_staged WHERE staged_key = ?"
+
 #: One batch's spans of one run, merged into its row (any process, any order).
 RUN_UPSERT = (
     "INSERT INTO runs (run_id, start_ns, end_ns, span_count, error_count) VALUES (?,?,?,?,?) "
@@ -260,7 +284,11 @@ def _add_runs(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: dict[int, Migration] = {1: _add_losses_table, 2: _add_runs}
+def _add_flight_staged(conn: sqlite3.Connection) -> None:
+    conn.execute(FLIGHT_STAGED_TABLE)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _add_losses_table, 2: _add_runs, 3: _add_flight_staged}
 
 
 def trace_id_to_db(trace_id: int) -> bytes:
@@ -381,7 +409,7 @@ def check_marks(
 
 def create_schema(conn: sqlite3.Connection) -> None:
     """Create every table and index; the caller holds the write transaction."""
-    for statement in (*TABLES, *INDEXES, *RUN_STATEMENTS):
+    for statement in (*TABLES, *INDEXES, *RUN_STATEMENTS, FLIGHT_STAGED_TABLE):
         conn.execute(statement)
     conn.execute(
         "INSERT INTO meta (key, value) VALUES ('created_by', ?), ('created_pid', ?)",

@@ -102,6 +102,10 @@ class Batch:
     # True when the rows carry their final ``span_pk``/``event_pk`` already (built under
     # the write lock from :attr:`Writer.span_base`/``event_base``): not shifted again.
     numbered: bool = False
+    # Flight recordings staged (_schema.FLIGHT_STAGE_INSERT rows) and unstaged (their
+    # keys), in the same transaction as the batch's spans.
+    staged: list[tuple[Any, ...]] = field(default_factory=list)
+    unstaged: list[int] = field(default_factory=list)
 
 
 def encode_attributes(attributes: Any) -> str | None:
@@ -281,6 +285,14 @@ class Writer:
             self._run_ids[rid] = run_id
         return rid  # type: ignore[no-any-return]
 
+    def know_resource(self, rid: int | None) -> None:
+        """Learn the run of a resource row another process stored (under the write
+        lock): the batch's summaries count its spans in that run."""
+        if rid is not None and rid not in self._run_ids:
+            row = self.conn.execute(
+                "SELECT run_id FROM resources WHERE resource_id = ?", (rid,)).fetchone()
+            self._run_ids[rid] = row[0] if row else None
+
     def scope_id(self, scope: Any) -> int | None:
         if scope is None:
             return None
@@ -364,6 +376,10 @@ class Writer:
             write_summaries(conn, spans, summarise_traces(spans), self._run_ids)
             if batch.losses:
                 conn.executemany(_schema.LOSS_UPSERT, batch.losses)
+            if batch.staged:
+                conn.executemany(_schema.FLIGHT_STAGE_INSERT, batch.staged)
+            if batch.unstaged:
+                conn.executemany(_schema.FLIGHT_UNSTAGE, [(key,) for key in batch.unstaged])
             conn.execute("COMMIT")
         except BaseException:
             self._rollback()
@@ -433,6 +449,8 @@ def without_stored_spans(conn: sqlite3.Connection, batch: Batch) -> Batch:
         losses=batch.losses,
         span_attr_ranges=batch.span_attr_ranges,
         numbered=batch.numbered,
+        staged=batch.staged,
+        unstaged=batch.unstaged,
     )
 
 

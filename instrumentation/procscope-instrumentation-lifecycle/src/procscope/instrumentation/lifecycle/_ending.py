@@ -145,14 +145,16 @@ def end_mirror() -> None:
     not handed on yet. The mirror is then left for the parent, which makes the
     recording from it when it reaps the child, as for a SIGKILL
     (``_processes.record_reap``). Spans the dump had handed on before the exit may
-    then be stored twice: never lost."""
+    then be stored twice: never lost. A dump whose records are staged in the trace DB
+    already (``_flight_stage``) needs no mirror: the parent makes its spans from the
+    staged row, without storing one twice."""
     if not flight.mirrored:
         return
     try:
         # (imported by the mirror's start already: a look-up, not an import)
-        from procscope.core import _flight_spans
+        from procscope.core import _flight_spans, _flight_stage
 
-        if not _flight_spans.dump_running():
+        if not _flight_spans.dump_running() or not _flight_stage.waiting():
             _flight_mirror.stop()
     except Exception:  # noqa: BLE001
         log_internal_error()

@@ -30,7 +30,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from procscope.core import _flight_mirror, _flight_triggers, flight
+from procscope.core import _flight_mirror, _flight_stage, _flight_triggers, flight
 from procscope.core.guard import log_internal_error
 from procscope.core.naming import get_name
 from procscope.core.patched import call_as
@@ -104,6 +104,11 @@ def record_reap(info: ReapInfo, child_pid: int | None, code: int | None) -> None
         # short: it left its mirror for this process to make the recording from
         # (_ending.end_mirror).
         _flight_child_cut_off(info.name, child_pid, code)
+    if (child_pid is not None and flight.append is not None and runtime.active
+            and _flight_stage.left_by(child_pid)):
+        # It ended before the spans of a recording it had staged in the trace DB were
+        # all stored: made from the staged row here (_flight_stage).
+        _flight_child_staged(child_pid)
     if info.ctx is None or not runtime.active or not process_spans_wanted():
         return
     attributes = thread_attributes()
@@ -157,6 +162,13 @@ def _flight_child_cut_off(name: str, child_pid: int, code: int) -> None:
     what = f"child {name} ({child_pid}) exit code {code}: its recording, cut short"
     try:
         _flight_mirror.recover_later(child_pid, what, name)
+    except Exception:  # noqa: BLE001
+        log_internal_error()
+
+
+def _flight_child_staged(child_pid: int) -> None:
+    try:
+        _flight_mirror.store_staged_later(child_pid)
     except Exception:  # noqa: BLE001
         log_internal_error()
 

@@ -161,11 +161,13 @@ class MessageKind(flight.FlightKind):
 
     def begin_dump(self) -> None:
         self._sites = {}
-        if self.span_kind is SpanKind.PRODUCER:
+        if self is SEND:
             _paired.clear()
 
     def see_dump(self, records: list[tuple[Any, ...]]) -> None:
-        if self.span_kind is SpanKind.PRODUCER:  # (once per dump, for both kinds)
+        # Once per dump, by one kind: every kind of message is a producer or a consumer,
+        # and multiprocessing's producer kind (MP_SEND) paired the same records again.
+        if self is SEND:
             _pair(records)
 
     def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:

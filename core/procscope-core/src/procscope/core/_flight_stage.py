@@ -1,0 +1,194 @@
+"""A flight recording staged: its records stored in the trace DB at once, spans after.
+
+Making 100,000 records into spans and rows takes seconds; the process that dumps is
+often about to end (a worker whose target raised, a child with half a second for its
+exit). So when the trace DB is where the spans go, a dump first stores its records as
+one compact row (``flight_staged``: :func:`encode`, ``marshal``, about a tenth of a
+second for 100,000), then makes the spans, and removes the row once they are stored.
+
+The spans' ids derive from the row's key and each record (:func:`span_id`), so the spans
+made again from the row (:func:`revive`) are the same spans: a process that reaps a child
+that died with a row left (it leaves a marker file in the hand-off directory,
+:func:`left_by`) stores what is missing, never a span twice.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import random
+import threading
+from operator import itemgetter
+from typing import Any
+
+from . import flight, handoff
+from .flight import F_CODE, F_THREAD, F_TIME
+
+VERSION = 1
+MESSAGE_LENGTH = 4  # (a message's record: time, code, thread ident, kept item)
+_MASK = 0xFFFF_FFFF_FFFF_FFFF
+_code_of = itemgetter(F_CODE)
+_thread_of = itemgetter(F_THREAD)
+
+# Dumps under way whose records are not staged yet: while there is one, a child's end
+# keeps its mirror for its parent (_ending.end_mirror).
+_waiting = [0]
+_lock = threading.Lock()
+
+
+def span_id(key: int, at: int, ident: int) -> int:
+    """The id of the span a staged record makes: the same in every process (a tuple of
+    ints hashes alike everywhere), different for every record of a thread (two records
+    of one thread never share a nanosecond)."""
+    return hash((key, at, ident)) & _MASK or 1
+
+
+def waiting() -> int:
+    return _waiting[0]
+
+
+def begin() -> None:
+    with _lock:
+        _waiting[0] += 1
+
+
+def done_waiting() -> None:
+    with _lock:
+        _waiting[0] = max(0, _waiting[0] - 1)
+
+
+def encode(job: Any) -> bytes:
+    """The dump's records, what their sites and threads are, and its root's values:
+    everything :func:`revive` needs, in a process that has none of the dump's objects."""
+    from ._flight_spans import _ended_threads
+
+    records = job.records
+    own = job.pid == os.getpid()
+    sites: dict[int, Any] = {}
+    for code in set(map(_code_of, records)):
+        kind = flight.SITES[code][0]
+        if not (own and kind.sampled):  # (a sampled record's span exists: left out)
+            sites[code] = (kind.name, kind.site_plain(code))
+    rows: list[Any] = []
+    for record in records:
+        code = record[F_CODE]
+        if code not in sites:
+            continue
+        if len(record) == MESSAGE_LENGTH:  # (a message: ints and strings already)
+            rows.append(record)
+            continue
+        data = flight.SITES[code][0].plain(record)
+        if data is not None:
+            rows.append((record[F_TIME], code, record[F_THREAD], data))
+    names = dict(job.thread_names or {})
+    for ident, ends in _ended_threads(records).items():
+        names.setdefault(ident, ends[-1][1])
+    threads = {i: names.get(i) or (None, f"thread-{i}") for i in set(map(_thread_of, rows))}
+    header = (VERSION, job.reason, job.trace_id, job.root_id, job.root, job.root_links(),
+              job.overwritten, job.expired, job.window, job.pid, job.ended)
+    return marshal.dumps((header, sites, threads, rows), 2)
+
+
+def revive(body: bytes, key: int) -> Any:
+    """The dump a staged row holds, its spans made as its own process would have."""
+    from ._flight_mirror import _RECOVERED
+    from ._flight_spans import Dump
+
+    header, sites, threads, rows = marshal.loads(body)
+    (_version, reason, trace_id, root_id, root, links, overwritten, expired, window, pid,
+     ended) = header
+    records = []
+    code = _RECOVERED.code
+    for at, site_code, ident, data in rows:
+        kind_name, site = sites[site_code]
+        native, name = threads.get(ident) or (None, f"thread-{ident}")
+        records.append((at, code, ident, (kind_name, site, at, native, name, data), None, None))
+    job = Dump(reason, trace_id, root_id, None, records, overwritten, expired, window,
+               root=root, pid=pid, thread_names=threads)
+    job.ended = ended
+    job.links = tuple(links)
+    job.staged_key = key
+    return job
+
+
+def stage(job: Any, exporter: Any, origin: tuple[Any, Any]) -> int | None:
+    """Store ``job``'s records in the trace DB (``exporter.stage_flight``); its key, or
+    None when they could not be (the dump goes on without)."""
+    key = random.getrandbits(63) or 1
+    body = encode(job)
+    if not exporter.stage_flight(key, job.trace_id, job.reason, len(job.records), body,
+                                 origin):
+        return None
+    job.staged_key = key
+    _mark(os.getpid(), True)
+    return key
+
+
+def unstaged() -> None:
+    """Every staged recording of this process has its spans stored: no marker left."""
+    _mark(os.getpid(), False)
+
+
+def _marker(pid: int) -> str | None:
+    folder = handoff.directory() if pid != os.getpid() else handoff._private_directory()
+    return os.path.join(folder, f"flight-{pid}.staged") if folder else None
+
+
+def _mark(pid: int, present: bool) -> None:
+    path = _marker(pid)
+    if not path:
+        return
+    try:
+        if present:
+            with open(path, "wb"):
+                pass
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def left_by(pid: int) -> bool:
+    """Whether the child ``pid`` ended with a staged recording whose spans it had not
+    all stored (its marker file is there)."""
+    path = _marker(pid)
+    return bool(path) and os.path.exists(path)  # type: ignore[arg-type]
+
+
+def store_left(pid: int, exporter: Any) -> int:
+    """Make the recordings the dead process ``pid`` staged into spans; how many."""
+    done = 0
+    try:
+        for row in exporter.staged_rows(pid):
+            job = revive(row[-1], row[0])
+            if exporter.store_staged(row, job.plains()):
+                done += 1
+    finally:
+        _mark(pid, False)
+    return done
+
+
+def store_orphans() -> int:
+    """At the top process's shutdown: the recordings staged by processes that have
+    ended without storing their spans and that no parent finished (a child started by
+    ``os.fork`` alone, say); how many."""
+    from ._flight_mirror import staging_exporter
+
+    exporter = staging_exporter()
+    if exporter is None:
+        return 0
+    done = 0
+    for pid in {row[1] for row in exporter.staged_rows()}:
+        if pid != os.getpid() and not _alive(pid):
+            done += store_left(pid, exporter)
+    return done
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # (another user's process: alive)
+    return True
