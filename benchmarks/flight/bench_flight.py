@@ -14,9 +14,10 @@ how long a dump takes to reach the trace DB, and the reference pipeline at 0.01.
 3. A dump of 100,000 records (50,000 unsampled put+get) into a fresh trace DB: the time
    ``procscope.dump`` holds the triggering thread (the take of the ring), the time until
    a reader sees the records in the DB (the staged row: a dump this large is stored as
-   one row first, then made into spans), the time until the dump's helper thread is done (with the trace DB alone, it writes the spans
-   itself) and until they are in the DB (``force_flush``), and how many spans the DB
-   then holds (a dump's spans lost on the way would show here). Goal: at most 0.5 s.
+   one row first, then made into spans), the time until the dump's helper thread is
+   done (with the trace DB alone, it writes the spans itself) and until they are in the
+   DB (``force_flush``), and how many spans the DB then holds (a dump's spans lost on the
+   way would show here). Goal: at most 0.5 s.
 5. A fork child SIGKILLed while it makes about 2,000 or 40,000 put+get a second (rate
    0.01, the recorder on): how long before the kill the newest record the parent
    recovered from the child's mirror was made. Goal: at most 200 ms.

@@ -86,7 +86,7 @@ def test_a_worker_killed_while_its_recording_is_made_into_spans_loses_none_and_r
     tmp_path: Path, how: str
 ) -> None:
     """Killed after its recording was staged and part of its spans stored: every message
-    is in ``procscope messages`` exactly once, with the recording, and nothing is left
+    is in ``procscope messages`` exactly once, with both ends, and nothing is left
     staged (a multiprocessing child is finished by its parent when reaped, a bare
     ``os.fork`` child by the top process at its end)."""
     db, note = tmp_path / "flight.db", tmp_path / "killed-at"
@@ -100,6 +100,8 @@ def test_a_worker_killed_while_its_recording_is_made_into_spans_loses_none_and_r
     rows = cli("messages", "--db", str(db), "--queue", "inbox", "--limit", "1000000")
     gets = sorted(int(row["content"]) for row in rows if row["receiver"] is not None)
     assert gets == list(range(MESSAGES))
+    # Each put and its get are one message, whichever process stored them.
+    assert len(rows) == MESSAGES and all(row["sender"] for row in rows)
     with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT count(*) FROM flight_staged").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM spans WHERE name = 'get inbox'"

@@ -131,6 +131,9 @@ class Dump:
         self.links: tuple[Any, ...] | None = None
         # Where a child's mirror was when the records were taken (_flight_mirror).
         self.mirror_mark: tuple[int, int] | None = None
+        # True once the kinds saw the records (see_records): once per dump, as messages
+        # draw the ids shared by a put and its get there.
+        self.seen = False
 
     def root_links(self) -> tuple[Any, ...]:
         """The root span's links (plain): to the span that failed, when there was one."""
@@ -173,11 +176,8 @@ class Dump:
                            min(start, self.ended), self.ended, 0, None, attributes, (), links,
                            0))
         own = self.pid == os.getpid()
-        kinds = list(KINDS.values())
-        for each in kinds:
-            each.begin_dump()
-        for each in kinds:
-            each.see_dump(self.records)
+        if not self.seen:  # (staging saw them already: _flight_stage.encode)
+            see_records(self.records)
         # The threads alive at the trigger over those whose end is in the records (after
         # see_dump: a kind may read live state, as messages read a queue's size, and the
         # program goes on meanwhile).
@@ -225,6 +225,15 @@ class Dump:
             ))
         self.targets = []  # (named now: the program's objects are its own again)
         return plains
+
+
+def see_records(records: list[tuple[Any, ...]]) -> None:
+    """Every kind's ``begin_dump``, then its ``see_dump`` of a dump's records."""
+    kinds = list(KINDS.values())
+    for each in kinds:
+        each.begin_dump()
+    for each in kinds:
+        each.see_dump(records)
 
 
 def _thread_attributes(

@@ -22,7 +22,7 @@ from operator import itemgetter
 from typing import Any
 
 from . import flight, handoff
-from .flight import F_CODE, F_THREAD, F_TIME
+from .flight import F_A, F_B, F_CODE, F_THREAD, F_TIME
 
 VERSION = 1
 MESSAGE_LENGTH = 4  # (a message's record: time, code, thread ident, kept item)
@@ -60,26 +60,35 @@ def done_waiting() -> None:
 def encode(job: Any) -> bytes:
     """The dump's records, what their sites and threads are, and its root's values:
     everything :func:`revive` needs, in a process that has none of the dump's objects."""
-    from ._flight_spans import _ended_threads
+    from ._flight_spans import _ended_threads, see_records
 
     records = job.records
     own = job.pid == os.getpid()
+    # What the kinds make of the records together (a message's put and get share an
+    # id), made once: here, for the row and for the spans made next (Dump.seen).
+    see_records(records)
+    job.seen = True
     sites: dict[int, Any] = {}
     for code in set(map(_code_of, records)):
         kind = flight.SITES[code][0]
         if not (own and kind.sampled):  # (a sampled record's span exists: left out)
             sites[code] = (kind.name, kind.site_plain(code))
     rows: list[Any] = []
+    append = rows.append
+    kinds = flight.SITES
     for record in records:
         code = record[F_CODE]
         if code not in sites:
             continue
-        if len(record) == MESSAGE_LENGTH:  # (a message: ints and strings already)
-            rows.append(record)
+        kind = kinds[code][0]
+        shared = kind.shared_id(record)
+        data = record[F_A] if len(record) == MESSAGE_LENGTH else kind.plain(record)
+        if data is None:
             continue
-        data = flight.SITES[code][0].plain(record)
-        if data is not None:
-            rows.append((record[F_TIME], code, record[F_THREAD], data))
+        if shared is None:
+            append((record[F_TIME], code, record[F_THREAD], data))
+        else:
+            append((record[F_TIME], code, record[F_THREAD], data, shared))
     names = dict(job.thread_names or {})
     for ident, ends in _ended_threads(records).items():
         names.setdefault(ident, ends[-1][1])
@@ -98,17 +107,40 @@ def revive(body: bytes, key: int) -> Any:
     (_version, reason, trace_id, root_id, root, links, overwritten, expired, window, pid,
      ended) = header
     records = []
-    code = _RECOVERED.code
-    for at, site_code, ident, data in rows:
+    plain, shared = _RECOVERED.code, _STAGED.code
+    for row in rows:
+        at, site_code, ident, data = row[:4]
         kind_name, site = sites[site_code]
         native, name = threads.get(ident) or (None, f"thread-{ident}")
-        records.append((at, code, ident, (kind_name, site, at, native, name, data), None, None))
+        revived = (kind_name, site, at, native, name, data)
+        if len(row) == 4:
+            records.append((at, plain, ident, revived, None, None))
+        else:
+            records.append((at, shared, ident, revived, row[4], None))
     job = Dump(reason, trace_id, root_id, None, records, overwritten, expired, window,
                root=root, pid=pid, thread_names=threads)
     job.ended = ended
     job.links = tuple(links)
     job.staged_key = key
     return job
+
+
+class _Shared(flight.FlightKind):
+    """A staged record that shared something with another (``FlightKind.shared_id``):
+    revived by its own kind, then given it back."""
+
+    name = "staged"
+
+    def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        kind_name, site, at, _native, _name, data = record[F_A]
+        kind = flight.KINDS.get(kind_name)
+        made = None if kind is None else kind.revive(site, data, at)
+        if made is not None and kind is not None:
+            kind.share(made, record[F_B])
+        return made
+
+
+_STAGED = _Shared()
 
 
 def stage(job: Any, exporter: Any, origin: tuple[Any, Any]) -> int | None:

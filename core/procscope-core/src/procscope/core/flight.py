@@ -140,6 +140,15 @@ class FlightKind:
         name, kind, start, end, attributes, events, error = plain
         return (name, SpanKind(kind), start, end, dict(attributes), list(events), error)
 
+    def shared_id(self, record: tuple[Any, ...]) -> Any:
+        """What ``see_dump`` gave ``record`` in common with another record of the dump
+        (a message's id, shared by its put and its get), or None; :meth:`share` puts it
+        back into span values made by :meth:`revive` (a staged recording's)."""
+        return None
+
+    def share(self, made: tuple[Any, ...], shared: Any) -> None:
+        """Give ``made`` (span values) what :meth:`shared_id` returned for its record."""
+
 
 class EventKind(FlightKind):
     """A process, thread or task event, recorded when it ends: ``a`` the span's name,

@@ -170,6 +170,12 @@ class MessageKind(flight.FlightKind):
         if self is SEND:
             _pair(records)
 
+    def shared_id(self, record: tuple[Any, ...]) -> Any:
+        return _paired.get(id(record)) if _paired else None
+
+    def share(self, made: tuple[Any, ...], shared: Any) -> None:
+        made[4][_core.MESSAGE_ID] = shared
+
     def span(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
         code = record[F_CODE]
         sites = self._sites
