@@ -103,6 +103,9 @@ _NOTES = {
     "status": "spans.status_code: 0 unset, 1 ok, 2 error (status_description says why)",
     "pid": "spans.pid and process_name are those of the process that recorded the span",
     "runs": "resources.run_id is each process's run; runs has one row per run",
+    "flight_staged": "a large flight recording whose records are stored (body, binary) but "
+    "not yet all spans: the spans appear once stored; a row left means an incomplete "
+    "recording",
     "fast": "indexed: spans(start_ns), (end_ns), (trace_id), (pid, start_ns); "
     "span_attrs/event_attrs (key, value) for the indexed attribute keys below; "
     "events(span_pk), (time_ns); traces(start_ns)",
