@@ -474,12 +474,12 @@ class Scope:
                 if deliver is not None:
                     with handle_internal_errors():
                         deliver()
-            if handoff.is_top_process():
-                # Recordings staged by processes that died before storing their spans,
-                # and that no parent finished (made into spans while the kinds that
-                # revive them are still registered).
-                with handle_internal_errors():
-                    _flight_stage.store_orphans()
+        if handoff.is_top_process():
+            # Recordings staged by processes that died before storing their spans, and
+            # that no parent finished (this run's or an earlier one's): made into spans
+            # before the instrumentors' record kinds could be needed elsewhere.
+            with handle_internal_errors():
+                _flight_stage.store_orphans()
         flight.stop()
         _flight_signal.uninstall()
         run_within(

@@ -154,11 +154,12 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def test_a_recording_left_staged_makes_every_read_command_say_the_recording_is_incomplete(
+def test_a_recording_left_staged_is_reported_incomplete_until_the_next_program_ends(
     tmp_path: Path,
 ) -> None:
     """The records are in the DB but not yet spans: ``procscope traces`` says so in its
-    output and its JSON, and other read commands in one stderr line."""
+    output and its JSON, and other read commands in one stderr line; the next program
+    that writes the DB makes the spans at its end."""
     db = tmp_path / "flight.db"
     done = run_program(tmp_path, TOP_KILLED, str(db), timeout=120)
     assert done.returncode == -9, done.stderr
@@ -172,6 +173,14 @@ def test_a_recording_left_staged_makes_every_read_command_say_the_recording_is_i
     assert shown.returncode == 0, shown.stderr
     line = f"{loss['count']:,} flight records not yet spans (pid {loss['pid']})"
     assert [text for text in shown.stderr.splitlines() if line in text], shown.stderr
+    # The next program to use the DB finishes it, as its top process ends.
+    later = "import procscope, sys; procscope.setup(db=sys.argv[1]); procscope.shutdown()"
+    assert run_program(tmp_path, later, str(db)).returncode == 0
+    assert cli("traces", "--db", str(db), "--run", "all")["recording"]["complete"] is True
+    rows = cli("messages", "--db", str(db), "--run", "all", "--queue", "inbox",
+               "--limit", "100000")
+    assert sorted(int(row["content"]) for row in rows if row["sender"] and row["receiver"]
+                  ) == list(range(20_000))
 
 
 def test_a_version_3_db_gains_the_staging_table_when_written(tmp_path: Path) -> None:

@@ -99,11 +99,14 @@ def encode(job: Any) -> bytes:
 
 
 def revive(body: bytes, key: int) -> Any:
-    """The dump a staged row holds, its spans made as its own process would have."""
+    """The dump a staged row holds, its spans made as its own process would have; None
+    when a kind of its records is unknown here."""
     from ._flight_mirror import _RECOVERED
     from ._flight_spans import Dump
 
     header, sites, threads, rows = marshal.loads(body)
+    if any(kind_name not in flight.KINDS for kind_name, _site in sites.values()):
+        return None  # (a kind this process has not imported: left for one that has)
     (_version, reason, trace_id, root_id, root, links, overwritten, expired, window, pid,
      ended) = header
     records = []
@@ -193,7 +196,7 @@ def store_left(pid: int, exporter: Any) -> int:
     try:
         for row in exporter.staged_rows(pid):
             job = revive(row[-1], row[0])
-            if exporter.store_staged(row, job.plains()):
+            if job is not None and exporter.store_staged(row, job.plains()):
                 done += 1
     finally:
         _mark(pid, False)
