@@ -37,6 +37,7 @@ def worker(jobs, joinable, simple, conn, managed, results):
 if __name__ == "__main__":
     method, db = sys.argv[1], sys.argv[2]
     procscope.setup(db=db, exporter="tracedb", sample_rate=1.0)
+    managers_at_setup = "multiprocessing.managers" in sys.modules
     ctx = mp.get_context(method)
     jobs = procscope.name(ctx.Queue(), "jobs")
     joinable = ctx.JoinableQueue()
@@ -60,7 +61,8 @@ if __name__ == "__main__":
     joinable.join()
     child.join(60)
     manager.shutdown()
-    print(json.dumps({"received": received, "child": child.pid, "parent": os.getpid()}))
+    print(json.dumps({"received": received, "child": child.pid, "parent": os.getpid(),
+                      "managers_at_setup": managers_at_setup}))
     procscope.shutdown()
 """
 
@@ -69,11 +71,14 @@ if __name__ == "__main__":
 def test_messages_cross_processes_in_the_producer_trace(
     run_program: Any, tmp_path: Path, method: str
 ) -> None:
-    """Queue, JoinableQueue, SimpleQueue, Pipe and Manager messages join the sender's trace."""
+    """Queue, JoinableQueue, SimpleQueue, Pipe and Manager messages join the sender's trace
+    (the Manager's proxies patched when the program's Manager() imports their module,
+    which set-up does not)."""
     db = tmp_path / "trace.db"
     result = run_program(PIPELINE, method, str(db))
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["managers_at_setup"] is False
     child = report["child"]
     assert [r[:2] for r in report["received"]] == [
         [{"kind": "queue"}, "dict"],

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 import threading
 from typing import Any
 
@@ -24,6 +23,8 @@ _installed: list[Any] = []
 
 
 def marker_dir() -> str:
+    import tempfile  # (here: about 2 ms, and only a process that installs it needs it)
+
     return os.path.join(tempfile.gettempdir(), f"procscope-dump-{os.getuid()}")
 
 

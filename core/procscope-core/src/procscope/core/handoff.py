@@ -30,7 +30,6 @@ import itertools
 import os
 import stat
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -69,6 +68,8 @@ def prepare(db_path: str | None) -> str | None:
     if db_path:
         path = os.path.abspath(db_path) + ".handoff"
     else:
+        import tempfile  # (here: about 2 ms at every start-up, for the rare run with no DB)
+
         unique = f"{os.getuid()}-{os.getpid()}-{time.time_ns() % 10**12}"
         path = os.path.join(tempfile.gettempdir(), f"procscope-handoff-{unique}")
     os.environ[ENV_DIR] = path

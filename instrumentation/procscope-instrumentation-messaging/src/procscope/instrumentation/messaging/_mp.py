@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import inspect
 import multiprocessing.connection as mp_connection
-import multiprocessing.managers as mp_managers
 import multiprocessing.queues as mp_queues
 import multiprocessing.reduction as mp_reduction
 import time
@@ -26,6 +25,7 @@ from typing import Any
 from procscope.core import _flight_triggers
 from procscope.core import flight as _flight
 from procscope.core.guard import log_internal_error
+from procscope.core.post_import import when_imported
 
 from . import _carry, _core
 from . import _flight as _flight_module
@@ -533,11 +533,12 @@ class MultiprocessingMessaging:
 
     def __init__(self) -> None:
         self._patcher = Patcher()
+        self._proxies = Patcher()
+        self._cancel_proxies: Any = None
 
     def instrument(self) -> None:
         p = self._patcher
-        for traced in (mp_queues.Queue, mp_queues.SimpleQueue, mp_connection._ConnectionBase,
-                       mp_managers.BaseProxy):
+        for traced in (mp_queues.Queue, mp_queues.SimpleQueue, mp_connection._ConnectionBase):
             install_defaults(traced)
         for cls in (mp_queues.Queue, mp_queues.JoinableQueue, mp_queues.SimpleQueue):
             p.patch(cls, "__init__", _init(original(cls, "__init__")))
@@ -572,11 +573,23 @@ class MultiprocessingMessaging:
         if connection_cls in reducers:
             p.patch_item(reducers, connection_cls, _connection_reducer(reducers[connection_cls]))
 
-        proxy = mp_managers.BaseProxy
+        # Manager proxies once the program imports multiprocessing.managers (a Manager()
+        # does): importing it here cost every process about 4 ms (shared_memory, secrets,
+        # hashlib), and most programs never use a Manager.
+        self._cancel_proxies = when_imported("multiprocessing.managers", self._patch_proxies)
+
+    def _patch_proxies(self, managers: Any) -> None:
+        proxy = managers.BaseProxy
+        install_defaults(proxy)
+        p = self._proxies
         p.patch(proxy, "_callmethod", _proxy_callmethod(original(proxy, "_callmethod")))
         p.patch(proxy, "__init__", _proxy_init(original(proxy, "__init__")))
         p.patch(proxy, "__reduce__", _proxy_reduce(original(proxy, "__reduce__")))
 
     def uninstrument(self) -> None:
         _carry.start_stamping(None)
+        if self._cancel_proxies is not None:
+            self._cancel_proxies()
+            self._cancel_proxies = None
+        self._proxies.restore()
         self._patcher.restore()

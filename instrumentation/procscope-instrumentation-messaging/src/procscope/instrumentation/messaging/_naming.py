@@ -134,13 +134,17 @@ def _factory_files() -> frozenset[str]:
     """The modules between a user's call and ``__init__``: the classes and their factories."""
     import multiprocessing.connection
     import multiprocessing.context
-    import multiprocessing.managers
     import multiprocessing.queues
     import queue
 
     modules = (queue, multiprocessing.queues, multiprocessing.context,
-               multiprocessing.connection, multiprocessing.managers)
+               multiprocessing.connection)
     files = {m.__file__ for m in modules if m.__file__}
+    if multiprocessing.queues.__file__:
+        # multiprocessing.managers, named without importing it (about 4 ms; imported by
+        # the program's first Manager()).
+        files.add(os.path.join(os.path.dirname(multiprocessing.queues.__file__),
+                               "managers.py"))
     if queue.__file__:
         # asyncio's queues, named without importing asyncio (~15 ms, and most programs
         # never import it): beside queue.py in the standard library.
