@@ -36,6 +36,16 @@ _waiting = [0]
 _lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # (a thread of the parent may have held it)
+    _waiting[0] = 0  # (the parent's dumps go on in the parent only)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def span_id(key: int, at: int, ident: int) -> int:
     """The id of the span a staged record makes: the same in every process (a tuple of
     ints hashes alike everywhere), different for every record of a thread (two records
