@@ -47,10 +47,13 @@ if hasattr(os, "register_at_fork"):
 
 
 def span_id(key: int, at: int, ident: int) -> int:
-    """The id of the span a staged record makes: the same in every process (a tuple of
-    ints hashes alike everywhere), different for every record of a thread (two records
-    of one thread never share a nanosecond)."""
-    return hash((key, at, ident)) & _MASK or 1
+    """The id of the span a staged record makes: the same in every process and Python
+    version (a mix of integers, not ``hash``, whose algorithm is the interpreter's),
+    different for every record of a thread (two records of one thread never share a
+    nanosecond)."""
+    z = (key ^ (at * 0x9E3779B97F4A7C15) ^ (ident * 0xC2B2AE3D27D4EB4F)) & _MASK
+    z = ((z ^ (z >> 31)) * 0xBF58476D1CE4E5B9) & _MASK
+    return (z ^ (z >> 29)) or 1
 
 
 def waiting() -> int:
