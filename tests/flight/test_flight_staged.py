@@ -173,10 +173,14 @@ def test_a_recording_left_staged_is_reported_incomplete_until_the_next_program_e
     assert shown.returncode == 0, shown.stderr
     line = f"{loss['count']:,} flight records not yet spans (pid {loss['pid']})"
     assert [text for text in shown.stderr.splitlines() if line in text], shown.stderr
+    listed = cli("traces", "--db", str(db), "--run", "all", "--recordings")["recordings"]
+    assert [(r["reason"], r["staged"]) for r in listed] == [("last words", True)]
     # The next program to use the DB finishes it, as its top process ends.
     later = "import procscope, sys; procscope.setup(db=sys.argv[1]); procscope.shutdown()"
     assert run_program(tmp_path, later, str(db)).returncode == 0
     assert cli("traces", "--db", str(db), "--run", "all")["recording"]["complete"] is True
+    listed = cli("traces", "--db", str(db), "--run", "all", "--recordings")["recordings"]
+    assert [(r["reason"], r["staged"]) for r in listed] == [("last words", False)]
     rows = cli("messages", "--db", str(db), "--run", "all", "--queue", "inbox",
                "--limit", "100000")
     assert sorted(int(row["content"]) for row in rows if row["sender"] and row["receiver"]

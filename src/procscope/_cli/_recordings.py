@@ -2,7 +2,8 @@
 
 A dump is one trace whose root span is ``flight recording`` (docs/flight-recorder.md);
 its attributes say why it was written, how many records it holds, and how many were
-overwritten or older than the window before it.
+overwritten or older than the window before it. A large dump stored as records and not
+yet all made into spans (``flight_staged``) is listed too, marked ``staged``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ ROOT_NAME = "flight recording"
 def _row(span: Any) -> dict[str, Any]:
     attributes = span.attributes
     return {
+        "staged": False,
         "trace_id": span.trace_id,
         "reason": attributes.get("procscope.flight.reason"),
         "pid": attributes.get("process.pid", span.pid),
@@ -38,7 +40,25 @@ def _row(span: Any) -> dict[str, Any]:
 def list_recordings(args: argparse.Namespace, db: TraceDB) -> int:
     """The dumps that match the traces command's time and run filters, newest first."""
     spans = db.spans(name=ROOT_NAME, start_ns=args.since, end_ns=args.until, run=args.run_id)
-    rows = sorted((_row(s) for s in spans), key=lambda r: r["end_ns"], reverse=True)
+    rows = [_row(s) for s in spans]
+    # A recording whose records are stored but whose spans are not all (its process
+    # died making them, and nobody finished yet): listed, marked, its root maybe absent.
+    by_trace = {r["trace_id"]: r for r in rows}
+    for staged in db.staged_recordings(run=args.run_id):
+        at = staged["staged_ns"]
+        if (args.since is not None and at < args.since) or (
+                args.until is not None and at > args.until):
+            continue
+        row = by_trace.get(staged["trace_id"])
+        if row is None:
+            row = by_trace[staged["trace_id"]] = {
+                "trace_id": staged["trace_id"], "reason": staged["reason"],
+                "pid": staged["pid"], "process_name": staged["process_name"],
+                "start_ns": at, "end_ns": at, "start": iso_time(at),
+                "records": staged["records"], "overwritten": None, "expired": None}
+            rows.append(row)
+        row["staged"] = True
+    rows.sort(key=lambda r: r["end_ns"], reverse=True)
     rows = rows[: args.limit]
     if args.json:
         return print_json({"recordings": rows})
@@ -53,7 +73,8 @@ def list_recordings(args: argparse.Namespace, db: TraceDB) -> int:
             format_time(r["end_ns"], date=with_date),
             f"{r['process_name'] or ''}:{r['pid']}" if r["process_name"] else str(r["pid"]),
             r["records"] if r["records"] is not None else "",
-            r["reason"] or "",
+            (r["reason"] or "") + (" (records stored, not yet all spans)" if r["staged"]
+                                    else ""),
         ]
         for r in rows
     ]

@@ -322,6 +322,29 @@ class TraceDB:
         rows.sort(key=lambda row: (-row[4], row[0], row[3]))
         return [LossRecord(*row) for row in rows]
 
+    def staged_recordings(self, run: str | None = None) -> list[dict[str, Any]]:
+        """Flight recordings stored as records and not yet all made into spans (the
+        ``flight_staged`` table, version 4; docs/flight-recorder.md), oldest first."""
+        flt = self._run(run)
+        where, params = "", []
+        if flt is not None and not flt.everything:
+            where = (" WHERE resource_id IN (SELECT resource_id FROM resources WHERE "
+                     + ("run_id IS NULL)" if flt.legacy else "run_id = ?)"))
+            params = [] if flt.legacy else [flt.run_id]
+        try:
+            rows = self.conn.execute(
+                "SELECT trace_id, pid, process_name, reason, records, staged_ns "
+                "FROM flight_staged" + where + " ORDER BY staged_ns", params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+        return [
+            {"trace_id": _schema.trace_id_from_db(trace_id), "pid": pid, "process_name": name,
+             "reason": reason, "records": records, "staged_ns": staged_ns}
+            for trace_id, pid, name, reason, records, staged_ns in rows
+        ]
+
     def span_count(self, run: str | None = None) -> int:
         flt = self._run(run)
         where, params = ("", []) if flt is None else flt.traces("t")
