@@ -9,7 +9,8 @@ second for 100,000), then makes the spans, and removes the row once they are sto
 The spans' ids derive from the row's key and each record (:func:`span_id`), so the spans
 made again from the row (:func:`revive`) are the same spans: a process that reaps a child
 that died with a row left (it leaves a marker file in the hand-off directory,
-:func:`left_by`) stores what is missing, never a span twice.
+:func:`left_by`), or the top process at its end for any process that is gone
+(:func:`store_orphans`), stores what is missing, never a span twice.
 """
 
 from __future__ import annotations
