@@ -5,6 +5,7 @@ spans are stored too."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from typing import Any
 
@@ -46,8 +47,10 @@ def test_records_reach_the_db_by_their_route(
     result = run_app(PROGRAM.replace("sys.argv[1]", repr(sampling)))
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [route, "6000"]
-    db = sqlite3.connect(tmp_path / "app.db")
-    names = {name for (name,) in db.execute("SELECT name FROM spans")}
+    with contextlib.closing(sqlite3.connect(tmp_path / "app.db")) as db:
+        names = {name for (name,) in db.execute("SELECT name FROM spans")}
+        spans = db.execute("SELECT count(*) FROM spans WHERE kind IN (3, 4)").fetchone()[0]
+        lost = db.execute("SELECT count(*) FROM losses").fetchone()[0]
     assert "own" in names and any(name.startswith("thread ") for name in names)
-    assert db.execute("SELECT count(*) FROM spans WHERE kind IN (3, 4)").fetchone()[0] == 6000
-    assert db.execute("SELECT count(*) FROM losses").fetchone()[0] == 0
+    assert spans == 6000
+    assert lost == 0
