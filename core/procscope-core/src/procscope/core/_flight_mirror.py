@@ -146,22 +146,16 @@ def _run(copier: _Copier) -> None:
                 _close(copier.fd_number)
 
 
-def sync() -> None:
+def sync() -> tuple[int, int] | None:
     """Copy the records not yet mirrored, now, on this thread: a dump is about to take
     the ring, and the records of the last tick (up to 100 ms) would otherwise reach the
     file only through the dump, which a child's exit may cut short (then the parent makes
     the recording from the file: see ``procscope.instrumentation.lifecycle._ending``)."""
     copier = _state["copier"]
-    if copier is not None and copier.pid == os.getpid():
-        copier.copy_new()
-
-
-def sync_and_mark() -> tuple[int, int] | None:
-    """:func:`sync`, then where the mirror is: what :func:`drop_before` takes."""
-    copier = _state["copier"]
     if copier is None or copier.pid != os.getpid():
         return None
     copier.copy_new()
+    # Where the mirror is now: what drop_before() takes once the dump is staged.
     with copier.lock:
         if copier.fd is None:
             return None

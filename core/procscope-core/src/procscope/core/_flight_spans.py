@@ -315,21 +315,14 @@ def _sink(processor: Any) -> Any:
 
 
 def _send(job: Dump) -> None:
-
-    done = [False]
-
-    def staged() -> None:  # (this dump no longer keeps a child's mirror: see end_mirror)
-        if not done[0]:
-            done[0] = True
+    try:
+        _send_now(job)
+    finally:
+        if job.staged_key is None:  # (a staged dump stopped waiting when it was staged)
             _flight_stage.done_waiting()
 
-    try:
-        _send_now(job, staged)
-    finally:
-        staged()
 
-
-def _send_now(job: Dump, staged: Callable[[], None]) -> None:
+def _send_now(job: Dump) -> None:
     from .guard import handle_internal_errors
 
     with handle_internal_errors():
@@ -353,7 +346,8 @@ def _send_now(job: Dump, staged: Callable[[], None]) -> None:
                 key = _flight_stage.stage(job, exporter, origin)
                 if key is not None:
                     _handed[0] += 1
-                    staged()
+                    # (no longer keeps a child's mirror at its end: see end_mirror)
+                    _flight_stage.done_waiting()
                     if job.mirror_mark is not None and job.pid == os.getpid():
                         from ._flight_mirror import drop_before
 

@@ -369,7 +369,7 @@ def dump(
     if mirrored:  # (a child: its newest records to its mirror first, see _flight_mirror.sync)
         from . import _flight_mirror
 
-        mark = _flight_mirror.sync_and_mark()
+        mark = _flight_mirror.sync()
     with _lock:
         now = time.monotonic()
         merged = now - _last_dump[0] < MERGE_SECONDS and _last_dump[1]

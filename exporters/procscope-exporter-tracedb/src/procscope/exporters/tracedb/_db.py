@@ -306,19 +306,11 @@ class TraceDB:
         where, params = ("", []) if flt is None else _runs.losses_filter(
             flt, _runs.pids_of(self.conn, flt)
         )
-        rows = []
         # A flight recording staged and not yet made into spans (_staging.py) counts as
         # its records under the reason "flight_staged" (version 4).
-        for table in ("losses", _runs.STAGED_AS_LOSSES):
-            try:
-                rows += self.conn.execute(
-                    "SELECT pid, process_start_ns, process_name, reason, count, updated_ns "
-                    f"FROM {table} WHERE count > 0" + (f" AND {where}" if where else ""),
-                    params,
-                ).fetchall()
-            except sqlite3.OperationalError as exc:
-                if "no such table" not in str(exc):
-                    raise
+        rows = _runs.loss_rows(
+            self.conn, "pid, process_start_ns, process_name, reason, count, updated_ns",
+            where, params)
         rows.sort(key=lambda row: (-row[4], row[0], row[3]))
         return [LossRecord(*row) for row in rows]
 

@@ -241,20 +241,28 @@ STAGED_AS_LOSSES = (
 )
 
 
-def lost_in(conn: sqlite3.Connection, flt: RunFilter, pids: list[int]) -> int:
-    where, params = losses_filter(flt, pids)
-    total = 0
+def loss_rows(conn: sqlite3.Connection, columns: str, where: str,
+              params: list[Any]) -> list[Any]:
+    """``SELECT columns`` over ``losses`` and the staged recordings (each read as empty
+    in a DB older than it), rows with a count, under ``where``."""
+    rows: list[Any] = []
     for table in ("losses", STAGED_AS_LOSSES):
         try:
-            total += conn.execute(
-                f"SELECT coalesce(sum(count), 0) FROM {table} WHERE count > 0"
+            rows += conn.execute(
+                f"SELECT {columns} FROM {table} WHERE count > 0"
                 + (f" AND {where}" if where else ""),
                 params,
-            ).fetchone()[0]
+            ).fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" not in str(exc):
                 raise
-    return int(total)
+    return rows
+
+
+def lost_in(conn: sqlite3.Connection, flt: RunFilter, pids: list[int]) -> int:
+    where, params = losses_filter(flt, pids)
+    return int(sum(total for (total,) in loss_rows(conn, "coalesce(sum(count), 0)", where,
+                                                    params)))
 
 
 def runs(conn: sqlite3.Connection) -> list[Run]:
