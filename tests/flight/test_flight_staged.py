@@ -215,3 +215,31 @@ def test_a_staged_record_span_id_is_the_same_in_every_python() -> None:
     ids = {span_id(7, 1_796_443_743_850_786_177 + step * 37, 140_234_567_890)
            for step in range(100_000)}
     assert len(ids) == 100_000 and 0 not in ids
+
+
+def test_the_marker_stays_while_any_recording_of_the_process_is_staged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two recordings staged at once (triggers a second apart): the marker that tells a
+    parent to finish them goes only with the spans of the last one."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from procscope.core import _flight_spans, _flight_stage, handoff
+    from procscope.exporters.tracedb import TraceDBSpanExporter
+
+    monkeypatch.setenv(handoff.ENV_DIR, str(tmp_path / "handoff"))
+    exporter = TraceDBSpanExporter(tmp_path / "staged.db")
+    origin = (Resource.create({}), InstrumentationScope("test"))
+    try:
+        keys = [_flight_stage.stage(
+            _flight_spans.Dump(reason, *_flight_spans.new_ids(), None, [], 0, 0, 30.0),
+            exporter, origin) for reason in ("first", "second")]
+        assert None not in keys and _flight_stage.left_by(os.getpid())
+        _flight_stage.unstaged(keys[0])
+        assert _flight_stage.left_by(os.getpid())
+        _flight_stage.unstaged(keys[1])
+        assert not _flight_stage.left_by(os.getpid())
+        assert len(exporter.staged_rows(os.getpid())) == 2
+    finally:
+        exporter.shutdown()

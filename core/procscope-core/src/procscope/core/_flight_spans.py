@@ -363,7 +363,7 @@ def _send_now(job: Dump) -> None:
                 _handed[0] += 1
                 stored = bulk(plains[at:at + BULK_BATCH], origin) is not False and stored
             if key is not None and stored and exporter.unstage_flight(key):
-                _flight_stage.unstaged()
+                _flight_stage.unstaged(key)
             return
         # A batch processor drops what its queue cannot hold (OpenTelemetry's default
         # 2,048 spans, procscope's 8,192): a dump larger than that lost the rest. On this

@@ -35,12 +35,16 @@ _thread_of = itemgetter(F_THREAD)
 # keeps its mirror for its parent (_ending.end_mirror).
 _waiting = [0]
 _lock = threading.Lock()
+# This process's staged recordings whose spans are not all stored yet: its marker file
+# stays while there is one.
+_staged: set[int] = set()
 
 
 def _after_fork_in_child() -> None:
     global _lock
     _lock = threading.Lock()  # (a thread of the parent may have held it)
     _waiting[0] = 0  # (the parent's dumps go on in the parent only)
+    _staged.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -169,12 +173,19 @@ def stage(job: Any, exporter: Any, origin: tuple[Any, Any]) -> int | None:
                                  origin):
         return None
     job.staged_key = key
+    with _lock:
+        _staged.add(key)
     _mark(os.getpid(), True)
     return key
 
 
-def unstaged() -> None:
-    """Every staged recording of this process has its spans stored: no marker left."""
+def unstaged(key: int) -> None:
+    """The recording staged under ``key`` has its spans stored: the marker goes with
+    this process's last one (two dumps a second apart may be staged at once)."""
+    with _lock:
+        _staged.discard(key)
+        if _staged:
+            return
     _mark(os.getpid(), False)
 
 
