@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import itertools
 import os
+import sys
 import threading
 import time
 import weakref
@@ -308,10 +309,17 @@ def _after_fork_in_child() -> None:
         ring.records.clear()
         ring.taken_count = appended(ring)
         ring.pid = os.getpid()
-    from . import _flight_mirror, _flight_signal
+    # Only a module already imported has a mirror or a handler to reset: importing one
+    # here would cost every fork child its import (about 10 ms) where the recorder was
+    # never started (procscope imported by a plugin, not set up).
+    for name in (_MIRROR, _SIGNAL):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.after_fork_in_child()
 
-    _flight_mirror.after_fork_in_child()
-    _flight_signal.after_fork_in_child()
+
+_MIRROR = __name__.rpartition(".")[0] + "._flight_mirror"
+_SIGNAL = __name__.rpartition(".")[0] + "._flight_signal"
 
 
 if hasattr(os, "register_at_fork"):
