@@ -9,6 +9,7 @@ import sqlite3
 import time
 
 from . import _schema
+from ._forkgate import begin_immediate, end_transaction
 from ._schema import TraceDBError
 
 
@@ -157,7 +158,7 @@ def _connect_once(path: str, busy_timeout_s: float, wal_limit: int) -> sqlite3.C
         conn.execute(f"PRAGMA journal_size_limit = {wal_limit}")
         # Checkpoint (copy the WAL into the DB) once the WAL holds about that many bytes.
         conn.execute(f"PRAGMA wal_autocheckpoint = {max(64, min(4096, wal_limit // 4096))}")
-        conn.execute("BEGIN IMMEDIATE")
+        begin_immediate(conn)
         try:
             # Checked again under the write lock: another process may have created it.
             app_id, version, objects = _schema.read_marks(conn)
@@ -171,6 +172,8 @@ def _connect_once(path: str, busy_timeout_s: float, wal_limit: int) -> sqlite3.C
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        finally:
+            end_transaction()
     except BaseException:
         conn.close()
         raise

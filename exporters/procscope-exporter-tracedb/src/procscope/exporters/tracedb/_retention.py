@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
+from ._forkgate import begin_immediate, end_transaction
 from ._schema import indexed_keys
 
 # Prune below the limit, not just to it, so that the next batches do not each prune again.
@@ -104,7 +105,7 @@ def prune(
     """Apply the limits in one write transaction; returns how many traces were deleted."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     deleted = 0
-    conn.execute("BEGIN IMMEDIATE")
+    begin_immediate(conn)
     try:
         if max_age_s is not None:
             cutoff = now_ns - int(max_age_s * 1e9)
@@ -149,6 +150,8 @@ def prune(
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    finally:
+        end_transaction()
     if deleted:
         # Give the freed pages back to the file system. executescript, not execute: the
         # pragma frees one page per step, and execute() steps a row-less statement once.

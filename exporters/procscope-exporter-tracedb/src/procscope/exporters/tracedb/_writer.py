@@ -28,6 +28,7 @@ from procscope.core.guard import warn_once
 from . import _schema
 from ._connect import connect_for_writing
 from ._fds import OPENING, file_identity, open_fds, own_fds
+from ._forkgate import begin_immediate, end_transaction
 from ._run_rows import run_id_of_resource, write_summaries
 
 # json.dumps with compact separators; default=str so an odd value never fails a batch.
@@ -332,7 +333,7 @@ class Writer:
         the relay's owner may have stored before it died (see _relay.py).
         """
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        begin_immediate(conn)
         try:
             # The next free row ids, read under the write lock (no other writer can take
             # them before the commit): ``build`` may number its rows from them.
@@ -384,6 +385,8 @@ class Writer:
         except BaseException:
             self._rollback()
             raise
+        finally:
+            end_transaction()
         if self.max_bytes is not None or self.max_age_s is not None:
             now = time.monotonic()
             if now >= self._next_retention:
