@@ -14,6 +14,7 @@ from typing import Any
 from opentelemetry import trace
 
 from procscope.core import (
+    _flight_mirror,
     _flight_signal,
     _flight_stage,
     flight,
@@ -480,6 +481,11 @@ class Scope:
             # before the instrumentors' record kinds could be needed elsewhere.
             with handle_internal_errors():
                 _flight_stage.store_orphans()
+            # Loss totals that processes could not store themselves (losses.spool).
+            with handle_internal_errors():
+                exporter = _flight_mirror.staging_exporter()
+                if exporter is not None:
+                    exporter.store_spooled_losses()
         flight.stop()
         _flight_signal.uninstall()
         run_within(

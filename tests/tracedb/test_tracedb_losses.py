@@ -301,3 +301,61 @@ def test_a_childs_exit_flush_out_of_budget_hands_the_rest_to_the_owner(tmp_path:
     done = _cli("traces", "--db", db)
     for reason, count in by_reason.items():
         assert f"{reason} in pid {child}: {count:,}" in done.stderr
+
+
+LOCKED_END = textwrap.dedent(
+    """
+    import multiprocessing, sqlite3, sys
+
+    import procscope
+
+
+    def work(done):
+        done.put("sent")  # (a message: a span of the child's own)
+
+
+    if __name__ == "__main__":
+        db = sys.argv[1]
+        procscope.setup(db=db)
+        holder = sqlite3.connect(db, isolation_level=None, timeout=10)
+        ctx = multiprocessing.get_context("fork")
+        done = ctx.Queue()
+        holder.execute("BEGIN IMMEDIATE")  # (the DB locked while the child ends)
+        child = ctx.Process(target=work, args=(done,))
+        child.start()
+        done.get()
+        child.join()
+        holder.execute("ROLLBACK")
+        holder.close()
+        print(child.pid, child.exitcode)
+        procscope.shutdown()
+    """
+)
+
+
+def test_a_child_whose_own_writes_fail_leaves_its_losses_for_the_top_process(
+    tmp_path: Path,
+) -> None:
+    """A fork child writing for itself (no relay) ends while the DB is locked past its
+    every retry: its spans are lost, and so was their count (no later batch of its own to
+    carry it: the DB said nothing). It leaves the count in the spool; the top process
+    stores it at its end, in the child's run: the CLI names it and the run is not
+    complete."""
+    script = tmp_path / "locked_end.py"
+    script.write_text(LOCKED_END)
+    db = str(tmp_path / "trace.db")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PROCSCOPE_", "OTEL_"))}
+    environ.update(PROCSCOPE_DB_RELAY="0", PROCSCOPE_DB_TIMEOUT="0.2")
+    done = subprocess.run([sys.executable, str(script), db], capture_output=True, text=True,
+                          env=environ, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    child, exitcode = (int(word) for word in done.stdout.split())
+    assert exitcode == 0
+    lost = {(r.pid, r.reason): r.count for r in _losses(db)}
+    assert lost.get((child, "export_failed"), 0) >= 1, (lost, done.stderr)
+    traces = _cli("traces", "--db", db)
+    assert f"export_failed in pid {child}" in traces.stderr, traces.stderr
+    runs = json.loads(_cli("runs", "--db", db, "--json").stdout)["runs"]
+    assert (runs[-1]["complete"], runs[-1]["lost"]) == (False, lost[(child, "export_failed")])
+    spool = [name for name in os.listdir(db + ".handoff") if name.startswith("losses-")]
+    assert spool == []

@@ -116,3 +116,63 @@ def report_now() -> None:
             method()
         except Exception:  # noqa: BLE001 -- a process's exit must never fail for this
             log_internal_error()
+
+
+# A process whose own writes of its totals fail (the DB locked past every retry, at its
+# end, say) leaves them in the program's spool directory (core.handoff), one file a
+# process, rewritten with the new totals at each failure; the top process stores them
+# at its end (counts only grow in the DB: storing a total twice changes nothing), and
+# the next program that writes the DB finds the files of a top process that was killed.
+SPOOL_PREFIX = "losses-"
+SPOOL_SUFFIX = ".json"
+
+
+def spool(directory: str | None, process_name: str) -> None:
+    """Leave this process's totals in ``directory`` for another process to store."""
+    totals = lost_by_reason()
+    if not directory or not totals:
+        return
+    import json
+
+    pid, start_ns = process_key()
+    path = os.path.join(directory, f"{SPOOL_PREFIX}{pid}-{start_ns}{SPOOL_SUFFIX}")
+    from . import runs
+
+    body = json.dumps({"pid": pid, "start_ns": start_ns, "name": process_name,
+                       "run_id": runs.current_id(), "totals": totals,
+                       "updated_ns": time.time_ns()}).encode()
+    temporary = f"{path}.{threading.get_ident()}.tmp"  # (whole or absent: renamed)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, body)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+
+
+def spooled(directory: str | None) -> list[tuple[str, list[tuple[Any, ...]], str | None]]:
+    """The totals left in ``directory``: (file, its rows for the DB's ``losses`` table:
+    pid, process start, reason, count, time, process name; the process's run id or None),
+    a file unreadable skipped."""
+    import json
+
+    found: list[tuple[str, list[tuple[Any, ...]], str | None]] = []
+    try:
+        names = os.listdir(directory) if directory else []
+    except OSError:
+        return found
+    for name in sorted(names):
+        if not (name.startswith(SPOOL_PREFIX) and name.endswith(SPOOL_SUFFIX)):
+            continue
+        path = os.path.join(directory, name)  # type: ignore[arg-type]
+        try:
+            with open(path, "rb") as file:
+                data = json.loads(file.read())
+            rows = [(int(data["pid"]), int(data["start_ns"]), str(reason), int(count),
+                     int(data["updated_ns"]), str(data.get("name") or ""))
+                    for reason, count in data["totals"].items()]  # fmt: skip
+            run = data.get("run_id")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        found.append((path, rows, run if isinstance(run, str) and run else None))
+    return found

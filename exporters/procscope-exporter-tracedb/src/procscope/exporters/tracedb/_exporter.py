@@ -28,7 +28,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from procscope.core import losses
+from procscope.core import handoff, losses
 from procscope.core.guard import log_internal_error, warn_once
 from procscope.core.settings import (
     ENV_DB,
@@ -333,35 +333,46 @@ class TraceDBSpanExporter(StagingMixin, SpanExporter):
     def _under_lock(self, count: int, work: Any) -> SpanExportResult:
         """``work()`` holding the exporter's lock; ``count`` spans lost when it cannot."""
         if self._stopped:
-            losses.count_lost(count, losses.EXPORT_FAILED)
+            self._lost(count)
             return SpanExportResult.FAILURE
         me = threading.get_ident()
         if self._owner == me:
             # Re-entered from the thread that is exporting: a signal handler (say, one
             # flushing at SIGTERM) interrupted our own export. Waiting for our own lock
             # would hang the process; these spans are dropped instead (and counted).
-            losses.count_lost(count, losses.EXPORT_FAILED)
+            self._lost(count)
             return SpanExportResult.FAILURE
         lock = self._lock
         # Bounded: another thread's batch holds the lock at most for one export.
         if not lock.acquire(timeout=self.longest_export_s):
             self._warn("another export of this process did not finish in time", count,
                        stopping=False)  # fmt: skip
-            losses.count_lost(count, losses.EXPORT_FAILED)
+            self._lost(count)
             return SpanExportResult.FAILURE
         try:
             self._owner = me
             if self._stopped:
-                losses.count_lost(count, losses.EXPORT_FAILED)
+                self._lost(count)
                 return SpanExportResult.FAILURE
             return work()  # type: ignore[no-any-return]
         except Exception:  # noqa: BLE001 -- the guard: never into the batch processor
             log_internal_error()
-            losses.count_lost(count, losses.EXPORT_FAILED)
+            self._lost(count)
             return SpanExportResult.FAILURE
         finally:
             self._owner = None
             lock.release()
+
+    def _lost(self, count: int) -> None:
+        """``count`` spans this process will never store; its totals are also left in
+        the program's spool directory, for the top process to store (losses.spool):
+        a process whose writes fail may have no later batch to carry them."""
+        losses.count_lost(count, losses.EXPORT_FAILED)
+        try:
+            losses.spool(handoff.directory() and handoff._private_directory(),
+                         multiprocessing.current_process().name)
+        except Exception:  # noqa: BLE001 -- the losses are still counted (and warned of)
+            log_internal_error()
 
     def _losses_to_write(self, pid: int, name: str) -> tuple[dict[str, int], list[Any]]:
         """This process's loss totals, and their rows when they changed since last
@@ -524,7 +535,7 @@ class TraceDBSpanExporter(StagingMixin, SpanExporter):
                 self._warn(reason, count, stopping=False)
         if not quiet:
             # A relayed batch (quiet) is not lost: its sender writes it itself.
-            losses.count_lost(count, losses.EXPORT_FAILED)
+            self._lost(count)
         return SpanExportResult.FAILURE
 
     def _warn(self, reason: str, count: int, *, stopping: bool) -> None:

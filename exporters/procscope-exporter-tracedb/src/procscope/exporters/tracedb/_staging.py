@@ -20,6 +20,8 @@ from typing import Any
 
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from procscope.core import handoff, losses
+
 from ._convert import plain_rows_with_ids
 from ._schema import trace_id_to_db
 from ._writer import Batch, Writer, without_stored_spans
@@ -58,6 +60,27 @@ class StagingMixin:
         done = self._under_lock(
             0, lambda: self._write_locked(lambda _writer: Batch(unstaged=[key]), 0, quiet=True))
         return done == SpanExportResult.SUCCESS
+
+    def store_spooled_losses(self) -> int:
+        """Store the loss totals processes left in the spool directory when their own
+        writes failed (losses.spool), and remove the files stored; how many. Never
+        raises."""
+        found = losses.spooled(handoff.directory())
+        if not found:
+            return 0
+        rows = [row for _path, file_rows, _run in found for row in file_rows]
+        loss_runs = sorted({(run, row[0]) for _path, file_rows, run in found if run
+                            for row in file_rows})
+        done = self._under_lock(0, lambda: self._write_locked(
+            lambda _writer: Batch(losses=rows, loss_runs=loss_runs), 0, quiet=True))
+        if done != SpanExportResult.SUCCESS:
+            return 0  # (left for the next top process)
+        for path, _rows, _run in found:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        return len(found)
 
     def staged_rows(self, pid: int | None = None) -> list[StagedRow]:
         """Staged recordings left (of process ``pid``): (key, pid, process name,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
+from procscope.core import runs
 from procscope.core.guard import warn_once
 
 from . import _schema
@@ -97,6 +98,10 @@ class Batch:
     event_attrs: list[tuple[Any, ...]] = field(default_factory=list)
     # The sending process's loss totals (see _schema.LOSS_UPSERT), usually none.
     losses: list[tuple[Any, ...]] = field(default_factory=list)
+    # (run id, pid) of the processes whose losses these are: a process that lost every
+    # span stored none, so no span row puts it in its run (``run_pids``). Empty: the
+    # writing process's run (its children share it).
+    loss_runs: list[tuple[str, int]] = field(default_factory=list)
     # (key, value, first span_pk, last span_pk): every span in that range has the key
     # with that value; its index rows are made by SQLite from the spans inserted.
     span_attr_ranges: list[tuple[Any, ...]] = field(default_factory=list)
@@ -377,6 +382,7 @@ class Writer:
             write_summaries(conn, spans, summarise_traces(spans), self._run_ids)
             if batch.losses:
                 conn.executemany(_schema.LOSS_UPSERT, batch.losses)
+                conn.executemany(_schema.RUN_PID_INSERT, batch.loss_runs or _loss_runs(batch))
             if batch.staged:
                 conn.executemany(_schema.FLIGHT_STAGE_INSERT, batch.staged)
             if batch.unstaged:
@@ -534,3 +540,9 @@ def summarise_traces(spans: Sequence[tuple[Any, ...]]) -> Iterable[tuple[Any, ..
             entry[5] = row[4]
             entry[6] = row[0]
     return [tuple(entry) for entry in summary.values()]
+
+
+def _loss_runs(batch: Batch) -> list[tuple[str, int]]:
+    """The writing process's run for each process of ``batch.losses`` (see Batch)."""
+    run = runs.current_id()
+    return [] if run is None else sorted({(run, int(row[0])) for row in batch.losses})
