@@ -13,7 +13,6 @@ a lock and makes a new one in a child process.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -142,6 +141,10 @@ def _finite(value: Any) -> Any:
 
 
 def digest_of(*parts: Any) -> str:
+    # (imported here: loading OpenSSL costs a child that hands its spans to the DB's
+    # owner, and never writes a resource row itself, about 2 ms of its start)
+    import hashlib
+
     return hashlib.sha1(_encode(parts).encode("utf-8")).hexdigest()
 
 
