@@ -64,3 +64,61 @@ def test_fork_children_writing_for_themselves_lose_nothing(tmp_path: Path) -> No
     assert "incomplete" not in listed.stderr, listed.stderr
     processes = json.loads(listed.stdout)
     assert len(processes) == CHILDREN + 1, processes
+
+
+LONG_TRANSACTION = textwrap.dedent(
+    """
+    import os, sqlite3, sys, threading
+
+    from procscope.exporters.tracedb import TraceDBSpanExporter, _forkgate
+
+    db = sys.argv[1]
+    TraceDBSpanExporter(db).shutdown()  # (the DB made)
+    conn = sqlite3.connect(db, isolation_level=None, timeout=5, check_same_thread=False)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():  # a write transaction of this process that outlasts FORK_WAIT_S
+        _forkgate.begin_immediate(conn)
+        try:
+            holding.set()
+            release.wait(10)
+            conn.execute("ROLLBACK")
+        finally:
+            _forkgate.end_transaction()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    pid = os.fork()
+    if pid == 0:
+        print("child inherited the write lock:", _forkgate.inherited_write_lock, flush=True)
+        try:
+            _forkgate.begin_immediate(sqlite3.connect(db, isolation_level=None, timeout=5))
+        except sqlite3.OperationalError as exc:
+            print("child's write:", exc, flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    release.set()
+    holder.join()
+    print("parent's write after:", _forkgate.inherited_write_lock, flush=True)
+    """
+)
+
+
+def test_a_fork_during_a_long_transaction_goes_ahead_and_its_child_fails_at_once(
+    tmp_path: Path,
+) -> None:
+    """A fork waits for this process's transaction only so long (FORK_WAIT_S): past
+    that it goes ahead, and the child, whose SQLite tables say the write lock is its
+    own, fails its writes at once with a reason, instead of waiting its busy timeout."""
+    program = tmp_path / "long.py"
+    program.write_text(LONG_TRANSACTION)
+    done = subprocess.run([sys.executable, str(program), str(tmp_path / "trace.db")],
+                          capture_output=True, text=True, timeout=60, env=_environ())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "child inherited the write lock: True",
+        "child's write: database is locked (this process was forked during a write of its "
+        "parent)",
+        "parent's write after: False",
+    ], done.stdout

@@ -28,8 +28,11 @@ import time
 
 __all__ = ["FORK_WAIT_S", "begin_immediate", "end_transaction"]
 
-#: The longest a fork waits for this process's write transaction under way.
-FORK_WAIT_S = 1.0
+#: The longest a fork waits for this process's write transaction under way: a batch's
+#: transaction takes milliseconds; one that holds the lock longer (a disk that stalls a
+#: checkpoint) must not hold up the program's start of a process. The child then fails
+#: its own writes, counted: its batches normally go to the DB's owner anyway.
+FORK_WAIT_S = 0.1
 
 gate = threading.Lock()
 # True in a child forked while the gate was held by a thread of its parent.
