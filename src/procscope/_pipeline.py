@@ -64,6 +64,9 @@ def build_resource(run_attributes: Mapping[str, str] | None = None) -> Resource:
     return detected.merge(Resource.create()).merge(Resource(dict(run_attributes or {})))
 
 
+_LOCK_TYPE = type(threading.Lock())
+
+
 class ProcscopeTracerProvider(TracerProvider):
     """The SDK's TracerProvider, whose fork child renews its process-dependent resource
     attributes without a thread pool.
@@ -79,6 +82,14 @@ class ProcscopeTracerProvider(TracerProvider):
     take time, the SDK's own way."""
 
     def _handle_fork(self) -> None:
+        # In the child, at the fork (one thread): the SDK's service.instance.id detector
+        # may have been detecting on a thread of the parent, whose lock nobody here will
+        # release; detecting would hang the child for good. A new lock (the SDK renews
+        # none at a fork).
+        from opentelemetry.sdk import resources
+
+        if isinstance(getattr(resources, "_service_instance_id_lock", None), _LOCK_TYPE):
+            resources._service_instance_id_lock = threading.Lock()  # type: ignore[attr-defined]
         try:
             resource = _inline_process_resource()
         except Exception:  # noqa: BLE001 -- another SDK than expected: the SDK's way

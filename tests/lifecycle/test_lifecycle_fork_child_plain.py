@@ -146,3 +146,56 @@ def test_a_python_subprocess_sees_the_fds_and_threads_of_the_plain_one(tmp_path:
     assert sorted(traced[1:]) == sorted(
         [*plain[1:], "OtelBatchSpanRecordProcessor", "procscope-recorder"]
     )
+
+
+DETECTING = textwrap.dedent(
+    """
+    import multiprocessing, sys, threading
+
+    import procscope
+    from opentelemetry.sdk import resources
+
+
+    def work():
+        pass
+
+
+    if __name__ == "__main__":
+        procscope.setup(db=sys.argv[1])
+        held, release = threading.Event(), threading.Event()
+
+        def detecting():  # a thread inside the SDK's service.instance.id detector
+            with resources._service_instance_id_lock:
+                held.set()
+                release.wait(30)
+
+        thread = threading.Thread(target=detecting)
+        thread.start()
+        assert held.wait(10)
+        child = multiprocessing.get_context("fork").Process(target=work)
+        child.start()
+        child.join(20)
+        print(child.exitcode, flush=True)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+        release.set()
+        thread.join()
+        procscope.shutdown()
+    """
+)
+
+
+def test_a_fork_while_a_thread_detects_the_service_instance_does_not_hang_the_child(
+    tmp_path: Path,
+) -> None:
+    """A fork child renews its service.instance.id at the fork, through the SDK's
+    detector, whose lock a thread of the parent may hold then: the child waited for it
+    for ever (the SDK renews no lock at a fork). It now runs and exits 0."""
+    program = tmp_path / "detecting.py"
+    program.write_text(DETECTING)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PROCSCOPE_", "OTEL_"))}
+    done = subprocess.run([sys.executable, str(program), str(tmp_path / "trace.db")],
+                          capture_output=True, text=True, timeout=90, env=environ)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0", (done.stdout, done.stderr)
