@@ -45,3 +45,62 @@ def test_a_fork_child_imports_nothing_for_a_recorder_never_started(tmp_path: Pat
     done = run_program(tmp_path, FORKING)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["multiprocessing []", "os.fork []"], done.stdout
+
+
+HELD_AT_FORK = """
+import multiprocessing as mp
+import queue
+import sys
+import threading
+
+import procscope
+from procscope.core import _flight_spans, flight, post_import
+
+
+def child_work():
+    jobs = queue.Queue()  # a new site: its first record registers it
+    jobs.put(1)
+    jobs.get()
+    procscope.dump("from the child")  # a dump: its helper thread is listed
+    import multiprocessing.managers  # (a watched import, in a child that patches on it)
+
+
+if __name__ == "__main__":
+    procscope.setup(sample_rate=0.0, db=sys.argv[1])
+    locks = (flight._sites_lock, _flight_spans._helpers_lock, post_import._lock)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():  # a thread of the parent inside each of them at the fork
+        for lock in locks:
+            lock.acquire()
+        held.set()
+        release.wait(30)
+        for lock in locks:
+            lock.release()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(10)
+    child = mp.get_context("fork").Process(target=child_work)
+    child.start()
+    child.join(20)
+    print(child.exitcode, flush=True)
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+    release.set()
+    holder.join()
+    procscope.shutdown()
+"""
+
+
+def test_a_fork_child_records_and_dumps_whatever_its_parents_threads_held(
+    tmp_path: Path,
+) -> None:
+    """A thread of the parent registering a call site, ending a dump's helper or
+    importing a watched module at the fork held a lock that the child inherited held,
+    with nobody to release it: the child's first record of a new queue, its dump, or its
+    next watched import waited for ever. Those locks are new in each process now."""
+    done = run_program(tmp_path, HELD_AT_FORK, str(tmp_path / "trace.db"), timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0", (done.stdout, done.stderr)

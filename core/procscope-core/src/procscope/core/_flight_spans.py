@@ -27,6 +27,7 @@ from typing import Any
 from . import _flight_stage, flight
 from ._flight_stage import span_id as staged_id
 from .flight import F_B, F_CODE, F_THREAD, F_TIME, KINDS, EventKind, kind_of
+from .forksafe import ForkSafeLock
 
 ROOT_NAME = "flight recording"
 REASON = "procscope.flight.reason"
@@ -379,8 +380,10 @@ def _send_now(job: Dump) -> None:
 
 _helpers: list[threading.Thread] = []
 # Several threads may dump at once (triggers merged into one recording): the list of
-# helpers to wait for must not lose one of them to a concurrent update.
-_helpers_lock = threading.Lock()
+# helpers to wait for must not lose one of them to a concurrent update. Fork-safe: a
+# helper of the parent ending at the fork would leave a plain lock held in the child,
+# whose own dump (its crash's) would then wait for ever.
+_helpers_lock = ForkSafeLock()
 
 
 def _run_then_forget(work: Callable[[], None]) -> None:

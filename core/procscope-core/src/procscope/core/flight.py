@@ -37,6 +37,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from .forksafe import ForkSafeLock
 from .settings import DEFAULT_FLIGHT_MEMORY as DEFAULT_MEMORY
 from .settings import DEFAULT_FLIGHT_WINDOW as DEFAULT_WINDOW
 
@@ -70,7 +71,9 @@ KINDS: dict[str, FlightKind] = {}
 # whole ring again and again (that was most of a record's cost). Never shrinks: one
 # entry per kind, and per queue and call site for messages.
 SITES: list[tuple[FlightKind, Any, Any]] = []
-_sites_lock = threading.Lock()
+# (fork-safe: a thread of the parent registering a site at the fork would leave a plain
+# lock held for ever in the child, whose first record of a new site would wait on it)
+_sites_lock = ForkSafeLock()
 
 
 def register_site(kind: FlightKind, target: Any = None, data: Any = None) -> int:

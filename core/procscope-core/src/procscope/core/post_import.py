@@ -16,15 +16,17 @@ so that nothing the module or the program can see afterwards differs from a plai
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any
 
+from .forksafe import ForkSafeLock
 from .guard import log_internal_error
 
 Hook = Callable[[Any], None]
 
-_lock = threading.Lock()
+# (fork-safe: a thread of the parent importing a watched module at the fork would leave a
+# plain lock held in the child, whose next watched import would wait on it for ever)
+_lock = ForkSafeLock()
 # name -> hooks waiting for it; a name leaves when its hooks run or are cancelled.
 _waiting: dict[str, list[Hook]] = {}
 
