@@ -30,11 +30,11 @@ import itertools
 import os
 import stat
 import struct
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .forksafe import ForkSafeLock
 from .guard import warn_once
 
 ENV_DIR = "PROCSCOPE_HANDOFF_DIR"
@@ -50,7 +50,9 @@ _LENGTH = struct.Struct(">I")
 _state: dict[str, Any] = {"dir": None, "top_pid": 0, "last_poll": 0.0}
 _counts = {"handed_off": 0, "collected": 0, "corrupt": 0}
 _serial = itertools.count(1)
-_collecting = threading.Lock()
+# (fork-safe: held by a thread of the parent at the fork, a plain copy would keep a child
+# that survives it from ever collecting the spool)
+_collecting = ForkSafeLock()
 
 
 def prepare(db_path: str | None) -> str | None:

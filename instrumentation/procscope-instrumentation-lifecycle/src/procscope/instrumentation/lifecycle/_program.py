@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from typing import Any
 
 from procscope.core import flight
+from procscope.core.forksafe import ForkSafeLock
 from procscope.core.guard import log_internal_error
 from procscope.core.threadinfo import on_main_thread
 
@@ -53,7 +53,7 @@ _watched_pid = [0]
 _exit_code: list[int | None] = [None]
 _failure: list[ExceptionRecord] = []
 _recorded = [False]
-_lock = threading.Lock()
+_lock = ForkSafeLock()  # (new in a fork child: its end is recorded whatever the parent did)
 _atexit_registered = [False]
 
 
