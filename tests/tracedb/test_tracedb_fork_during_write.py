@@ -122,3 +122,29 @@ def test_a_fork_during_a_long_transaction_goes_ahead_and_its_child_fails_at_once
         "parent)",
         "parent's write after: False",
     ], done.stdout
+
+
+def test_a_write_nested_in_a_transaction_of_its_own_thread_fails_instead_of_hanging(
+    tmp_path: Path, make_traces
+) -> None:
+    """A write transaction holds the fork gate; a second trace DB's export on the same
+    thread (a signal handler flushing it mid-transaction) cannot have it: it fails
+    after its busy timeout, counted, instead of waiting for its own thread for ever."""
+    import sqlite3
+
+    from procscope.exporters.tracedb import TraceDBSpanExporter, _forkgate
+
+    first = str(tmp_path / "first.db")
+    TraceDBSpanExporter(first).shutdown()
+    conn = sqlite3.connect(first, isolation_level=None, timeout=5)
+    second = TraceDBSpanExporter(str(tmp_path / "second.db"), timeout=0.2)
+    _forkgate.begin_immediate(conn)
+    try:
+        outcome = second.export(make_traces(1, 1, seed=3))
+    finally:
+        conn.execute("ROLLBACK")
+        _forkgate.end_transaction()
+        conn.close()
+    assert outcome.name == "FAILURE"
+    assert second.export(make_traces(1, 1, seed=4)).name == "SUCCESS"  # (once it is free)
+    second.shutdown()

@@ -35,6 +35,8 @@ __all__ = ["FORK_WAIT_S", "begin_immediate", "end_transaction"]
 FORK_WAIT_S = 0.1
 
 gate = threading.Lock()
+# How long one try waits for the gate, held by another write transaction of this process.
+_GATE_POLL_S = 0.05
 # True in a child forked while the gate was held by a thread of its parent.
 inherited_write_lock = False
 _held_for_fork = [False]
@@ -55,17 +57,22 @@ def begin_immediate(conn: sqlite3.Connection, busy_timeout_s: float | None = Non
     conn.execute("PRAGMA busy_timeout = 0")
     try:
         while True:
-            gate.acquire()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except BaseException as exc:
-                gate.release()
-                text = str(exc)
-                if not isinstance(exc, sqlite3.OperationalError) or (
-                    "locked" not in text and "busy" not in text
-                ) or time.monotonic() >= deadline:
-                    raise
+            # Bounded, as the busy timeout bounds waiting for another process: the gate's
+            # holder may be this very thread (a signal handler flushing another trace DB
+            # in the middle of a transaction), which would otherwise wait for itself.
+            if gate.acquire(timeout=max(0.0, min(_GATE_POLL_S, deadline - time.monotonic()))):
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except BaseException as exc:
+                    gate.release()
+                    text = str(exc)
+                    if not isinstance(exc, sqlite3.OperationalError) or (
+                        "locked" not in text and "busy" not in text
+                    ) or time.monotonic() >= deadline:
+                        raise
+            elif time.monotonic() >= deadline:
+                raise sqlite3.OperationalError("database is locked (by this process)")
             # (SQLite's own busy handler sleeps 1 to 100 ms; shorter at first here, as a
             # commit of another process takes about a millisecond)
             time.sleep(pause)
