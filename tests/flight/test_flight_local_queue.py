@@ -1,9 +1,12 @@
-"""A failing thread's own queue: its records are in the dump, though the queue is freed
-as the thread unwinds, while the dump's helper thread is still making spans."""
+"""A failing thread's or process target's own queue: its records are in the dump, with
+each message's two ends, though the queue is freed as the failure unwinds, before or
+while the dump's helper thread makes spans."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from .conftest import cli, run_program
 
@@ -46,3 +49,45 @@ def test_a_failing_threads_own_queue_is_in_its_recording(tmp_path: Path) -> None
     received = sorted(int(row["content"]) for row in rows
                       if row["receiver"] and row["receiver"]["thread_name"] == "worker")
     assert received == list(range(50))
+
+
+PROCESS_LOCAL = """
+import multiprocessing as mp
+import queue
+import sys
+
+import procscope
+
+
+def work():
+    mine = procscope.name(queue.Queue(), "mine")  # (freed as the failure unwinds)
+    for i in range(50):
+        mine.put(i)
+        mine.get()
+    raise ValueError("gave up")
+
+
+if __name__ == "__main__":
+    procscope.setup(sample_rate=0.0, db=sys.argv[1])
+    child = mp.get_context(sys.argv[2]).Process(target=work, name="worker")
+    child.start()
+    child.join()
+    procscope.shutdown()
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_failing_process_targets_own_queue_keeps_each_messages_sender(
+    tmp_path: Path, method: str
+) -> None:
+    """A process target's own queue is freed as its exception is let go, before the
+    dump its failure triggers at the process's end: its puts were no longer paired with
+    their gets there, and every message of `procscope messages` had no sender. Each of
+    the 50 now has both ends, the worker's put and its get."""
+    db = tmp_path / "flight.db"
+    done = run_program(tmp_path, PROCESS_LOCAL, str(db), method)
+    assert done.returncode == 0, done.stderr
+    rows = cli("messages", "--db", str(db), "--queue", "mine", "--limit", "1000")
+    ends = sorted((int(row["content"]), row["sender"] and row["sender"]["process_name"],
+                   row["receiver"] and row["receiver"]["process_name"]) for row in rows)
+    assert ends == [(i, "worker", "worker") for i in range(50)]

@@ -252,6 +252,22 @@ def was_triggered(span_id: int) -> bool:
     return span_id in _triggered
 
 
+# What the records are about, held from a process's failure to the dump it triggers at
+# the process's end (hold_targets).
+_held_targets: list[Any] = []
+
+
+def hold_targets() -> None:
+    """Keep what the records are about alive until the next dump. A process's target
+    failed: its locals (a queue of its own among them) go as the exception is let go,
+    before the dump its failure triggers when the process ends, and a put could no longer
+    be paired with its get there (the queue's size is read at the dump)."""
+    if append is not None:
+        from ._flight_spans import _live_targets
+
+        _held_targets[:] = _live_targets()
+
+
 def note(kind: FlightKind, a: Any = None, b: Any = None, c: Any = None) -> None:
     """Append one record (for paths that are not hot: messages have their own)."""
     try:
@@ -404,5 +420,6 @@ def dump(
         thread_names=_flight_spans._thread_names(taken),
     )
     job.mirror_mark = mark
+    _held_targets.clear()  # (the job holds them now: Dump.targets)
     _flight_spans.deliver(job, wait)
     return True

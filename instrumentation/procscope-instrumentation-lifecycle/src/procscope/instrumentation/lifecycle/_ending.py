@@ -77,6 +77,8 @@ def note_failure(exc: BaseException | ExceptionRecord) -> None:
     recorded is taken now, the exception itself is not kept."""
     if (_run or flight.append is not None) and not _failure:
         _failure.append(exc if isinstance(exc, ExceptionRecord) else ExceptionRecord(exc))
+        if not isinstance(exc, ExceptionRecord):
+            flight.hold_targets()  # (the exception's frames still hold the target's locals)
 
 
 def finish_run(
