@@ -64,7 +64,9 @@ def work():
     for i in range(50):
         mine.put(i)
         mine.get()
-    raise ValueError("gave up")
+    if sys.argv[3] == "raise":
+        raise ValueError("gave up")
+    sys.exit(3)
 
 
 if __name__ == "__main__":
@@ -76,16 +78,17 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize(("method", "ending"),
+                         [("fork", "raise"), ("spawn", "raise"), ("fork", "exit")])
 def test_a_failing_process_targets_own_queue_keeps_each_messages_sender(
-    tmp_path: Path, method: str
+    tmp_path: Path, method: str, ending: str
 ) -> None:
     """A process target's own queue is freed as its exception is let go, before the
-    dump its failure triggers at the process's end: its puts were no longer paired with
-    their gets there, and every message of `procscope messages` had no sender. Each of
-    the 50 now has both ends, the worker's put and its get."""
+    dump its failure (or its sys.exit(3)) triggers at the process's end: its puts were no
+    longer paired with their gets there, and every message of `procscope messages` had
+    no sender. Each of the 50 now has both ends, the worker's put and its get."""
     db = tmp_path / "flight.db"
-    done = run_program(tmp_path, PROCESS_LOCAL, str(db), method)
+    done = run_program(tmp_path, PROCESS_LOCAL, str(db), method, ending)
     assert done.returncode == 0, done.stderr
     rows = cli("messages", "--db", str(db), "--queue", "mine", "--limit", "1000")
     ends = sorted((int(row["content"]), row["sender"] and row["sender"]["process_name"],

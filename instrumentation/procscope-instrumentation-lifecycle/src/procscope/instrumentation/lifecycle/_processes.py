@@ -298,6 +298,8 @@ def _make_bootstrap(original: Any) -> Any:
                 except BaseException as exc:
                     if not isinstance(exc, SystemExit):
                         _ending.note_failure(exc)
+                    else:  # (sys.exit(n): a non-zero n makes a recording at the end too)
+                        flight.hold_targets()
                     raise
 
             # On the instance, in the child only: whatever run() the class defines.
