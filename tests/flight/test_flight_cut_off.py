@@ -60,10 +60,13 @@ def test_a_worker_cut_off_before_its_recording_is_written_loses_no_message(
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == "1"
     rows = cli("messages", "--db", str(db), "--to", "worker", "--limit", "1000000")
-    got = {int(row["content"]) for row in rows if row["queue"] == "inbox"}
+    contents = [int(row["content"]) for row in rows if row["queue"] == "inbox"]
+    got = set(contents)
     assert max(got, default=-1) == MESSAGES - 1
     missing = set(range(MESSAGES)) - got
     assert not missing, f"{len(missing)} of {MESSAGES} missing, first {sorted(missing)[:5]}"
+    # Each once: the worker's own recording and the parent's make the same spans.
+    assert len(contents) == len(got), f"{len(contents) - len(got)} messages twice"
     outbox = cli("messages", "--db", str(db), "--queue", "outbox@program.py:*")
     assert sorted({int(row["content"]) for row in outbox}) == list(range(5)), outbox
     reasons = [r["reason"] for r in cli("traces", "--db", str(db), "--recordings")["recordings"]]

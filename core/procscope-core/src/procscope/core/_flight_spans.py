@@ -315,6 +315,11 @@ def _sink(processor: Any) -> Any:
     return getattr(processors[0], "sink", None)
 
 
+def _ending_child(job: Dump) -> bool:
+    """A dump of a child whose ring is mirrored (see _ending.end_mirror): its own."""
+    return flight.mirrored and job.pid == os.getpid()
+
+
 def _send(job: Dump) -> None:
     try:
         _send_now(job)
@@ -340,10 +345,13 @@ def _send_now(job: Dump) -> None:
             bulk = getattr(exporter, "write_plains", None)
             key = None
             if (getattr(exporter, "stage_flight", None) is not None
-                    and len(job.records) > BULK_BATCH):
+                    and (len(job.records) > BULK_BATCH or _ending_child(job))):
                 # The records in the DB first, in one row (_flight_stage): then this
                 # process may die while the spans are made, and the parent finishes.
-                # (A dump of one bulk batch or less is stored in one transaction anyway.)
+                # (A dump of one bulk batch or less is stored in one transaction anyway,
+                # but a child's may be cut short by its exit: from the staged row its
+                # parent makes only the spans not stored yet, where from the child's
+                # mirror it made them all again, twice for those the child had stored.)
                 key = _flight_stage.stage(job, exporter, origin)
                 if key is not None:
                     _handed[0] += 1

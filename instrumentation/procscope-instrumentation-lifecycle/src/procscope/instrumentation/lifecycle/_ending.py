@@ -146,10 +146,10 @@ def end_mirror() -> None:
     ring takes seconds: the exit would cut the dump short and lose the records it had
     not handed on yet. The mirror is then left for the parent, which makes the
     recording from it when it reaps the child, as for a SIGKILL
-    (``_processes.record_reap``). Spans the dump had handed on before the exit may
-    then be stored twice: never lost. A dump whose records are staged in the trace DB
-    already (``_flight_stage``) needs no mirror: the parent makes its spans from the
-    staged row, without storing one twice."""
+    (``_processes.record_reap``). A child's own dump into the trace DB is staged first
+    (``_flight_stage``), whatever its size, and needs no mirror: the parent makes its
+    spans from the staged row, without storing one twice. Without the trace DB (OTLP),
+    spans the dump had handed on before the exit may be stored twice: never lost."""
     if not flight.mirrored:
         return
     try:
