@@ -31,6 +31,7 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ("timeline", {}, "who is required"),
     ("timeline", {"who": "nobody-at-all"}, "ledger:"),
     ("timeline", {"who": "ledger", "last": "many"}, "last: expected a whole number"),
+    ("timeline", {"who": "ledger", "last": "²"}, "last: expected a whole number"),
     ("timeline", {"who": "ledger", "last": 0}, "from 1 to 300"),
     ("timeline", {"who": "ledger", "around": "half past noon"}, "expected ISO 8601"),
     ("messages", {"sender": "ledger"}, "messages takes: from, to, queue"),

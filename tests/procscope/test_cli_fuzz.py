@@ -226,6 +226,8 @@ def test_every_option_of_every_read_command_works_or_exits_2(
         ["traces", "--min-duration", "99999999999999999999999h"],
         ["traces", "--limit", "99999999999999999999999"],
         ["state", "account", "--pid", "99999999999999999999999"],
+        ["timeline", "¹"],  # (a digit to str.isdigit, not to int(): found by the fuzz)
+        ["timeline", "MainProcess:²"],
     ],
 )
 def test_the_inputs_that_gave_tracebacks(recorded_db: Path, argv: list[str]) -> None:

@@ -56,7 +56,7 @@ class Param:
             number = value
         elif isinstance(value, float) and value.is_integer():
             number = int(value)
-        elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        elif isinstance(value, str) and value.strip().lstrip("-").isdecimal():
             number = int(value.strip())
         if number is None:
             raise ToolInputError(f"{self.name}: expected a whole number, got {_shown(value)}")

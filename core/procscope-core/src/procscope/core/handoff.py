@@ -117,7 +117,7 @@ def survivor() -> bool:
     if is_top_process():
         return True
     owner = os.environ.get(ENV_OWNER, "")
-    return not owner.isdigit() or not _alive(int(owner))
+    return not owner.isdecimal() or not _alive(int(owner))
 
 
 def counts() -> dict[str, int]:
@@ -260,7 +260,7 @@ def _original_name(name: str) -> str | None:
     if name.endswith(SUFFIX):
         return name
     head, sep, pid = name.rpartition(".claimed-")
-    if not sep or not pid.isdigit() or _alive(int(pid)):
+    if not sep or not pid.isdecimal() or _alive(int(pid)):
         return None
     return head
 

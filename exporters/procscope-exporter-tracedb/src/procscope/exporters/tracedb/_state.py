@@ -210,7 +210,7 @@ def _record(row: tuple[Any, ...]) -> StateRecord | None:
         pid=int(pid),
         trace_id=trace_id.hex() if isinstance(trace_id, bytes) else str(trace_id),
         span_id=format(int(span_id) & 0xFFFFFFFFFFFFFFFF, "016x"),
-        epoch=int(epoch_number) if epoch_number.isdigit() else 0,
+        epoch=int(epoch_number) if epoch_number.isdecimal() else 0,
         class_name=attributes.get("procscope.state.class"),
     )
 

@@ -130,10 +130,10 @@ def _split(who: str) -> tuple[str, str | None]:
 
 def _match_process(who: str, names: dict[int, str]) -> list[int]:
     name, colon, tail = who.rpartition(":")
-    if colon and tail.isdigit():
+    if colon and tail.isdecimal():
         pid = int(tail)
         return [pid] if pid in names and (not name or names[pid] == name) else []
-    if who.isdigit() and int(who) in names:
+    if who.isdecimal() and int(who) in names:
         return [int(who)]
     glob = any(ch in who for ch in "*?[")
     return sorted(
