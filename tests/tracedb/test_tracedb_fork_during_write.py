@@ -148,3 +148,54 @@ def test_a_write_nested_in_a_transaction_of_its_own_thread_fails_instead_of_hang
     assert outcome.name == "FAILURE"
     assert second.export(make_traces(1, 1, seed=4)).name == "SUCCESS"  # (once it is free)
     second.shutdown()
+
+
+TWO_FORKS = textwrap.dedent(
+    """
+    import os, threading, time
+
+    # Registered before procscope's hook, so it runs after it, while this fork holds
+    # the gate: the other thread's fork, meanwhile, waits for it past FORK_WAIT_S.
+    os.register_at_fork(
+        before=lambda: time.sleep(0.3) if threading.current_thread().name == "slow" else None)
+
+    import sqlite3, sys
+
+    from procscope.exporters.tracedb import TraceDBSpanExporter, _forkgate
+
+    def fork():
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+
+    slow = threading.Thread(target=fork, name="slow")
+    slow.start()
+    time.sleep(0.05)
+    other = threading.Thread(target=fork, name="other")
+    other.start()
+    slow.join()
+    other.join()
+    conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=1)
+    try:
+        _forkgate.begin_immediate(conn)  # (a write of the parent, after both forks)
+    except sqlite3.OperationalError as exc:
+        print("the parent's write after two forks:", exc)
+    else:
+        conn.execute("ROLLBACK")
+        _forkgate.end_transaction()
+        print("the parent's write after two forks: ok")
+    """
+)
+
+
+def test_two_forks_at_once_leave_the_gate_free(tmp_path: Path) -> None:
+    """Two threads fork at once, one waiting for the gate past FORK_WAIT_S while the
+    other's fork holds it: each releases only what it took, and the parent writes on
+    (a flag shared by both forks left the gate held for good)."""
+    program = tmp_path / "two_forks.py"
+    program.write_text(TWO_FORKS)
+    done = subprocess.run([sys.executable, str(program), str(tmp_path / "trace.db")],
+                          capture_output=True, text=True, timeout=60, env=_environ())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "the parent's write after two forks: ok", done.stdout

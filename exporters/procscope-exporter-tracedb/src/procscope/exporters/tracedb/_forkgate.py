@@ -39,7 +39,9 @@ gate = threading.Lock()
 _GATE_POLL_S = 0.05
 # True in a child forked while the gate was held by a thread of its parent.
 inherited_write_lock = False
-_held_for_fork = [False]
+# Whether this thread's fork has the gate: per thread, as two threads may fork at once
+# (one waiting for the gate while the other's fork holds it).
+_forking = threading.local()
 
 
 def begin_immediate(conn: sqlite3.Connection, busy_timeout_s: float | None = None) -> None:
@@ -87,19 +89,19 @@ def end_transaction() -> None:
 
 
 def _before_fork() -> None:
-    _held_for_fork[0] = gate.acquire(timeout=FORK_WAIT_S)
+    _forking.held = gate.acquire(timeout=FORK_WAIT_S)
 
 
 def _after_fork_in_parent() -> None:
-    if _held_for_fork[0]:
-        _held_for_fork[0] = False
+    if getattr(_forking, "held", False):
+        _forking.held = False
         gate.release()
 
 
 def _after_fork_in_child() -> None:
     global gate, inherited_write_lock
-    if _held_for_fork[0]:
-        _held_for_fork[0] = False
+    if getattr(_forking, "held", False):  # (the forking thread's, the child's only one)
+        _forking.held = False
         gate.release()
     else:
         # Held by a thread of the parent, in a transaction that kept the write lock past
