@@ -127,10 +127,16 @@ SPOOL_PREFIX = "losses-"
 SPOOL_SUFFIX = ".json"
 
 
-def spool(directory: str | None, process_name: str) -> None:
-    """Leave this process's totals in ``directory`` for another process to store."""
+def spool(process_name: str) -> None:
+    """Leave this process's totals in the program's spool directory (none without one)
+    for another process to store."""
     totals = lost_by_reason()
-    if not directory or not totals:
+    if not totals:
+        return
+    from . import handoff
+
+    directory = handoff._private_directory()
+    if not directory:
         return
     import json
 
@@ -150,11 +156,15 @@ def spool(directory: str | None, process_name: str) -> None:
     os.replace(temporary, path)
 
 
-def spooled(directory: str | None) -> list[tuple[str, list[tuple[Any, ...]], str | None]]:
-    """The totals left in ``directory``: (file, its rows for the DB's ``losses`` table:
-    pid, process start, reason, count, time, process name; the process's run id or None),
-    a file unreadable skipped."""
+def spooled() -> list[tuple[str, list[tuple[Any, ...]], str | None]]:
+    """The totals left in the program's spool directory: (file, its rows for the DB's
+    ``losses`` table: pid, process start, reason, count, time, process name; the
+    process's run id or None), a file unreadable skipped."""
     import json
+
+    from . import handoff
+
+    directory = handoff.directory()
 
     found: list[tuple[str, list[tuple[Any, ...]], str | None]] = []
     try:

@@ -28,7 +28,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from procscope.core import handoff, losses
+from procscope.core import losses
 from procscope.core.guard import log_internal_error, warn_once
 from procscope.core.settings import (
     ENV_DB,
@@ -369,8 +369,7 @@ class TraceDBSpanExporter(StagingMixin, SpanExporter):
         a process whose writes fail may have no later batch to carry them."""
         losses.count_lost(count, losses.EXPORT_FAILED)
         try:
-            losses.spool(handoff.directory() and handoff._private_directory(),
-                         multiprocessing.current_process().name)
+            losses.spool(multiprocessing.current_process().name)
         except Exception:  # noqa: BLE001 -- the losses are still counted (and warned of)
             log_internal_error()
 

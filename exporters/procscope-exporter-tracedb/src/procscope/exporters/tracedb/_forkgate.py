@@ -44,17 +44,15 @@ inherited_write_lock = False
 _forking = threading.local()
 
 
-def begin_immediate(conn: sqlite3.Connection, busy_timeout_s: float | None = None) -> None:
-    """``BEGIN IMMEDIATE`` on ``conn``, waiting for other writers up to its busy timeout
-    (or ``busy_timeout_s``); returns with :data:`gate` held: release it with
-    :func:`end_transaction` once the transaction has ended, whichever way."""
+def begin_immediate(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE`` on ``conn``, waiting for other writers up to its busy timeout;
+    returns with :data:`gate` held: release it with :func:`end_transaction` once the
+    transaction has ended, whichever way."""
     if inherited_write_lock:
         raise sqlite3.OperationalError(
             "database is locked (this process was forked during a write of its parent)")
     busy_ms = conn.execute("PRAGMA busy_timeout").fetchone()[0]
-    if busy_timeout_s is None:
-        busy_timeout_s = busy_ms / 1000.0
-    deadline = time.monotonic() + busy_timeout_s
+    deadline = time.monotonic() + busy_ms / 1000.0
     pause = 0.0005
     conn.execute("PRAGMA busy_timeout = 0")
     try:

@@ -20,7 +20,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from procscope.core import handoff, losses
+from procscope.core import losses
 
 from ._convert import plain_rows_with_ids
 from ._schema import trace_id_to_db
@@ -65,7 +65,7 @@ class StagingMixin:
         """Store the loss totals processes left in the spool directory when their own
         writes failed (losses.spool), and remove the files stored; how many. Never
         raises."""
-        found = losses.spooled(handoff.directory())
+        found = losses.spooled()
         if not found:
             return 0
         rows = [row for _path, file_rows, _run in found for row in file_rows]
