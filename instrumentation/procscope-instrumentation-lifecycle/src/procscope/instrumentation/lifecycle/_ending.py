@@ -56,15 +56,16 @@ FLIGHT_EXIT_WAIT = 0.3
 
 def begin_run(
     name: str, attributes: dict[str, Any], ctx: Any, *, pool_worker: bool = False,
-    span_id: int | None = None,
+    span_id: int | None = None, mirror: bool = True,
 ) -> Any:
-    """Start this process's span and make SIGTERM end it; returns the span."""
+    """Start this process's span and make SIGTERM end it; returns the span. ``mirror``:
+    see :func:`flight_child_start` (False in an ``os.fork`` child)."""
     span = start_span(name, attributes, ctx, span_id=span_id)
     _run[:] = [span]
     _failure.clear()
     _pool_worker[0] = pool_worker
     _install_sigterm()
-    flight_child_start()
+    flight_child_start(mirror)
     return span
 
 

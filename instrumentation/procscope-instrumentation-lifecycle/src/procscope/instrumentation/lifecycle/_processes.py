@@ -475,7 +475,7 @@ def _in_fork_child(ctx: Any) -> None:
     if process_spans_wanted() and record_under(ctx):
         attributes = this_process_attributes("process", "run", "os.fork")
         attributes[START_METHOD] = "os.fork"
-        span = _ending.begin_run("process os.fork", attributes, ctx)
+        span = _ending.begin_run("process os.fork", attributes, ctx, mirror=False)
         _ending.attach_as_main_context(span, ctx)
         _ending.end_at_exit()
     else:
