@@ -339,3 +339,44 @@ def test_default_names_of_queues_made_on_one_line(recorder: Any) -> None:
     assert name_of(left).startswith("left,right@")
     left.close()
     right.close()
+
+
+def test_an_unsampled_get_does_not_wait_for_the_queue_lock_while_sampled_messages_fly(
+    recorder: Any, live_settings: Any
+) -> None:
+    """With a sampled message in the queue, the get of an unsampled one does not take the
+    queue's mutex again to look for its carrier (its consumers contend for that mutex);
+    the sampled message's get still finds its own."""
+    from procscope.instrumentation.messaging import _side
+
+    q: queue.Queue[Any] = queue.Queue()
+    with recorder.tracer.start_as_current_span("request"):
+        q.put("sampled")
+    live_settings.sample_rate = 0.0
+    q.put("unsampled")
+    assert q.get() == "sampled"  # (FIFO: the sampled message first; its entry goes)
+    with recorder.tracer.start_as_current_span("request"):
+        q.put("sampled again")  # in flight while the unsampled message is taken
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_mutex() -> None:
+        with q.mutex:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_mutex)
+    holder.start()
+    assert held.wait(10)
+    answers: list[Any] = []
+    taker = threading.Thread(target=lambda: answers.append(_side.take(q, "unsampled")))
+    taker.start()
+    taker.join(2)
+    finished = not taker.is_alive()
+    release.set()
+    holder.join(10)
+    taker.join(10)
+    assert finished, "the unsampled message's take waited for the queue's mutex"
+    assert answers == [None]
+    assert [q.get(), q.get()] == ["unsampled", "sampled again"]
+    receives = recorder.messaging("receive")
+    assert len(receives) == 2  # both sampled messages' gets found their carriers

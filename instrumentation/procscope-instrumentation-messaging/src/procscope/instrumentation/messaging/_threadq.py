@@ -42,6 +42,7 @@ from ._patching import Patcher, original
 
 _time_ns = time.time_ns
 _ident = threading.get_ident
+_carries = _side.carries
 _context_get = context_get
 _live = live
 _state_dict = state_dict
@@ -159,7 +160,7 @@ def _make_queue_methods(orig_init: Any, orig_put: Any, orig_get: Any, orig_task_
         # read finds the class default, None (never self.__dict__: see _naming).
         started = _time_ns() if self._procscope_side is not None else 0
         item = orig_get(self, block, timeout)
-        if self._procscope_side is not None:
+        if self._procscope_side is not None and _carries(self, item):
             _receive(self, item, started, isinstance(self, queue.LifoQueue))
             return item
         add = _flight.append
@@ -223,7 +224,7 @@ class SimpleQueue(_queue.SimpleQueue):
             _release()
         started = _time_ns() if self._procscope_side is not None else 0
         item = _queue.SimpleQueue.get(self, block, timeout)
-        if self._procscope_side is not None:
+        if self._procscope_side is not None and _carries(self, item):
             _receive(self, item, started, False)
         elif _flight.append is not None and _state.enabled:
             _flight_note(self, QUEUE_GET, item)
