@@ -27,7 +27,8 @@ SETUP = (
 )
 
 WALK = SETUP + """
-import asyncio, inspect, json, pickle, re, sys, types  # asyncio after setup: patched on import
+# asyncio, multiprocessing and ProcessPoolExecutor's module after setup: patched on import
+import asyncio, concurrent.futures.process, inspect, json, multiprocessing, pickle, re, sys, types
 from procscope.instrumentation.lifecycle import _switch as lifecycle
 from procscope.instrumentation.messaging import _switch as messaging
 
@@ -36,7 +37,7 @@ def patch_table():
     # added (a queue class's __reduce_ex__) has no original and is left out.
     rows = [tuple(row) for row in lifecycle.PATCHES._saved]
     for family in messaging.FAMILIES:
-        family = getattr(family, "_family", family)  # asyncio's, made when it is imported
+        family = getattr(family, "_family", family)  # (made when its module is imported)
         for owner, name, original, _ in family._patcher._saved:
             if not isinstance(owner, dict) and name in owner.__dict__ and (
                     type(original).__name__ != "object"):

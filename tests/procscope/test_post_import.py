@@ -78,3 +78,43 @@ def test_a_watched_import_is_what_a_plain_one_gives(run_app: Any) -> None:
         "True",
         "now",
     ]
+
+
+def test_multiprocessing_imported_after_setup_is_traced(run_app: Any, tmp_path: Path) -> None:
+    """setup() leaves multiprocessing unimported (about 8 ms that most programs never
+    pay); a program that imports it afterwards gets its processes, their queue messages
+    and its ProcessPoolExecutor's tasks recorded."""
+    result = run_app(
+        """
+        import sys
+        import procscope
+        procscope.setup(exporter="tracedb", db="t.db", sample_rate=1.0)
+        print("multiprocessing", "multiprocessing" in sys.modules)
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        def child(q):
+            q.put(41)
+
+        def square(x):
+            return x * x
+
+        if __name__ == "__main__":
+            ctx = mp.get_context("fork")
+            q = ctx.Queue()
+            p = ctx.Process(target=child, args=(q,), name="the-child")
+            p.start()
+            print("got", q.get())
+            p.join()
+            with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+                print("squared", pool.submit(square, 7).result())
+            procscope.shutdown()
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["multiprocessing False", "got 41", "squared 49"]
+    with closing(sqlite3.connect(tmp_path / "t.db")) as conn:
+        names = [row[0] for row in conn.execute("SELECT name FROM spans ORDER BY start_ns")]
+    assert "put q@app.py:17" in names and "get q@app.py:17" in names, names
+    assert {"spawn the-child", "process the-child", "exit the-child"} <= set(names), names
+    assert "pool_task __main__.square" in names, names

@@ -36,6 +36,7 @@ from typing import Any
 
 from .forksafe import ForkSafeLock
 from .guard import warn_once
+from .threadinfo import current_process_name
 
 ENV_DIR = "PROCSCOPE_HANDOFF_DIR"
 # The top process's pid: the others export the spool only once it is gone.
@@ -279,9 +280,7 @@ def _alive(pid: int) -> bool:
 
 def _process_name() -> str:
     try:
-        import multiprocessing
-
-        return multiprocessing.current_process().name
+        return current_process_name()
     except Exception:  # noqa: BLE001
         return ""
 

@@ -9,6 +9,7 @@ would not have had (and that, before Python 3.13, is never removed). procscope r
 
 from __future__ import annotations
 
+import sys
 import threading
 
 _get_ident = threading.get_ident
@@ -44,3 +45,14 @@ def on_main_thread() -> bool:
     """True in the main thread (``threading.current_thread() is threading.main_thread()``
     without registering anything)."""
     return _get_ident() == threading.main_thread().ident
+
+
+def current_process_name() -> str:
+    """``multiprocessing.current_process().name``, without importing multiprocessing: in a
+    process where it was never imported the answer is "MainProcess", as it would be (a
+    process that multiprocessing starts has it imported before its target runs)."""
+    module = sys.modules.get("multiprocessing")
+    current = getattr(module, "current_process", None)
+    if current is None:  # (never imported, or still being imported)
+        return "MainProcess"
+    return str(current().name)

@@ -16,7 +16,6 @@ the child, since another thread of the parent may have held it at the fork.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sqlite3
 import threading
@@ -40,6 +39,7 @@ from procscope.core.settings import (
     parse_positive_float,
     resolve_one,
 )
+from procscope.core.threadinfo import current_process_name
 
 from . import _relay, _ship
 from ._convert import numbered_batch, origins_to_batch, spans_to_batch
@@ -369,7 +369,7 @@ class TraceDBSpanExporter(StagingMixin, SpanExporter):
         a process whose writes fail may have no later batch to carry them."""
         losses.count_lost(count, losses.EXPORT_FAILED)
         try:
-            losses.spool(multiprocessing.current_process().name)
+            losses.spool(current_process_name())
         except Exception:  # noqa: BLE001 -- the losses are still counted (and warned of)
             log_internal_error()
 
@@ -399,7 +399,7 @@ class TraceDBSpanExporter(StagingMixin, SpanExporter):
         sent to the DB owner from a child (by ``ship(pid, name, loss rows)`` when given:
         a relay outcome), else written here (the lock held)."""
         me = os.getpid()
-        my_name = multiprocessing.current_process().name
+        my_name = current_process_name()
         # The spans' process: this one, or the one that handed them off.
         pid, name = origin if origin is not None else (me, my_name)
         totals, loss_rows = self._losses_to_write(me, my_name)
@@ -441,7 +441,7 @@ class TraceDBSpanExporter(StagingMixin, SpanExporter):
         if address is None or self._stopped:
             return
         pid = os.getpid()
-        _, rows = self._losses_to_write(pid, multiprocessing.current_process().name)
+        _, rows = self._losses_to_write(pid, current_process_name())
         if not rows:
             return
         batch = Batch()
@@ -588,7 +588,7 @@ class TraceDBSpanExporter(StagingMixin, SpanExporter):
         """At shutdown (the lock held): losses counted since the last batch (the last
         spans dropped, a batch that failed) are stored in a batch of their own."""
         pid = os.getpid()
-        _, rows = self._losses_to_write(pid, multiprocessing.current_process().name)
+        _, rows = self._losses_to_write(pid, current_process_name())
         if rows:
             try:
                 self._export_locked(())

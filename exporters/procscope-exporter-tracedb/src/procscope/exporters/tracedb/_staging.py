@@ -12,7 +12,6 @@ row's key and each record, so spans stored before the death are not stored twice
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from procscope.core import losses
+from procscope.core.threadinfo import current_process_name
 
 from ._convert import plain_rows_with_ids
 from ._schema import trace_id_to_db
@@ -45,7 +45,7 @@ class StagingMixin:
         by this process itself, even a child that sends its spans to the DB's owner:
         one row, and the point is to have it stored before anything else). Never raises."""
         resource, scope = origin
-        row = [key, os.getpid(), multiprocessing.current_process().name,
+        row = [key, os.getpid(), current_process_name(),
                trace_id_to_db(trace_id), reason, records, time.time_ns(), None, None, body]
 
         def build(writer: Writer) -> Batch:

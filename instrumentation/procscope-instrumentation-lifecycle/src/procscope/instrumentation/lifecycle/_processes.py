@@ -23,8 +23,6 @@ import signal
 import sys
 import threading
 import time
-from multiprocessing import pool as mp_pool
-from multiprocessing import popen_fork, process
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -34,6 +32,7 @@ from procscope.core import _flight_mirror, _flight_stage, _flight_triggers, flig
 from procscope.core.guard import log_internal_error
 from procscope.core.naming import get_name
 from procscope.core.patched import call_as
+from procscope.core.post_import import when_imported
 
 from . import _ending, _sigwatch
 from ._child import Launch, PoolCall
@@ -623,7 +622,16 @@ def _add_forkserver_preload() -> None:
             _preloaded.append(module)
 
 
+# The hooks waiting for the program to import multiprocessing or ProcessPoolExecutor's
+# module (procscope.core.post_import), cancelled at uninstrument().
+_cancel_hooks: list[Any] = []
+
+
 def uninstrument() -> None:
+    while _cancel_hooks:
+        _cancel_hooks.pop()()
+    if "multiprocessing.forkserver" not in sys.modules:
+        return
     from multiprocessing import forkserver
 
     preload = getattr(getattr(forkserver, "_forkserver", None), "_preload_modules", None)
@@ -633,10 +641,10 @@ def uninstrument() -> None:
             preload.remove(module)
 
 
-def instrument(patches: Patches) -> None:
-    global _at_fork_registered
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import popen_forkserver
+def _instrument_multiprocessing(patches: Patches) -> None:
+    # (run once multiprocessing is imported: the program's first import of it, or now)
+    from multiprocessing import pool as mp_pool
+    from multiprocessing import popen_fork, popen_forkserver, process
 
     patches.patch(process.BaseProcess, "start", _make_start)
     patches.patch(process.BaseProcess, "_bootstrap", _make_bootstrap)
@@ -645,10 +653,21 @@ def instrument(patches: Patches) -> None:
     for name in ("apply_async", "_map_async", "imap", "imap_unordered"):
         patches.patch(mp_pool.Pool, name, _make_pool_method)
     patches.patch(mp_pool.Pool, "_terminate_pool", _make_terminate_pool)
-    patches.patch(ProcessPoolExecutor, "submit", _make_executor_submit)
+    _add_forkserver_preload()
+
+
+def instrument(patches: Patches) -> None:
+    global _at_fork_registered
     patches.patch(os, "fork", _make_fork)
     patches.patch(os, "waitpid", _make_waitpid)
-    _add_forkserver_preload()
+    # multiprocessing (about 8 ms to import, which most programs never do) is patched when
+    # the program imports it, inside that import, so no process of it is started unpatched.
+    _cancel_hooks.append(when_imported(
+        "multiprocessing", lambda _module: _instrument_multiprocessing(patches)))
+    _cancel_hooks.append(when_imported(
+        "concurrent.futures.process",
+        lambda module: patches.patch(module.ProcessPoolExecutor, "submit",
+                                     _make_executor_submit)))
     if not _at_fork_registered and hasattr(os, "register_at_fork"):
         # Registered after the SDK's batch processors (setup() makes them before it
         # instruments): after-in-child hooks run in registration order, so the inherited

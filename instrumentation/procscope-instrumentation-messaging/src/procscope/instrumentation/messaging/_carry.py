@@ -1,5 +1,5 @@
 """Carrying a sampled message's context (and an unsampled one's sender stamp, see
-:class:`StampingPickler`) through pickle, to another process.
+:class:`~._pickler.StampingPickler`) through pickle, to another process.
 
 A sampled message is pickled as ``_restore(carrier, message)``: unpickling calls
 :func:`_restore`, which notes the carrier for the receiving call to pick up and returns
@@ -19,17 +19,11 @@ exception, raised at the same place.
 
 from __future__ import annotations
 
-import io
-import multiprocessing.connection as mp_connection
-import multiprocessing.queues as mp_queues
 import os
 import struct
 import threading
 import weakref
-from multiprocessing.reduction import ForkingPickler
 from typing import Any
-
-from procscope.core import shared_state
 
 from . import _core
 from ._naming import own, set_own
@@ -130,7 +124,7 @@ class Stamped(tuple):  # type: ignore[type-arg]
     """``(message, thread ident, time sent)``: an unsampled message on its way to a
     multiprocessing queue or pipe, with what its stamp is made of. A tuple, made without
     a Python ``__init__``: the caller's thread pays for little more than the tuple. The
-    thread's name and native id are looked up when :class:`StampingPickler` pickles it,
+    thread's name and native id are looked up when :class:`~._pickler.StampingPickler` pickles it,
     which for ``multiprocessing.Queue`` is the feeder thread's work, not the caller's."""
 
     __slots__ = ()
@@ -155,83 +149,12 @@ def read_stamp(stamp: bytes) -> tuple[int, int, int, str | None]:
     return sent, pid, native, stamp[:length].decode("utf-8", "replace")
 
 
-class StampingPickler(ForkingPickler):
-    """multiprocessing's pickler for its queues and connections, while instrumented:
-    a :class:`Stamped` message is pickled as the message itself, the stamp after it;
-    ``loads`` notes a stamp it finds in the carrier slot. Anything else is pickled and
-    unpickled exactly as by ``ForkingPickler``."""
-
-    @staticmethod
-    def dumps(obj: Any, protocol: int | None = None) -> Any:  # type: ignore[override]
-        if type(obj) is not Stamped:
-            return _dumps(obj, protocol)
-        buf = io.BytesIO()
-        ForkingPickler(buf, protocol).dump(obj[0])  # (an unpicklable one fails as plain)
-        buf.write(obj.stamp())
-        return buf.getbuffer()
-
-    @staticmethod
-    def loads(data: Any, /, **kwargs: Any) -> Any:  # type: ignore[override]
-        end = len(data)
-        if end > _TAIL and data[-1] == 0x17 and data[-2] == 0xB5:
-            named = data[_LENGTH_AT] % _UNKNOWN  # (the name's length: 0 for _MAIN, _UNKNOWN)
-            stamp = data[end - _TAIL - named :]
-            # (a slice of bytes is bytes already; of a memoryview, copied: it is kept)
-            _slot.carrier = stamp if type(stamp) is bytes else bytes(stamp)
-        # (no keywords, as multiprocessing calls it: a plain call costs a tenth of a
-        # microsecond less than one that unpacks an empty dict)
-        return _loads(data, **kwargs) if kwargs else _loads(data)
-
-
-_dumps = ForkingPickler.dumps
-_loads = ForkingPickler.loads
-
-
-# The instrumentor's patcher while it instruments (see ensure_stamping), and the lock
-# under which the pickler is put in place (a first record may come from any thread).
-_stamping: list[Any] = []  # (a _patching.Patcher)
-_stamping_lock = threading.Lock()
-
-
 def _after_fork_in_child() -> None:
-    global _stamping_lock
-    _stamping_lock = threading.Lock()  # (a thread of the parent may have held it)
     _threads.clear()  # (their stamps name the parent's pid and thread ids)
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def recorder_configured() -> bool:
-    """Whether this process's settings turn the flight recorder on (procscope.setup()
-    instruments before it starts the recorder)."""
-    settings = getattr(shared_state.get(), "scope_settings", None)
-    return bool(getattr(settings, "flight_recorder_on", False))
-
-
-def start_stamping(patcher: Any) -> None:
-    """While instrumenting, ``patcher`` (the instrumentor's) puts the pickler in place
-    when it is needed (ensure_stamping); None once uninstrumented."""
-    with _stamping_lock:
-        _stamping[:] = [] if patcher is None else [patcher]
-
-
-def ensure_stamping() -> None:
-    """Make :class:`StampingPickler` the pickler the queues and connections look
-    up at each message, so that an unsampled message carries its sender's stamp after
-    its pickle and a received one's is read. Only while the flight recorder is on in this
-    process: at instrument() when the settings say so, else at its first
-    multiprocessing record (``_flight.on_first_mp_record``); with the recorder off the
-    plain pickler stays, and the bytes and costs are plain multiprocessing's. (A message
-    stamped before the pickler is in place travels as a ``Stamped``'s reduce, which any
-    receiver reads.)"""
-    with _stamping_lock:
-        if not _stamping:
-            return
-        for module in (mp_queues, mp_connection):
-            if module.__dict__.get("_ForkingPickler") is ForkingPickler:
-                _stamping[0].patch(module, "_ForkingPickler", StampingPickler)
 
 
 def _rebuild_hop(message: Any, carrier: tuple[Any, ...] | bytes) -> Hop:

@@ -11,7 +11,7 @@ under ``capture_content``) are made when the ring is dumped.
 
 An unsampled message through a ``multiprocessing`` queue, pipe or Manager queue carries
 its sender's stamp (the time it was sent, the sender's pid, thread native id and name:
-after its pickle, see ``_carry.StampingPickler``, or in a ``_carry.Hop`` through a
+after its pickle, see ``_pickler.StampingPickler``, or in a ``_carry.Hop`` through a
 Manager), which the receive's record keeps: a receiver's dump names the sender, and both
 ends make the message id from the sender's pid and that time (the send record's own),
 so two dumps show one message. Otherwise an unsampled message carries nothing to its

@@ -27,7 +27,7 @@ from procscope.core import flight as _flight
 from procscope.core.guard import log_internal_error
 from procscope.core.post_import import when_imported
 
-from . import _carry, _core
+from . import _carry, _core, _pickler
 from . import _flight as _flight_module
 from ._core import (
     SYSTEM_MANAGER,
@@ -560,10 +560,10 @@ class MultiprocessingMessaging:
                 original(mp_queues.Queue, "_reset"), original(base, "send_bytes"),
                 original(base, "recv_bytes")))
         p.patch(mp_connection, "Pipe", _pipe(mp_connection.Pipe))
-        _carry.start_stamping(p)
-        _flight_module.on_first_mp_record = _carry.ensure_stamping
-        if _flight.append is not None or _carry.recorder_configured():
-            _carry.ensure_stamping()
+        _pickler.start_stamping(p)
+        _flight_module.on_first_mp_record = _pickler.ensure_stamping
+        if _flight.append is not None or _pickler.recorder_configured():
+            _pickler.ensure_stamping()
         p.patch(base, "send", _conn_send(original(base, "send")))
         p.patch(base, "recv", _conn_recv(original(base, "recv")))
         p.patch(base, "send_bytes", _conn_send_bytes(original(base, "send_bytes")))
@@ -587,7 +587,7 @@ class MultiprocessingMessaging:
         p.patch(proxy, "__reduce__", _proxy_reduce(original(proxy, "__reduce__")))
 
     def uninstrument(self) -> None:
-        _carry.start_stamping(None)
+        _pickler.start_stamping(None)
         if self._cancel_proxies is not None:
             self._cancel_proxies()
             self._cancel_proxies = None

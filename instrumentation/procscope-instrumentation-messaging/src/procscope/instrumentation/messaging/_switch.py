@@ -4,6 +4,7 @@ instrumentor base class (see the lifecycle plugin's ``_switch`` for why); the pu
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from opentelemetry import trace
@@ -11,28 +12,30 @@ from opentelemetry import trace
 from procscope.core.post_import import when_imported
 
 from . import _core
-from ._mp import MultiprocessingMessaging
 from ._threadq import ThreadQueues
 
 VERSION = "0.1.0"
 
 
-class _AsyncioWhenImported:
-    """asyncio's queues, instrumented once the program imports asyncio (most programs
-    never do, and importing it costs every process about 15 ms)."""
+class _WhenImported:
+    """A family of queues instrumented once the program imports its module: most programs
+    never import asyncio (about 15 ms) or multiprocessing (about 8 ms), and importing
+    them at set-up would make every process procscope starts in pay for them."""
 
-    def __init__(self) -> None:
+    def __init__(self, module: str, family: str) -> None:
+        self._module = module
+        self._family_name = family  # "submodule:Class", imported with the module
         self._family: Any = None
         self._cancel: Any = None
 
     def instrument(self) -> None:
-        self._cancel = when_imported("asyncio", self._instrument_now)
+        self._cancel = when_imported(self._module, self._instrument_now)
 
-    def _instrument_now(self, _asyncio: Any) -> None:
+    def _instrument_now(self, _module: Any) -> None:
         if self._family is None:
-            from ._asyncq import AsyncioQueues
-
-            self._family = AsyncioQueues()
+            submodule, _, name = self._family_name.partition(":")
+            found = importlib.import_module(f"{__package__}.{submodule}")
+            self._family = getattr(found, name)()
         if _on:
             self._family.instrument()
 
@@ -44,7 +47,11 @@ class _AsyncioWhenImported:
             self._family.uninstrument()
 
 
-FAMILIES = (ThreadQueues(), _AsyncioWhenImported(), MultiprocessingMessaging())
+FAMILIES = (
+    ThreadQueues(),
+    _WhenImported("asyncio", "_asyncq:AsyncioQueues"),
+    _WhenImported("multiprocessing", "_mp:MultiprocessingMessaging"),
+)
 _on = False
 
 
