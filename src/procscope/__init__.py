@@ -7,19 +7,20 @@ local trace DB or sent anywhere OTLP goes.
 
 from __future__ import annotations
 
-# In a development checkout every distribution has its own ``src/procscope`` folder;
-# extend_path lets ``procscope.instrumentation`` and friends, installed editable from
-# their own folders, be found under this regular package. Installed from wheels they all
-# share one folder and this is a no-op.
-from pkgutil import extend_path
+# In a development checkout every distribution has its own ``src/procscope`` folder; this
+# lets ``procscope.instrumentation`` and friends, installed editable from their own
+# folders, be found under this regular package (see _package_path.py).
+from ._package_path import extend_path
 
-__path__ = extend_path(__path__, __name__)
-
-from typing import TYPE_CHECKING
+__path__ = extend_path(__path__)
 
 from procscope.core.lazy import lazy_attributes
 
 from ._version import __version__
+
+# (not typing's: importing typing cost procscope run's launcher a few ms; type checkers
+# read this name as typing.TYPE_CHECKING)
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from procscope.core.settings import SettingWarning

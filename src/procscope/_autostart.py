@@ -19,15 +19,18 @@ did not see.
 
 from __future__ import annotations
 
-import importlib
 import json
-import logging
 import os
 import sys
-from typing import Any
 
-from ._configurator import ProcscopeConfigurator, configure_environment
 from ._instrumentors import INSTRUMENTORS
+
+# (typing, logging and the configurator, which imports OpenTelemetry, are imported where
+# used: ``procscope run``'s launcher imports this module for publish_for() alone, and what
+# it imports delays every traced program's start)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 ENV_AUTOSTART = "PROCSCOPE_AUTOSTART"
 _GEVENT_PATCH = "OTEL_PYTHON_AUTO_INSTRUMENTATION_EXPERIMENTAL_GEVENT_PATCH"
@@ -35,8 +38,8 @@ _DISTRO = "procscope._distro:ProcscopeDistro"
 _CONFIGURATOR = "procscope._distro:ProcscopeConfigurator"
 _PACKAGE_SUFFIXES = (".dist-info", ".egg-info", ".egg")
 # The loggers OpenTelemetry's initialize() reports through, kept for the same messages.
-_INIT_LOGGER = logging.getLogger("opentelemetry.instrumentation.auto_instrumentation")
-_LOAD_LOGGER = logging.getLogger("opentelemetry.instrumentation.auto_instrumentation._load")
+_INIT_LOGGER = "opentelemetry.instrumentation.auto_instrumentation"
+_LOAD_LOGGER = "opentelemetry.instrumentation.auto_instrumentation._load"
 
 
 def start() -> None:
@@ -153,10 +156,11 @@ def _cache_file() -> str:
     """Where the launcher keeps its last answer for this interpreter: the answer holds
     as long as the package folders' modification times do (what children check too),
     and reading it spares the launcher the scan (about 20 ms)."""
-    import hashlib
+    import zlib  # (not hashlib, whose import loads OpenSSL: a few ms)
 
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    key = hashlib.sha1(sys.executable.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    name = sys.executable.encode("utf-8", "surrogateescape")
+    key = f"{zlib.crc32(name):08x}{zlib.adler32(name):08x}"
     return os.path.join(base, "procscope", f"autostart-{key}.json")
 
 
@@ -214,6 +218,8 @@ class _OwnEntryPoint:
         self.value = "{}:{}".format(*INSTRUMENTORS[name])
 
     def load(self) -> Any:
+        import importlib
+
         module, attribute = INSTRUMENTORS[self.name]
         return getattr(importlib.import_module(module), attribute)
 
@@ -227,9 +233,14 @@ def _start_directly(names: list[str]) -> None:
     so the distro object, whose base class costs about 80 ms of imports, is made only
     when setup() did not run.
     """
+    import logging
+
     from opentelemetry.instrumentation.version import __version__
 
     from ._api import current_scope
+    from ._configurator import ProcscopeConfigurator, configure_environment
+
+    load_logger = logging.getLogger(_LOAD_LOGGER)
 
     try:
         configure_environment()
@@ -241,7 +252,7 @@ def _start_directly(names: list[str]) -> None:
             if "*" in excluded:
                 break
             if name in excluded:
-                _LOAD_LOGGER.debug("Instrumentation skipped for library %s", name)
+                load_logger.debug("Instrumentation skipped for library %s", name)
                 continue
             try:
                 if current_scope() is None:
@@ -250,13 +261,13 @@ def _start_directly(names: list[str]) -> None:
 
                         distro = ProcscopeDistro()
                     distro.load_instrumentor(_OwnEntryPoint(name), skip_dep_check=True)
-                _LOAD_LOGGER.debug("Instrumented %s", name)
+                load_logger.debug("Instrumented %s", name)
             except ModuleNotFoundError as exc:
-                _LOAD_LOGGER.debug("Skipping instrumentation %s: %s", name, exc.msg)
+                load_logger.debug("Skipping instrumentation %s: %s", name, exc.msg)
             except ImportError:
-                _LOAD_LOGGER.exception("Importing of %s failed, skipping it", name)
+                load_logger.exception("Importing of %s failed, skipping it", name)
             except Exception:
-                _LOAD_LOGGER.exception("Instrumenting of %s failed", name)
+                load_logger.exception("Instrumenting of %s failed", name)
                 raise
     except Exception:  # as initialize(): logged, the program runs on
-        _INIT_LOGGER.exception("Failed to auto initialize OpenTelemetry")
+        logging.getLogger(_INIT_LOGGER).exception("Failed to auto initialize OpenTelemetry")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any
 
-from procscope.core.guard import warn_once
+# (no typing, and procscope.core.guard, which imports OpenTelemetry, where it is used:
+# procscope run's launcher imports this module for INSTRUMENTORS alone)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # entry point name -> (module, class); the names match pyproject entry points.
 INSTRUMENTORS: dict[str, tuple[str, str]] = {
@@ -64,6 +67,8 @@ def apply_level(level: str, tracer_provider: Any) -> None:
             else:
                 plugin.uninstrument()
         except Exception as exc:  # noqa: BLE001 -- one broken plugin must not stop the rest
+            from procscope.core.guard import warn_once
+
             warn_once(
                 f"instrumentor-failed:{name}",
                 "procscope: instrumentor %s could not be switched (%s: %s)",

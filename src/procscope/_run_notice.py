@@ -13,7 +13,10 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Iterable
+
+TYPE_CHECKING = False  # (not typing's: procscope run imports this module)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 ENV_RUN_NOTICE = "PROCSCOPE_RUN_NOTICE"
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 
 from .._version import __version__
 from . import _run
+
+TYPE_CHECKING = False  # (not typing's: procscope run imports this module)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1

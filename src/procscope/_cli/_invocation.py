@@ -2,17 +2,31 @@
 
 ``procscope`` itself when the PATH finds this very script; otherwise the path it was
 started by (``.venv/bin/procscope`` after ``make demo``), or ``python -m procscope``.
-Imported by ``procscope run``, which execs the program at once: os and shutil only.
+Imported by ``procscope run``, which execs the program at once: os and shlex only.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import sys
 
 ACTIVATE_HINT = "(procscope is not on your PATH: 'source {activate}' puts it there)"
+
+
+def which(command: str) -> str | None:
+    """``shutil.which(command)`` on POSIX, without importing shutil (and the compression
+    modules it imports): the executable file the PATH finds, or None."""
+    if os.sep in command:
+        candidates = [command]
+    else:
+        path = os.environ.get("PATH", os.defpath)
+        folders = path.split(os.pathsep)
+        candidates = [os.path.join(folder or os.curdir, command) for folder in folders]
+    for candidate in candidates:
+        if os.access(candidate, os.F_OK | os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
 
 
 def procscope_command() -> str:
@@ -20,7 +34,7 @@ def procscope_command() -> str:
     argv0 = sys.argv[0] if sys.argv else ""
     if not argv0 or os.path.basename(argv0) in ("__main__.py", "-c", "-m"):
         return f"{shlex.quote(sys.executable)} -m procscope"
-    on_path = shutil.which("procscope")
+    on_path = which("procscope")
     if on_path and os.path.realpath(on_path) == os.path.realpath(argv0):
         return "procscope"
     # A relative path was typed in this folder (make demo: .venv/bin/procscope): the

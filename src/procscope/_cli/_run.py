@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-from typing import Any
 
 from procscope.core.runs import ENV_RUN_COMMAND, ENV_RUN_ID, command_text, new_run_id
 from procscope.core.settings import (
@@ -27,7 +25,11 @@ from procscope.core.settings import (
 )
 
 from .._run_notice import ENV_RUN_NOTICE
-from ._invocation import procscope_command
+from ._invocation import procscope_command, which
+
+TYPE_CHECKING = False  # (not typing's: see _PACKAGE_DIR)
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_USAGE = 2
 # The procscope package's folder. os.path, not pathlib: `procscope run` only execs the
@@ -158,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     command = resolve_command(command)
     # A path to a file that exists but cannot be run (not executable, a folder) is left to
     # execvpe below, whose reason ("Permission denied") is truer than "not found".
-    if shutil.which(command[0]) is None and not (
+    if which(command[0]) is None and not (
         os.sep in command[0] and os.path.exists(command[0])
     ):
         sys.stderr.write(f"procscope run: command not found: {command[0]}\n")

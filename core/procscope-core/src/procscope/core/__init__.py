@@ -15,9 +15,9 @@ The plugins depend on this distribution as contrib's instrumentors depend on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .lazy import lazy_attributes
+
+TYPE_CHECKING = False  # (not typing's: see procscope/__init__.py)
 
 if TYPE_CHECKING:
     from .guard import handle_internal_errors, log_internal_error, warn_once

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # (not typing's: procscope run's launcher imports this module)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 
 class ForkSafeLock:

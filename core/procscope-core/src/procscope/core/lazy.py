@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
-from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # (not typing's: every procscope package imports this module)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 
 def lazy_attributes(package: str, names: dict[str, str]) -> Callable[[str], Any]:
@@ -16,7 +18,8 @@ def lazy_attributes(package: str, names: dict[str, str]) -> Callable[[str], Any]
         module = names.get(attribute)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {attribute!r}")
-        value = getattr(importlib.import_module(module), attribute)
+        __import__(module)  # (importlib.import_module, without importing importlib)
+        value = getattr(sys.modules[module], attribute)
         setattr(sys.modules[package], attribute, value)
         return value
 

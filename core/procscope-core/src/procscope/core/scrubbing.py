@@ -10,10 +10,13 @@ each plugin's) applies the same rules, kept in the shared state.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Any
 
 from . import shared_state
+
+TYPE_CHECKING = False  # (not typing's: procscope run's launcher imports this module)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 MASK = "***"
 

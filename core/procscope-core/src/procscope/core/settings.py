@@ -10,13 +10,17 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
 
 from . import shared_state
 
-T = TypeVar("T")
+# (typing and collections.abc only for type checkers: ``procscope run``'s launcher
+# imports this module, and what it imports delays every traced program's start)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 LEVELS = ("full", "messages_only", "states_only", "minimal", "off")
 BUILTIN_EXPORTERS = ("tracedb", "otlp", "console", "none")
@@ -288,26 +292,74 @@ class _Named:
 OVERFLOW_DEFAULT_TEXT = "the default (wait at sample_rate 1.0, else drop)"
 
 
-@dataclass(frozen=True)
 class Settings:
-    """The settings of one ``procscope.setup()``."""
+    """The settings of one ``procscope.setup()``: immutable, equal by value.
+
+    (What ``@dataclass(frozen=True)`` makes, written out: importing ``dataclasses``,
+    and ``inspect`` with it, cost ``procscope run``'s launcher about 5 ms.)"""
+
+    FIELDS = ("db", "level", "sample_rate", "capture_content", "exporters", "sampling",
+              "db_max_bytes", "db_max_age", "scrub_keys", "scrub_values", "overflow",
+              "flight_recorder", "flight_window", "flight_memory")
 
     db: str
     level: str
     sample_rate: float
     capture_content: bool
     exporters: tuple[str, ...]
-    sampling: str = DEFAULT_SAMPLING
-    db_max_bytes: int | None = None
-    db_max_age: float | None = None
-    scrub_keys: str | None = None
-    scrub_values: str | None = None
+    sampling: str
+    db_max_bytes: int | None
+    db_max_age: float | None
+    scrub_keys: str | None
+    scrub_values: str | None
     # None: not given, so it follows sample_rate (see overflow_policy).
-    overflow: str | None = None
+    overflow: str | None
     # None: not given, so on when sample_rate < 1 (see flight_recorder_on).
-    flight_recorder: bool | None = None
-    flight_window: float = DEFAULT_FLIGHT_WINDOW
-    flight_memory: int = DEFAULT_FLIGHT_MEMORY
+    flight_recorder: bool | None
+    flight_window: float
+    flight_memory: int
+
+    def __init__(
+        self,
+        db: str,
+        level: str,
+        sample_rate: float,
+        capture_content: bool,
+        exporters: tuple[str, ...],
+        sampling: str = DEFAULT_SAMPLING,
+        db_max_bytes: int | None = None,
+        db_max_age: float | None = None,
+        scrub_keys: str | None = None,
+        scrub_values: str | None = None,
+        overflow: str | None = None,
+        flight_recorder: bool | None = None,
+        flight_window: float = DEFAULT_FLIGHT_WINDOW,
+        flight_memory: int = DEFAULT_FLIGHT_MEMORY,
+    ) -> None:
+        values = locals()
+        for name in self.FIELDS:
+            object.__setattr__(self, name, values[name])
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.FIELDS)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: Settings are immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: Settings are immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.FIELDS)
+        return f"Settings({shown})"
 
     @property
     def flight_recorder_on(self) -> bool:

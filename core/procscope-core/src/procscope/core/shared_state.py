@@ -10,9 +10,12 @@ from __future__ import annotations
 import threading
 import types
 import weakref
-from typing import Any
 
 from .forksafe import ForkSafeLock
+
+TYPE_CHECKING = False  # (not typing's: procscope run's launcher imports this module)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class LiveSettings:
