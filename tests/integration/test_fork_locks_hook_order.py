@@ -73,7 +73,7 @@ PROGRAM = textwrap.dedent(
         "state change": lambda: _tracker.TRACKERS[id(account)].lock,
         "trace a new object": lambda: _tracker._counters_lock,
         "name an object": lambda: shared_state.get().lock,
-        "put on a SimpleQueue": lambda: _side._fallback_lock,
+        "put on a SimpleQueue": lambda: _side.lock_of(simple),  # its side map's own
         "configure": lambda: procscope_api.current_scope()._lock,
         "setup again": lambda: procscope_api._lock,
     }

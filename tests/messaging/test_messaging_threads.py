@@ -345,8 +345,9 @@ def test_an_unsampled_get_does_not_wait_for_the_queue_lock_while_sampled_message
     recorder: Any, live_settings: Any
 ) -> None:
     """With a sampled message in the queue, the get of an unsampled one does not take the
-    queue's mutex again to look for its carrier (its consumers contend for that mutex);
-    the sampled message's get still finds its own."""
+    queue's mutex again to look for its carrier (its consumers contend for that mutex), nor
+    does a sampled message's entry, added or taken; the sampled message's get still finds
+    its own carrier."""
     from procscope.instrumentation.messaging import _side
 
     q: queue.Queue[Any] = queue.Queue()
@@ -368,15 +369,24 @@ def test_an_unsampled_get_does_not_wait_for_the_queue_lock_while_sampled_message
     holder.start()
     assert held.wait(10)
     answers: list[Any] = []
-    taker = threading.Thread(target=lambda: answers.append(_side.take(q, "unsampled")))
+    other, carrier = object(), ("a carrier",)
+
+    def look_up() -> None:
+        answers.append(_side.take(q, "unsampled"))
+        # A sampled message's entry, added and taken: under a lock of the queue's side
+        # map, not the mutex (for which every put and get of the queue contends).
+        _side.add(q, other, carrier)
+        answers.append(_side.take(q, other))
+
+    taker = threading.Thread(target=look_up)
     taker.start()
     taker.join(2)
     finished = not taker.is_alive()
     release.set()
     holder.join(10)
     taker.join(10)
-    assert finished, "the unsampled message's take waited for the queue's mutex"
-    assert answers == [None]
+    assert finished, "the side map's look-up waited for the queue's mutex"
+    assert answers == [None, carrier]
     assert [q.get(), q.get()] == ["unsampled", "sampled again"]
     receives = recorder.messaging("receive")
     assert len(receives) == 2  # both sampled messages' gets found their carriers

@@ -24,6 +24,7 @@ DEFAULT_NAME_ATTR = "_procscope_default_name"
 INTERNAL_ATTR = "_procscope_internal"
 NAME_ATTR = "_procscope_name"  # procscope.name()'s attribute (procscope.core.naming)
 SIDE_ATTR = "_procscope_side"  # the side map of an in-process queue (_side.py)
+SIDE_LOCK_ATTR = "_procscope_side_lock"  # (its lock, the pid that made it): _side.py
 PIPE_ATTR = "_procscope_pipe"  # a connection made by multiprocessing.Pipe()
 PROFILE_ATTR = "_procscope_profiles"  # constants of its sampled messages (_core.profile)
 
@@ -41,6 +42,7 @@ CLASS_DEFAULTS: dict[str, Any] = {
     INTERNAL_ATTR: False,
     NAME_ATTR: None,
     SIDE_ATTR: None,
+    SIDE_LOCK_ATTR: None,
     PIPE_ATTR: False,
     PROFILE_ATTR: None,
     "_procscope_flight": None,  # the flight recorder's record codes (see _flight)
