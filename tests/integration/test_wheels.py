@@ -296,6 +296,9 @@ def _assert_ui_serves_its_assets(procscope: Path, db: Path) -> None:
         [str(procscope), "ui", "--db", str(db), "--port", "0", "--no-browser"],
         stdout=subprocess.PIPE,
         text=True,
+        # (SIGINT at its default, as in a terminal, even when this suite runs as a
+        # background job that inherited it ignored: the Ctrl-C below must reach it)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     ) as server:
         _fetch_assets(server)
 

@@ -111,6 +111,14 @@ def test_bad_requests_are_refused(demo_server: Any) -> None:
     assert _get(demo_server.url, "/../../etc/passwd")[0] == 404
 
 
+def _default_sigint() -> None:
+    # A suite started as a background job of a shell without job control (nohup, `cmd &`
+    # in a script) inherits SIGINT ignored, and so would the server, which then never
+    # sees the Ctrl-C this test sends: the server starts with the default disposition,
+    # as in a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_procscope_ui_serves_until_ctrl_c(demo_db: str) -> None:
     """`procscope ui --no-browser` prints its URL, answers, and exits 0 on Ctrl-C; an
     unreadable DB is exit 2 with one line."""
@@ -121,6 +129,7 @@ def test_procscope_ui_serves_until_ctrl_c(demo_db: str) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=_default_sigint,
     )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
