@@ -6,6 +6,7 @@ import atexit
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from types import FrameType
@@ -159,6 +160,16 @@ def _run_here_within(fn: Any, seconds: float) -> bool:
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
 
 
+def _wait_for_recoveries() -> None:
+    """A dead child's records being recovered (its mirror or staged row) on a helper
+    thread: waited for before the processors close, which wait for dumps only while they
+    hand spans on (a recovery reads and pairs every record before its first span)."""
+    spans = sys.modules.get("procscope.core._flight_spans")
+    if spans is not None:
+        with handle_internal_errors():
+            spans.wait_for_recoveries()
+
+
 def _shutdown_at_exit(provider: Any, setup_pid: int) -> None:
     # A spawn or forkserver child, a Python subprocess, set itself up (setup_pid is its
     # own) but is a child of the program too: its exit flush already handed what it
@@ -166,6 +177,8 @@ def _shutdown_at_exit(provider: Any, setup_pid: int) -> None:
     top = os.getpid() == setup_pid and handoff.is_top_process()
     seconds = SHUTDOWN_SECONDS if top else CHILD_SHUTDOWN_SECONDS
     multi = getattr(provider, "_active_span_processor", None)
+    if top:
+        _wait_for_recoveries()
     with handle_internal_errors():
         run_within(
             seconds,
@@ -468,6 +481,7 @@ class Scope:
         with handle_internal_errors():
             _instrumentors.uninstrument_all()
         self._remove_sigterm_flush()
+        _wait_for_recoveries()
         if flight.is_on():
             # Recorded spans still buffered may have failed: triggers, while it is on.
             for processor in self.processors:

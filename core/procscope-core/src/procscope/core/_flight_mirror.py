@@ -381,7 +381,7 @@ def recover_later(pid: int, reason: str, process_name: str = "") -> None:
         with handle_internal_errors():
             recover(pid, reason, process_name)
 
-    _flight_spans.run_helper(run, "procscope-flight-recover")
+    _flight_spans.run_helper(run, _flight_spans.RECOVER_THREAD)
 
 
 def store_staged_later(pid: int) -> None:
@@ -396,7 +396,7 @@ def store_staged_later(pid: int) -> None:
             if exporter is not None:
                 _flight_stage.store_left(pid, exporter)
 
-    _flight_spans.run_helper(run, "procscope-flight-recover")
+    _flight_spans.run_helper(run, _flight_spans.RECOVER_THREAD)
 
 
 def staging_exporter() -> Any:

@@ -445,6 +445,24 @@ _handed = [0]
 PROGRESS_WAIT_SECONDS = 30.0
 
 
+RECOVER_THREAD = "procscope-flight-recover"
+# How long a shutdown waits, without progress, for the recovery of a dead process's
+# records (its mirror or its staged row): they have no other copy that outlives this
+# process, and a recovery reads and pairs them all before it hands on its first span
+# (about a second for 40,000 records on a loaded machine).
+RECOVERY_WAIT_SECONDS = 10.0
+
+
+def wait_for_recoveries() -> None:
+    """Before a shutdown closes the processors: wait for the recoveries of dead
+    processes' records still under way (``RECOVERY_WAIT_SECONDS`` without progress),
+    and with them for the dumps beside them."""
+    with _helpers_lock:
+        recovering = any(h.name == RECOVER_THREAD and h.is_alive() for h in _helpers)
+    if recovering:
+        wait_for_dumps(RECOVERY_WAIT_SECONDS)
+
+
 def wait_for_dumps(seconds: float) -> None:
     """Wait for dumps still being made, before a shutdown closes the processors they go
     to: until ``seconds`` pass in which no dump handed on any span (a large dump on a
