@@ -18,9 +18,8 @@ from typing import Any
 
 from procscope.core import shared_state
 
-from ._carry import _LENGTH_AT, _TAIL, _UNKNOWN, Stamped, slot
-
-_slot = slot
+from ._carry import _LENGTH_AT, _TAIL, _UNKNOWN, Stamped
+from ._carry import slot as _slot
 
 
 class StampingPickler(ForkingPickler):

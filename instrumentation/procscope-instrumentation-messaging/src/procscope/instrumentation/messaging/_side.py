@@ -54,34 +54,42 @@ def lock_of(queue: Any) -> Any:
     taken: a kept lock may be a fork's copy, held by a thread of the parent.
     """
     if not isinstance(queue, _THREAD_QUEUES):
-        if held_in_forked_child(_fallback_lock, _fallback_pid):
-            _new_fallback_lock()
-        return _fallback_lock
+        return _shared_lock()
+    lock = _own_lock(queue)
+    return lock if lock is not None else _new_side_lock(queue)
+
+
+def _own_lock(queue: Any) -> Any:
+    """The queue's own side lock; None before its first sampled message, or when it is a
+    fork's copy that a thread of the parent held."""
     try:
         held = _own_attr(queue, SIDE_LOCK_ATTR)
     except AttributeError:
-        held = None
-    if held is not None and not held_in_forked_child(held[0], held[1]):
-        return held[0]
-    return _new_side_lock(queue)
+        return None
+    if held is None or held_in_forked_child(held[0], held[1]):
+        return None
+    return held[0]
 
 
 def _new_side_lock(queue: Any) -> Any:
-    if held_in_forked_child(_fallback_lock, _fallback_pid):
-        _new_fallback_lock()
-    with _fallback_lock:
-        try:
-            held = _own_attr(queue, SIDE_LOCK_ATTR)
-        except AttributeError:
-            held = None
-        if held is not None and not held_in_forked_child(held[0], held[1]):
-            return held[0]  # (made by another thread meanwhile)
+    shared = _shared_lock()
+    with shared:
+        lock = _own_lock(queue)
+        if lock is not None:
+            return lock  # (made by another thread meanwhile)
         lock = threading.Lock()
         try:
             set_own(queue, SIDE_LOCK_ATTR, (lock, os.getpid()))
         except (AttributeError, TypeError):  # no room for it (__slots__): the shared one
-            return _fallback_lock
+            return shared
         return lock
+
+
+def _shared_lock() -> Any:
+    """The shared lock, made again in a fork child whose copy a parent's thread held."""
+    if held_in_forked_child(_fallback_lock, _fallback_pid):
+        _new_fallback_lock()
+    return _fallback_lock
 
 
 def _new_fallback_lock() -> None:
