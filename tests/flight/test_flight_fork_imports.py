@@ -54,7 +54,7 @@ import sys
 import threading
 
 import procscope
-from procscope.core import _flight_spans, flight, post_import
+from procscope.core import _flight_spans, post_import
 
 
 def child_work():
@@ -67,7 +67,7 @@ def child_work():
 
 if __name__ == "__main__":
     procscope.setup(sample_rate=0.0, db=sys.argv[1])
-    locks = (flight._sites_lock, _flight_spans._helpers_lock, post_import._lock)
+    locks = (_flight_spans._helpers_lock, post_import._lock)
     held, release = threading.Event(), threading.Event()
 
     def hold():  # a thread of the parent inside each of them at the fork
@@ -97,10 +97,10 @@ if __name__ == "__main__":
 def test_a_fork_child_records_and_dumps_whatever_its_parents_threads_held(
     tmp_path: Path,
 ) -> None:
-    """A thread of the parent registering a call site, ending a dump's helper or
-    importing a watched module at the fork held a lock that the child inherited held,
-    with nobody to release it: the child's first record of a new queue, its dump, or its
-    next watched import waited for ever. Those locks are new in each process now."""
+    """A thread of the parent ending a dump's helper or importing a watched module at
+    the fork held a lock that the child inherited held, with nobody to release it: the
+    child's dump or its next watched import waited for ever. Those locks are new in each
+    process now (a new queue's call site, also registered in the child, takes none)."""
     done = run_program(tmp_path, HELD_AT_FORK, str(tmp_path / "trace.db"), timeout=90)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0", (done.stdout, done.stderr)

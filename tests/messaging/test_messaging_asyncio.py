@@ -181,3 +181,52 @@ def test_messages_name_the_task_that_sent_and_received_them(live_settings: Any, 
         + [("send", None), ("receive", None)],
         key=str,
     )
+
+
+def test_block_time_is_the_wait_of_the_get_that_waited(recorder: Any) -> None:
+    """A get that waits 0.2 s for its message records about 0.2 s blocked; a get that a
+    task makes after its own wait was cancelled, with the message already there,
+    records none of that wait."""
+
+    async def main() -> None:
+        q: asyncio.Queue[str] = asyncio.Queue()
+
+        async def late_put() -> None:
+            await asyncio.sleep(0.2)
+            q.put_nowait("late")
+
+        producer = asyncio.create_task(late_put())
+        assert await q.get() == "late"
+        await producer
+
+        async def cancelled_then_served() -> str:
+            try:
+                await q.get()
+            except asyncio.CancelledError:
+                pass  # (the same task goes on: its context keeps what the wait left)
+            q.put_nowait("ready")
+            return q.get_nowait()
+
+        consumer = asyncio.create_task(cancelled_then_served())
+        await asyncio.sleep(0.2)
+        consumer.cancel()
+        assert await consumer == "ready"
+
+    asyncio.run(main())
+    receives = sorted(recorder.messaging("receive"), key=lambda r: r.start_time)
+    late, ready = (r.attributes["procscope.messaging.block_time"] for r in receives)
+    assert late >= 0.15
+    assert ready < 0.1
+
+
+def test_a_queue_copied_or_pickled_carries_nothing_of_procscope(recorder: Any) -> None:
+    """An asyncio.Queue made while traced copies and pickles as one made without: its
+    waiting getters are a plain deque in the copy."""
+    import collections
+    import copy
+    import pickle
+
+    q: asyncio.Queue[int] = asyncio.Queue(maxsize=3)
+    for made in (copy.deepcopy(q), pickle.loads(pickle.dumps(q))):
+        assert type(made._getters) is collections.deque  # type: ignore[attr-defined]
+        assert made.maxsize == 3
