@@ -134,3 +134,20 @@ def test_task_result_and_identity_are_unchanged(memory: Any) -> None:
     coro, got, result = asyncio.run(main())
     assert got is coro and result == "v"
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_a_task_named_with_procscope_name_is_recorded_by_that_name(memory: Any) -> None:
+    """procscope.name() on an asyncio Task (which takes attributes but shows no
+    ``__dict__``) names its span; the name was kept and then never read."""
+    import procscope
+
+    async def work() -> None:
+        await asyncio.sleep(0)
+
+    async def main() -> None:
+        task = procscope.name(asyncio.create_task(work()), "billing-poller")
+        await task
+
+    asyncio.run(main())
+    names = {s.name for s in memory.spans("task")}
+    assert "task billing-poller" in names

@@ -123,7 +123,7 @@ def test_every_patched_callable_keeps_the_originals_identity(run_app: Callable[.
     # The table is the instrumentors' own; a few that must be in it.
     assert {"os._exit", "sys.exit", "multiprocessing.process.BaseProcess.start",
             "subprocess.Popen._execute_child", "queue.Queue.put",
-            "multiprocessing.queues.Queue.put", "asyncio.queues.Queue.get"} <= names, names
+            "multiprocessing.queues.Queue.put", "asyncio.queues.Queue.get_nowait"} <= names, names
     plain = run_app(WALK, env={"NAMES": json.dumps([[r["where"], r["name"]] for r in patched])})
     assert plain.returncode == 0, plain.stderr
     as_plain = {(tuple(r["where"]), r["name"]): r for r in _lines(plain.stdout)}

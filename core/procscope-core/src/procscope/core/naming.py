@@ -8,7 +8,7 @@ from . import shared_state
 
 T = TypeVar("T")
 
-_ATTR = "_procscope_name"
+_ATTR = NAME_ATTR = "_procscope_name"  # (NAME_ATTR: for readers that look it up themselves)
 
 
 def set_name(obj: T, name: str) -> T:
@@ -41,7 +41,12 @@ def get_name(obj: object) -> str | None:
     try:
         name = obj.__dict__.get(_ATTR)  # skips __getattr__ hooks of user classes
     except Exception:  # noqa: BLE001 -- no __dict__, or a hostile one
-        name = None
+        # A C type whose instances take attributes but show no __dict__ (an asyncio
+        # Task): set_name put the name there all the same.
+        try:
+            name = object.__getattribute__(obj, _ATTR)
+        except Exception:  # noqa: BLE001
+            name = None
     if name is not None:
         return name  # type: ignore[no-any-return]
     names = shared_state.get().names

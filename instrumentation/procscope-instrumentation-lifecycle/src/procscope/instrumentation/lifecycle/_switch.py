@@ -14,7 +14,14 @@ from typing import Any
 
 from procscope.core.post_import import when_imported
 
-from . import _ending, _processes, _program, _subprocess, _threads
+from . import (
+    _ending,
+    _processes,
+    _program,
+    _subprocess,
+    _task_records,  # noqa: F401 -- its kind, for a dead child's task records
+    _threads,
+)
 from ._patching import Patches
 from ._runtime import runtime
 

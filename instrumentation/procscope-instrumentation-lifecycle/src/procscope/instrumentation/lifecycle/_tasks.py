@@ -13,15 +13,17 @@ would mark it retrieved and silence asyncio's "exception was never retrieved" re
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from asyncio import base_events
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from procscope.core import flight
+from procscope.core import flight, shared_state
 from procscope.core.guard import log_internal_error
-from procscope.core.naming import get_name
+from procscope.core.naming import NAME_ATTR, get_name
 
 from ._patching import Patches
 from ._runtime import (
@@ -46,7 +48,12 @@ from ._runtime import (
     thread_attributes,
     unsampled_context,
 )
+from ._task_records import TASK
 from ._threads import qualname
+
+_names = shared_state.get().names
+_time_ns = time.time_ns
+_ident = threading.get_ident
 
 
 def _unretrieved_exception(task: asyncio.Future[Any]) -> BaseException | None:
@@ -190,11 +197,35 @@ class _ErrorWatcher:
                 attributes = _attributes(task, self.coro)
                 error_span(_span_name(task), attributes, self.ctx, self.started, exc)
             elif flight.append is not None and runtime.active:
-                flight.note(flight.EVENT, _span_name(task), _attributes(task, self.coro),
-                            self.started)
+                _note_end(task, self.coro, self.started)
         except Exception:  # noqa: BLE001
             log_internal_error()
         self.coro = None
+
+
+def _given_name(task: Any) -> str | None:
+    """``get_name(task)``, without its two failed look-ups for asyncio's own Task class
+    (no ``__dict__`` to read; an unnamed one has no name attribute): a generic attribute
+    look-up with a default raises nothing there, and that class has no user hook."""
+    if type(task) is not asyncio.Task:
+        return get_name(task)
+    name = getattr(task, NAME_ATTR, None)
+    if name is None and getattr(_names, "data", _names):
+        name = get_name(task)
+    return name if type(name) is str else None
+
+
+def _note_end(task: Any, coro: Any, started: int) -> None:
+    """The flight record of an unsampled task's end: names only (``_task_records``),
+    unless the program named the task with ``procscope.name()`` (rare), whose record
+    carries the span's name and attributes made now."""
+    if _given_name(task) is not None:
+        flight.note(flight.EVENT, _span_name(task), _attributes(task, coro), started)
+        return
+    add = flight.append
+    if add is not None:
+        flight.count()
+        add((_time_ns(), TASK.code, _ident(), task.get_name(), _coro_name(coro), started))
 
 
 def instrument(patches: Patches) -> None:
