@@ -55,9 +55,11 @@ _VALUE_RULES = [
 ]
 
 _KEY = re.compile(SECRET_WORDS, re.IGNORECASE)
-_VALUE = re.compile("|".join(_VALUE_RULES))
 _key_search = _KEY.search
-_value_search = _VALUE.search
+# The value patterns' substitution, compiled at the first text that passes scrub_text's
+# quick test: compiling them took about 1 ms of every process's start, where most
+# processes scrub only short command lines that never need them.
+_value_sub: Any = None
 # The program's own rules (set_extra_rules), compiled apart from the built-in ones so that
 # their groups, flags and back-references mean what they say.
 _extra_key_search: Any = None
@@ -183,7 +185,11 @@ def scrub_text(text: str) -> str:
         or (len(text) >= 15 and _digit_run(text) is not None)
     ):
         return text
-    return _VALUE.sub(_replace, text)
+    global _value_sub
+    if _value_sub is None:
+        # (two threads may both compile it: the same pattern either way)
+        _value_sub = re.compile("|".join(_VALUE_RULES)).sub
+    return _value_sub(_replace, text)  # type: ignore[no-any-return]
 
 
 def scrub_command(args: Sequence[str]) -> list[str]:

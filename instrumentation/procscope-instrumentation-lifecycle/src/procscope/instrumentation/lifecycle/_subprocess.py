@@ -20,7 +20,6 @@ own children get their own.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -121,7 +120,12 @@ def _same_environment(program: str) -> bool:
     procscope and OpenTelemetry installed. Another Python would fail to import
     OpenTelemetry's sitecustomize and say so on its stderr: it gets the trace context
     and settings only."""
-    found = program if os.sep in program else shutil.which(program)
+    if os.sep in program:
+        found: str | None = program
+    else:
+        import shutil  # (here: it imports bz2, lzma and zlib, about 1 ms of every start)
+
+        found = shutil.which(program)
     if not found:
         return False
     here = os.path.dirname(os.path.abspath(sys.executable))
