@@ -8,7 +8,9 @@ the same row, all from ONE run:
 - ``import procscope; procscope.setup(exporter='tracedb', db=...)`` against plain python;
 - a Python subprocess (``subprocess.run([python, '-c', 'pass'])``) started by a program
   under ``procscope run`` against the same program plain (timed inside the program);
-- ``multiprocessing.Process`` start+join with fork, spawn and forkserver, likewise.
+- ``multiprocessing.Process`` start+join with fork, spawn and forkserver, likewise;
+- fork start+join at rate 0 after 200,000 messages, the parent's flight recorder ring
+  full (what a fork child of a busy program inherits).
 
     python benchmarks/startup/bench_startup.py [--rounds N] [--inner K] [--against REV]
 
@@ -45,13 +47,19 @@ SOURCES = [
 # Timed inside the program: K starts, the median printed in seconds. The first start of
 # each kind (a forkserver's server, say) is left out as a warm-up.
 INNER = """\
-import multiprocessing, statistics, subprocess, sys, time
+import multiprocessing, queue, statistics, subprocess, sys, time
 
 def noop():
     pass
 
 if __name__ == "__main__":
     what, k = sys.argv[1], int(sys.argv[2])
+    if what == "fork-full":  # a busy program: 200,000 messages before its forks
+        jobs = queue.Queue()
+        for i in range(200_000):
+            jobs.put(i)
+            jobs.get()
+        what = "fork"
     times = []
     for i in range(k + 1):
         started = time.perf_counter()
@@ -90,6 +98,12 @@ def variants(db: str, script: str, k: int) -> list[Variant]:
         label = "Python subprocess start" if what == "subprocess" else f"Process start+join, {what}"
         command = [PY, script, what, str(k)]
         rows.append(Variant(label, command, [*run, *command], True))
+    # At a production rate the flight recorder is on: a fork child inherits its parent's
+    # ring, full after 200,000 messages (the default 32 MiB, about 170,000 records).
+    command = [PY, script, "fork-full", str(k)]
+    at_rate_0 = [PROCSCOPE, "run", "--db", db, "--sample-rate", "0", "--"]
+    rows.append(Variant("fork, parent's ring full (rate 0)", command, [*at_rate_0, *command],
+                        True))
     return rows
 
 

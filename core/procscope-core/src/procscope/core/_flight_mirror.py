@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any
 
-from . import flight, handoff
+from . import flight, handoff, inherited
 from .flight import F_A, F_CODE, F_THREAD, F_TIME, kind_of
 
 INTERVAL = 0.1
@@ -138,6 +138,7 @@ def _run(copier: _Copier) -> None:
         while not _state["stop"] and _state["pid"] == pid:
             time.sleep(INTERVAL)
             copier.copy_new()
+            inherited.release()  # (a fork child's copy of its parent's ring)
     finally:
         with copier.lock:  # (not while sync() writes on another thread)
             copier.fd = None

@@ -37,6 +37,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from . import inherited
 from .settings import DEFAULT_FLIGHT_MEMORY as DEFAULT_MEMORY
 from .settings import DEFAULT_FLIGHT_WINDOW as DEFAULT_WINDOW
 
@@ -320,15 +321,20 @@ def settings() -> tuple[float, int] | None:
 
 
 def _after_fork_in_child() -> None:
-    # The parent's records are the parent's: the child starts with an empty ring (the
-    # same deque, so the hot paths' bound append stays right), and a new lock (a thread
-    # of the parent may have held it at the fork).
-    global _lock
+    # The parent's records are the parent's: the child starts with an empty ring and a
+    # new lock (a thread of the parent may have held it at the fork). The inherited ring
+    # is not emptied here but kept, to be freed a little at a time (procscope.core
+    # .inherited: freeing it all at the fork cost a fork child up to 27 ms); ``append``
+    # is rebound to the new ring, as every hot path reads it at each record.
+    global _lock, append
     _lock = threading.Lock()
     _last_dump[:] = [0.0, 0, 0, ""]
     ring = _ring
     if ring is not None:
-        ring.records.clear()
+        inherited.keep(ring.records)
+        ring.records = collections.deque(maxlen=ring.capacity)
+        if append is not None:
+            append = ring.records.append
         ring.taken_count = appended(ring)
         ring.pid = os.getpid()
     # Only a module already imported has a mirror or a handler to reset: importing one

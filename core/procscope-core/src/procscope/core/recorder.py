@@ -37,7 +37,7 @@ from typing import Any
 
 from opentelemetry.trace import StatusCode
 
-from . import _flight_triggers, flight, shared_state
+from . import _flight_triggers, flight, inherited, shared_state
 from .guard import log_internal_error, raise_internal_errors
 from .head_sampling import records_every_trace
 
@@ -185,7 +185,10 @@ class RecordingSpanProcessor:
         # The parent's records are the parent's to deliver: the child starts empty, with
         # new locks (another thread of the parent may have held them at the fork) and no
         # thread until its first record, so a child that records nothing has no thread of
-        # ours (what a program that counts its threads after a fork expects).
+        # ours (what a program that counts its threads after a fork expects). The
+        # parent's undelivered records are kept, to be freed a little at a time
+        # (procscope.core.inherited), not all at the fork.
+        inherited.keep(self._buffer)
         self._init_process_state()
 
     def _start_thread(self) -> None:
@@ -264,6 +267,7 @@ class RecordingSpanProcessor:
             self._wake.clear()
             try:
                 self._drain()
+                inherited.release()  # (a fork child's copy of its parent's records)
             except Exception:  # noqa: BLE001 -- the drain thread must outlive one bad batch
                 log_internal_error()
             if self._shutdown and not self._buffer:
