@@ -41,7 +41,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 from opentelemetry.util._once import Once
 
-from procscope.core import handoff, losses, shared_state
+from procscope.core import handoff, inherited, losses, shared_state
 from procscope.core.guard import log_internal_error
 
 _SdkBatchProcessor: Any
@@ -199,7 +199,10 @@ def _make_lazy_class(base: Any) -> Any:
             # hook, or emit seeing another pid), where only the forking thread exists.
             self._export_lock = threading.Lock()
             self._worker_awaken = threading.Event()
-            self._queue.clear()
+            # The parent's spans, kept aside to be freed a little at a time (freeing them
+            # here made the child's start wait: procscope.core.inherited).
+            inherited.keep(self._queue)
+            self._queue = collections.deque()
             self._stalled_on = None
             self.procscope_in_flight = None
             self.procscope_last_export_ok = True

@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanContext, TraceFlags
 
+from procscope.core import inherited
 from procscope.core.guard import log_internal_error
 from procscope.core.shared_state import settings as live_settings
 from procscope.core.threadinfo import registered_thread
@@ -248,7 +249,7 @@ class TailSamplingProcessor(SpanProcessor):
         # the worker thread did not survive the fork and starts again when needed.
         # Once per child: _reinit_if_forked may have done it already.
         if self._pid != os.getpid():
-            self._init_state()
+            self._init_child_state()
 
     def _reinit_if_forked(self) -> None:
         """Called where the lock is found taken: in a fork child, it may be the copy of a
@@ -257,7 +258,15 @@ class TailSamplingProcessor(SpanProcessor):
         hook, run before ours, can end a span in the child), so each lock-taking path
         checks, at the cost of a ``locked()`` call, and of a getpid only when taken."""
         if self._pid != os.getpid():
-            self._init_state()
+            self._init_child_state()
+
+    def _init_child_state(self) -> None:
+        # The parent's buffered traces and decisions are kept aside to be freed a little at
+        # a time, not all at the fork (procscope.core.inherited: freeing them made the
+        # child's start wait).
+        for container in (self._traces, self._decisions, self._decision_order):
+            inherited.keep(container)
+        self._init_state()
 
     # -- the span hooks (the program's threads) ------------------------------------------
 
