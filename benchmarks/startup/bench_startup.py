@@ -10,7 +10,8 @@ the same row, all from ONE run:
   under ``procscope run`` against the same program plain (timed inside the program);
 - ``multiprocessing.Process`` start+join with fork, spawn and forkserver, likewise;
 - fork start+join at rate 0 after 200,000 messages, the parent's flight recorder ring
-  full (what a fork child of a busy program inherits).
+  full (what a fork child of a busy program inherits), and with 50,000 objects whose state
+  the parent traces.
 
     python benchmarks/startup/bench_startup.py [--rounds N] [--inner K] [--against REV]
 
@@ -60,6 +61,25 @@ if __name__ == "__main__":
             jobs.put(i)
             jobs.get()
         what = "fork"
+    if what == "fork-objects":  # 50,000 objects whose state is traced (when traced)
+        import os
+
+        class Account:
+            def __init__(self, n):
+                self.balance = n
+
+        if os.environ.get("PROCSCOPE_RUN_ID"):  # (under procscope run)
+            import procscope
+
+            Account = procscope.trace_state(Account)
+        accounts = [Account(n) for n in range(50_000)]
+        if os.environ.get("PROCSCOPE_RUN_ID"):
+            # Their first snapshots stored first: the forks below measure the objects,
+            # not a parent busy writing 50,000 snapshots (which a fork waits for).
+            from opentelemetry import trace
+
+            trace.get_tracer_provider().force_flush()
+        what = "fork"
     times = []
     for i in range(k + 1):
         started = time.perf_counter()
@@ -104,6 +124,8 @@ def variants(db: str, script: str, k: int) -> list[Variant]:
     at_rate_0 = [PROCSCOPE, "run", "--db", db, "--sample-rate", "0", "--"]
     rows.append(Variant("fork, parent's ring full (rate 0)", command, [*at_rate_0, *command],
                         True))
+    command = [PY, script, "fork-objects", str(k)]
+    rows.append(Variant("fork, 50,000 traced objects", command, [*run, *command], True))
     return rows
 
 
