@@ -104,6 +104,10 @@ import procscope
 
 procscope.setup(sample_rate=0.01, db=sys.argv[1])
 jobs = procscope.name(queue.Queue(), "jobs")
+# The children's own queue: the dumping thread never touches it. A child forked while
+# that thread was inside jobs.put() or jobs.get() would inherit the queue's mutex held
+# (CPython's queue renews no lock at a fork) and wait for ever on its own put.
+mine = procscope.name(queue.Queue(), "mine")
 stop = threading.Event()
 
 
@@ -119,8 +123,8 @@ dumper.start()
 for n in range(20):
     pid = os.fork()
     if pid == 0:
-        jobs.put(n)
-        jobs.get()
+        mine.put(n)
+        mine.get()
         os._exit(3 if n % 2 else 0)  # (3: an abnormal end, the child's own trigger)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) in (0, 3), status
