@@ -116,6 +116,8 @@ def _queued_by_stage() -> tuple[int, int]:
 
 
 _propagator = TraceContextTextMapPropagator()
+# The live settings object (never replaced): its attributes are read at each call.
+_live = shared_state.settings()
 
 
 def parse_spans(value: object) -> str:
@@ -171,17 +173,17 @@ runtime = Runtime()
 
 def process_spans_wanted() -> bool:
     """Process lifecycle spans: at full and minimal; never at messages_only/states_only."""
-    return shared_state.settings().level in ("full", "minimal")
+    return _live.level in ("full", "minimal")
 
 
 def every_thread_wanted() -> bool:
     """A span for every thread and task (else only for those that fail)."""
-    return runtime.spans == SPANS_ALL and shared_state.settings().level == "full"
+    return runtime.spans == SPANS_ALL and _live.level == "full"
 
 
 def error_spans_wanted() -> bool:
     """Spans for threads and tasks that end with an unhandled exception."""
-    return shared_state.settings().level in ("full", "minimal")
+    return _live.level in ("full", "minimal")
 
 
 # --- spans -----------------------------------------------------------------------------------
@@ -206,7 +208,7 @@ def this_process_attributes(
 
 def may_draw() -> bool:
     """Whether a new trace could be sampled now (a rate above 0, or tail mode)."""
-    return shared_state.settings().sample_rate > 0 or head_sampling.records_every_trace()
+    return _live.sample_rate > 0 or head_sampling.records_every_trace()
 
 
 def record_under(ctx: otel_context.Context | None) -> bool:

@@ -23,7 +23,6 @@ from opentelemetry import trace
 
 from procscope.core import flight, shared_state
 from procscope.core.guard import log_internal_error
-from procscope.core.head_sampling import records_every_trace
 from procscope.core.naming import NAME_ATTR, get_name
 
 from ._patching import Patches
@@ -37,8 +36,11 @@ from ._runtime import (
     current_context,
     end_with_error,
     error_span,
+    error_spans_wanted,
+    every_thread_wanted,
     exception_reason,
     flight_trigger,
+    may_draw,
     now_ns,
     record_under,
     runtime,
@@ -50,7 +52,6 @@ from ._task_records import TASK
 from ._threads import qualname
 
 _names = shared_state.get().names
-_live = shared_state.settings()  # the live settings object: read its attributes per call
 _time_ns = time.time_ns
 _ident = threading.get_ident
 
@@ -106,18 +107,15 @@ def _make_create_task(original: Any) -> Any:
         span = None
         token = None
         try:
-            # runtime.spans first: in the default mode, no call at all (every_thread_wanted
-            # and may_draw inlined: this runs for every task).
-            if (runtime.spans == SPANS_ALL and _live.level == "full"
-                    and not _asyncio_own(coro)):
+            # runtime.spans first: in the default mode, no call at all.
+            if runtime.spans == SPANS_ALL and every_thread_wanted() and not _asyncio_own(coro):
                 given_context = kwargs.get("context") is not None
                 parent: otel_context.Context | None = None
                 if record_under(None):
                     # The name is known only once the task exists; set after.
                     span = start_span("task", {})
                     parent = trace.set_span_in_context(span)
-                elif _live.sample_rate > 0 or records_every_trace():
-                    # (at rate 0 nothing draws: nothing to keep from it)
+                elif may_draw():  # (at rate 0 nothing draws: nothing to keep from it)
                     current = otel_context.get_current()
                     parent = unsampled_context(current)
                     if parent is current and not given_context:
@@ -150,7 +148,7 @@ def _make_create_task(original: Any) -> Any:
                 span.update_name(_span_name(task))
                 span.set_attributes(_attributes(task, coro))
                 task.add_done_callback(_SpanEnder(span))
-            elif _live.level == "full" or _live.level == "minimal":  # (error_spans_wanted)
+            elif error_spans_wanted():
                 task.add_done_callback(_ErrorWatcher(current_context(), now_ns(), coro))
         except Exception:  # noqa: BLE001
             log_internal_error()
