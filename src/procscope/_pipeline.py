@@ -79,7 +79,13 @@ class ProcscopeTracerProvider(TracerProvider):
     ``service.instance.id``, which does no I/O and cannot block: it runs here, on the
     forking thread, and its result is merged as the SDK merges it. With any other
     process-dependent detector (``OTEL_EXPERIMENTAL_RESOURCE_DETECTORS``), which may
-    take time, the SDK's own way."""
+    take time, the SDK's own way.
+
+    Even made inline, the child's resource cost its start about 0.6 ms: making and
+    merging it touched some 200 pages of memory shared with the parent, each then
+    copied. So it is made at its first use (:class:`_ForkChildResource`), by the
+    first span or record the child exports; a child that exports nothing never makes
+    it."""
 
     def _handle_fork(self) -> None:
         # In the child, at the fork (one thread): the SDK's service.instance.id detector
@@ -90,6 +96,15 @@ class ProcscopeTracerProvider(TracerProvider):
 
         if isinstance(getattr(resources, "_service_instance_id_lock", None), _LOCK_TYPE):
             resources._service_instance_id_lock = threading.Lock()  # type: ignore[attr-defined]
+        base = self._resource  # type: ignore[has-type]
+        if isinstance(base, _ForkChildResource) or "_attributes" in vars(base):
+            self._tracers_lock = threading.Lock()
+            # (what _update_resource does, the merge left to the resource's first use)
+            lazy = _ForkChildResource(base)
+            self._resource = lazy
+            for tracer in self._tracers.values():
+                tracer._set_resource(lazy)
+            return
         try:
             resource = _inline_process_resource()
         except Exception:  # noqa: BLE001 -- another SDK than expected: the SDK's way
@@ -99,6 +114,42 @@ class ProcscopeTracerProvider(TracerProvider):
             return
         self._tracers_lock = threading.Lock()
         self._update_resource(resource)  # type: ignore[attr-defined]
+
+
+class _ForkChildResource(Resource):
+    """A fork child's resource: its parent's merged with the child's process-dependent
+    attributes (a ``service.instance.id`` of its own), as the SDK's provider merges them
+    at a fork, but made when first read. ``Resource.__init__`` is not called: its two
+    fields are filled at the first look-up of either (``__getattr__`` runs only for
+    fields not set). Two threads reading it first at once each make it, equal: the SDK
+    keeps one ``service.instance.id`` per process. No lock: a fork child of this child
+    would inherit it held."""
+
+    def __init__(self, base: Resource) -> None:  # pylint: disable=super-init-not-called
+        self._base = base
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in ("_attributes", "_schema_url"):
+            raise AttributeError(name)
+        base = self.__dict__["_base"]
+        try:
+            detected = _inline_process_resource()
+            if detected is None:
+                from opentelemetry.sdk import resources
+
+                detected = resources._get_process_dependent_resource()  # type: ignore[attr-defined]
+            made = base.merge(detected)
+        except Exception:  # noqa: BLE001 -- the parent's resource rather than a failure
+            from procscope.core.guard import log_internal_error
+
+            log_internal_error()
+            made = base
+        self.__dict__["_schema_url"] = made._schema_url
+        self.__dict__["_attributes"] = made._attributes
+        return self.__dict__[name]
+
+    def __reduce__(self) -> Any:
+        return Resource, (dict(self.attributes), self.schema_url)
 
 
 def _inline_process_resource() -> Resource | None:

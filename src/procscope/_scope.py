@@ -176,6 +176,8 @@ def _shutdown_at_exit(provider: Any, setup_pid: int) -> None:
     # could not export to the top process (procscope.core.handoff).
     top = os.getpid() == setup_pid and handoff.is_top_process()
     seconds = SHUTDOWN_SECONDS if top else CHILD_SHUTDOWN_SECONDS
+    with handle_internal_errors():
+        _flight_signal.process_ended()  # (its marker for procscope dump)
     multi = getattr(provider, "_active_span_processor", None)
     if top:
         _wait_for_recoveries()

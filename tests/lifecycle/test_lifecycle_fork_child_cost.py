@@ -106,3 +106,56 @@ def test_a_fork_child_whose_only_span_is_its_own_starts_no_drain_thread(
             for (pid,) in db.execute("SELECT pid FROM spans WHERE name LIKE 'process %'")
         }
     assert {child["pid"] for child in children} <= recorded
+
+
+FORK_RESOURCES = """
+import json, os, pickle, sys
+
+import procscope
+from opentelemetry import trace
+
+procscope.setup(exporter="none")
+provider = trace.get_tracer_provider()
+print(json.dumps({"who": "parent", "attrs": dict(provider.resource.attributes)}), flush=True)
+child = os.fork()
+if child == 0:
+    resource = provider.resource
+    grandchild = os.fork()  # (before this child has read its own resource)
+    if grandchild == 0:
+        print(json.dumps({"who": "grandchild", "attrs": dict(provider.resource.attributes)}),
+              flush=True)
+        os._exit(0)
+    os.waitpid(grandchild, 0)
+    attrs = dict(resource.attributes)
+    copy = pickle.loads(pickle.dumps(resource))
+    print(json.dumps({"who": "child", "attrs": attrs, "copy": dict(copy.attributes) == attrs,
+                      "equal": copy == resource and hash(copy) == hash(resource),
+                      "tracer": dict(trace.get_tracer("t").resource.attributes) == attrs}),
+          flush=True)
+    os._exit(0)
+os.waitpid(child, 0)
+"""
+
+
+def test_a_fork_childs_resource_is_its_parents_with_an_instance_id_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """The child's resource, made at its first use, is its parent's but for the
+    service.instance.id; a grandchild forked before the child read it gets a third id;
+    the resource pickles and compares as a plain one."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROCSCOPE_", "OTEL_"))}
+    done = subprocess.run([sys.executable, "-c", FORK_RESOURCES], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    seen = {line["who"]: line for line in map(json.loads, done.stdout.splitlines())}
+    key = "service.instance.id"
+    ids = {seen[who]["attrs"][key] for who in ("parent", "child", "grandchild")}
+    assert len(ids) == 3, seen
+    for who in ("child", "grandchild"):
+        rest = {k: v for k, v in seen[who]["attrs"].items() if k != key}
+        assert rest == {k: v for k, v in seen["parent"]["attrs"].items() if k != key}
+    assert seen["child"]["copy"] and seen["child"]["equal"] and seen["child"]["tracer"]

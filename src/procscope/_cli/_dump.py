@@ -17,6 +17,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
     from procscope.core import _flight_signal
 
     why_not = _flight_signal.ask(args.pid)
+    _flight_signal.sweep()  # (markers left by processes that are gone)
     if why_not is not None:
         return fail("dump", f"cannot ask process {args.pid} to dump: {why_not}")
     print(f"asked process {args.pid} to write out its flight recorder (SIGUSR2); "

@@ -24,6 +24,7 @@ import marshal
 import operator
 import os
 import struct
+import sys
 import threading
 import time
 from typing import Any
@@ -139,6 +140,9 @@ def _run(copier: _Copier) -> None:
             time.sleep(INTERVAL)
             copier.copy_new()
             inherited.release()  # (a fork child's copy of its parent's ring)
+            signals = sys.modules.get(flight._SIGNAL)
+            if signals is not None:  # (a multiprocessing fork child's dump marker)
+                signals.write_pending_marker()
     finally:
         with copier.lock:  # (not while sync() writes on another thread)
             copier.fd = None

@@ -6,6 +6,14 @@ ours leaves a marker file, ``<tmp>/procscope-dump-<uid>/<pid>``, holding its sta
 (from ``/proc``); the CLI signals a pid only when the marker is there, its start time
 matches (not a recycled pid) and ``/proc/<pid>/status`` says SIGUSR2 is caught, so that
 it never kills a process that has no handler.
+
+A ``multiprocessing`` fork child writes its marker on its mirror thread's first tick, not
+at the fork (:func:`defer_fork_marker`): the write touched some 130 pages of memory that
+the child shares with its parent, each copied, about 0.5 ms of every fork's start; a
+child that lives less than a tick never writes one. A child removes its own marker at its
+end, and a parent removes the marker of a child it reaps after a signal or a bare
+``os.fork`` (whose child ends by ``os._exit``); ``procscope dump`` removes the markers of
+processes that are gone (:func:`sweep`).
 """
 
 from __future__ import annotations
@@ -20,6 +28,13 @@ from . import flight
 SIGNAL = getattr(signal, "SIGUSR2", None)
 REASON = "procscope dump"
 _installed: list[Any] = []
+# Set on the forking thread while multiprocessing forks a child that starts a mirror.
+_deferring = threading.local()
+# This process's marker: the pid it was written for (0: none), and whether it is to be
+# written by the mirror's thread; changed under _marker_lock (that thread and the
+# child's end may race).
+_marker: dict[str, Any] = {"written": 0, "pending": False}
+_marker_lock = threading.Lock()
 
 
 def marker_dir() -> str:
@@ -53,12 +68,18 @@ def catches(pid: int, signum: int) -> bool:
 
 def _write_marker() -> None:
     folder = marker_dir()
+    pid = os.getpid()
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)
-        with open(os.path.join(folder, str(os.getpid())), "w", encoding="ascii") as out:
-            out.write(start_time(os.getpid()) or "")
+        fd = os.open(os.path.join(folder, str(pid)), os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                     0o644)  # fmt: skip
+        try:
+            os.write(fd, (start_time(pid) or "").encode("ascii"))
+        finally:
+            os.close(fd)
     except OSError:
-        pass
+        return
+    _marker["written"] = pid
 
 
 def remove_marker(pid: int | None = None) -> None:
@@ -66,6 +87,68 @@ def remove_marker(pid: int | None = None) -> None:
         os.unlink(os.path.join(marker_dir(), str(pid or os.getpid())))
     except OSError:
         pass
+
+
+def defer_fork_marker(on: bool) -> None:
+    """Around a ``multiprocessing`` fork (on the forking thread): the child's marker is
+    written by its mirror's thread (:func:`write_pending_marker`), not at the fork."""
+    _deferring.on = on
+
+
+def write_pending_marker() -> None:
+    """Write the marker a fork child deferred (see :func:`defer_fork_marker`)."""
+    with _marker_lock:
+        if _marker["pending"]:
+            _marker["pending"] = False
+            if _handles_it():
+                _write_marker()
+
+
+def _handles_it() -> bool:
+    return bool(_installed) and SIGNAL is not None and signal.getsignal(SIGNAL) is _on_signal
+
+
+def process_ended() -> None:
+    """This process ends: its marker removed (or never written)."""
+    with _marker_lock:
+        _marker["pending"] = False
+        if _marker["written"] == os.getpid():
+            _marker["written"] = 0
+            remove_marker()
+
+
+def forget_child(pid: int) -> None:
+    """A child reaped by this process: its marker removed, if it left one."""
+    if _installed:
+        remove_marker(pid)
+
+
+def sweep() -> int:
+    """Remove the markers of processes that are gone (a pid whose start time differs is
+    another process); how many."""
+    folder = marker_dir()
+    removed = 0
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        path = os.path.join(folder, entry)
+        try:
+            with open(path, encoding="ascii", errors="replace") as source:
+                started = source.read().strip()
+        except OSError:
+            continue
+        if started and started == start_time(int(entry)):
+            continue
+        try:
+            os.unlink(path)
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def _on_signal(signum: int, frame: Any) -> None:
@@ -96,8 +179,17 @@ def install() -> bool:
 
 
 def after_fork_in_child() -> None:
-    """A fork child inherits the handler: it gets a marker of its own."""
-    if _installed and SIGNAL is not None and signal.getsignal(SIGNAL) is _on_signal:
+    """A fork child inherits the handler: it gets a marker of its own (now, or on its
+    mirror's first tick)."""
+    global _marker_lock
+    _marker_lock = threading.Lock()  # (a thread of the parent may have held it)
+    deferred = getattr(_deferring, "on", False)
+    _deferring.on = False
+    _marker["written"] = 0
+    # (deferred: whether the handler is still ours is asked when the marker is written;
+    # signal.getsignal() alone, with its enum look-up, touched some 30 pages here)
+    _marker["pending"] = deferred and bool(_installed)
+    if not deferred and _handles_it():
         _write_marker()
 
 
@@ -105,6 +197,9 @@ def uninstall() -> None:
     if not _installed or SIGNAL is None:
         return
     _installed.clear()
+    with _marker_lock:
+        _marker["pending"] = False
+        _marker["written"] = 0
     remove_marker()
     try:
         if signal.getsignal(SIGNAL) is _on_signal:

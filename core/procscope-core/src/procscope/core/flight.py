@@ -292,6 +292,9 @@ def start(window: float = DEFAULT_WINDOW, memory: int = DEFAULT_MEMORY) -> None:
     _ring = ring
     count = ring.counter.__next__
     append = ring.records.append
+    # Imported now, once, rather than by every fork child at its mirror's start (about
+    # 1 ms of each child's start; a spawn child imports it at its set-up either way).
+    from . import _flight_spans  # noqa: F401
 
 
 # How long stop() (procscope.shutdown) waits for dumps still being made.

@@ -15,12 +15,13 @@ import os
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 from typing import Any
 
 from opentelemetry import trace
 
-from procscope.core import _flight_mirror, flight
+from procscope.core import _flight_mirror, _flight_signal, flight
 from procscope.core.guard import log_internal_error
 from procscope.core.threadinfo import on_main_thread
 
@@ -52,6 +53,8 @@ SIGTERM_FLUSH_SECONDS = EXIT_FLUSH_MILLIS / 1000 + 0.25
 # How long an abnormal end waits for its flight recorder dump to reach the processors
 # before the exit flush (docs/flight-recorder.md): a part of the exit budget.
 FLIGHT_EXIT_WAIT = 0.3
+# How long a child's end waits for a dump under way to have staged its records.
+STAGING_EXIT_WAIT = 1.0
 
 
 def begin_run(
@@ -126,6 +129,8 @@ def flight_child_start(mirror: bool = True) -> None:
         _flight_run[0] = True
         if mirror:
             _flight_mirror.start()
+        if not flight.mirrored:  # (else its thread writes it: _flight_signal)
+            _flight_signal.write_pending_marker()
 
 
 def flight_child_end(code: int | None, exit_signal: int | None = None) -> None:
@@ -157,6 +162,14 @@ def end_mirror() -> None:
         # (imported by the mirror's start already: a look-up, not an import)
         from procscope.core import _flight_spans, _flight_stage
 
+        if _flight_spans.dump_running() and _flight_stage.waiting():
+            # A dump triggered just before a good end (a span that raised, say): its
+            # records are staged within milliseconds, normally. Waited for, briefly,
+            # rather than leave the mirror and have the parent make a second recording,
+            # "cut short", of the same records (seen on a loaded two-core machine).
+            deadline = time.monotonic() + STAGING_EXIT_WAIT
+            while _flight_stage.waiting() and time.monotonic() < deadline:
+                time.sleep(0.005)
         if not _flight_spans.dump_running() or not _flight_stage.waiting():
             _flight_mirror.stop()
     except Exception:  # noqa: BLE001

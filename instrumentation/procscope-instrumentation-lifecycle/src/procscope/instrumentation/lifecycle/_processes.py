@@ -28,7 +28,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from procscope.core import _flight_mirror, _flight_stage, _flight_triggers, flight
+from procscope.core import _flight_mirror, _flight_signal, _flight_stage, _flight_triggers, flight
 from procscope.core.guard import log_internal_error
 from procscope.core.naming import get_name
 from procscope.core.patched import call_as
@@ -90,6 +90,10 @@ class ReapInfo:
 
 def record_reap(info: ReapInfo, child_pid: int | None, code: int | None) -> None:
     """The ``exit`` span: an instant, when the parent learnt how the child ended."""
+    if child_pid is not None and (code is None or code < 0 or info.method == "os.fork"):
+        # Its marker for ``procscope dump``, which it could not remove itself (a signal;
+        # ``os._exit``, how a bare fork child usually ends).
+        _flight_signal.forget_child(child_pid)
     if code is not None and code < 0 and flight.append is not None and runtime.active:
         # A child killed by a signal (SIGKILL, the OOM killer) wrote nothing itself: what
         # its ring mirrored to disk is made into spans here, and this process's own
@@ -232,6 +236,9 @@ def _make_start(original: Any) -> Any:
         except Exception:  # noqa: BLE001
             log_internal_error()
         _local.in_start = True
+        # A fork child's marker for ``procscope dump`` is written by its mirror's thread,
+        # off its start (_flight_signal.defer_fork_marker).
+        _flight_signal.defer_fork_marker(True)
         try:
             original(self)
         except BaseException as exc:
@@ -243,6 +250,7 @@ def _make_start(original: Any) -> Any:
             raise
         finally:
             _local.in_start = False
+            _flight_signal.defer_fork_marker(False)
             self.__dict__.pop(_LAUNCH, None)  # the child has it; the parent keeps nothing
         try:
             if span is not None:
@@ -321,6 +329,7 @@ def _make_bootstrap(original: Any) -> Any:
                     _ending.flight_child_end(code)
                     flush()
                     _ending.end_mirror()
+                _flight_signal.process_ended()
                 if token is not None:
                     otel_context.detach(token)
             except Exception:  # noqa: BLE001
@@ -455,10 +464,14 @@ def _make_fork(original: Any) -> Any:
         try:
             if child_pid == 0:
                 _in_fork_child(ctx)
-            elif span is not None:
-                span.set_attribute(PID, child_pid)
-                span.end()
-                _forked[child_pid] = ReapInfo(ctx, "os.fork", "os.fork", "process")
+            else:
+                if span is not None:
+                    span.set_attribute(PID, child_pid)
+                    span.end()
+                # Reaped by os.waitpid, sampled or not: its death by a signal writes the
+                # flight recorder out, and its dump marker goes (record_reap).
+                _forked[child_pid] = ReapInfo(ctx if span is not None else None, "os.fork",
+                                              "os.fork", "process")  # fmt: skip
         except Exception:  # noqa: BLE001
             log_internal_error()
         return child_pid  # type: ignore[no-any-return]

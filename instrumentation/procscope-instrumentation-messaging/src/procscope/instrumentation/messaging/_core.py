@@ -214,6 +214,15 @@ def update_span_pid() -> None:
         span_pid = pid
 
 
+def _span_pid_after_fork() -> None:
+    # A fork child's resource still names its parent's pid (the SDK renews only its
+    # process-dependent attributes, and procscope's provider makes those at their first
+    # use: reading the resource here would make them at every fork). So the child's
+    # spans carry their own pid.
+    global span_pid, _pid
+    span_pid = _pid = os.getpid()
+
+
 # Whether the tracer's sampler might read a span's start attributes. OpenTelemetry's
 # messaging conventions ask for the sampling-relevant attributes (system, operation,
 # destination) at span creation, for samplers that decide by them. The SDK's own samplers
@@ -282,7 +291,7 @@ def configure_for_tracer() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=update_span_pid)
+    os.register_at_fork(after_in_child=_span_pid_after_fork)
 
 
 class Profile:
