@@ -190,6 +190,7 @@ def _shutdown_at_exit(provider: Any, setup_pid: int) -> None:
             SHUTDOWN_MAX_SECONDS,
         )
         if top:
+            handoff.remove_if_empty()
             _run_notice.announce(runs.current_id())
 
 
@@ -511,6 +512,8 @@ class Scope:
             lambda: queued_spans(self.processors),
             SHUTDOWN_MAX_SECONDS,
         )
+        with handle_internal_errors():
+            handoff.remove_if_empty()
         live = shared_state.settings()
         live.configured = False
         shared_state.get().scope_settings = None

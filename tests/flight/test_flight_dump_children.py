@@ -1,5 +1,6 @@
 """``procscope dump PID`` on child processes, and the markers that let the CLI signal
-them: every kind of child can be asked, and none leaves its marker behind."""
+them: every kind of child can be asked, and none leaves its marker behind; nor does a
+run leave its empty hand-off directory."""
 
 from __future__ import annotations
 
@@ -112,3 +113,39 @@ def test_procscope_dump_removes_markers_of_processes_that_are_gone(tmp_path: Pat
     assert asked.returncode == 2
     assert not (folder / str(gone.pid)).exists()
     assert not (folder / str(os.getpid())).exists()
+
+
+SPOOL = """
+import multiprocessing
+import os
+import sys
+
+import procscope
+
+
+def nothing():
+    pass
+
+
+if __name__ == "__main__":
+    procscope.setup(sample_rate=0.0, exporter=sys.argv[1], db=sys.argv[2])
+    child = multiprocessing.get_context("fork").Process(target=nothing)
+    child.start()
+    child.join()
+    folder = os.environ["PROCSCOPE_HANDOFF_DIR"]
+    print(folder, os.path.isdir(folder), flush=True)
+"""
+
+
+def test_a_run_leaves_no_empty_spool_directory(tmp_path: Path) -> None:
+    """The hand-off directory that a child's flight recorder mirror made is gone once
+    the program has ended, beside the trace DB and in the temporary folder alike."""
+    program = tmp_path / "program.py"
+    program.write_text(SPOOL)
+    for exporter in ("tracedb", "none"):
+        done = subprocess.run([sys.executable, str(program), exporter, str(tmp_path / "t.db")],
+                              capture_output=True, text=True, env=clean_environ(), timeout=60)
+        assert done.returncode == 0, done.stderr
+        folder, existed = done.stdout.split()
+        assert existed == "True"  # (made by the child's mirror while the program ran)
+        assert not os.path.exists(folder), exporter

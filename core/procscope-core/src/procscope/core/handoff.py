@@ -102,6 +102,20 @@ def _private_directory() -> str | None:
     return path
 
 
+def remove_if_empty() -> None:
+    """At the top process's end: the spool directory removed when nothing is left in it
+    (a flight recorder's mirror made it for a child, say). A fresh one in the temporary
+    folder is the program's alone and would never be used again. One that still holds
+    spans (a backend that stayed down) is left, to be exported by naming it
+    (docs/lifecycle.md)."""
+    path = directory()
+    if path and is_top_process():
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
 def directory() -> str | None:
     """The program's spool directory (it may not exist yet), or None."""
     return os.environ.get(ENV_DIR) or _state["dir"] or None
