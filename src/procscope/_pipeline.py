@@ -51,8 +51,14 @@ def program_name() -> str:
 def build_resource(run_attributes: Mapping[str, str] | None = None) -> Resource:
     """The SDK's own resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, detectors),
     with process and OS attributes, the program's name as a default service name, and
-    the run's id (``procscope.core.runs``)."""
-    detected = get_aggregated_resources([ProcessResourceDetector(), OsResourceDetector()])
+    the run's id (``procscope.core.runs``).
+
+    What ``get_aggregated_resources([process, os]).merge(Resource.create())`` gives,
+    but with the SDK's own detectors run here, in order, rather than on a thread pool
+    for each call (three pools, six threads: 3 to 6 ms of every process's set-up, and
+    the import of ``concurrent.futures.thread``). They read this process and the
+    environment, and cannot block. Any other detector (``OTEL_EXPERIMENTAL_RESOURCE
+    _DETECTORS``), which may, is run the SDK's way, with its timeout."""
     env_names_service = bool(os.environ.get("OTEL_SERVICE_NAME", "").strip()) or (
         "service.name=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
     )
@@ -61,7 +67,55 @@ def build_resource(run_attributes: Mapping[str, str] | None = None) -> Resource:
         # forkserver children and Python subprocesses, whose own argv says "-c", report
         # the same service: one program, one service in Jaeger or Tempo.
         os.environ["OTEL_SERVICE_NAME"] = program_name()
-    return detected.merge(Resource.create()).merge(Resource(dict(run_attributes or {})))
+    created = _created_resource()
+    detected = _aggregated([ProcessResourceDetector(), OsResourceDetector()], created)
+    return detected.merge(created).merge(Resource(dict(run_attributes or {})))
+
+
+def _inline_detector_types() -> tuple[type, ...]:
+    """The SDK's detectors that only read this process and its environment."""
+    from opentelemetry.sdk import resources
+
+    names = ("ProcessResourceDetector", "OsResourceDetector", "OTELResourceDetector",
+             "ServiceInstanceIdResourceDetector")  # fmt: skip
+    return tuple(getattr(resources, name) for name in names if hasattr(resources, name))
+
+
+def _aggregated(detectors: list[Any], initial: Resource) -> Resource:
+    """``get_aggregated_resources(detectors, initial)``, run here when every detector is
+    one of the SDK's that cannot block (same order, same handling of a failure)."""
+    inline = _inline_detector_types()
+    if any(type(detector) not in inline for detector in detectors):
+        return get_aggregated_resources(detectors, initial)
+    merged = initial
+    for detector in detectors:
+        try:
+            detected = detector.detect()
+        except Exception as exc:
+            if detector.raise_on_error:
+                raise
+            _logger.warning("Exception %s in detector %s, ignoring", exc, detector)
+            detected = Resource.get_empty()
+        merged = merged.merge(detected)
+    return merged
+
+
+def _created_resource() -> Resource:
+    """``Resource.create()``, its detectors run by :func:`_aggregated`; the SDK's own
+    call where its internals are not the ones this mirrors."""
+    from opentelemetry.sdk import resources
+
+    default = getattr(resources, "_DEFAULT_RESOURCE", None)
+    build = getattr(resources, "_build_resource_detectors", None)
+    if not isinstance(default, Resource) or build is None:
+        return Resource.create()
+    resource = _aggregated(build(), default)
+    if not resource.attributes.get(resources.SERVICE_NAME, None):
+        name = "unknown_service"
+        if sys.executable:
+            name += f":{os.path.basename(sys.executable)}"
+        resource = resource.merge(Resource({resources.SERVICE_NAME: name}))
+    return resource
 
 
 _LOCK_TYPE = type(threading.Lock())
