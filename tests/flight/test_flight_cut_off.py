@@ -17,9 +17,12 @@ import sys
 import time
 
 import procscope
+from opentelemetry import trace
 
 
 def work(count):
+    if trace.get_current_span().get_span_context().trace_flags.sampled:
+        return  # (one worker in 100 is drawn sampled: its messages would be spans)
     q = procscope.name(queue.Queue(), "inbox")
     for i in range(count):
         q.put(i)
@@ -34,11 +37,14 @@ def work(count):
 
 if __name__ == "__main__":
     procscope.setup(sample_rate=0.01, db=sys.argv[1])
-    worker = mp.get_context(sys.argv[2]).Process(
-        target=work, args=(int(sys.argv[3]),), name="worker")
-    worker.start()
-    worker.join()
-    print(worker.exitcode)
+    exitcode = 0
+    while exitcode == 0:  # (until a worker is unsampled: a sampled one ends at once, with 0)
+        worker = mp.get_context(sys.argv[2]).Process(
+            target=work, args=(int(sys.argv[3]),), name="worker")
+        worker.start()
+        worker.join()
+        exitcode = worker.exitcode
+    print(exitcode)
     procscope.shutdown()
 """
 

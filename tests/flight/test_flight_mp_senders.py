@@ -193,11 +193,15 @@ import sys
 import time
 
 import procscope
+from opentelemetry import trace
 
 N = {n}
 
 
-def work(results):
+def work(results, sampled):
+    sampled.value = trace.get_current_span().get_span_context().trace_flags.sampled
+    if sampled.value:
+        return  # (one worker in 100 is drawn sampled: its sends would be spans)
     for i in range(N):
         results.put(i)
     time.sleep(60)  # (killed while it waits)
@@ -207,8 +211,15 @@ if __name__ == "__main__":
     procscope.setup(sample_rate=0.01, db=sys.argv[1])
     ctx = mp.get_context(sys.argv[2])
     results = procscope.name(ctx.Queue(), "results")
-    worker = ctx.Process(target=work, args=(results,), name="worker")
-    worker.start()
+    sampled = ctx.Value("i", 1)
+    while sampled.value:  # (until a worker is unsampled: a sampled one ends at once)
+        sampled.value = -1
+        worker = ctx.Process(target=work, args=(results, sampled), name="worker")
+        worker.start()
+        while sampled.value == -1:
+            time.sleep(0.01)
+        if sampled.value:
+            worker.join()
     for i in range(N):
         results.get()
     time.sleep(0.5)  # (the worker's ring reaches its disk mirror every 100 ms)

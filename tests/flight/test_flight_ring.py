@@ -101,6 +101,7 @@ import threading
 import time
 
 import procscope
+from opentelemetry import trace
 
 procscope.setup(sample_rate=0.01, db=sys.argv[1])
 jobs = procscope.name(queue.Queue(), "jobs")
@@ -109,17 +110,28 @@ jobs = procscope.name(queue.Queue(), "jobs")
 # (CPython's queue renews no lock at a fork) and wait for ever on its own put.
 mine = procscope.name(queue.Queue(), "mine")
 stop = threading.Event()
+drawn = threading.Event()
+sampled = [True]
 
 
 def keep_dumping():
+    sampled[0] = trace.get_current_span().get_span_context().trace_flags.sampled
+    drawn.set()
+    if sampled[0]:
+        # (one thread in 100 is drawn sampled: its puts would be spans, tens of thousands
+        # of them, not records; another thread is started)
+        return
     while not stop.is_set():
         jobs.put(1)
         jobs.get()
         procscope.dump("while forking")
 
 
-dumper = threading.Thread(target=keep_dumping)
-dumper.start()
+while sampled[0]:
+    drawn.clear()
+    dumper = threading.Thread(target=keep_dumping)
+    dumper.start()
+    drawn.wait()
 for n in range(20):
     pid = os.fork()
     if pid == 0:

@@ -25,10 +25,13 @@ import sys
 import time
 
 import procscope
+from opentelemetry import trace
 from procscope.core import _flight_mirror, _flight_spans, _flight_stage
 
 
 def work(count):
+    if trace.get_current_span().get_span_context().trace_flags.sampled:
+        return  # (one worker in 100 is drawn sampled: its messages would be spans)
     q = procscope.name(queue.Queue(), "inbox")
     for i in range(count):
         q.put(i)
@@ -59,11 +62,14 @@ if __name__ == "__main__":
     _flight_mirror.recover = late(_flight_mirror.recover)
     _flight_stage.revive = late(_flight_stage.revive)
     _flight_spans._send = held_in_the_child(_flight_spans._send)
-    worker = mp.get_context("fork").Process(target=work, args=(int(sys.argv[2]),),
-                                            name="worker")
-    worker.start()
-    worker.join()
-    print(worker.exitcode)
+    exitcode = 0
+    while exitcode == 0:  # (until a worker is unsampled: a sampled one ends at once, with 0)
+        worker = mp.get_context("fork").Process(target=work, args=(int(sys.argv[2]),),
+                                                name="worker")
+        worker.start()
+        worker.join()
+        exitcode = worker.exitcode
+    print(exitcode)
     if sys.argv[3] == "shutdown":
         procscope.shutdown()
 """
