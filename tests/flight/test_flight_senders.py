@@ -20,7 +20,11 @@ for i in range(5):
 for i in range(5):
     jobs.get()
 procscope.dump("before")  # (a dump takes its records out of the ring)
+# (made at rate 0, unsampled for certain: at 0.01 one in 100 would be a span, which its
+# get would then name as its sender)
+procscope.configure(sample_rate=0.0)
 jobs.put(-2)  # (in the queue when the window begins: its put is in the dump's window)
+procscope.configure(sample_rate=0.01)
 procscope.dump("just one put")
 
 
@@ -88,6 +92,35 @@ async def main():
 asyncio.run(main())
 procscope.shutdown()
 """
+
+
+def test_a_sampled_message_left_in_the_queue_does_not_unpair_the_others(
+    tmp_path: Path,
+) -> None:
+    """The message never taken is sampled (put in a request's sampled trace): it is in
+    the queue at the dump, a span rather than a record; the 300 unsampled messages before
+    it still each show their sender (the pairing counted it as one of its own, once)."""
+    program = PAIRS.replace(
+        "jobs.put(300)",
+        "from opentelemetry import trace\n"
+        "from opentelemetry.trace.propagation.tracecontext import "
+        "TraceContextTextMapPropagator\n"
+        "incoming = TraceContextTextMapPropagator().extract(\n"
+        "    {'traceparent': '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'})\n"
+        "with trace.get_tracer('app').start_as_current_span('request', context=incoming):\n"
+        "    jobs.put(300)",
+    )
+    db = tmp_path / "flight.db"
+    done = run_program(tmp_path, program, str(db))
+    assert done.returncode == 0, done.stderr
+    rows = cli("messages", "--db", str(db), "--queue", "jobs", "--limit", "100000")
+    taken = {int(r["content"]): r for r in rows
+             if r["receiver"] and r["receiver"]["thread_name"] == "consumer"}
+    assert all(taken[n]["sender"] is not None for n in range(300)), [
+        n for n in range(300) if taken[n]["sender"] is None]
+    (last,) = [r for r in rows if int(r["content"]) == 300]
+    assert last["receiver"] is None and last["sender"]["thread_name"] == "MainThread"
+    assert last["sender"]["span_id"]  # (its put's own span)
 
 
 def test_a_recorded_asyncio_receive_names_its_sender(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from procscope.core import flight
 from procscope.core.flight import F_A, F_B, F_CODE, F_TIME
 from procscope.core.guard import log_internal_error
 
-from . import _core
+from . import _core, _side
 from ._carry import Hop, Stamped, read_stamp
 from ._content import content_repr
 from ._naming import made_as, name_made_as, set_own
@@ -306,7 +306,8 @@ def _pair(records: list[tuple[Any, ...]]) -> None:
         if puts is None or gets is None:
             continue
         try:
-            waiting = target.qsize()
+            # (less its sampled messages: their puts are spans, not among the records)
+            waiting = target.qsize() - _side.in_flight(target)
         except Exception:  # noqa: BLE001 -- a queue that cannot say: not paired
             continue
         # Items already in the queue when the window began: the first gets took those.

@@ -155,6 +155,20 @@ def carries(queue: Any, item: object) -> bool:
     return bool(side) and id(item) in side
 
 
+def in_flight(queue: Any) -> int:
+    """How many sampled messages ``queue`` holds now (entries in its map)."""
+    try:
+        _own_attr(queue, SIDE_ATTR)
+    except AttributeError:
+        return 0
+    with lock_of(queue):
+        try:
+            side = _own_attr(queue, SIDE_ATTR)
+        except AttributeError:
+            return 0
+        return sum(len(entries) for entries in side.values()) if side else 0
+
+
 def take(queue: Any, item: object, newest: bool = False, lock: Any = None) -> Any:
     """The carrier that came with ``item``, removed from the map; None if it had none."""
     if not carries(queue, item):
