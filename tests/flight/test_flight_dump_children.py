@@ -149,3 +149,27 @@ def test_a_run_leaves_no_empty_spool_directory(tmp_path: Path) -> None:
         folder, existed = done.stdout.split()
         assert existed == "True"  # (made by the child's mirror while the program ran)
         assert not os.path.exists(folder), exporter
+
+
+def test_a_child_asked_before_its_marker_is_written_is_told_to_try_again(
+    tmp_path: Path,
+) -> None:
+    """A child of a process with a marker, which catches SIGUSR2 but has no marker yet
+    (a multiprocessing fork child writes its own 0.1 s after its start), is not
+    signalled: the answer says to try again."""
+    folder = Path(_flight_signal.marker_dir())
+    folder.mkdir(mode=0o700, exist_ok=True)
+    mine = folder / str(os.getpid())
+    mine.write_text(_flight_signal.start_time(os.getpid()) or "")
+    handler = ("import signal, time; signal.signal(signal.SIGUSR2, lambda *a: print('hit'));"
+               "print('ready', flush=True); time.sleep(30)")
+    with subprocess.Popen([sys.executable, "-c", handler], stdout=subprocess.PIPE,
+                          text=True) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline() == "ready\n"
+            why = _flight_signal.ask(child.pid)
+            assert why is not None and "try again" in why, why
+            assert child.poll() is None
+        finally:
+            mine.unlink()
+            child.kill()

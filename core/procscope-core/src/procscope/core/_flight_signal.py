@@ -208,6 +208,27 @@ def uninstall() -> None:
         pass
 
 
+def _parent_of(pid: int) -> int | None:
+    """The parent's pid (``/proc/<pid>/stat`` field 4)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as source:
+            fields = source.read().decode(errors="replace").rpartition(")")[2].split()
+        return int(fields[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _has_live_marker(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        with open(os.path.join(marker_dir(), str(pid)), encoding="ascii") as source:
+            started = source.read().strip()
+    except OSError:
+        return False
+    return bool(started) and started == start_time(pid)
+
+
 def ask(pid: int) -> str | None:
     """Signal ``pid`` to dump; None when done, else why not (for the CLI's one line)."""
     if SIGNAL is None:
@@ -216,6 +237,9 @@ def ask(pid: int) -> str | None:
         with open(os.path.join(marker_dir(), str(pid)), encoding="ascii") as source:
             started = source.read().strip()
     except OSError:
+        if catches(pid, SIGNAL) and _has_live_marker(_parent_of(pid)):
+            return ("its marker is not written yet (a multiprocessing fork child writes it "
+                    "0.1 s after it starts): try again")
         return "no process of this user with procscope's flight recorder has that pid"
     if not started or started != start_time(pid):
         remove_marker(pid)
