@@ -87,6 +87,12 @@ def _aggregated(detectors: list[Any], initial: Resource) -> Resource:
     inline = _inline_detector_types()
     if any(type(detector) not in inline for detector in detectors):
         return get_aggregated_resources(detectors, initial)
+    return _detected_in_order(detectors, initial)
+
+
+def _detected_in_order(detectors: list[Any], initial: Resource) -> Resource:
+    """``initial`` merged with what each detector finds, on this thread, in order, as
+    ``get_aggregated_resources`` merges them (a failing detector: raised or skipped)."""
     merged = initial
     for detector in detectors:
         try:
@@ -219,17 +225,7 @@ def _inline_process_resource() -> Resource | None:
     inline = getattr(resources, "ServiceInstanceIdResourceDetector", None)
     if inline is None or any(type(detector) is not inline for detector in detectors):
         return None
-    merged = Resource.get_empty()
-    for detector in detectors:  # (as get_aggregated_resources merges them, in order)
-        try:
-            detected = detector.detect()
-        except Exception as exc:
-            if detector.raise_on_error:
-                raise
-            _logger.warning("Exception %s in detector %s, ignoring", exc, detector)
-            detected = Resource.get_empty()
-        merged = merged.merge(detected)
-    return merged
+    return _detected_in_order(detectors, Resource.get_empty())
 
 
 def otlp_protocol() -> str:
