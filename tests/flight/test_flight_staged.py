@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from procscope.exporters.tracedb import _schema
+
 from .conftest import CLI, clean_environ, cli, run_program
 
 # The worker makes MESSAGES put+get, dumps them (40,000 records: a staged dump), waits
@@ -213,11 +215,12 @@ def test_a_version_3_db_gains_the_staging_table_when_written(tmp_path: Path) -> 
     run_program(tmp_path, program, str(db))
     with contextlib.closing(sqlite3.connect(db)) as conn:
         conn.execute("DROP TABLE flight_staged")
+        conn.execute("DROP TABLE span_backlog")  # (version 5)
         conn.execute("PRAGMA user_version = 3")
         conn.commit()
     run_program(tmp_path, program, str(db))
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == _schema.SCHEMA_VERSION
         assert conn.execute("SELECT count(*) FROM flight_staged").fetchone()[0] == 0
     assert os.path.exists(db)
 

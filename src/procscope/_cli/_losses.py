@@ -32,14 +32,18 @@ def recorded_losses(db: TraceDB, run: str | None = None) -> list[LossRecord]:
 # A flight recording whose records are stored but not yet all made into spans (its
 # process is making them, or died doing so: its parent or the top process finishes).
 STAGED = "flight_staged"
+# Spans stored under a burst and not yet made into rows (the trace DB's span backlog):
+# the program makes them when idle or at its end.
+NOT_INDEXED = "not_indexed"
 
 
 def describe(records: list[LossRecord]) -> str:
     """``recording incomplete: 12,345 records dropped (queue_full in pid 4711: 12,000;
-    exit_flush in pid 4712: 345)``, and for flight recordings not yet made into spans
-    ``100,000 flight records not yet spans (pid 4713)``."""
+    exit_flush in pid 4712: 345)``, for flight recordings not yet made into spans
+    ``100,000 flight records not yet spans (pid 4713)``, and for the span backlog
+    ``8,192 spans stored but not yet indexed (pid 4711; ...)``."""
     parts = []
-    dropped = [r for r in records if r.reason != STAGED]
+    dropped = [r for r in records if r.reason not in (STAGED, NOT_INDEXED)]
     if dropped:
         total = sum(record.count for record in dropped)
         named = [f"{r.reason} in pid {r.pid}: {r.count:,}" for r in dropped[:NAMED_AT_MOST]]
@@ -54,6 +58,13 @@ def describe(records: list[LossRecord]) -> str:
         pids = ", ".join(str(pid) for pid in sorted({r.pid for r in staged}))
         noun = "record" if total == 1 else "records"
         parts.append(f"{total:,} flight {noun} not yet spans (pid {pids})")
+    waiting = [r for r in records if r.reason == NOT_INDEXED]
+    if waiting:
+        total = sum(record.count for record in waiting)
+        pids = ", ".join(str(pid) for pid in sorted({r.pid for r in waiting}))
+        noun = "span" if total == 1 else "spans"
+        parts.append(f"{total:,} {noun} stored but not yet indexed (pid {pids}; the "
+                     "program indexes them when idle and at its end)")
     return "recording incomplete: " + "; ".join(parts)
 
 

@@ -81,6 +81,11 @@ SAMPLED_DRAIN_INTERVAL = 0.2
 # record sink, where a delivery is one transaction and a commit's cost is spread over it.
 DOWNSTREAM_BATCH = 512
 SINK_BATCH = 4096
+# The program has recorded nothing for this long: the drain calls the idle hook (a sink's
+# deferred work, such as the trace DB's span backlog) once a tick until it says it is done,
+# then again only every IDLE_RECHECK (another process may have left work meanwhile).
+IDLE_AFTER = 0.5
+IDLE_RECHECK = 2.0
 # How long a flush or shutdown that meets a failed recorded span waits for the flight
 # recorder's dump it triggers (see _fire).
 FLIGHT_CALLER_WAIT = 1.0
@@ -131,6 +136,7 @@ class RecordingSpanProcessor:
         overflow: str = "wait",
         wait_limit: float = DEFAULT_WAIT_LIMIT,
         sink: Any = None,
+        idle: Any = None,
     ) -> None:
         self.downstream = tuple(downstream)
         # A record sink takes records' plain spans instead of downstream taking their
@@ -140,6 +146,9 @@ class RecordingSpanProcessor:
         # behind procscope's batch processor, alone); the program's own spans still go
         # downstream.
         self.sink = sink
+        # ``idle()``: called on the drain thread when nothing was recorded for IDLE_AFTER
+        # s; one short step of deferred work, True when there is none left. Never raises.
+        self.idle = idle
         self._batch_size = SINK_BATCH if sink is not None else DOWNSTREAM_BATCH
         self.capacity = max(16, int(capacity))
         self.overflow = overflow if overflow in OVERFLOW_POLICIES else "wait"
@@ -261,12 +270,19 @@ class RecordingSpanProcessor:
     def _run(self) -> None:
         self._drain_ident = threading.get_ident()
         live = shared_state.settings()
+        next_idle = time.monotonic() + IDLE_AFTER
         while True:
             sampled = live.sample_rate < 1.0 and not records_every_trace()
             self._wake.wait(SAMPLED_DRAIN_INTERVAL if sampled else DRAIN_INTERVAL)
             self._wake.clear()
             try:
-                self._drain()
+                if self._drain():
+                    next_idle = time.monotonic() + IDLE_AFTER
+                elif self.idle is not None and not self._shutdown:
+                    now = time.monotonic()
+                    if now >= next_idle:
+                        # Done: look again a while later. Not done: again next tick.
+                        next_idle = now + IDLE_RECHECK if self.idle() else now
                 inherited.release()  # (a fork child's copy of its parent's records)
             except Exception:  # noqa: BLE001 -- the drain thread must outlive one bad batch
                 log_internal_error()
@@ -410,6 +426,17 @@ class RecordingSpanProcessor:
             left = int(max(0.0, deadline - time.monotonic()) * 1000)
             flushed = processor.force_flush(left) and flushed
         return flushed
+
+    def settle(self, timeout_millis: int = 30_000) -> bool:
+        """Do the sink's deferred work (``idle``: the trace DB's span backlog) until none is
+        left, on this thread, for ``timeout_millis`` at most; True when none is left."""
+        if self.idle is None:
+            return True
+        deadline = time.monotonic() + timeout_millis / 1000
+        while not self.idle():
+            if time.monotonic() >= deadline:
+                return False
+        return True
 
     def shutdown(self) -> None:
         """Deliver what is buffered, stop the drain thread, shut ``downstream`` down."""

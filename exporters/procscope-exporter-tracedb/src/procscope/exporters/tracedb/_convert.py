@@ -225,6 +225,15 @@ def origins_to_batch(
 ) -> Batch:
     """The rows of (plain span, (resource, scope)) pairs, as procscope's recorder gives
     them to a record sink: :func:`plain_to_batch` of each, in one batch, in order."""
+    ids = origin_ids(items, writer)
+    return _plain_rows([plain for plain, _ in items], ids, pid, process_name, Batch())
+
+
+def origin_ids(
+    items: Sequence[tuple[tuple[Any, ...], tuple[Any, Any]]], writer: Writer
+) -> list[tuple[int | None, int | None]]:
+    """The (resource id, scope id) of each (plain span, (resource, scope)) pair: stored
+    when new, so call it under the write lock."""
     known: dict[int, tuple[Any, tuple[int | None, int | None]]] = {}
     ids = []
     for _, origin in items:
@@ -236,7 +245,7 @@ def origins_to_batch(
                 origin, (writer.resource_id(resource), writer.scope_id(scope))
             )
         ids.append(found[1])
-    return _plain_rows([plain for plain, _ in items], ids, pid, process_name, Batch())
+    return ids
 
 
 def numbered_batch(

@@ -27,7 +27,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from procscope.core import losses
+from procscope.core import handoff, losses
 from procscope.core.guard import log_internal_error, warn_once
 from procscope.core.settings import (
     ENV_DB,
@@ -42,6 +42,7 @@ from procscope.core.settings import (
 from procscope.core.threadinfo import current_process_name
 
 from . import _relay, _ship
+from ._backlog import EXIT_BUDGET_S, EXIT_ROWS_TOGETHER, BacklogMixin, backlog_batch
 from ._convert import numbered_batch, origins_to_batch, spans_to_batch
 from ._fds import on_read_only_fs as _on_read_only_fs
 from ._schema import TraceDBError
@@ -88,7 +89,7 @@ def parse_path(value: object) -> str:
 OPEN_AT_SETUP_SECONDS = 0.2
 
 
-class TraceDBSpanExporter(StagingMixin, SpanExporter):
+class TraceDBSpanExporter(StagingMixin, BacklogMixin, SpanExporter):
     """Exports finished spans to procscope's SQLite trace DB.
 
     ``path``: the DB file (default ``$PROCSCOPE_DB`` or ``./procscope.db``, made absolute).
@@ -285,17 +286,25 @@ class TraceDBSpanExporter(StagingMixin, SpanExporter):
             return SpanExportResult.SUCCESS
         return self._under_lock(len(spans), lambda: self._export_locked(spans, origin))
 
-    def write_records(self, items: Sequence[tuple[Any, Any]]) -> bool:
+    def write_records(self, items: Sequence[tuple[Any, Any]], later: bool = True) -> bool:
         """Store plain spans straight from the recorder's drain (its record sink, see
         procscope.core.recorder): ``items`` are (plain span, (resource, scope)) pairs, in
         the order recorded. One transaction; a batch that cannot be stored is counted
-        lost as an export's is. True when stored. Never raises."""
+        lost as an export's is. A large batch is stored for later (_backlog.py) unless
+        ``later`` is False. True when stored. Never raises."""
         if not items:
             return True
         count = len(items)
 
         def make(writer: Any, pid: int, name: str) -> Batch:
             return origins_to_batch(items, writer, pid, name)
+
+        def make_backlog(writer: Any, pid: int, name: str) -> Batch:
+            # A burst: stored now, made into rows when the program is idle (_backlog.py).
+            try:
+                return backlog_batch(items, writer, pid, name)
+            except ValueError:  # a value marshal cannot hold: rows now, as always
+                return make(writer, pid, name)
 
         def ship(pid: int, name: str, loss_rows: list[Any]) -> str:
             # From a child, the plain spans go to the owner, which makes the rows (_ship.py).
@@ -304,7 +313,9 @@ class TraceDBSpanExporter(StagingMixin, SpanExporter):
             return _ship.deliver(address, self.path, items, pid, name, loss_rows,
                                  self.timeout + 1.0)  # fmt: skip
 
-        done = self._under_lock(count, lambda: self._store_locked(make, count, ship=ship))
+        chosen = make_backlog if later and self.backlog_wanted(count) else make
+        done = self._under_lock(
+            count, lambda: self._store_locked(chosen, count, ship=ship, direct=make))
         return done == SpanExportResult.SUCCESS
 
     def write_plains(self, plains: Sequence[tuple[Any, ...]], origin: tuple[Any, Any]) -> bool:
@@ -315,7 +326,9 @@ class TraceDBSpanExporter(StagingMixin, SpanExporter):
         if not plains:
             return True
         if self._relay_to is not None:
-            return self.write_records([(plain, origin) for plain in plains])
+            # (A recording's spans are what is read first after a death: made into rows
+            # now, never put in the backlog.)
+            return self.write_records([(plain, origin) for plain in plains], later=False)
         count = len(plains)
         resource, scope = origin
 
@@ -393,11 +406,14 @@ class TraceDBSpanExporter(StagingMixin, SpanExporter):
         )
 
     def _store_locked(
-        self, make: Any, count: int, origin: tuple[int, str] | None = None, ship: Any = None
+        self, make: Any, count: int, origin: tuple[int, str] | None = None, ship: Any = None,
+        direct: Any = None,
     ) -> SpanExportResult:
         """Store the batch ``make(writer, pid, process name)`` gives (``count`` spans):
         sent to the DB owner from a child (by ``ship(pid, name, loss rows)`` when given:
-        a relay outcome), else written here (the lock held)."""
+        a relay outcome), else written here (the lock held). ``direct``: what makes the
+        batch's rows now, when it must be checked against the spans stored already (no
+        backlog then)."""
         me = os.getpid()
         my_name = current_process_name()
         # The spans' process: this one, or the one that handed them off.
@@ -420,6 +436,8 @@ class TraceDBSpanExporter(StagingMixin, SpanExporter):
         skip_stored = (
             outcome in (_relay.UNCONFIRMED, _relay.UNCONFIRMED_GONE) or origin is not None
         )
+        if skip_stored and direct is not None:
+            make = direct
 
         def build(writer: Writer) -> Batch:
             batch: Batch = make(writer, pid, name)
@@ -567,6 +585,10 @@ class TraceDBSpanExporter(StagingMixin, SpanExporter):
         if relay is not None:
             # First: what children sent is written before the connection closes.
             relay.close(timeout=self.timeout + 1.0)
+        if self._relay_to is None and handoff.survivor() and not self._stopped:
+            # The program's end: the spans stored for later are made into rows now (the
+            # exit waits while this makes progress: _scope.queued_spans).
+            self.index_backlog(budget_s=EXIT_BUDGET_S, together=EXIT_ROWS_TOGETHER)
         # Bounded: the lock is held at most for one batch, itself bounded by the busy
         # timeout; a shutdown that cannot get it in that time leaves the connection to
         # the process's exit rather than hang the program.

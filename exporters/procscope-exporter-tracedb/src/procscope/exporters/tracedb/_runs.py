@@ -241,12 +241,21 @@ STAGED_AS_LOSSES = (
 )
 
 
+#: ``span_backlog`` read as ``losses`` rows: spans stored and not yet made into rows
+#: (schema version 5, _backlog.py), "not_indexed": the DB does not show them yet.
+BACKLOG_AS_LOSSES = (
+    "(SELECT pid, min(stored_ns) AS process_start_ns, process_name, 'not_indexed' AS reason, "
+    "sum(spans) AS count, max(stored_ns) AS updated_ns FROM span_backlog "
+    "GROUP BY pid, process_name)"
+)
+
+
 def loss_rows(conn: sqlite3.Connection, columns: str, where: str,
               params: list[Any]) -> list[Any]:
-    """``SELECT columns`` over ``losses`` and the staged recordings (each read as empty
-    in a DB older than it), rows with a count, under ``where``."""
+    """``SELECT columns`` over ``losses``, the staged recordings and the span backlog
+    (each read as empty in a DB older than it), rows with a count, under ``where``."""
     rows: list[Any] = []
-    for table in ("losses", STAGED_AS_LOSSES):
+    for table in ("losses", STAGED_AS_LOSSES, BACKLOG_AS_LOSSES):
         try:
             rows += conn.execute(
                 f"SELECT {columns} FROM {table} WHERE count > 0"

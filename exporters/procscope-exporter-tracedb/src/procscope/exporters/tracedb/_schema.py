@@ -31,6 +31,11 @@ One SQLite file holds every span of a (multi-process) program. Layout, and why:
   one compact row each (the records, ``marshal``-encoded) the moment they are dumped, and
   removed once their spans are stored: what a process that dies meanwhile leaves for its
   parent to make into spans. A row means a recording whose spans are not all stored yet.
+* ``span_backlog`` (version 5): spans stored but not yet made into rows. Under a burst the
+  recorder's batches are stored as one compact row each (the plain spans, ``marshal``-
+  encoded and compressed, with their resource and scope ids) and made into the rows
+  above when the writing program is idle or ends (_backlog.py): the same rows, later.
+  A row means spans that queries do not show yet.
 
 The file is marked with ``PRAGMA application_id`` (so a foreign SQLite file is recognised
 and never written to) and ``PRAGMA user_version`` (the schema version).
@@ -61,7 +66,7 @@ __all__ = [
 APPLICATION_ID = 0x70736370
 
 #: The schema version written into ``PRAGMA user_version``.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: The oldest version readers read as it is: each later version only added tables and
 #: columns, which a reader treats as empty when absent (a reader never migrates).
 OLDEST_READABLE_VERSION = 1
@@ -227,6 +232,21 @@ FLIGHT_STAGE_INSERT = (
 )
 FLIGHT_UNSTAGE = "DELETE FROM flight_staged WHERE staged_key = ?"
 
+#: What version 5 added (a new file and the migration from version 4 alike): spans stored
+#: before their rows are made (see _backlog.py).
+SPAN_BACKLOG_TABLE = """CREATE TABLE span_backlog (
+        batch_pk INTEGER PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        process_name TEXT,
+        spans INTEGER NOT NULL,
+        stored_ns INTEGER NOT NULL,
+        body BLOB NOT NULL
+    )"""
+SPAN_BACKLOG_INSERT = (
+    "INSERT INTO span_backlog (pid, process_name, spans, stored_ns, body) VALUES (?,?,?,?,?)"
+)
+SPAN_BACKLOG_DONE = "DELETE FROM span_backlog WHERE batch_pk = ?"
+
 #: One batch's spans of one run, merged into its row (any process, any order).
 RUN_UPSERT = (
     "INSERT INTO runs (run_id, start_ns, end_ns, span_count, error_count) VALUES (?,?,?,?,?) "
@@ -288,7 +308,13 @@ def _add_flight_staged(conn: sqlite3.Connection) -> None:
     conn.execute(FLIGHT_STAGED_TABLE)
 
 
-MIGRATIONS: dict[int, Migration] = {1: _add_losses_table, 2: _add_runs, 3: _add_flight_staged}
+def _add_span_backlog(conn: sqlite3.Connection) -> None:
+    conn.execute(SPAN_BACKLOG_TABLE)
+
+
+MIGRATIONS: dict[int, Migration] = {
+    1: _add_losses_table, 2: _add_runs, 3: _add_flight_staged, 4: _add_span_backlog,
+}
 
 
 def trace_id_to_db(trace_id: int) -> bytes:
@@ -409,7 +435,8 @@ def check_marks(
 
 def create_schema(conn: sqlite3.Connection) -> None:
     """Create every table and index; the caller holds the write transaction."""
-    for statement in (*TABLES, *INDEXES, *RUN_STATEMENTS, FLIGHT_STAGED_TABLE):
+    for statement in (*TABLES, *INDEXES, *RUN_STATEMENTS, FLIGHT_STAGED_TABLE,
+                      SPAN_BACKLOG_TABLE):
         conn.execute(statement)
     conn.execute(
         "INSERT INTO meta (key, value) VALUES ('created_by', ?), ('created_pid', ?)",

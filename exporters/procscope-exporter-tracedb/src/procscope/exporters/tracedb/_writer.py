@@ -111,6 +111,10 @@ class Batch:
     # keys), in the same transaction as the batch's spans.
     staged: list[tuple[Any, ...]] = field(default_factory=list)
     unstaged: list[int] = field(default_factory=list)
+    # Spans stored for later (_schema.SPAN_BACKLOG_INSERT rows), and the backlog rows
+    # whose spans this batch makes into rows (their keys): see _backlog.py.
+    backlog: list[tuple[Any, ...]] = field(default_factory=list)
+    backlog_done: list[int] = field(default_factory=list)
 
 
 def encode_attributes(attributes: Any) -> str | None:
@@ -390,6 +394,10 @@ class Writer:
                 conn.executemany(_schema.FLIGHT_STAGE_INSERT, batch.staged)
             if batch.unstaged:
                 conn.executemany(_schema.FLIGHT_UNSTAGE, [(key,) for key in batch.unstaged])
+            if batch.backlog:
+                conn.executemany(_schema.SPAN_BACKLOG_INSERT, batch.backlog)
+            if batch.backlog_done:
+                conn.executemany(_schema.SPAN_BACKLOG_DONE, [(k,) for k in batch.backlog_done])
             conn.execute("COMMIT")
         except BaseException:
             self._rollback()
