@@ -9,7 +9,13 @@ command, and what a user reads back: messages that ``procscope messages`` lists 
 both their sender and receiver, of the 2N+2 sent, and the line ``procscope traces``
 prints on stderr when the recording is incomplete (none expected).
 
+With ``--against REV`` each round also runs the traced program with commit REV (checked
+out into a temporary git worktree, its packages first on ``PYTHONPATH``; this tree's
+traced runs then get its own source folders there likewise): before and after, side by
+side in one run.
+
     python benchmarks/messaging/bench_round_trip.py [--n 20000] [--rounds 1] [--quick]
+        [--against REV]
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ import time
 from pathlib import Path
 
 PROGRAM = Path(__file__).with_name("round_trip.py")
+ROOT = Path(__file__).resolve().parent.parent.parent
+SOURCES = [str(path.relative_to(ROOT)) for pattern in ("core/*/src", "instrumentation/*/src",
+           "processors/*/src", "exporters/*/src", "src") for path in sorted(ROOT.glob(pattern))]
 METHODS = ("fork", "spawn", "forkserver")
 BIN = Path(sys.executable).with_name("procscope")
 
@@ -40,16 +49,22 @@ def _inside(stderr: str) -> float:
     raise RuntimeError(f"the program failed:\n{stderr}")
 
 
-def one_run(folder: Path, method: str, n: int, traced: bool) -> dict[str, object]:
-    """One run of the program; for a traced one, what the DB holds."""
+def one_run(
+    folder: Path, method: str, n: int, traced: bool, tree: str | None = None
+) -> dict[str, object]:
+    """One run of the program; for a traced one, what the DB holds. ``tree``: a source
+    tree whose packages go first on PYTHONPATH (procscope as of another commit)."""
     script = PROGRAM
-    db = folder / f"rt-{method}.db"
+    db = folder / f"rt-{method}-{'old' if tree and tree != str(ROOT) else 'new'}.db"
     for stale in folder.glob(f"rt-{method}.db*"):
         stale.unlink() if stale.is_file() else None
     command = [sys.executable, str(script), method, str(n)]
     if traced:
         command = [str(BIN), "run", "--db", str(db), "--", *command]
     env = _clean_env()
+    env.pop("PYTHONPATH", None)
+    if tree is not None and traced:
+        env["PYTHONPATH"] = os.pathsep.join(os.path.join(tree, source) for source in SOURCES)
     started = time.perf_counter()
     run = subprocess.run(command, env=env, capture_output=True, text=True, cwd=folder)
     wall = time.perf_counter() - started
@@ -75,27 +90,41 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=20000, help="ints sent (20000)")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (1)")
     parser.add_argument("--quick", action="store_true", help="5,000 ints, one round")
+    parser.add_argument("--against", metavar="REV", help="also run commit REV, traced")
     args = parser.parse_args()
     n = 5000 if args.quick else args.n
     rounds = 1 if args.quick else max(1, args.rounds)
-    results: dict[tuple[str, bool], list[dict[str, object]]] = {}
+    results: dict[tuple[str, bool | str], list[dict[str, object]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-round-trip-") as tmp:
         folder = Path(tmp)
-        for _ in range(rounds):
-            for method in METHODS:
-                for traced in (False, True):
-                    results.setdefault((method, traced), []).append(
-                        one_run(folder, method, n, traced)
-                    )
+        forms: list[tuple[bool | str, str | None]] = [(False, None), (True, None)]
+        if args.against:
+            old = str(folder / "old")
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", old,
+                            args.against], check=True)  # fmt: skip
+            forms = [(False, None), (True, str(ROOT)), ("old", old)]
+        try:
+            for _ in range(rounds):
+                for method in METHODS:
+                    for form, tree in forms:
+                        results.setdefault((method, form), []).append(
+                            one_run(folder, method, n, form is not False, tree)
+                        )
+        finally:
+            if args.against:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", old],
+                               check=False)  # fmt: skip
     try:
         load = f"{os.getloadavg()[0]:.1f}"
     except OSError:
         load = "?"
     print(f"mp round trip, {n:,} ints, 2 workers, {rounds} round(s), median; load {load}")
     print()
+    against = f" | {args.against[:10]} inside / wall | its messages with both ends" \
+        if args.against else ""
     print("| start method | plain inside / wall | procscope run inside / wall | "
-          "messages with both ends | incomplete? |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- |")
+          f"messages with both ends | incomplete?{against} |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- |" + (" --- | --- |" if args.against else ""))
     for method in METHODS:
         plain_runs, traced_runs = results[(method, False)], results[(method, True)]
 
@@ -106,11 +135,18 @@ def main() -> int:
         incomplete = "; ".join(str(run["incomplete"]) for run in traced_runs if run["incomplete"])
         inside, wall = median(plain_runs, "inside"), median(plain_runs, "wall")
         traced_inside, traced_wall = median(traced_runs, "inside"), median(traced_runs, "wall")
-        print(
+        row = (
             f"| {method} | {inside:.2f} s / {wall:.2f} s "
-            f"| {traced_inside:.2f} s / {traced_wall:.2f} s ({traced_inside / inside:.0f}x inside) "
+            f"| {traced_inside:.2f} s / {traced_wall:.2f} s ({traced_inside / inside:.1f}x inside) "
             f"| {both:,} of {2 * n + 2:,} (fewest) | {incomplete or 'no'} |"
         )
+        if args.against:
+            old_runs = results[(method, "old")]
+            old_inside, old_wall = median(old_runs, "inside"), median(old_runs, "wall")
+            old_both = min(int(run["both_ends"]) for run in old_runs)  # type: ignore[call-overload]
+            row += (f" {old_inside:.2f} s / {old_wall:.2f} s ({old_inside / inside:.1f}x inside)"
+                    f" | {old_both:,} |")
+        print(row)
     return 0
 
 
