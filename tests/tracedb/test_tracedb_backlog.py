@@ -75,6 +75,34 @@ def test_backlogged_spans_become_the_rows_the_direct_route_writes(
     assert answers(later) == answers(direct)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_past_its_cap_the_backlog_takes_no_more_and_batches_become_rows_at_once(
+    recorded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """With the backlog at its cap a batch is made into rows at once (the program runs at
+    the DB's pace again, and its end has at most the cap to index); once indexing has
+    made room, batches go to the backlog again."""
+    _spans, kept = recorded
+    items = [(plain, (resource, scope)) for plain, resource, scope in kept]
+    monkeypatch.setattr(_backlog, "BACKLOG_MIN_SPANS", 1)
+    monkeypatch.setattr(_backlog, "BACKLOG_MAX_SPANS", len(items) + 1)
+    path = str(tmp_path / "capped.db")
+    exporter = TraceDBSpanExporter(path)
+    try:
+        assert exporter.write_records(items)
+        assert backlog_count(path) == len(items) and not table_rows(path)["spans"]
+        assert exporter.write_records(items)  # (over the cap: rows now)
+        assert backlog_count(path) == len(items)
+        assert len(table_rows(path)["spans"]) == len(items)
+        assert exporter.index_backlog() is True
+        assert exporter.write_records(items)  # (room again)
+        assert backlog_count(path) == len(items)
+    finally:
+        exporter.shutdown()  # (indexes the rest)
+    assert backlog_count(path) == 0
+    assert len(table_rows(path)["spans"]) == 3 * len(items)
+
+
 def test_an_unreadable_backlog_row_is_dropped_and_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,7 +6,8 @@ random places. A busy program records faster than that: at full recall its recor
 then waits for the DB, and the program runs at the DB's pace (docs/performance.md).
 
 So a large batch from the recorder (``BACKLOG_MIN_SPANS`` or more: the program is
-recording faster than about 20,000 spans a second) is stored as compact rows of
+recording faster than about 20,000 spans a second), while the backlog holds fewer than
+``BACKLOG_MAX_SPANS``, is stored as compact rows of
 ``span_backlog`` instead: its plain spans (``procscope.core.recorded``), ``marshal``-
 encoded and compressed, with their resource and scope ids, ``BACKLOG_ROW_SPANS`` a row,
 for about 3 us a span. Nothing is lost and nothing waits: the row is in the DB, durable
@@ -39,7 +40,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from procscope.core import losses
+from procscope.core import handoff, losses
 from procscope.core.guard import warn_once
 
 from . import _schema
@@ -49,6 +50,11 @@ from ._writer import Batch, Writer
 # A batch of the recorder this large goes to the backlog: with the recorder's drain every
 # 50 ms, a program recording more than about 20,000 spans a second.
 BACKLOG_MIN_SPANS = 1024
+# At most this many spans wait in the backlog (of every process of the file): past it a
+# batch's rows are made at once, as without a backlog, and the program runs at the DB's
+# pace again. A burst is smoothed; a program that records flat out for minutes does not
+# leave minutes of indexing to its end (131,072 spans: about 4 s of it).
+BACKLOG_MAX_SPANS = 131_072
 # Spans per backlog row: indexing one row is one transaction of about 25-40 ms, short
 # enough for the drain thread to do between two ticks of an idle program.
 BACKLOG_ROW_SPANS = 1024
@@ -104,6 +110,13 @@ def decode_body(body: bytes) -> tuple[list[tuple[Any, Any]], list[tuple[Any, ...
     return ids, plains
 
 
+def backlog_full(writer: Writer, count: int) -> bool:
+    """Whether ``count`` more spans would take the file's backlog past its cap (under the
+    write lock: the count is then exact)."""
+    waiting = writer.conn.execute("SELECT coalesce(sum(spans), 0) FROM span_backlog").fetchone()
+    return int(waiting[0]) + count > BACKLOG_MAX_SPANS
+
+
 def backlog_batch(
     items: Sequence[tuple[tuple[Any, ...], tuple[Any, Any]]], writer: Writer, pid: int,
     process_name: str,
@@ -119,6 +132,25 @@ def backlog_batch(
         body = encode_body(ids[start : start + BACKLOG_ROW_SPANS], chunk)
         batch.backlog.append((pid, process_name, len(chunk), now, body))
     return batch
+
+
+def backlog_or_rows(
+    items: Sequence[tuple[tuple[Any, ...], tuple[Any, Any]]],
+    make: Callable[[Writer, int, str], Batch],
+) -> Callable[[Writer, int, str], Batch]:
+    """What makes a recorder batch's rows under the write lock: its backlog rows, or
+    ``make``'s rows now when the backlog is full or a value cannot be encoded."""
+    count = len(items)
+
+    def build(writer: Writer, pid: int, name: str) -> Batch:
+        if backlog_full(writer, count):
+            return make(writer, pid, name)
+        try:
+            return backlog_batch(items, writer, pid, name)
+        except ValueError:  # a value marshal cannot hold: rows now, as always
+            return make(writer, pid, name)
+
+    return build
 
 
 def indexed_batch(writer: Writer, rows: Sequence[BacklogRow]) -> Batch:
@@ -200,6 +232,14 @@ class BacklogMixin:
             self.backlog_left = found[0]
             done += together
         return False
+
+    def index_at_end(self) -> None:
+        """The program's end (at shutdown, in the process that indexes for the program: one
+        that writes the DB itself, and is the top process or outlived it): the spans
+        stored for later are made into rows now. The exit waits while this makes progress
+        (_scope.queued_spans reads ``backlog_left``)."""
+        if self._relay_to is None and handoff.survivor() and not self._stopped:
+            self.index_backlog(budget_s=EXIT_BUDGET_S, together=EXIT_ROWS_TOGETHER)
 
     def index_when_idle(self) -> bool:
         """The recorder's idle hook (procscope.core.recorder): one backlog row made into

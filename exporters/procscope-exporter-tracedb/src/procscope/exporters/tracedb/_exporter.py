@@ -27,7 +27,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from procscope.core import handoff, losses
+from procscope.core import losses
 from procscope.core.guard import log_internal_error, warn_once
 from procscope.core.settings import (
     ENV_DB,
@@ -42,7 +42,7 @@ from procscope.core.settings import (
 from procscope.core.threadinfo import current_process_name
 
 from . import _relay, _ship
-from ._backlog import EXIT_BUDGET_S, EXIT_ROWS_TOGETHER, BacklogMixin, backlog_batch
+from ._backlog import BacklogMixin, backlog_or_rows
 from ._convert import numbered_batch, origins_to_batch, spans_to_batch
 from ._fds import on_read_only_fs as _on_read_only_fs
 from ._schema import TraceDBError
@@ -299,12 +299,6 @@ class TraceDBSpanExporter(StagingMixin, BacklogMixin, SpanExporter):
         def make(writer: Any, pid: int, name: str) -> Batch:
             return origins_to_batch(items, writer, pid, name)
 
-        def make_backlog(writer: Any, pid: int, name: str) -> Batch:
-            # A burst: stored now, made into rows when the program is idle (_backlog.py).
-            try:
-                return backlog_batch(items, writer, pid, name)
-            except ValueError:  # a value marshal cannot hold: rows now, as always
-                return make(writer, pid, name)
 
         def ship(pid: int, name: str, loss_rows: list[Any]) -> str:
             # From a child, the plain spans go to the owner, which makes the rows (_ship.py).
@@ -313,7 +307,8 @@ class TraceDBSpanExporter(StagingMixin, BacklogMixin, SpanExporter):
             return _ship.deliver(address, self.path, items, pid, name, loss_rows,
                                  self.timeout + 1.0)  # fmt: skip
 
-        chosen = make_backlog if later and self.backlog_wanted(count) else make
+        # A burst: stored now, made into rows when the program is idle (_backlog.py).
+        chosen = backlog_or_rows(items, make) if later and self.backlog_wanted(count) else make
         done = self._under_lock(
             count, lambda: self._store_locked(chosen, count, ship=ship, direct=make))
         return done == SpanExportResult.SUCCESS
@@ -585,10 +580,7 @@ class TraceDBSpanExporter(StagingMixin, BacklogMixin, SpanExporter):
         if relay is not None:
             # First: what children sent is written before the connection closes.
             relay.close(timeout=self.timeout + 1.0)
-        if self._relay_to is None and handoff.survivor() and not self._stopped:
-            # The program's end: the spans stored for later are made into rows now (the
-            # exit waits while this makes progress: _scope.queued_spans).
-            self.index_backlog(budget_s=EXIT_BUDGET_S, together=EXIT_ROWS_TOGETHER)
+        self.index_at_end()
         # Bounded: the lock is held at most for one batch, itself bounded by the busy
         # timeout; a shutdown that cannot get it in that time leaves the connection to
         # the process's exit rather than hang the program.
