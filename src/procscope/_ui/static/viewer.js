@@ -105,8 +105,16 @@ async function loadRun() {
   S.data = null; S.f0 = S.f1 = 0;
   S.laneById = new Map(S.lanes.map((l) => [l.id, l]));
   if (body.losses.length) {
-    const lost = body.losses.reduce((n, l) => n + l.count, 0);
-    status(`recording incomplete: ${lost} spans lost`);
+    // Stored but not shown yet (a burst's span backlog, a flight recording being made
+    // into spans) is not lost: said apart.
+    const waits = (l) => l.reason === "not_indexed" || l.reason === "flight_staged";
+    const sum = (list) => list.reduce((n, l) => n + l.count, 0);
+    const lost = sum(body.losses.filter((l) => !waits(l)));
+    const waiting = sum(body.losses.filter(waits));
+    const parts = [];
+    if (lost) parts.push(`${lost} spans lost`);
+    if (waiting) parts.push(`${waiting} stored, not yet indexed (shown once the program indexes them)`);
+    status(`recording incomplete: ${parts.join("; ")}`);
   } else status("");
   buildRows();
   setView(-S.duration * 0.01, S.duration * 1.01);
