@@ -7,21 +7,24 @@ then waits for the DB, and the program runs at the DB's pace (docs/performance.m
 
 So a large batch from the recorder (``BACKLOG_MIN_SPANS`` or more: the program is
 recording faster than about 20,000 spans a second), while the backlog holds fewer than
-``BACKLOG_MAX_SPANS``, is stored as compact rows of
-``span_backlog`` instead: its plain spans (``procscope.core.recorded``), ``marshal``-
-encoded and compressed, with their resource and scope ids, ``BACKLOG_ROW_SPANS`` a row,
-for about 3 us a span. Nothing is lost and nothing waits: the row is in the DB, durable
-like any other, in the same transaction as the batch's losses.
+``BACKLOG_MAX_SPANS``, is stored as compact rows of ``span_backlog`` instead: its plain
+spans (``procscope.core.recorded``), ``marshal``-encoded and compressed, with their
+resource and scope ids, ``BACKLOG_ROW_SPANS`` a row, for about 3 us a span. Nothing is
+lost and nothing waits: the row is in the DB, durable like any other, in the same
+transaction as the batch's losses.
 
-Rows are made from it later, by :meth:`BacklogMixin.index_backlog`, one backlog row per
-transaction, oldest first (exactly the rows the batch would have had, from the same
-code: ``_convert._plain_rows``), and the backlog row is deleted in the same transaction,
-so each span is made into rows once whoever does it and whenever it is interrupted:
+Rows are made from it later, by :meth:`BacklogMixin.index_backlog`, oldest first
+(exactly the rows the batch would have had, from the same code: ``_convert._plain_rows``),
+and each backlog row is deleted in the transaction that makes its rows, so each span is
+made into rows once, whoever does it and whenever that is interrupted:
 
-- by the recorder's drain thread of any writing process, once the program has recorded
-  nothing for ``IDLE_S`` (``procscope.core.recorder``'s idle hook), a row at a time;
-- by the top process at its end, every row left (within ``EXIT_BUDGET_S``);
-- by any later writer of the file (the next run), when idle.
+- by the recorder's drain thread of any process that writes the DB itself, once the
+  program has recorded nothing for ``recorder.IDLE_AFTER`` (the recorder's idle hook), a
+  backlog row a tick;
+- by ``Scope.force_flush()``, every row;
+- by the top process at its end, every row left, ``EXIT_ROWS_TOGETHER`` a transaction
+  (within ``EXIT_BUDGET_S``);
+- by any later writer of the file (the next run), when idle or at its end.
 
 Until then read commands say, in their one line on stderr, how many spans are stored
 and not yet indexed (``_runs.BACKLOG_AS_LOSSES``). Batches that must be checked against
@@ -63,8 +66,6 @@ BACKLOG_ROW_SPANS = 1024
 # commits write fewer pages (76,000 spans of the round trip: 3.5 s one row at a time,
 # 2.3 s sixteen at a time).
 EXIT_ROWS_TOGETHER = 16
-# The program has recorded nothing for this long: its drain indexes a row per tick.
-IDLE_S = 0.5
 # How long the top process's end goes on indexing what is left (the rest is indexed by
 # the next writer of the file, and read commands say how many spans wait). The whole
 # exit is also bounded, while it makes progress, by _scope.SHUTDOWN_MAX_SECONDS.
@@ -217,8 +218,9 @@ class BacklogMixin:
                     "ORDER BY batch_pk LIMIT ?", (together,)).fetchall()
                 if not taken:
                     return Batch()
-                found.append(conn.execute(
-                    "SELECT coalesce(sum(spans), 0) FROM span_backlog").fetchone()[0])
+                waiting = conn.execute(
+                    "SELECT coalesce(sum(spans), 0) FROM span_backlog").fetchone()[0]
+                found.append(waiting - sum(row[3] for row in taken))  # (left after this)
                 # Keys another process indexed are indexed here too (this process may
                 # not have imported the package that added them).
                 span_keys, event_keys = _schema.indexed_keys(conn)
@@ -261,7 +263,3 @@ class BacklogMixin:
         finally:
             self._lock.release()
         return not found or self.index_backlog(rows=1)
-
-    def backlog_pending(self) -> int:
-        """Spans in the backlog when this process last indexed (0 when it never did)."""
-        return self.backlog_left
