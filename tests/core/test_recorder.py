@@ -324,3 +324,37 @@ def test_below_rate_1_a_trickle_of_records_is_delivered_in_few_batches(
     finally:
         recorder.shutdown()
         live.sample_rate = before
+
+
+def test_the_idle_hook_runs_when_the_program_is_idle_not_while_it_computes() -> None:
+    """The sink's deferred work (``idle``) runs once nothing has been recorded for a
+    while and the program's threads are not using the CPU: not while the program
+    computes without recording anything, and not once the hook says it is done (until
+    its recheck); ``settle`` runs it to the end on the caller's thread."""
+    calls: list[float] = []
+    left = [10_000]
+
+    def idle() -> bool:
+        calls.append(time.monotonic())
+        left[0] -= 1
+        return left[0] <= 0
+
+    recorder = RecordingSpanProcessor([Collect()], idle=idle)
+    try:
+        recorder.append((ECHO, "a record"))
+        recorder.force_flush()
+        spin_until = time.monotonic() + 1.5
+        while time.monotonic() < spin_until:  # (computing, nothing recorded)
+            sum(range(1000))
+        while_computing = len(calls)
+        time.sleep(1.5)
+        while_sleeping = len(calls) - while_computing
+        assert while_sleeping >= 5
+        assert while_computing * 4 < while_sleeping
+        assert recorder.settle(10_000) is True and left[0] <= 0
+        time.sleep(0.2)  # (the drain's own next call, scheduled before: told it is done)
+        settled = len(calls)
+        time.sleep(1.0)  # (done: not called again before its recheck, 2 s on)
+        assert len(calls) == settled
+    finally:
+        recorder.shutdown()

@@ -86,6 +86,10 @@ SINK_BATCH = 4096
 # then again only every IDLE_RECHECK (another process may have left work meanwhile).
 IDLE_AFTER = 0.5
 IDLE_RECHECK = 2.0
+# ... and only while the program itself uses less than this share of a CPU (its threads'
+# CPU time, ours left out): a program that computes without recording anything is not
+# idle, and must not share its GIL with that work.
+IDLE_CPU_SHARE = 0.3
 # How long a flush or shutdown that meets a failed recorded span waits for the flight
 # recorder's dump it triggers (see _fire).
 FLIGHT_CALLER_WAIT = 1.0
@@ -271,16 +275,21 @@ class RecordingSpanProcessor:
         self._drain_ident = threading.get_ident()
         live = shared_state.settings()
         next_idle = time.monotonic() + IDLE_AFTER
+        # (wall, the process's CPU, this thread's CPU) at the last tick: the program's
+        # share of a CPU since is the process's CPU less this thread's.
+        looked = (time.monotonic(), time.process_time(), time.thread_time())
         while True:
             sampled = live.sample_rate < 1.0 and not records_every_trace()
             self._wake.wait(SAMPLED_DRAIN_INTERVAL if sampled else DRAIN_INTERVAL)
             self._wake.clear()
             try:
+                now, cpu, mine = time.monotonic(), time.process_time(), time.thread_time()
+                program = (cpu - looked[1] - (mine - looked[2])) / max(now - looked[0], 1e-3)
+                looked = (now, cpu, mine)
                 if self._drain():
                     next_idle = time.monotonic() + IDLE_AFTER
-                elif self.idle is not None and not self._shutdown:
-                    now = time.monotonic()
-                    if now >= next_idle:
+                elif self.idle is not None and not self._shutdown and now >= next_idle:
+                    if program < IDLE_CPU_SHARE:
                         # Done: look again a while later. Not done: again next tick.
                         next_idle = now + IDLE_RECHECK if self.idle() else now
                 inherited.release()  # (a fork child's copy of its parent's records)
