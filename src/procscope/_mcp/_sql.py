@@ -106,6 +106,9 @@ _NOTES = {
     "flight_staged": "a large flight recording whose records are stored (body, binary) but "
     "not yet all spans: the spans appear once stored; a row left means an incomplete "
     "recording",
+    "span_backlog": "spans a burst stored compact (body, binary) and the program has not "
+    "made into rows yet: they appear in spans once it has (when idle or at its end); "
+    "sum(spans) is how many the tables above do not show yet",
     "fast": "indexed: spans(start_ns), (end_ns), (trace_id), (pid, start_ns); "
     "span_attrs/event_attrs (key, value) for the indexed attribute keys below; "
     "events(span_pk), (time_ns); traces(start_ns)",
