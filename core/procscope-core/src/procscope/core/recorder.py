@@ -445,6 +445,9 @@ class RecordingSpanProcessor:
         while not self.idle():
             if time.monotonic() >= deadline:
                 return False
+            # (Not done: a step made, or the sink busy with a delivery. A millisecond
+            # between steps, so that this loop never spins against that delivery.)
+            time.sleep(0.001)
         return True
 
     def shutdown(self) -> None:
