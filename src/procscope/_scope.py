@@ -97,7 +97,7 @@ def run_within(
     seconds: float, fn: Any, name: str, progress: Any = None, at_most: float = 0.0
 ) -> bool:
     """Run ``fn()`` on a daemon helper thread, waiting for it ``seconds``; past that, for
-    as long as ``progress()`` (a count of what is left) went down in the last second (or
+    as long as ``progress()`` (a count of what is left) changed in the last second (or
     the last ``seconds``, if shorter), up to ``at_most`` in all.
 
     True when it finished. The helper is left behind (it dies with the process) when it
@@ -117,9 +117,10 @@ def run_within(
         helper.join(PROGRESS_POLL_SECONDS)
         now = time.monotonic()
         now_left = progress()
-        # Down since the last look: progress. (What is left may also go up: the trace
-        # DB's exporter finds the span backlog to index only once the queues are empty.)
-        if now_left < left:
+        # Changed since the last look: the shutdown is moving. (What is left may go up:
+        # the trace DB's exporter finds the span backlog to index only once the queues
+        # are empty. A count that keeps changing without end is cut at ``at_most``.)
+        if now_left != left:
             last_progress = now
         left = now_left
         if now - started >= seconds and (now - last_progress > window or now - started >= at_most):

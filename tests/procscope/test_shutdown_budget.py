@@ -31,3 +31,22 @@ def test_a_shutdown_stuck_on_a_dead_backend_is_given_up() -> None:
         assert not run_within(0.3, release.wait, "test-shutdown", lambda: 5, 30.0)
     finally:
         release.set()
+
+
+def test_work_found_late_that_then_makes_progress_is_waited_for() -> None:
+    """What is left may go up before it goes down (the trace DB's span backlog is found
+    only once the queues are empty): a change either way is, so a
+    shutdown that then indexes steadily finishes under a 0.5 s budget."""
+    left = [0]
+    done = threading.Event()
+
+    def finds_a_backlog_then_indexes_it() -> None:
+        done.wait(0.4)  # (the queues' part: nothing left to count)
+        left[0] = 8
+        while left[0]:
+            done.wait(0.2)
+            left[0] -= 1
+
+    assert run_within(0.5, finds_a_backlog_then_indexes_it, "test-shutdown",
+                      lambda: left[0], 30.0)
+    assert left[0] == 0
