@@ -35,7 +35,7 @@ def test_a_shutdown_stuck_on_a_dead_backend_is_given_up() -> None:
 
 def test_work_found_late_that_then_makes_progress_is_waited_for() -> None:
     """What is left may go up before it goes down (the trace DB's span backlog is found
-    only once the queues are empty): a change either way is, so a
+    only once the queues are empty): a change either way counts as progress, so a
     shutdown that then indexes steadily finishes under a 0.5 s budget."""
     left = [0]
     done = threading.Event()
