@@ -398,7 +398,7 @@ def bench_ingest(count: int, rounds: int) -> list[tuple[str, float, str]]:
          of_ceilings(med["plains"])),
         ("plain spans -> span backlog (write_records, a burst)", med["backlog"],
          f"{med['backlog'] / med['plains']:.2f} of rows now"),
-        ("span backlog -> rows (index_backlog, EXIT_ROWS_TOGETHER backlog rows a transaction)",
+        (f"span backlog -> rows (index_backlog, {EXIT_ROWS_TOGETHER} backlog rows a transaction)",
          med["indexing"], f"{med['indexing'] / med['plains']:.2f} of rows now"),
         ("records -> recorder -> plain spans, sink dropping all", med["direct_drop"], "-"),
         (
