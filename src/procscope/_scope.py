@@ -81,8 +81,12 @@ def queued_spans(processors: Any) -> int:
         queue = getattr(batch_processor, "_queue", None)
         if queue is not None:
             count += len(queue)
-        # (The trace DB's spans stored for later, made into rows at the end: _backlog.py.)
-        count += getattr(getattr(batch_processor, "_exporter", None), "backlog_left", 0)
+        # The trace DB's span backlog, made into rows at the end (_backlog.py), counted as
+        # what this process has indexed so far, negated: its total is known only once the
+        # exporter looks, and what matters here is that the count goes down while work
+        # is done (a count that only goes back up, such as a queue that a thread keeps
+        # refilling, is not progress).
+        count -= getattr(getattr(batch_processor, "_exporter", None), "spans_indexed", 0)
         pending.extend(getattr(processor, "_span_processors", None) or ())
         if isinstance(processor, RecordingSpanProcessor):
             count += processor.pending()
@@ -97,7 +101,7 @@ def run_within(
     seconds: float, fn: Any, name: str, progress: Any = None, at_most: float = 0.0
 ) -> bool:
     """Run ``fn()`` on a daemon helper thread, waiting for it ``seconds``; past that, for
-    as long as ``progress()`` (a count of what is left) changed in the last second (or
+    as long as ``progress()`` (a count of what is left) went down in the last second (or
     the last ``seconds``, if shorter), up to ``at_most`` in all.
 
     True when it finished. The helper is left behind (it dies with the process) when it
@@ -117,12 +121,8 @@ def run_within(
         helper.join(PROGRESS_POLL_SECONDS)
         now = time.monotonic()
         now_left = progress()
-        # Changed since the last look: the shutdown is moving. (What is left may go up:
-        # the trace DB's exporter finds the span backlog to index only once the queues
-        # are empty. A count that keeps changing without end is cut at ``at_most``.)
-        if now_left != left:
-            last_progress = now
-        left = now_left
+        if now_left < left:
+            left, last_progress = now_left, now
         if now - started >= seconds and (now - last_progress > window or now - started >= at_most):
             break
     return not helper.is_alive()

@@ -33,20 +33,38 @@ def test_a_shutdown_stuck_on_a_dead_backend_is_given_up() -> None:
         release.set()
 
 
-def test_work_found_late_that_then_makes_progress_is_waited_for() -> None:
-    """What is left may go up before it goes down (the trace DB's span backlog is found
-    only once the queues are empty): a change either way counts as progress, so a
-    shutdown that then indexes steadily finishes under a 0.5 s budget."""
-    left = [0]
-    done = threading.Event()
+def test_a_backlog_indexed_at_the_end_is_waited_for_but_a_refilled_queue_is_not() -> None:
+    """The trace DB's span backlog, found once the queues are empty, counts by the spans
+    indexed so far (negated, as ``queued_spans`` counts it): an end that indexes steadily
+    finishes under a 0.5 s budget. A queue that a thread keeps refilling goes down and
+    up again without end: no new low, no progress, given up at the budget."""
+    indexed = [0]
+    stop = threading.Event()
 
-    def finds_a_backlog_then_indexes_it() -> None:
-        done.wait(0.4)  # (the queues' part: nothing left to count)
-        left[0] = 8
-        while left[0]:
-            done.wait(0.2)
-            left[0] -= 1
+    def indexes_a_backlog() -> None:
+        stop.wait(0.2)
+        for _ in range(8):
+            stop.wait(0.15)
+            indexed[0] += 1024
 
-    assert run_within(0.5, finds_a_backlog_then_indexes_it, "test-shutdown",
-                      lambda: left[0], 30.0)
-    assert left[0] == 0
+    assert run_within(0.5, indexes_a_backlog, "test-shutdown", lambda: -indexed[0], 30.0)
+    assert indexed[0] == 8 * 1024
+
+    queued = [10]
+
+    def refilled() -> None:
+        while not stop.is_set():
+            queued[0] = 5 if queued[0] == 10 else 10
+            stop.wait(0.05)
+
+    looks = [0]
+
+    def still_queued() -> int:
+        looks[0] += 1
+        return queued[0]
+
+    try:
+        assert not run_within(0.5, refilled, "test-shutdown", still_queued, 5.0)
+        assert looks[0] < 20  # (given up about a window past the budget, not at 5 s)
+    finally:
+        stop.set()

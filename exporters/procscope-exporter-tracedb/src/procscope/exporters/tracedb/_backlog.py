@@ -189,9 +189,9 @@ class BacklogMixin:
     _relay_to: bytes | None
     _stopped: bool
     _lock: threading.Lock
-    # Spans left in the backlog, as the last indexing found them (for the exit's
-    # progress: _scope.queued_spans); read without the lock.
-    backlog_left = 0
+    # Spans this exporter has made into rows from the backlog (the exit's progress:
+    # _scope.queued_spans); read without the lock.
+    spans_indexed = 0
 
     def backlog_wanted(self, count: int) -> bool:
         """Whether a recorder batch of ``count`` spans goes to the backlog."""
@@ -219,9 +219,7 @@ class BacklogMixin:
                     "ORDER BY batch_pk LIMIT ?", (together,)).fetchall()
                 if not taken:
                     return Batch()
-                waiting = conn.execute(
-                    "SELECT coalesce(sum(spans), 0) FROM span_backlog").fetchone()[0]
-                found.append(waiting - sum(row[3] for row in taken))  # (left after this)
+                found.append(sum(row[3] for row in taken))
                 # Keys another process indexed are indexed here too (this process may
                 # not have imported the package that added them).
                 span_keys, event_keys = _schema.indexed_keys(conn)
@@ -230,9 +228,8 @@ class BacklogMixin:
 
             outcome = self._under_lock(0, lambda: self._write_locked(build, 0, quiet=True))
             if outcome != SpanExportResult.SUCCESS or not found:
-                self.backlog_left = 0
                 return True
-            self.backlog_left = found[0]
+            self.spans_indexed += found[0]
             done += together
         return False
 
@@ -240,7 +237,7 @@ class BacklogMixin:
         """The program's end (at shutdown, in the process that indexes for the program: one
         that writes the DB itself, and is the top process or outlived it): the spans
         stored for later are made into rows now. The exit waits while this makes progress
-        (_scope.queued_spans reads ``backlog_left``)."""
+        (_scope.queued_spans reads ``spans_indexed``)."""
         if self._relay_to is None and handoff.survivor() and not self._stopped:
             self.index_backlog(budget_s=EXIT_BUDGET_S, together=EXIT_ROWS_TOGETHER)
 

@@ -299,7 +299,6 @@ class TraceDBSpanExporter(StagingMixin, BacklogMixin, SpanExporter):
         def make(writer: Any, pid: int, name: str) -> Batch:
             return origins_to_batch(items, writer, pid, name)
 
-
         def ship(pid: int, name: str, loss_rows: list[Any]) -> str:
             # From a child, the plain spans go to the owner, which makes the rows (_ship.py).
             address = self._relay_to
