@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .conftest import cli, run_program
 
@@ -44,17 +45,24 @@ procscope.shutdown()
 """
 
 
+def messages_of_jobs(tmp_path: Path, program: str) -> tuple[list[Any], dict[int, Any]]:
+    """Run ``program``; ``procscope messages --queue jobs``, and those the consumer thread
+    took, by content."""
+    db = tmp_path / "flight.db"
+    done = run_program(tmp_path, program, str(db))
+    assert done.returncode == 0, done.stderr
+    rows = cli("messages", "--db", str(db), "--queue", "jobs", "--limit", "100000")
+    taken = {int(r["content"]): r for r in rows
+             if r["receiver"] and r["receiver"]["thread_name"] == "consumer"}
+    return rows, taken
+
+
 def test_a_recorded_receive_names_its_sender(tmp_path: Path) -> None:
     """At rate 0.01, a thread takes 300 messages from a queue.Queue and the program
     dumps: `procscope messages --to consumer` shows each of the 300 with its sender
     (MainThread) and receiver (consumer); the message put and never taken has no
     receiver; the one already in the queue before is not given a wrong sender."""
-    db = tmp_path / "flight.db"
-    done = run_program(tmp_path, PAIRS, str(db))
-    assert done.returncode == 0, done.stderr
-    rows = cli("messages", "--db", str(db), "--queue", "jobs", "--limit", "100000")
-    taken = {int(r["content"]): r for r in rows
-             if r["receiver"] and r["receiver"]["thread_name"] == "consumer"}
+    rows, taken = messages_of_jobs(tmp_path, PAIRS)
     assert sorted(taken) == [-2, *range(300)]
     for n in range(300):
         assert taken[n]["sender"] is not None, taken[n]
@@ -110,12 +118,7 @@ def test_a_sampled_message_left_in_the_queue_does_not_unpair_the_others(
         "with trace.get_tracer('app').start_as_current_span('request', context=incoming):\n"
         "    jobs.put(300)",
     )
-    db = tmp_path / "flight.db"
-    done = run_program(tmp_path, program, str(db))
-    assert done.returncode == 0, done.stderr
-    rows = cli("messages", "--db", str(db), "--queue", "jobs", "--limit", "100000")
-    taken = {int(r["content"]): r for r in rows
-             if r["receiver"] and r["receiver"]["thread_name"] == "consumer"}
+    rows, taken = messages_of_jobs(tmp_path, program)
     assert all(taken[n]["sender"] is not None for n in range(300)), [
         n for n in range(300) if taken[n]["sender"] is None]
     (last,) = [r for r in rows if int(r["content"]) == 300]

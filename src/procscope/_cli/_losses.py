@@ -52,20 +52,26 @@ def describe(records: list[LossRecord]) -> str:
             named.append(f"{len(rest)} more: {sum(r.count for r in rest):,}")
         noun = "record" if total == 1 else "records"
         parts.append(f"{total:,} {noun} dropped ({'; '.join(named)})")
-    staged = [r for r in records if r.reason == STAGED]
+    staged = _waiting(records, STAGED, ("flight record", "flight records"), "not yet spans")
     if staged:
-        total = sum(record.count for record in staged)
-        pids = ", ".join(str(pid) for pid in sorted({r.pid for r in staged}))
-        noun = "record" if total == 1 else "records"
-        parts.append(f"{total:,} flight {noun} not yet spans (pid {pids})")
-    waiting = [r for r in records if r.reason == NOT_INDEXED]
+        parts.append(staged)
+    waiting = _waiting(records, NOT_INDEXED, ("span", "spans"), "stored but not yet indexed",
+                       "; the program indexes them when idle and at its end")
     if waiting:
-        total = sum(record.count for record in waiting)
-        pids = ", ".join(str(pid) for pid in sorted({r.pid for r in waiting}))
-        noun = "span" if total == 1 else "spans"
-        parts.append(f"{total:,} {noun} stored but not yet indexed (pid {pids}; the "
-                     "program indexes them when idle and at its end)")
+        parts.append(waiting)
     return "recording incomplete: " + "; ".join(parts)
+
+
+def _waiting(records: list[LossRecord], reason: str, nouns: tuple[str, str], what: str,
+             more: str = "") -> str:
+    """``12,345 spans stored but not yet indexed (pid 4711, 4712...)``: what ``records``
+    hold under ``reason`` (stored, not shown yet), or "" when none."""
+    found = [r for r in records if r.reason == reason]
+    if not found:
+        return ""
+    total = sum(record.count for record in found)
+    pids = ", ".join(str(pid) for pid in sorted({r.pid for r in found}))
+    return f"{total:,} {nouns[total != 1]} {what} (pid {pids}{more})"
 
 
 def warn_if_incomplete(db: TraceDB, run: str | None = None) -> None:

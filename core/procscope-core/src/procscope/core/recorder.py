@@ -275,21 +275,22 @@ class RecordingSpanProcessor:
         self._drain_ident = threading.get_ident()
         live = shared_state.settings()
         next_idle = time.monotonic() + IDLE_AFTER
-        # (wall, the process's CPU, this thread's CPU) at the last tick: the program's
-        # share of a CPU since is the process's CPU less this thread's.
+        # (wall, the process's CPU, this thread's CPU) at the last quiet tick: the
+        # program's share of a CPU since is the process's CPU less this thread's (a tick
+        # that delivered is not looked at: the next quiet one is already IDLE_AFTER away).
         looked = (time.monotonic(), time.process_time(), time.thread_time())
         while True:
             sampled = live.sample_rate < 1.0 and not records_every_trace()
             self._wake.wait(SAMPLED_DRAIN_INTERVAL if sampled else DRAIN_INTERVAL)
             self._wake.clear()
             try:
-                now, cpu, mine = time.monotonic(), time.process_time(), time.thread_time()
-                program = (cpu - looked[1] - (mine - looked[2])) / max(now - looked[0], 1e-3)
-                looked = (now, cpu, mine)
                 if self._drain():
                     next_idle = time.monotonic() + IDLE_AFTER
-                elif self.idle is not None and not self._shutdown and now >= next_idle:
-                    if program < IDLE_CPU_SHARE:
+                elif self.idle is not None and not self._shutdown:
+                    now, cpu, mine = time.monotonic(), time.process_time(), time.thread_time()
+                    program = (cpu - looked[1] - (mine - looked[2])) / max(now - looked[0], 1e-3)
+                    looked = (now, cpu, mine)
+                    if now >= next_idle and program < IDLE_CPU_SHARE:
                         # Done: look again a while later. Not done: again next tick.
                         next_idle = now + IDLE_RECHECK if self.idle() else now
                 inherited.release()  # (a fork child's copy of its parent's records)
