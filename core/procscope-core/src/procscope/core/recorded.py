@@ -230,8 +230,8 @@ class SpanRecords(RecordKind):
         # The SDK's own generator is random.getrandbits until the id is not 0: drawn here
         # directly (the same numbers from the same random state, a call fewer per id). A
         # generator of the program's (a subclass too) is always asked.
-        self._sdk_ids = type(self.id_generator) is RandomIdGenerator
-        if self._sdk_ids:
+        self.sdk_ids = type(self.id_generator) is RandomIdGenerator
+        if self.sdk_ids:
             self.new_span_id = _random_span_id  # type: ignore[method-assign]
         flags = int(TraceFlags.SAMPLED)
         try:
@@ -262,7 +262,7 @@ class SpanRecords(RecordKind):
             return (parent[0], self.new_span_id(), parent[1], parent[2], parent_flags, flags,
                     parent[4], None)
         generator = self.id_generator
-        if self._sdk_ids:  # (in the SDK's order: the trace id first)
+        if self.sdk_ids:  # (in the SDK's order: the trace id first)
             trace_id = _getrandbits(128) or generator.generate_trace_id()
             span_id = _getrandbits(64) or generator.generate_span_id()
         else:
@@ -304,6 +304,18 @@ class SpanRecords(RecordKind):
     def links(self, record: tuple[Any, ...]) -> Sequence[Any]:
         return record[S_VALUES][2]  # type: ignore[no-any-return]
 
+    def plain_links(self, record: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The span's links as ``P_LINKS`` holds them (kinds that keep contexts, not
+        Links, make them directly)."""
+        links = self.links(record)
+        if not links:
+            return ()
+        return tuple(
+            (c.trace_id, c.span_id, int(c.trace_flags), state_header(c.trace_state),
+             dict(link.attributes) if link.attributes is not None else None, c.is_remote)
+            for link in links for c in (link.context,)
+        )
+
     def status(self, record: tuple[Any, ...]) -> Any:
         return record[S_VALUES][3]
 
@@ -311,15 +323,13 @@ class SpanRecords(RecordKind):
         """The attributes the span was started with (given to the sampler), or None."""
         return record[S_VALUES][4]
 
-    def name(self, record: tuple[Any, ...]) -> str:
-        return record[S_NAME]  # type: ignore[no-any-return]
-
     def _sampler_attributes(self, record: tuple[Any, ...], start: Any = None) -> Any:
         """What the sampler gives a sampled child: the span's start attributes (``start``)
         with its own, in the order the SDK's span has them. Without start attributes
         that depends only on the parent's trace state: cached by it."""
         state = record[R_STATE]
-        key = state.get("ot") if state else None
+        empty = state is None or state is DEFAULT_TRACE_STATE or not state
+        key = None if empty else state.get("ot")
         if not start:
             cached = self._child_attributes.get(key, self)
             if cached is not self:
@@ -347,10 +357,17 @@ class SpanRecords(RecordKind):
         instrumentor: ints, floats, bools, strs); else they are validated as the SDK's
         span validates them (a list becomes a tuple, an invalid value is dropped)."""
         parent_id = record[R_PARENT_ID]
-        sampler_attributes = (
-            record[S_SAMPLER_ATTRS] if not parent_id
-            else self._sampler_attributes(record, self.start_attributes(record))
-        )
+        if not parent_id:
+            sampler_attributes = record[S_SAMPLER_ATTRS]
+        else:
+            start = self.start_attributes(record)
+            state = record[R_STATE]
+            sampler_attributes = self
+            if not start and (state is None or state is DEFAULT_TRACE_STATE):
+                # (_sampler_attributes' cached answer, looked up inline: nearly every child)
+                sampler_attributes = self._child_attributes.get(None, self)
+            if sampler_attributes is self:
+                sampler_attributes = self._sampler_attributes(record, start)
         more = self.attributes(record)
         if not checked:
             more = self._clean(more, None, self.max_length)
@@ -391,21 +408,17 @@ class SpanRecords(RecordKind):
                 event_attributes, self.max_event_attributes, self.max_event_length,
             ), event_time))
             code, description = 2, type_name
+        elif status is _UNSET:
+            code, description = 0, None
         else:
-            code, description = status.status_code.value, status.description
-        links = self.links(record)
-        if links:
-            links = tuple(
-                (c.trace_id, c.span_id, int(c.trace_flags), state_header(c.trace_state),
-                 dict(link.attributes) if link.attributes is not None else None,
-                 c.is_remote)
-                for link in links for c in (link.context,)
-            )
+            code, description = status.status_code._value_, status.description
+        # (an enum member's ``_value_`` is its value without the ``.value`` descriptor call)
         return (
-            self.name(record), record[S_SPAN_KIND].value, record[R_TRACE_ID],
+            record[S_NAME], record[S_SPAN_KIND]._value_, record[R_TRACE_ID],
             record[R_SPAN_ID], parent_id, bool(record[R_PARENT_REMOTE]), record[R_FLAGS],
             state_header(record[R_STATE]), record[R_START], record[R_END], code, description,
-            attributes, events if type(events) is tuple else tuple(events), links or (),
+            attributes, events if type(events) is tuple else tuple(events),
+            self.plain_links(record),
             int(record[S_PARENT_FLAGS]) if parent_id else 0,  # (a TraceFlags from a context)
         )
 
@@ -437,6 +450,8 @@ class SpanRecords(RecordKind):
 
 def state_header(state: Any) -> str | None:
     """A TraceState as its W3C header, or None when there is none or it is empty."""
+    if state is None or state is DEFAULT_TRACE_STATE:  # (most spans: no len() call)
+        return None
     return state.to_header() if state else None
 
 
@@ -517,7 +532,7 @@ def readable_from_plain(plain: tuple[Any, ...], resource: Any, scope: Any,
     )
 
 
-_UNSET = Status(StatusCode.UNSET)
+_UNSET = UNSET_STATUS = Status(StatusCode.UNSET)
 
 
 class RecordSpan(trace.Span):

@@ -37,6 +37,7 @@ from ._patching import Patcher, original
 
 _time_ns = time.time_ns
 _ident = threading.get_ident
+_carries = _side.carries
 
 # When the current task's get() began to wait, for the block time of its get_nowait()
 # (read and cleared there; 0: no wait noted).
@@ -59,7 +60,7 @@ class _Getters(collections.deque):  # type: ignore[type-arg]
         if _instrumented:
             try:
                 if attached_get() is not None:
-                    _release()
+                    release()
                 _get_started.set(_time_ns())
             except Exception:  # noqa: BLE001
                 log_internal_error()
@@ -91,13 +92,6 @@ def _task_name() -> str | None:
     except RuntimeError:  # no running loop
         return None
     return None if task is None else task.get_name()
-
-
-def _release() -> None:
-    try:
-        release()
-    except Exception:  # noqa: BLE001
-        log_internal_error()
 
 
 def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any,
@@ -149,7 +143,7 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any,
 
     def get_nowait(self: Any) -> Any:
         if attached_get() is not None:
-            _release()
+            release()
         # The side map (a sampled message in flight) is read as an attribute whose class
         # default is None, never through self.__dict__ (see _naming.CLASS_DEFAULTS). No
         # clock read without one: nothing can be put between here and the take below.
@@ -160,6 +154,10 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any,
             started = _time_ns()
         item = orig_get_nowait(self)
         if self._procscope_side is not None:
+            if not _carries(self, item):
+                if _flight.append is not None:
+                    _flight_note(self, ASYNC_GET, item)
+                return item
             try:
                 carrier = _side.take(self, item, isinstance(self, asyncio.LifoQueue))
                 if carrier is not None:
@@ -184,7 +182,7 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any,
 
     def task_done(self: Any) -> Any:
         if attached_get() is not None:
-            _release()
+            release()
         return orig_task_done(self)
 
     methods = {"__init__": __init__, "put_nowait": put_nowait, "get_nowait": get_nowait,

@@ -125,6 +125,11 @@ def _fast(item: Any) -> str | None:
 
 def content_repr(item: Any) -> str:
     """The message's content as recorded: ``safe_repr(item, LIMIT)``, faster when plain."""
+    text: str | None
+    if type(item) is int:  # (the commonest message, as _scalar makes it: no calls)
+        text = repr(item)
+        if len(text) < 13:
+            return text
     try:
         text = _fast(item)
     except Exception:  # noqa: BLE001 -- safe_repr handles (and bounds) whatever this hit

@@ -358,7 +358,31 @@ def profile(target: Any, system: str, operation: str, operation_type: str,
 _get_native_id = threading.get_native_id
 _own_attr = object.__getattribute__  # (as _naming.own, without its call)
 _get_span = trace.get_current_span
-_with_span = trace.set_span_in_context
+_Span = trace.Span
+_INVALID_SPAN_CONTEXT = trace.INVALID_SPAN_CONTEXT
+_Context = otel_context.Context
+
+
+if _SPAN_KEY is not None:
+
+    def _with_span(span: Any, context: Any) -> Any:
+        """``trace.set_span_in_context(span, context)`` for a context in hand: the same
+        new Context (``set_value`` copies the context and sets the key), two calls
+        shallower."""
+        return _Context({**context, _SPAN_KEY: span})
+
+    def _span_context_in(context: Any) -> Any:
+        """``trace.get_current_span(context).get_span_context()``, the look-up inline."""
+        span = context.get(_SPAN_KEY)
+        if span is None or not isinstance(span, _Span):
+            return _INVALID_SPAN_CONTEXT
+        return span.get_span_context()
+
+else:  # pragma: no cover -- an API that keeps the span elsewhere: its public calls
+    _with_span = trace.set_span_in_context
+
+    def _span_context_in(context: Any) -> Any:
+        return _get_span(context).get_span_context()
 
 
 def thread_identity() -> tuple[int, str]:
@@ -469,12 +493,20 @@ def producer_context(carrier: tuple[Any, ...]) -> SpanContext:
             carrier[C_TRACE_ID], carrier[C_SPAN_ID], False, carrier[C_FLAGS],
             carrier[C_CONTEXT],
         )
+    trace_id, span_id, flags = carrier[C_TRACE_ID], carrier[C_SPAN_ID], carrier[C_FLAGS]
+    if type(trace_id) is int and type(span_id) is int and type(flags) is int and (
+        0 < trace_id < _TRACE_ID_END and 0 < span_id < _SPAN_ID_END and 0 <= flags < 256
+    ):  # what SpanContext's validation checks, without its keyword call
+        return _span_context(trace_id, span_id, carrier[C_PID] != _pid, flags, None)
     return SpanContext(
-        trace_id=carrier[C_TRACE_ID],
-        span_id=carrier[C_SPAN_ID],
+        trace_id=trace_id,
+        span_id=span_id,
         is_remote=carrier[C_PID] != _pid,
-        trace_flags=TraceFlags(carrier[C_FLAGS]),
+        trace_flags=TraceFlags(flags),
     )
+
+
+_TRACE_ID_END, _SPAN_ID_END = 2**128, 2**64
 
 
 def receive(
@@ -502,7 +534,11 @@ def receive(
         started_ns = carrier[C_SENT_NS]
     if _attached_get() is not None:
         release()  # (the callers released it before their get; nothing should be left)
-    parent = producer_context(carrier)
+    if len(carrier) > C_CONTEXT:  # (producer_context(), inline for in-process carriers)
+        parent = _span_context(carrier[C_TRACE_ID], carrier[C_SPAN_ID], False,
+                               carrier[C_FLAGS], carrier[C_CONTEXT])
+    else:
+        parent = producer_context(carrier)
     if destination is None or destination == prof.destination:
         constants, span_name = prof.start, prof.span_name
     else:
@@ -510,9 +546,10 @@ def receive(
         span_name = f"{prof.operation} {destination}"
     start = constants if sampler_reads_attributes else None
     current = current_context()
-    ambient = _get_span(current).get_span_context()
-    # The consumer was inside a trace of its own: keep a way back to it.
-    own_trace = ambient.is_valid and ambient.trace_id != parent.trace_id
+    ambient = _span_context_in(current) if current else _INVALID_SPAN_CONTEXT
+    # The consumer was inside a trace of its own: keep a way back to it. (SpanContext is
+    # a tuple: trace_id, span_id, is_remote, trace_flags, state, is_valid)
+    own_trace = ambient[5] and ambient[0] != parent[0]
     if _flight.mirrored:  # (for a child killed before its span is exported)
         from ._flight import note_sampled_receive
 
@@ -549,17 +586,19 @@ def receive_attributes(
     now: int, started_ns: int, pid: int | None, size: int | None, task: str | None = None,
 ) -> dict[str, Any]:
     """A receive span's attributes (after ``constants``, the queue's), in their order."""
-    more = constants.copy()
-    more.update({
+    sent = carrier[C_SENT_NS]
+    # (one dict made at once, in the order of a copy updated; no max() calls)
+    more = {
+        **constants,
         MESSAGE_ID: carrier[C_MESSAGE_ID],
         THREAD_ID: thread_id,
         THREAD_NAME: thread_name,
         SENDER_PID: carrier[C_PID],
         SENDER_THREAD_ID: carrier[C_THREAD_ID],
         SENDER_THREAD_NAME: carrier[C_THREAD_NAME],
-        WAIT_TIME: max(0, now - carrier[C_SENT_NS]) / 1e9,
-        BLOCK_TIME: max(0, now - started_ns) / 1e9,
-    })
+        WAIT_TIME: (now - sent if now > sent else 0) / 1e9,
+        BLOCK_TIME: (now - started_ns if now > started_ns else 0) / 1e9,
+    }
     if pid is not None:
         more[PID] = pid
     if size is not None:
@@ -645,11 +684,15 @@ def release() -> None:
     and has not detached it yet, resetting ours would discard theirs. Restoring by
     attaching the previous context (not by resetting a token) also works in a task that
     inherited the attachment from its parent task, where a token would be foreign.
+    Called by the patched methods directly: a failure here is logged, never raised.
     """
-    record = _attached.get()
-    if record is None:
-        return
-    _attached.set(None)
-    ctx, previous = record
-    if current_context() is ctx:
-        _set_current(previous)
+    try:
+        record = _attached.get()
+        if record is None:
+            return
+        _attached.set(None)
+        ctx, previous = record
+        if current_context() is ctx:
+            _set_current(previous)
+    except Exception:  # noqa: BLE001
+        log_internal_error()

@@ -91,13 +91,6 @@ def _send_failed(target: Any, system: str, operation: str, exc: Exception) -> No
     _flight_triggers.operation_failed(name, exc)
 
 
-def _release() -> None:
-    try:
-        release()
-    except Exception:  # noqa: BLE001
-        log_internal_error()
-
-
 def _start(system: str, operation: str, target: Any, item: Any,
            size: int | None = None) -> tuple[Any, Any]:
     """(span, carrier) for a sampled send, or (None, None) if ours failed."""
@@ -114,7 +107,10 @@ def _call_traced(span: Any, function: Any, *args: Any) -> Any:
     except BaseException as exc:
         _core.end_with(span, exc)
         raise
-    _core.end_with(span, None)
+    try:
+        span.end()  # (a record's PendingSend and an SDK span alike: end_with(span, None))
+    except Exception:  # noqa: BLE001
+        log_internal_error()
     return result
 
 
@@ -163,7 +159,7 @@ def _queue_get(orig_get: Any) -> Any:
     # unpack); the carrier slot is cleared and read inline (two calls fewer).
     def get(self: Any, block: bool = True, timeout: float | None = None) -> Any:
         if attached_get() is not None:
-            _release()
+            release()
         slot = _slot
         if slot.carrier is not None:
             slot.carrier = None
@@ -188,7 +184,7 @@ def _simple_get(orig_get: Any) -> Any:
     """multiprocessing.SimpleQueue.get, which takes no arguments."""
     def get(self: Any) -> Any:
         if attached_get() is not None:
-            _release()
+            release()
         slot = _slot
         if slot.carrier is not None:
             slot.carrier = None
@@ -235,7 +231,7 @@ def _simple_put(orig_put: Any) -> Any:
 def _task_done(orig_task_done: Any) -> Any:
     def task_done(self: Any) -> Any:
         if attached_get() is not None:
-            _release()
+            release()
         return orig_task_done(self)
 
     task_done.__wrapped__ = orig_task_done  # type: ignore[attr-defined]
@@ -376,7 +372,7 @@ def _conn_recv(orig_recv: Any) -> Any:
         if not self._procscope_pipe:
             return orig_recv(self)
         if attached_get() is not None:
-            _release()
+            release()
         _carry.clear()
         started = _time_ns()
         obj = orig_recv(self)
@@ -420,7 +416,7 @@ def _conn_recv_bytes(orig_recv_bytes: Any) -> Any:
         if not self._procscope_pipe:
             return orig_recv_bytes(self, maxlength)
         if attached_get() is not None:
-            _release()
+            release()
         if not record():
             return orig_recv_bytes(self, maxlength)
         started = _time_ns()
@@ -463,7 +459,7 @@ def _proxy_callmethod(orig_callmethod: Any) -> Any:
             return _proxy_put(orig_callmethod, self, methodname, args, kwds)
         if methodname in _PROXY_GETS:
             if attached_get() is not None:
-                _release()
+                release()
             _carry.clear()
             started = _time_ns()
             obj = orig_callmethod(self, methodname, args, kwds)
@@ -477,7 +473,7 @@ def _proxy_callmethod(orig_callmethod: Any) -> Any:
                     _flight_received(self, MANAGER_GET_STAMPED, obj, carrier)
             return obj
         if methodname == "task_done" and attached_get() is not None:
-            _release()
+            release()
         return orig_callmethod(self, methodname, args, kwds)
 
     _callmethod.__wrapped__ = orig_callmethod  # type: ignore[attr-defined]

@@ -19,20 +19,23 @@ the values its attributes are made of, ``S_LINKED`` a receive's producer and con
 from __future__ import annotations
 
 import random
+import threading
 import time
 from typing import Any
 
-from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, NonRecordingSpan, SpanKind
 
 from procscope.core.recorded import (
     RANDOM_FLAG,
     S_LINKED,
     S_VALUES,
+    UNSET_STATUS,
     SpanRecords,
     exception_attributes,
     span_context,
+    state_header,
 )
-from procscope.core.threadinfo import current_thread_name
+from procscope.core.threadinfo import _active, current_thread_name
 
 from . import _core
 from ._content import content_repr
@@ -55,9 +58,10 @@ _PRODUCER = SpanKind.PRODUCER
 _CONSUMER = SpanKind.CONSUMER
 _getrandbits = random.getrandbits
 _time_ns = time.time_ns
+_get_ident = threading.get_ident
 # The content of these is the same whenever it is represented: done on the drain thread.
 _IMMUTABLE = frozenset((int, float, complex, bool, str, bytes, type(None)))
-_UNSET = Status(StatusCode.UNSET)
+_UNSET = UNSET_STATUS
 
 
 # --- on the caller's thread --------------------------------------------------------------------
@@ -119,11 +123,30 @@ def start_send(
 ) -> tuple[Any, tuple[Any, ...] | None]:
     """_core.start_send's record path: the ids now, the span when the send ends."""
     start_ns = _time_ns()
-    ids = new_span(prof.span_name, _PRODUCER)
-    if ids is None:
-        return None, None
+    # new_span(), inline for the commonest case: a valid parent, which decides.
+    ctx = _core.current_context()
+    parent: Any = ctx.get(_core.SPAN_KEY) if ctx else None
+    if parent is not None:
+        parent = parent.get_span_context()
+    spans = runtime.spans
+    if parent is not None and parent[5]:
+        parent_flags = parent[3]
+        if not parent_flags & 1:
+            return None, None
+        ids: tuple[Any, ...] = (
+            parent[0], (_getrandbits(64) or spans.new_span_id()) if spans.sdk_ids
+            else spans.new_span_id(), parent[1], parent[2], parent_flags,
+            1 | (parent_flags & RANDOM_FLAG), parent[4], None,
+        )
+    else:
+        ids = spans.new_span(prof.span_name, _PRODUCER, parent)
+        if not ids[5] & 1:
+            return None, None
     thread_id = _core._get_native_id()
-    thread_name = current_thread_name()
+    try:  # (current_thread_name(), inline)
+        thread_name = _active[_get_ident()].name
+    except KeyError:
+        thread_name = current_thread_name()
     message_id = f"{_getrandbits(64):016x}"
     if size is None:
         size = body_size(item)
@@ -152,14 +175,19 @@ def receive(
 ) -> None:
     """_core.receive's record path: the consumer span as a record, its context attached.
     ``ambient``: the consumer's own trace's context, to link back to, or None."""
-    span_id = runtime.spans.new_span_id()
+    spans = runtime.spans
+    span_id = (_getrandbits(64) or spans.new_span_id()) if spans.sdk_ids else spans.new_span_id()
     parent_flags = parent[3]
     flags = 1 | (parent_flags & RANDOM_FLAG)  # a child of a sampled producer
     state = parent[4]
+    try:  # (current_thread_name(), inline)
+        thread_name = _active[_get_ident()].name
+    except KeyError:
+        thread_name = current_thread_name()
     runtime.recorder.append((
         runtime.receive_spans, min(started_ns, now), now, parent[0], span_id, parent[1],
         parent[2], flags, state, span_name, _CONSUMER, None,
-        (constants, carrier, _core._get_native_id(), current_thread_name(), now, started_ns,
+        (constants, carrier, _core._get_native_id(), thread_name, now, started_ns,
          _core.span_pid, size, task),
         None, parent_flags, (parent, ambient),
     ))
@@ -201,6 +229,9 @@ class MessageSpans(SpanRecords):
     def start_attributes(self, record: tuple[Any, ...]) -> Any:
         return None  # (the SDK path gives start_span none: see _core.sampler_reads_attributes)
 
+    def plain(self, record: tuple[Any, ...]) -> tuple[Any, ...]:
+        return self._plain(record, (), _UNSET, True)  # (events and status known: no calls)
+
 
 class SendSpans(MessageSpans):
     """Producer spans: ``_core.start_send``'s attributes."""
@@ -208,9 +239,8 @@ class SendSpans(MessageSpans):
     def attributes(self, record: tuple[Any, ...]) -> dict[str, Any]:
         values = record[S_VALUES]
         prof, message_id, thread_id, thread_name, pid, size, content = values[:7]
-        more = {**prof.start, MESSAGE_ID: message_id}
-        more[THREAD_ID] = thread_id
-        more[THREAD_NAME] = thread_name
+        more = {**prof.start, MESSAGE_ID: message_id, THREAD_ID: thread_id,
+                THREAD_NAME: thread_name}
         if prof.queue_type is not None:
             more[QUEUE_TYPE] = prof.queue_type
         if pid is not None:
@@ -235,6 +265,17 @@ class ReceiveSpans(MessageSpans):
         if ambient is None:
             return (Link(producer),)
         return (Link(producer), Link(ambient, {"procscope.messaging.link": "consumer"}))
+
+    def plain_links(self, record: tuple[Any, ...]) -> tuple[Any, ...]:
+        """``links`` as plain links, made from the contexts (tuples) without Links."""
+        producer, ambient = record[S_LINKED]
+        # (SpanContext: trace_id, span_id, is_remote, trace_flags, trace_state, is_valid)
+        first = (producer[0], producer[1], int(producer[3]), state_header(producer[4]), None,
+                 producer[2])
+        if ambient is None:
+            return (first,)
+        return (first, (ambient[0], ambient[1], int(ambient[3]), state_header(ambient[4]),
+                        {"procscope.messaging.link": "consumer"}, ambient[2]))
 
 
 class UnlinkedSpans(MessageSpans):

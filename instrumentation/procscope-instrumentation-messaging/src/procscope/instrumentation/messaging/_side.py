@@ -170,9 +170,8 @@ def in_flight(queue: Any) -> int:
 
 
 def take(queue: Any, item: object, newest: bool = False, lock: Any = None) -> Any:
-    """The carrier that came with ``item``, removed from the map; None if it had none."""
-    if not carries(queue, item):
-        return None
+    """The carrier that came with ``item``, removed from the map; None if it had none.
+    Asked only once :func:`carries` said yes (the callers ask it first, without the lock)."""
     with lock if lock is not None and not lock.locked() else lock_of(queue):
         try:
             side = _own_attr(queue, SIDE_ATTR)

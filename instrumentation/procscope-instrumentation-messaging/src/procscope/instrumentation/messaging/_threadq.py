@@ -108,13 +108,6 @@ def _put_failed(q: Any, exc: Exception) -> None:
     _flight_triggers.operation_failed(name, exc)
 
 
-def _release() -> None:
-    try:
-        release()
-    except Exception:  # noqa: BLE001
-        log_internal_error()
-
-
 def _make_queue_methods(orig_init: Any, orig_put: Any, orig_get: Any, orig_task_done: Any) -> Any:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
         orig_init(self, *args, **kwargs)
@@ -154,7 +147,7 @@ def _make_queue_methods(orig_init: Any, orig_put: Any, orig_get: Any, orig_task_
 
     def get(self: Any, block: bool = True, timeout: float | None = None) -> Any:
         if attached_get() is not None:
-            _release()
+            release()
         # No clock read while no sampled message is in flight here (the unsampled case):
         # the queue has a side map of its own only while it holds entries; otherwise the
         # read finds the class default, None (never self.__dict__: see _naming).
@@ -176,7 +169,7 @@ def _make_queue_methods(orig_init: Any, orig_put: Any, orig_get: Any, orig_task_
 
     def task_done(self: Any) -> Any:
         if attached_get() is not None:
-            _release()
+            release()
         return orig_task_done(self)
 
     for function, source in ((__init__, orig_init), (put, orig_put), (get, orig_get),
@@ -221,7 +214,7 @@ class SimpleQueue(_queue.SimpleQueue):
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         if attached_get() is not None:
-            _release()
+            release()
         started = _time_ns() if self._procscope_side is not None else 0
         item = _queue.SimpleQueue.get(self, block, timeout)
         if self._procscope_side is not None and _carries(self, item):
