@@ -281,3 +281,58 @@ def test_a_stamped_message_pickled_by_another_pickler_arrives_as_itself(
     out = json.loads(done.stdout.splitlines()[-1])
     assert out["plain"][:2] == out["forking"][:2] == [True, "dict"]
     assert out["plain"][2] == out["forking"][2] == [*out["pid"], "MainThread"]
+
+
+CHILD_SENDS = """
+import json
+import multiprocessing as mp
+import os
+import sys
+import threading
+
+import procscope
+
+
+def send(results, depth):
+    # A process forked with os.fork() (multiprocessing's own children renew the forking
+    # thread's native id; os.fork() leaves it as it was in the parent), and its own fork.
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if depth:
+                send(results, depth - 1)
+            results.put((os.getpid(), threading.get_native_id()))
+            results.close()
+            results.join_thread()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+if __name__ == "__main__":
+    procscope.setup(sample_rate=0.01, db=sys.argv[1])
+    results = procscope.name(mp.get_context("fork").Queue(), "results")
+    send(results, 1)
+    got = [results.get(timeout=30) for _ in range(2)]
+    procscope.dump("the parent looks")
+    procscope.shutdown()
+    print(json.dumps(got))
+"""
+
+
+def test_a_fork_child_s_stamp_names_its_own_thread(tmp_path: Path) -> None:
+    """A child made by os.fork() (and its own such child) sends from the thread that
+    forked it: the parent's dump shows each message FROM that process's own thread id,
+    not the one the thread had in the process it was forked from (which threading keeps
+    for it)."""
+    db = tmp_path / "stamps.db"
+    done = run_program(tmp_path, CHILD_SENDS, str(db))
+    assert done.returncode == 0, done.stderr
+    sent = {pid: native for pid, native in json.loads(done.stdout.splitlines()[-1])}
+    rows = cli("messages", "--db", str(db), "--to", "MainProcess", "--limit", "100")
+    rows = [row for row in rows if row["queue"] == "results"]
+    assert len(rows) == 2, rows
+    for row in rows:
+        sender = row["sender"]
+        assert sender is not None, row
+        assert sender["thread_id"] == sent[sender["pid"]], (row, sent)

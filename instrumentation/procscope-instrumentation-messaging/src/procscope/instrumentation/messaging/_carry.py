@@ -107,8 +107,11 @@ def _thread_part(ident: int) -> bytes:
     known = _threads.get(ident)
     if known is not None and known[0]() is thread and known[1] is name:
         return known[2]
+    # The thread that forked keeps its parent's native_id in the child (threading does not
+    # renew it): its own was read at the fork.
+    native = _forked[1] if thread is _forked[0]() else thread.native_id
     # (a native id is a 32-bit tid on Linux; wider elsewhere, it is cut, not refused)
-    native = (thread.native_id or 0) & 0xFFFF_FFFF
+    native = (native or 0) & 0xFFFF_FFFF
     if name == MAIN_THREAD:
         part = _THREAD.pack(_core._pid, native, _MAIN)
     else:
@@ -149,8 +152,20 @@ def read_stamp(stamp: bytes) -> tuple[int, int, int, str | None]:
     return sent, pid, native, stamp[:length].decode("utf-8", "replace")
 
 
+def _no_thread() -> None:
+    return None
+
+
+# (a weak reference to the thread that forked this process, its native id in this process)
+_forked: tuple[Any, int] = (_no_thread, 0)
+
+
 def _after_fork_in_child() -> None:
+    global _forked
     _threads.clear()  # (their stamps name the parent's pid and thread ids)
+    thread = threading._active.get(threading.get_ident())  # type: ignore[attr-defined]
+    if thread is not None:  # (run by the thread that forked, in the child)
+        _forked = (weakref.ref(thread), threading.get_native_id())
 
 
 if hasattr(os, "register_at_fork"):
