@@ -112,7 +112,10 @@ def span_context(trace_id: int, span_id: int, remote: bool, flags: int, state: A
     ``SpanContext(...)`` returns, for a third of its cost."""
     if state is None:
         state = DEFAULT_TRACE_STATE  # (as SpanContext() makes it)
-    return _new_tuple(SpanContext, (trace_id, span_id, remote, trace_flags(flags), state, True))
+    flags_object = _FLAGS.get(flags)  # (trace_flags(), inline)
+    if flags_object is None:
+        flags_object = trace_flags(flags)
+    return _new_tuple(SpanContext, (trace_id, span_id, remote, flags_object, state, True))
 
 
 def exception_attributes(exc: BaseException) -> dict[str, Any]:

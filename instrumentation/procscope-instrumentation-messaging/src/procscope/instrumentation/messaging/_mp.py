@@ -95,7 +95,11 @@ def _start(system: str, operation: str, target: Any, item: Any,
            size: int | None = None) -> tuple[Any, Any]:
     """(span, carrier) for a sampled send, or (None, None) if ours failed."""
     try:
-        return _core.start_send(_core.profile(target, system, operation, "send"), item, size)
+        prof = _core.profile(target, system, operation, "send")
+        runtime = _core.runtime  # (_core.start_send's dispatch, inline)
+        if runtime.recorder is not None:
+            return runtime.records.start_send(prof, item, size, False)  # type: ignore[no-any-return]
+        return _core.start_send(prof, item, size)
     except Exception:  # noqa: BLE001
         log_internal_error()
         return None, None

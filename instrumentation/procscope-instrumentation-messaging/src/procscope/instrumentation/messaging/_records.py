@@ -54,6 +54,7 @@ from ._core import (
     unlinked_attributes,
 )
 
+_with_span = _core._with_span
 _PRODUCER = SpanKind.PRODUCER
 _CONSUMER = SpanKind.CONSUMER
 _getrandbits = random.getrandbits
@@ -191,8 +192,8 @@ def receive(
          _core.span_pid, size, task),
         None, parent_flags, (parent, ambient),
     ))
-    mine = _core._with_span(NonRecordingSpan(span_context(parent[0], span_id, False, flags, state)),
-                            current)
+    mine = _with_span(NonRecordingSpan(span_context(parent[0], span_id, False, flags, state)),
+                      current)
     _core._set_current(mine)
     _core._attached.set((mine, current))
 
