@@ -5,7 +5,9 @@ the results and joins the workers. Plain, then under ``procscope run`` at its de
 
 Reported per start method (medians over the rounds): the time inside the program (from
 the workers' start to their join: their exit flush included), the wall time of the whole
-command, and what a user reads back: messages that ``procscope messages`` lists with
+command, the CPU each group of threads used inside (the program's main threads, its
+other threads such as multiprocessing's feeders, procscope's own threads), and what a
+user reads back: messages that ``procscope messages`` lists with
 both their sender and receiver, of the 2N+2 sent, and the line ``procscope traces``
 prints on stderr when the recording is incomplete (none expected).
 
@@ -42,6 +44,25 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("PROCSCOPE", "_PROCSCOPE"))}
 
 
+# The program's threads, grouped for the CPU table: procscope's own (its recorder, the
+# DB relay, the exit flush...) apart from the program's and multiprocessing's.
+def _thread_group(name: str) -> str:
+    if name.startswith(("procscope", "Otel")):
+        return "procscope threads"
+    return "main thread" if name == "MainThread" else "other threads"
+
+
+def _cpu(stderr: str) -> dict[str, float]:
+    """CPU seconds by "ROLE GROUP" (round_trip.py's ``cpu`` lines; workers summed)."""
+    cpu: dict[str, float] = {}
+    for line in stderr.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0] == "cpu":
+            key = f"{parts[1]} {_thread_group(parts[2])}"
+            cpu[key] = cpu.get(key, 0.0) + float(parts[3])
+    return cpu
+
+
 def _inside(stderr: str) -> float:
     for line in stderr.splitlines():
         if line.startswith("inside "):
@@ -68,7 +89,8 @@ def one_run(
     started = time.perf_counter()
     run = subprocess.run(command, env=env, capture_output=True, text=True, cwd=folder)
     wall = time.perf_counter() - started
-    result: dict[str, object] = {"inside": _inside(run.stderr), "wall": wall}
+    result: dict[str, object] = {"inside": _inside(run.stderr), "wall": wall,
+                                 "cpu": _cpu(run.stderr)}
     if traced:
         listed = subprocess.run(
             [str(BIN), "messages", "--db", str(db), "--json", "--limit", str(10 * n)],
@@ -147,7 +169,33 @@ def main() -> int:
             row += (f" {old_inside:.2f} s / {old_wall:.2f} s ({old_inside / inside:.1f}x inside)"
                     f" | {old_both:,} |")
         print(row)
+    print_cpu(results, bool(args.against))
     return 0
+
+
+def print_cpu(results: dict[tuple[str, bool | str], list[dict[str, object]]],
+              against: bool) -> None:
+    """Where the CPU inside goes: each group's seconds (medians), plain and traced."""
+    groups = sorted({key for runs in results.values() for run in runs
+                     for key in run["cpu"]})  # type: ignore[attr-defined]
+    if not groups:
+        return  # (no /proc here)
+    forms: list[tuple[bool | str, str]] = [(False, "plain"), (True, "procscope run")]
+    if against:
+        forms.append(("old", "earlier commit"))
+    print()
+    print("CPU inside (s, medians; workers summed, up to the end of their loop; the parent "
+          "up to the join):")
+    print()
+    print("| start method | run | " + " | ".join(groups) + " | all |")
+    print("| --- | --- |" + " --- |" * (len(groups) + 1))
+    for method in METHODS:
+        for form, label in forms:
+            runs = results[(method, form)]
+            cells = [statistics.median(run["cpu"].get(g, 0.0) for run in runs)  # type: ignore[attr-defined]
+                     for g in groups]
+            print(f"| {method} | {label} | " + " | ".join(f"{c:.2f}" for c in cells)
+                  + f" | {sum(cells):.2f} |")
 
 
 if __name__ == "__main__":
