@@ -25,6 +25,9 @@ def print_thread_cpu(role: str) -> None:
     except (OSError, ValueError, AttributeError):
         return
     names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    # (by its id, the process's own: threading may still give a fork child's main thread
+    # the id it had in the parent)
+    names[os.getpid()] = "MainThread"
     for tid in tids:
         try:
             with open(f"/proc/self/task/{tid}/stat") as file:
