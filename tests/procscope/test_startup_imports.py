@@ -281,3 +281,30 @@ def test_the_launcher_reuses_its_answer_while_the_package_folders_are_unchanged(
     third = _run(command, tmp_path, XDG_CACHE_HOME=str(cache), PYTHONPATH=str(pkgs))
     assert third.returncode == 0, third.stderr
     assert third.stdout.splitlines() == ["fake instrumented", "fast False"]
+
+
+def test_writing_the_trace_db_loads_no_openssl(tmp_path: Path) -> None:
+    """The DB's owner writes its resource and scope rows (keyed by a SHA-1 digest) without
+    loading OpenSSL through ``hashlib`` (3-4 ms of its start), and the digests are the
+    ones hashlib's SHA-1 gives, as in files written before."""
+    db = tmp_path / "t.db"
+    code = (
+        "import sys\n"
+        "from opentelemetry import trace\n"
+        "with trace.get_tracer('app').start_as_current_span('recorded'):\n"
+        "    pass\n"
+        "trace.get_tracer_provider().force_flush()\n"
+        "print(sorted(m for m in ('_hashlib', 'hashlib') if m in sys.modules))\n"
+    )
+    result = _run([PROCSCOPE, "run", "--db", str(db), "--", "python", "-c", code], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[]"]
+    import hashlib
+
+    from procscope.exporters.tracedb._writer import _encode, digest_of
+
+    with closing(sqlite3.connect(db)) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM spans")}
+    assert "recorded" in names
+    parts = ({"service.name": "app", "n": 1, "f": 0.5}, "https://example/schema")
+    assert digest_of(*parts) == hashlib.sha1(_encode(parts).encode("utf-8")).hexdigest()

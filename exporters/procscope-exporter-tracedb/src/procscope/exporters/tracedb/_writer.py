@@ -145,11 +145,13 @@ def _finite(value: Any) -> Any:
 
 
 def digest_of(*parts: Any) -> str:
-    # (imported here: loading OpenSSL costs a child that hands its spans to the DB's
-    # owner, and never writes a resource row itself, about 2 ms of its start)
-    import hashlib
-
-    return hashlib.sha1(_encode(parts).encode("utf-8")).hexdigest()
+    # SHA-1 from CPython's own _sha1 when it has it: hashlib loads OpenSSL, about 3-4 ms
+    # of the start of whichever process writes the first resource row (the same digest).
+    try:
+        from _sha1 import sha1
+    except ImportError:  # pragma: no cover -- a build without it
+        from hashlib import sha1
+    return sha1(_encode(parts).encode("utf-8")).hexdigest()
 
 
 class Writer:
