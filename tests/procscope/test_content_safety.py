@@ -54,6 +54,8 @@ VALUES = [
     "call with Bearer zqBEARERTOKEN9",
     "eyJhbGciOiJIUzI1NiJ9.eyJ1c2VyIjoiYW5uIn0.zqJWTsignature",
     "key AKIAZQAWSKEY12345678 here",
+    "key ABIAZQAWSBKEYABCDEFG here",
+    "call with BEARER zqUPPERBEARER9",
     "AIzaZQGCP" + "x" * 30,
     "ghp_zqGITHUB" + "a" * 30,
     "xoxb-zqSLACK-1234567890",
@@ -107,7 +109,8 @@ MARKERS = [
     "zqORDERED", "zqDEFAULT", "zqSUBCLASS", "zqDATACLASS", "zqNAMEDTUPLE", "zqACCOUNTkey",
     "zqHEADERLIST123", "zqBYTESKEY", "zqURLPASSWORD", "zqCVV", "zqCARDKEY",
     "4111 1111 1111 1111", "4111111111111111", "zqBEARERTOKEN9", "zqJWTsignature",
-    "AKIAZQAWSKEY12345678", "AIzaZQGCP", "zqGITHUB", "zqSLACK", "zqSTRIPE", "zqPEMBODY",
+    "AKIAZQAWSKEY12345678", "ABIAZQAWSBKEYABCDEFG", "zqUPPERBEARER9", "AIzaZQGCP",
+    "zqGITHUB", "zqSLACK", "zqSTRIPE", "zqPEMBODY",
     "zqFORMFIELD", "zqADDEDKEY", "zqSTATEURL", "zqARGVALUE", "zqARGTOKEN",
 ]  # fmt: skip
 
