@@ -64,3 +64,56 @@ def test_a_fork_child_keeps_its_parents_full_ring_aside_and_frees_it_later(
     assert child["kept_after"] == 0
     rows = cli("messages", "--db", str(db), "--limit", "100000")
     assert sorted(row["content"] for row in rows) == [f"child-{i}" for i in range(5)]
+
+
+UNEXAMINED = """
+import gc
+import json
+import os
+import queue
+import sys
+
+import procscope
+from procscope.core import flight
+
+if __name__ == "__main__":
+    procscope.setup(sample_rate=0.0, exporter="none", flight_memory="1MiB")
+    jobs = queue.Queue()
+    gc.collect()
+    # The ring fills, then every record appended pushes one out: the collector's count of
+    # young objects no longer grows, so no collection examines the newest records.
+    for i in range(3 * flight._ring.capacity):
+        jobs.put(i)
+        jobs.get()
+    records = list(flight._ring.records)
+    before = sum(map(gc.is_tracked, records))
+    off = sys.argv[1] == "off"
+    if off:
+        gc.disable()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    after = sum(map(gc.is_tracked, records))
+    print(json.dumps({"records": len(records), "before": before, "after": after}))
+"""
+
+
+def test_a_fork_leaves_its_children_no_records_for_the_collector_to_walk(
+    tmp_path: Path,
+) -> None:
+    """Records a full ring took in have never been examined by the garbage collector, so
+    a child's first collection would walk them all (20 ms for a full default ring, and a
+    copy of every page it touches); the parent examines them once as it forks, and its
+    children inherit them untracked. A program that turned the collector off is left as
+    it is."""
+    on = run_program(tmp_path, UNEXAMINED, "on")
+    assert on.returncode == 0, on.stderr
+    counts = json.loads(on.stdout)
+    assert counts["records"] > 1000
+    assert counts["before"] > counts["records"] // 2  # (the case this is about)
+    assert counts["after"] == 0
+    off = run_program(tmp_path, UNEXAMINED, "off")
+    assert off.returncode == 0, off.stderr
+    counts = json.loads(off.stdout)
+    assert counts["after"] == counts["before"] > 0
