@@ -19,7 +19,12 @@ the difference over N is its cost. The operations, all with ``exporter="none"``:
 - ``thread start+join``: a ``threading.Thread`` at rate 0 (no span);
 - ``thread start+join, sampled``: the same at rate 1 (a thread span, when the lifecycle
   default makes one);
-- ``state change, recorded``: a traced attribute set inside a recorded span.
+- ``state change, recorded``: a traced attribute set inside a recorded span;
+- ``record -> plain span``: what the recorder's thread does to make one message record
+  into a plain span (the form the trace DB stores), counted on the program's thread:
+  sampled put+gets are recorded with the recorder's thread held, then their records are
+  made into plain spans for a sink that keeps nothing, against the same run without that
+  step (per record: a put+get makes two).
 
 Each run ends with ``procscope.shutdown()``, so that spans made from records by the
 recorder's thread are counted with the operations that made them.
@@ -50,8 +55,25 @@ import os, queue, sys, threading
 mode, n = sys.argv[1], int(sys.argv[2])
 import procscope
 if mode != "plain":
-    sampled = mode in ("state", "sampled", "sampled-caller", "thread-sampled")
+    sampled = mode in ("state", "sampled", "sampled-caller", "thread-sampled", "drain",
+                       "no-drain")
     procscope.setup(sample_rate=1.0 if sampled else 0.0, exporter="none")
+if mode in ("drain", "no-drain"):
+    from opentelemetry import trace
+    from procscope.core.recorder import recorder_of
+    recorder = recorder_of(trace.get_tracer_provider())
+    recorder.sink = lambda items: None
+    recorder.capacity = 10**8
+    recorder._draining.acquire()  # (its thread waits: the records stay in the buffer)
+    q = queue.Queue(); put, get = q.put, q.get
+    for i in range(n):
+        put(i); get()
+    batch = list(recorder._buffer); recorder._buffer.clear()
+    if mode == "drain":
+        for start in range(0, len(batch), 4096):
+            recorder._deliver_to_sink(batch[start:start + 4096])
+    sys.stdout.flush()
+    os._exit(0)
 if mode in ("plain", "unsampled", "sampled", "sampled-caller"):
     q = queue.Queue(); put, get = q.put, q.get
     for i in range(n):
@@ -84,6 +106,7 @@ OPERATIONS = [
     ("thread start+join", "thread", 2000),
     ("thread start+join, sampled", "thread-sampled", 1000),
     ("state change, recorded", "state", 2000),
+    ("record -> plain span", "drain", 2000),
 ]
 
 
@@ -91,7 +114,7 @@ def instructions(script: str, mode: str, n: int, pythonpath: str | None) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
-    if mode.endswith("-caller"):
+    if mode.endswith("-caller") or mode.endswith("drain"):
         return main_thread_instructions(script, mode, n, env)
     done = subprocess.run(
         [*CALLGRIND, sys.executable, script, mode, str(n)],
@@ -127,6 +150,9 @@ def main_thread_instructions(script: str, mode: str, n: int, env: dict[str, str]
 
 
 def per_op(script: str, mode: str, n: int, pythonpath: str | None) -> float:
+    if mode == "drain":  # (per record, against the same records left undelivered)
+        return (instructions(script, "drain", n, pythonpath)
+                - instructions(script, "no-drain", n, pythonpath)) / (2 * n)
     return (
         instructions(script, mode, n, pythonpath) - instructions(script, mode, 0, pythonpath)
     ) / n
