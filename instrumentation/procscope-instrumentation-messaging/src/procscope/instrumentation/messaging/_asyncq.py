@@ -121,7 +121,11 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any,
         try:
             if not self._procscope_internal and type(item) is not Hop:
                 prof = _core.profile(self, SYSTEM_ASYNCIO, "put", "send")
-                span, carrier = _core.start_send(prof, item, local=True)
+                runtime = _core.runtime  # (_core.start_send's dispatch, inline)
+                if runtime.recorder is not None:
+                    span, carrier = runtime.records.start_send(prof, item, None, True)
+                else:
+                    span, carrier = _core.start_send(prof, item, local=True)
                 task = _task_name() if span is not None else None
                 if task is not None:
                     span.set_attribute(_core.TASK_NAME, task)
@@ -138,7 +142,10 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any,
                 _side.discard(self, item, carrier)
             _core.end_with(span, exc)
             raise
-        _core.end_with(span, None)
+        try:
+            span.end()  # (a record's PendingSend and an SDK span alike)
+        except Exception:  # noqa: BLE001
+            log_internal_error()
         return result
 
     def get_nowait(self: Any) -> Any:

@@ -13,7 +13,8 @@ float, str, bytes...) is represented there; a mutable message's content is taken
 since the program may change the object once it is sent.
 
 A message record is a span record (``procscope.core.recorded``); ``S_VALUES`` holds
-the values its attributes are made of, ``S_LINKED`` a receive's producer and consumer contexts.
+the values its attributes are made of, ``S_LINKED`` a receive's own ambient context (its
+producer's is the record's parent).
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import time
 from typing import Any
 
 from opentelemetry.trace import Link, NonRecordingSpan, SpanKind
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from procscope.core.recorded import (
     RANDOM_FLAG,
     S_LINKED,
+    S_PARENT_FLAGS,
     S_VALUES,
     UNSET_STATUS,
     SpanRecords,
@@ -35,6 +38,7 @@ from procscope.core.recorded import (
     span_context,
     state_header,
 )
+from procscope.core.recorder import R_PARENT_ID, R_PARENT_REMOTE, R_STATE, R_TRACE_ID
 from procscope.core.threadinfo import _active, current_thread_name
 
 from . import _core
@@ -159,9 +163,13 @@ def start_send(
     ))
     flags = ids[5] & 0xFF
     if local:
+        # (the default trace state as None: a carrier of plain values only, which the
+        # garbage collector stops walking once it has seen it, and with it the receive
+        # record's values that hold it; the receive makes it the default state again)
+        state = ids[6]
         return pending, (
             ids[0], ids[1], flags, message_id, prof.destination, _core._pid, thread_id,
-            thread_name, _time_ns(), ids[6],
+            thread_name, _time_ns(), None if state is DEFAULT_TRACE_STATE else state,
         )
     return pending, (
         ids[0], ids[1], flags, message_id, prof.destination, _core._pid, thread_id,
@@ -190,7 +198,7 @@ def receive(
         parent[2], flags, state, span_name, _CONSUMER, None,
         (constants, carrier, _core._get_native_id(), thread_name, now, started_ns,
          _core.span_pid, size, task),
-        None, parent_flags, (parent, ambient),
+        None, parent_flags, ambient,
     ))
     mine = _with_span(NonRecordingSpan(span_context(parent[0], span_id, False, flags, state)),
                       current)
@@ -261,18 +269,25 @@ class ReceiveSpans(MessageSpans):
     def attributes(self, record: tuple[Any, ...]) -> dict[str, Any]:
         return receive_attributes(*record[S_VALUES])
 
+    # The producer's context is the record's parent (its trace, parent id, remote flag,
+    # flags and state), kept as those values rather than as a SpanContext: a record waiting
+    # in the buffer holds two objects fewer for the garbage collector to walk. S_LINKED
+    # holds the consumer's own ambient context, or None.
+
     def links(self, record: tuple[Any, ...]) -> tuple[Any, ...]:
-        producer, ambient = record[S_LINKED]
+        producer = Link(span_context(record[R_TRACE_ID], record[R_PARENT_ID],
+                                     bool(record[R_PARENT_REMOTE]), record[S_PARENT_FLAGS],
+                                     record[R_STATE]))
+        ambient = record[S_LINKED]
         if ambient is None:
-            return (Link(producer),)
-        return (Link(producer), Link(ambient, {"procscope.messaging.link": "consumer"}))
+            return (producer,)
+        return (producer, Link(ambient, {"procscope.messaging.link": "consumer"}))
 
     def plain_links(self, record: tuple[Any, ...]) -> tuple[Any, ...]:
-        """``links`` as plain links, made from the contexts (tuples) without Links."""
-        producer, ambient = record[S_LINKED]
-        # (SpanContext: trace_id, span_id, is_remote, trace_flags, trace_state, is_valid)
-        first = (producer[0], producer[1], int(producer[3]), state_header(producer[4]), None,
-                 producer[2])
+        """``links`` as plain links, made from the record's values without Links."""
+        ambient = record[S_LINKED]
+        first = (record[R_TRACE_ID], record[R_PARENT_ID], int(record[S_PARENT_FLAGS]),
+                 state_header(record[R_STATE]), None, bool(record[R_PARENT_REMOTE]))
         if ambient is None:
             return (first,)
         return (first, (ambient[0], ambient[1], int(ambient[3]), state_header(ambient[4]),
