@@ -130,7 +130,10 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any,
                 if task is not None:
                     span.set_attribute(_core.TASK_NAME, task)
                 if carrier is not None:
-                    _side.add(self, item, carrier)
+                    lock = prof.lock  # (the side map's lock, kept with the profile)
+                    if lock is None:
+                        lock = prof.lock = _side.lock_of(self)
+                    _side.add(self, item, carrier, lock)
         except Exception:  # noqa: BLE001
             log_internal_error()
         if span is None:
@@ -166,11 +169,13 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any,
                     _flight_note(self, ASYNC_GET, item)
                 return item
             try:
-                carrier = _side.take(self, item, isinstance(self, asyncio.LifoQueue))
+                prof = _core.profile(self, SYSTEM_ASYNCIO, "get", "receive", queue_type=False)
+                lock = prof.lock
+                if lock is None:
+                    lock = prof.lock = _side.lock_of(self)
+                carrier = _side.take(self, item, isinstance(self, asyncio.LifoQueue), lock)
                 if carrier is not None:
-                    _core.receive(carrier, _core.profile(self, SYSTEM_ASYNCIO, "get", "receive",
-                                                         queue_type=False), started,
-                                  task=_task_name())
+                    _core.receive(carrier, prof, started, task=_task_name())
                 elif _flight.append is not None:
                     _flight_note(self, ASYNC_GET, item)
             except Exception:  # noqa: BLE001
