@@ -80,8 +80,11 @@ def test_every_tool_answers_a_million_spans_within_its_size_bound(big_db: str) -
     failed_spans = [e for e in errors["errors"] if "span" in e]
     if "note" in errors["summary"]:
         # A busy machine: only the failed traces read within the time budget are there
-        # (maybe none), and the note says so.
-        assert all(0 < e["count"] < run["failed_calls"] for e in failed_spans)
+        # (maybe none), and the note says so. The traces left unread may be others than
+        # the failing calls' (a crashed worker's), so these may all be there.
+        counts = [e["count"] for e in failed_spans]
+        assert all(0 < count <= run["failed_calls"] for count in counts), (
+            counts, run["failed_calls"], errors["summary"])
     else:
         assert [e["count"] for e in failed_spans] == [run["failed_calls"]]
     for failing in failed_spans:
