@@ -37,6 +37,22 @@ def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[
     )
 
 
+def _run_recording(tmp_path: Path, before: str, after: str = "") -> tuple[list[str], set[str]]:
+    """``before``, a span named 'recorded', then ``after``, run by ``python -c`` under
+    ``procscope run`` with the trace DB: what it printed, and the names of the spans stored."""
+    db = tmp_path / "t.db"
+    code = before + (
+        "from opentelemetry import trace\n"
+        "with trace.get_tracer('app').start_as_current_span('recorded'):\n"
+        "    pass\n"
+    ) + after
+    result = _run([PROCSCOPE, "run", "--db", str(db), "--", "python", "-c", code], tmp_path)
+    assert result.returncode == 0, result.stderr
+    with closing(sqlite3.connect(db)) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM spans")}
+    return result.stdout.splitlines(), names
+
+
 def test_importing_procscope_or_core_imports_no_sdk(tmp_path: Path) -> None:
     """``import procscope`` and ``procscope.core`` (what every plugin imports) load no
     OpenTelemetry SDK; the API's names are still there, loaded at first use."""
@@ -92,7 +108,6 @@ def test_program_under_procscope_run_imports_only_its_pipeline(tmp_path: Path) -
     OpenTelemetry's auto-instrumentation, distro and instrumentor machinery (the launcher
     found procscope's entry points alone), nor the trace DB's query side, and its spans
     are recorded in the DB."""
-    db = tmp_path / "t.db"
     prefixes = (
         "grpc",
         "google.protobuf",
@@ -106,16 +121,8 @@ def test_program_under_procscope_run_imports_only_its_pipeline(tmp_path: Path) -
         "procscope.exporters.tracedb._db",
         "procscope.exporters.tracedb._query",
     )
-    code = LOADED.format(prefixes=prefixes) + (
-        "from opentelemetry import trace\n"
-        "with trace.get_tracer('app').start_as_current_span('recorded'):\n"
-        "    pass\n"
-    )
-    result = _run([PROCSCOPE, "run", "--db", str(db), "--", "python", "-c", code], tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["[]"]
-    with closing(sqlite3.connect(db)) as conn:
-        names = {row[0] for row in conn.execute("SELECT name FROM spans")}
+    printed, names = _run_recording(tmp_path, LOADED.format(prefixes=prefixes))
+    assert printed == ["[]"]
     assert "recorded" in names
 
 
@@ -287,24 +294,16 @@ def test_writing_the_trace_db_loads_no_openssl(tmp_path: Path) -> None:
     """The DB's owner writes its resource and scope rows (keyed by a SHA-1 digest) without
     loading OpenSSL through ``hashlib`` (3-4 ms of its start), and the digests are the
     ones hashlib's SHA-1 gives, as in files written before."""
-    db = tmp_path / "t.db"
-    code = (
+    printed, names = _run_recording(tmp_path, "", after=(
         "import sys\n"
-        "from opentelemetry import trace\n"
-        "with trace.get_tracer('app').start_as_current_span('recorded'):\n"
-        "    pass\n"
         "trace.get_tracer_provider().force_flush()\n"
         "print(sorted(m for m in ('_hashlib', 'hashlib') if m in sys.modules))\n"
-    )
-    result = _run([PROCSCOPE, "run", "--db", str(db), "--", "python", "-c", code], tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["[]"]
+    ))
+    assert printed == ["[]"]
+    assert "recorded" in names
     import hashlib
 
     from procscope.exporters.tracedb._writer import _encode, digest_of
 
-    with closing(sqlite3.connect(db)) as conn:
-        names = {row[0] for row in conn.execute("SELECT name FROM spans")}
-    assert "recorded" in names
     parts = ({"service.name": "app", "n": 1, "f": 0.5}, "https://example/schema")
     assert digest_of(*parts) == hashlib.sha1(_encode(parts).encode("utf-8")).hexdigest()

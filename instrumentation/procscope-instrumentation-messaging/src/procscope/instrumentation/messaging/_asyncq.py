@@ -121,11 +121,7 @@ def _methods(orig_init: Any, orig_put_nowait: Any, orig_get_nowait: Any,
         try:
             if not self._procscope_internal and type(item) is not Hop:
                 prof = _core.profile(self, SYSTEM_ASYNCIO, "put", "send")
-                runtime = _core.runtime  # (_core.start_send's dispatch, inline)
-                if runtime.recorder is not None:
-                    span, carrier = runtime.records.start_send(prof, item, None, True)
-                else:
-                    span, carrier = _core.start_send(prof, item, local=True)
+                span, carrier = _core.runtime.start_send(prof, item, None, True)
                 task = _task_name() if span is not None else None
                 if task is not None:
                     span.set_attribute(_core.TASK_NAME, task)

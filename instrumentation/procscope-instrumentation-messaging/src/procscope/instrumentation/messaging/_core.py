@@ -99,6 +99,9 @@ class _Runtime:
         # when messages are records (see _records); None: SDK spans on the caller's thread.
         self.recorder: Any = None
         self.records: Any = None  # the _records module, once messages are records
+        # What starts a sampled send: _records.start_send with a recorder, else
+        # start_send below (the SDK span). Set with the recorder, by record_through().
+        self.start_send: Any = None
         self.spans: Any = None
         self.send_spans: Any = None
         self.receive_spans: Any = None
@@ -256,7 +259,7 @@ def _choose_recorder() -> None:
     """Messages become records when the tracer's provider has procscope's recorder as its
     only span processor, and its sampler never reads start attributes and follows sampled
     parents: then the record path makes the same spans the SDK path would."""
-    runtime.recorder = None
+    record_through(None)
     tracer = runtime.tracer
     from procscope.core.recorded import records_allowed
 
@@ -286,8 +289,15 @@ def configure_for_tracer() -> None:
     try:
         _choose_recorder()
     except Exception:  # noqa: BLE001 -- SDK spans on the caller's thread, as before
-        runtime.recorder = None
+        record_through(None)
         log_internal_error()
+
+
+def record_through(recorder: Any, start: Any = None) -> None:
+    """Messages become records through ``recorder``, sampled sends started by ``start``
+    (``_records.start_send``); with None, SDK spans started by :func:`start_send`."""
+    runtime.recorder = recorder
+    runtime.start_send = start if recorder is not None else start_send
 
 
 if hasattr(os, "register_at_fork"):
@@ -420,10 +430,9 @@ def start_send(
 
     ``prof``: the queue's ``profile(target, system, operation, "send")``. ``local``: the
     carrier stays in this process (an in-process queue's side map), so it also holds the
-    producer's trace state.
+    producer's trace state. The SDK path: with a recorder, ``runtime.start_send`` is the
+    record path's (see record_through), which the senders call.
     """
-    if runtime.recorder is not None:
-        return runtime.records.start_send(prof, item, size, local)  # type: ignore[no-any-return]
     start = prof.start if sampler_reads_attributes else None
     span = runtime.tracer.start_span(prof.span_name, kind=_PRODUCER, attributes=start)
     span_context = span.get_span_context()
@@ -458,6 +467,9 @@ def start_send(
         span_context[0], span_context[1], span_context[3] & 0xFF, message_id,
         prof.destination, _pid, thread_id, thread_name, _time_ns(),
     )
+
+
+runtime.start_send = start_send
 
 
 def body_size(item: object) -> int | None:

@@ -96,10 +96,7 @@ def _start(system: str, operation: str, target: Any, item: Any,
     """(span, carrier) for a sampled send, or (None, None) if ours failed."""
     try:
         prof = _core.profile(target, system, operation, "send")
-        runtime = _core.runtime  # (_core.start_send's dispatch, inline)
-        if runtime.recorder is not None:
-            return runtime.records.start_send(prof, item, size, False)  # type: ignore[no-any-return]
-        return _core.start_send(prof, item, size)
+        return _core.runtime.start_send(prof, item, size, False)  # type: ignore[no-any-return]
     except Exception:  # noqa: BLE001
         log_internal_error()
         return None, None

@@ -308,4 +308,4 @@ def install(tracer: Any, recorder: Any) -> None:
     runtime.receive_spans = ReceiveSpans(tracer, recorder)
     runtime.unlinked_spans = UnlinkedSpans(tracer, recorder)
     runtime.records = __import__(__name__, fromlist=["install"])
-    runtime.recorder = recorder
+    _core.record_through(recorder, start_send)

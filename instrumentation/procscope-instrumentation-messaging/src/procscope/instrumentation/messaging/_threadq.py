@@ -55,11 +55,7 @@ def _send(q: Any, item: object, put: Any, block: bool, timeout: float | None) ->
         if not q._procscope_internal and type(item) is not Hop:
             # (a Hop is a Manager queue's message, traced by the proxies already)
             prof = _core.profile(q, SYSTEM_QUEUE, "put", "send")
-            runtime = _core.runtime  # (_core.start_send's dispatch, inline)
-            if runtime.recorder is not None:
-                span, carrier = runtime.records.start_send(prof, item, None, True)
-            else:
-                span, carrier = _core.start_send(prof, item, local=True)
+            span, carrier = _core.runtime.start_send(prof, item, None, True)
             if carrier is not None:
                 lock = prof.lock
                 if lock is None:
