@@ -19,9 +19,10 @@ did not see.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+
+from procscope.core._autostart_env import ENV_AUTOSTART, package_folders, procscope_chosen
 
 from ._instrumentors import INSTRUMENTORS
 
@@ -32,22 +33,43 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-ENV_AUTOSTART = "PROCSCOPE_AUTOSTART"
-_GEVENT_PATCH = "OTEL_PYTHON_AUTO_INSTRUMENTATION_EXPERIMENTAL_GEVENT_PATCH"
 _DISTRO = "procscope._distro:ProcscopeDistro"
 _CONFIGURATOR = "procscope._distro:ProcscopeConfigurator"
-_PACKAGE_SUFFIXES = (".dist-info", ".egg-info", ".egg")
 # The loggers OpenTelemetry's initialize() reports through, kept for the same messages.
 _INIT_LOGGER = "opentelemetry.instrumentation.auto_instrumentation"
 _LOAD_LOGGER = "opentelemetry.instrumentation.auto_instrumentation._load"
 
 
 def start() -> None:
-    """Set procscope up as OpenTelemetry's auto-instrumentation would, here."""
+    """Set procscope up as OpenTelemetry's auto-instrumentation would, here; in a Python
+    subprocess whose parent allows it, only when the child needs it (``cheap_child``)."""
     from ._mcp import is_server_process
 
     if is_server_process():
         return  # `procscope mcp` records nothing of itself (see is_server_process)
+    from procscope.core import cheap_child
+
+    if not cheap_child.start(_start_now, _finish_cheap_child):
+        _start_now()
+
+
+def _finish_cheap_child(failure: BaseException | None, code: int | None) -> None:
+    """A cheap child's end that needs its pipeline (an unhandled exception, a non-zero
+    ``os._exit``), set up just now: its run ended as the full path ends it, everything
+    flushed (the interpreter's exit no longer runs the hooks registered by this late
+    set-up)."""
+    from procscope.instrumentation.lifecycle import _ending
+    from procscope.instrumentation.lifecycle._runtime import ExceptionRecord
+
+    from ._api import shutdown
+
+    if failure is not None:
+        _ending.note_failure(ExceptionRecord(failure))
+    _ending.finish_run(code)
+    shutdown()
+
+
+def _start_now() -> None:
     names = _known_instrumentors()
     if names is None:
         from opentelemetry.instrumentation.auto_instrumentation import initialize
@@ -58,48 +80,17 @@ def start() -> None:
         _start_directly(names)
 
 
-def _procscope_chosen(environ: Any = None) -> bool:
-    """procscope's distro and configurator named, and nothing initialize() would do
-    besides (gevent patching; its own folder on PYTHONPATH, which it takes off)."""
-    env = os.environ if environ is None else environ
-    theirs = os.path.join("opentelemetry", "instrumentation", "auto_instrumentation")
-    return (
-        env.get("OTEL_PYTHON_DISTRO") == "procscope"
-        and env.get("OTEL_PYTHON_CONFIGURATOR") == "procscope"
-        and _GEVENT_PATCH not in env
-        and not any(
-            p.rstrip(os.sep).endswith(theirs) for p in env.get("PYTHONPATH", "").split(os.pathsep)
-        )
-    )
-
-
-def _package_folders() -> dict[str, int]:
-    """The entries of sys.path where installed packages' metadata can be (a folder
-    holding any, a zip file), with their modification times."""
-    found: dict[str, int] = {}
-    for entry in sys.path:
-        path = os.path.abspath(entry or os.curdir)
-        try:
-            stat = os.stat(path)
-            if os.path.isdir(path) and not any(
-                name.endswith(_PACKAGE_SUFFIXES) for name in os.listdir(path)
-            ):
-                continue
-        except OSError:
-            continue  # missing: nothing can be found there
-        found[path] = stat.st_mtime_ns
-    return found
-
-
 def _known_instrumentors() -> list[str] | None:
     """The instrumentor names the parent found, if they still hold here; else None."""
     raw = os.environ.get(ENV_AUTOSTART)
-    if not raw or not _procscope_chosen():
+    if not raw or not procscope_chosen():
         return None
+    import json
+
     try:
         known = json.loads(raw)
         folders, names = known["folders"], known["instrumentors"]
-        if any(folders.get(path) != mtime for path, mtime in _package_folders().items()):
+        if any(folders.get(path) != mtime for path, mtime in package_folders().items()):
             return None
         if all(name in INSTRUMENTORS for name in names):
             return list(names)
@@ -111,7 +102,7 @@ def _known_instrumentors() -> list[str] | None:
 def _publish() -> None:
     """After OpenTelemetry's initialize(): tell children what it found, if it is
     procscope's own entry points alone."""
-    if not _procscope_chosen():
+    if not procscope_chosen():
         return
     try:
         # Cached by OpenTelemetry from the scan initialize() just made.
@@ -131,10 +122,12 @@ def publish_for(env: dict[str, str]) -> None:
     other package folders and takes OpenTelemetry's way). Without OpenTelemetry's
     dependency checker (packaging): a distribution that names an ``instruments`` extra
     is left to it."""
-    if not _procscope_chosen(env):
+    if not procscope_chosen(env):
         return
+    import json
+
     cache = _cache_file()
-    folders = _package_folders()
+    folders = package_folders()
     try:
         with open(cache, encoding="utf-8") as file:
             cached = file.read(65536)
@@ -205,7 +198,9 @@ def _own_entry_points_only(no_conflicts: Any, folders: dict[str, int] | None = N
             return None
         names.append(ep.name)
     if folders is None:
-        folders = _package_folders()
+        folders = package_folders()
+    import json
+
     return json.dumps({"folders": folders, "instrumentors": names})
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -49,6 +48,8 @@ def switch(name: str) -> Any:
     instrumentor class switches through, without importing that class's base
     (OpenTelemetry's ``BaseInstrumentor`` and what it imports: tens of milliseconds in
     every process procscope starts in)."""
+    import importlib  # (here: a cheap child's start-up imports this module)
+
     return importlib.import_module(INSTRUMENTORS[name][0] + "._switch")
 
 

@@ -18,6 +18,7 @@ from procscope.core import (
     _flight_mirror,
     _flight_signal,
     _flight_stage,
+    cheap_child,
     flight,
     handoff,
     losses,
@@ -177,6 +178,14 @@ def _wait_for_recoveries() -> None:
             spans.wait_for_recoveries()
 
 
+def _collect_cheap_children() -> None:
+    """The runs of cheap children not yet made into spans (one never waited for, a
+    grandchild), made now, before the exporters close; none allowed from here on."""
+    cheap_child.allow_children(False)
+    with handle_internal_errors():
+        cheap_child.collect_ended()
+
+
 def _shutdown_at_exit(provider: Any, setup_pid: int) -> None:
     # A spawn or forkserver child, a Python subprocess, set itself up (setup_pid is its
     # own) but is a child of the program too: its exit flush already handed what it
@@ -187,6 +196,7 @@ def _shutdown_at_exit(provider: Any, setup_pid: int) -> None:
         _flight_signal.process_ended()  # (its marker for procscope dump)
     multi = getattr(provider, "_active_span_processor", None)
     if top:
+        _collect_cheap_children()
         _wait_for_recoveries()
     with handle_internal_errors():
         run_within(
@@ -272,6 +282,13 @@ class Scope:
         _instrumentors.apply_level(self.settings.level, self.tracer_provider)
         self._install_sigterm_flush()
         self._apply_flight_recorder()
+        # Python subprocesses that record nothing but their run skip setting up a
+        # pipeline: this process makes their spans (procscope.core.cheap_child). Not
+        # under tail sampling (a child's span would bypass the sampler's buffer), nor
+        # under a provider of the program's (its processors would not see them).
+        cheap_child.allow_children(
+            self.owns_provider and handoff.is_top_process() and self.settings.sampling != "tail"
+        )
 
     def _apply_flight_recorder(self) -> None:
         """Start or stop the flight recorder (docs/flight-recorder.md) as the settings say."""
@@ -498,6 +515,8 @@ class Scope:
         with handle_internal_errors():
             _instrumentors.uninstrument_all()
         self._remove_sigterm_flush()
+        if handoff.is_top_process():
+            _collect_cheap_children()
         _wait_for_recoveries()
         if flight.is_on():
             # Recorded spans still buffered may have failed: triggers, while it is on.

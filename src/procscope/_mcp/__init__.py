@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+
+# (collections.abc only for the type checker: a cheap child's start-up imports this)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def is_server_process(argv: Sequence[str] | None = None) -> bool:

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import itertools
 import os
-import stat
 import struct
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ._spooldir import made_private
 from .forksafe import ForkSafeLock
 from .guard import warn_once
 from .threadinfo import current_process_name
@@ -85,21 +85,7 @@ def prepare(db_path: str | None) -> str | None:
 def _private_directory() -> str | None:
     """The spool directory, made (mode 0700) if missing; None unless it is ours alone."""
     path = directory()
-    if not path:
-        return None
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except OSError:
-        return None
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return None
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        return None  # a link, not ours, or open to others: never write spans there
-    return path
+    return path if path and made_private(path) else None
 
 
 def remove_if_empty() -> None:

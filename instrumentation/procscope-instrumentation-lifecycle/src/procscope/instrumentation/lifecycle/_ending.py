@@ -22,6 +22,7 @@ from typing import Any
 from opentelemetry import trace
 
 from procscope.core import _flight_mirror, _flight_signal, flight
+from procscope.core.cheap_child import called_by_the_interpreter
 from procscope.core.guard import log_internal_error
 from procscope.core.threadinfo import on_main_thread
 
@@ -59,11 +60,11 @@ STAGING_EXIT_WAIT = 1.0
 
 def begin_run(
     name: str, attributes: dict[str, Any], ctx: Any, *, pool_worker: bool = False,
-    span_id: int | None = None, mirror: bool = True,
+    span_id: int | None = None, mirror: bool = True, start_time: int | None = None,
 ) -> Any:
     """Start this process's span and make SIGTERM end it; returns the span. ``mirror``:
     see :func:`flight_child_start` (False in an ``os.fork`` child)."""
-    span = start_span(name, attributes, ctx, span_id=span_id)
+    span = start_span(name, attributes, ctx, start_time=start_time, span_id=span_id)
     _run[:] = [span]
     _failure.clear()
     _pool_worker[0] = pool_worker
@@ -358,34 +359,6 @@ def attach_as_main_context(span: Any, ctx: Any) -> None:
     otel_context.attach(trace.set_span_in_context(span, ctx))
 
 
-def _called_by_the_interpreter(hook_frame: FrameType) -> bool:
-    """The interpreter calls sys.excepthook for an exception that ended the main thread
-    once none of the program's code is left on the stack: the outermost frame is then the
-    installed hook's (ours, or the program's own hook that calls ours). Called from the
-    program's code instead (code.interact, an IDE, a threading.excepthook handing a
-    thread's exception over), the hook only reports an exception that the process lives
-    on after: no failure of the process. Nor is it under ``python -i``, where the
-    interactive prompt follows."""
-    if sys.flags.inspect:
-        return False
-    outermost = hook_frame
-    while outermost.f_back is not None:
-        outermost = outermost.f_back
-    if outermost is hook_frame:
-        return True
-    installed = sys.excepthook
-    function = getattr(installed, "__func__", installed)
-    code = getattr(function, "__code__", None)
-    if code is None:  # a callable object: its class's __call__
-        for klass in type(installed).__mro__:
-            if "__call__" in vars(klass):
-                code = getattr(vars(klass)["__call__"], "__code__", None)
-                break
-    # A hook whose code cannot be found (a functools.partial, a C callable): taken for
-    # the interpreter's call, as every call was before.
-    return code is None or outermost.f_code is code
-
-
 def _excepthook_chain(previous: Any) -> Any:
     def excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
         try:
@@ -393,7 +366,7 @@ def _excepthook_chain(previous: Any) -> Any:
                 isinstance(exc, BaseException)
                 and not isinstance(exc, SystemExit)
                 and (_run or _program.watching())
-                and _called_by_the_interpreter(sys._getframe())
+                and called_by_the_interpreter(sys._getframe())
             ):
                 record = ExceptionRecord(exc)
                 note_failure(record)

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from procscope.core import child, shared_state
+from procscope.core import cheap_child, child, handoff, shared_state
 from procscope.core.guard import log_internal_error
 from procscope.core.saferepr import safe_repr, scrub_command
 from procscope.core.threadinfo import on_main_thread
@@ -146,6 +146,9 @@ def child_environ(env: Mapping[str, str] | None, ctx: Any, program: str) -> dict
     base[ENV_SPANS] = runtime.spans
     base.pop("TRACESTATE", None)
     base.update({k.upper(): v for k, v in inject(ctx).items()})
+    base.pop(cheap_child.ENV_TOKEN, None)
+    if settings is not None and _same_environment(program):
+        cheap_child.allow_in(base)
     return base
 
 
@@ -270,6 +273,7 @@ def _make_execute_child(original: Any) -> Any:
             if info is not None and info.ctx is not None:
                 if self.returncode is not None:  # already reaped (a very short child)
                     record_reap(info, self.pid, self.returncode)
+                    _cheap_child_ended(self.pid)
                 else:
                     self.__dict__[_REAP] = info
         except Exception:  # noqa: BLE001
@@ -287,6 +291,7 @@ def _make_handle_exitstatus(original: Any) -> Any:
                 info = self.__dict__.pop(_REAP, None)
                 if info is not None:
                     record_reap(info, self.pid, self.returncode)
+                    _cheap_child_ended(self.pid)
             except Exception:  # noqa: BLE001
                 log_internal_error()
         return result
@@ -294,11 +299,22 @@ def _make_handle_exitstatus(original: Any) -> Any:
     return _handle_exitstatus
 
 
+def _cheap_child_ended(pid: int) -> None:
+    """A reaped child that was cheap to its end: its run's span made now (in the top
+    process, which alone makes them), not at the program's end."""
+    if handoff.is_top_process() and cheap_child.record_left(pid):
+        from . import _cheap_children
+
+        _cheap_children.collect_later(pid)
+
+
 def start_from_environment() -> None:
-    """In a Python subprocess started with TRACEPARENT: its ``process`` span."""
+    """In a Python subprocess started with TRACEPARENT: its ``process`` span (from the
+    child's start, also where a cheap child sets its pipeline up only now)."""
     carrier = {"traceparent": os.environ.get("TRACEPARENT", "")}
     if os.environ.get("TRACESTATE"):
         carrier["tracestate"] = os.environ["TRACESTATE"]
+    late = cheap_child.upgraded_start()
     ctx = extract(carrier)
     if ctx is None or not on_main_thread():
         return
@@ -308,11 +324,15 @@ def start_from_environment() -> None:
     if _ending.current_run() is not None:
         return
     if process_spans_wanted() and record_under(ctx):
-        argv0 = sys.argv[0] if sys.argv else ""
-        name = os.path.basename(argv0) if argv0 not in ("", "-c", "-m") else "python"
+        if late is not None:
+            start_time, name = late[0], late[1]
+        else:
+            start_time = None
+            argv0 = sys.argv[0] if sys.argv else ""
+            name = os.path.basename(argv0) if argv0 not in ("", "-c", "-m") else "python"
         attributes = this_process_attributes("subprocess", "run", name)
         attributes[START_METHOD] = "subprocess"
-        span = _ending.begin_run("process " + name, attributes, ctx)
+        span = _ending.begin_run("process " + name, attributes, ctx, start_time=start_time)
         _ending.attach_as_main_context(span, ctx)
         _ending.watch_main_thread_exceptions()
         _ending.end_at_exit()

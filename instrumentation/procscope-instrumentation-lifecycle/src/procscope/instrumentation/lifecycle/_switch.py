@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from procscope.core import cheap_child
 from procscope.core.post_import import when_imported
 
 from . import (
@@ -38,6 +39,13 @@ def _instrument_tasks(_asyncio: Any) -> None:
         _tasks.instrument(PATCHES)
 
 
+def _collect_cheap_children() -> int:
+    # (imported when used: it needs OpenTelemetry's SDK, which a plugin alone may lack)
+    from . import _cheap_children
+
+    return _cheap_children.collect()
+
+
 def is_on() -> bool:
     return _on
 
@@ -59,6 +67,7 @@ def instrument(tracer_provider: Any = None, spans: Any = None, **_: Any) -> None
         runtime.active = False
         raise
     _on = True
+    cheap_child.set_collector(_collect_cheap_children)
     _cancel_tasks = when_imported("asyncio", _instrument_tasks)
     _subprocess.start_from_environment()
     if _ending.current_run() is None:
