@@ -181,7 +181,7 @@ def _wait_for_recoveries() -> None:
 def _collect_cheap_children() -> None:
     """The runs of cheap children not yet made into spans (one never waited for, a
     grandchild), made now, before the exporters close; none allowed from here on."""
-    cheap_child.allow_children(False)
+    cheap_child.disallow_children()
     with handle_internal_errors():
         cheap_child.collect_ended()
 
@@ -286,9 +286,8 @@ class Scope:
         # pipeline: this process makes their spans (procscope.core.cheap_child). Not
         # under tail sampling (a child's span would bypass the sampler's buffer), nor
         # under a provider of the program's (its processors would not see them).
-        cheap_child.allow_children(
-            self.owns_provider and handoff.is_top_process() and self.settings.sampling != "tail"
-        )
+        if self.owns_provider and handoff.is_top_process() and self.settings.sampling != "tail":
+            cheap_child.allow_children()
 
     def _apply_flight_recorder(self) -> None:
         """Start or stop the flight recorder (docs/flight-recorder.md) as the settings say."""

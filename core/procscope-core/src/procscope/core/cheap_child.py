@@ -94,21 +94,32 @@ def environ_digest(env) -> str:
     return _digest(env, lambda name: name.startswith(("OTEL_", "PROCSCOPE_")) and name != ENV_TOKEN)
 
 
-def resource_digest(env) -> str:
-    """The digest of what makes a process's resource, besides the process itself: the
-    ``OTEL_*`` variables and the run's id."""
-    return _digest(env, lambda name: name.startswith("OTEL_") or name == ENV_RUN_ID)
+# What the top process's resource and exporters were made from, besides the process
+# itself and procscope's settings (which every child is handed: Settings.as_environ).
+_ORIGIN_VARIABLES = frozenset({
+    "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS",
+    "OTEL_SDK_DISABLED", ENV_RUN_ID,
+})
 
 
-def allow_children(allowed: bool) -> None:
-    """In the top process, once its pipeline is set up (or when it is shut down): whether
-    its Python subprocesses (and theirs) may be cheap. The top process makes their runs'
-    spans from its own resource: it allows only children whose resource variables are
-    what its resource was made from."""
-    if allowed:
-        os.environ[ENV_ORIGIN] = resource_digest(os.environ)
-    else:
-        os.environ.pop(ENV_ORIGIN, None)
+def origin_digest(env) -> str:
+    """The digest of what makes a process's resource, besides the process itself, and
+    where its spans go: the resource's variables, the run's id, the exporters' settings."""
+    return _digest(
+        env, lambda name: name in _ORIGIN_VARIABLES or name.startswith("OTEL_EXPORTER_")
+    )
+
+
+def allow_children() -> None:
+    """In the top process, once its pipeline is set up: let its Python subprocesses (and
+    theirs) be cheap. The top process makes their runs' spans from its own resource: it
+    allows only children whose resource variables are what its resource was made from."""
+    os.environ[ENV_ORIGIN] = origin_digest(os.environ)
+
+
+def disallow_children() -> None:
+    """In the top process, at its shutdown: no more cheap children."""
+    os.environ.pop(ENV_ORIGIN, None)
 
 
 _collector: list = []
@@ -146,7 +157,7 @@ def allow_in(base: dict) -> None:
     origin = os.environ.get(ENV_ORIGIN)
     if not origin or base.get(ENV_ORIGIN) != origin or ENV_RUN_COMMAND in base:
         return
-    if resource_digest(base) != origin or resource_digest(os.environ) != origin:
+    if origin_digest(base) != origin or origin_digest(os.environ) != origin:
         return
     base[ENV_TOKEN] = environ_digest(base)
 

@@ -1,0 +1,241 @@
+"""Cheap children (issue 12, item 5): a Python subprocess that records nothing but its own
+run sets no pipeline up; its run is stored as the full path would have stored it.
+
+Each test runs a real program under ``procscope.setup()`` whose children are real Python
+subprocesses, and reads the trace DB as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+# A child that says what it imported: OpenTelemetry, and procscope's pipeline.
+REPORT = (
+    "import json, sys; print(json.dumps({'otel': sorted(m for m in sys.modules "
+    "if m.startswith('opentelemetry')), 'pipeline': 'procscope._scope' in sys.modules}))"
+)
+
+SPAWN = """
+import subprocess
+def child(code, **kwargs):
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          **kwargs)
+    emit(child=done.returncode, out=done.stdout.strip(), err=done.stderr[-400:])
+    return done
+"""
+
+
+def _runs(db_path: Path) -> dict[int, dict[str, Any]]:
+    """The ``process`` spans of subprocess children, by pid: attributes, status, resource."""
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute(
+            "SELECT s.pid, s.process_name, s.attributes, s.status_code, s.status_description,"
+            " s.start_ns, s.end_ns, r.attributes, s.span_id, s.parent_span_id, s.trace_id"
+            " FROM spans s JOIN resources r ON r.resource_id = s.resource_id"
+            " WHERE s.name LIKE 'process %'"
+        ).fetchall()
+    return {
+        row[0]: {
+            "process_name": row[1], "attributes": json.loads(row[2]), "status": row[3],
+            "description": row[4], "start_ns": row[5], "end_ns": row[6],
+            "resource": json.loads(row[7]), "span_id": row[8], "parent": row[9],
+            "trace_id": row[10],
+        }
+        for row in rows
+    }
+
+
+def _spans_named(db_path: Path, name: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db_path) as db:
+        return db.execute(
+            "SELECT pid, span_id, parent_span_id, attributes, start_ns FROM spans WHERE name = ?",
+            (name,),
+        ).fetchall()
+
+
+def _pid_of(run: Any, index: int) -> int:
+    return int(json.loads(run.lines[index]["out"].splitlines()[-1])["pid"])
+
+
+def test_a_child_that_records_nothing_else_imports_no_opentelemetry(run_program: Any) -> None:
+    """A plain Python child imports neither OpenTelemetry nor procscope's pipeline, and its
+    run is in the DB: under its own pid, parented to the spawn, with its own resource."""
+    run = run_program(
+        f"child({REPORT!r})\nchild('import os, json; print(json.dumps({{\"pid\": os.getpid()}}))')",
+        helpers=SPAWN,
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.lines[0]["out"])
+    assert report == {"otel": [], "pipeline": False}
+    pid = _pid_of(run, 1)
+    runs = _runs(run.db_path)
+    assert pid in runs, runs
+    child = runs[pid]
+    parent_pid = child["attributes"]["process.parent_pid"]
+    assert child["attributes"] == {
+        "thread.id": pid, "thread.name": "MainThread",
+        "procscope.lifecycle.kind": "subprocess", "procscope.lifecycle.role": "run",
+        "process.pid": pid, "process.parent_pid": parent_pid,
+        "procscope.process.name": "python", "procscope.process.start_method": "subprocess",
+    }
+    assert child["process_name"] == "MainProcess"
+    assert child["status"] == 0 and child["start_ns"] < child["end_ns"]
+    resource = child["resource"]
+    assert resource["process.pid"] == pid and resource["process.parent_pid"] == parent_pid
+    assert "procscope.run.command" not in resource
+    # The parent's spawn span is the run's parent, in the same trace.
+    spawns = _spans_named(run.db_path, "spawn python")
+    assert child["parent"] in {row[1] for row in spawns}
+    # The records were taken: nothing left in the spool directory.
+    spool = Path(str(run.db_path) + ".handoff")
+    assert not spool.exists() or not [p for p in spool.iterdir() if "cheap-" in p.name]
+
+
+def test_a_cheap_childs_run_is_stored_as_a_set_up_childs_is(run_program: Any) -> None:
+    """The same run, once cheap and once fully set up (forced by a variable of its own):
+    the same attributes and resource but for what differs by process."""
+    code = "import os, json; print(json.dumps({'pid': os.getpid()}))"
+    run = run_program(
+        f"child({code!r})\n"
+        f"child({code!r}, env={{**os.environ, 'OTEL_FORCES_A_FULL_CHILD': '1'}})",
+        helpers=SPAWN,
+    )
+    assert run.returncode == 0, run.stderr
+    cheap_pid, full_pid = _pid_of(run, 0), _pid_of(run, 1)
+    runs = _runs(run.db_path)
+    cheap, full = runs[cheap_pid], runs[full_pid]
+    varying = {"process.pid", "thread.id", "service.instance.id"}
+
+    def same_shape(values: dict[str, Any]) -> list[tuple[str, Any]]:
+        return [(k, None if k in varying else v) for k, v in values.items()]
+
+    assert same_shape(cheap["attributes"]) == same_shape(full["attributes"])
+    assert same_shape(cheap["resource"]) == same_shape(full["resource"])
+    assert cheap["resource"]["service.instance.id"] != full["resource"]["service.instance.id"]
+
+
+def test_a_child_that_starts_a_thread_sets_up_and_records_it(run_program: Any) -> None:
+    """Importing threading sets the child up; its thread's span is under a run that began
+    at the child's start, before the import."""
+    code = (
+        "import os, json, time; began = time.time_ns()\n"
+        "import threading\n"
+        "t = threading.Thread(target=lambda: None, name='worker'); t.start(); t.join()\n"
+        "print(json.dumps({'pid': os.getpid(), 'began': began}))"
+    )
+    run = run_program(f"child({code!r})", helpers=SPAWN)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.lines[0]["out"])
+    child = _runs(run.db_path)[out["pid"]]
+    assert child["start_ns"] <= out["began"]
+    threads = [row for row in _spans_named(run.db_path, "thread worker") if row[0] == out["pid"]]
+    assert len(threads) == 1
+    assert threads[0][2] == child["span_id"]
+
+
+def test_a_trigger_imported_by_another_module_waits_for_it(run_program: Any) -> None:
+    """logging imports threading at its top: the child is set up once logging is whole,
+    and logging, queue and concurrent.futures work as plainly."""
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(stream=sys.stdout, format='%(levelname)s %(message)s')\n"
+        "logging.warning('still logging')\n"
+        "from queue import Queue\n"
+        "import concurrent.futures as cf\n"
+        "q = Queue(); q.put(2)\n"
+        "with cf.ThreadPoolExecutor(1) as pool: print(pool.submit(q.get).result() * 21)\n"
+        "print('pipeline', 'procscope._scope' in sys.modules)"
+    )
+    run = run_program(f"child({code!r})", helpers=SPAWN)
+    assert run.returncode == 0, run.stderr
+    line = run.lines[0]
+    assert line["child"] == 0, line["err"]
+    assert line["out"].splitlines() == ["WARNING still logging", "42", "pipeline True"]
+
+
+def test_a_cheap_child_that_fails_is_recorded_as_failing(run_program: Any) -> None:
+    """An unhandled exception, os._exit with a code, and SIGTERM end a cheap child's run
+    with what the full path records: the error, the code, the signal."""
+    raises = "import os, json; print(json.dumps({'pid': os.getpid()}), flush=True); 1/0"
+    exits = "import os, json; print(json.dumps({'pid': os.getpid()}), flush=True); os._exit(3)"
+    killed = (
+        "import os, json, signal; print(json.dumps({'pid': os.getpid()}), flush=True); "
+        "os.kill(os.getpid(), signal.SIGTERM); import time; time.sleep(5)"
+    )
+    run = run_program(f"child({raises!r})\nchild({exits!r})\nchild({killed!r})", helpers=SPAWN)
+    assert run.returncode == 0, run.stderr
+    assert [line["child"] for line in run.lines] == [1, 3, -15]
+    runs = _runs(run.db_path)
+    failed, exited, terminated = (runs[_pid_of(run, i)] for i in range(3))
+    assert failed["status"] == 2 and failed["description"].startswith("ZeroDivisionError")
+    assert exited["status"] == 2 and exited["attributes"]["process.exit.code"] == 3
+    assert terminated["status"] == 2
+    assert terminated["attributes"]["procscope.process.exit.signal"] == 15
+    with sqlite3.connect(run.db_path) as db:
+        events = db.execute(
+            "SELECT e.name FROM events e JOIN spans s ON s.span_pk = e.span_pk WHERE s.pid = ?",
+            (_pid_of(run, 0),),
+        ).fetchall()
+    assert ("exception",) in events
+
+
+def test_a_child_never_waited_for_is_stored_at_the_programs_end(run_program: Any) -> None:
+    """Its parent never reaps it: the program's end makes its run's span."""
+    code = "import os, json; print(json.dumps({'pid': os.getpid()}), flush=True)"
+    body = (
+        "import subprocess\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {code!r}], stdout=subprocess.PIPE)\n"
+        "out = p.stdout.read(); time.sleep(0.3)\n"
+        "emit(out=out.decode())\n"
+    )
+    run = run_program(body)
+    assert run.returncode == 0, run.stderr
+    pid = json.loads(run.lines[0]["out"])["pid"]
+    assert pid in _runs(run.db_path)
+
+
+def test_a_grandchild_of_a_set_up_child_is_cheap_too(run_program: Any) -> None:
+    """A child that starts a subprocess is set up (it imports subprocess); its own Python
+    child is cheap, and stored under its own pid with the middle one as parent."""
+    inner = "import os, json; print(json.dumps({'pid': os.getpid(), 'ppid': os.getppid()}))"
+    middle = (
+        "import subprocess, sys\n"
+        f"done = subprocess.run([sys.executable, '-c', {inner!r}], capture_output=True, "
+        "text=True)\n"
+        "print(done.stdout.strip())\n"
+    )
+    run = run_program(f"child({middle!r})", helpers=SPAWN)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.lines[0]["out"])
+    runs = _runs(run.db_path)
+    assert out["pid"] in runs and out["ppid"] in runs
+    assert runs[out["pid"]]["attributes"]["process.parent_pid"] == out["ppid"]
+    assert runs[out["pid"]]["trace_id"] == runs[out["ppid"]]["trace_id"]
+
+
+def test_an_unsampled_cheap_child_leaves_nothing(run_program: Any) -> None:
+    """At rate 0 a child's run is not recorded, cheap or not, and leaves no record."""
+    run = run_program(
+        f"child({REPORT!r})",
+        helpers=SPAWN,
+        setup='procscope.setup(db=sys.argv[1], exporter="tracedb", sample_rate=0.0)',
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.lines[0]["out"]) == {"otel": [], "pipeline": False}
+    assert _runs(run.db_path) == {}
+    spool = Path(str(run.db_path) + ".handoff")
+    assert not spool.exists() or not [p for p in spool.iterdir() if "cheap-" in p.name]
+
+
+def test_tail_sampling_keeps_children_set_up(run_program: Any) -> None:
+    """Under tail sampling a child's span must pass the tail sampler: no cheap children."""
+    run = run_program(
+        f"child({REPORT!r})",
+        helpers=SPAWN,
+        setup='procscope.setup(db=sys.argv[1], exporter="tracedb", sampling="tail")',
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.lines[0]["out"])["pipeline"] is True
