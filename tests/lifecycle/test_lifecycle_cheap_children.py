@@ -8,7 +8,9 @@ subprocesses, and reads the trace DB as a user would.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +241,53 @@ def test_tail_sampling_keeps_children_set_up(run_program: Any) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.lines[0]["out"])["pipeline"] is True
+
+
+CONSOLE_PROGRAM = """
+import os, subprocess, sys
+import procscope
+procscope.setup(exporter="console")
+done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                      capture_output=True, text=True)
+print("CHILD", done.stdout.strip(), flush=True)
+procscope.shutdown()
+"""
+
+
+def _json_objects(text: str) -> list[Any]:
+    decoder, found, index = json.JSONDecoder(), [], 0
+    while (start := text.find("{", index)) >= 0:
+        try:
+            value, index = decoder.raw_decode(text, start)
+        except ValueError:
+            index = start + 1
+            continue
+        found.append(value)
+    return found
+
+
+def test_a_cheap_childs_run_reaches_an_exporter_other_than_the_trace_db(
+    tmp_path: Path,
+) -> None:
+    """Without the trace DB (the console exporter here, OTLP alike) the child's span is
+    exported by the top process with the child's resource, which says whose it is."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", CONSOLE_PROGRAM], capture_output=True, text=True, env=env,
+        cwd=tmp_path, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    child_pid = int(done.stdout.split("CHILD", 1)[1].split()[0])
+    runs = [
+        span for span in _json_objects(done.stdout)
+        if span.get("name") == "process python"
+    ]
+    assert len(runs) == 1, done.stdout[-2000:]
+    assert runs[0]["resource"]["attributes"]["process.pid"] == child_pid
+    assert runs[0]["attributes"]["process.pid"] == child_pid
+    assert runs[0]["parent_id"] is not None
+    left = [p for p in Path(tempfile.gettempdir()).glob(f"procscope-handoff-*/cheap-{child_pid}-*")]
+    assert left == []
