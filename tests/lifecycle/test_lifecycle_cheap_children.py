@@ -291,3 +291,64 @@ def test_a_cheap_childs_run_reaches_an_exporter_other_than_the_trace_db(
     assert runs[0]["parent_id"] is not None
     left = [p for p in Path(tempfile.gettempdir()).glob(f"procscope-handoff-*/cheap-{child_pid}-*")]
     assert left == []
+
+
+def test_an_unhandled_keyboard_interrupt_still_ends_the_child_by_sigint(
+    run_program: Any,
+) -> None:
+    """The interpreter ends a child stopped by Ctrl-C with SIGINT (exit status -2), after
+    atexit: still so when the child's run is ended there, and the run records it."""
+    code = (
+        "import os, json, signal; print(json.dumps({'pid': os.getpid()}), flush=True); "
+        "os.kill(os.getpid(), signal.SIGINT); import time; time.sleep(5)"
+    )
+    run = run_program(f"child({code!r})", helpers=SPAWN)
+    assert run.returncode == 0, run.stderr
+    assert run.lines[0]["child"] == -2
+    assert "KeyboardInterrupt" in run.lines[0]["err"]
+    interrupted = _runs(run.db_path)[_pid_of(run, 0)]
+    assert interrupted["status"] == 2
+    assert interrupted["description"].startswith("KeyboardInterrupt")
+
+
+FD_PROGRAM = """
+import os, subprocess, sys, time
+import procscope
+procscope.setup(db=sys.argv[1], exporter="tracedb")
+lost = 0
+for _ in range(12):
+    # As CPython's test_subprocess does: a standard stream closed while a child runs,
+    # then given back. Nothing of procscope's may take its number meanwhile.
+    saved = os.dup(0)
+    os.close(0)
+    subprocess.run([sys.executable, "-c", "pass"], stdin=subprocess.DEVNULL)
+    os.dup2(saved, 0)
+    os.close(saved)
+    time.sleep(0.05)
+    try:
+        os.fstat(0)
+    except OSError:
+        lost += 1
+print("LOST", lost)
+procscope.shutdown()
+"""
+
+
+def test_reading_a_childs_record_never_takes_a_number_the_program_gives_back(
+    tmp_path: Path,
+) -> None:
+    """The record is read on the program's own thread: a helper thread that opened it
+    while the program had fd 0 closed would close the program's stdin afterwards."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", FD_PROGRAM, str(tmp_path / "t.db")], capture_output=True,
+        text=True, env=env, cwd=tmp_path, timeout=120, check=False, stdin=subprocess.PIPE,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "LOST 0" in done.stdout
+    with sqlite3.connect(tmp_path / "t.db") as db:
+        (runs,) = db.execute("SELECT count(*) FROM spans WHERE name = 'process python'").fetchone()
+    assert runs == 12

@@ -389,10 +389,20 @@ def _excepthook_chain(previous):
 def _at_exit() -> None:
     if not is_cheap():
         return
-    if _state["failure"] is not None:
-        _finish_late(_state["failure"], None)
-    else:
+    failure = _state["failure"]
+    if failure is None:
         _write_end(None, None)
+        return
+    _finish_late(failure, None)
+    if isinstance(failure, KeyboardInterrupt):
+        # The interpreter ends a process that an unhandled KeyboardInterrupt stopped by
+        # SIGINT, if the flag that says so is still set after atexit: the set-up just made
+        # cleared it (every exec or eval of a string does, namedtuple's among them). An
+        # exec of a string that raises KeyboardInterrupt sets it again.
+        try:
+            exec("raise KeyboardInterrupt")
+        except KeyboardInterrupt:
+            pass
 
 
 def _exit(code, /):

@@ -57,15 +57,42 @@ _SERVICE_INSTANCE_ID = "service.instance.id"
 def collect(pid: int | None = None) -> int:
     """Make the records of ended cheap children (of ``pid`` only, when given) into spans
     and export them; returns how many. Only in the top process, which allowed them."""
+    return make_and_export(take(pid))
+
+
+def collect_later(pid: int) -> None:
+    """:func:`collect` of one reaped child: its record taken here, on the program's
+    thread (in ``wait()``), its span made and exported on a helper thread that a shutdown
+    waits for (the program's thread does not wait for the trace DB).
+
+    Only what opens no file runs on the helper thread: a file it opened could get a
+    number the program has just closed (0, 1 or 2, while it starts a child with other
+    standard streams), and closing it then would close the program's file instead."""
+    records = take(pid)
+    if not records:
+        return
+    from procscope.core import _flight_spans
+
+    def work() -> None:
+        with handle_internal_errors():
+            make_and_export(records)
+
+    _flight_spans.run_helper(work, _flight_spans.RECOVER_THREAD)
+
+
+def take(pid: int | None = None) -> list[dict[str, Any]]:
+    """The records left by ended cheap children (of ``pid`` only, when given), each taken
+    once (claimed by an atomic rename, read, removed), with what their resource needs
+    from files (the owner's name) read now."""
     folder = handoff.directory()
     if not folder or not handoff.is_top_process():
-        return 0
+        return []
     try:
         names = os.listdir(folder)
     except OSError:
-        return 0
+        return []
     prefix = f"{cheap_child.PREFIX}{pid}-" if pid is not None else cheap_child.PREFIX
-    spans = []
+    records = []
     for name in names:
         if not (name.startswith(prefix) and name.endswith(cheap_child.SUFFIX)):
             continue
@@ -80,23 +107,33 @@ def collect(pid: int | None = None) -> int:
             os.unlink(claimed)
         except OSError:
             pass
-        span = None if record is None else span_of(record)
+        if record is not None:
+            if semconv.PROCESS_OWNER in _this_process():
+                record["owner"] = _user_name(record["uid"])
+            records.append(record)
+    return records
+
+
+def make_and_export(records: list[dict[str, Any]]) -> int:
+    """The records' spans, exported; returns how many."""
+    spans = []
+    for record in records:
+        span = span_of(record)
         if span is not None:
             spans.append((record["pid"], span))
     _export(spans)
     return len(spans)
 
 
-def collect_later(pid: int) -> None:
-    """:func:`collect` of one reaped child, on a helper thread that a shutdown waits for
-    (the program's thread, in ``wait()``, does not wait for the trace DB)."""
-    from procscope.core import _flight_spans
+_detected: list[Any] = []
 
-    def work() -> None:
-        with handle_internal_errors():
-            collect(pid)
 
-    _flight_spans.run_helper(work, _flight_spans.RECOVER_THREAD)
+def _this_process() -> Any:
+    """What OpenTelemetry's process detector finds for this process (once: with psutil
+    installed it reads files of /proc, which only the program's thread may open)."""
+    if not _detected:
+        _detected.append(ProcessResourceDetector().detect().attributes)
+    return _detected[0]
 
 
 def _export(spans: list[tuple[int, ReadableSpan]]) -> None:
@@ -204,7 +241,7 @@ def child_resource(base: Resource | None, record: dict[str, Any]) -> Resource:
     from procscope.core.runs import RUN_COMMAND_KEY, RUN_ID_KEY
 
     attributes = dict(base.attributes) if base is not None else {}
-    mine = ProcessResourceDetector().detect().attributes
+    mine = _this_process()
     theirs = _process_attributes(record, mine)
     for key, value in theirs.items():
         # Only where the detector set it (OTEL_RESOURCE_ATTRIBUTES may name one itself).
@@ -240,7 +277,7 @@ def _process_attributes(record: dict[str, Any], mine: Any) -> dict[str, Any]:
         found[semconv.PROCESS_COMMAND_ARGS] = argv
     found[semconv.PROCESS_PARENT_PID] = record["ppid"]
     if semconv.PROCESS_OWNER in mine:
-        found[semconv.PROCESS_OWNER] = _user_name(record["uid"])
+        found[semconv.PROCESS_OWNER] = record.get("owner") or _user_name(record["uid"])
     return found
 
 

@@ -301,7 +301,8 @@ def _make_handle_exitstatus(original: Any) -> Any:
 
 def _cheap_child_ended(pid: int) -> None:
     """A reaped child that was cheap to its end: its run's span made now (in the top
-    process, which alone makes them), not at the program's end."""
+    process, which alone makes them), not at the program's end (the record is read
+    here, on the program's thread; see _cheap_children.collect_later)."""
     if handoff.is_top_process() and cheap_child.record_left(pid):
         from . import _cheap_children
 
