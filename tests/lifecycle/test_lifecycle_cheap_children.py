@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import tempfile
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ def child(code, **kwargs):
 
 def _runs(db_path: Path) -> dict[int, dict[str, Any]]:
     """The ``process`` spans of subprocess children, by pid: attributes, status, resource."""
-    with sqlite3.connect(db_path) as db:
+    with closing(sqlite3.connect(db_path)) as db:
         rows = db.execute(
             "SELECT s.pid, s.process_name, s.attributes, s.status_code, s.status_description,"
             " s.start_ns, s.end_ns, r.attributes, s.span_id, s.parent_span_id, s.trace_id"
@@ -51,7 +52,7 @@ def _runs(db_path: Path) -> dict[int, dict[str, Any]]:
 
 
 def _spans_named(db_path: Path, name: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db_path) as db:
+    with closing(sqlite3.connect(db_path)) as db:
         return db.execute(
             "SELECT pid, span_id, parent_span_id, attributes, start_ns FROM spans WHERE name = ?",
             (name,),
@@ -176,7 +177,7 @@ def test_a_cheap_child_that_fails_is_recorded_as_failing(run_program: Any) -> No
     assert exited["status"] == 2 and exited["attributes"]["process.exit.code"] == 3
     assert terminated["status"] == 2
     assert terminated["attributes"]["procscope.process.exit.signal"] == 15
-    with sqlite3.connect(run.db_path) as db:
+    with closing(sqlite3.connect(run.db_path)) as db:
         events = db.execute(
             "SELECT e.name FROM events e JOIN spans s ON s.span_pk = e.span_pk WHERE s.pid = ?",
             (_pid_of(run, 0),),
@@ -349,6 +350,6 @@ def test_reading_a_childs_record_never_takes_a_number_the_program_gives_back(
     )
     assert done.returncode == 0, done.stderr
     assert "LOST 0" in done.stdout
-    with sqlite3.connect(tmp_path / "t.db") as db:
+    with closing(sqlite3.connect(tmp_path / "t.db")) as db:
         (runs,) = db.execute("SELECT count(*) FROM spans WHERE name = 'process python'").fetchone()
     assert runs == 12
