@@ -250,7 +250,8 @@ import procscope
 procscope.setup(exporter="console")
 done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                       capture_output=True, text=True)
-print("CHILD", done.stdout.strip(), flush=True)
+# (on stderr: the console exporter writes spans to stdout from a helper thread)
+print("CHILD", done.stdout.strip(), file=sys.stderr, flush=True)
 procscope.shutdown()
 """
 
@@ -281,7 +282,7 @@ def test_a_cheap_childs_run_reaches_an_exporter_other_than_the_trace_db(
         cwd=tmp_path, timeout=120, check=False,
     )
     assert done.returncode == 0, done.stderr
-    child_pid = int(done.stdout.split("CHILD", 1)[1].split()[0])
+    child_pid = int(done.stderr.split("CHILD", 1)[1].split()[0])
     runs = [
         span for span in _json_objects(done.stdout)
         if span.get("name") == "process python"
