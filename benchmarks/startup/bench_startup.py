@@ -7,7 +7,8 @@ the same row, all from ONE run:
 - ``python -c pass``: plain, and under ``procscope run`` (trace DB, the default exporter);
 - ``import procscope; procscope.setup(exporter='tracedb', db=...)`` against plain python;
 - a Python subprocess (``subprocess.run([python, '-c', 'pass'])``) started by a program
-  under ``procscope run`` against the same program plain (timed inside the program);
+  under ``procscope run`` against the same program plain (timed inside the program): a
+  cheap child, which sets no pipeline up; and one that starts a thread, which does;
 - ``multiprocessing.Process`` start+join with fork, spawn and forkserver, likewise;
 - fork start+join at rate 0 after 200,000 messages, the parent's flight recorder ring
   full (what a fork child of a busy program inherits), and with 50,000 objects whose state
@@ -50,6 +51,9 @@ SOURCES = [
 INNER = """\
 import multiprocessing, queue, statistics, subprocess, sys, time
 
+THREAD = "import threading; t = threading.Thread(target=int); t.start(); t.join()"
+
+
 def noop():
     pass
 
@@ -85,6 +89,8 @@ if __name__ == "__main__":
         started = time.perf_counter()
         if what == "subprocess":
             subprocess.run([sys.executable, "-c", "pass"], check=True)
+        elif what == "subprocess-thread":  # a child that needs the pipeline: set up
+            subprocess.run([sys.executable, "-c", THREAD], check=True)
         else:
             p = multiprocessing.get_context(what).Process(target=noop)
             p.start()
@@ -114,8 +120,10 @@ def variants(db: str, script: str, k: int) -> list[Variant]:
         ),
         Variant("import procscope; setup(tracedb)", [PY, "-c", "pass"], [PY, "-c", setup], False),
     ]
-    for what in ("subprocess", "fork", "spawn", "forkserver"):
-        label = "Python subprocess start" if what == "subprocess" else f"Process start+join, {what}"
+    labels = {"subprocess": "Python subprocess start",
+              "subprocess-thread": "Python subprocess, a thread"}
+    for what in ("subprocess", "subprocess-thread", "fork", "spawn", "forkserver"):
+        label = labels.get(what, f"Process start+join, {what}")
         command = [PY, script, what, str(k)]
         rows.append(Variant(label, command, [*run, *command], True))
     # At a production rate the flight recorder is on: a fork child inherits its parent's
