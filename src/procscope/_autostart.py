@@ -49,24 +49,8 @@ def start() -> None:
         return  # `procscope mcp` records nothing of itself (see is_server_process)
     from procscope.core import cheap_child
 
-    if not cheap_child.start(_start_now, _finish_cheap_child):
+    if not cheap_child.start(_start_now):
         _start_now()
-
-
-def _finish_cheap_child(failure: BaseException | None, code: int | None) -> None:
-    """A cheap child's end that needs its pipeline (an unhandled exception, a non-zero
-    ``os._exit``), set up just now: its run ended as the full path ends it, everything
-    flushed (the interpreter's exit no longer runs the hooks registered by this late
-    set-up)."""
-    from procscope.instrumentation.lifecycle import _ending
-    from procscope.instrumentation.lifecycle._runtime import ExceptionRecord
-
-    from ._api import shutdown
-
-    if failure is not None:
-        _ending.note_failure(ExceptionRecord(failure))
-    _ending.finish_run(code)
-    shutdown()
 
 
 def _start_now() -> None:

@@ -354,3 +354,73 @@ def test_reading_a_childs_record_never_takes_a_number_the_program_gives_back(
     with closing(sqlite3.connect(tmp_path / "t.db")) as db:
         (runs,) = db.execute("SELECT count(*) FROM spans WHERE name = 'process python'").fetchone()
     assert runs == 12
+
+
+def test_a_child_that_only_logs_stays_cheap(run_program: Any) -> None:
+    """logging imports threading but starts no thread: the child stays cheap, and
+    ``Thread.start`` looks as it does plainly while it is watched."""
+    code = (
+        "import logging, sys, inspect, threading\n"
+        "logging.basicConfig(stream=sys.stdout, format='%(message)s')\n"
+        "logging.warning('logged')\n"
+        "print(threading.Thread.start.__name__, inspect.signature(threading.Thread.start))\n"
+        "print('pipeline', 'procscope._scope' in sys.modules)"
+    )
+    run = run_program(f"child({code!r})", helpers=SPAWN)
+    assert run.returncode == 0, run.stderr
+    assert run.lines[0]["out"].splitlines() == ["logged", "start (self)", "pipeline False"]
+
+
+def test_the_first_thread_started_sets_the_child_up(run_program: Any) -> None:
+    """A Timer (a Thread subclass) and a subclass whose start calls Thread.start: the
+    first start sets the child up, both threads are recorded, and Thread.start is
+    threading's own again (wrapped by the instrumentation as in any set-up process)."""
+    code = (
+        "import os, json, sys, threading\n"
+        "class Mine(threading.Thread):\n"
+        "    def start(self):\n"
+        "        super().start()\n"
+        "t = threading.Timer(0.01, int); t.name = 'timer'; t.start(); t.join()\n"
+        "m = Mine(target=int, name='mine'); m.start(); m.join()\n"
+        "print(json.dumps({'pid': os.getpid(), 'pipeline': 'procscope._scope' in sys.modules,"
+        " 'watcher': threading.Thread.start.__code__.co_name}))"
+    )
+    run = run_program(f"child({code!r})", helpers=SPAWN)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.lines[0]["out"])
+    assert out["pipeline"] is True
+    assert out["watcher"] != "_start_thread"
+    child = _runs(run.db_path)[out["pid"]]
+    for name in ("thread timer", "thread mine"):
+        spans = [row for row in _spans_named(run.db_path, name) if row[0] == out["pid"]]
+        assert len(spans) == 1, name
+        assert spans[0][2] == child["span_id"]
+
+
+def test_a_cheap_child_that_imported_threading_fails_quietly_and_recorded(
+    run_program: Any,
+) -> None:
+    """Its end records the exception (event with the stack, error status) and says
+    nothing on stderr besides Python's own traceback: nothing is set up at its exit,
+    after threading has shut down."""
+    code = (
+        "import os, json, logging, threading; "
+        "print(json.dumps({'pid': os.getpid()}), flush=True); 1/0"
+    )
+    run = run_program(f"child({code!r})", helpers=SPAWN)
+    assert run.returncode == 0, run.stderr
+    line = run.lines[0]
+    assert line["child"] == 1
+    assert "procscope" not in line["err"] and "ZeroDivisionError" in line["err"]
+    failed = _runs(run.db_path)[_pid_of(run, 0)]
+    assert failed["status"] == 2
+    assert failed["description"] == "ZeroDivisionError: division by zero"
+    with closing(sqlite3.connect(run.db_path)) as db:
+        rows = db.execute(
+            "SELECT e.name, e.attributes FROM events e JOIN spans s ON s.span_pk = e.span_pk"
+            " WHERE s.pid = ?", (_pid_of(run, 0),),
+        ).fetchall()
+    assert [name for name, _ in rows] == ["exception"]
+    attributes = json.loads(rows[0][1])
+    assert attributes["exception.type"] == "ZeroDivisionError"
+    assert attributes["exception.stacktrace"].startswith("Traceback (most recent call last)")

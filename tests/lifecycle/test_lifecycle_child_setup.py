@@ -102,7 +102,9 @@ if __name__ == "__main__":
         process.join()
     subprocess.run(
         [sys.executable, "-c",
-         "import os; from procscope.core import shared_state; "
+         # (queue: a child that records something sets up; one that does not stays
+         # cheap, with no pipeline, docs/lifecycle.md)
+         "import os, queue; from procscope.core import shared_state; "
          "s = shared_state.get().scope_settings; "
          "print('python', os.environ.get('MADE_BY_BUILDER'), s.level, s.sample_rate)"],
         check=True,

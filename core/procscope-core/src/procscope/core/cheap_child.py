@@ -7,15 +7,15 @@ added to every such child, most of a short child's life, for a child that often 
 nothing but its own run. A child that may (:func:`start`) now only notes its start, and:
 
 * at the first import of a module whose use procscope records (:func:`_is_trigger`:
-  threading, queue, multiprocessing, concurrent, asyncio, subprocess, transitions,
-  OpenTelemetry, procscope's API) sets the pipeline up as before, as soon as the import
-  has finished (:func:`_arm`); the run's span then starts at the child's start;
-* when it ends after an unhandled exception, or by ``os._exit`` with a non-zero code,
-  sets the pipeline up then, so that its run ends as before (error status, exception
-  event, flight recorder trigger);
-* when it ends plainly (atexit, ``os._exit(0)``, SIGTERM), writes one small record into
-  the program's spool directory (``cheap-<pid>-<start>.child``, ``marshal``), which the
-  top process makes into the run's span, under the child's pid and resource
+  queue, multiprocessing, concurrent, asyncio, subprocess, transitions, OpenTelemetry,
+  procscope's API), or at the first start of a thread, sets the pipeline up as before,
+  as soon as the import under way has finished (:func:`_soon`); the run's span then
+  starts at the child's start;
+* when it ends (atexit, ``os._exit``, SIGTERM; after an unhandled exception or not),
+  writes one small record into the program's spool directory
+  (``cheap-<pid>-<start>.child``, ``marshal``): its times, exit code or signal, the
+  exception's event, and what OpenTelemetry's process detector would read. The top
+  process makes it into the run's span, under the child's pid and resource
   (``procscope.instrumentation.lifecycle._cheap_children``).
 
 Which children may: those whose parent says so in :data:`ENV_TOKEN`, a digest of the
@@ -49,7 +49,7 @@ FORMAT = 1
 # A first import of these (or of a module inside them) means the child may do something
 # procscope records: threads, queues, processes, tasks, state machines, its own spans.
 _TRIGGER_PACKAGES = frozenset({
-    "threading", "queue", "multiprocessing", "concurrent", "asyncio", "subprocess",
+    "queue", "multiprocessing", "concurrent", "asyncio", "subprocess",
     "transitions", "opentelemetry",
 })
 # Modules that setting the pipeline up may import: one of these half imported (logging,
@@ -71,9 +71,10 @@ _state: dict = {
     "sampled": False,
     "spool": "",
     "upgrade": None,
-    "finish_late": None,
     "upgraded": False,  # the pipeline is set up (or is being set up)
     "wait_frame": None,
+    "pending": 0,  # UPGRADE or WATCH_THREADS, waiting for wait_frame's return
+    "thread_start": None,  # threading.Thread.start while the first start is watched
     "failure": None,
     "original_exit": None,
     "sigterm": False,
@@ -178,11 +179,10 @@ def parse_traceparent(value: str):
     return trace_id, span_id, bool(flags & 1)
 
 
-def start(upgrade, finish_late) -> bool:
+def start(upgrade) -> bool:
     """In a Python subprocess at start-up: become a cheap child if the parent said this
-    one may. ``upgrade()`` sets the pipeline up as a child's start-up would have;
-    ``finish_late(failure, code)`` sets it up at the child's end and ends its run as the
-    full path would have. False (nothing done) when this child takes the full path."""
+    one may. ``upgrade()`` sets the pipeline up as a child's start-up would have. False
+    (nothing done) when this child takes the full path."""
     env = os.environ
     token = env.get(ENV_TOKEN)
     if not token or _state["pid"]:
@@ -209,7 +209,7 @@ def start(upgrade, finish_late) -> bool:
             pid=os.getpid(), start_ns=time.time_ns(), ppid=os.getppid(),
             thread_id=_thread.get_native_id(), traceparent=traceparent,
             tracestate=env.get("TRACESTATE"), sampled=parent[2], spool=spool,
-            upgrade=upgrade, finish_late=finish_late, upgraded=False, failure=None,
+            upgrade=upgrade, upgraded=False, failure=None,
             # (as the full path names it: _subprocess.start_from_environment)
             name=os.path.basename(argv0) if argv0 not in ("", "-c", "-m") else "python",
         )
@@ -227,6 +227,8 @@ def start(upgrade, finish_late) -> bool:
         os.register_at_fork(after_in_child=_forget)
         if parent[2]:
             _watch_sigterm()
+        if "threading" in sys.modules:  # (imported before this ran: by a .pth file, say)
+            _watch_threads()
     except Exception:  # noqa: BLE001 -- then the full path, as before
         _forget()
         return False
@@ -260,11 +262,11 @@ class _Watch:
     """On ``sys.meta_path`` while the child is cheap; finds nothing itself."""
 
     def find_spec(self, fullname, path=None, target=None):
-        if is_cheap() and _state["wait_frame"] is None and _is_trigger(fullname):
-            try:
-                _arm(sys._getframe(1))
-            except Exception:  # noqa: BLE001 -- never disturb the import
-                pass
+        if is_cheap():
+            if _is_trigger(fullname):
+                _soon(UPGRADE, sys._getframe(1))
+            elif fullname == "threading":
+                _soon(WATCH_THREADS, sys._getframe(1))
         return None
 
     def invalidate_caches(self) -> None:
@@ -272,10 +274,14 @@ class _Watch:
 
 
 _WATCH = _Watch()
+# What to do once the imports under way have finished (_soon): set the pipeline up, or
+# only watch for the first thread's start (threading is imported by logging and others
+# that start no thread: such a child stays cheap).
+UPGRADE, WATCH_THREADS = 2, 1
 
 
-def _arm(frame) -> None:
-    """Set the pipeline up once the import under way has finished.
+def _soon(action: int, frame) -> None:
+    """Do ``action`` once the import under way has finished (at once where none is).
 
     Not now: this runs inside the import system (under its global lock, the module not
     made yet), and set-up imports the very module being looked for. Not right after the
@@ -283,28 +289,79 @@ def _arm(frame) -> None:
     imports ``threading`` at its top), still half made. So: after the outermost import,
     on this thread's stack, of a module that set-up may import, by a profile function
     that waits for that frame's return (a few hundred calls)."""
-    wait_for = None
+    try:
+        if action <= _state["pending"]:
+            return  # (as much is already waiting)
+        if _state["wait_frame"] is not None:
+            _state["pending"] = action
+            return
+        wait_for = _import_under_way(frame)
+        if wait_for is None:
+            _state["pending"] = action
+            _act()
+        elif sys.getprofile() is None:
+            _state["pending"] = action
+            _state["wait_frame"] = wait_for
+            sys.setprofile(_wait)
+        # else a profiler owns the hook: this child stays cheap (docs/lifecycle.md says
+        # what it then records)
+    except Exception:  # noqa: BLE001 -- never disturb the program
+        pass
+
+
+def _import_under_way(frame):
+    """The frame of the outermost import on this stack of a module that set-up may
+    import (the standard library's, OpenTelemetry's, ...), or None."""
+    found = None
     while frame is not None:
         code = frame.f_code
         if code.co_name == "_find_and_load" and code.co_filename.startswith("<frozen"):
             name = frame.f_locals.get("name")
             top = name.partition(".")[0] if isinstance(name, str) else ""
             if top in _SETUP_MAY_IMPORT or top in getattr(sys, "stdlib_module_names", ()):
-                wait_for = frame
+                found = frame
         frame = frame.f_back
-    if wait_for is None or sys.getprofile() is not None:
-        # Nothing to wait for found, or a profiler owns the hook: this child stays cheap
-        # (docs/lifecycle.md says what it then records).
-        return
-    _state["wait_frame"] = wait_for
-    sys.setprofile(_wait)
+    return found
 
 
 def _wait(frame, event, arg) -> None:
     if event == "return" and frame is _state["wait_frame"]:
         sys.setprofile(None)
         _state["wait_frame"] = None
+        _act()
+
+
+def _act() -> None:
+    action, _state["pending"] = _state["pending"], 0
+    if action == UPGRADE:
         _upgrade()
+    elif action == WATCH_THREADS:
+        _watch_threads()
+
+
+def _watch_threads() -> None:
+    """Set the pipeline up at the first ``Thread.start`` (threading is imported, whole)."""
+    thread = getattr(sys.modules.get("threading"), "Thread", None)
+    if thread is None or not is_cheap() or _state["thread_start"] is not None:
+        return
+    start = thread.__dict__.get("start")
+    if start is None:
+        return
+    _state["thread_start"] = start
+    for name in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(_start_thread, name, getattr(start, name, None))
+    _start_thread.__wrapped__ = start  # type: ignore[attr-defined]
+    thread.start = _start_thread
+
+
+def _start_thread(self, *args, **kwargs):
+    thread = sys.modules["threading"].Thread
+    start = _state["thread_start"]
+    if thread.__dict__.get("start") is _start_thread:
+        thread.start = start  # (the class's own again: set-up then patches it)
+    if is_cheap():
+        _soon(UPGRADE, sys._getframe(1))
+    return thread.start(self, *args, **kwargs)
 
 
 def _upgrade() -> None:
@@ -334,6 +391,7 @@ def _forget() -> None:
     """In a fork child of a cheap child (and where starting failed): no longer one."""
     _state["pid"] = 0
     _state["wait_frame"] = None
+    _state["pending"] = 0
     _retire()
 
 
@@ -370,6 +428,32 @@ def called_by_the_interpreter(hook_frame) -> bool:
     return code is None or outermost.f_code is code
 
 
+def exception_fields(exc):
+    """(event attributes, status description) of an exception, as the SDK's
+    ``Span.record_exception`` writes the event (the lifecycle's ``ExceptionRecord``)."""
+    import traceback
+
+    kind = type(exc)
+    module = kind.__module__
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 -- the program's __str__ is not ours to fail on
+        message = f"<unprintable {kind.__name__} object>"
+    try:
+        stack = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
+    except Exception:  # noqa: BLE001 -- a __str__ that raises inside the formatting
+        stack = f"{kind.__qualname__}: {message}"
+    event = {
+        "exception.type": kind.__qualname__
+        if module in (None, "builtins")
+        else f"{module}.{kind.__qualname__}",
+        "exception.message": message,
+        "exception.stacktrace": stack,
+        "exception.escaped": "False",
+    }
+    return event, f"{kind.__name__}: {message}"
+
+
 def _excepthook_chain(previous):
     def excepthook(exc_type, exc, tb):
         try:
@@ -390,15 +474,13 @@ def _at_exit() -> None:
     if not is_cheap():
         return
     failure = _state["failure"]
-    if failure is None:
-        _write_end(None, None)
-        return
-    _finish_late(failure, None)
+    _write_end(None, None, failure)
     if isinstance(failure, KeyboardInterrupt):
         # The interpreter ends a process that an unhandled KeyboardInterrupt stopped by
-        # SIGINT, if the flag that says so is still set after atexit: the set-up just made
-        # cleared it (every exec or eval of a string does, namedtuple's among them). An
-        # exec of a string that raises KeyboardInterrupt sets it again.
+        # SIGINT, if the flag that says so is still set after atexit: formatting the
+        # exception cleared it (importing traceback execs strings, namedtuple's: every
+        # exec or eval of a string clears it). An exec of a string that raises
+        # KeyboardInterrupt sets it again.
         try:
             exec("raise KeyboardInterrupt")
         except KeyboardInterrupt:
@@ -408,22 +490,10 @@ def _at_exit() -> None:
 def _exit(code, /):
     try:
         if is_cheap():
-            if isinstance(code, int) and code != 0:
-                _finish_late(None, code)
-            else:
-                _write_end(code if isinstance(code, int) else None, None)
+            _write_end(code if isinstance(code, int) else None, None)
     except BaseException:  # noqa: BLE001 -- os._exit must exit, whatever happened
         pass
     _state["original_exit"](code)
-
-
-def _finish_late(failure, code) -> None:
-    """An end worth more than a record: the pipeline set up now, the run ended by it."""
-    _upgrade()
-    try:
-        _state["finish_late"](failure, code)
-    except Exception:  # noqa: BLE001
-        pass
 
 
 def _watch_sigterm() -> None:
@@ -452,8 +522,9 @@ def _on_sigterm(signum, frame) -> None:
 _on_sigterm._procscope_sigterm = True  # type: ignore[attr-defined]  # (see _ending)
 
 
-def _write_end(code, exit_signal) -> None:
-    """The run's record, for the top process to make into its span (once)."""
+def _write_end(code, exit_signal, failure=None) -> None:
+    """The run's record, for the top process to make into its span (once): its end,
+    and the exception that ended it, if one did."""
     if _state["pid"] != os.getpid():
         return
     _state["pid"] = 0
@@ -477,6 +548,7 @@ def _write_end(code, exit_signal) -> None:
         "tracestate": _state["tracestate"],
         "code": code,
         "signal": exit_signal,
+        "failure": None if failure is None else exception_fields(failure),
         # What OpenTelemetry's process resource detector reads, read here.
         "executable": sys.executable or "",
         "orig_argv": list(getattr(sys, "orig_argv", sys.argv)),

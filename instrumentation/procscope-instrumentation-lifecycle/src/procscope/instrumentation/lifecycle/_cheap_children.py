@@ -22,13 +22,14 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk import resources as semconv
 from opentelemetry.sdk.resources import ProcessResourceDetector, Resource
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
     SpanKind,
     Status,
+    StatusCode,
     TraceFlags,
     TraceState,
 )
@@ -36,6 +37,7 @@ from opentelemetry.trace import (
 from procscope.core import cheap_child, handoff
 from procscope.core._flight_mirror import _exporters
 from procscope.core.guard import handle_internal_errors
+from procscope.core.runs import RUN_COMMAND_KEY, RUN_ID_KEY
 
 from ._runtime import (
     KIND,
@@ -65,9 +67,11 @@ def collect_later(pid: int) -> None:
     thread (in ``wait()``), its span made and exported on a helper thread that a shutdown
     waits for (the program's thread does not wait for the trace DB).
 
-    Only what opens no file runs on the helper thread: a file it opened could get a
-    number the program has just closed (0, 1 or 2, while it starts a child with other
-    standard streams), and closing it then would close the program's file instead."""
+    Only what opens no file runs on the helper thread (no file read, no module imported
+    there: this module imports what it needs when it is imported, by the program's
+    thread): a file it opened could get a number the program has just closed (0, 1 or
+    2, while it starts a child with other standard streams), and closing it then would
+    close the program's file instead."""
     records = take(pid)
     if not records:
         return
@@ -176,6 +180,11 @@ def span_of(record: dict[str, Any]) -> ReadableSpan | None:
         return None
     attributes.update(_run_attributes(record))
     ending = _Ending(attributes)
+    events: tuple[Event, ...] = ()
+    if record.get("failure"):  # (what end_with_error records of an ExceptionRecord)
+        event, description = record["failure"]
+        events = (Event("exception", event, int(record["end_ns"])),)
+        ending.set_status(Status(StatusCode.ERROR, description))
     if record.get("signal"):
         set_exit_status(ending, -int(record["signal"]))
     else:
@@ -189,6 +198,7 @@ def span_of(record: dict[str, Any]) -> ReadableSpan | None:
         parent=parent,
         resource=child_resource(getattr(provider, "resource", None), record),
         attributes=attributes,
+        events=events,
         kind=SpanKind.INTERNAL,
         instrumentation_scope=SCOPE,
         status=ending.status,
@@ -238,8 +248,6 @@ def child_resource(base: Resource | None, record: dict[str, Any]) -> Resource:
     the child's own process attributes, as OpenTelemetry's process detector reads them,
     its own service instance id, and no run command (only the run's first process has
     one)."""
-    from procscope.core.runs import RUN_COMMAND_KEY, RUN_ID_KEY
-
     attributes = dict(base.attributes) if base is not None else {}
     mine = _this_process()
     theirs = _process_attributes(record, mine)

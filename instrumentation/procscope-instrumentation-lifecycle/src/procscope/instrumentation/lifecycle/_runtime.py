@@ -11,7 +11,6 @@ import os
 import random
 import threading
 import time
-import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +20,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCod
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from procscope.core import flight, handoff, head_sampling, losses, shared_state
+from procscope.core.cheap_child import exception_fields
 from procscope.core.guard import log_internal_error, logger
 from procscope.core.settings import BadSettingError, resolve_one
 from procscope.core.threadinfo import current_thread_name
@@ -278,23 +278,8 @@ class ExceptionRecord:
     __slots__ = ("description", "event")
 
     def __init__(self, exc: BaseException) -> None:
-        kind = type(exc)
-        module = kind.__module__
-        message = _str_or_placeholder(exc)
-        try:
-            stack = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
-        except Exception:  # noqa: BLE001 -- a __str__ that raises inside the formatting
-            stack = f"{kind.__qualname__}: {message}"
-        self.event = {
-            # As the SDK's Span.record_exception writes them.
-            "exception.type": kind.__qualname__
-            if module in (None, "builtins")
-            else f"{module}.{kind.__qualname__}",
-            "exception.message": message,
-            "exception.stacktrace": stack,
-            "exception.escaped": "False",
-        }
-        self.description = f"{kind.__name__}: {message}"
+        # (the same fields a cheap child records of its own end: procscope.core.cheap_child)
+        self.event, self.description = exception_fields(exc)
 
 
 def _str_or_placeholder(exc: BaseException) -> str:
