@@ -41,7 +41,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 from opentelemetry.util._once import Once
 
-from procscope.core import handoff, inherited, losses, shared_state
+from procscope.core import cheap_child, handoff, inherited, losses, shared_state
 from procscope.core.guard import log_internal_error
 
 _SdkBatchProcessor: Any
@@ -252,6 +252,12 @@ def _make_lazy_class(base: Any) -> Any:
                     detach(token)
             if threading.current_thread() is self._worker_thread and handoff.due():
                 handoff.collect(self._exporter)
+                # The runs of cheap children that no one here reaped (grandchildren,
+                # children never waited for): stored while the program runs.
+                try:
+                    cheap_child.collect_ended(changed_only=True)
+                except Exception:  # noqa: BLE001 -- never disturb the export
+                    log_internal_error()
 
         def shutdown(self, *args: Any, **kwargs: Any) -> Any:
             if not self._shutdown and handoff.survivor():

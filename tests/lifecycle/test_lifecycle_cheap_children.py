@@ -424,3 +424,46 @@ def test_a_cheap_child_that_imported_threading_fails_quietly_and_recorded(
     attributes = json.loads(rows[0][1])
     assert attributes["exception.type"] == "ZeroDivisionError"
     assert attributes["exception.stacktrace"].startswith("Traceback (most recent call last)")
+
+
+LIVE_PROGRAM = """
+import json, sqlite3, subprocess, sys, time
+import procscope
+procscope.setup(db=sys.argv[1], exporter="tracedb")
+inner = "import os, json; print(json.dumps({'pid': os.getpid()}))"
+middle = (
+    "import subprocess, sys\\n"
+    f"print(subprocess.run([sys.executable, '-c', {inner!r}], capture_output=True,"
+    " text=True).stdout.strip())"
+)
+done = subprocess.run([sys.executable, "-c", middle], capture_output=True, text=True)
+pid = json.loads(done.stdout)["pid"]
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    db = sqlite3.connect(sys.argv[1])
+    try:
+        found = db.execute("SELECT count(*) FROM spans WHERE name = 'process python'"
+                           " AND pid = ?", (pid,)).fetchone()[0]
+    finally:
+        db.close()
+    if found:
+        break
+    time.sleep(0.25)
+print("STORED WHILE RUNNING", found, flush=True)
+procscope.shutdown()
+"""
+
+
+def test_a_grandchilds_run_is_stored_while_the_program_runs(tmp_path: Path) -> None:
+    """No process of the program reaps it where its span is made (the top process): the
+    top process still stores it on its export schedule, not only at its end."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", LIVE_PROGRAM, str(tmp_path / "t.db")], capture_output=True,
+        text=True, env=env, cwd=tmp_path, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "STORED WHILE RUNNING 1" in done.stdout, done.stdout + done.stderr

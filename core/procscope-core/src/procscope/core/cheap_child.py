@@ -132,10 +132,11 @@ def set_collector(collect) -> None:
     _collector[:] = [collect]
 
 
-def collect_ended() -> int:
-    """In the top process before its exporters close: every cheap child's record left
-    made into spans; returns how many."""
-    return _collector[0]() if _collector else 0
+def collect_ended(changed_only: bool = False) -> int:
+    """In the top process, before its exporters close (and, ``changed_only``, on their
+    schedule while it runs): every cheap child's record left made into spans; returns
+    how many."""
+    return _collector[0](changed_only) if _collector else 0
 
 
 def record_left(pid: int) -> bool:

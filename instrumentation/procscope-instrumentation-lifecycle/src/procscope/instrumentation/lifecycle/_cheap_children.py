@@ -9,8 +9,8 @@ goes to the exporters behind the top process's recorder, as a dead child's fligh
 recording does: the trace DB stores it under the child's pid.
 
 When: after the top process reaps such a child (on a helper thread, which its shutdown
-waits for), and at the top process's end for the others (a grandchild, a child started
-by a shell, one never waited for).
+waits for); for the others (a grandchild, a child started by a shell, one never waited
+for) on the top process's export schedule, and at its end.
 """
 
 from __future__ import annotations
@@ -62,6 +62,25 @@ def collect(pid: int | None = None) -> int:
     return make_and_export(take(pid))
 
 
+def collect_if_changed() -> int:
+    """:func:`collect`, on the top process's export schedule (at most every few
+    seconds: a grandchild, a child never waited for, while the program runs), only when
+    the spool directory changed since the last look (a ``stat``, which opens no file:
+    this runs on an exporting thread, see :func:`collect_later`)."""
+    folder = handoff.directory()
+    if not folder or not handoff.is_top_process():
+        return 0
+    try:
+        changed = os.stat(folder).st_mtime_ns != _seen[0]
+    except OSError:
+        return 0
+    return collect() if changed else 0
+
+
+# The spool directory's modification time when no record was left in it.
+_seen = [0]
+
+
 def collect_later(pid: int) -> None:
     """:func:`collect` of one reaped child: its record taken here, on the program's
     thread (in ``wait()``), its span made and exported on a helper thread that a shutdown
@@ -97,8 +116,10 @@ def take(pid: int | None = None) -> list[dict[str, Any]]:
         return []
     prefix = f"{cheap_child.PREFIX}{pid}-" if pid is not None else cheap_child.PREFIX
     records = []
+    others_left = False
     for name in names:
         if not (name.startswith(prefix) and name.endswith(cheap_child.SUFFIX)):
+            others_left = others_left or name.startswith(cheap_child.PREFIX)
             continue
         path = os.path.join(folder, name)
         claimed = f"{path}.claimed-{os.getpid()}"
@@ -115,6 +136,11 @@ def take(pid: int | None = None) -> list[dict[str, Any]]:
             if semconv.PROCESS_OWNER in _this_process():
                 record["owner"] = _user_name(record["uid"])
             records.append(record)
+    if not others_left:
+        try:
+            _seen[0] = os.stat(folder).st_mtime_ns
+        except OSError:
+            pass
     return records
 
 

@@ -39,11 +39,11 @@ def _instrument_tasks(_asyncio: Any) -> None:
         _tasks.instrument(PATCHES)
 
 
-def _collect_cheap_children() -> int:
+def _collect_cheap_children(changed_only: bool = False) -> int:
     # (imported when used: it needs OpenTelemetry's SDK, which a plugin alone may lack)
     from . import _cheap_children
 
-    return _cheap_children.collect()
+    return _cheap_children.collect_if_changed() if changed_only else _cheap_children.collect()
 
 
 def is_on() -> bool:
