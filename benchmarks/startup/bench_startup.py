@@ -8,7 +8,8 @@ the same row, all from ONE run:
 - ``import procscope; procscope.setup(exporter='tracedb', db=...)`` against plain python;
 - a Python subprocess (``subprocess.run([python, '-c', 'pass'])``) started by a program
   under ``procscope run`` against the same program plain (timed inside the program): a
-  cheap child, which sets no pipeline up; and one that starts a thread, which does;
+  cheap child, which sets no pipeline up; one that imports logging, argparse and json
+  (still cheap); and one that starts a thread, which sets up;
 - ``multiprocessing.Process`` start+join with fork, spawn and forkserver, likewise;
 - fork start+join at rate 0 after 200,000 messages, the parent's flight recorder ring
   full (what a fork child of a busy program inherits), and with 50,000 objects whose state
@@ -52,6 +53,7 @@ INNER = """\
 import multiprocessing, queue, statistics, subprocess, sys, time
 
 THREAD = "import threading; t = threading.Thread(target=int); t.start(); t.join()"
+LOGS = "import logging, argparse, json; logging.getLogger('x').info('y')"
 
 
 def noop():
@@ -91,6 +93,8 @@ if __name__ == "__main__":
             subprocess.run([sys.executable, "-c", "pass"], check=True)
         elif what == "subprocess-thread":  # a child that needs the pipeline: set up
             subprocess.run([sys.executable, "-c", THREAD], check=True)
+        elif what == "subprocess-logging":  # a script's usual start: still cheap
+            subprocess.run([sys.executable, "-c", LOGS], check=True)
         else:
             p = multiprocessing.get_context(what).Process(target=noop)
             p.start()
@@ -121,8 +125,10 @@ def variants(db: str, script: str, k: int) -> list[Variant]:
         Variant("import procscope; setup(tracedb)", [PY, "-c", "pass"], [PY, "-c", setup], False),
     ]
     labels = {"subprocess": "Python subprocess start",
+              "subprocess-logging": "Python subprocess, logging",
               "subprocess-thread": "Python subprocess, a thread"}
-    for what in ("subprocess", "subprocess-thread", "fork", "spawn", "forkserver"):
+    for what in ("subprocess", "subprocess-logging", "subprocess-thread", "fork", "spawn",
+                 "forkserver"):
         label = labels.get(what, f"Process start+join, {what}")
         command = [PY, script, what, str(k)]
         rows.append(Variant(label, command, [*run, *command], True))
