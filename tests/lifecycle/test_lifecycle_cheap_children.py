@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from contextlib import closing
 from pathlib import Path
@@ -57,6 +59,16 @@ def _spans_named(db_path: Path, name: str) -> list[tuple[Any, ...]]:
             "SELECT pid, span_id, parent_span_id, attributes, start_ns FROM spans WHERE name = ?",
             (name,),
         ).fetchall()
+
+
+def _run_script(cwd: Path, program: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``program`` run as a script that sets procscope up itself, in an environment
+    without procscope's or OpenTelemetry's variables (stdin a pipe of its own)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
+    return subprocess.run(
+        [sys.executable, "-c", program, *args], capture_output=True, text=True, env=env,
+        cwd=cwd, timeout=120, check=False, stdin=subprocess.PIPE,
+    )
 
 
 def _pid_of(run: Any, index: int) -> int:
@@ -273,14 +285,7 @@ def test_a_cheap_childs_run_reaches_an_exporter_other_than_the_trace_db(
 ) -> None:
     """Without the trace DB (the console exporter here, OTLP alike) the child's span is
     exported by the top process with the child's resource, which says whose it is."""
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
-    done = subprocess.run(
-        [sys.executable, "-c", CONSOLE_PROGRAM], capture_output=True, text=True, env=env,
-        cwd=tmp_path, timeout=120, check=False,
-    )
+    done = _run_script(tmp_path, CONSOLE_PROGRAM)
     assert done.returncode == 0, done.stderr
     child_pid = int(done.stderr.split("CHILD", 1)[1].split()[0])
     runs = [
@@ -341,14 +346,7 @@ def test_reading_a_childs_record_never_takes_a_number_the_program_gives_back(
 ) -> None:
     """The record is read on the program's own thread: a helper thread that opened it
     while the program had fd 0 closed would close the program's stdin afterwards."""
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
-    done = subprocess.run(
-        [sys.executable, "-c", FD_PROGRAM, str(tmp_path / "t.db")], capture_output=True,
-        text=True, env=env, cwd=tmp_path, timeout=120, check=False, stdin=subprocess.PIPE,
-    )
+    done = _run_script(tmp_path, FD_PROGRAM, str(tmp_path / "t.db"))
     assert done.returncode == 0, done.stderr
     assert "LOST 0" in done.stdout
     with closing(sqlite3.connect(tmp_path / "t.db")) as db:
@@ -457,13 +455,6 @@ procscope.shutdown()
 def test_a_grandchilds_run_is_stored_while_the_program_runs(tmp_path: Path) -> None:
     """No process of the program reaps it where its span is made (the top process): the
     top process still stores it on its export schedule, not only at its end."""
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROCSCOPE_"))}
-    done = subprocess.run(
-        [sys.executable, "-c", LIVE_PROGRAM, str(tmp_path / "t.db")], capture_output=True,
-        text=True, env=env, cwd=tmp_path, timeout=120, check=False,
-    )
+    done = _run_script(tmp_path, LIVE_PROGRAM, str(tmp_path / "t.db"))
     assert done.returncode == 0, done.stderr
     assert "STORED WHILE RUNNING 1" in done.stdout, done.stdout + done.stderr

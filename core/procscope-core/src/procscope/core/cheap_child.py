@@ -429,32 +429,6 @@ def called_by_the_interpreter(hook_frame) -> bool:
     return code is None or outermost.f_code is code
 
 
-def exception_fields(exc):
-    """(event attributes, status description) of an exception, as the SDK's
-    ``Span.record_exception`` writes the event (the lifecycle's ``ExceptionRecord``)."""
-    import traceback
-
-    kind = type(exc)
-    module = kind.__module__
-    try:
-        message = str(exc)
-    except Exception:  # noqa: BLE001 -- the program's __str__ is not ours to fail on
-        message = f"<unprintable {kind.__name__} object>"
-    try:
-        stack = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
-    except Exception:  # noqa: BLE001 -- a __str__ that raises inside the formatting
-        stack = f"{kind.__qualname__}: {message}"
-    event = {
-        "exception.type": kind.__qualname__
-        if module in (None, "builtins")
-        else f"{module}.{kind.__qualname__}",
-        "exception.message": message,
-        "exception.stacktrace": stack,
-        "exception.escaped": "False",
-    }
-    return event, f"{kind.__name__}: {message}"
-
-
 def _excepthook_chain(previous):
     def excepthook(exc_type, exc, tb):
         try:
@@ -532,6 +506,7 @@ def _write_end(code, exit_signal, failure=None) -> None:
     _retire()
     if not _state["sampled"]:
         return  # (the full path records no span for an unsampled child's run either)
+    from ._exception_event import exception_fields
     from ._spooldir import made_private
 
     folder = _state["spool"]

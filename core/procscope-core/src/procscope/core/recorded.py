@@ -58,6 +58,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
+from ._exception_event import exception_attributes
 from .recorder import (
     R_DATA,
     R_END,
@@ -116,31 +117,6 @@ def span_context(trace_id: int, span_id: int, remote: bool, flags: int, state: A
     if flags_object is None:
         flags_object = trace_flags(flags)
     return _new_tuple(SpanContext, (trace_id, span_id, remote, flags_object, state, True))
-
-
-def exception_attributes(exc: BaseException) -> dict[str, Any]:
-    """The attributes of the SDK's "exception" event, as ``Span.record_exception`` makes
-    them, taken at once: a record must not keep the exception (its traceback holds every
-    frame of the failed call) alive until the drain."""
-    import traceback
-
-    kind = type(exc)
-    try:
-        message = str(exc)
-    except Exception:  # noqa: BLE001 -- the program's __str__ is not ours to fail on
-        message = f"<unprintable {kind.__name__} object>"
-    try:
-        stacktrace = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
-    except Exception:  # noqa: BLE001
-        stacktrace = f"{kind.__qualname__}: {message}"
-    module = kind.__module__
-    qualname = kind.__qualname__
-    return {
-        "exception.type": f"{module}.{qualname}" if module and module != "builtins" else qualname,
-        "exception.message": message,
-        "exception.stacktrace": stacktrace,
-        "exception.escaped": "False",
-    }
 
 
 def records_allowed(tracer: Any) -> bool:

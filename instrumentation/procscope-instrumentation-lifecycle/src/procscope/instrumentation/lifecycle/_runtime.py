@@ -20,7 +20,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCod
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from procscope.core import flight, handoff, head_sampling, losses, shared_state
-from procscope.core.cheap_child import exception_fields
+from procscope.core._exception_event import exception_fields
 from procscope.core.guard import log_internal_error, logger
 from procscope.core.settings import BadSettingError, resolve_one
 from procscope.core.threadinfo import current_thread_name
